@@ -1,0 +1,478 @@
+//! The reading half: turns any byte sequence into events or an error with a byte offset.
+//!
+//! Record bodies, field by field (all little-endian; `str` is a u32 length then bytes; `frames`
+//! is a u32 count then that many u64 return addresses):
+//!
+//! | kind | body |
+//! |---|---|
+//! | Start | pid u32, ppid u32, page_size u32, 0 u32, mono_ns u64, real_ns u64, exe str, argc u32, argv str... |
+//! | Maps | source u8, 0 u8 x3, chunk u32, text str |
+//! | Module | base u64, lo u64, hi u64, build_id str, path str |
+//! | Call | call u16, flags u16, tid u32, time_ns u64, args u64 x6, result u64, errno i32, 0 u32, frames |
+//! | ThreadStart | tid u32, creator_tid u32, time_ns u64, sp u64, stack_size u64, guard_size u64, start_routine u64, creator frames |
+//! | Exit | raw_status i32, 0 u32, how str |
+
+use crate::{
+    CallKind, Error, FILE_MAGIC, HEADER_SIZE, Kind, MAX_FRAMES, MAX_RECORD, MapsSource,
+    RECORD_HEADER, RECORD_MAGIC, checksum, header, pad_check,
+};
+
+/// Process identity, from the shim's constructor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Start {
+    pub pid: u32,
+    pub ppid: u32,
+    pub page_size: u32,
+    pub mono_ns: u64,
+    pub real_ns: u64,
+    pub exe: String,
+    pub argv: Vec<String>,
+}
+
+/// One chunk of a maps text; chunks of one source concatenate in `chunk` order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapsChunk {
+    pub source: MapsSource,
+    pub chunk: u32,
+    pub text: Vec<u8>,
+}
+
+/// One loaded ELF module. `base` is the load bias (absolute = file vaddr + base); `lo..hi` the
+/// absolute address span of its PT_LOAD segments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    pub base: u64,
+    pub lo: u64,
+    pub hi: u64,
+    pub build_id: Vec<u8>,
+    pub path: String,
+}
+
+/// One interposed call. `stack` holds absolute return addresses in the target, innermost first;
+/// `stack[0]` is the hook's caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    pub call: CallKind,
+    pub flags: u16,
+    pub tid: u32,
+    pub time_ns: u64,
+    pub args: [u64; 6],
+    pub result: u64,
+    pub errno: i32,
+    pub stack: Vec<u64>,
+}
+
+/// A thread made by `pthread_create` started. `sp` is an address on its stack; the creator's
+/// stack is the one `pthread_create` was called from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadStart {
+    pub tid: u32,
+    pub creator_tid: u32,
+    pub time_ns: u64,
+    pub sp: u64,
+    /// From the attribute passed to `pthread_create`; 0 when none was given.
+    pub stack_size: u64,
+    /// From the attribute passed to `pthread_create`; `u64::MAX` when none was given.
+    pub guard_size: u64,
+    pub start_routine: u64,
+    pub creator_stack: Vec<u64>,
+}
+
+/// How the process ended, as `vmshim run` saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub raw_status: i32,
+    pub how: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Start(Start),
+    Maps(MapsChunk),
+    Module(Module),
+    Call(Call),
+    ThreadStart(ThreadStart),
+    Exit(Exit),
+}
+
+/// A whole trace read into memory.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    pub segment_size: u64,
+    /// End of the records, from the header.
+    pub cursor: u64,
+    /// Records the writer counted as dropped.
+    pub dropped: u64,
+    /// Stretches of bytes that held no committed record (a writer killed mid-record).
+    pub torn: u64,
+    /// Events in the order their slots were reserved.
+    pub events: Vec<Event>,
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// File offset of `buf[0]`, for error messages.
+    base: u64,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, message: impl Into<String>) -> Error {
+        Error {
+            offset: self.base + self.pos as u64,
+            message: message.into(),
+        }
+    }
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], Error> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        match end {
+            Some(end) => {
+                let s = &self.buf[self.pos..end];
+                self.pos = end;
+                Ok(s)
+            }
+            None => Err(self.err(format!("record field of {n} bytes runs past the record"))),
+        }
+    }
+    fn u8(&mut self) -> Result<u8, Error> {
+        Ok(self.bytes(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, Error> {
+        Ok(u16::from_le_bytes(
+            self.bytes(2)?.try_into().unwrap_or_default(),
+        ))
+    }
+    fn u32(&mut self) -> Result<u32, Error> {
+        Ok(u32::from_le_bytes(
+            self.bytes(4)?.try_into().unwrap_or_default(),
+        ))
+    }
+    fn i32(&mut self) -> Result<i32, Error> {
+        Ok(self.u32()? as i32)
+    }
+    fn u64(&mut self) -> Result<u64, Error> {
+        Ok(u64::from_le_bytes(
+            self.bytes(8)?.try_into().unwrap_or_default(),
+        ))
+    }
+    fn blob(&mut self) -> Result<&'a [u8], Error> {
+        let n = self.u32()? as usize;
+        self.bytes(n)
+    }
+    fn string(&mut self) -> Result<String, Error> {
+        Ok(String::from_utf8_lossy(self.blob()?).into_owned())
+    }
+    fn frames(&mut self) -> Result<Vec<u64>, Error> {
+        let n = self.u32()? as usize;
+        if n > MAX_FRAMES {
+            return Err(self.err(format!(
+                "stack of {n} frames exceeds the limit of {MAX_FRAMES}"
+            )));
+        }
+        (0..n).map(|_| self.u64()).collect()
+    }
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Checks the header and returns `(segment_size, cursor, dropped)`.
+fn read_header(bytes: &[u8]) -> Result<(u64, u64, u64), Error> {
+    let bad = |offset: u64, message: &str| Error {
+        offset,
+        message: message.to_string(),
+    };
+    if bytes.len() < HEADER_SIZE {
+        return Err(bad(
+            bytes.len() as u64,
+            &format!(
+                "not a vmshim trace: {} bytes, shorter than the {HEADER_SIZE}-byte header",
+                bytes.len()
+            ),
+        ));
+    }
+    if bytes[..8] != FILE_MAGIC {
+        return Err(bad(0, "not a vmshim trace: wrong magic"));
+    }
+    let version = u32::from_le_bytes(
+        bytes[header::VERSION..header::VERSION + 4]
+            .try_into()
+            .unwrap_or_default(),
+    );
+    if version != crate::VERSION {
+        return Err(bad(
+            header::VERSION as u64,
+            &format!("unsupported trace version {version}"),
+        ));
+    }
+    let field = |at| le_u64(bytes, at).unwrap_or(0);
+    Ok((
+        field(header::SEGMENT_SIZE),
+        field(header::CURSOR),
+        field(header::DROPPED),
+    ))
+}
+
+/// The record starting at `at`, if its magic, length and checksum agree: `(kind, total_len)`.
+fn valid_record(bytes: &[u8], at: usize, end: usize) -> Option<(Kind, usize)> {
+    let w0 = le_u64(bytes, at)?;
+    if w0 as u16 != RECORD_MAGIC {
+        return None;
+    }
+    let kind = Kind::from_u16((w0 >> 16) as u16)?;
+    let len = (w0 >> 32) as usize;
+    if len < RECORD_HEADER || len % 8 != 0 || at + len > end {
+        return None;
+    }
+    let w1 = le_u64(bytes, at + 8)?;
+    let ok = match kind {
+        Kind::Pad => w1 == pad_check(len as u32),
+        _ => len <= MAX_RECORD && w1 == checksum(&bytes[at + RECORD_HEADER..at + len], len as u32),
+    };
+    ok.then_some((kind, len))
+}
+
+fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Event>, Error> {
+    Ok(Some(match kind {
+        Kind::Pad => return Ok(None),
+        Kind::Start => {
+            let pid = r.u32()?;
+            let ppid = r.u32()?;
+            let page_size = r.u32()?;
+            r.u32()?;
+            let mono_ns = r.u64()?;
+            let real_ns = r.u64()?;
+            let exe = r.string()?;
+            let argc = r.u32()? as usize;
+            // Each argument takes at least 4 bytes, which bounds argc by the record's size.
+            if argc > r.buf.len() / 4 {
+                return Err(r.err(format!("argc {argc} exceeds what the record can hold")));
+            }
+            let argv = (0..argc).map(|_| r.string()).collect::<Result<_, _>>()?;
+            Event::Start(Start {
+                pid,
+                ppid,
+                page_size,
+                mono_ns,
+                real_ns,
+                exe,
+                argv,
+            })
+        }
+        Kind::Maps => {
+            let source = match r.u8()? {
+                0 => MapsSource::Initial,
+                1 => MapsSource::KernelFinal,
+                s => return Err(r.err(format!("unknown maps source {s}"))),
+            };
+            r.bytes(3)?;
+            let chunk = r.u32()?;
+            let text = r.blob()?.to_vec();
+            Event::Maps(MapsChunk {
+                source,
+                chunk,
+                text,
+            })
+        }
+        Kind::Module => Event::Module(Module {
+            base: r.u64()?,
+            lo: r.u64()?,
+            hi: r.u64()?,
+            build_id: r.blob()?.to_vec(),
+            path: r.string()?,
+        }),
+        Kind::Call => {
+            let raw = r.u16()?;
+            let call =
+                CallKind::from_u16(raw).ok_or_else(|| r.err(format!("unknown call {raw}")))?;
+            let flags = r.u16()?;
+            let tid = r.u32()?;
+            let time_ns = r.u64()?;
+            let mut args = [0u64; 6];
+            for a in &mut args {
+                *a = r.u64()?;
+            }
+            let result = r.u64()?;
+            let errno = r.i32()?;
+            r.u32()?;
+            let stack = r.frames()?;
+            Event::Call(Call {
+                call,
+                flags,
+                tid,
+                time_ns,
+                args,
+                result,
+                errno,
+                stack,
+            })
+        }
+        Kind::ThreadStart => Event::ThreadStart(ThreadStart {
+            tid: r.u32()?,
+            creator_tid: r.u32()?,
+            time_ns: r.u64()?,
+            sp: r.u64()?,
+            stack_size: r.u64()?,
+            guard_size: r.u64()?,
+            start_routine: r.u64()?,
+            creator_stack: r.frames()?,
+        }),
+        Kind::Exit => {
+            let raw_status = r.i32()?;
+            r.u32()?;
+            Event::Exit(Exit {
+                raw_status,
+                how: r.string()?,
+            })
+        }
+    }))
+}
+
+/// Reads a whole trace. A file shorter than its header claims is an error (it was truncated);
+/// records that were reserved but never committed are skipped and counted in [`Trace::torn`].
+pub fn parse(bytes: &[u8]) -> Result<Trace, Error> {
+    let (segment_size, cursor, dropped) = read_header(bytes)?;
+    if cursor < HEADER_SIZE as u64 {
+        return Err(Error {
+            offset: header::CURSOR as u64,
+            message: format!("corrupt header: cursor {cursor}"),
+        });
+    }
+    // The cursor can run past the file by reservations that found no room (counted as dropped);
+    // only a file shorter than every committed byte is truncated.
+    let end = cursor.min(bytes.len() as u64) as usize;
+    let mut trace = Trace {
+        segment_size,
+        cursor,
+        dropped,
+        ..Trace::default()
+    };
+    let mut at = HEADER_SIZE;
+    let mut in_torn = false;
+    while at + RECORD_HEADER <= end {
+        match valid_record(bytes, at, end) {
+            Some((kind, len)) => {
+                in_torn = false;
+                let mut r = Reader {
+                    buf: &bytes[at + RECORD_HEADER..at + len],
+                    pos: 0,
+                    base: (at + RECORD_HEADER) as u64,
+                };
+                if let Some(ev) = decode_body(kind, &mut r)? {
+                    trace.events.push(ev);
+                }
+                at += len;
+            }
+            None => {
+                if !in_torn {
+                    trace.torn += 1;
+                    in_torn = true;
+                }
+                at += 8;
+            }
+        }
+    }
+    if (bytes.len() as u64) < cursor && trace.events.is_empty() {
+        return Err(Error {
+            offset: bytes.len() as u64,
+            message: format!(
+                "trace truncated: the header says {cursor} bytes were written, the file has {}",
+                bytes.len()
+            ),
+        });
+    }
+    Ok(trace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Encoder, HEADER_SIZE, VERSION};
+
+    fn file_with(records: &[Vec<u8>]) -> Vec<u8> {
+        let mut f = vec![0u8; HEADER_SIZE];
+        f[..8].copy_from_slice(&FILE_MAGIC);
+        f[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        for r in records {
+            f.extend_from_slice(r);
+        }
+        let cursor = f.len() as u64;
+        f[header::CURSOR..header::CURSOR + 8].copy_from_slice(&cursor.to_le_bytes());
+        f
+    }
+
+    fn call_record(tid: u32, stack: &[u64]) -> Vec<u8> {
+        let mut buf = [0u8; 2048];
+        let mut e = Encoder::new(&mut buf, Kind::Call);
+        e.put_u16(CallKind::Mmap as u16);
+        e.put_u16(0);
+        e.put_u32(tid);
+        e.put_u64(7);
+        for a in [0, 4096, 3, 0x22, u64::MAX, 0] {
+            e.put_u64(a);
+        }
+        e.put_u64(0x7f00_0000_0000);
+        e.put_i32(0);
+        e.put_u32(0);
+        e.put_frames(stack);
+        let n = e.finish().unwrap();
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn round_trips_a_call() {
+        let f = file_with(&[call_record(42, &[1, 2, 3])]);
+        let t = parse(&f).unwrap();
+        assert_eq!(t.events.len(), 1);
+        let Event::Call(c) = &t.events[0] else {
+            panic!("not a call")
+        };
+        assert_eq!(
+            (c.tid, c.args[1], c.result, c.stack.as_slice()),
+            (42, 4096, 0x7f00_0000_0000, &[1, 2, 3][..])
+        );
+    }
+
+    #[test]
+    fn skips_a_torn_record_and_keeps_the_ones_after_it() {
+        let torn = vec![0u8; 96];
+        let f = file_with(&[call_record(1, &[]), torn, call_record(2, &[9])]);
+        let t = parse(&f).unwrap();
+        let tids: Vec<u32> = t
+            .events
+            .iter()
+            .filter_map(|e| {
+                if let Event::Call(c) = e {
+                    Some(c.tid)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!((tids, t.torn), (vec![1, 2], 1));
+    }
+
+    #[test]
+    fn every_truncation_and_every_flipped_byte_reads_or_errors() {
+        let f = file_with(&[call_record(1, &[5; 10]), call_record(2, &[6; 3])]);
+        for cut in 0..f.len() {
+            let _ = parse(&f[..cut]);
+        }
+        for i in 0..f.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut g = f.clone();
+                g[i] ^= bit;
+                let _ = parse(&g);
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_a_short_or_foreign_file_with_an_offset() {
+        assert_eq!(parse(b"hello").unwrap_err().offset, 5);
+        let mut f = file_with(&[]);
+        f[0] = b'X';
+        assert!(parse(&f).unwrap_err().message.contains("wrong magic"));
+    }
+}

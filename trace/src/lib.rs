@@ -1,0 +1,200 @@
+//! The vmshim trace format, shared by the shim (which writes it from inside the target) and the
+//! report (which reads it afterwards).
+//!
+//! This crate owns the byte layout and nothing else: no I/O, no allocation on the writing side.
+//! The writer half ([`Encoder`], [`record_word0`], [`checksum`]) only fills caller-provided
+//! buffers, so the shim can use it inside an `mmap` hook. The reader half ([`parse`]) never
+//! panics and never trusts a length it has not bounded: any byte sequence gives either events or
+//! an [`Error`] that names the byte offset.
+//!
+//! # Layout
+//! A file starts with a [`HEADER_SIZE`]-byte header (magic, version, segment size, the write
+//! cursor and a dropped-record counter), followed by records. Every record is 8-byte aligned:
+//!
+//! ```text
+//! word0: u64  = RECORD_MAGIC | kind << 16 | total_len << 32   (stored last, with Release)
+//! word1: u64  = checksum(body) ^ total_len
+//! body:  total_len - 16 bytes, little-endian fields, zero-padded to 8
+//! ```
+//!
+//! Writers reserve space by bumping the cursor, fill word1 and the body, and publish word0 last.
+//! A writer killed in between leaves a zero or mismatching header: the reader counts it as torn,
+//! then scans forward for the next record whose magic, length and checksum agree, so one torn
+//! record never hides the committed records that other threads wrote after it.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+mod decode;
+mod encode;
+
+pub use decode::{Event, parse};
+pub use encode::Encoder;
+
+/// First eight bytes of every trace file.
+pub const FILE_MAGIC: [u8; 8] = *b"VMSHIMT1";
+/// Format version written into the header.
+pub const VERSION: u32 = 1;
+/// Size of the file header; the first record starts here.
+pub const HEADER_SIZE: usize = 64;
+/// Byte offsets of the header fields.
+pub mod header {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 8;
+    pub const HEADER_SIZE: usize = 12;
+    pub const SEGMENT_SIZE: usize = 16;
+    /// The next free byte offset; records live in `HEADER_SIZE..cursor`.
+    pub const CURSOR: usize = 24;
+    /// Records the writer could not store (size limit reached, no segment could be mapped).
+    pub const DROPPED: usize = 32;
+    /// Size limit the writer was configured with.
+    pub const LIMIT: usize = 40;
+}
+
+/// Low 16 bits of every committed record's first word.
+pub const RECORD_MAGIC: u16 = 0x5652;
+/// word0 + word1.
+pub const RECORD_HEADER: usize = 16;
+/// No record is larger than this; the reader rejects larger lengths as corrupt.
+pub const MAX_RECORD: usize = 1 << 20;
+/// The deepest stack a record carries.
+pub const MAX_FRAMES: usize = 128;
+
+/// What a record holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Kind {
+    /// Filler up to a segment end; the reader skips it.
+    Pad = 0,
+    /// Process identity, written once by the shim's constructor.
+    Start = 1,
+    /// A chunk of a `/proc/PID/maps` or `smaps` text.
+    Maps = 2,
+    /// One loaded ELF module.
+    Module = 3,
+    /// One interposed call (mmap, munmap, ...).
+    Call = 4,
+    /// A thread created through `pthread_create` began running.
+    ThreadStart = 5,
+    /// How the process ended, appended by `vmshim run`.
+    Exit = 6,
+}
+
+impl Kind {
+    pub fn from_u16(v: u16) -> Option<Kind> {
+        Some(match v {
+            0 => Kind::Pad,
+            1 => Kind::Start,
+            2 => Kind::Maps,
+            3 => Kind::Module,
+            4 => Kind::Call,
+            5 => Kind::ThreadStart,
+            6 => Kind::Exit,
+            _ => return None,
+        })
+    }
+}
+
+/// The interposed call a [`Kind::Call`] record describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum CallKind {
+    Mmap = 1,
+    Munmap = 2,
+    Mremap = 3,
+    Mprotect = 4,
+    PthreadCreate = 5,
+}
+
+impl CallKind {
+    pub fn from_u16(v: u16) -> Option<CallKind> {
+        Some(match v {
+            1 => CallKind::Mmap,
+            2 => CallKind::Munmap,
+            3 => CallKind::Mremap,
+            4 => CallKind::Mprotect,
+            5 => CallKind::PthreadCreate,
+            _ => return None,
+        })
+    }
+
+    /// The libc function's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            CallKind::Mmap => "mmap",
+            CallKind::Munmap => "munmap",
+            CallKind::Mremap => "mremap",
+            CallKind::Mprotect => "mprotect",
+            CallKind::PthreadCreate => "pthread_create",
+        }
+    }
+
+    /// Parameter names of the libc prototype, in order; `args` holds them in this order.
+    pub fn params(self) -> &'static [&'static str] {
+        match self {
+            CallKind::Mmap => &["addr", "length", "prot", "flags", "fd", "offset"],
+            CallKind::Munmap => &["addr", "length"],
+            CallKind::Mremap => &[
+                "old_address",
+                "old_size",
+                "new_size",
+                "flags",
+                "new_address",
+            ],
+            CallKind::Mprotect => &["addr", "length", "prot"],
+            CallKind::PthreadCreate => &["thread", "attr", "start_routine", "arg"],
+        }
+    }
+}
+
+/// [`Kind::Call`] flag: the shim made this mapping for itself (its trace buffer).
+pub const CALL_FLAG_OWN: u16 = 1;
+
+/// Where a [`Kind::Maps`] text came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MapsSource {
+    /// `/proc/self/maps` read by the shim's constructor, before the program's own code ran.
+    Initial = 0,
+    /// `/proc/PID/smaps` read by `vmshim run` at the target's exit stop.
+    KernelFinal = 1,
+}
+
+/// The first word of a committed record.
+pub fn record_word0(kind: Kind, total_len: u32) -> u64 {
+    RECORD_MAGIC as u64 | (kind as u64) << 16 | (total_len as u64) << 32
+}
+
+/// The second word of a record: a 64-bit FNV-1a style hash of the body, mixed with its length,
+/// so that stale bytes that happen to look like a header are not taken for a record.
+pub fn checksum(body: &[u8], total_len: u32) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ total_len as u64;
+    for chunk in body.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x0000_0100_0000_01b3);
+        h ^= h >> 29;
+    }
+    h
+}
+
+/// word1 of a [`Kind::Pad`] record, whose body is never written (it is whatever the file held).
+pub fn pad_check(total_len: u32) -> u64 {
+    !(total_len as u64) ^ 0x5041_4450_4144_5041
+}
+
+/// Why a trace could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// Byte offset in the file where the problem was found.
+    pub offset: u64,
+    pub message: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (at byte offset {})", self.message, self.offset)
+    }
+}
+
+impl std::error::Error for Error {}
