@@ -1,1 +1,76 @@
+//! libvmshim.so: injected with `LD_PRELOAD`, it records every call that shapes a process's
+//! address space — `mmap`, `munmap`, `mremap`, `mprotect`, `pthread_create` — with its thread,
+//! time and call stack, into a trace file that `vmshim report` explains.
+//!
+//! # Design constraints
+//! - **The hook path.** A hook runs inside the target, on any thread, possibly inside malloc or
+//!   a signal handler. It never calls glibc's malloc (a malloc in a fresh thread creates a
+//!   64 MiB arena: the tool would create what it measures), takes no blocking lock, does no std
+//!   I/O, never panics (`panic = "abort"`, and no code path indexes out of bounds by design),
+//!   never recurses (see [`guard`]), and returns exactly the real call's value with errno
+//!   exactly as the real call left it. The real calls are raw system calls ([`syscall`]):
+//!   `__mmap` and friends are GLIBC_PRIVATE.
+//! - **No helper thread.** Records go straight into a shared file mapping ([`writer`]), so
+//!   nothing needs flushing: Go's raw `exit_group` and SIGKILL lose no committed record.
+//! - **libc's blind spots.** glibc maps thread stacks, malloc arenas and large malloc chunks
+//!   with its internal mmap, which no interposed `mmap` sees. Thread stacks are covered by
+//!   [`hooks::pthread_create`]: each new thread reports an address on its stack and its
+//!   creator's call stack; the report finds the mapping around it. Arenas and large chunks are
+//!   left to the report, which lists what it cannot attribute as `unattributed`.
+//! - **Own mappings.** The trace segments the shim maps are recorded with `CALL_FLAG_OWN` and
+//!   the trace path, so the report files them, and this library's image, under `vmshim`.
+//! - **Fork and exec.** A fork child forgets the parent's trace (pthread_atfork) and opens its
+//!   own on its first recorded call; an exec'd image loads the shim afresh through LD_PRELOAD
+//!   and writes a new file (a taken name gets a numeric suffix, never an overwrite).
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+pub mod config;
+pub mod guard;
+pub mod hooks;
+pub mod record;
+pub mod startup;
+pub mod syscall;
+pub mod unwind;
+pub mod writer;
+
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+static DEPTH: AtomicUsize = AtomicUsize::new(64);
+
+/// Most frames to record per stack.
+pub fn depth() -> usize {
+    DEPTH.load(Relaxed)
+}
+
+/// Opens the trace and records the start-up state, once per process image (and once more in
+/// each fork child). Safe to call from any hook: exactly one caller initialises; callers that
+/// race it find the writer not yet ready and pass their call through unrecorded.
+pub fn ensure_started() {
+    if writer::is_ready() || !writer::begin_init() {
+        return;
+    }
+    let cfg = config::load();
+    DEPTH.store(cfg.depth, Relaxed);
+    if writer::open(&cfg) {
+        startup::record_all();
+    }
+}
+
+extern "C" fn after_fork_in_child() {
+    writer::reset_after_fork();
+}
+
+/// The constructor: runs when the loader initialises this library, before `main`.
+extern "C" fn vmshim_init() {
+    let _guard = guard::Guard::enter();
+    hooks::pthread_create::resolve();
+    // SAFETY: registers a plain function for the fork child; glibc keeps the first handlers in
+    // static storage, so this does not allocate.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    ensure_started();
+}
+
+#[cfg(not(test))]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static INIT: extern "C" fn() = vmshim_init;

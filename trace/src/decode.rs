@@ -5,7 +5,7 @@
 //!
 //! | kind | body |
 //! |---|---|
-//! | Start | pid u32, ppid u32, page_size u32, 0 u32, mono_ns u64, real_ns u64, exe str, argc u32, argv str... |
+//! | Start | pid u32, ppid u32, page_size u32, 0 u32, mono_ns u64, real_ns u64, exe str, trace_path str, argc u32, argv str... |
 //! | Maps | source u8, 0 u8 x3, chunk u32, text str |
 //! | Module | base u64, lo u64, hi u64, build_id str, path str |
 //! | Call | call u16, flags u16, tid u32, time_ns u64, args u64 x6, result u64, errno i32, 0 u32, frames |
@@ -13,8 +13,8 @@
 //! | Exit | raw_status i32, 0 u32, how str |
 
 use crate::{
-    CallKind, Error, FILE_MAGIC, HEADER_SIZE, Kind, MAX_FRAMES, MAX_RECORD, MapsSource,
-    RECORD_HEADER, RECORD_MAGIC, checksum, header, pad_check,
+    CallKind, Error, FILE_MAGIC, HEADER_SIZE, Kind, MAX_FRAMES, MAX_RECORD, MapsSource, RECORD_HEADER,
+    RECORD_MAGIC, checksum, header, pad_check,
 };
 
 /// Process identity, from the shim's constructor.
@@ -26,6 +26,8 @@ pub struct Start {
     pub mono_ns: u64,
     pub real_ns: u64,
     pub exe: String,
+    /// Where the shim wrote this trace; its mappings of the file are the shim's own.
+    pub trace_path: String,
     pub argv: Vec<String>,
 }
 
@@ -118,10 +120,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn err(&self, message: impl Into<String>) -> Error {
-        Error {
-            offset: self.base + self.pos as u64,
-            message: message.into(),
-        }
+        Error { offset: self.base + self.pos as u64, message: message.into() }
     }
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], Error> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
@@ -138,22 +137,16 @@ impl<'a> Reader<'a> {
         Ok(self.bytes(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, Error> {
-        Ok(u16::from_le_bytes(
-            self.bytes(2)?.try_into().unwrap_or_default(),
-        ))
+        Ok(u16::from_le_bytes(self.bytes(2)?.try_into().unwrap_or_default()))
     }
     fn u32(&mut self) -> Result<u32, Error> {
-        Ok(u32::from_le_bytes(
-            self.bytes(4)?.try_into().unwrap_or_default(),
-        ))
+        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().unwrap_or_default()))
     }
     fn i32(&mut self) -> Result<i32, Error> {
         Ok(self.u32()? as i32)
     }
     fn u64(&mut self) -> Result<u64, Error> {
-        Ok(u64::from_le_bytes(
-            self.bytes(8)?.try_into().unwrap_or_default(),
-        ))
+        Ok(u64::from_le_bytes(self.bytes(8)?.try_into().unwrap_or_default()))
     }
     fn blob(&mut self) -> Result<&'a [u8], Error> {
         let n = self.u32()? as usize;
@@ -165,9 +158,7 @@ impl<'a> Reader<'a> {
     fn frames(&mut self) -> Result<Vec<u64>, Error> {
         let n = self.u32()? as usize;
         if n > MAX_FRAMES {
-            return Err(self.err(format!(
-                "stack of {n} frames exceeds the limit of {MAX_FRAMES}"
-            )));
+            return Err(self.err(format!("stack of {n} frames exceeds the limit of {MAX_FRAMES}")));
         }
         (0..n).map(|_| self.u64()).collect()
     }
@@ -179,39 +170,23 @@ fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
 
 /// Checks the header and returns `(segment_size, cursor, dropped)`.
 fn read_header(bytes: &[u8]) -> Result<(u64, u64, u64), Error> {
-    let bad = |offset: u64, message: &str| Error {
-        offset,
-        message: message.to_string(),
-    };
+    let bad = |offset: u64, message: &str| Error { offset, message: message.to_string() };
     if bytes.len() < HEADER_SIZE {
         return Err(bad(
             bytes.len() as u64,
-            &format!(
-                "not a vmshim trace: {} bytes, shorter than the {HEADER_SIZE}-byte header",
-                bytes.len()
-            ),
+            &format!("not a vmshim trace: {} bytes, shorter than the {HEADER_SIZE}-byte header", bytes.len()),
         ));
     }
     if bytes[..8] != FILE_MAGIC {
         return Err(bad(0, "not a vmshim trace: wrong magic"));
     }
-    let version = u32::from_le_bytes(
-        bytes[header::VERSION..header::VERSION + 4]
-            .try_into()
-            .unwrap_or_default(),
-    );
+    let version =
+        u32::from_le_bytes(bytes[header::VERSION..header::VERSION + 4].try_into().unwrap_or_default());
     if version != crate::VERSION {
-        return Err(bad(
-            header::VERSION as u64,
-            &format!("unsupported trace version {version}"),
-        ));
+        return Err(bad(header::VERSION as u64, &format!("unsupported trace version {version}")));
     }
     let field = |at| le_u64(bytes, at).unwrap_or(0);
-    Ok((
-        field(header::SEGMENT_SIZE),
-        field(header::CURSOR),
-        field(header::DROPPED),
-    ))
+    Ok((field(header::SEGMENT_SIZE), field(header::CURSOR), field(header::DROPPED)))
 }
 
 /// The record starting at `at`, if its magic, length and checksum agree: `(kind, total_len)`.
@@ -222,7 +197,11 @@ fn valid_record(bytes: &[u8], at: usize, end: usize) -> Option<(Kind, usize)> {
     }
     let kind = Kind::from_u16((w0 >> 16) as u16)?;
     let len = (w0 >> 32) as usize;
-    if len < RECORD_HEADER || len % 8 != 0 || at + len > end {
+    // An 8-byte gap at a segment end holds a header-only pad.
+    if kind == Kind::Pad && len == 8 {
+        return Some((kind, len));
+    }
+    if len < RECORD_HEADER || !len.is_multiple_of(8) || at + len > end {
         return None;
     }
     let w1 = le_u64(bytes, at + 8)?;
@@ -244,21 +223,14 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Event>, Error> {
             let mono_ns = r.u64()?;
             let real_ns = r.u64()?;
             let exe = r.string()?;
+            let trace_path = r.string()?;
             let argc = r.u32()? as usize;
             // Each argument takes at least 4 bytes, which bounds argc by the record's size.
             if argc > r.buf.len() / 4 {
                 return Err(r.err(format!("argc {argc} exceeds what the record can hold")));
             }
             let argv = (0..argc).map(|_| r.string()).collect::<Result<_, _>>()?;
-            Event::Start(Start {
-                pid,
-                ppid,
-                page_size,
-                mono_ns,
-                real_ns,
-                exe,
-                argv,
-            })
+            Event::Start(Start { pid, ppid, page_size, mono_ns, real_ns, exe, trace_path, argv })
         }
         Kind::Maps => {
             let source = match r.u8()? {
@@ -269,11 +241,7 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Event>, Error> {
             r.bytes(3)?;
             let chunk = r.u32()?;
             let text = r.blob()?.to_vec();
-            Event::Maps(MapsChunk {
-                source,
-                chunk,
-                text,
-            })
+            Event::Maps(MapsChunk { source, chunk, text })
         }
         Kind::Module => Event::Module(Module {
             base: r.u64()?,
@@ -284,8 +252,7 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Event>, Error> {
         }),
         Kind::Call => {
             let raw = r.u16()?;
-            let call =
-                CallKind::from_u16(raw).ok_or_else(|| r.err(format!("unknown call {raw}")))?;
+            let call = CallKind::from_u16(raw).ok_or_else(|| r.err(format!("unknown call {raw}")))?;
             let flags = r.u16()?;
             let tid = r.u32()?;
             let time_ns = r.u64()?;
@@ -297,16 +264,7 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Event>, Error> {
             let errno = r.i32()?;
             r.u32()?;
             let stack = r.frames()?;
-            Event::Call(Call {
-                call,
-                flags,
-                tid,
-                time_ns,
-                args,
-                result,
-                errno,
-                stack,
-            })
+            Event::Call(Call { call, flags, tid, time_ns, args, result, errno, stack })
         }
         Kind::ThreadStart => Event::ThreadStart(ThreadStart {
             tid: r.u32()?,
@@ -321,10 +279,7 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Event>, Error> {
         Kind::Exit => {
             let raw_status = r.i32()?;
             r.u32()?;
-            Event::Exit(Exit {
-                raw_status,
-                how: r.string()?,
-            })
+            Event::Exit(Exit { raw_status, how: r.string()? })
         }
     }))
 }
@@ -342,15 +297,10 @@ pub fn parse(bytes: &[u8]) -> Result<Trace, Error> {
     // The cursor can run past the file by reservations that found no room (counted as dropped);
     // only a file shorter than every committed byte is truncated.
     let end = cursor.min(bytes.len() as u64) as usize;
-    let mut trace = Trace {
-        segment_size,
-        cursor,
-        dropped,
-        ..Trace::default()
-    };
+    let mut trace = Trace { segment_size, cursor, dropped, ..Trace::default() };
     let mut at = HEADER_SIZE;
     let mut in_torn = false;
-    while at + RECORD_HEADER <= end {
+    while at + 8 <= end {
         match valid_record(bytes, at, end) {
             Some((kind, len)) => {
                 in_torn = false;
@@ -425,9 +375,7 @@ mod tests {
         let f = file_with(&[call_record(42, &[1, 2, 3])]);
         let t = parse(&f).unwrap();
         assert_eq!(t.events.len(), 1);
-        let Event::Call(c) = &t.events[0] else {
-            panic!("not a call")
-        };
+        let Event::Call(c) = &t.events[0] else { panic!("not a call") };
         assert_eq!(
             (c.tid, c.args[1], c.result, c.stack.as_slice()),
             (42, 4096, 0x7f00_0000_0000, &[1, 2, 3][..])
@@ -439,17 +387,8 @@ mod tests {
         let torn = vec![0u8; 96];
         let f = file_with(&[call_record(1, &[]), torn, call_record(2, &[9])]);
         let t = parse(&f).unwrap();
-        let tids: Vec<u32> = t
-            .events
-            .iter()
-            .filter_map(|e| {
-                if let Event::Call(c) = e {
-                    Some(c.tid)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let tids: Vec<u32> =
+            t.events.iter().filter_map(|e| if let Event::Call(c) = e { Some(c.tid) } else { None }).collect();
         assert_eq!((tids, t.torn), (vec![1, 2], 1));
     }
 

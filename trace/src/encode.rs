@@ -15,12 +15,7 @@ impl<'a> Encoder<'a> {
     /// Starts a record of `kind`; the header words are written by [`Encoder::finish`].
     pub fn new(buf: &'a mut [u8], kind: Kind) -> Encoder<'a> {
         let overflow = buf.len() < RECORD_HEADER;
-        Encoder {
-            buf,
-            pos: RECORD_HEADER,
-            overflow,
-            kind,
-        }
+        Encoder { buf, pos: RECORD_HEADER, overflow, kind }
     }
 
     /// Current length of the record, header included.
@@ -83,7 +78,7 @@ impl<'a> Encoder<'a> {
     /// `None` if it did not fit. The caller copies `buf[8..len]` first and publishes word0
     /// (`buf[0..8]`) last.
     pub fn finish(&mut self) -> Option<usize> {
-        while self.pos % 8 != 0 && !self.overflow {
+        while !self.pos.is_multiple_of(8) && !self.overflow {
             self.put_u8(0);
         }
         if self.overflow {

@@ -1,0 +1,67 @@
+//! Configuration, read once from the environment without allocating. Every variable the shim
+//! understands is declared in [`VARS`] with its meaning; nothing else reads the environment.
+
+/// `(name, meaning)` of every environment variable the shim reads.
+pub const VARS: &[(&str, &str)] = &[
+    ("VMSHIM_OUT", "trace file path; %p becomes the pid (default: vmshim.%p.trace in the working directory)"),
+    (
+        "VMSHIM_MAX_BYTES",
+        "largest trace file in bytes; past it records are counted as dropped (default 1 GiB)",
+    ),
+    (
+        "VMSHIM_SEGMENT_BYTES",
+        "how much of the trace file is mapped at a time (default 4 MiB, a power of two >= 64 KiB)",
+    ),
+    ("VMSHIM_DEPTH", "most frames recorded per stack (default 64, at most 128)"),
+];
+
+pub struct Config {
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    pub depth: usize,
+}
+
+unsafe extern "C" {
+    static environ: *const *const u8;
+}
+
+/// The value of environment variable `name`, borrowed from the process environment.
+pub fn getenv(name: &str) -> Option<&'static [u8]> {
+    // SAFETY: `environ` is libc's NULL-terminated array of NUL-terminated strings; it is read
+    // here without modification. A program that edits its environment concurrently with a
+    // hook's first call could race, as it would with getenv(3).
+    unsafe {
+        let mut p = environ;
+        if p.is_null() {
+            return None;
+        }
+        while !(*p).is_null() {
+            let s = core::ffi::CStr::from_ptr((*p).cast()).to_bytes();
+            if s.len() > name.len() && s.starts_with(name.as_bytes()) && s[name.len()] == b'=' {
+                return Some(&s[name.len() + 1..]);
+            }
+            p = p.add(1);
+        }
+    }
+    None
+}
+
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, &c| {
+        if c.is_ascii_digit() { acc.checked_mul(10)?.checked_add((c - b'0') as u64) } else { None }
+    })
+}
+
+pub fn load() -> Config {
+    let num = |name| getenv(name).and_then(parse_u64);
+    let segment_bytes =
+        num("VMSHIM_SEGMENT_BYTES").filter(|s| s.is_power_of_two() && *s >= 1 << 16).unwrap_or(4 << 20);
+    Config {
+        max_bytes: num("VMSHIM_MAX_BYTES").unwrap_or(1 << 30).max(segment_bytes),
+        segment_bytes,
+        depth: num("VMSHIM_DEPTH").map_or(64, |d| d.clamp(1, vmshim_trace::MAX_FRAMES as u64) as usize),
+    }
+}

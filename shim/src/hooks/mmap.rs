@@ -1,0 +1,48 @@
+//! `mmap` and `mmap64` (the same function on 64-bit glibc). Go's runtime in a cgo binary calls
+//! this through `x_cgo_mmap`, so its heap and arena reservations are seen here; glibc's own
+//! mappings (thread stacks, malloc arenas) use its internal mmap and are not.
+
+use crate::guard::Guard;
+use crate::record::{Order, traced};
+use crate::syscall as sys;
+use libc::{c_int, c_void, off_t, size_t};
+use vmshim_trace::CallKind;
+
+/// # Safety
+/// As for mmap(2): the caller owns the consequences of the mapping it asks for.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn mmap(
+    addr: *mut c_void,
+    length: size_t,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    offset: off_t,
+) -> *mut c_void {
+    let saved = sys::errno();
+    let real = || sys::mmap(addr as usize, length, prot, flags, fd, offset);
+    let ret = match Guard::enter() {
+        Some(g) => {
+            let args =
+                [addr as u64, length as u64, prot as u64, flags as u64, fd as i64 as u64, offset as u64];
+            traced(&g, CallKind::Mmap, args, Order::After, real)
+        }
+        None => real(),
+    };
+    super::finish(ret, saved) as *mut c_void
+}
+
+/// # Safety
+/// As for [`mmap`].
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn mmap64(
+    addr: *mut c_void,
+    length: size_t,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    offset: off_t,
+) -> *mut c_void {
+    // SAFETY: the same contract as mmap, which this forwards to unchanged.
+    unsafe { mmap(addr, length, prot, flags, fd, offset) }
+}

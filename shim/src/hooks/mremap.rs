@@ -1,0 +1,34 @@
+//! `mremap`. Its C prototype is variadic (`new_address` is read only with MREMAP_FIXED). Rust
+//! cannot define a C-variadic function on stable, so the hook takes five fixed arguments: on
+//! the x86_64 and aarch64 calling conventions a variadic argument travels in the same register
+//! as a fixed one, and, like glibc, the hook reads `new_address` only when MREMAP_FIXED is set.
+
+use crate::guard::Guard;
+use crate::record::{Order, traced};
+use crate::syscall as sys;
+use libc::{c_int, c_void, size_t};
+use vmshim_trace::CallKind;
+
+/// # Safety
+/// As for mremap(2).
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn mremap(
+    old_address: *mut c_void,
+    old_size: size_t,
+    new_size: size_t,
+    flags: c_int,
+    new_address: *mut c_void,
+) -> *mut c_void {
+    let saved = sys::errno();
+    let new_address = if flags & libc::MREMAP_FIXED != 0 { new_address as usize } else { 0 };
+    let real = || sys::mremap(old_address as usize, old_size, new_size, flags, new_address);
+    let ret = match Guard::enter() {
+        Some(g) => {
+            let args =
+                [old_address as u64, old_size as u64, new_size as u64, flags as u64, new_address as u64, 0];
+            traced(&g, CallKind::Mremap, args, Order::Before, real)
+        }
+        None => real(),
+    };
+    super::finish(ret, saved) as *mut c_void
+}

@@ -1,0 +1,22 @@
+//! `munmap`. Recorded in the order it was called, before the range can be reused.
+
+use crate::guard::Guard;
+use crate::record::{Order, traced};
+use crate::syscall as sys;
+use libc::{c_int, c_void, size_t};
+use vmshim_trace::CallKind;
+
+/// # Safety
+/// As for munmap(2).
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn munmap(addr: *mut c_void, length: size_t) -> c_int {
+    let saved = sys::errno();
+    let real = || sys::munmap(addr as usize, length);
+    let ret = match Guard::enter() {
+        Some(g) => {
+            traced(&g, CallKind::Munmap, [addr as u64, length as u64, 0, 0, 0, 0], Order::Before, real)
+        }
+        None => real(),
+    };
+    super::finish(ret, saved) as c_int
+}

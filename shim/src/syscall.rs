@@ -1,0 +1,148 @@
+//! Raw system calls. The shim's real `mmap` is the kernel's, not glibc's `__mmap` (a
+//! GLIBC_PRIVATE symbol), and its own file and memory work must not touch `errno`, take a libc
+//! lock or land in one of its own hooks. Every function here returns the kernel's raw result:
+//! a value, or `-errno`.
+
+use core::arch::asm;
+
+/// Issues system call `n` with six arguments.
+///
+/// # Safety
+/// The caller guarantees the arguments are valid for that system call (pointers point at memory
+/// the kernel may read or write as the call documents).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub unsafe fn syscall6(n: i64, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize, a6: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the x86_64 Linux system call convention: number in rax, arguments in rdi, rsi,
+    // rdx, r10, r8, r9; the kernel clobbers rcx and r11 and leaves the stack alone.
+    unsafe {
+        asm!("syscall", inlateout("rax") n as isize => ret, in("rdi") a1, in("rsi") a2,
+             in("rdx") a3, in("r10") a4, in("r8") a5, in("r9") a6,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// Issues system call `n` with six arguments.
+///
+/// # Safety
+/// As for the x86_64 version.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+pub unsafe fn syscall6(n: i64, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize, a6: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the aarch64 Linux convention: number in x8, arguments and result in x0..x5.
+    unsafe {
+        asm!("svc 0", in("x8") n, inlateout("x0") a1 as isize => ret, in("x1") a2, in("x2") a3,
+             in("x3") a4, in("x4") a5, in("x5") a6, options(nostack));
+    }
+    ret
+}
+
+macro_rules! sys {
+    ($n:expr $(, $a:expr)*) => {{
+        let a: [usize; 6] = {
+            let mut a = [0usize; 6];
+            let v: &[usize] = &[$($a as usize),*];
+            let mut i = 0;
+            while i < v.len() { a[i] = v[i]; i += 1; }
+            a
+        };
+        // SAFETY: each wrapper below passes arguments of the types its system call documents.
+        unsafe { syscall6($n, a[0], a[1], a[2], a[3], a[4], a[5]) }
+    }};
+}
+
+pub fn mmap(addr: usize, len: usize, prot: i32, flags: i32, fd: i32, off: i64) -> isize {
+    sys!(libc::SYS_mmap, addr, len, prot as u32, flags as u32, fd as u32 as usize, off as usize)
+}
+pub fn munmap(addr: usize, len: usize) -> isize {
+    sys!(libc::SYS_munmap, addr, len)
+}
+pub fn mremap(old: usize, old_len: usize, new_len: usize, flags: i32, new_addr: usize) -> isize {
+    sys!(libc::SYS_mremap, old, old_len, new_len, flags as u32, new_addr)
+}
+pub fn mprotect(addr: usize, len: usize, prot: i32) -> isize {
+    sys!(libc::SYS_mprotect, addr, len, prot as u32)
+}
+/// `path` must be NUL-terminated.
+pub fn open(path: &[u8], flags: i32, mode: u32) -> isize {
+    sys!(libc::SYS_openat, libc::AT_FDCWD as isize as usize, path.as_ptr(), flags as u32, mode)
+}
+pub fn read(fd: i32, buf: &mut [u8]) -> isize {
+    sys!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len())
+}
+pub fn write(fd: i32, buf: &[u8]) -> isize {
+    sys!(libc::SYS_write, fd, buf.as_ptr(), buf.len())
+}
+pub fn close(fd: i32) -> isize {
+    sys!(libc::SYS_close, fd)
+}
+pub fn fallocate(fd: i32, off: u64, len: u64) -> isize {
+    sys!(libc::SYS_fallocate, fd, 0, off, len)
+}
+pub fn ftruncate(fd: i32, len: u64) -> isize {
+    sys!(libc::SYS_ftruncate, fd, len)
+}
+/// `path` must be NUL-terminated.
+pub fn readlink(path: &[u8], buf: &mut [u8]) -> isize {
+    sys!(libc::SYS_readlinkat, libc::AT_FDCWD as isize as usize, path.as_ptr(), buf.as_mut_ptr(), buf.len())
+}
+pub fn getpid() -> u32 {
+    sys!(libc::SYS_getpid) as u32
+}
+pub fn getppid() -> u32 {
+    sys!(libc::SYS_getppid) as u32
+}
+pub fn gettid() -> u32 {
+    sys!(libc::SYS_gettid) as u32
+}
+
+/// Reads `dst.len()` bytes of this process's memory at `addr` without faulting: an unmapped or
+/// unreadable address makes the kernel return an error instead of a SIGSEGV.
+pub fn read_own_memory(addr: usize, dst: &mut [u8]) -> bool {
+    let local = libc::iovec { iov_base: dst.as_mut_ptr().cast(), iov_len: dst.len() };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: dst.len() };
+    let pid = crate::writer::own_pid();
+    let n = sys!(
+        libc::SYS_process_vm_readv,
+        pid,
+        &local as *const libc::iovec,
+        1,
+        &remote as *const libc::iovec,
+        1,
+        0
+    );
+    n == dst.len() as isize
+}
+
+/// Monotonic nanoseconds (vDSO, no system call, no errno change on success).
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+pub fn realtime_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec to a valid pointer; it neither allocates nor
+    // locks, and with a valid clock id it cannot fail.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The calling thread's `errno`.
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location returns the calling thread's errno slot, valid for the thread's life.
+    unsafe { *libc::__errno_location() }
+}
+pub fn set_errno(e: i32) {
+    // SAFETY: as in errno().
+    unsafe { *libc::__errno_location() = e }
+}
+
+/// Splits a raw result into (value, errno) the way glibc's wrappers do: -4095..-1 are errors.
+pub fn split(ret: isize) -> (usize, i32) {
+    if (-4095..0).contains(&ret) { (usize::MAX, (-ret) as i32) } else { (ret as usize, 0) }
+}
