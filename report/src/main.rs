@@ -1,1 +1,155 @@
-fn main() {}
+//! `vmshim`: runs a program under libvmshim.so and explains where its address space came from.
+//!
+//! The data flows file to screen in module order: [`launch`] runs the target, [`read`] loads the
+//! trace, [`replay`] rebuilds the address space from the recorded calls, [`symbolize`] names
+//! addresses, [`attribute`] gives every byte a cause, [`render`] and [`events`] print. This file
+//! only dispatches and maps errors to exit codes: 2 for a bad trace or a target LD_PRELOAD cannot
+//! reach, the target's own status for `run`.
+// Only `launch` (fork, ptrace, waitpid) may use unsafe; it says why at its top.
+#![deny(unsafe_code)]
+
+mod attribute;
+mod cli;
+mod events;
+mod launch;
+mod maps;
+mod read;
+mod render;
+mod replay;
+mod symbolize;
+
+use clap::Parser;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// A failure with the exit code it maps to.
+struct Failure(u8, String);
+
+impl From<read::ReadError> for Failure {
+    fn from(e: read::ReadError) -> Failure {
+        Failure(2, e.0)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Run(a) => run(a),
+        cli::Command::Report(a) => report(&a.trace, a.json, a.top, None).map(|()| 0),
+        cli::Command::Events(a) => events(&a.trace, a.json).map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure(code, msg)) => {
+            eprintln!("vmshim: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Builds the report of a trace and writes it to `dest` (stdout when `None`).
+fn report(trace: &Path, json: bool, top: usize, dest: Option<Dest>) -> Result<(), Failure> {
+    let rec = read::load(trace)?;
+    let replay = replay::replay(&rec);
+    let mut sym = symbolize::Symbolizer::new(attribute::modules(&rec));
+    let attr = attribute::attribute(&rec, &replay, &mut sym);
+    let input = render::Input { rec: &rec, attr: &attr, top };
+    let text = if json {
+        let mut s = serde_json::to_string_pretty(&render::json(&input, &mut sym)).unwrap_or_default();
+        s.push('\n');
+        s
+    } else {
+        render::text(&input, &mut sym)
+    };
+    write_out(dest.unwrap_or(Dest::Stdout), text.as_bytes())
+}
+
+enum Dest {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+fn write_out(dest: Dest, bytes: &[u8]) -> Result<(), Failure> {
+    let r = match dest {
+        Dest::Stdout => std::io::stdout().lock().write_all(bytes),
+        Dest::Stderr => std::io::stderr().lock().write_all(bytes),
+        Dest::File(p) => std::fs::write(&p, bytes),
+    };
+    match r {
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(|e| Failure(1, format!("cannot write the report: {e}"))),
+    }
+}
+
+fn events(trace: &Path, json: bool) -> Result<(), Failure> {
+    let bytes = std::fs::read(trace)
+        .map_err(|e| Failure(2, format!("cannot read trace {}: {e}", trace.display())))?;
+    let parsed = vmshim_trace::parse(&bytes)
+        .map_err(|e| Failure(2, format!("{}: corrupt trace: {e}", trace.display())))?;
+    let rec = read::load(trace)?;
+    let mut sym = symbolize::Symbolizer::new(attribute::modules(&rec));
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match events::print(&parsed.events, &mut sym, json, &mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure(1, format!("cannot write: {e}"))),
+        _ => Ok(()),
+    }
+}
+
+/// libvmshim.so, built beside this executable.
+fn shim_path() -> Result<PathBuf, Failure> {
+    let exe = std::env::current_exe().map_err(|e| Failure(2, format!("cannot find my own path: {e}")))?;
+    let lib = exe.with_file_name("libvmshim.so");
+    if lib.is_file() {
+        Ok(lib)
+    } else {
+        Err(Failure(
+            2,
+            format!("{} is missing: build the workspace (cargo build --workspace)", lib.display()),
+        ))
+    }
+}
+
+fn run(a: cli::RunArgs) -> Result<u8, Failure> {
+    let program = launch::resolve_target(&a.cmd[0]).map_err(|e| Failure(2, e.to_string()))?;
+    let lib = shim_path()?;
+    let cwd = std::env::current_dir().map_err(|e| Failure(2, format!("no working directory: {e}")))?;
+    let template = match &a.out {
+        Some(p) => {
+            // The user named this file: a stale one from an earlier run must not shadow the new trace.
+            let _ = std::fs::remove_file(p);
+            cwd.join(p)
+        }
+        None => cwd.join("vmshim.%p.trace"),
+    };
+    let mut preload = lib.into_os_string();
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        preload.push(":");
+        preload.push(old);
+    }
+    let env = vec![("LD_PRELOAD".into(), preload), ("VMSHIM_OUT".into(), template.clone().into_os_string())];
+    let l = launch::Launch { program: &program, args: &a.cmd[1..], env };
+    let outcome = launch::launch(&l).map_err(|e| Failure(2, e.to_string()))?;
+    let trace = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
+    if !trace.exists() {
+        return Err(Failure(
+            2,
+            format!(
+                "{} {}, but left no trace at {} (the shim did not load, or could not create the file)",
+                a.cmd[0].to_string_lossy(),
+                outcome.how,
+                trace.display()
+            ),
+        ));
+    }
+    read::append_final(&trace, outcome.final_smaps.as_deref(), outcome.raw_status, &outcome.how)
+        .map_err(|e| Failure(2, format!("cannot complete the trace {}: {e}", trace.display())))?;
+    let dest = match a.report {
+        Some(p) => Dest::File(p),
+        None => Dest::Stderr,
+    };
+    report(&trace, a.json, a.top, Some(dest))?;
+    Ok(outcome.exit_code.clamp(0, 255) as u8)
+}

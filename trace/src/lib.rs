@@ -25,7 +25,7 @@
 
 use std::fmt;
 
-mod decode;
+pub mod decode;
 mod encode;
 
 pub use decode::{Event, parse};

@@ -1,0 +1,407 @@
+//! Attribution: every byte of the final address space gets a category, and where the trace
+//! knows it, a thread and the call stack that caused it.
+//!
+//! The final address space is the kernel's own map at exit when `vmshim run` captured it, else
+//! the replayed one. Each final region is cut into the pieces the replay explains (a recorded
+//! call, or the initial snapshot) and the gaps it does not (mappings made inside glibc: thread
+//! stacks, arenas, large malloc chunks, loader work). Gaps are classified from what the map
+//! itself proves (path, permissions, adjacency, VmFlags) and the threads' reported stack
+//! addresses; whatever no evidence explains is `unattributed`, listed, never dropped.
+
+use crate::maps::Region;
+use crate::read::Recording;
+use crate::replay::{Origin, Replay};
+use crate::symbolize::{LoadedModule, Symbolizer};
+use std::collections::{BTreeMap, HashMap};
+use vmshim_trace::{CALL_FLAG_OWN, CallKind};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    ThreadStack,
+    MallocArena,
+    MallocLarge,
+    GoRuntime,
+    AnonMmap,
+    Library,
+    FileMmap,
+    BrkHeap,
+    MainStack,
+    Kernel,
+    Vmshim,
+    Unattributed,
+}
+
+impl Category {
+    pub const ALL: [Category; 12] = [
+        Category::ThreadStack,
+        Category::MallocArena,
+        Category::MallocLarge,
+        Category::GoRuntime,
+        Category::AnonMmap,
+        Category::Library,
+        Category::FileMmap,
+        Category::BrkHeap,
+        Category::MainStack,
+        Category::Kernel,
+        Category::Vmshim,
+        Category::Unattributed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::ThreadStack => "thread_stack",
+            Category::MallocArena => "malloc_arena",
+            Category::MallocLarge => "malloc_large",
+            Category::GoRuntime => "go_runtime",
+            Category::AnonMmap => "anon_mmap",
+            Category::Library => "library",
+            Category::FileMmap => "file_mmap",
+            Category::BrkHeap => "brk_heap",
+            Category::MainStack => "main_stack",
+            Category::Kernel => "kernel",
+            Category::Vmshim => "vmshim",
+            Category::Unattributed => "unattributed",
+        }
+    }
+}
+
+/// A piece of the final address space with its cause.
+#[derive(Clone, Debug)]
+pub struct Attributed {
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub path: String,
+    pub category: Category,
+    /// The thread the bytes belong to: the caller of the recorded call, or the thread whose
+    /// stack this is.
+    pub tid: Option<u32>,
+    /// For a thread stack: the thread that called pthread_create.
+    pub creator_tid: Option<u32>,
+    /// Absolute return addresses, innermost first: the recorded call's stack, or the creator's
+    /// stack for a thread stack.
+    pub stack: Vec<u64>,
+    /// What made it: `mmap`, `mremap`, `pthread_create`, or `map` (known from the map alone).
+    pub cause: &'static str,
+}
+
+impl Attributed {
+    pub fn size(&self) -> u64 {
+        self.end - self.start
+    }
+}
+
+/// One thread's share.
+#[derive(Clone, Debug, Default)]
+pub struct ThreadRow {
+    pub tid: u32,
+    pub name: Option<String>,
+    pub creator_tid: Option<u32>,
+    pub stack_bytes: u64,
+    pub arena_bytes: u64,
+    pub reserved_bytes: u64,
+}
+
+pub struct Attribution {
+    pub regions: Vec<Attributed>,
+    pub threads: Vec<ThreadRow>,
+    /// Bytes of the final address space.
+    pub final_bytes: u64,
+    /// The kernel's own VSZ at exit, when captured.
+    pub kernel_final_bytes: Option<u64>,
+    pub peak_bytes: u64,
+    pub rss_bytes: Option<u64>,
+}
+
+impl Attribution {
+    pub fn bytes_of(&self, c: Category) -> (u64, usize) {
+        self.regions.iter().filter(|r| r.category == c).fold((0, 0), |(b, n), r| (b + r.size(), n + 1))
+    }
+    pub fn attributed_fraction(&self) -> f64 {
+        if self.final_bytes == 0 {
+            return 1.0;
+        }
+        1.0 - self.bytes_of(Category::Unattributed).0 as f64 / self.final_bytes as f64
+    }
+}
+
+/// Modules from the trace, plus ELF images the final map shows that the start-up list missed.
+pub fn modules(rec: &Recording) -> Vec<LoadedModule> {
+    let mut out: Vec<LoadedModule> = rec
+        .modules
+        .iter()
+        .map(|m| LoadedModule {
+            path: m.path.clone(),
+            base: m.base,
+            lo: m.lo,
+            hi: m.hi,
+            build_id: m.build_id.clone(),
+        })
+        .collect();
+    let maps = rec.final_maps.iter().flatten().chain(&rec.initial_maps);
+    for r in maps {
+        if r.is_file() && !out.iter().any(|m| m.lo <= r.start && r.start < m.hi) {
+            if let Some(m) = LoadedModule::from_mapping(r.file_path(), r.start, r.offset) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+fn is_go_runtime_frame(name: &str) -> bool {
+    name.starts_with("runtime.") || name.starts_with("x_cgo_") || name.starts_with("_cgo_")
+}
+
+pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attribution {
+    let final_regions: Vec<Region> = match &rec.final_maps {
+        Some(m) => m.clone(),
+        None => replayed_regions(rec, replay),
+    };
+    let pid = rec.start.as_ref().map_or(0, |s| s.pid);
+    let trace_path = rec.start.as_ref().map(|s| s.trace_path.clone()).unwrap_or_default();
+    let stacks = thread_stacks(rec, &final_regions);
+    let mut go_stack: HashMap<usize, bool> = HashMap::new();
+    let mut out = Vec::new();
+    for (ri, r) in final_regions.iter().enumerate() {
+        for (s, e, origin) in replay.space.pieces(r.start, r.end) {
+            let mut a = Attributed {
+                start: s,
+                end: e,
+                perms: r.perms.clone(),
+                path: r.path.clone(),
+                category: Category::Unattributed,
+                tid: None,
+                creator_tid: None,
+                stack: vec![],
+                cause: "map",
+            };
+            let call = match origin {
+                Some(Origin::Call(i)) => Some((i, &rec.calls[i])),
+                _ => None,
+            };
+            // A recorded call explains this piece only if the map agrees on its kind: a file
+            // mapping for a file-backed call, an anonymous one otherwise (glibc may have reused
+            // the range without the hooks seeing it).
+            let file_call =
+                call.is_some_and(|(_, c)| c.call == CallKind::Mmap && c.args[3] & libc_map_anonymous() == 0);
+            // Without the kernel's map the replayed regions carry no paths to compare.
+            let agrees = rec.final_maps.is_none() || file_call == r.is_file();
+            match call {
+                Some((i, c)) if agrees => {
+                    a.tid = Some(c.tid);
+                    a.stack = c.stack.clone();
+                    a.cause = c.call.name();
+                    a.category =
+                        if c.flags & CALL_FLAG_OWN != 0 || (r.is_file() && r.file_path() == trace_path) {
+                            Category::Vmshim
+                        } else if r.is_file() {
+                            by_map(r, &trace_path, sym)
+                        } else if *go_stack.entry(i).or_insert_with(|| {
+                            c.stack.iter().any(|&f| {
+                                sym.symbolize(f, true)
+                                    .iter()
+                                    .any(|fr| fr.function.as_deref().is_some_and(is_go_runtime_frame))
+                            })
+                        }) {
+                            Category::GoRuntime
+                        } else {
+                            Category::AnonMmap
+                        };
+                }
+                _ => {
+                    if let Some(t) = stacks.get(&ri) {
+                        a.category = Category::ThreadStack;
+                        a.tid = t.tid;
+                        a.creator_tid = t.creator;
+                        a.stack = t.creator_stack.clone();
+                        a.cause = if t.tid.is_some() { "pthread_create" } else { "map" };
+                    } else {
+                        a.category = by_map(r, &trace_path, sym);
+                        if a.category == Category::MainStack {
+                            a.tid = Some(pid);
+                        }
+                    }
+                }
+            }
+            out.push(a);
+        }
+    }
+    let out = merge_adjacent(out);
+    let final_bytes: u64 = final_regions.iter().map(Region::size).sum();
+    let rss_bytes = rec.final_maps.as_ref().map(|m| m.iter().filter_map(|r| r.rss).sum());
+    let threads = thread_rows(rec, &out);
+    // The replay sees only what the hooks saw; mappings made inside glibc exist on top of it.
+    let unseen = final_bytes.saturating_sub(replay.space.total());
+    Attribution {
+        threads,
+        final_bytes,
+        kernel_final_bytes: rec.final_maps.as_ref().map(|m| crate::maps::vsz(m)),
+        peak_bytes: (replay.peak + unseen).max(final_bytes),
+        rss_bytes,
+        regions: out,
+    }
+}
+
+fn libc_map_anonymous() -> u64 {
+    0x20
+}
+
+/// What the map alone proves about a region no recorded call explains.
+fn by_map(r: &Region, trace_path: &str, sym: &Symbolizer) -> Category {
+    match r.path.as_str() {
+        "[heap]" => return Category::BrkHeap,
+        "[stack]" => return Category::MainStack,
+        "[vdso]" | "[vvar]" | "[vsyscall]" | "[vvar_vclock]" | "[uprobes]" => return Category::Kernel,
+        _ => {}
+    }
+    if r.is_file() {
+        let p = r.file_path();
+        if p == trace_path || p.ends_with("/libvmshim.so") {
+            return Category::Vmshim;
+        }
+        return if sym.module_of(r.start).is_some() { Category::Library } else { Category::FileMmap };
+    }
+    // An anonymous region inside an ELF image's span is its .bss (ld.so maps it anonymously).
+    if let Some(m) = sym.module_of(r.start) {
+        return if m.path.ends_with("/libvmshim.so") { Category::Vmshim } else { Category::Library };
+    }
+    Category::Unattributed
+}
+
+/// A thread stack found in the final map.
+struct StackOwner {
+    tid: Option<u32>,
+    creator: Option<u32>,
+    creator_stack: Vec<u64>,
+}
+
+/// Final-map region index -> the thread whose stack it is (its rw part and its guard page).
+fn thread_stacks(rec: &Recording, regions: &[Region]) -> HashMap<usize, StackOwner> {
+    let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
+    let mut out = HashMap::new();
+    let find = |addr: u64| regions.iter().position(|r| r.start <= addr && addr < r.end);
+    // Later threads reuse cached stacks of exited ones: the last to start owns the region.
+    for t in &rec.threads {
+        let Some(i) = find(t.sp) else { continue };
+        if regions[i].is_file() {
+            continue;
+        }
+        out.insert(
+            i,
+            StackOwner {
+                tid: Some(t.tid),
+                creator: Some(t.creator_tid),
+                creator_stack: t.creator_stack.clone(),
+            },
+        );
+        let guard = match t.guard_size {
+            u64::MAX => page,
+            g => g.div_ceil(page) * page,
+        };
+        if guard > 0
+            && i > 0
+            && regions[i - 1].end == regions[i].start
+            && regions[i - 1].size() == guard
+            && regions[i - 1].perms.starts_with("---")
+            && regions[i - 1].path.is_empty()
+        {
+            out.insert(
+                i - 1,
+                StackOwner {
+                    tid: Some(t.tid),
+                    creator: Some(t.creator_tid),
+                    creator_stack: t.creator_stack.clone(),
+                },
+            );
+        }
+    }
+    // Stacks no recorded thread runs on now (cached after their thread exited, or made before
+    // the shim loaded) still carry MAP_STACK's VmFlags mark `nh` (kernel >= 6.7).
+    for (i, r) in regions.iter().enumerate() {
+        if !out.contains_key(&i)
+            && r.path.is_empty()
+            && r.perms.starts_with("rw")
+            && r.has_flag("nh")
+            && !r.has_flag("nr")
+        {
+            out.insert(i, StackOwner { tid: None, creator: None, creator_stack: vec![] });
+            if i > 0
+                && regions[i - 1].end == r.start
+                && regions[i - 1].perms.starts_with("---")
+                && regions[i - 1].size() == page
+            {
+                out.insert(i - 1, StackOwner { tid: None, creator: None, creator_stack: vec![] });
+            }
+        }
+    }
+    out
+}
+
+/// The address space the replay arrived at, for traces without the kernel's final map.
+fn replayed_regions(rec: &Recording, replay: &Replay) -> Vec<Region> {
+    replay
+        .space
+        .iter()
+        .map(|(s, e, o)| match o {
+            Origin::Initial(i) => Region { start: s, end: e, ..rec.initial_maps[i].clone() },
+            Origin::Call(i) => {
+                let prot = rec.calls[i].args[2];
+                let perms = format!(
+                    "{}{}{}{}",
+                    if prot & 1 != 0 { 'r' } else { '-' },
+                    if prot & 2 != 0 { 'w' } else { '-' },
+                    if prot & 4 != 0 { 'x' } else { '-' },
+                    if rec.calls[i].args[3] & 1 != 0 { 's' } else { 'p' }
+                );
+                Region { start: s, end: e, perms, ..Region::default() }
+            }
+        })
+        .collect()
+}
+
+/// Joins neighbours with the same cause and kernel permissions (one mmap that the map shows
+/// as one region, cut only by replay bookkeeping).
+fn merge_adjacent(v: Vec<Attributed>) -> Vec<Attributed> {
+    let mut out: Vec<Attributed> = Vec::with_capacity(v.len());
+    for a in v {
+        if let Some(last) = out.last_mut()
+            && last.end == a.start
+            && last.category == a.category
+            && last.tid == a.tid
+            && last.perms == a.perms
+            && last.path == a.path
+            && last.stack == a.stack
+        {
+            last.end = a.end;
+            continue;
+        }
+        out.push(a);
+    }
+    out
+}
+
+fn thread_rows(rec: &Recording, regions: &[Attributed]) -> Vec<ThreadRow> {
+    let mut rows: BTreeMap<u32, ThreadRow> = BTreeMap::new();
+    if let Some(s) = &rec.start {
+        let name = s.exe.rsplit('/').next().map(str::to_string);
+        rows.insert(s.pid, ThreadRow { tid: s.pid, name, ..ThreadRow::default() });
+    }
+    for t in &rec.threads {
+        let row = rows.entry(t.tid).or_insert_with(|| ThreadRow { tid: t.tid, ..ThreadRow::default() });
+        row.creator_tid = Some(t.creator_tid);
+    }
+    for c in &rec.calls {
+        rows.entry(c.tid).or_insert_with(|| ThreadRow { tid: c.tid, ..ThreadRow::default() });
+    }
+    for r in regions {
+        let Some(row) = r.tid.and_then(|t| rows.get_mut(&t)) else { continue };
+        row.reserved_bytes += r.size();
+        match r.category {
+            Category::ThreadStack | Category::MainStack => row.stack_bytes += r.size(),
+            Category::MallocArena => row.arena_bytes += r.size(),
+            _ => {}
+        }
+    }
+    rows.into_values().collect()
+}

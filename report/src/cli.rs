@@ -1,0 +1,68 @@
+//! The command line (clap derive). Each subcommand names one job; `main.rs` dispatches.
+
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  vmshim run -- ./server --port 8080      run under the shim, report on stderr at exit
+  vmshim run --json --report r.json -- ./ex6
+  LD_PRELOAD=/path/to/libvmshim.so ./ex6   record only; then:
+  vmshim report vmshim.1234.trace          where the address space came from
+  vmshim events vmshim.1234.trace --json   every recorded call, one per line";
+
+#[derive(Parser)]
+#[command(name = "vmshim", version, about = "Explains where a process's virtual memory came from", after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run CMD under libvmshim.so and report its address space when it exits.
+    Run(RunArgs),
+    /// Explain a recorded trace: VSZ by category, by thread and by call stack.
+    Report(ReportArgs),
+    /// Print every recorded event in order, strace-like (or JSON lines).
+    Events(EventsArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Where to write the trace (default: vmshim.PID.trace in the working directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the report to FILE instead of stderr.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// How many call stacks to show.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// The command and its arguments.
+    #[arg(required = true, last = true)]
+    pub cmd: Vec<OsString>,
+}
+
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    pub trace: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// How many call stacks to show.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+}
+
+#[derive(clap::Args)]
+pub struct EventsArgs {
+    pub trace: PathBuf,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,919 @@
+//! Launching the target for `vmshim run`: finding the program the way `execvp` would, refusing
+//! programs that `LD_PRELOAD` cannot reach (statically linked, setuid/setgid), starting it with the
+//! shim's environment added, and waiting for it while capturing `/proc/PID/smaps` at the moment its
+//! main thread begins to exit, when the address space is still whole.
+//!
+//! This module needs `unsafe` for `fork` (a `pre_exec` hook that runs between fork and exec),
+//! `ptrace`, `waitpid` and `sigaction`; every block says why it holds. It must never change what
+//! the target does: its stdio is inherited untouched, every signal it receives is re-injected, only
+//! its main thread is traced (no `PTRACE_O_TRACECLONE`/`TRACEFORK`: its threads and child processes
+//! run untraced), and it never reads or writes the target's memory.
+//!
+//! ptrace ties a tracee to the *thread* that forked it (ptrace(2): the tracer of a
+//! `PTRACE_TRACEME` child is its parent thread), so [`launch`] does everything, from spawn to reap,
+//! on the calling thread.
+
+#![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// Why a target cannot be run under the shim.
+#[derive(Debug)]
+pub enum LaunchError {
+    /// The command name as given: not in `PATH`, or no such file.
+    NotFound(String),
+    /// A statically linked ELF: the dynamic loader never runs, so `LD_PRELOAD` is never read.
+    NotDynamic { path: PathBuf, why: String },
+    /// A setuid or setgid file: the loader runs it in secure-execution mode and ignores `LD_PRELOAD`.
+    SetId { path: PathBuf },
+    /// Anything else (permission denied, exec format error, a failed system call), as a message.
+    Io(String),
+}
+
+impl fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LaunchError::NotFound(name) if name.contains('/') => {
+                write!(f, "{name}: no such file")
+            }
+            LaunchError::NotFound(name) => write!(f, "{name}: command not found in PATH"),
+            LaunchError::NotDynamic { path, why } => write!(
+                f,
+                "{} is statically linked ({why}): LD_PRELOAD cannot apply, so vmshim cannot see \
+                 its calls. Build it dynamically (e.g. with cgo) to trace it.",
+                path.display()
+            ),
+            LaunchError::SetId { path } => write!(
+                f,
+                "{} is setuid or setgid: the dynamic loader ignores LD_PRELOAD for it \
+                 (secure-execution mode, see ld.so(8)), so vmshim cannot see its calls. \
+                 Trace a copy without the setuid/setgid bit.",
+                path.display()
+            ),
+            LaunchError::Io(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for LaunchError {}
+
+/// How many `#!` interpreters deep a script may go; Linux gives up after 4 levels (ELOOP).
+const MAX_INTERPRETER_DEPTH: usize = 4;
+
+/// The part of a file the kernel reads to recognise a `#!` line (BINPRM_BUF_SIZE, Linux >= 5.1).
+const SHEBANG_MAX: usize = 256;
+
+/// Resolves CMD like `execvp` does (a name without '/' is searched in `PATH`, default
+/// `/bin:/usr/bin`) and refuses what `LD_PRELOAD` cannot reach: a statically linked ELF (no
+/// `PT_INTERP`), a setuid or setgid file. A `#!` script is checked through its interpreter, which
+/// is what actually runs. Unlike `execvp`, a file that is neither ELF nor `#!` is refused rather
+/// than handed to `/bin/sh`.
+pub fn resolve_target(cmd: &OsStr) -> Result<PathBuf, LaunchError> {
+    let shown = cmd.to_string_lossy().into_owned();
+    if cmd.is_empty() {
+        return Err(LaunchError::NotFound(shown));
+    }
+    if cmd.as_bytes().contains(&b'/') {
+        let path = PathBuf::from(cmd);
+        check_target(&path, 0)?;
+        return Ok(path);
+    }
+    // glibc's execvp uses confstr(_CS_PATH) when PATH is unset.
+    let path_var = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/bin:/usr/bin"));
+    let mut denied = None;
+    for dir in std::env::split_paths(&path_var) {
+        // An empty PATH entry means the current directory.
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let candidate = dir.join(cmd);
+        let Ok(meta) = std::fs::metadata(&candidate) else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        if meta.permissions().mode() & 0o111 == 0 {
+            // execvp keeps searching after EACCES and reports it only if nothing else is found.
+            denied.get_or_insert(candidate);
+            continue;
+        }
+        check_target(&candidate, 0)?;
+        return Ok(candidate);
+    }
+    match denied {
+        Some(path) => Err(LaunchError::Io(format!("{}: permission denied", path.display()))),
+        None => Err(LaunchError::NotFound(shown)),
+    }
+}
+
+/// Checks one file the kernel would execute; `depth` counts `#!` interpreters followed so far.
+fn check_target(path: &Path, depth: usize) -> Result<(), LaunchError> {
+    let io_err = |e: io::Error| LaunchError::Io(format!("{}: {e}", path.display()));
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(LaunchError::NotFound(path.display().to_string()));
+        }
+        Err(e) => return Err(io_err(e)),
+    };
+    if meta.is_dir() {
+        return Err(LaunchError::Io(format!("{}: is a directory", path.display())));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o111 == 0 {
+        return Err(LaunchError::Io(format!("{}: permission denied", path.display())));
+    }
+    // setgid without group execute is the mandatory-locking mark, not set-group-ID on exec
+    // (execve(2), and the kernel's bprm_fill_uid).
+    let setuid = mode & libc::S_ISUID != 0;
+    let setgid = mode & libc::S_ISGID != 0 && mode & libc::S_IXGRP != 0;
+    if setuid || setgid {
+        return Err(LaunchError::SetId { path: path.to_owned() });
+    }
+
+    let mut file = File::open(path).map_err(io_err)?;
+    let mut head = Vec::with_capacity(SHEBANG_MAX);
+    file.by_ref().take(SHEBANG_MAX as u64).read_to_end(&mut head).map_err(io_err)?;
+
+    if head.starts_with(b"\x7fELF") {
+        return match elf_has_interp(&mut file, &head) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(LaunchError::NotDynamic {
+                path: path.to_owned(),
+                why: "no PT_INTERP program header".to_owned(),
+            }),
+            Err(why) => Err(LaunchError::Io(format!("{}: {why}", path.display()))),
+        };
+    }
+    if let Some(interp) = shebang_interpreter(&head) {
+        if depth >= MAX_INTERPRETER_DEPTH {
+            return Err(LaunchError::Io(format!("{}: too many levels of #! interpreters", path.display())));
+        }
+        // The kernel does not search PATH for an interpreter; a relative one is relative to the
+        // current directory, which is what `Path` means too.
+        return match check_target(&interp, depth + 1) {
+            Ok(()) => Ok(()),
+            Err(LaunchError::NotDynamic { path: ipath, why }) => Err(LaunchError::NotDynamic {
+                path: ipath,
+                why: format!("{why}; it is the #! interpreter of {}", path.display()),
+            }),
+            Err(LaunchError::NotFound(_)) => Err(LaunchError::Io(format!(
+                "{}: bad interpreter {}: no such file",
+                path.display(),
+                interp.display()
+            ))),
+            Err(other) => Err(other),
+        };
+    }
+    Err(LaunchError::Io(format!(
+        "{}: exec format error (neither an ELF executable nor a #! script)",
+        path.display()
+    )))
+}
+
+/// The interpreter path of a `#!` line, as the kernel's binfmt_script reads it: after `#!` and
+/// blanks, up to the next blank or the end of the line.
+fn shebang_interpreter(head: &[u8]) -> Option<PathBuf> {
+    let rest = head.strip_prefix(b"#!")?;
+    let line = rest.split(|&b| b == b'\n').next().unwrap_or(rest);
+    let start = line.iter().position(|&b| b != b' ' && b != b'\t')?;
+    let line = &line[start..];
+    let end = line.iter().position(|&b| b == b' ' || b == b'\t').unwrap_or(line.len());
+    Some(PathBuf::from(OsStr::from_bytes(&line[..end])))
+}
+
+/// Whether an ELF file has a `PT_INTERP` program header, i.e. whether the kernel starts the
+/// dynamic loader for it. `head` holds the file's first bytes; the program headers are read from
+/// `file`. Both classes and both byte orders are understood.
+fn elf_has_interp(file: &mut File, head: &[u8]) -> Result<bool, String> {
+    const PT_INTERP: u32 = 3;
+    // e_ident[EI_CLASS], e_ident[EI_DATA]
+    let (is64, le) = match (head.get(4), head.get(5)) {
+        (Some(1), Some(1)) => (false, true),
+        (Some(1), Some(2)) => (false, false),
+        (Some(2), Some(1)) => (true, true),
+        (Some(2), Some(2)) => (true, false),
+        _ => return Err("malformed ELF header (unknown class or byte order)".to_owned()),
+    };
+    let bytes = |off: usize, len: usize| -> Result<u64, String> {
+        let b = head.get(off..off + len).ok_or("truncated ELF header")?;
+        let mut v = 0u64;
+        for i in 0..len {
+            let byte = if le { b[len - 1 - i] } else { b[i] };
+            v = v << 8 | u64::from(byte);
+        }
+        Ok(v)
+    };
+    // e_phoff, e_phentsize, e_phnum: offsets from the ELF specification.
+    let (phoff, phentsize, phnum) = if is64 {
+        (bytes(0x20, 8)?, bytes(0x36, 2)?, bytes(0x38, 2)?)
+    } else {
+        (bytes(0x1c, 4)?, bytes(0x2a, 2)?, bytes(0x2c, 2)?)
+    };
+    if phnum == 0 {
+        return Ok(false);
+    }
+    if phentsize < 4 || phnum == 0xffff {
+        // PN_XNUM (more than 65534 headers) never occurs in an executable the loader accepts.
+        return Err("malformed ELF program header table".to_owned());
+    }
+    let mut table = vec![0u8; (phentsize * phnum) as usize];
+    file.seek(SeekFrom::Start(phoff))
+        .and_then(|_| file.read_exact(&mut table))
+        .map_err(|e| format!("reading ELF program headers: {e}"))?;
+    Ok(table.chunks_exact(phentsize as usize).any(|ph| {
+        let p_type = [ph[0], ph[1], ph[2], ph[3]];
+        let p_type = if le { u32::from_le_bytes(p_type) } else { u32::from_be_bytes(p_type) };
+        p_type == PT_INTERP
+    }))
+}
+
+/// What to run. The environment is the inherited one plus `env` (e.g. `LD_PRELOAD`, `VMSHIM_OUT`).
+pub struct Launch<'a> {
+    pub program: &'a Path,
+    /// The arguments after `argv[0]`; `argv[0]` is `program` itself.
+    pub args: &'a [OsString],
+    pub env: Vec<(OsString, OsString)>,
+}
+
+/// How the target ended.
+pub struct Outcome {
+    pub pid: u32,
+    /// As from waitpid.
+    pub raw_status: i32,
+    /// "exited 0", "exited 3", "killed by SIGKILL", "killed by SIGSEGV (core dumped)".
+    pub how: String,
+    /// What vmshim should exit with to pass the status through: the code, or 128+signal.
+    pub exit_code: i32,
+    /// The text of /proc/PID/smaps read at the moment the target's main thread began to exit
+    /// (the PTRACE_EVENT_EXIT stop; the address space is still intact there), None if it could
+    /// not be captured.
+    pub final_smaps: Option<Vec<u8>>,
+}
+
+/// Runs the target to completion under ptrace (main thread only) and reports how it ended.
+///
+/// While it runs, this process ignores SIGINT and SIGQUIT like `time` and `strace` do, so that a
+/// Ctrl-C reaches the target and vmshim still reports; the target gets the dispositions vmshim
+/// started with. Limits of tracing with `PTRACE_TRACEME` rather than `PTRACE_SEIZE`: a stop signal
+/// (SIGSTOP, SIGTSTP...) delivered to the main thread does not keep it stopped, since a
+/// group-stop can only be left by restarting it (ptrace(2), "Group-stop").
+pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
+    let ignoring = IgnoreInterrupts::enter()?;
+    let child_dispositions = ignoring.child_dispositions();
+
+    let mut command = Command::new(l.program);
+    command.args(l.args);
+    command.envs(l.env.iter().map(|(k, v)| (k, v)));
+    let in_child = move || {
+        // SAFETY: PTRACE_TRACEME takes no pointers; it makes the parent thread our tracer, so
+        // that exec stops us with SIGTRAP before the target's first instruction.
+        if unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        for (sig, disposition) in child_dispositions {
+            // SAFETY: the disposition is SIG_DFL or SIG_IGN, never a handler address.
+            unsafe { libc::signal(sig, disposition) };
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe calls
+    // are allowed: it makes plain system calls (ptrace, and sigaction through signal) on values
+    // captured by copy, and neither allocates nor takes a lock.
+    unsafe { command.pre_exec(in_child) };
+    let child =
+        command.spawn().map_err(|e| LaunchError::Io(format!("cannot start {}: {e}", l.program.display())))?;
+    // `child` is not waited through std: its waitpid lacks __WALL and does not know ptrace stops.
+    let pid = child.id() as libc::pid_t;
+    drop(child);
+
+    let traced = trace_until_exit(pid);
+    drop(ignoring);
+    let (raw_status, final_smaps) = traced?;
+    let (how, exit_code) = describe_status(raw_status);
+    Ok(Outcome { pid: pid as u32, raw_status, how, exit_code, final_smaps })
+}
+
+/// Waits on the tracee until it exits or dies, capturing smaps at its main thread's exit stop.
+fn trace_until_exit(pid: libc::pid_t) -> Result<(i32, Option<Vec<u8>>), LaunchError> {
+    let options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACEEXEC;
+    let mut options_set = false;
+    let mut final_smaps = None;
+    loop {
+        let mut status = 0;
+        // SAFETY: status is a live, writable int; pid is our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r == -1 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(LaunchError::Io(format!("waiting for process {pid}: {err}")));
+        }
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            return Ok((status, final_smaps));
+        }
+        if !libc::WIFSTOPPED(status) {
+            continue;
+        }
+        let sig = libc::WSTOPSIG(status);
+        let event = (status >> 16) & 0xff;
+
+        let inject = if !options_set {
+            options_set = true;
+            ptrace_request(libc::PTRACE_SETOPTIONS, pid, options as usize)
+                .map_err(|e| LaunchError::Io(format!("ptrace(SETOPTIONS) on {pid}: {e}")))?;
+            // The first stop is the SIGTRAP that PTRACE_TRACEME makes exec send; it is ours and
+            // is swallowed. (A signal that arrived between fork and exec would come first, and
+            // then the exec reports PTRACE_EVENT_EXEC instead.)
+            if sig == libc::SIGTRAP && event == 0 { 0 } else { sig }
+        } else if event == libc::PTRACE_EVENT_EXIT {
+            final_smaps = read_smaps(pid);
+            0
+        } else if event == libc::PTRACE_EVENT_EXEC {
+            // A new program image: what was captured belongs to the old one.
+            final_smaps = None;
+            0
+        } else if event != 0 {
+            0
+        } else {
+            match signal_stop_now(pid) {
+                // Deliver the signal as if no one were watching (the kernel keeps its siginfo
+                // when the same signal is passed back).
+                SignalStop::Delivery => sig,
+                SignalStop::Group => 0,
+                SignalStop::Exiting => {
+                    final_smaps = read_smaps(pid);
+                    0
+                }
+                // Woken by SIGKILL; its next stop, if any, is the exit stop: wait for it rather
+                // than risk resuming it unseen.
+                SignalStop::Left => continue,
+            }
+        };
+        match ptrace_request(libc::PTRACE_CONT, pid, inject as usize) {
+            Ok(()) => {}
+            // Killed meanwhile (SIGKILL does not wait for us): waitpid will say so.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => return Err(LaunchError::Io(format!("ptrace(CONT) on {pid}: {e}"))),
+        }
+    }
+}
+
+/// Reads smaps at the main thread's exit stop: it is exiting (its own exit, an exit_group from any
+/// thread, or a fatal signal) but has not yet released the address space. Empty means the address
+/// space was already gone, which counts as not captured.
+fn read_smaps(pid: libc::pid_t) -> Option<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/smaps")).ok().filter(|text| !text.is_empty())
+}
+
+/// A ptrace request whose data argument is a number (options, a signal) and whose addr is unused.
+fn ptrace_request(request: libc::c_uint, pid: libc::pid_t, data: usize) -> io::Result<()> {
+    // SAFETY: SETOPTIONS and CONT read `data` as a number and ignore `addr`; no memory is passed.
+    let r = unsafe { libc::ptrace(request, pid, 0usize, data) };
+    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// What a stop reported with a signal and no event is, asked at the moment of asking.
+enum SignalStop {
+    /// A signal is being delivered: pass it on.
+    Delivery,
+    /// The stop signal already took effect (ptrace(2), "Group-stop": no siginfo, EINVAL).
+    Group,
+    /// No longer that stop: SIGKILL (e.g. another thread's exit_group) woke the tracee and it has
+    /// already reached its PTRACE_EVENT_EXIT stop.
+    Exiting,
+    /// No longer stopped at all: SIGKILL woke it and it is on its way out.
+    Left,
+}
+
+/// Classifies a signal stop by its siginfo. The question matters because SIGKILL ends a ptrace
+/// stop without the tracer: a PTRACE_CONT meant for the signal stop would otherwise resume the
+/// exit stop that followed it, and the smaps capture would be lost. (A window remains between this
+/// call and the PTRACE_CONT; it is a few system calls wide.)
+fn signal_stop_now(pid: libc::pid_t) -> SignalStop {
+    let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::uninit();
+    // SAFETY: GETSIGINFO writes one siginfo_t to `data`, which points at one; `addr` is unused.
+    let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, pid, 0usize, info.as_mut_ptr()) };
+    if r == -1 {
+        return match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINVAL) => SignalStop::Group,
+            _ => SignalStop::Left,
+        };
+    }
+    // SAFETY: the call succeeded, so the kernel filled the siginfo.
+    let info = unsafe { info.assume_init() };
+    // An event stop's siginfo is SIGTRAP with si_code = SIGTRAP | event << 8 (ptrace(2)).
+    if info.si_signo == libc::SIGTRAP && info.si_code == libc::SIGTRAP | libc::PTRACE_EVENT_EXIT << 8 {
+        SignalStop::Exiting
+    } else {
+        SignalStop::Delivery
+    }
+}
+
+/// The words for a wait status, and the exit code that passes it through (128+signal, as shells do).
+fn describe_status(status: i32) -> (String, i32) {
+    if libc::WIFEXITED(status) {
+        let code = libc::WEXITSTATUS(status);
+        (format!("exited {code}"), code)
+    } else if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        let core = if libc::WCOREDUMP(status) { " (core dumped)" } else { "" };
+        (format!("killed by {}{core}", signal_name(sig)), 128 + sig)
+    } else {
+        (format!("unknown wait status {status:#x}"), 1)
+    }
+}
+
+/// The name a user knows a signal by: "SIGKILL", "SIGRTMIN+3".
+fn signal_name(sig: i32) -> String {
+    const NAMES: &[(i32, &str)] = &[
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGPIPE, "SIGPIPE"),
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGSTKFLT, "SIGSTKFLT"),
+        (libc::SIGCHLD, "SIGCHLD"),
+        (libc::SIGCONT, "SIGCONT"),
+        (libc::SIGSTOP, "SIGSTOP"),
+        (libc::SIGTSTP, "SIGTSTP"),
+        (libc::SIGTTIN, "SIGTTIN"),
+        (libc::SIGTTOU, "SIGTTOU"),
+        (libc::SIGURG, "SIGURG"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGXFSZ, "SIGXFSZ"),
+        (libc::SIGVTALRM, "SIGVTALRM"),
+        (libc::SIGPROF, "SIGPROF"),
+        (libc::SIGWINCH, "SIGWINCH"),
+        (libc::SIGIO, "SIGIO"),
+        (libc::SIGPWR, "SIGPWR"),
+        (libc::SIGSYS, "SIGSYS"),
+    ];
+    if let Some((_, name)) = NAMES.iter().find(|(n, _)| *n == sig) {
+        return (*name).to_owned();
+    }
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    match sig {
+        s if s == min => "SIGRTMIN".to_owned(),
+        s if s > min && s <= max => format!("SIGRTMIN+{}", s - min),
+        s => format!("signal {s}"),
+    }
+}
+
+/// The signals a terminal sends to the whole foreground process group, which vmshim lets through
+/// to the target instead of dying from them.
+const INTERRUPTS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGQUIT];
+
+/// Process-wide: how many launches are running, and the dispositions from before the first.
+/// Counting keeps concurrent launches (the tests run in parallel) from restoring each other's
+/// SIG_IGN as the original.
+static IGNORING: Mutex<(usize, Option<[libc::sigaction; 2]>)> = Mutex::new((0, None));
+
+/// While alive, SIGINT and SIGQUIT are ignored by this process; the last one dropped restores
+/// what was there before the first.
+struct IgnoreInterrupts {
+    saved: [libc::sigaction; 2],
+}
+
+impl IgnoreInterrupts {
+    fn enter() -> Result<IgnoreInterrupts, LaunchError> {
+        let mut state = IGNORING.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0 == 0 {
+            let mut saved = [zeroed_sigaction(), zeroed_sigaction()];
+            for (sig, old) in INTERRUPTS.into_iter().zip(saved.iter_mut()) {
+                let mut ignore = zeroed_sigaction();
+                ignore.sa_sigaction = libc::SIG_IGN;
+                // SAFETY: both pointers are to live sigaction values; SIG_IGN installs no code.
+                if unsafe { libc::sigaction(sig, &ignore, old) } == -1 {
+                    let err = io::Error::last_os_error();
+                    return Err(LaunchError::Io(format!("sigaction({sig}): {err}")));
+                }
+            }
+            state.1 = Some(saved);
+        }
+        state.0 += 1;
+        let saved = state.1.expect("saved when the count left zero");
+        Ok(IgnoreInterrupts { saved })
+    }
+
+    /// What the target should start with: ignored if vmshim was started with the signal ignored
+    /// (e.g. under nohup or as a background job), default otherwise (a handler does not survive
+    /// exec anyway).
+    fn child_dispositions(&self) -> [(libc::c_int, libc::sighandler_t); 2] {
+        let pick = |a: &libc::sigaction| {
+            if a.sa_sigaction == libc::SIG_IGN { libc::SIG_IGN } else { libc::SIG_DFL }
+        };
+        [(INTERRUPTS[0], pick(&self.saved[0])), (INTERRUPTS[1], pick(&self.saved[1]))]
+    }
+}
+
+impl Drop for IgnoreInterrupts {
+    fn drop(&mut self) {
+        let mut state = IGNORING.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 -= 1;
+        if state.0 == 0 {
+            for (sig, old) in INTERRUPTS.into_iter().zip(self.saved.iter()) {
+                // SAFETY: `old` is what sigaction returned for this signal, so it is valid to
+                // install again; the old-action pointer may be null.
+                unsafe { libc::sigaction(sig, old, std::ptr::null_mut()) };
+            }
+            state.1 = None;
+        }
+    }
+}
+
+fn zeroed_sigaction() -> libc::sigaction {
+    // SAFETY: sigaction is plain data (a handler number, a mask, flags); all-zero is SIG_DFL with
+    // an empty mask.
+    unsafe { std::mem::zeroed() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    /// Longest any test target may run before the test fails instead of hanging.
+    const TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// A directory of its own for one test, removed when dropped.
+    struct TestDir(PathBuf);
+
+    impl TestDir {
+        fn new(name: &str) -> TestDir {
+            let dir = std::env::temp_dir().join(format!("vmshim-launch-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TestDir(dir)
+        }
+        fn path(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Runs a tool that builds a test target and fails the test with its output if it fails.
+    fn build(tool: &str, args: &[&OsStr], dir: &Path) {
+        let out = Command::new(tool).args(args).current_dir(dir).output().unwrap_or_else(|e| {
+            panic!("cannot run `{tool}`, which this test needs to build its target: {e}")
+        });
+        assert!(
+            out.status.success(),
+            "`{tool} {args:?}` failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `launch` on a thread of its own (the tracer must stay one thread from spawn to reap)
+    /// and fails the test if the target is not done within TIMEOUT.
+    fn run(program: &Path, args: &[&OsStr]) -> Outcome {
+        run_with_env(program, args, Vec::new())
+    }
+
+    fn run_with_env(program: &Path, args: &[&OsStr], env: Vec<(OsString, OsString)>) -> Outcome {
+        let program = program.to_owned();
+        let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let l = Launch { program: &program, args: &args, env };
+            let _ = tx.send(launch(&l).map_err(|e| e.to_string()));
+        });
+        match rx.recv_timeout(TIMEOUT) {
+            Ok(result) => result.unwrap_or_else(|e| panic!("launch failed: {e}")),
+            Err(_) => panic!("the target did not finish within {TIMEOUT:?}"),
+        }
+    }
+
+    /// The smaps entries as (start, end, header line, body).
+    fn smaps_regions(smaps: &[u8]) -> Vec<(u64, u64, String, String)> {
+        let text = String::from_utf8_lossy(smaps);
+        let mut regions: Vec<(u64, u64, String, String)> = Vec::new();
+        for line in text.lines() {
+            let range = line.split(' ').next().unwrap_or("");
+            let parsed = range.split_once('-').and_then(|(a, b)| {
+                Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+            });
+            match parsed {
+                Some((start, end)) => regions.push((start, end, line.to_owned(), String::new())),
+                None => {
+                    let last = regions.last_mut().expect("smaps starts with a header line");
+                    last.3.push_str(line);
+                    last.3.push('\n');
+                }
+            }
+        }
+        regions
+    }
+
+    /// A "Name:   N kB" line of one smaps entry, in bytes.
+    fn smaps_field_bytes(body: &str, name: &str) -> Option<u64> {
+        let line = body.lines().find(|l| l.split(':').next() == Some(name))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
+    fn page_size() -> u64 {
+        // SAFETY: sysconf only reads a configuration value.
+        unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
+    }
+
+    #[test]
+    fn exit_code_passes_through() {
+        let code = 3;
+        let script = format!("exit {code}");
+        let out = run(Path::new("/bin/sh"), &["-c".as_ref(), script.as_ref()]);
+        assert_eq!(out.exit_code, code);
+        assert_eq!(out.how, format!("exited {code}"));
+        assert!(libc::WIFEXITED(out.raw_status));
+        assert!(out.final_smaps.is_some(), "sh exits from its main thread: smaps is captured");
+
+        // The environment is the inherited one plus Launch::env.
+        let is_shell_name = |name: &OsStr| {
+            let name = name.as_bytes();
+            !name.is_empty()
+                && !name[0].is_ascii_digit()
+                && name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        let inherited = std::env::vars_os()
+            .find(|(name, _)| is_shell_name(name))
+            .expect("the test runs with some environment");
+        let added = (OsString::from("VMSHIM_LAUNCH_TEST_CODE"), OsString::from((code + 1).to_string()));
+        let script = format!(
+            "test \"${}\" = \"$1\" || exit 1; exit \"$VMSHIM_LAUNCH_TEST_CODE\"",
+            inherited.0.to_str().expect("a UTF-8 variable name")
+        );
+        let args: [&OsStr; 4] = ["-c".as_ref(), script.as_ref(), "sh".as_ref(), &inherited.1];
+        let out = run_with_env(Path::new("/bin/sh"), &args, vec![added]);
+        assert_eq!(out.how, format!("exited {}", code + 1));
+    }
+
+    #[test]
+    fn interrupts_reach_the_target() {
+        // While launch runs, this process ignores SIGINT; the target must get the disposition the
+        // process had before (default, unless the test itself was started with SIGINT ignored).
+        let guard = IgnoreInterrupts::enter().unwrap();
+        let inherited = guard.child_dispositions()[0];
+        assert_eq!(inherited.0, libc::SIGINT);
+        let out = run(Path::new("/bin/sh"), &["-c".as_ref(), "kill -INT $$; exit 0".as_ref()]);
+        drop(guard);
+        if inherited.1 == libc::SIG_IGN {
+            assert_eq!(out.how, "exited 0");
+        } else {
+            assert_eq!(out.how, "killed by SIGINT");
+            assert_eq!(out.exit_code, 128 + libc::SIGINT);
+        }
+    }
+
+    /// The target maps `pages` pages between two PROT_NONE guards (so the kernel cannot merge the
+    /// region with a neighbour), writes the address to a file and exits without unmapping.
+    const MAP_PAGES_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    long pages = atol(argv[1]);
+    long page = sysconf(_SC_PAGESIZE);
+    char *guarded = mmap(NULL, (pages + 2) * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (guarded == MAP_FAILED) return 10;
+    char *region = mmap(guarded + page, pages * page, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (region == MAP_FAILED) return 11;
+    for (long i = 0; i < pages; i++) region[i * page] = 1;
+    FILE *f = fopen(argv[2], "w");
+    if (!f) return 12;
+    fprintf(f, "%lx\n", (unsigned long)region);
+    fclose(f);
+    return 0;
+}
+"#;
+
+    #[test]
+    fn smaps_is_captured_before_the_address_space_goes() {
+        let dir = TestDir::new("smaps");
+        std::fs::write(dir.path("map_pages.c"), MAP_PAGES_C).unwrap();
+        build("gcc", &["-O1".as_ref(), "-o".as_ref(), "map_pages".as_ref(), "map_pages.c".as_ref()], &dir.0);
+
+        // Distinctive: no library or heap region of this program is 37 pages long.
+        let pages: u64 = 37;
+        let addr_file = dir.path("addr");
+        let out = run(&dir.path("map_pages"), &[pages.to_string().as_ref(), addr_file.as_os_str()]);
+        assert_eq!(out.how, "exited 0");
+        assert_eq!(out.exit_code, 0);
+
+        let addr_text = std::fs::read_to_string(&addr_file).unwrap();
+        let addr = u64::from_str_radix(addr_text.trim(), 16).unwrap();
+        let smaps = out.final_smaps.expect("smaps captured at the exit stop");
+        let regions = smaps_regions(&smaps);
+        let region = regions
+            .iter()
+            .find(|r| r.0 == addr)
+            .unwrap_or_else(|| panic!("no region at {addr:#x} in the captured smaps"));
+        let bytes = pages * page_size();
+        assert_eq!(region.1 - region.0, bytes, "region {}", region.2);
+        assert!(region.2.contains(" rw-p "), "region {}", region.2);
+        // Every page was touched, so all of it is resident.
+        assert_eq!(smaps_field_bytes(&region.3, "Rss"), Some(bytes), "region {}", region.2);
+        // The process is gone now, which is why the capture had to happen at the exit stop.
+        assert!(!Path::new(&format!("/proc/{}", out.pid)).exists());
+    }
+
+    #[test]
+    fn a_sigkill_from_outside_is_reported() {
+        let dir = TestDir::new("sigkill");
+        let pid_file = dir.path("pid");
+        // `exec` keeps the pid, so the test also goes through a PTRACE_EVENT_EXEC stop.
+        let script = format!("echo $$ > {}; exec sleep 30", pid_file.display());
+        let killer = std::thread::spawn(move || {
+            let deadline = Instant::now() + TIMEOUT;
+            let pid = loop {
+                let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
+                if let Ok(pid) = text.trim().parse::<libc::pid_t>() {
+                    break pid;
+                }
+                assert!(Instant::now() < deadline, "the target never wrote its pid");
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            std::thread::sleep(Duration::from_millis(200));
+            // SAFETY: kill takes no pointers; pid is the target, which cannot be reaped (and its
+            // pid reused) before launch's waitpid returns.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+            pid
+        });
+        let started = Instant::now();
+        let out = run(Path::new("/bin/sh"), &["-c".as_ref(), script.as_ref()]);
+        let killed_pid = killer.join().unwrap();
+        assert_eq!(out.pid, killed_pid as u32);
+        assert_eq!(out.how, "killed by SIGKILL");
+        assert_eq!(out.exit_code, 128 + libc::SIGKILL);
+        assert!(libc::WIFSIGNALED(out.raw_status));
+        assert!(started.elapsed() < Duration::from_secs(30), "sleep ran to the end");
+    }
+
+    /// Starts goroutines on threads of their own, records how many threads the process has, and
+    /// exits with os.Exit(0) from `main` (on the main thread, which init locked) or from a
+    /// goroutine on another thread (argv[2] = "thread"): Go's exit is a raw exit_group either way.
+    const GO_MAIN: &str = r#"package main
+
+import (
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+)
+
+func init() { runtime.LockOSThread() } // keeps main on the process's main thread
+
+func threads() string {
+	status, _ := os.ReadFile("/proc/self/status")
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "Threads:") {
+			return strings.TrimSpace(strings.TrimPrefix(line, "Threads:"))
+		}
+	}
+	return "?"
+}
+
+func main() {
+	var ready sync.WaitGroup
+	block := make(chan struct{})
+	for i := 0; i < 4; i++ {
+		ready.Add(1)
+		go func() {
+			runtime.LockOSThread()
+			ready.Done()
+			<-block
+		}()
+	}
+	ready.Wait()
+	exit := func() {
+		os.WriteFile(os.Args[1], []byte(threads()), 0o644)
+		os.Exit(0)
+	}
+	if len(os.Args) > 2 && os.Args[2] == "thread" {
+		go func() { runtime.LockOSThread(); exit() }()
+		<-block
+	}
+	exit()
+}
+"#;
+
+    #[test]
+    fn a_go_program_exiting_with_exit_group() {
+        let dir = TestDir::new("go");
+        // With cgo (dynamically linked: what vmshim traces) and without (statically linked: launch
+        // itself does not care, resolve_target refuses it).
+        for (name, cgo) in [("cgo", true), ("purego", false)] {
+            let src = dir.path(name);
+            std::fs::create_dir(&src).unwrap();
+            let main = if cgo {
+                GO_MAIN.replacen("import (", "import \"C\"\nimport (", 1)
+            } else {
+                GO_MAIN.to_owned()
+            };
+            std::fs::write(src.join("main.go"), main).unwrap();
+            std::fs::write(src.join("go.mod"), format!("module {name}\n\ngo 1.19\n")).unwrap();
+            let out = Command::new("go")
+                .args(["build", "-o", name, "."])
+                .env("CGO_ENABLED", if cgo { "1" } else { "0" })
+                .current_dir(&src)
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run `go`, which this test needs to build its target: {e}")
+                });
+            assert!(out.status.success(), "go build {name}: {}", String::from_utf8_lossy(&out.stderr));
+            let program = src.join(name);
+            match (cgo, resolve_target(program.as_os_str())) {
+                (true, Ok(_)) | (false, Err(LaunchError::NotDynamic { .. })) => {}
+                (_, other) => panic!("resolve_target on the {name} build: {other:?}"),
+            }
+
+            for exit_from in ["main", "thread"] {
+                let what = format!("{name} build, exit from {exit_from}");
+                let threads_file = dir.path(&format!("threads-{name}-{exit_from}"));
+                let out = run(&program, &[threads_file.as_os_str(), exit_from.as_ref()]);
+                assert_eq!(out.how, "exited 0", "{what}");
+                assert_eq!(out.exit_code, 0, "{what}");
+                let threads: usize = std::fs::read_to_string(&threads_file).unwrap().parse().unwrap();
+                // The main thread and 4 locked goroutines at least.
+                assert!(threads > 4, "{what}: only {threads} threads");
+                let smaps = out.final_smaps.unwrap_or_else(|| panic!("{what}: no smaps captured"));
+                let binary = std::fs::canonicalize(&program).unwrap();
+                assert!(
+                    smaps_regions(&smaps).iter().any(|r| r.2.ends_with(&*binary.to_string_lossy())),
+                    "{what}: the captured smaps does not map {}",
+                    binary.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn resolve_target_refuses_what_ld_preload_cannot_reach() {
+        let dir = TestDir::new("resolve");
+        std::fs::write(dir.path("tiny.c"), "int main(void) { return 0; }\n").unwrap();
+        build("gcc", &["-static".as_ref(), "-o".as_ref(), "static".as_ref(), "tiny.c".as_ref()], &dir.0);
+        build("gcc", &["-o".as_ref(), "dynamic".as_ref(), "tiny.c".as_ref()], &dir.0);
+
+        let static_bin = dir.path("static");
+        match resolve_target(static_bin.as_os_str()) {
+            Err(LaunchError::NotDynamic { path, .. }) => assert_eq!(path, static_bin),
+            other => panic!("static binary: {other:?}"),
+        }
+        let dynamic = dir.path("dynamic");
+        assert_eq!(resolve_target(dynamic.as_os_str()).unwrap(), dynamic);
+
+        let setuid = dir.path("setuid");
+        std::fs::copy(&dynamic, &setuid).unwrap();
+        let mode = std::fs::metadata(&setuid).unwrap().permissions().mode();
+        std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(mode | libc::S_ISUID)).unwrap();
+        match resolve_target(setuid.as_os_str()) {
+            Err(LaunchError::SetId { path }) => assert_eq!(path, setuid),
+            other => panic!("setuid copy: {other:?}"),
+        }
+
+        // A script runs its interpreter: one that is static is refused, naming the interpreter.
+        let script = dir.path("script");
+        std::fs::write(&script, format!("#!{} -x\n", static_bin.display())).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        match resolve_target(script.as_os_str()) {
+            Err(LaunchError::NotDynamic { path, .. }) => assert_eq!(path, static_bin),
+            other => panic!("script with a static interpreter: {other:?}"),
+        }
+
+        let true_path = resolve_target("true".as_ref()).unwrap();
+        assert_eq!(true_path.file_name().unwrap(), "true");
+        assert!(true_path.is_absolute() || true_path.starts_with("."), "{}", true_path.display());
+
+        let missing = format!("vmshim-no-such-command-{}", std::process::id());
+        match resolve_target(missing.as_ref()) {
+            Err(LaunchError::NotFound(name)) => assert_eq!(name, missing),
+            other => panic!("missing command: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Parsing `/proc/PID/maps` and `smaps` text into regions. Pure text work, no I/O.
+
+/// One line of maps, with what smaps adds when the text came from smaps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    /// As the kernel prints it: `rw-p`, `---p`, `r-xs`.
+    pub perms: String,
+    pub offset: u64,
+    pub inode: u64,
+    /// File path or pseudo-path (`[heap]`, `[stack]`, `[vdso]`, `[anon:name]`); empty when anonymous.
+    pub path: String,
+    /// smaps `Rss:` in bytes, when known.
+    pub rss: Option<u64>,
+    /// smaps `VmFlags:` two-letter flags (`nr` MAP_NORESERVE, `nh` no huge pages: MAP_STACK).
+    pub vm_flags: Vec<String>,
+}
+
+impl Region {
+    pub fn size(&self) -> u64 {
+        self.end - self.start
+    }
+    /// A file-backed region (a path that is not a `[pseudo]` name).
+    pub fn is_file(&self) -> bool {
+        self.path.starts_with('/')
+    }
+    /// The path without the kernel's ` (deleted)` suffix.
+    pub fn file_path(&self) -> &str {
+        self.path.strip_suffix(" (deleted)").unwrap_or(&self.path)
+    }
+    pub fn has_flag(&self, f: &str) -> bool {
+        self.vm_flags.iter().any(|v| v == f)
+    }
+}
+
+fn parse_line(line: &str) -> Option<Region> {
+    let mut it = line.splitn(6, ' ');
+    let range = it.next()?;
+    let (s, e) = range.split_once('-')?;
+    let start = u64::from_str_radix(s, 16).ok()?;
+    let end = u64::from_str_radix(e, 16).ok()?;
+    let perms = it.next()?;
+    if perms.len() != 4 || end < start {
+        return None;
+    }
+    let offset = u64::from_str_radix(it.next()?, 16).ok()?;
+    let _dev = it.next()?;
+    let inode = it.next()?.parse().ok()?;
+    let path = it.next().unwrap_or("").trim_start().to_string();
+    Some(Region { start, end, perms: perms.to_string(), offset, inode, path, rss: None, vm_flags: vec![] })
+}
+
+/// Parses maps or smaps text; lines that fit neither shape are ignored.
+pub fn parse(text: &str) -> Vec<Region> {
+    let mut out: Vec<Region> = Vec::new();
+    for line in text.lines() {
+        if let Some(r) = parse_line(line) {
+            out.push(r);
+        } else if let Some(last) = out.last_mut() {
+            if let Some(v) = line.strip_prefix("VmFlags:") {
+                last.vm_flags = v.split_whitespace().map(str::to_string).collect();
+            } else if let Some(v) = line.strip_prefix("Rss:") {
+                last.rss = v.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024);
+            }
+        }
+    }
+    out
+}
+
+/// Total bytes, the kernel's VSZ.
+pub fn vsz(regions: &[Region]) -> u64 {
+    regions.iter().map(Region::size).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_and_smaps_lines() {
+        let text = "7f0000000000-7f0000021000 rw-p 00000000 00:00 0 \n\
+                    Rss:                   8 kB\n\
+                    VmFlags: rd wr mr mw me nr \n\
+                    7f1000000000-7f1000001000 r--p 00001000 fd:01 1234   /usr/lib/x86_64-linux-gnu/libc.so.6\n\
+                    7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]\n";
+        let r = parse(text);
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[0].size(), r[0].rss, r[0].has_flag("nr")), (0x21000, Some(8192), true));
+        assert_eq!(
+            (r[1].offset, r[1].inode, r[1].path.as_str()),
+            (0x1000, 1234, "/usr/lib/x86_64-linux-gnu/libc.so.6")
+        );
+        assert_eq!(r[2].path, "[stack]");
+        assert_eq!(vsz(&r), 0x21000 + 0x1000 + 0x21000);
+    }
+}

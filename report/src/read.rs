@@ -1,0 +1,127 @@
+//! Reading a trace file into the pieces the later stages use, and appending what `vmshim run`
+//! learns after the target is gone (the kernel's final map, the exit status).
+
+use crate::maps::{self, Region};
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use vmshim_trace::decode::{Call, Exit, Module, Start, ThreadStart};
+use vmshim_trace::{Encoder, Event, HEADER_SIZE, Kind, MapsSource, header};
+
+/// A trace, sorted into what each stage needs. `calls` and `threads` keep recording order.
+#[derive(Debug, Default)]
+pub struct Recording {
+    pub start: Option<Start>,
+    pub initial_maps: Vec<Region>,
+    /// The kernel's own map at exit (smaps), when `vmshim run` captured it.
+    pub final_maps: Option<Vec<Region>>,
+    pub modules: Vec<Module>,
+    pub calls: Vec<Call>,
+    pub threads: Vec<ThreadStart>,
+    pub exit: Option<Exit>,
+    pub recorded: u64,
+    pub dropped: u64,
+    pub torn: u64,
+}
+
+/// Why a trace could not be used; `main` turns it into exit code 2.
+#[derive(Debug)]
+pub struct ReadError(pub String);
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub fn load(path: &Path) -> Result<Recording, ReadError> {
+    let bytes =
+        fs::read(path).map_err(|e| ReadError(format!("cannot read trace {}: {e}", path.display())))?;
+    let trace = vmshim_trace::parse(&bytes)
+        .map_err(|e| ReadError(format!("{}: corrupt trace: {e}", path.display())))?;
+    let mut rec = Recording { dropped: trace.dropped, torn: trace.torn, ..Recording::default() };
+    let mut initial: Vec<(u32, Vec<u8>)> = Vec::new();
+    let mut kernel: Vec<(u32, Vec<u8>)> = Vec::new();
+    for ev in trace.events {
+        rec.recorded += 1;
+        match ev {
+            Event::Start(s) => rec.start = rec.start.take().or(Some(s)),
+            Event::Maps(m) => match m.source {
+                MapsSource::Initial => initial.push((m.chunk, m.text)),
+                MapsSource::KernelFinal => kernel.push((m.chunk, m.text)),
+            },
+            Event::Module(m) => rec.modules.push(m),
+            Event::Call(c) => rec.calls.push(c),
+            Event::ThreadStart(t) => rec.threads.push(t),
+            Event::Exit(e) => rec.exit = Some(e),
+        }
+    }
+    if rec.start.is_none() {
+        return Err(ReadError(format!(
+            "{}: the trace holds no start record (the shim could not initialise, or the file is not a complete trace)",
+            path.display()
+        )));
+    }
+    let join = |mut chunks: Vec<(u32, Vec<u8>)>| {
+        chunks.sort_by_key(|c| c.0);
+        let text: Vec<u8> = chunks.into_iter().flat_map(|c| c.1).collect();
+        let mut regions = maps::parse(&String::from_utf8_lossy(&text));
+        // [vsyscall] is the kernel's fixed gate page, listed in every maps file but not part of
+        // the process's address space: VmSize, and so ps's VSZ, leaves it out.
+        regions.retain(|r| r.path != "[vsyscall]");
+        regions
+    };
+    rec.initial_maps = join(initial);
+    if !kernel.is_empty() {
+        rec.final_maps = Some(join(kernel));
+    }
+    Ok(rec)
+}
+
+/// Appends the kernel's final smaps text and the exit status to a finished trace (the target
+/// is gone, so nothing else writes it), then trims the file to its last record.
+pub fn append_final(
+    path: &Path,
+    final_smaps: Option<&[u8]>,
+    raw_status: i32,
+    how: &str,
+) -> std::io::Result<()> {
+    let mut f = OpenOptions::new().read(true).write(true).open(path)?;
+    let mut hdr = [0u8; HEADER_SIZE];
+    f.read_exact(&mut hdr)?;
+    let cursor = u64::from_le_bytes(hdr[header::CURSOR..header::CURSOR + 8].try_into().unwrap_or_default());
+    let file_len = f.metadata()?.len();
+    // A cursor past the end (reservations that found no room) ends at the file's end.
+    let mut at = cursor.min(file_len).max(HEADER_SIZE as u64);
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    for (i, chunk) in final_smaps.unwrap_or_default().chunks(256 << 10).enumerate() {
+        let mut buf = vec![0u8; chunk.len() + 64];
+        let mut e = Encoder::new(&mut buf, Kind::Maps);
+        e.put_u8(MapsSource::KernelFinal as u8);
+        e.put_bytes(&[0; 3]);
+        e.put_u32(i as u32);
+        e.put_str(chunk, chunk.len());
+        if let Some(n) = e.finish() {
+            buf.truncate(n);
+            records.push(buf);
+        }
+    }
+    let mut buf = vec![0u8; how.len() + 64];
+    let mut e = Encoder::new(&mut buf, Kind::Exit);
+    e.put_i32(raw_status);
+    e.put_u32(0);
+    e.put_str(how.as_bytes(), how.len());
+    if let Some(n) = e.finish() {
+        buf.truncate(n);
+        records.push(buf);
+    }
+    f.seek(SeekFrom::Start(at))?;
+    for r in &records {
+        f.write_all(r)?;
+        at += r.len() as u64;
+    }
+    f.set_len(at)?;
+    f.seek(SeekFrom::Start(header::CURSOR as u64))?;
+    f.write_all(&at.to_le_bytes())?;
+    f.sync_data()
+}

@@ -1,0 +1,242 @@
+//! Rendering an attribution: the text report for people and the JSON report for programs.
+//! Nothing here computes a figure; it only arranges what `attribute` found.
+
+use crate::attribute::{Attributed, Attribution, Category};
+use crate::read::Recording;
+use crate::symbolize::{Frame, Symbolizer};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::fmt::Write;
+
+/// Everything a renderer needs.
+pub struct Input<'a> {
+    pub rec: &'a Recording,
+    pub attr: &'a Attribution,
+    pub top: usize,
+}
+
+fn kib(b: u64) -> String {
+    let k = b / 1024;
+    let s = k.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 }
+}
+
+/// A call stack's total: the regions it made.
+pub struct StackGroup {
+    pub category: Category,
+    pub stack: Vec<u64>,
+    pub bytes: u64,
+    pub regions: usize,
+    pub tids: Vec<u32>,
+}
+
+/// Regions grouped by (category, call stack), largest first.
+pub fn top_stacks(attr: &Attribution) -> Vec<StackGroup> {
+    let mut groups: HashMap<(Category, &[u64]), StackGroup> = HashMap::new();
+    for r in attr.regions.iter().filter(|r| !r.stack.is_empty()) {
+        let g = groups.entry((r.category, &r.stack)).or_insert_with(|| StackGroup {
+            category: r.category,
+            stack: r.stack.clone(),
+            bytes: 0,
+            regions: 0,
+            tids: vec![],
+        });
+        g.bytes += r.size();
+        g.regions += 1;
+        if let Some(t) = r.tid
+            && !g.tids.contains(&t)
+        {
+            g.tids.push(t);
+        }
+    }
+    let mut v: Vec<StackGroup> = groups.into_values().collect();
+    v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.stack.cmp(&b.stack)));
+    v
+}
+
+/// Symbolized frames of a stack; the innermost frame is a return address too (the hook's caller).
+fn frames(sym: &mut Symbolizer, stack: &[u64]) -> Vec<Frame> {
+    stack.iter().flat_map(|&a| sym.symbolize(a, true)).collect()
+}
+
+fn frame_line(sym: &Symbolizer, f: &Frame) -> String {
+    let module = f.module.as_deref().map(|m| m.rsplit('/').next().unwrap_or(m)).unwrap_or("?");
+    let mut s = match (&f.function, sym.module_of(f.addr)) {
+        (Some(name), _) => name.clone(),
+        // Unnamed: the address as an offset into its file's address layout (what addr2line takes).
+        (None, Some(m)) => format!("{module}+{:#x}", f.addr - m.base),
+        (None, None) => format!("{:#x}", f.addr),
+    };
+    if let (Some(file), Some(line)) = (&f.file, f.line) {
+        let _ = write!(s, " ({}:{line})", file.rsplit('/').next().unwrap_or(file));
+    }
+    let _ = write!(s, "  [{module}]");
+    s
+}
+
+fn process_line(rec: &Recording) -> (u32, String, String) {
+    let s = rec.start.as_ref();
+    let pid = s.map_or(0, |s| s.pid);
+    let cmd = s
+        .map(|s| s.argv.join(" "))
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| s.map(|s| s.exe.clone()).unwrap_or_default());
+    let exit = rec.exit.as_ref().map_or("unknown".to_string(), |e| e.how.clone());
+    (pid, cmd, exit)
+}
+
+pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
+    let (rec, attr) = (inp.rec, inp.attr);
+    let mut o = String::new();
+    let (pid, cmd, exit) = process_line(rec);
+    let vsz = attr.final_bytes;
+    let _ = writeln!(o, "vmshim: pid {pid}  {cmd}  ({exit})");
+    let rss = attr.rss_bytes.map_or("unknown".to_string(), |r| format!("{} KiB", kib(r)));
+    let _ = writeln!(
+        o,
+        "  VSZ {} KiB   RSS {}   threads {}   peak VSZ {} KiB",
+        kib(vsz),
+        rss,
+        attr.threads.len(),
+        kib(attr.peak_bytes)
+    );
+    let unattributed = attr.bytes_of(Category::Unattributed).0;
+    match attr.kernel_final_bytes {
+        Some(k) => {
+            let _ = writeln!(
+                o,
+                "  kernel VSZ at exit {} KiB; vmshim accounts for {} KiB ({:.1}%)",
+                kib(k),
+                kib(k.saturating_sub(unattributed)),
+                pct(k.saturating_sub(unattributed), k)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "  kernel VSZ at exit not captured (run under `vmshim run` for it); replayed from the recorded calls"
+            );
+        }
+    }
+    let _ = writeln!(o, "  events: {} recorded, {} dropped, {} torn", rec.recorded, rec.dropped, rec.torn);
+
+    let _ = writeln!(o, "\nBy category              KiB       %  regions");
+    for c in Category::ALL {
+        let (b, n) = attr.bytes_of(c);
+        if n > 0 {
+            let _ = writeln!(o, "  {:<14} {:>12} {:>6.1}% {:>8}", c.name(), kib(b), pct(b, vsz), n);
+        }
+    }
+
+    let _ = writeln!(o, "\nBy thread      name             creator   stack KiB   arena KiB  reserved KiB");
+    for t in &attr.threads {
+        let _ = writeln!(
+            o,
+            "  {:<12} {:<16} {:>7} {:>11} {:>11} {:>13}",
+            t.tid,
+            t.name.as_deref().unwrap_or("-"),
+            t.creator_tid.map_or("-".to_string(), |c| c.to_string()),
+            kib(t.stack_bytes),
+            kib(t.arena_bytes),
+            kib(t.reserved_bytes)
+        );
+    }
+
+    let _ = writeln!(o, "\nTop call stacks by reserved bytes");
+    for (n, g) in top_stacks(attr).iter().take(inp.top).enumerate() {
+        let tids: Vec<String> = g.tids.iter().map(u32::to_string).collect();
+        let _ = writeln!(
+            o,
+            "  #{} {} {} KiB ({:.1}%) in {} region(s), thread {}",
+            n + 1,
+            g.category.name(),
+            kib(g.bytes),
+            pct(g.bytes, vsz),
+            g.regions,
+            tids.join(",")
+        );
+        for f in frames(sym, &g.stack) {
+            let _ = writeln!(o, "      {}", frame_line(sym, &f));
+        }
+    }
+
+    let un: Vec<&Attributed> = attr.regions.iter().filter(|r| r.category == Category::Unattributed).collect();
+    if !un.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nUnattributed regions ({} KiB, {:.2}% of VSZ)",
+            kib(unattributed),
+            pct(unattributed, vsz)
+        );
+        for r in un {
+            let _ =
+                writeln!(o, "  {:#x}-{:#x} {} {:>10} KiB {}", r.start, r.end, r.perms, kib(r.size()), r.path);
+        }
+    }
+    o
+}
+
+fn frames_json(sym: &mut Symbolizer, stack: &[u64]) -> Value {
+    Value::Array(
+        frames(sym, stack).into_iter().map(|f| serde_json::to_value(f).unwrap_or(Value::Null)).collect(),
+    )
+}
+
+pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
+    let (rec, attr) = (inp.rec, inp.attr);
+    let (pid, _, exit) = process_line(rec);
+    let s = rec.start.as_ref();
+    let categories: Vec<Value> = Category::ALL
+        .iter()
+        .map(|&c| (c, attr.bytes_of(c)))
+        .filter(|(_, (_, n))| *n > 0)
+        .map(|(c, (b, n))| json!({"category": c.name(), "bytes": b, "regions": n}))
+        .collect();
+    let threads: Vec<Value> = attr
+        .threads
+        .iter()
+        .map(|t| {
+            json!({"tid": t.tid, "name": t.name, "creator_tid": t.creator_tid, "stack_bytes": t.stack_bytes,
+                   "arena_bytes": t.arena_bytes, "reserved_bytes": t.reserved_bytes})
+        })
+        .collect();
+    let regions: Vec<Value> = attr
+        .regions
+        .iter()
+        .map(|r| {
+            json!({"start": r.start, "end": r.end, "prot": r.perms, "path": r.path, "category": r.category.name(),
+                   "tid": r.tid, "creator_tid": r.creator_tid, "cause": r.cause, "stack": frames_json(sym, &r.stack)})
+        })
+        .collect();
+    let stacks: Vec<Value> = top_stacks(attr)
+        .iter()
+        .take(inp.top)
+        .map(|g| {
+            json!({"category": g.category.name(), "bytes": g.bytes, "regions": g.regions, "tids": g.tids,
+                   "stack": frames_json(sym, &g.stack)})
+        })
+        .collect();
+    json!({
+        "schema": "vmshim-report/1",
+        "process": {"pid": pid, "exe": s.map(|s| s.exe.clone()), "argv": s.map(|s| s.argv.clone()), "exit": exit},
+        "vsz": {"final_bytes": attr.final_bytes, "peak_bytes": attr.peak_bytes, "kernel_final_bytes": attr.kernel_final_bytes},
+        "rss_bytes": attr.rss_bytes,
+        "attributed_fraction": attr.attributed_fraction(),
+        "categories": categories,
+        "threads": threads,
+        "regions": regions,
+        "top_stacks": stacks,
+        "events": {"recorded": rec.recorded, "dropped": rec.dropped, "torn": rec.torn},
+    })
+}

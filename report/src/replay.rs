@@ -1,0 +1,170 @@
+//! Replaying recorded calls over the address space found at start: which recorded call made
+//! each byte that is still mapped, and how large the address space seen by the hooks grew.
+//!
+//! The result is an interval map from address ranges to the event that created them. mprotect
+//! changes permissions, not the cause; mremap moves a range's cause with it; munmap drops it.
+
+use crate::read::Recording;
+use std::collections::BTreeMap;
+use vmshim_trace::{CALL_FLAG_OWN, CallKind};
+
+/// What made a range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Present in the initial `/proc/self/maps` snapshot (index into `initial_maps`).
+    Initial(usize),
+    /// Made by the recorded call at this index of `Recording::calls`.
+    Call(usize),
+}
+
+/// Non-overlapping `[start, end)` ranges keyed by start.
+#[derive(Default, Debug)]
+pub struct Space {
+    map: BTreeMap<u64, (u64, Origin)>,
+    total: u64,
+}
+
+impl Space {
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Removes `[start, end)`, splitting ranges that straddle its edges.
+    pub fn remove(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let first = self.map.range(..start).next_back().map(|(&s, &v)| (s, v));
+        if let Some((s, (e, o))) = first
+            && e > start
+        {
+            self.map.insert(s, (start, o));
+            self.total -= e - start;
+            if e > end {
+                self.map.insert(end, (e, o));
+                self.total += e - end;
+            }
+        }
+        let inside: Vec<u64> = self.map.range(start..end).map(|(&s, _)| s).collect();
+        for s in inside {
+            if let Some((e, o)) = self.map.remove(&s) {
+                self.total -= e - s;
+                if e > end {
+                    self.map.insert(end, (e, o));
+                    self.total += e - end;
+                }
+            }
+        }
+    }
+
+    pub fn insert(&mut self, start: u64, end: u64, origin: Origin) {
+        if start >= end {
+            return;
+        }
+        self.remove(start, end);
+        self.map.insert(start, (end, origin));
+        self.total += end - start;
+    }
+
+    /// The pieces of `[start, end)`: `(piece_start, piece_end, origin or None for a gap)`.
+    pub fn pieces(&self, start: u64, end: u64) -> Vec<(u64, u64, Option<Origin>)> {
+        let mut out = Vec::new();
+        let mut at = start;
+        let before = self.map.range(..start).next_back().filter(|(_, (e, _))| *e > start);
+        for (&s, &(e, o)) in before.into_iter().chain(self.map.range(start..end)) {
+            let s = s.max(start);
+            if s > at {
+                out.push((at, s, None));
+            }
+            let e = e.min(end);
+            out.push((s, e, Some(o)));
+            at = e;
+        }
+        if at < end {
+            out.push((at, end, None));
+        }
+        out
+    }
+
+    fn origin_at(&self, addr: u64) -> Option<Origin> {
+        self.map.range(..=addr).next_back().filter(|(_, (e, _))| *e > addr).map(|(_, (_, o))| *o)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64, Origin)> + '_ {
+        self.map.iter().map(|(&s, &(e, o))| (s, e, o))
+    }
+}
+
+/// The replay's outcome.
+pub struct Replay {
+    /// Ranges the hooks (or the initial snapshot) can explain, as they stood at the end.
+    pub space: Space,
+    /// The largest total the recorded calls reached (initial snapshot included).
+    pub peak: u64,
+}
+
+fn page_up(n: u64, page: u64) -> u64 {
+    n.div_ceil(page) * page
+}
+
+pub fn replay(rec: &Recording) -> Replay {
+    let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
+    let mut space = Space::default();
+    for (i, r) in rec.initial_maps.iter().enumerate() {
+        space.insert(r.start, r.end, Origin::Initial(i));
+    }
+    let mut peak = space.total();
+    for (i, c) in rec.calls.iter().enumerate() {
+        if c.errno != 0 {
+            continue;
+        }
+        match c.call {
+            CallKind::Mmap => {
+                let len = page_up(c.args[1], page);
+                space.insert(c.result, c.result + len, Origin::Call(i));
+            }
+            CallKind::Munmap => space.remove(c.args[0], c.args[0] + page_up(c.args[1], page)),
+            CallKind::Mremap => {
+                let (old, old_len, new_len) = (c.args[0], page_up(c.args[1], page), page_up(c.args[2], page));
+                let origin = space.origin_at(old).unwrap_or(Origin::Call(i));
+                // MREMAP_DONTUNMAP (4) leaves the old range mapped.
+                if c.args[3] & 4 == 0 {
+                    space.remove(old, old + old_len);
+                }
+                space.insert(c.result, c.result + new_len, origin);
+            }
+            CallKind::Mprotect | CallKind::PthreadCreate => {}
+        }
+        if c.flags & CALL_FLAG_OWN == 0 || c.call == CallKind::Mmap {
+            peak = peak.max(space.total());
+        }
+    }
+    Replay { space, peak }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_remove_splits_a_range_and_keeps_the_total() {
+        let mut s = Space::default();
+        s.insert(0x1000, 0x9000, Origin::Call(0));
+        s.remove(0x3000, 0x5000);
+        assert_eq!(s.total(), 0x6000);
+        assert_eq!(
+            s.pieces(0x0, 0xa000),
+            vec![
+                (0x0, 0x1000, None),
+                (0x1000, 0x3000, Some(Origin::Call(0))),
+                (0x3000, 0x5000, None),
+                (0x5000, 0x9000, Some(Origin::Call(0))),
+                (0x9000, 0xa000, None)
+            ]
+        );
+        s.insert(0x2000, 0x6000, Origin::Call(1));
+        assert_eq!(s.total(), 0x8000);
+        assert_eq!(s.origin_at(0x5fff), Some(Origin::Call(1)));
+        assert_eq!(s.origin_at(0x6000), Some(Origin::Call(0)));
+    }
+}
