@@ -277,13 +277,21 @@ impl DebugInfo {
         if let Some(outermost) = frames.last_mut()
             && outermost.function.is_none()
         {
-            outermost.function = self
-                .symbols
-                .name_of(module_relative)
-                .map(|name| addr2line::demangle_auto(Cow::Borrowed(name), None).into_owned())
-                .filter(|name| !name.is_empty());
+            outermost.function =
+                self.symbols.name_of(module_relative).map(demangle_symbol).filter(|name| !name.is_empty());
         }
         frames
+    }
+}
+
+/// Demangles an Itanium C++ (`_Z`) or Rust (`_R`, legacy `_ZN..h<hash>E`) symbol and leaves any
+/// other name alone: a plain C name such as `f` is also a valid mangled C++ *type* (`float`), so
+/// guessing would rename C functions.
+fn demangle_symbol(name: &str) -> String {
+    if name.starts_with("_Z") || name.starts_with("_R") {
+        addr2line::demangle_auto(Cow::Borrowed(name), None).into_owned()
+    } else {
+        name.to_owned()
     }
 }
 
@@ -918,12 +926,14 @@ mod tests {
                 (0x1000, 0x10, None, false, "_ZN3foo3bar17h0123456789abcdefE"),
                 (0x2000, 0x10, None, false, "_ZN3foo3bazEi"),
                 (0x3000, 0x10, None, false, "runtime.sysReserve"),
+                (0x4000, 0x10, None, false, "f"),
             ]),
         };
         let name = |addr| info.frames(addr, addr, "m").pop().unwrap().function;
         assert_eq!(name(0x1000).as_deref(), Some("foo::bar"));
         assert_eq!(name(0x2000).as_deref(), Some("foo::baz(int)"));
         assert_eq!(name(0x3000).as_deref(), Some("runtime.sysReserve"));
+        assert_eq!(name(0x4000).as_deref(), Some("f"), "a C name is not a C++ type");
     }
 
     #[test]

@@ -294,8 +294,17 @@ pub fn parse(bytes: &[u8]) -> Result<Trace, Error> {
             message: format!("corrupt header: cursor {cursor}"),
         });
     }
-    // The cursor can run past the file by reservations that found no room (counted as dropped);
-    // only a file shorter than every committed byte is truncated.
+    // The cursor runs past the file only when the writer ran out of room, and then it counted
+    // the records it dropped; otherwise a short file was cut after it was written.
+    if (bytes.len() as u64) < cursor && dropped == 0 {
+        return Err(Error {
+            offset: bytes.len() as u64,
+            message: format!(
+                "trace truncated: the header says {cursor} bytes were written, the file has {}",
+                bytes.len()
+            ),
+        });
+    }
     let end = cursor.min(bytes.len() as u64) as usize;
     let mut trace = Trace { segment_size, cursor, dropped, ..Trace::default() };
     let mut at = HEADER_SIZE;
@@ -314,6 +323,15 @@ pub fn parse(bytes: &[u8]) -> Result<Trace, Error> {
                 }
                 at += len;
             }
+            // A writer publishes a record's first word last, so a record it never finished
+            // (killed in between) starts with zero: skip to the next valid record. Anything
+            // else where a record should start was damaged after it was written.
+            None if !in_torn && le_u64(bytes, at) != Some(0) => {
+                return Err(Error {
+                    offset: at as u64,
+                    message: "corrupt record: its header or checksum does not match".to_string(),
+                });
+            }
             None => {
                 if !in_torn {
                     trace.torn += 1;
@@ -322,15 +340,6 @@ pub fn parse(bytes: &[u8]) -> Result<Trace, Error> {
                 at += 8;
             }
         }
-    }
-    if (bytes.len() as u64) < cursor && trace.events.is_empty() {
-        return Err(Error {
-            offset: bytes.len() as u64,
-            message: format!(
-                "trace truncated: the header says {cursor} bytes were written, the file has {}",
-                bytes.len()
-            ),
-        });
     }
     Ok(trace)
 }
@@ -390,6 +399,17 @@ mod tests {
         let tids: Vec<u32> =
             t.events.iter().filter_map(|e| if let Event::Call(c) = e { Some(c.tid) } else { None }).collect();
         assert_eq!((tids, t.torn), (vec![1, 2], 1));
+    }
+
+    #[test]
+    fn a_damaged_record_is_an_error_with_its_offset_and_a_cut_file_is_truncated() {
+        let f = file_with(&[call_record(1, &[5; 4]), call_record(2, &[6; 3])]);
+        let mut g = f.clone();
+        g[HEADER_SIZE + 20] ^= 0x10;
+        let e = parse(&g).unwrap_err();
+        assert_eq!(e.offset, HEADER_SIZE as u64);
+        let e = parse(&f[..f.len() - 8]).unwrap_err();
+        assert!(e.message.contains("truncated"), "{e}");
     }
 
     #[test]
