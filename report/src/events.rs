@@ -43,12 +43,11 @@ fn flag_names(v: u64, table: &[(u64, &str)], zero: &str) -> String {
         rest &= !3;
     }
     for &(bit, name) in table {
-        if bit > 3 || !std::ptr::eq(table, MAP) {
-            if rest & bit == bit && bit != 0 {
+        if (bit > 3 || !std::ptr::eq(table, MAP))
+            && rest & bit == bit && bit != 0 {
                 parts.push(name.to_string());
                 rest &= !bit;
             }
-        }
     }
     if rest != 0 {
         parts.push(format!("{rest:#x}"));

@@ -56,11 +56,13 @@ pub fn ensure_started() {
     }
 }
 
+#[cfg_attr(test, allow(dead_code))]
 extern "C" fn after_fork_in_child() {
     writer::reset_after_fork();
 }
 
 /// The constructor: runs when the loader initialises this library, before `main`.
+#[cfg_attr(test, allow(dead_code))]
 extern "C" fn vmshim_init() {
     let _guard = guard::Guard::enter();
     hooks::pthread_create::resolve();
@@ -74,3 +76,66 @@ extern "C" fn vmshim_init() {
 #[used]
 #[unsafe(link_section = ".init_array")]
 static INIT: extern "C" fn() = vmshim_init;
+
+#[cfg(test)]
+mod tests {
+    //! The recording core, driven directly (the crate's tests export no hooks).
+    use super::*;
+    use vmshim_trace::{CallKind, Event};
+
+    #[test]
+    fn a_hooked_call_keeps_errno_and_lands_in_the_trace_with_a_stack() {
+        let dir = std::env::temp_dir().join(format!("vmshim-shim-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("t.trace");
+        let _ = std::fs::remove_file(&out);
+        // SAFETY: set before any thread of this test binary reads the environment through the
+        // shim; this is the only test that sets it.
+        unsafe { std::env::set_var("VMSHIM_OUT", &out) };
+        ensure_started();
+        assert!(writer::is_ready(), "the writer opened {}", out.display());
+
+        let len = 3 * 4096;
+        syscall::set_errno(1234);
+        // SAFETY: an anonymous private mapping of `len` bytes, unmapped below.
+        let p = unsafe {
+            hooks::mmap::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        assert_eq!(syscall::errno(), 1234, "success leaves errno as it was");
+        // SAFETY: an invalid length fails with EINVAL and maps nothing.
+        let bad = unsafe {
+            hooks::mmap::mmap(
+                core::ptr::null_mut(),
+                0,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_eq!((bad, syscall::errno()), (libc::MAP_FAILED, libc::EINVAL));
+        // SAFETY: unmaps the mapping made above.
+        assert_eq!(unsafe { hooks::munmap::munmap(p, len) }, 0);
+
+        let trace = vmshim_trace::parse(&std::fs::read(&out).unwrap()).unwrap();
+        let calls: Vec<_> =
+            trace.events.iter().filter_map(|e| if let Event::Call(c) = e { Some(c) } else { None }).collect();
+        let mine: Vec<_> = calls.iter().filter(|c| c.flags & vmshim_trace::CALL_FLAG_OWN == 0).collect();
+        assert_eq!(mine.len(), 3, "{mine:?}");
+        assert_eq!((mine[0].call, mine[0].result, mine[0].args[1]), (CallKind::Mmap, p as u64, len as u64));
+        assert_eq!((mine[1].result, mine[1].errno), (u64::MAX, libc::EINVAL));
+        assert_eq!((mine[2].call, mine[2].args[0]), (CallKind::Munmap, p as u64));
+        assert!(!mine[0].stack.is_empty(), "a stack was captured");
+        assert!(trace.events.iter().any(|e| matches!(e, Event::Start(_))));
+        assert!(trace.events.iter().any(|e| matches!(e, Event::Module(_))));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
