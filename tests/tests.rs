@@ -1,1 +1,8 @@
+//! The integration tests of vmshim: one test binary (`autotests = false`), one module per topic.
+//! Each module runs real programs from `tests/programs/`, built by the tests, and checks what
+//! they report against `/proc` read at the same moment. `common` is the harness.
 
+mod common;
+
+mod harness;
+mod under_vmshim;

@@ -140,10 +140,12 @@ pub fn modules(rec: &Recording) -> Vec<LoadedModule> {
         .collect();
     let maps = rec.final_maps.iter().flatten().chain(&rec.initial_maps);
     for r in maps {
-        if r.is_file() && !out.iter().any(|m| m.lo <= r.start && r.start < m.hi)
-            && let Some(m) = LoadedModule::from_mapping(r.file_path(), r.start, r.offset) {
-                out.push(m);
-            }
+        if r.is_file()
+            && !out.iter().any(|m| m.lo <= r.start && r.start < m.hi)
+            && let Some(m) = LoadedModule::from_mapping(r.file_path(), r.start, r.offset)
+        {
+            out.push(m);
+        }
     }
     out
 }

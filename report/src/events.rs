@@ -43,11 +43,10 @@ fn flag_names(v: u64, table: &[(u64, &str)], zero: &str) -> String {
         rest &= !3;
     }
     for &(bit, name) in table {
-        if (bit > 3 || !std::ptr::eq(table, MAP))
-            && rest & bit == bit && bit != 0 {
-                parts.push(name.to_string());
-                rest &= !bit;
-            }
+        if (bit > 3 || !std::ptr::eq(table, MAP)) && rest & bit == bit && bit != 0 {
+            parts.push(name.to_string());
+            rest &= !bit;
+        }
     }
     if rest != 0 {
         parts.push(format!("{rest:#x}"));

@@ -135,7 +135,7 @@ impl CallKind {
             CallKind::Mmap => &["addr", "length", "prot", "flags", "fd", "offset"],
             CallKind::Munmap => &["addr", "length"],
             CallKind::Mremap => &["old_address", "old_size", "new_size", "flags", "new_address"],
-            CallKind::Mprotect => &["addr", "length", "prot"],
+            CallKind::Mprotect => &["addr", "len", "prot"],
             CallKind::PthreadCreate => &["thread", "attr", "start_routine", "arg"],
         }
     }

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what the tests need when it is missing, builds
+# the whole workspace, then runs every test. Arguments go to the test runner (a filter, say).
+#
+# `cargo build --workspace` comes first because the tests preload target/<profile>/libvmshim.so,
+# which `cargo test` alone never builds: the report crate must not depend on the shim (the
+# shim's exported mmap would hook the report itself).
+#
+# The tests never skip for a missing tool, so the tools are installed here (Debian packages):
+#   golang-go   Go 1.19: the tests build ex1, ex2 and ex6 (tests/programs/*.go)
+#   gcc         the C target programs, and cgo
+#   libc6-dbg   glibc's separate debug symbols: the report names glibc internals
+#               (alloc_new_heap, allocate_stack) from /usr/lib/debug/.build-id/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v go >/dev/null || missing+=(golang-go)
+command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+if command -v dpkg-query >/dev/null &&
+  [[ "$(dpkg-query -W -f='${Status}' libc6-dbg 2>/dev/null)" != "install ok installed" ]]; then
+  missing+=(libc6-dbg)
+fi
+if ((${#missing[@]})); then
+  echo "test.sh: installing ${missing[*]}" >&2
+  if ! command -v apt-get >/dev/null; then
+    echo "test.sh: no apt-get here: install ${missing[*]} (Go 1.19+, gcc, glibc debug symbols) by hand" >&2
+    exit 1
+  fi
+  sudo=()
+  [[ "$(id -u)" -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+cargo build --workspace
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi

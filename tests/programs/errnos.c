@@ -1,0 +1,47 @@
+/* errnos.c: failing and succeeding calls of every hooked function, printing what the caller
+ * sees. Run with and without LD_PRELOAD=libvmshim.so: the output must be identical.
+ *
+ * Each line: "<ok|fail> <call> = <result> errno <errno>". Before each call errno is set to 77,
+ * so a success that touched errno would show.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define SHOW(kind, name, expr)                                                     \
+    do {                                                                           \
+        errno = 77;                                                                \
+        long r_ = (long)(expr);                                                    \
+        printf("%s %s = %ld errno %d\n", kind, name, r_ == -1 ? -1L : (r_ > 0), errno); \
+    } while (0)
+
+static void *nothing(void *a) { return a; }
+
+int main(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    SHOW("fail", "mmap length 0", mmap(NULL, 0, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    SHOW("fail", "mmap bad fd", mmap(NULL, page, PROT_READ, MAP_PRIVATE, 12345, 0));
+    SHOW("fail", "mmap unaligned offset", mmap(NULL, page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 3));
+    SHOW("fail", "mmap no sharing type", mmap(NULL, page, PROT_READ, MAP_ANONYMOUS, -1, 0));
+    SHOW("fail", "munmap unaligned", munmap((void *)3, page));
+    SHOW("fail", "mprotect unmapped", mprotect((void *)page, page, PROT_READ));
+    SHOW("fail", "mremap bad flags", mremap(NULL, page, page, 0x1000));
+    struct rlimit rl = {1 << 30, 1 << 30};
+    setrlimit(RLIMIT_AS, &rl);
+    SHOW("fail", "mmap past RLIMIT_AS", mmap(NULL, (size_t)2 << 30, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    void *p = mmap(NULL, 4 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    SHOW("ok", "mmap", p);
+    SHOW("ok", "mremap", p = mremap(p, 4 * page, 8 * page, MREMAP_MAYMOVE));
+    SHOW("ok", "mprotect", mprotect(p, page, PROT_READ));
+    SHOW("ok", "munmap", munmap(p, 8 * page));
+    pthread_t t;
+    errno = 77;
+    int rc = pthread_create(&t, NULL, nothing, NULL);
+    printf("ok pthread_create = %d errno %d\n", rc, errno);
+    pthread_join(t, NULL);
+    return 0;
+}

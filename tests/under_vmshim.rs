@@ -1,0 +1,286 @@
+//! C and Rust targets under `vmshim run`: the report against `/proc/PID/maps` read from outside
+//! while the target waits at its handshake (after which it exits without mapping anything).
+
+use crate::common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const TIMEOUT: u64 = 120;
+
+/// A finished `vmshim run --json` of a handshake program, with /proc read at the handshake.
+pub struct Run {
+    pub pid: u32,
+    pub lines: Vec<String>,
+    pub maps: Vec<MapsRegion>,
+    pub smaps: Vec<(MapsRegion, Vec<String>)>,
+    pub tasks: Vec<u32>,
+    pub out: Output,
+    pub report: Value,
+    pub trace: PathBuf,
+}
+
+pub fn vmshim_run_cmd(dir: &TestDir, prog: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(vmshim_bin());
+    c.current_dir(dir.path())
+        .args(["run", "--json", "--top", "1000", "--out"])
+        .arg(dir.join("t.trace"))
+        .arg("--report")
+        .arg(dir.join("report.json"))
+        .arg("--")
+        .arg(prog)
+        .args(args);
+    c
+}
+
+/// Runs `prog` under vmshim, reads /proc at its ready line, releases it, loads the report.
+pub fn run_handshake(dir: &TestDir, prog: &Path, args: &[&str]) -> Run {
+    let h = Handshake::start(&mut vmshim_run_cmd(dir, prog, args), TIMEOUT);
+    let pid = h.pid();
+    let (maps, smaps, tasks) = (read_maps(pid), read_smaps_flags(pid), task_ids(pid));
+    let lines = h.lines().to_vec();
+    let out = h.finish();
+    assert!(
+        out.status.success(),
+        "vmshim run failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = load_report(&dir.join("report.json"));
+    Run { pid, lines, maps, smaps, tasks, out, report, trace: dir.join("t.trace") }
+}
+
+pub fn load_report(path: &Path) -> Value {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("no report at {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}): {text}"))
+}
+
+pub fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not an unsigned number: {v}"))
+}
+
+pub fn regions(report: &Value) -> &Vec<Value> {
+    report["regions"].as_array().expect("regions")
+}
+
+/// The report's regions overlapping `[start, end)`.
+pub fn regions_in(report: &Value, start: u64, end: u64) -> Vec<&Value> {
+    regions(report).iter().filter(|r| u(&r["start"]) < end && u(&r["end"]) > start).collect()
+}
+
+/// Bytes of `[start, end)` the report files under `category`.
+pub fn bytes_in(report: &Value, start: u64, end: u64, category: &str) -> u64 {
+    regions_in(report, start, end)
+        .iter()
+        .filter(|r| r["category"] == category)
+        .map(|r| u(&r["end"]).min(end) - u(&r["start"]).max(start))
+        .sum()
+}
+
+pub fn functions(region: &Value) -> Vec<String> {
+    region["stack"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|f| f["function"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+pub fn category_bytes(report: &Value, name: &str) -> u64 {
+    report["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["category"] == name)
+        .map(|c| u(&c["bytes"]))
+        .sum()
+}
+
+/// The figures every report must satisfy against /proc read at the same quiet moment.
+pub fn assert_reconciles(run: &Run) {
+    let r = &run.report;
+    let vsz = vsz_bytes(&run.maps);
+    assert_eq!(u(&r["vsz"]["final_bytes"]), vsz, "report VSZ vs /proc/{}/maps", run.pid);
+    assert_eq!(u(&r["vsz"]["kernel_final_bytes"]), vsz, "captured kernel VSZ vs /proc/{}/maps", run.pid);
+    assert!(u(&r["vsz"]["peak_bytes"]) >= vsz);
+    let cats: u64 = r["categories"].as_array().unwrap().iter().map(|c| u(&c["bytes"])).sum();
+    assert_eq!(cats, vsz, "categories add up to VSZ");
+    let regs: u64 = regions(r).iter().map(|x| u(&x["end"]) - u(&x["start"])).sum();
+    assert_eq!(regs, vsz, "regions add up to VSZ");
+    // Every /proc region is covered by report regions, with the kernel's permissions.
+    for m in &run.maps {
+        let covering: u64 = regions_in(r, m.start, m.end)
+            .iter()
+            .inspect(|x| assert_eq!(x["prot"], m.perms.as_str(), "{m:?}"))
+            .map(|x| u(&x["end"]).min(m.end) - u(&x["start"]).max(m.start))
+            .sum();
+        if m.path != "[vsyscall]" {
+            assert_eq!(covering, m.len(), "{m:?} is covered exactly once");
+        }
+    }
+    assert_eq!(r["process"]["pid"], run.pid);
+    assert_eq!(r["process"]["exit"], "exited 0");
+    assert_eq!(u(&r["events"]["dropped"]), 0);
+    // The shim's own trace mapping and image (with its .bss, the anonymous region the loader
+    // maps right after the image's last file page) are its own category.
+    let is_own = |m: &MapsRegion| m.path.ends_with("/libvmshim.so") || m.path.ends_with("/t.trace");
+    let mut own: u64 = run.maps.iter().filter(|m| is_own(m)).map(|m| m.len()).sum();
+    let image_end =
+        run.maps.iter().filter(|m| m.path.ends_with("/libvmshim.so")).map(|m| m.end).max().unwrap();
+    own +=
+        run.maps.iter().filter(|m| m.start == image_end && m.path.is_empty()).map(|m| m.len()).sum::<u64>();
+    assert_eq!(category_bytes(r, "vmshim"), own, "vmshim category = the shim's image and trace mappings");
+    for m in run.maps.iter().filter(|m| m.path == "[stack]") {
+        assert_eq!(bytes_in(r, m.start, m.end, "main_stack"), m.len());
+    }
+}
+
+#[test]
+fn threads_stacks_are_attributed_to_each_thread_and_its_creator() {
+    let dir = TestDir::new("under_vmshim_threads");
+    let page = page_size();
+    let sizes = [(16 * page).to_string(), (64 * page).to_string(), "0".to_string()];
+    let mut args = vec!["3"];
+    args.extend(sizes.iter().map(String::as_str));
+    let run = run_handshake(&dir, &build_c("threads"), &args);
+    assert_reconciles(&run);
+    let threads = parse_thread_lines(&run.lines);
+    assert_eq!(threads.len(), 3);
+    let rows = run.report["threads"].as_array().unwrap();
+    for t in &threads {
+        let (lo, hi) = (t.lo - t.guard, t.hi);
+        assert_eq!(bytes_in(&run.report, lo, hi, "thread_stack"), hi - lo, "thread {} stack + guard", t.tid);
+        for r in regions_in(&run.report, lo, hi) {
+            assert_eq!((u(&r["tid"]) as u32, u(&r["creator_tid"]) as u32), (t.tid, run.pid));
+            let f = functions(r);
+            assert!(f.first().is_some_and(|f| f == "main"), "creator stack starts in main: {f:?}");
+        }
+        let row = rows.iter().find(|x| x["tid"] == t.tid).unwrap_or_else(|| panic!("no row for {}", t.tid));
+        assert_eq!((u(&row["stack_bytes"]), u(&row["creator_tid"]) as u32), (hi - lo, run.pid));
+    }
+    // The threads never malloc, so no arena exists and almost everything is explained: what
+    // remains is glibc's own early work (the main thread's static TLS), under 0.1%.
+    let vsz = vsz_bytes(&run.maps);
+    assert!(
+        category_bytes(&run.report, "unattributed") * 1000 <= vsz,
+        "{}",
+        String::from_utf8_lossy(&run.out.stderr)
+    );
+}
+
+#[test]
+fn every_call_of_mapseq_is_an_event_and_every_live_mapping_its_region() {
+    let dir = TestDir::new("under_vmshim_mapseq");
+    let run = run_handshake(&dir, &build_c("mapseq"), &[]);
+    assert_reconciles(&run);
+    let calls = parse_call_lines(&run.lines);
+    let events = events_json(&run.trace);
+    let mine: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["tid"] == run.pid && e["own"] == false && e["kind"] != "thread_start")
+        .collect();
+    // The program's own calls, in its order, appear among the recorded ones with the same
+    // arguments and results (stdio and the loader may add calls of their own around them).
+    let mut at = 0;
+    for c in &calls {
+        let kind = if c.func == "mmap64" { "mmap" } else { c.func.as_str() };
+        let want_result =
+            if c.result.starts_with("0x") { parse_hex(&c.result) } else { c.result.parse::<u64>().unwrap() };
+        let found = mine[at..].iter().position(|e| {
+            e["kind"] == kind
+                && u(&e["result"]) == want_result
+                && c.args.iter().all(|(k, v)| {
+                    let got = &e["args"][k.as_str()];
+                    let want =
+                        if v.starts_with("0x") { parse_hex(v) as i64 } else { v.parse::<i64>().unwrap() };
+                    got.as_i64() == Some(want) || got.as_u64() == Some(want as u64)
+                })
+        });
+        let i = found.unwrap_or_else(|| panic!("call {c:?} not recorded after event {at}: {mine:#?}"));
+        at += i + 1;
+    }
+    for e in parse_expect_lines(&run.lines) {
+        let want = if e.path.is_some() { "file_mmap" } else { "anon_mmap" };
+        assert_eq!(bytes_in(&run.report, e.start, e.end, want), e.end - e.start, "{e:?}");
+        for r in regions_in(&run.report, e.start, e.end) {
+            assert_eq!(u(&r["tid"]) as u32, run.pid);
+            assert!(functions(r).iter().any(|f| f == "main"), "{r}");
+        }
+    }
+    for (s, e) in parse_hole_lines(&run.lines) {
+        assert!(regions_in(&run.report, s, e).is_empty(), "hole {s:#x}-{e:#x} is not in the report");
+    }
+}
+
+/// `vmshim events --json` of a trace, one object per line.
+pub fn events_json(trace: &Path) -> Vec<Value> {
+    let out = run_with_timeout(Command::new(vmshim_bin()).arg("events").arg("--json").arg(trace), TIMEOUT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn a_fork_child_writes_its_own_trace_and_leaves_the_parents_intact() {
+    let dir = TestDir::new("under_vmshim_forker");
+    let run = run_handshake(&dir, &build_c("forker"), &[]);
+    assert_reconciles(&run);
+    let child_line = run.lines.iter().find(|l| l.starts_with("child ") && l.contains(" mmap ")).unwrap();
+    let w: Vec<&str> = child_line.split_whitespace().collect();
+    let (child, start) = (w[1].parse::<u32>().unwrap(), parse_hex(w[3]));
+    let parent_events = events_json(&run.trace);
+    assert!(parent_events.iter().all(|e| e["tid"] != child), "no record of the child in the parent's trace");
+    let child_trace = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p != &run.trace && p.file_name().unwrap().to_string_lossy().starts_with("t.trace"))
+        .expect("the child's trace");
+    let child_events = events_json(&child_trace);
+    assert!(
+        child_events.iter().any(|e| e["kind"] == "mmap" && e["tid"] == child && u(&e["result"]) == start),
+        "the child's mmap at {start:#x} is in {}",
+        child_trace.display()
+    );
+    let parent_line = run.lines.iter().find(|l| l.starts_with("parent ")).unwrap();
+    let p: Vec<&str> = parent_line.split_whitespace().collect();
+    let (ps, pe) = (parse_hex(p[3]), parse_hex(p[4]));
+    assert_eq!(bytes_in(&run.report, ps, pe, "anon_mmap"), pe - ps);
+}
+
+#[test]
+fn a_rust_program_threads_are_found() {
+    let dir = TestDir::new("under_vmshim_rustprog");
+    let run = run_handshake(&dir, &build_rust("rustprog"), &[]);
+    assert_reconciles(&run);
+    for line in run.lines.iter().filter(|l| l.starts_with("thread ")) {
+        let tid: u32 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+        let stacks: Vec<&Value> = regions(&run.report)
+            .iter()
+            .filter(|r| r["category"] == "thread_stack" && r["tid"] == tid)
+            .collect();
+        assert!(!stacks.is_empty(), "thread {tid} has its stack attributed");
+        let smaps_stack =
+            run.smaps.iter().find(|(m, _)| stacks.iter().any(|s| u(&s["start"]) == m.start)).unwrap();
+        assert!(smaps_stack.0.path.is_empty(), "a thread stack is anonymous");
+        assert!(stacks.iter().any(|s| functions(s).iter().any(|f| f.contains("std::thread"))), "{stacks:?}");
+    }
+}
+
+#[test]
+fn errno_and_results_are_the_same_with_and_without_the_shim() {
+    let dir = TestDir::new("under_vmshim_errno");
+    let prog = build_c("errnos");
+    let bare = run_with_timeout(Command::new(&prog).current_dir(dir.path()), TIMEOUT);
+    let shimmed = run_with_timeout(
+        Command::new(&prog)
+            .current_dir(dir.path())
+            .env("LD_PRELOAD", shim_lib())
+            .env("VMSHIM_OUT", dir.join("e.trace")),
+        TIMEOUT,
+    );
+    assert!(bare.status.success() && shimmed.status.success());
+    let (a, b) = (String::from_utf8_lossy(&bare.stdout), String::from_utf8_lossy(&shimmed.stdout));
+    assert!(a.lines().count() >= 8, "{a}");
+    assert_eq!(a, b);
+    let recorded = events_json(&dir.join("e.trace"));
+    let failed = recorded.iter().filter(|e| e["errno"] != 0).count();
+    assert_eq!(failed, a.lines().filter(|l| !l.contains("errno 0") && l.starts_with("fail")).count());
+}
