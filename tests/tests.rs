@@ -4,5 +4,7 @@
 
 mod common;
 
+mod go_targets;
 mod harness;
+mod traces;
 mod under_vmshim;
