@@ -142,6 +142,7 @@ fn attr_sizes(attr: *const pthread_attr_t) -> (u64, u64) {
 core::arch::global_asm!(
     ".pushsection .text.vmshim_trampoline,\"ax\",@progbits",
     ".p2align 4",
+    ".globl vmshim_thread_trampoline",
     ".hidden vmshim_thread_trampoline",
     "vmshim_thread_trampoline:",
     ".cfi_startproc",
@@ -160,6 +161,7 @@ core::arch::global_asm!(
 core::arch::global_asm!(
     ".pushsection .text.vmshim_trampoline,\"ax\",%progbits",
     ".p2align 4",
+    ".globl vmshim_thread_trampoline",
     ".hidden vmshim_thread_trampoline",
     "vmshim_thread_trampoline:",
     ".cfi_startproc",
