@@ -100,11 +100,30 @@ pub struct ThreadRow {
     pub stack_bytes: u64,
     pub arena_bytes: u64,
     pub reserved_bytes: u64,
+    /// The malloc arenas the thread was seen using, in order: `None` is the main (brk) arena,
+    /// `Some(n)` the n-th non-main arena to appear.
+    pub arenas: Vec<Option<usize>>,
+}
+
+/// A malloc arena and the threads seen using it.
+#[derive(Clone, Debug)]
+pub struct ArenaRow {
+    /// `None` for the main arena.
+    pub id: Option<usize>,
+    /// glibc's malloc_state address (0 for the main arena).
+    pub address: u64,
+    /// The thread that created it (the first seen on it), and the threads seen using it.
+    pub creator: u32,
+    pub tids: Vec<u32>,
+    /// Heaps (64 MiB reservations) it has in the final map, and their bytes.
+    pub heaps: usize,
+    pub bytes: u64,
 }
 
 pub struct Attribution {
     pub regions: Vec<Attributed>,
     pub threads: Vec<ThreadRow>,
+    pub arenas: Vec<ArenaRow>,
     /// Bytes of the final address space.
     pub final_bytes: u64,
     /// The kernel's own VSZ at exit, when captured.
@@ -163,6 +182,7 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
     let trace_path = rec.start.as_ref().map(|s| s.trace_path.clone()).unwrap_or_default();
     let stacks = thread_stacks(rec, &final_regions);
     let mut go_stack: HashMap<usize, bool> = HashMap::new();
+    let brk_baseline = rec.calls.iter().find(|c| c.call == CallKind::BrkGrow && c.args[0] == 0);
     let mut out = Vec::new();
     for (ri, r) in final_regions.iter().enumerate() {
         for (s, e, origin) in replay.space.pieces(r.start, r.end) {
@@ -186,29 +206,34 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
             // the range without the hooks seeing it).
             let file_call =
                 call.is_some_and(|(_, c)| c.call == CallKind::Mmap && c.args[3] & libc_map_anonymous() == 0);
-            // Without the kernel's map the replayed regions carry no paths to compare.
-            let agrees = rec.final_maps.is_none() || file_call == r.is_file();
+            // Without the kernel's map the replayed regions carry no paths to compare. An arena
+            // heap is mapped MAP_NORESERVE: where smaps shows flags, it must show that one.
+            let arena_ok = call.is_none_or(|(_, c)| {
+                c.call != CallKind::ArenaAttach || r.vm_flags.is_empty() || r.has_flag("nr")
+            });
+            let agrees = (rec.final_maps.is_none() || file_call == r.is_file()) && arena_ok;
             match call {
                 Some((i, c)) if agrees => {
                     a.tid = Some(c.tid);
                     a.stack = c.stack.clone();
                     a.cause = c.call.name();
-                    a.category =
-                        if c.flags & CALL_FLAG_OWN != 0 || (r.is_file() && r.file_path() == trace_path) {
-                            Category::Vmshim
-                        } else if r.is_file() {
-                            by_map(r, &trace_path, sym)
-                        } else if *go_stack.entry(i).or_insert_with(|| {
-                            c.stack.iter().any(|&f| {
-                                sym.symbolize(f, true)
-                                    .iter()
-                                    .any(|fr| fr.function.as_deref().is_some_and(is_go_runtime_frame))
-                            })
-                        }) {
-                            Category::GoRuntime
-                        } else {
-                            Category::AnonMmap
-                        };
+                    a.category = if let Some(cat) = malloc_category(c.call) {
+                        cat
+                    } else if c.flags & CALL_FLAG_OWN != 0 || (r.is_file() && r.file_path() == trace_path) {
+                        Category::Vmshim
+                    } else if r.is_file() {
+                        by_map(r, &trace_path, sym)
+                    } else if *go_stack.entry(i).or_insert_with(|| {
+                        c.stack.iter().any(|&f| {
+                            sym.symbolize(f, true)
+                                .iter()
+                                .any(|fr| fr.function.as_deref().is_some_and(is_go_runtime_frame))
+                        })
+                    }) {
+                        Category::GoRuntime
+                    } else {
+                        Category::AnonMmap
+                    };
                 }
                 _ => {
                     if let Some(t) = stacks.get(&ri) {
@@ -219,8 +244,24 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
                         a.cause = if t.tid.is_some() { "pthread_create" } else { "map" };
                     } else {
                         a.category = by_map(r, &trace_path, sym);
-                        if a.category == Category::MainStack {
-                            a.tid = Some(pid);
+                        match a.category {
+                            Category::MainStack => a.tid = Some(pid),
+                            // The heap as it stood before any growth the hooks saw: the first
+                            // main-arena allocation found it there.
+                            Category::BrkHeap => {
+                                if let Some(c) = brk_baseline {
+                                    a.tid = Some(c.tid);
+                                    a.stack = c.stack.clone();
+                                    a.cause = c.call.name();
+                                }
+                            }
+                            // Anonymous memory the loader made before the shim could watch
+                            // (static TLS, its own allocations) is part of loading libraries.
+                            Category::Unattributed if matches!(origin, Some(Origin::Initial(_))) => {
+                                a.category = Category::Library;
+                                a.cause = "loader";
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -231,16 +272,28 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
     let out = merge_adjacent(out);
     let final_bytes: u64 = final_regions.iter().map(Region::size).sum();
     let rss_bytes = rec.final_maps.as_ref().map(|m| m.iter().filter_map(|r| r.rss).sum());
-    let threads = thread_rows(rec, &out);
+    let arenas = arena_rows(rec, &out);
+    let threads = thread_rows(rec, &out, &arenas);
     // The replay sees only what the hooks saw; mappings made inside glibc exist on top of it.
     let unseen = final_bytes.saturating_sub(replay.space.total());
     Attribution {
         threads,
+        arenas,
         final_bytes,
         kernel_final_bytes: rec.final_maps.as_ref().map(|m| crate::maps::vsz(m)),
         peak_bytes: (replay.peak + unseen).max(final_bytes),
         rss_bytes,
         regions: out,
+    }
+}
+
+/// The category of an event inferred from malloc's chunks.
+fn malloc_category(call: CallKind) -> Option<Category> {
+    match call {
+        CallKind::ArenaAttach => Some(Category::MallocArena),
+        CallKind::MallocLarge => Some(Category::MallocLarge),
+        CallKind::BrkGrow => Some(Category::BrkHeap),
+        _ => None,
     }
 }
 
@@ -382,7 +435,42 @@ fn merge_adjacent(v: Vec<Attributed>) -> Vec<Attributed> {
     out
 }
 
-fn thread_rows(rec: &Recording, regions: &[Attributed]) -> Vec<ThreadRow> {
+/// Arenas in order of appearance, with who uses them and what they hold at the end.
+fn arena_rows(rec: &Recording, regions: &[Attributed]) -> Vec<ArenaRow> {
+    let mut rows: Vec<ArenaRow> = Vec::new();
+    for c in rec.calls.iter().filter(|c| c.call == CallKind::ArenaAttach) {
+        let address = c.args[2];
+        match rows.iter_mut().find(|r| r.address == address) {
+            Some(r) => {
+                if !r.tids.contains(&c.tid) {
+                    r.tids.push(c.tid);
+                }
+            }
+            None => {
+                let id = (address != 0).then(|| rows.iter().filter(|r| r.id.is_some()).count() + 1);
+                rows.push(ArenaRow { id, address, creator: c.tid, tids: vec![c.tid], heaps: 0, bytes: 0 });
+            }
+        }
+    }
+    // Heaps in the final map: the regions each arena event placed, grouped by heap base.
+    let mut heap_of: HashMap<u64, u64> = HashMap::new();
+    for c in rec.calls.iter().filter(|c| c.call == CallKind::ArenaAttach && c.args[0] != 0) {
+        heap_of.entry(c.args[0]).or_insert(c.args[2]);
+    }
+    let mut seen_heaps: HashMap<u64, ()> = HashMap::new();
+    for r in regions.iter().filter(|r| r.category == Category::MallocArena) {
+        let base = r.start & !(crate::replay::HEAP_MAX - 1);
+        if let Some(row) = heap_of.get(&base).and_then(|a| rows.iter_mut().find(|x| x.address == *a)) {
+            row.bytes += r.size();
+            if seen_heaps.insert(base, ()).is_none() {
+                row.heaps += 1;
+            }
+        }
+    }
+    rows
+}
+
+fn thread_rows(rec: &Recording, regions: &[Attributed], arenas: &[ArenaRow]) -> Vec<ThreadRow> {
     let mut rows: BTreeMap<u32, ThreadRow> = BTreeMap::new();
     if let Some(s) = &rec.start {
         let name = s.exe.rsplit('/').next().map(str::to_string);
@@ -394,6 +482,18 @@ fn thread_rows(rec: &Recording, regions: &[Attributed]) -> Vec<ThreadRow> {
     }
     for c in &rec.calls {
         rows.entry(c.tid).or_insert_with(|| ThreadRow { tid: c.tid, ..ThreadRow::default() });
+    }
+    for a in arenas {
+        for t in &a.tids {
+            if let Some(row) = rows.get_mut(t) {
+                row.arenas.push(a.id);
+            }
+        }
+    }
+    for row in rows.values_mut() {
+        if let Some(name) = rec.thread_names.get(&row.tid) {
+            row.name = Some(name.clone());
+        }
     }
     for r in regions {
         let Some(row) = r.tid.and_then(|t| rows.get_mut(&t)) else { continue };

@@ -101,12 +101,22 @@ fn args_text(c: &Call) -> String {
         }
         CallKind::Mprotect => format!("{}, {}, {}", ptr(a[0]), a[1], flag_names(a[2], PROT, "PROT_NONE")),
         CallKind::PthreadCreate => format!("{}, {}, {}, {}", ptr(a[0]), ptr(a[1]), ptr(a[2]), ptr(a[3])),
+        // Inferred from malloc's chunks, not real calls: named arguments, the function last.
+        _ => {
+            let params = c.call.params();
+            let mut parts: Vec<String> =
+                params[..params.len() - 1].iter().zip(a).map(|(n, v)| format!("{n}={v:#x}")).collect();
+            let via = vmshim_trace::MALLOC_FUNCTIONS.get(a[params.len() - 1] as usize).unwrap_or(&"?");
+            parts.push(format!("via={via}"));
+            parts.join(", ")
+        }
     }
 }
 
 fn result_text(c: &Call) -> String {
     match c.call {
         _ if c.errno != 0 => format!("-1 {}", errno_name(c.errno)),
+        CallKind::ArenaAttach | CallKind::MallocLarge | CallKind::FreeLarge | CallKind::BrkGrow => "0".into(),
         CallKind::Mmap | CallKind::Mremap => format!("{:#x}", c.result),
         _ => (c.result as i64).to_string(),
     }

@@ -256,6 +256,8 @@ pub struct Outcome {
     /// (the PTRACE_EVENT_EXIT stop; the address space is still intact there), None if it could
     /// not be captured.
     pub final_smaps: Option<Vec<u8>>,
+    /// `(tid, comm)` of the threads present at that moment.
+    pub thread_names: Vec<(u32, String)>,
 }
 
 /// Runs the target to completion under ptrace (main thread only) and reports how it ended.
@@ -296,16 +298,18 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
 
     let traced = trace_until_exit(pid);
     drop(ignoring);
-    let (raw_status, final_smaps) = traced?;
+    let (raw_status, final_smaps, thread_names) = traced?;
     let (how, exit_code) = describe_status(raw_status);
-    Ok(Outcome { pid: pid as u32, raw_status, how, exit_code, final_smaps })
+    Ok(Outcome { pid: pid as u32, raw_status, how, exit_code, final_smaps, thread_names })
 }
 
 /// Waits on the tracee until it exits or dies, capturing smaps at its main thread's exit stop.
-fn trace_until_exit(pid: libc::pid_t) -> Result<(i32, Option<Vec<u8>>), LaunchError> {
+#[allow(clippy::type_complexity)]
+fn trace_until_exit(pid: libc::pid_t) -> Result<(i32, Option<Vec<u8>>, Vec<(u32, String)>), LaunchError> {
     let options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACEEXEC;
     let mut options_set = false;
     let mut final_smaps = None;
+    let mut names = Vec::new();
     loop {
         let mut status = 0;
         // SAFETY: status is a live, writable int; pid is our own child.
@@ -318,7 +322,7 @@ fn trace_until_exit(pid: libc::pid_t) -> Result<(i32, Option<Vec<u8>>), LaunchEr
             return Err(LaunchError::Io(format!("waiting for process {pid}: {err}")));
         }
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            return Ok((status, final_smaps));
+            return Ok((status, final_smaps, names));
         }
         if !libc::WIFSTOPPED(status) {
             continue;
@@ -335,11 +339,11 @@ fn trace_until_exit(pid: libc::pid_t) -> Result<(i32, Option<Vec<u8>>), LaunchEr
             // then the exec reports PTRACE_EVENT_EXEC instead.)
             if sig == libc::SIGTRAP && event == 0 { 0 } else { sig }
         } else if event == libc::PTRACE_EVENT_EXIT {
-            final_smaps = read_smaps(pid);
+            (final_smaps, names) = (read_smaps(pid), thread_names(pid));
             0
         } else if event == libc::PTRACE_EVENT_EXEC {
             // A new program image: what was captured belongs to the old one.
-            final_smaps = None;
+            (final_smaps, names) = (None, Vec::new());
             0
         } else if event != 0 {
             0
@@ -350,7 +354,7 @@ fn trace_until_exit(pid: libc::pid_t) -> Result<(i32, Option<Vec<u8>>), LaunchEr
                 SignalStop::Delivery => sig,
                 SignalStop::Group => 0,
                 SignalStop::Exiting => {
-                    final_smaps = read_smaps(pid);
+                    (final_smaps, names) = (read_smaps(pid), thread_names(pid));
                     0
                 }
                 // Woken by SIGKILL; its next stop, if any, is the exit stop: wait for it rather
@@ -372,6 +376,18 @@ fn trace_until_exit(pid: libc::pid_t) -> Result<(i32, Option<Vec<u8>>), LaunchEr
 /// space was already gone, which counts as not captured.
 fn read_smaps(pid: libc::pid_t) -> Option<Vec<u8>> {
     std::fs::read(format!("/proc/{pid}/smaps")).ok().filter(|text| !text.is_empty())
+}
+
+/// The names (`comm`) of the threads still there at the exit stop; threads that already left
+/// (an exit_group reaps the others first) are missing.
+fn thread_names(pid: libc::pid_t) -> Vec<(u32, String)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    dir.filter_map(|e| {
+        let tid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+        Some((tid, name.trim_end().to_string()))
+    })
+    .collect()
 }
 
 /// A ptrace request whose data argument is a number (options, a signal) and whose addr is unused.

@@ -144,8 +144,14 @@ fn run(a: cli::RunArgs) -> Result<u8, Failure> {
             ),
         ));
     }
-    read::append_final(&trace, outcome.final_smaps.as_deref(), outcome.raw_status, &outcome.how)
-        .map_err(|e| Failure(2, format!("cannot complete the trace {}: {e}", trace.display())))?;
+    read::append_final(
+        &trace,
+        outcome.final_smaps.as_deref(),
+        &outcome.thread_names,
+        outcome.raw_status,
+        &outcome.how,
+    )
+    .map_err(|e| Failure(2, format!("cannot complete the trace {}: {e}", trace.display())))?;
     let dest = match a.report {
         Some(p) => Dest::File(p),
         None => Dest::Stderr,

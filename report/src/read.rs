@@ -19,6 +19,8 @@ pub struct Recording {
     pub calls: Vec<Call>,
     pub threads: Vec<ThreadStart>,
     pub exit: Option<Exit>,
+    /// Thread names the kernel had at exit, by tid.
+    pub thread_names: std::collections::HashMap<u32, String>,
     pub recorded: u64,
     pub dropped: u64,
     pub torn: u64,
@@ -54,6 +56,9 @@ pub fn load(path: &Path) -> Result<Recording, ReadError> {
             Event::Call(c) => rec.calls.push(c),
             Event::ThreadStart(t) => rec.threads.push(t),
             Event::Exit(e) => rec.exit = Some(e),
+            Event::ThreadName(t) => {
+                rec.thread_names.insert(t.tid, t.name);
+            }
         }
     }
     if rec.start.is_none() {
@@ -78,11 +83,12 @@ pub fn load(path: &Path) -> Result<Recording, ReadError> {
     Ok(rec)
 }
 
-/// Appends the kernel's final smaps text and the exit status to a finished trace (the target
+/// Appends the kernel's final smaps text, the thread names and the exit status to a finished trace (the target
 /// is gone, so nothing else writes it), then trims the file to its last record.
 pub fn append_final(
     path: &Path,
     final_smaps: Option<&[u8]>,
+    thread_names: &[(u32, String)],
     raw_status: i32,
     how: &str,
 ) -> std::io::Result<()> {
@@ -101,6 +107,17 @@ pub fn append_final(
         e.put_bytes(&[0; 3]);
         e.put_u32(i as u32);
         e.put_str(chunk, chunk.len());
+        if let Some(n) = e.finish() {
+            buf.truncate(n);
+            records.push(buf);
+        }
+    }
+    for (tid, name) in thread_names {
+        let mut buf = vec![0u8; name.len() + 64];
+        let mut e = Encoder::new(&mut buf, Kind::ThreadName);
+        e.put_u32(*tid);
+        e.put_u32(0);
+        e.put_str(name.as_bytes(), name.len());
         if let Some(n) = e.finish() {
             buf.truncate(n);
             records.push(buf);

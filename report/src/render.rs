@@ -28,6 +28,10 @@ fn kib(b: u64) -> String {
     out
 }
 
+fn arena_name(id: Option<usize>) -> String {
+    id.map_or("main".to_string(), |n| format!("#{n}"))
+}
+
 fn pct(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 }
 }
@@ -139,18 +143,42 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         }
     }
 
-    let _ = writeln!(o, "\nBy thread      name             creator   stack KiB   arena KiB  reserved KiB");
+    let _ = writeln!(
+        o,
+        "\nBy thread      name             creator   stack KiB   arena KiB  reserved KiB  arenas used"
+    );
     for t in &attr.threads {
         let _ = writeln!(
             o,
-            "  {:<12} {:<16} {:>7} {:>11} {:>11} {:>13}",
+            "  {:<12} {:<16} {:>7} {:>11} {:>11} {:>13}  {}",
             t.tid,
             t.name.as_deref().unwrap_or("-"),
             t.creator_tid.map_or("-".to_string(), |c| c.to_string()),
             kib(t.stack_bytes),
             kib(t.arena_bytes),
-            kib(t.reserved_bytes)
+            kib(t.reserved_bytes),
+            t.arenas.iter().map(|a| arena_name(*a)).collect::<Vec<_>>().join(",")
         );
+    }
+
+    if !attr.arenas.is_empty() {
+        let _ = writeln!(o, "\nMalloc arenas");
+        for a in &attr.arenas {
+            let users: Vec<String> = a.tids.iter().map(u32::to_string).collect();
+            let size = if a.id.is_some() {
+                format!("{} heap(s), {} KiB reserved", a.heaps, kib(a.bytes))
+            } else {
+                "the brk heap (see brk_heap)".to_string()
+            };
+            let shared = if a.tids.len() > 1 { " (shared)" } else { "" };
+            let _ = writeln!(
+                o,
+                "  {:<6} created by {:<8} used by {}{shared}: {size}",
+                arena_name(a.id),
+                a.creator,
+                users.join(",")
+            );
+        }
     }
 
     let _ = writeln!(o, "\nTop call stacks by reserved bytes");
@@ -208,7 +236,8 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         .iter()
         .map(|t| {
             json!({"tid": t.tid, "name": t.name, "creator_tid": t.creator_tid, "stack_bytes": t.stack_bytes,
-                   "arena_bytes": t.arena_bytes, "reserved_bytes": t.reserved_bytes})
+                   "arena_bytes": t.arena_bytes, "reserved_bytes": t.reserved_bytes,
+                   "arenas": t.arenas.iter().map(|a| arena_name(*a)).collect::<Vec<_>>()})
         })
         .collect();
     let regions: Vec<Value> = attr
@@ -235,6 +264,8 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         "attributed_fraction": attr.attributed_fraction(),
         "categories": categories,
         "threads": threads,
+        "arenas": attr.arenas.iter().map(|a| json!({"arena": arena_name(a.id), "address": a.address,
+            "creator_tid": a.creator, "tids": a.tids, "heaps": a.heaps, "bytes": a.bytes})).collect::<Vec<_>>(),
         "regions": regions,
         "top_stacks": stacks,
         "events": {"recorded": rec.recorded, "dropped": rec.dropped, "torn": rec.torn},

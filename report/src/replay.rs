@@ -103,6 +103,9 @@ pub struct Replay {
     pub peak: u64,
 }
 
+/// A non-main malloc arena heap's reservation on 64-bit glibc (HEAP_MAX_SIZE).
+pub const HEAP_MAX: u64 = 64 << 20;
+
 fn page_up(n: u64, page: u64) -> u64 {
     n.div_ceil(page) * page
 }
@@ -114,6 +117,8 @@ pub fn replay(rec: &Recording) -> Replay {
         space.insert(r.start, r.end, Origin::Initial(i));
     }
     let mut peak = space.total();
+    // Arena heaps already placed, by base: the arena that owns each.
+    let mut heaps: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     for (i, c) in rec.calls.iter().enumerate() {
         if c.errno != 0 {
             continue;
@@ -134,6 +139,20 @@ pub fn replay(rec: &Recording) -> Replay {
                 space.insert(c.result, c.result + new_len, origin);
             }
             CallKind::Mprotect | CallKind::PthreadCreate => {}
+            // The first thread seen on a heap made it (or a new arena now owns the base);
+            // later ones only share it.
+            CallKind::ArenaAttach => {
+                let (heap, arena) = (c.args[0], c.args[2]);
+                if heap != 0 && heaps.insert(heap, arena) != Some(arena) {
+                    space.insert(heap, heap + HEAP_MAX, Origin::Call(i));
+                }
+            }
+            CallKind::MallocLarge => space.insert(c.args[0], c.args[0] + c.args[1], Origin::Call(i)),
+            CallKind::FreeLarge => space.remove(c.args[0], c.args[0] + c.args[1]),
+            CallKind::BrkGrow if c.args[0] != 0 => {
+                space.insert(c.args[0], page_up(c.args[1], page), Origin::Call(i))
+            }
+            CallKind::BrkGrow => {}
         }
         if c.flags & CALL_FLAG_OWN == 0 || c.call == CallKind::Mmap {
             peak = peak.max(space.total());

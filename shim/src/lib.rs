@@ -24,6 +24,7 @@
 //!   and writes a new file (a taken name gets a numeric suffix, never an overwrite).
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+pub mod arena;
 pub mod config;
 pub mod guard;
 pub mod hooks;
@@ -66,6 +67,7 @@ extern "C" fn after_fork_in_child() {
 extern "C" fn vmshim_init() {
     let _guard = guard::Guard::enter();
     hooks::pthread_create::resolve();
+    hooks::malloc::resolve();
     // SAFETY: registers a plain function for the fork child; glibc keeps the first handlers in
     // static storage, so this does not allocate.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };

@@ -89,6 +89,10 @@ pub fn ftruncate(fd: i32, len: u64) -> isize {
 pub fn readlink(path: &[u8], buf: &mut [u8]) -> isize {
     sys!(libc::SYS_readlinkat, libc::AT_FDCWD as isize as usize, path.as_ptr(), buf.as_mut_ptr(), buf.len())
 }
+/// The current program break (brk(0) changes nothing and returns it).
+pub fn brk_now() -> usize {
+    sys!(libc::SYS_brk, 0) as usize
+}
 pub fn getpid() -> u32 {
     sys!(libc::SYS_getpid) as u32
 }

@@ -11,6 +11,7 @@
 //! | Call | call u16, flags u16, tid u32, time_ns u64, args u64 x6, result u64, errno i32, 0 u32, frames |
 //! | ThreadStart | tid u32, creator_tid u32, time_ns u64, sp u64, stack_size u64, guard_size u64, start_routine u64, creator frames |
 //! | Exit | raw_status i32, 0 u32, how str |
+//! | ThreadName | tid u32, 0 u32, name str |
 
 use crate::{
     CallKind, Error, FILE_MAGIC, HEADER_SIZE, Kind, MAX_FRAMES, MAX_RECORD, MapsSource, RECORD_HEADER,
@@ -87,6 +88,13 @@ pub struct Exit {
     pub how: String,
 }
 
+/// A thread's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadName {
+    pub tid: u32,
+    pub name: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Start(Start),
@@ -95,6 +103,7 @@ pub enum Event {
     Call(Call),
     ThreadStart(ThreadStart),
     Exit(Exit),
+    ThreadName(ThreadName),
 }
 
 /// A whole trace read into memory.
@@ -280,6 +289,11 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Event>, Error> {
             let raw_status = r.i32()?;
             r.u32()?;
             Event::Exit(Exit { raw_status, how: r.string()? })
+        }
+        Kind::ThreadName => {
+            let tid = r.u32()?;
+            r.u32()?;
+            Event::ThreadName(ThreadName { tid, name: r.string()? })
         }
     }))
 }

@@ -78,6 +78,8 @@ pub enum Kind {
     ThreadStart = 5,
     /// How the process ended, appended by `vmshim run`.
     Exit = 6,
+    /// A thread's name as the kernel had it at exit, appended by `vmshim run`.
+    ThreadName = 7,
 }
 
 impl Kind {
@@ -90,6 +92,7 @@ impl Kind {
             4 => Kind::Call,
             5 => Kind::ThreadStart,
             6 => Kind::Exit,
+            7 => Kind::ThreadName,
             _ => return None,
         })
     }
@@ -104,6 +107,15 @@ pub enum CallKind {
     Mremap = 3,
     Mprotect = 4,
     PthreadCreate = 5,
+    /// A thread was seen using a malloc arena heap for the first time (or a new one): glibc
+    /// made or attached it inside the malloc-family call recorded with it.
+    ArenaAttach = 6,
+    /// malloc served a request with its own mmap (a chunk above the mmap threshold).
+    MallocLarge = 7,
+    /// Such a chunk was freed (glibc unmaps it).
+    FreeLarge = 8,
+    /// The main arena moved the program break up.
+    BrkGrow = 9,
 }
 
 impl CallKind {
@@ -114,6 +126,10 @@ impl CallKind {
             3 => CallKind::Mremap,
             4 => CallKind::Mprotect,
             5 => CallKind::PthreadCreate,
+            6 => CallKind::ArenaAttach,
+            7 => CallKind::MallocLarge,
+            8 => CallKind::FreeLarge,
+            9 => CallKind::BrkGrow,
             _ => return None,
         })
     }
@@ -126,6 +142,10 @@ impl CallKind {
             CallKind::Mremap => "mremap",
             CallKind::Mprotect => "mprotect",
             CallKind::PthreadCreate => "pthread_create",
+            CallKind::ArenaAttach => "arena_attach",
+            CallKind::MallocLarge => "malloc_large",
+            CallKind::FreeLarge => "free_large",
+            CallKind::BrkGrow => "brk_grow",
         }
     }
 
@@ -137,9 +157,29 @@ impl CallKind {
             CallKind::Mremap => &["old_address", "old_size", "new_size", "flags", "new_address"],
             CallKind::Mprotect => &["addr", "len", "prot"],
             CallKind::PthreadCreate => &["thread", "attr", "start_routine", "arg"],
+            // `heap` is the 64 MiB-aligned heap the chunk lies in (0: the main, brk arena);
+            // `arena` glibc's malloc_state; `via` the malloc-family function that showed it.
+            CallKind::ArenaAttach => &["heap", "heap_size", "arena", "via"],
+            // `block` and `size`: the mapping (chunk header and alignment padding included).
+            CallKind::MallocLarge => &["block", "size", "ptr", "request", "via"],
+            CallKind::FreeLarge => &["block", "size", "ptr", "via"],
+            CallKind::BrkGrow => &["old_break", "new_break", "via"],
         }
     }
 }
+
+/// The malloc-family function a malloc event was seen in (the `via` argument).
+pub const MALLOC_FUNCTIONS: &[&str] = &[
+    "malloc",
+    "free",
+    "calloc",
+    "realloc",
+    "memalign",
+    "posix_memalign",
+    "aligned_alloc",
+    "valloc",
+    "pvalloc",
+];
 
 /// [`Kind::Call`] flag: the shim made this mapping for itself (its trace buffer).
 pub const CALL_FLAG_OWN: u16 = 1;

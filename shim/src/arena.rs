@@ -1,0 +1,48 @@
+//! What a glibc malloc chunk says about where it came from. glibc makes arenas, large chunks
+//! and brk growth with its internal mmap and sbrk, which no interposed function sees; but every
+//! chunk it returns carries its size word at `ptr - 8` with two flag bits (malloc/malloc.c):
+//! `IS_MMAPPED` (0x2): the chunk is its own mapping, `[ptr - 16 - prev_size, + size + prev_size)`;
+//! `NON_MAIN_ARENA` (0x4): the chunk lies in a non-main arena's heap, which starts at the chunk
+//! address rounded down to HEAP_MAX_SIZE (64 MiB on 64-bit) with a `heap_info` header whose
+//! first word is the arena (`malloc_state *`) and whose third is the heap's current size.
+//!
+//! Reading these words is safe for any pointer glibc's malloc returned (they are inside the
+//! chunk, or inside the heap's first page). This module must only be given such pointers.
+
+/// HEAP_MAX_SIZE on 64-bit glibc: 2 * DEFAULT_MMAP_THRESHOLD_MAX (2 * 4 MiB * sizeof(long)).
+pub const HEAP_MAX: usize = 64 << 20;
+const IS_MMAPPED: usize = 0x2;
+const NON_MAIN_ARENA: usize = 0x4;
+const SIZE_BITS: usize = 0x7;
+
+/// Where a chunk lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunk {
+    /// Its own mapping: `[block, block + size)`.
+    Mapped { block: usize, size: usize },
+    /// In a non-main arena heap.
+    Heap { heap: usize, heap_size: usize, arena: usize },
+    /// In the main (brk) arena; `end` is the chunk's end.
+    Main { end: usize },
+}
+
+/// # Safety
+/// `ptr` is a non-null pointer returned by glibc's malloc family and not yet freed.
+pub unsafe fn classify(ptr: usize) -> Chunk {
+    // SAFETY: the size word and prev_size word precede every chunk's user memory.
+    let size_word = unsafe { *((ptr - 8) as *const usize) };
+    let size = size_word & !SIZE_BITS;
+    if size_word & IS_MMAPPED != 0 {
+        // SAFETY: as above; for a mapped chunk prev_size holds the alignment padding.
+        let pad = unsafe { *((ptr - 16) as *const usize) };
+        let chunk = ptr - 16;
+        Chunk::Mapped { block: chunk - pad, size: size + pad }
+    } else if size_word & NON_MAIN_ARENA != 0 {
+        let heap = ptr & !(HEAP_MAX - 1);
+        // SAFETY: a non-main arena heap starts with heap_info, in its first (read-write) page.
+        let (arena, heap_size) = unsafe { (*(heap as *const usize), *((heap + 16) as *const usize)) };
+        Chunk::Heap { heap, heap_size, arena }
+    } else {
+        Chunk::Main { end: ptr - 16 + size }
+    }
+}

@@ -1,0 +1,470 @@
+//! The malloc family: `malloc`, `free`, `calloc`, `realloc`, `memalign`, `posix_memalign`,
+//! `aligned_alloc`, `valloc`, `pvalloc`, in one file because they share one job. Each forwards
+//! to glibc's exported `__libc_*` entry point and then looks at the chunk it returned
+//! ([`crate::arena`]) to see what glibc did with its internal mmap and sbrk:
+//! - the first chunk a thread gets from an arena heap it was not using before: glibc created
+//!   or attached that arena inside this call (`ArenaAttach`, with this call's stack);
+//! - a chunk that is its own mapping (`MallocLarge`), and its free (`FreeLarge`);
+//! - a main-arena chunk past the highest break seen so far (`BrkGrow`).
+//!
+//! A thread's first malloc-family call may be a `free` (Go's cgo thread entry only frees):
+//! glibc attaches its arena in tcache_init, and no chunk shows it; after such a free the hook
+//! probes once with an allocation too large for the tcache, which the thread's arena serves.
+//! The same probe settles what a small chunk means: the tcache also hands out chunks this thread
+//! freed for other threads' arenas, so a small chunk from an unfamiliar heap proves nothing.
+//!
+//! If another allocator (jemalloc, tcmalloc as a shared library) follows the shim in lookup
+//! order, these hooks forward to it untouched and inspect nothing: its chunks have no glibc
+//! header, and the target must keep the allocator it chose.
+//!
+//! The fast path (no event) is a thread-local read, one load of the chunk's size word and a
+//! compare: it must stay that way, since every allocation pays for it.
+
+use crate::arena::{Chunk, classify};
+use crate::guard::Guard;
+use crate::record;
+use crate::syscall as sys;
+use core::cell::Cell;
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
+use libc::{c_int, size_t};
+use vmshim_trace::CallKind;
+
+unsafe extern "C" {
+    fn __libc_malloc(size: size_t) -> *mut c_void;
+    fn __libc_free(ptr: *mut c_void);
+    fn __libc_calloc(n: size_t, size: size_t) -> *mut c_void;
+    fn __libc_realloc(ptr: *mut c_void, size: size_t) -> *mut c_void;
+    fn __libc_memalign(align: size_t, size: size_t) -> *mut c_void;
+    fn __libc_valloc(size: size_t) -> *mut c_void;
+    fn __libc_pvalloc(size: size_t) -> *mut c_void;
+}
+
+/// The `via` argument of malloc events: an index into `vmshim_trace::MALLOC_FUNCTIONS`.
+#[derive(Clone, Copy)]
+enum Via {
+    Malloc = 0,
+    Free = 1,
+    Calloc = 2,
+    Realloc = 3,
+    Memalign = 4,
+    PosixMemalign = 5,
+    AlignedAlloc = 6,
+    Valloc = 7,
+    Pvalloc = 8,
+}
+
+const UNKNOWN: u8 = 0;
+const GLIBC: u8 = 1;
+const FOREIGN: u8 = 2;
+/// dlsym is running; a malloc it makes goes to glibc (only possible before the answer is known).
+const RESOLVING: u8 = 3;
+/// Whether the malloc that follows the shim is glibc's (then chunks can be read).
+static NEXT_KIND: AtomicU8 = AtomicU8::new(UNKNOWN);
+static NEXT_MALLOC: AtomicUsize = AtomicUsize::new(0);
+static NEXT_FREE: AtomicUsize = AtomicUsize::new(0);
+static NEXT_CALLOC: AtomicUsize = AtomicUsize::new(0);
+static NEXT_REALLOC: AtomicUsize = AtomicUsize::new(0);
+static NEXT_MEMALIGN: AtomicUsize = AtomicUsize::new(0);
+static NEXT_POSIX_MEMALIGN: AtomicUsize = AtomicUsize::new(0);
+static NEXT_ALIGNED_ALLOC: AtomicUsize = AtomicUsize::new(0);
+static NEXT_VALLOC: AtomicUsize = AtomicUsize::new(0);
+static NEXT_PVALLOC: AtomicUsize = AtomicUsize::new(0);
+
+/// The highest program break a main-arena chunk has reached so far.
+static BRK_SEEN: AtomicUsize = AtomicUsize::new(0);
+
+const MAIN_ARENA: usize = 1;
+thread_local! {
+    /// The heap this thread's last inspected chunk came from: 0 unknown, MAIN_ARENA, or a
+    /// non-main heap's base.
+    static SEEN_HEAP: Cell<usize> = const { Cell::new(0) };
+    /// Another arena's heap this thread's tcache last handed out (not news: no probe again).
+    static SEEN_FOREIGN: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Decides, once, whether the next malloc is glibc's. Called from the constructor; a hook that
+/// runs earlier decides for itself.
+pub fn resolve() {
+    if NEXT_KIND.compare_exchange(UNKNOWN, RESOLVING, AcqRel, Acquire).is_err() {
+        return;
+    }
+    let next = |name: &core::ffi::CStr| {
+        // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name only reads loader state.
+        unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
+    };
+    let m = next(c"malloc");
+    let glibc = m == 0 || m == __libc_malloc as *const () as usize;
+    if !glibc {
+        NEXT_FREE.store(next(c"free"), Relaxed);
+        NEXT_CALLOC.store(next(c"calloc"), Relaxed);
+        NEXT_REALLOC.store(next(c"realloc"), Relaxed);
+        NEXT_MEMALIGN.store(next(c"memalign"), Relaxed);
+        NEXT_POSIX_MEMALIGN.store(next(c"posix_memalign"), Relaxed);
+        NEXT_ALIGNED_ALLOC.store(next(c"aligned_alloc"), Relaxed);
+        NEXT_VALLOC.store(next(c"valloc"), Relaxed);
+        NEXT_PVALLOC.store(next(c"pvalloc"), Relaxed);
+        NEXT_MALLOC.store(m, Relaxed);
+    }
+    NEXT_KIND.store(if glibc { GLIBC } else { FOREIGN }, Release);
+}
+
+#[inline(always)]
+fn foreign() -> bool {
+    match NEXT_KIND.load(Relaxed) {
+        GLIBC => false,
+        FOREIGN => true,
+        RESOLVING => false,
+        _ => {
+            resolve();
+            NEXT_KIND.load(Acquire) == FOREIGN
+        }
+    }
+}
+
+/// The foreign allocator's function stored in `slot`.
+///
+/// # Safety
+/// `F` is that function's exact type.
+unsafe fn next_fn<F: Copy>(slot: &AtomicUsize) -> F {
+    let p = slot.load(Relaxed);
+    // SAFETY: the caller names the type; `p` came from dlsym for that very symbol.
+    unsafe { core::mem::transmute_copy::<usize, F>(&p) }
+}
+
+/// Looks at a chunk just returned by `via`; records what it reveals.
+#[inline(always)]
+fn inspect(ptr: *mut c_void, request: usize, via: Via) {
+    if ptr.is_null() {
+        return;
+    }
+    // SAFETY: glibc's malloc family just returned `ptr` (foreign allocators never get here).
+    let chunk = unsafe { classify(ptr as usize) };
+    match chunk {
+        Chunk::Heap { heap, .. }
+            if SEEN_HEAP.with(Cell::get) == heap || SEEN_FOREIGN.with(Cell::get) == heap => {}
+        Chunk::Main { end } if SEEN_HEAP.with(Cell::get) == MAIN_ARENA && end <= BRK_SEEN.load(Relaxed) => {}
+        _ => slow_path(chunk, ptr as usize, request, via),
+    }
+}
+
+/// Requests above this never come from the tcache (glibc's largest tcache chunk is 1032 bytes).
+const TCACHE_MAX_REQUEST: usize = 1032;
+/// A probe's size: past the tcache, below the mmap threshold, so the thread's own arena serves it.
+const PROBE_SIZE: usize = 2 * TCACHE_MAX_REQUEST;
+
+#[cold]
+#[inline(never)]
+fn slow_path(chunk: Chunk, ptr: usize, request: usize, via: Via) {
+    let Some(g) = Guard::enter() else { return };
+    let saved = sys::errno();
+    match chunk {
+        Chunk::Mapped { block, size } => {
+            record::note(
+                &g,
+                CallKind::MallocLarge,
+                [block as u64, size as u64, ptr as u64, request as u64, via as u64, 0],
+            );
+        }
+        Chunk::Heap { .. } | Chunk::Main { .. } => {
+            // A small chunk may come from the tcache, which also holds chunks this thread freed
+            // for other threads' arenas: only a chunk past the tcache shows the thread's own arena.
+            let own = if request > TCACHE_MAX_REQUEST && matches!(via, Via::Malloc | Via::Calloc) {
+                Some(chunk)
+            } else if heap_key(chunk) == SEEN_FOREIGN.with(Cell::get) {
+                None
+            } else {
+                let probed = probe();
+                if probed.is_some_and(|p| heap_key(p) != heap_key(chunk)) {
+                    SEEN_FOREIGN.with(|s| s.set(heap_key(chunk)));
+                }
+                probed
+            };
+            if let Some(own) = own {
+                note_arena(&g, own, via);
+            }
+            if let Chunk::Main { end } = chunk {
+                note_brk(&g, end, via);
+            }
+        }
+    }
+    sys::set_errno(saved);
+}
+
+/// The SEEN_HEAP value for a chunk.
+fn heap_key(c: Chunk) -> usize {
+    match c {
+        Chunk::Heap { heap, .. } => heap,
+        Chunk::Main { .. } => MAIN_ARENA,
+        Chunk::Mapped { .. } => 0,
+    }
+}
+
+/// The chunk a fresh allocation from this thread's arena lands in (the probe is freed at once).
+fn probe() -> Option<Chunk> {
+    // SAFETY: a plain allocation from the thread's (already attached) arena, freed at once.
+    unsafe {
+        let q = __libc_malloc(PROBE_SIZE);
+        if q.is_null() {
+            return None;
+        }
+        let c = classify(q as usize);
+        __libc_free(q);
+        Some(c)
+    }
+}
+
+/// Records that this thread now uses the arena of `own`, if that is news.
+fn note_arena(g: &Guard, own: Chunk, via: Via) {
+    let key = heap_key(own);
+    if key == 0 || SEEN_HEAP.with(Cell::get) == key {
+        return;
+    }
+    SEEN_HEAP.with(|s| s.set(key));
+    let args = match own {
+        Chunk::Heap { heap, heap_size, arena } => {
+            [heap as u64, heap_size as u64, arena as u64, via as u64, 0, 0]
+        }
+        _ => [0, 0, 0, via as u64, 0, 0],
+    };
+    record::note(g, CallKind::ArenaAttach, args);
+}
+
+/// Records main-arena growth past the highest break seen so far.
+fn note_brk(g: &Guard, end: usize, via: Via) {
+    let seen = BRK_SEEN.load(Relaxed);
+    if end <= seen {
+        return;
+    }
+    let now = sys::brk_now();
+    if BRK_SEEN.compare_exchange(seen, now.max(end), AcqRel, Relaxed).is_ok() {
+        // The first main-arena chunk (seen == 0) records the break as it stands: the heap up
+        // to there is in the start-up map or was grown by this very call.
+        record::note(g, CallKind::BrkGrow, [seen as u64, now as u64, via as u64, 0, 0, 0]);
+    }
+}
+
+/// The mapping of a live chunk that is its own mapping, or None.
+#[inline(always)]
+fn mapped_chunk(ptr: *mut c_void) -> Option<(usize, usize)> {
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` is a live chunk the program is handing back to glibc.
+    match unsafe { classify(ptr as usize) } {
+        Chunk::Mapped { block, size } => Some((block, size)),
+        _ => None,
+    }
+}
+
+/// Records that the mapped chunk at `ptr` (`[block, block + size)`) is gone.
+#[cold]
+fn record_free_large(ptr: *mut c_void, (block, size): (usize, usize), via: Via) {
+    if let Some(g) = Guard::enter() {
+        let saved = sys::errno();
+        record::note(&g, CallKind::FreeLarge, [block as u64, size as u64, ptr as u64, via as u64, 0, 0]);
+        sys::set_errno(saved);
+    }
+}
+
+/// After a thread's free of a heap chunk: if the thread has not yet shown its arena, glibc
+/// attached one in this call (tcache_init); a probe allocation shows which. (A mapped
+/// chunk's free returns before tcache_init, so it attaches nothing and is not probed.)
+#[inline(always)]
+fn after_heap_free(ptr: *mut c_void) {
+    if ptr.is_null() || SEEN_HEAP.with(Cell::get) != 0 {
+        return;
+    }
+    probe_arena();
+}
+
+#[cold]
+#[inline(never)]
+fn probe_arena() {
+    let Some(g) = Guard::enter() else { return };
+    let saved = sys::errno();
+    if let Some(own) = probe() {
+        note_arena(&g, own, Via::Free);
+    }
+    sys::set_errno(saved);
+}
+
+/// # Safety
+/// As for malloc(3).
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn malloc(size: size_t) -> *mut c_void {
+    if foreign() {
+        // SAFETY: forwarding to the allocator the program linked, with its prototype.
+        return unsafe { next_fn::<unsafe extern "C" fn(size_t) -> *mut c_void>(&NEXT_MALLOC)(size) };
+    }
+    // SAFETY: glibc's malloc.
+    let p = unsafe { __libc_malloc(size) };
+    inspect(p, size, Via::Malloc);
+    p
+}
+
+/// # Safety
+/// As for free(3).
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn free(ptr: *mut c_void) {
+    if foreign() {
+        // SAFETY: as in malloc.
+        return unsafe { next_fn::<unsafe extern "C" fn(*mut c_void)>(&NEXT_FREE)(ptr) };
+    }
+    let mapped = mapped_chunk(ptr);
+    if let Some(m) = mapped {
+        // Recorded before the call: the range may be reused by another thread at once.
+        record_free_large(ptr, m, Via::Free);
+    }
+    // SAFETY: glibc's free of a pointer glibc gave out.
+    unsafe { __libc_free(ptr) };
+    if mapped.is_none() {
+        after_heap_free(ptr);
+    }
+}
+
+/// # Safety
+/// As for calloc(3).
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn calloc(n: size_t, size: size_t) -> *mut c_void {
+    if foreign() {
+        // SAFETY: as in malloc.
+        return unsafe {
+            next_fn::<unsafe extern "C" fn(size_t, size_t) -> *mut c_void>(&NEXT_CALLOC)(n, size)
+        };
+    }
+    // SAFETY: glibc's calloc.
+    let p = unsafe { __libc_calloc(n, size) };
+    inspect(p, n.saturating_mul(size), Via::Calloc);
+    p
+}
+
+/// # Safety
+/// As for realloc(3).
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: size_t) -> *mut c_void {
+    if foreign() {
+        // SAFETY: as in malloc.
+        return unsafe {
+            next_fn::<unsafe extern "C" fn(*mut c_void, size_t) -> *mut c_void>(&NEXT_REALLOC)(ptr, size)
+        };
+    }
+    let old = mapped_chunk(ptr);
+    // SAFETY: glibc's realloc.
+    let p = unsafe { __libc_realloc(ptr, size) };
+    // A failed realloc leaves the old chunk as it was; otherwise a mapped old chunk is gone
+    // (freed, copied out, or moved by glibc's internal mremap) and any new one is reported anew.
+    if let Some(m) = old
+        && !(p.is_null() && size != 0)
+    {
+        record_free_large(ptr, m, Via::Realloc);
+    }
+    if ptr.is_null() {
+        // realloc(NULL, n) is malloc(n).
+        inspect(p, size, Via::Realloc);
+    } else if !p.is_null() {
+        // Growing a chunk in place or within its own arena says nothing about this thread's
+        // arena; only a new mapped chunk is news.
+        // SAFETY: realloc just returned `p`.
+        let chunk = unsafe { classify(p as usize) };
+        if let Chunk::Mapped { .. } = chunk {
+            slow_path(chunk, p as usize, size, Via::Realloc);
+        }
+    } else if size == 0 && old.is_none() {
+        // realloc(p, 0) freed a heap chunk.
+        after_heap_free(ptr);
+    }
+    p
+}
+
+/// # Safety
+/// As for memalign(3).
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn memalign(align: size_t, size: size_t) -> *mut c_void {
+    if foreign() {
+        // SAFETY: as in malloc.
+        return unsafe {
+            next_fn::<unsafe extern "C" fn(size_t, size_t) -> *mut c_void>(&NEXT_MEMALIGN)(align, size)
+        };
+    }
+    // SAFETY: glibc's memalign.
+    let p = unsafe { __libc_memalign(align, size) };
+    inspect(p, size, Via::Memalign);
+    p
+}
+
+/// # Safety
+/// As for aligned_alloc(3).
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn aligned_alloc(align: size_t, size: size_t) -> *mut c_void {
+    if foreign() {
+        // SAFETY: as in malloc.
+        return unsafe {
+            next_fn::<unsafe extern "C" fn(size_t, size_t) -> *mut c_void>(&NEXT_ALIGNED_ALLOC)(align, size)
+        };
+    }
+    // SAFETY: glibc 2.36's aligned_alloc is memalign under another name.
+    let p = unsafe { __libc_memalign(align, size) };
+    inspect(p, size, Via::AlignedAlloc);
+    p
+}
+
+/// # Safety
+/// As for posix_memalign(3).
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: size_t, size: size_t) -> c_int {
+    if foreign() {
+        // SAFETY: as in malloc.
+        return unsafe {
+            next_fn::<unsafe extern "C" fn(*mut *mut c_void, size_t, size_t) -> c_int>(&NEXT_POSIX_MEMALIGN)(
+                out, align, size,
+            )
+        };
+    }
+    // glibc's checks, in its order: a power of two that is a multiple of sizeof(void *).
+    if align % core::mem::size_of::<usize>() != 0
+        || !(align / core::mem::size_of::<usize>()).is_power_of_two()
+    {
+        return libc::EINVAL;
+    }
+    let saved = sys::errno();
+    // SAFETY: glibc's memalign, which posix_memalign wraps.
+    let p = unsafe { __libc_memalign(align, size) };
+    if p.is_null() {
+        // posix_memalign reports failure by its return value and leaves errno alone.
+        sys::set_errno(saved);
+        return libc::ENOMEM;
+    }
+    // SAFETY: `out` is the caller's result slot.
+    unsafe { *out = p };
+    inspect(p, size, Via::PosixMemalign);
+    0
+}
+
+/// # Safety
+/// As for valloc(3).
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn valloc(size: size_t) -> *mut c_void {
+    if foreign() {
+        // SAFETY: as in malloc.
+        return unsafe { next_fn::<unsafe extern "C" fn(size_t) -> *mut c_void>(&NEXT_VALLOC)(size) };
+    }
+    // SAFETY: glibc's valloc.
+    let p = unsafe { __libc_valloc(size) };
+    inspect(p, size, Via::Valloc);
+    p
+}
+
+/// # Safety
+/// As for pvalloc(3).
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn pvalloc(size: size_t) -> *mut c_void {
+    if foreign() {
+        // SAFETY: as in malloc.
+        return unsafe { next_fn::<unsafe extern "C" fn(size_t) -> *mut c_void>(&NEXT_PVALLOC)(size) };
+    }
+    // SAFETY: glibc's pvalloc.
+    let p = unsafe { __libc_pvalloc(size) };
+    inspect(p, size, Via::Pvalloc);
+    p
+}
