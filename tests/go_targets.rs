@@ -11,7 +11,7 @@ const GO_HEAP: u64 = 0xc0_0000_0000;
 #[test]
 fn ex6_reconciles_and_explains_go_reservations_and_thread_stacks() {
     let dir = TestDir::new("go_ex6");
-    let run = run_handshake(&dir, &build_go("ex6", true, &[]), &[]);
+    let run = run_handshake_settled(&dir, &build_go("ex6", true, &[]), &[], &[]);
     assert_reconciles(&run);
     let r = &run.report;
 
@@ -78,7 +78,7 @@ fn ex6_reconciles_and_explains_go_reservations_and_thread_stacks() {
 #[test]
 fn ex1_serves_a_request_under_vmshim_and_reconciles() {
     let dir = TestDir::new("go_ex1");
-    let run = run_handshake(&dir, &build_go("ex1", true, &[]), &[]);
+    let run = run_handshake_settled(&dir, &build_go("ex1", true, &[]), &[], &[]);
     let stdout = String::from_utf8_lossy(&run.out.stdout);
     assert!(stdout.contains("body hello from ex1"), "{stdout}");
     assert_reconciles(&run);

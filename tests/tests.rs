@@ -4,6 +4,7 @@
 
 mod common;
 
+mod arenas;
 mod go_targets;
 mod harness;
 mod traces;

@@ -182,10 +182,15 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
     let trace_path = rec.start.as_ref().map(|s| s.trace_path.clone()).unwrap_or_default();
     let stacks = thread_stacks(rec, &final_regions);
     let mut go_stack: HashMap<usize, bool> = HashMap::new();
+    let shim_libs = shim_only_libraries(sym.modules());
+    // The kernel merges an image's .bss with anonymous memory mapped right after it (the
+    // loader's TLS block, say); an image's span ends at its last PT_LOAD, page-rounded.
+    let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
+    let module_ends: Vec<u64> = sym.modules().iter().map(|m| m.hi.div_ceil(page) * page).collect();
     let brk_baseline = rec.calls.iter().find(|c| c.call == CallKind::BrkGrow && c.args[0] == 0);
     let mut out = Vec::new();
     for (ri, r) in final_regions.iter().enumerate() {
-        for (s, e, origin) in replay.space.pieces(r.start, r.end) {
+        for (s, e, origin) in cut_at_module_ends(replay.space.pieces(r.start, r.end), &module_ends) {
             let mut a = Attributed {
                 start: s,
                 end: e,
@@ -216,13 +221,13 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
                 Some((i, c)) if agrees => {
                     a.tid = Some(c.tid);
                     a.stack = c.stack.clone();
-                    a.cause = c.call.name();
+                    a.cause = cause_of(c);
                     a.category = if let Some(cat) = malloc_category(c.call) {
                         cat
                     } else if c.flags & CALL_FLAG_OWN != 0 || (r.is_file() && r.file_path() == trace_path) {
                         Category::Vmshim
                     } else if r.is_file() {
-                        by_map(r, &trace_path, sym)
+                        by_map(r, s, &trace_path, &shim_libs, sym)
                     } else if *go_stack.entry(i).or_insert_with(|| {
                         c.stack.iter().any(|&f| {
                             sym.symbolize(f, true)
@@ -243,7 +248,7 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
                         a.stack = t.creator_stack.clone();
                         a.cause = if t.tid.is_some() { "pthread_create" } else { "map" };
                     } else {
-                        a.category = by_map(r, &trace_path, sym);
+                        a.category = by_map(r, s, &trace_path, &shim_libs, sym);
                         match a.category {
                             Category::MainStack => a.tid = Some(pid),
                             // The heap as it stood before any growth the hooks saw: the first
@@ -252,7 +257,7 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
                                 if let Some(c) = brk_baseline {
                                     a.tid = Some(c.tid);
                                     a.stack = c.stack.clone();
-                                    a.cause = c.call.name();
+                                    a.cause = cause_of(c);
                                 }
                             }
                             // Anonymous memory the loader made before the shim could watch
@@ -287,6 +292,16 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
     }
 }
 
+/// The function the program called: the hooked call itself, or for an event inferred from
+/// malloc's chunks, the malloc-family function it was seen in.
+pub fn cause_of(c: &vmshim_trace::decode::Call) -> &'static str {
+    if malloc_category(c.call).is_none() && c.call != CallKind::FreeLarge {
+        return c.call.name();
+    }
+    let via = c.args[c.call.params().len() - 1] as usize;
+    vmshim_trace::MALLOC_FUNCTIONS.get(via).copied().unwrap_or("malloc")
+}
+
 /// The category of an event inferred from malloc's chunks.
 fn malloc_category(call: CallKind) -> Option<Category> {
     match call {
@@ -301,8 +316,62 @@ fn libc_map_anonymous() -> u64 {
     0x20
 }
 
+/// The DT_NEEDED names of an ELF file (empty if it cannot be read).
+fn needed_libraries(path: &str) -> Vec<String> {
+    use object::read::elf::ElfFile64;
+    let Ok(data) = std::fs::read(path) else { return vec![] };
+    let Ok(elf) = ElfFile64::<object::Endianness>::parse(&*data) else { return vec![] };
+    let Ok(table) = elf.elf_section_table().dynamic_table(elf.endian(), &*data) else { return vec![] };
+    table
+        .iter()
+        .filter(|d| d.tag == object::elf::DT_NEEDED)
+        .filter_map(|d| table.string(d).ok())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// Paths of libraries that only the shim needed (libgcc_s for its unwinder, when the program
+/// does not use it itself): loaded because of vmshim, so they are its cost.
+fn shim_only_libraries(modules: &[LoadedModule]) -> Vec<String> {
+    let is_shim = |p: &str| p.ends_with("/libvmshim.so");
+    let file_name = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+    let Some(shim) = modules.iter().find(|m| is_shim(&m.path)) else { return vec![] };
+    let others: Vec<String> =
+        modules.iter().filter(|m| !is_shim(&m.path)).flat_map(|m| needed_libraries(&m.path)).collect();
+    let only: Vec<String> =
+        needed_libraries(&shim.path).into_iter().filter(|n| !others.contains(n)).collect();
+    modules.iter().filter(|m| only.contains(&file_name(&m.path))).map(|m| canonical(&m.path)).collect()
+}
+
+/// A path with its symbolic links resolved (the loader may name `/lib/x.so` what the kernel's
+/// map names `/usr/lib/x.so`).
+fn canonical(p: &str) -> String {
+    std::fs::canonicalize(p).map_or_else(|_| p.to_string(), |c| c.to_string_lossy().into_owned())
+}
+
+/// Splits pieces at module span ends, so that an image's .bss and whatever the kernel merged
+/// after it are classified apart.
+fn cut_at_module_ends(
+    pieces: Vec<(u64, u64, Option<Origin>)>,
+    ends: &[u64],
+) -> Vec<(u64, u64, Option<Origin>)> {
+    let mut out = Vec::with_capacity(pieces.len());
+    for (s, e, o) in pieces {
+        let mut at = s;
+        let mut cuts: Vec<u64> = ends.iter().copied().filter(|&x| x > s && x < e).collect();
+        cuts.sort_unstable();
+        for c in cuts {
+            out.push((at, c, o));
+            at = c;
+        }
+        out.push((at, e, o));
+    }
+    out
+}
+
 /// What the map alone proves about a region no recorded call explains.
-fn by_map(r: &Region, trace_path: &str, sym: &Symbolizer) -> Category {
+/// `at` is where the piece being classified starts inside `r`.
+fn by_map(r: &Region, at: u64, trace_path: &str, shim_libs: &[String], sym: &Symbolizer) -> Category {
     match r.path.as_str() {
         "[heap]" => return Category::BrkHeap,
         "[stack]" => return Category::MainStack,
@@ -311,14 +380,15 @@ fn by_map(r: &Region, trace_path: &str, sym: &Symbolizer) -> Category {
     }
     if r.is_file() {
         let p = r.file_path();
-        if p == trace_path || p.ends_with("/libvmshim.so") {
+        if p == trace_path || p.ends_with("/libvmshim.so") || shim_libs.contains(&canonical(p)) {
             return Category::Vmshim;
         }
-        return if sym.module_of(r.start).is_some() { Category::Library } else { Category::FileMmap };
+        return if sym.module_of(at).is_some() { Category::Library } else { Category::FileMmap };
     }
     // An anonymous region inside an ELF image's span is its .bss (ld.so maps it anonymously).
-    if let Some(m) = sym.module_of(r.start) {
-        return if m.path.ends_with("/libvmshim.so") { Category::Vmshim } else { Category::Library };
+    if let Some(m) = sym.module_of(at) {
+        let ours = m.path.ends_with("/libvmshim.so") || shim_libs.contains(&canonical(&m.path));
+        return if ours { Category::Vmshim } else { Category::Library };
     }
     Category::Unattributed
 }

@@ -112,6 +112,23 @@ fn shim_path() -> Result<PathBuf, Failure> {
     }
 }
 
+/// The trace of the program image that exited. A target that execs (a wrapper script, say)
+/// loads the shim again, and the new image writes `TRACE.1`, `TRACE.2`, ... beside the first
+/// (the shim never overwrites a file); fork children write such files too, under their own pid.
+fn last_image_trace(first: &Path, pid: u32) -> PathBuf {
+    let mut last = first.to_path_buf();
+    for n in 1.. {
+        let next = PathBuf::from(format!("{}.{n}", first.display()));
+        if !next.exists() {
+            break;
+        }
+        if read::load(&next).is_ok_and(|r| r.start.is_some_and(|s| s.pid == pid)) {
+            last = next;
+        }
+    }
+    last
+}
+
 fn run(a: cli::RunArgs) -> Result<u8, Failure> {
     let program = launch::resolve_target(&a.cmd[0]).map_err(|e| Failure(2, e.to_string()))?;
     let lib = shim_path()?;
@@ -132,7 +149,8 @@ fn run(a: cli::RunArgs) -> Result<u8, Failure> {
     let env = vec![("LD_PRELOAD".into(), preload), ("VMSHIM_OUT".into(), template.clone().into_os_string())];
     let l = launch::Launch { program: &program, args: &a.cmd[1..], env };
     let outcome = launch::launch(&l).map_err(|e| Failure(2, e.to_string()))?;
-    let trace = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
+    let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
+    let trace = last_image_trace(&first, outcome.pid);
     if !trace.exists() {
         return Err(Failure(
             2,

@@ -39,6 +39,8 @@ fn pct(part: u64, whole: u64) -> f64 {
 /// A call stack's total: the regions it made.
 pub struct StackGroup {
     pub category: Category,
+    /// The function the program called there (`mmap`, `pthread_create`, `free`, ...).
+    pub cause: &'static str,
     pub stack: Vec<u64>,
     pub bytes: u64,
     pub regions: usize,
@@ -47,10 +49,11 @@ pub struct StackGroup {
 
 /// Regions grouped by (category, call stack), largest first.
 pub fn top_stacks(attr: &Attribution) -> Vec<StackGroup> {
-    let mut groups: HashMap<(Category, &[u64]), StackGroup> = HashMap::new();
+    let mut groups: HashMap<(Category, &str, &[u64]), StackGroup> = HashMap::new();
     for r in attr.regions.iter().filter(|r| !r.stack.is_empty()) {
-        let g = groups.entry((r.category, &r.stack)).or_insert_with(|| StackGroup {
+        let g = groups.entry((r.category, r.cause, &r.stack)).or_insert_with(|| StackGroup {
             category: r.category,
+            cause: r.cause,
             stack: r.stack.clone(),
             bytes: 0,
             regions: 0,
@@ -194,6 +197,7 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
             g.regions,
             tids.join(",")
         );
+        let _ = writeln!(o, "      {}()", g.cause);
         for f in frames(sym, &g.stack) {
             let _ = writeln!(o, "      {}", frame_line(sym, &f));
         }
@@ -252,7 +256,7 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         .iter()
         .take(inp.top)
         .map(|g| {
-            json!({"category": g.category.name(), "bytes": g.bytes, "regions": g.regions, "tids": g.tids,
+            json!({"category": g.category.name(), "cause": g.cause, "bytes": g.bytes, "regions": g.regions, "tids": g.tids,
                    "stack": frames_json(sym, &g.stack)})
         })
         .collect();

@@ -160,6 +160,11 @@ impl Symbolizer {
         frames
     }
 
+    /// Every module, by address.
+    pub fn modules(&self) -> &[LoadedModule] {
+        &self.modules
+    }
+
     /// The module containing addr, if any.
     pub fn module_of(&self, addr: u64) -> Option<&LoadedModule> {
         self.module_index(addr).map(|index| &self.modules[index])

@@ -165,6 +165,13 @@ fn slow_path(chunk: Chunk, ptr: usize, request: usize, via: Via) {
                 CallKind::MallocLarge,
                 [block as u64, size as u64, ptr as u64, request as u64, via as u64, 0],
             );
+            // A thread's first call attaches its arena even when the chunk is mapped: glibc
+            // attaches before it decides to mmap.
+            if SEEN_HEAP.with(Cell::get) == 0
+                && let Some(own) = probe()
+            {
+                note_arena(&g, own, via);
+            }
         }
         Chunk::Heap { .. } | Chunk::Main { .. } => {
             // A small chunk may come from the tcache, which also holds chunks this thread freed
@@ -422,7 +429,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: size_t, si
         };
     }
     // glibc's checks, in its order: a power of two that is a multiple of sizeof(void *).
-    if align % core::mem::size_of::<usize>() != 0
+    if !align.is_multiple_of(core::mem::size_of::<usize>())
         || !(align / core::mem::size_of::<usize>()).is_power_of_two()
     {
         return libc::EINVAL;
