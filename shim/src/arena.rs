@@ -20,8 +20,8 @@ const SIZE_BITS: usize = 0x7;
 pub enum Chunk {
     /// Its own mapping: `[block, block + size)`.
     Mapped { block: usize, size: usize },
-    /// In a non-main arena heap.
-    Heap { heap: usize, heap_size: usize, arena: usize },
+    /// In a non-main arena heap (its header is read only when needed: [`heap_info`]).
+    Heap { heap: usize },
     /// In the main (brk) arena; `end` is the chunk's end.
     Main { end: usize },
 }
@@ -38,11 +38,19 @@ pub unsafe fn classify(ptr: usize) -> Chunk {
         let chunk = ptr - 16;
         Chunk::Mapped { block: chunk - pad, size: size + pad }
     } else if size_word & NON_MAIN_ARENA != 0 {
-        let heap = ptr & !(HEAP_MAX - 1);
-        // SAFETY: a non-main arena heap starts with heap_info, in its first (read-write) page.
-        let (arena, heap_size) = unsafe { (*(heap as *const usize), *((heap + 16) as *const usize)) };
-        Chunk::Heap { heap, heap_size, arena }
+        Chunk::Heap { heap: ptr & !(HEAP_MAX - 1) }
     } else {
         Chunk::Main { end: ptr - 16 + size }
     }
+}
+
+/// The arena (`malloc_state *`) a heap belongs to and the heap's current size, from its
+/// `heap_info` header.
+///
+/// # Safety
+/// `heap` is the base of a live non-main arena heap (from [`classify`] of a live chunk).
+pub unsafe fn heap_info(heap: usize) -> (usize, usize) {
+    // SAFETY: a non-main arena heap starts with heap_info, in its first (read-write) page:
+    // ar_ptr, prev, size.
+    unsafe { (*(heap as *const usize), *((heap + 16) as *const usize)) }
 }

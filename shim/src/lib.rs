@@ -31,6 +31,7 @@ pub mod hooks;
 pub mod record;
 pub mod startup;
 pub mod syscall;
+pub mod tls;
 pub mod unwind;
 pub mod writer;
 

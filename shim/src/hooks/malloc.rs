@@ -20,11 +20,11 @@
 //! The fast path (no event) is a thread-local read, one load of the chunk's size word and a
 //! compare: it must stay that way, since every allocation pays for it.
 
-use crate::arena::{Chunk, classify};
+use crate::arena::{Chunk, classify, heap_info};
 use crate::guard::Guard;
 use crate::record;
 use crate::syscall as sys;
-use core::cell::Cell;
+use crate::tls::{self, Slot};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
 use libc::{c_int, size_t};
@@ -75,12 +75,17 @@ static NEXT_PVALLOC: AtomicUsize = AtomicUsize::new(0);
 static BRK_SEEN: AtomicUsize = AtomicUsize::new(0);
 
 const MAIN_ARENA: usize = 1;
-thread_local! {
-    /// The heap this thread's last inspected chunk came from: 0 unknown, MAIN_ARENA, or a
-    /// non-main heap's base.
-    static SEEN_HEAP: Cell<usize> = const { Cell::new(0) };
-    /// Another arena's heap this thread's tcache last handed out (not news: no probe again).
-    static SEEN_FOREIGN: Cell<usize> = const { Cell::new(0) };
+
+/// The heap this thread's last inspected chunk came from: 0 unknown, MAIN_ARENA, or a non-main
+/// heap's base.
+#[inline(always)]
+fn seen_heap() -> usize {
+    tls::get(Slot::SeenHeap)
+}
+/// Another arena's heap this thread's tcache last handed out (not news: no probe again).
+#[inline(always)]
+fn seen_foreign() -> usize {
+    tls::get(Slot::SeenForeign)
 }
 
 /// Decides, once, whether the next malloc is glibc's. Called from the constructor; a hook that
@@ -141,9 +146,8 @@ fn inspect(ptr: *mut c_void, request: usize, via: Via) {
     // SAFETY: glibc's malloc family just returned `ptr` (foreign allocators never get here).
     let chunk = unsafe { classify(ptr as usize) };
     match chunk {
-        Chunk::Heap { heap, .. }
-            if SEEN_HEAP.with(Cell::get) == heap || SEEN_FOREIGN.with(Cell::get) == heap => {}
-        Chunk::Main { end } if SEEN_HEAP.with(Cell::get) == MAIN_ARENA && end <= BRK_SEEN.load(Relaxed) => {}
+        Chunk::Heap { heap, .. } if seen_heap() == heap || seen_foreign() == heap => {}
+        Chunk::Main { end } if seen_heap() == MAIN_ARENA && end <= BRK_SEEN.load(Relaxed) => {}
         _ => slow_path(chunk, ptr as usize, request, via),
     }
 }
@@ -167,7 +171,7 @@ fn slow_path(chunk: Chunk, ptr: usize, request: usize, via: Via) {
             );
             // A thread's first call attaches its arena even when the chunk is mapped: glibc
             // attaches before it decides to mmap.
-            if SEEN_HEAP.with(Cell::get) == 0
+            if seen_heap() == 0
                 && let Some(own) = probe()
             {
                 note_arena(&g, own, via);
@@ -178,12 +182,12 @@ fn slow_path(chunk: Chunk, ptr: usize, request: usize, via: Via) {
             // for other threads' arenas: only a chunk past the tcache shows the thread's own arena.
             let own = if request > TCACHE_MAX_REQUEST && matches!(via, Via::Malloc | Via::Calloc) {
                 Some(chunk)
-            } else if heap_key(chunk) == SEEN_FOREIGN.with(Cell::get) {
+            } else if heap_key(chunk) == seen_foreign() {
                 None
             } else {
                 let probed = probe();
                 if probed.is_some_and(|p| heap_key(p) != heap_key(chunk)) {
-                    SEEN_FOREIGN.with(|s| s.set(heap_key(chunk)));
+                    tls::set(Slot::SeenForeign, heap_key(chunk));
                 }
                 probed
             };
@@ -224,12 +228,14 @@ fn probe() -> Option<Chunk> {
 /// Records that this thread now uses the arena of `own`, if that is news.
 fn note_arena(g: &Guard, own: Chunk, via: Via) {
     let key = heap_key(own);
-    if key == 0 || SEEN_HEAP.with(Cell::get) == key {
+    if key == 0 || seen_heap() == key {
         return;
     }
-    SEEN_HEAP.with(|s| s.set(key));
+    tls::set(Slot::SeenHeap, key);
     let args = match own {
-        Chunk::Heap { heap, heap_size, arena } => {
+        Chunk::Heap { heap } => {
+            // SAFETY: `own` came from classify() of a chunk allocated just now, so its heap is live.
+            let (arena, heap_size) = unsafe { heap_info(heap) };
             [heap as u64, heap_size as u64, arena as u64, via as u64, 0, 0]
         }
         _ => [0, 0, 0, via as u64, 0, 0],
@@ -279,7 +285,7 @@ fn record_free_large(ptr: *mut c_void, (block, size): (usize, usize), via: Via) 
 /// chunk's free returns before tcache_init, so it attaches nothing and is not probed.)
 #[inline(always)]
 fn after_heap_free(ptr: *mut c_void) {
-    if ptr.is_null() || SEEN_HEAP.with(Cell::get) != 0 {
+    if ptr.is_null() || seen_heap() != 0 {
         return;
     }
     probe_arena();
@@ -323,11 +329,15 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
         // Recorded before the call: the range may be reused by another thread at once.
         record_free_large(ptr, m, Via::Free);
     }
-    // SAFETY: glibc's free of a pointer glibc gave out.
-    unsafe { __libc_free(ptr) };
-    if mapped.is_none() {
-        after_heap_free(ptr);
+    // The common case, a thread whose arena is known, ends in a tail call: the hook adds no
+    // frame of its own to the hottest path a program has.
+    if mapped.is_some() || seen_heap() != 0 {
+        // SAFETY: glibc's free of a pointer glibc gave out.
+        return unsafe { __libc_free(ptr) };
     }
+    // SAFETY: as above.
+    unsafe { __libc_free(ptr) };
+    after_heap_free(ptr);
 }
 
 /// # Safety

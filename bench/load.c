@@ -1,0 +1,61 @@
+/* load.c: the benchmark workloads, one per mode, timed by scripts/bench.py.
+ *
+ * Usage: load mmap N      2 threads, each N x (mmap 64 KiB, touch every page, munmap)
+ *        load malloc N    2 threads, each N/2 x (malloc(32), free): N pairs in all
+ *        load threads N   N x (pthread_create, pthread_join) of an empty thread
+ * Prints the wall time of the work itself in seconds on stdout.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+static long n;
+
+static void *mmap_loop(void *a) {
+    for (long i = 0; i < n; i++) {
+        char *p = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        for (int off = 0; off < 65536; off += 4096) p[off] = 1;
+        munmap(p, 65536);
+    }
+    return a;
+}
+
+static void *malloc_loop(void *a) {
+    for (long i = 0; i < n / 2; i++) {
+        void *volatile p = malloc(32);
+        free(p);
+    }
+    return a;
+}
+
+static void *nothing(void *a) { return a; }
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) return 2;
+    n = atol(argv[2]);
+    double t0 = now();
+    if (strcmp(argv[1], "threads") == 0) {
+        for (long i = 0; i < n; i++) {
+            pthread_t t;
+            pthread_create(&t, NULL, nothing, NULL);
+            pthread_join(t, NULL);
+        }
+    } else {
+        void *(*f)(void *) = strcmp(argv[1], "mmap") == 0 ? mmap_loop : malloc_loop;
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, f, NULL);
+        for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    }
+    printf("%.6f\n", now() - t0);
+    return 0;
+}

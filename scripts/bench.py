@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Benchmarks vmshim against a bare run, interleaved (A B A B ...), and prints medians and ratios.
+
+Usage: scripts/bench.py [--rounds N] [--quick]
+Builds bench/load.c, then for each workload runs it bare and under libvmshim.so (and, where
+installed and affordable, under strace -f -k) in alternation, ROUNDS times each, and reports the
+median of the work's own wall time (the program times itself, so process start and the shim's
+set-up are left out). These machines are shared and noisy: read ratios, not seconds.
+"""
+import argparse, os, statistics, subprocess, sys, tempfile, shutil
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def build(tmp):
+    subprocess.run(["cargo", "build", "--release", "--workspace", "-q"], cwd=ROOT, check=True)
+    exe = os.path.join(tmp, "load")
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", exe, os.path.join(ROOT, "bench", "load.c")], check=True)
+    return exe, os.path.join(ROOT, "target", "release", "libvmshim.so")
+
+
+def timed(cmd, env, tmp):
+    out = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, check=True)
+    for f in os.listdir(tmp):
+        if f.endswith(".trace") or f.startswith("vmshim."):
+            os.remove(os.path.join(tmp, f))
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="smaller workloads, for a smoke run")
+    ap.add_argument("--anchors", action="store_true",
+                    help="also strace -f -k (at 1/20 of the work, against a bare run of that size)")
+    args = ap.parse_args()
+    scale = 10 if args.quick else 1
+    workloads = [
+        ("mmap 64 KiB+touch+munmap, 2 threads", "mmap", 20000 // scale),
+        ("malloc(32)/free, 2 threads", "malloc", 10_000_000 // scale),
+        ("pthread create/join", "threads", 2000 // scale),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        exe, shim = build(tmp)
+        bare_env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "VMSHIM_OUT")}
+        shim_env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=os.path.join(tmp, "vmshim.%p.trace"))
+        strace = ["strace", "-f", "-k", "-qq", "-o", "/dev/null", "-e", "trace=memory"]
+        # (column, command prefix, environment, fraction of the work)
+        columns = [("bare", [], bare_env, 1), ("vmshim", [], shim_env, 1)]
+        if args.anchors and shutil.which("strace"):
+            columns += [("bare/20", [], bare_env, 20), ("strace -f -k /20", strace, bare_env, 20)]
+        print(f"# vmshim benchmark, {args.rounds} interleaved rounds, medians of the work's own wall time")
+        print(f"{'workload':<40}" + "".join(f"{name:>24}" for name, _, _, _ in columns))
+        for title, mode, n in workloads:
+            times = {name: [] for name, _, _, _ in columns}
+            for _ in range(args.rounds):
+                for name, prefix, env, frac in columns:
+                    times[name].append(timed(prefix + [exe, mode, str(max(1, n // frac))], env, tmp))
+            cells = []
+            for name, _, _, frac in columns:
+                m = statistics.median(times[name])
+                base = statistics.median(times["bare" if frac == 1 else "bare/20"])
+                cells.append(f"{m:9.4f}s" + (f" {m / base:6.2f}x" if not name.startswith("bare") else " " * 8))
+            print(f"{title:<40}" + "".join(f"{c:>24}" for c in cells), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

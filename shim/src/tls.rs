@@ -1,0 +1,68 @@
+//! Per-thread state for the hooks, in initial-exec TLS. Rust's `thread_local!` in a shared
+//! library goes through `__tls_get_addr` on every access; the malloc hooks read their state
+//! twice per malloc/free pair, and that call alone cost more than glibc's tcache fast path
+//! (1.9x on a malloc(32)/free loop). The shim is loaded at start-up (LD_PRELOAD), so its TLS
+//! is in the static TLS block and the initial-exec model applies: one `fs`-relative load.
+//!
+//! The block is three words: the reentrancy flag ([`crate::guard`]), and the malloc hooks'
+//! `SEEN_HEAP` and `SEEN_FOREIGN` ([`crate::hooks::malloc`]). Zero at thread start.
+
+#[derive(Clone, Copy)]
+#[repr(usize)]
+pub enum Slot {
+    InHook = 0,
+    SeenHeap = 1,
+    SeenForeign = 2,
+}
+
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".pushsection .tbss,\"awT\",@nobits",
+    ".p2align 3",
+    // Global (but hidden) so that code in any codegen unit of the crate links to it.
+    ".globl vmshim_tls_block",
+    ".hidden vmshim_tls_block",
+    ".type vmshim_tls_block, @object",
+    ".size vmshim_tls_block, 24",
+    "vmshim_tls_block:",
+    ".zero 24",
+    ".popsection",
+);
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn block() -> *mut usize {
+    let p: *mut usize;
+    // SAFETY: reads the thread pointer (fs:0 holds its own address on x86_64 glibc) and adds
+    // the block's static TLS offset, which the loader filled in the GOT (R_X86_64_TPOFF64).
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, qword ptr fs:0",
+            "add {p}, qword ptr [rip + vmshim_tls_block@GOTTPOFF]",
+            p = out(reg) p,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    p
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn block() -> *mut usize {
+    thread_local! {
+        static BLOCK: [core::cell::Cell<usize>; 3] = const { [const { core::cell::Cell::new(0) }; 3] };
+    }
+    BLOCK.with(|b| b.as_ptr() as *mut usize)
+}
+
+#[inline(always)]
+pub fn get(s: Slot) -> usize {
+    // SAFETY: the block is this thread's own, three words long, and only this thread touches it.
+    unsafe { *block().add(s as usize) }
+}
+
+#[inline(always)]
+pub fn set(s: Slot, v: usize) {
+    // SAFETY: as in get().
+    unsafe { *block().add(s as usize) = v }
+}
