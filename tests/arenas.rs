@@ -198,6 +198,10 @@ fn a_dlopened_library_is_library() {
     assert!(!mapped.is_empty());
     for m in &mapped {
         assert_eq!(bytes_in(&run.report, m.start, m.end, "library"), m.len(), "{m:?}");
+        for r in regions_in(&run.report, m.start, m.end) {
+            assert_eq!((r["cause"].as_str(), u(&r["tid"]) as u32), (Some("dlopen"), run.pid), "{r}");
+            assert!(functions(r).iter().any(|f| f == "main"), "the loading stack: {r}");
+        }
     }
     // Its 1 MiB .bss: the anonymous mapping right after its last file page.
     let end = mapped.iter().map(|m| m.end).max().unwrap();

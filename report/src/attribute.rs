@@ -216,7 +216,9 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
             let arena_ok = call.is_none_or(|(_, c)| {
                 c.call != CallKind::ArenaAttach || r.vm_flags.is_empty() || r.has_flag("nr")
             });
-            let agrees = (rec.final_maps.is_none() || file_call == r.is_file()) && arena_ok;
+            // A loaded image spans file pages and its anonymous .bss alike.
+            let image = call.is_some_and(|(_, c)| c.call == CallKind::ModuleLoad);
+            let agrees = (rec.final_maps.is_none() || image || file_call == r.is_file()) && arena_ok;
             match call {
                 Some((i, c)) if agrees => {
                     a.tid = Some(c.tid);
@@ -295,6 +297,9 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
 /// The function the program called: the hooked call itself, or for an event inferred from
 /// malloc's chunks, the malloc-family function it was seen in.
 pub fn cause_of(c: &vmshim_trace::decode::Call) -> &'static str {
+    if c.call == CallKind::ModuleLoad {
+        return vmshim_trace::LOADING_FUNCTIONS.get(c.args[3] as usize).copied().unwrap_or("dlopen");
+    }
     if malloc_category(c.call).is_none() && c.call != CallKind::FreeLarge {
         return c.call.name();
     }
@@ -308,6 +313,7 @@ fn malloc_category(call: CallKind) -> Option<Category> {
         CallKind::ArenaAttach => Some(Category::MallocArena),
         CallKind::MallocLarge => Some(Category::MallocLarge),
         CallKind::BrkGrow => Some(Category::BrkHeap),
+        CallKind::ModuleLoad => Some(Category::Library),
         _ => None,
     }
 }

@@ -106,7 +106,12 @@ fn args_text(c: &Call) -> String {
             let params = c.call.params();
             let mut parts: Vec<String> =
                 params[..params.len() - 1].iter().zip(a).map(|(n, v)| format!("{n}={v:#x}")).collect();
-            let via = vmshim_trace::MALLOC_FUNCTIONS.get(a[params.len() - 1] as usize).unwrap_or(&"?");
+            let names = if c.call == CallKind::ModuleLoad {
+                vmshim_trace::LOADING_FUNCTIONS
+            } else {
+                vmshim_trace::MALLOC_FUNCTIONS
+            };
+            let via = names.get(a[params.len() - 1] as usize).unwrap_or(&"?");
             parts.push(format!("via={via}"));
             parts.join(", ")
         }
@@ -116,7 +121,11 @@ fn args_text(c: &Call) -> String {
 fn result_text(c: &Call) -> String {
     match c.call {
         _ if c.errno != 0 => format!("-1 {}", errno_name(c.errno)),
-        CallKind::ArenaAttach | CallKind::MallocLarge | CallKind::FreeLarge | CallKind::BrkGrow => "0".into(),
+        CallKind::ArenaAttach
+        | CallKind::MallocLarge
+        | CallKind::FreeLarge
+        | CallKind::BrkGrow
+        | CallKind::ModuleLoad => "0".into(),
         CallKind::Mmap | CallKind::Mremap => format!("{:#x}", c.result),
         _ => (c.result as i64).to_string(),
     }

@@ -153,6 +153,7 @@ pub fn replay(rec: &Recording) -> Replay {
                 space.insert(c.args[0], page_up(c.args[1], page), Origin::Call(i))
             }
             CallKind::BrkGrow => {}
+            CallKind::ModuleLoad => space.insert(c.args[1], page_up(c.args[2], page), Origin::Call(i)),
         }
         if c.flags & CALL_FLAG_OWN == 0 || c.call == CallKind::Mmap {
             peak = peak.max(space.total());

@@ -28,6 +28,7 @@ pub mod arena;
 pub mod config;
 pub mod guard;
 pub mod hooks;
+pub mod modules;
 pub mod record;
 pub mod startup;
 pub mod syscall;
@@ -69,6 +70,7 @@ extern "C" fn vmshim_init() {
     let _guard = guard::Guard::enter();
     hooks::pthread_create::resolve();
     hooks::malloc::resolve();
+    hooks::dlopen::resolve();
     // SAFETY: registers a plain function for the fork child; glibc keeps the first handlers in
     // static storage, so this does not allocate.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };

@@ -4,8 +4,7 @@
 //! symbolize offline. Runs in the constructor (or the first hook, if another library's
 //! constructor maps memory first); reads with raw system calls into stack buffers, no malloc.
 
-use crate::{syscall as sys, unwind, writer};
-use core::ffi::{c_int, c_void};
+use crate::{syscall as sys, writer};
 use vmshim_trace::{Encoder, Kind, MapsSource};
 
 const START_BUF: usize = 24 << 10;
@@ -14,7 +13,7 @@ const MAPS_CHUNK: usize = 16 << 10;
 pub fn record_all() {
     record_start();
     record_maps();
-    record_modules();
+    crate::modules::record_new(None);
 }
 
 fn record_start() {
@@ -89,66 +88,8 @@ fn record_maps() {
     sys::close(fd as i32);
 }
 
-fn record_modules() {
-    // SAFETY: dl_iterate_phdr calls `on_module` synchronously for each loaded object with a
-    // valid dl_phdr_info; the data pointer is unused.
-    unsafe { libc::dl_iterate_phdr(Some(on_module), core::ptr::null_mut()) };
-}
-
-unsafe extern "C" fn on_module(info: *mut libc::dl_phdr_info, _size: usize, _data: *mut c_void) -> c_int {
-    // SAFETY: glibc passes a valid info whose program headers are mapped for the call's duration.
-    let info = unsafe { &*info };
-    let base = info.dlpi_addr;
-    // SAFETY: dlpi_phdr points at dlpi_phnum program headers of a loaded object.
-    let phdrs = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-    let (mut lo, mut hi) = (u64::MAX, 0u64);
-    let mut build_id: &[u8] = &[];
-    for ph in phdrs {
-        if ph.p_type == libc::PT_LOAD {
-            lo = lo.min(base + ph.p_vaddr);
-            hi = hi.max(base + ph.p_vaddr + ph.p_memsz);
-        } else if ph.p_type == libc::PT_NOTE && build_id.is_empty() {
-            // SAFETY: a PT_NOTE segment lies inside a loaded PT_LOAD segment of this object.
-            let notes =
-                unsafe { core::slice::from_raw_parts((base + ph.p_vaddr) as *const u8, ph.p_memsz as usize) };
-            build_id = find_build_id(notes);
-        }
-    }
-    if lo >= hi {
-        return 0;
-    }
-    let me = on_module as *const () as u64;
-    if (lo..hi).contains(&me) {
-        unwind::set_self_range(lo as usize, hi as usize);
-    }
-    let name = if info.dlpi_name.is_null() {
-        &[][..]
-    } else {
-        // SAFETY: dlpi_name is a NUL-terminated string (empty for the main executable).
-        unsafe { core::ffi::CStr::from_ptr(info.dlpi_name) }.to_bytes()
-    };
-    let mut exe = [0u8; 4096];
-    let path = if name.is_empty() {
-        let n = sys::readlink(b"/proc/self/exe\0", &mut exe).max(0) as usize;
-        &exe[..n]
-    } else {
-        name
-    };
-    let mut buf = [0u8; 8192 + 256];
-    let mut e = Encoder::new(&mut buf, Kind::Module);
-    e.put_u64(base);
-    e.put_u64(lo);
-    e.put_u64(hi);
-    e.put_str(build_id, 64);
-    e.put_str(path, 8192);
-    if let Some(len) = e.finish() {
-        writer::append(&buf[..len]);
-    }
-    0
-}
-
 /// The NT_GNU_BUILD_ID descriptor in a run of ELF notes, or an empty slice.
-fn find_build_id(mut notes: &[u8]) -> &[u8] {
+pub fn find_build_id(mut notes: &[u8]) -> &[u8] {
     let word = |b: &[u8], i: usize| {
         b.get(i..i + 4).map(|w| u32::from_le_bytes(w.try_into().unwrap_or_default()) as usize)
     };

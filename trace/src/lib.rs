@@ -116,6 +116,9 @@ pub enum CallKind {
     FreeLarge = 8,
     /// The main arena moved the program break up.
     BrkGrow = 9,
+    /// An ELF image appeared during a call the shim watches (dlopen, or a resolver call that
+    /// loaded NSS modules).
+    ModuleLoad = 10,
 }
 
 impl CallKind {
@@ -130,6 +133,7 @@ impl CallKind {
             7 => CallKind::MallocLarge,
             8 => CallKind::FreeLarge,
             9 => CallKind::BrkGrow,
+            10 => CallKind::ModuleLoad,
             _ => return None,
         })
     }
@@ -146,6 +150,7 @@ impl CallKind {
             CallKind::MallocLarge => "malloc_large",
             CallKind::FreeLarge => "free_large",
             CallKind::BrkGrow => "brk_grow",
+            CallKind::ModuleLoad => "module_load",
         }
     }
 
@@ -164,6 +169,8 @@ impl CallKind {
             CallKind::MallocLarge => &["block", "size", "ptr", "request", "via"],
             CallKind::FreeLarge => &["block", "size", "ptr", "via"],
             CallKind::BrkGrow => &["old_break", "new_break", "via"],
+            // `via`: an index into LOADING_FUNCTIONS.
+            CallKind::ModuleLoad => &["base", "lo", "hi", "via"],
         }
     }
 }
@@ -179,6 +186,24 @@ pub const MALLOC_FUNCTIONS: &[&str] = &[
     "aligned_alloc",
     "valloc",
     "pvalloc",
+];
+
+/// The watched function a module was loaded in (the `via` argument of ModuleLoad).
+pub const LOADING_FUNCTIONS: &[&str] = &[
+    "dlopen",
+    "dlmopen",
+    "getaddrinfo",
+    "getnameinfo",
+    "gethostbyname",
+    "gethostbyname2",
+    "gethostbyname_r",
+    "gethostbyname2_r",
+    "gethostbyaddr",
+    "gethostbyaddr_r",
+    "res_query",
+    "res_search",
+    "res_querydomain",
+    "getaddrinfo_a",
 ];
 
 /// [`Kind::Call`] flag: the shim made this mapping for itself (its trace buffer).

@@ -1,0 +1,121 @@
+//! Loaded ELF images: recorded once each, at start and whenever a watched call (dlopen, a
+//! resolver call that pulls in NSS modules) may have loaded more. The loader maps images with
+//! its internal mmap, so this is how the trace learns of run-time loads and who caused them.
+
+use crate::guard::Guard;
+use crate::{record, startup::find_build_id, syscall as sys, unwind, writer};
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use vmshim_trace::{CallKind, Encoder, Kind};
+
+/// Start addresses of the images already recorded (0 = free slot).
+const KNOWN_MAX: usize = 1024;
+static KNOWN: [AtomicU64; KNOWN_MAX] = [const { AtomicU64::new(0) }; KNOWN_MAX];
+static KNOWN_LEN: AtomicUsize = AtomicUsize::new(0);
+
+fn is_known(lo: u64) -> bool {
+    KNOWN[..KNOWN_LEN.load(Acquire).min(KNOWN_MAX)].iter().any(|k| k.load(Relaxed) == lo)
+}
+
+fn remember(lo: u64) {
+    let i = KNOWN_LEN.fetch_add(1, AcqRel);
+    if let Some(slot) = KNOWN.get(i) {
+        slot.store(lo, Release);
+    }
+}
+
+/// What dl_iterate_phdr's callback found, kept until the loader's lock is released.
+#[derive(Clone, Copy)]
+struct Found {
+    base: u64,
+    lo: u64,
+    hi: u64,
+    build_id: (*const u8, usize),
+    name: *const libc::c_char,
+}
+
+struct Scan {
+    found: [Found; 64],
+    n: usize,
+}
+
+unsafe extern "C" fn on_module(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
+    // SAFETY: glibc passes a valid info whose program headers are mapped for the call's
+    // duration; `data` is the Scan that record_new passed.
+    let (info, scan) = unsafe { (&*info, &mut *(data as *mut Scan)) };
+    let base = info.dlpi_addr;
+    // SAFETY: dlpi_phdr points at dlpi_phnum program headers of a loaded object.
+    let phdrs = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
+    let mut build_id: &[u8] = &[];
+    for ph in phdrs {
+        if ph.p_type == libc::PT_LOAD {
+            lo = lo.min(base + ph.p_vaddr);
+            hi = hi.max(base + ph.p_vaddr + ph.p_memsz);
+        } else if ph.p_type == libc::PT_NOTE && build_id.is_empty() {
+            // SAFETY: a PT_NOTE segment lies inside a loaded PT_LOAD segment of this object.
+            let notes =
+                unsafe { core::slice::from_raw_parts((base + ph.p_vaddr) as *const u8, ph.p_memsz as usize) };
+            build_id = find_build_id(notes);
+        }
+    }
+    if lo >= hi || is_known(lo) || scan.n == scan.found.len() {
+        return 0;
+    }
+    let me = on_module as *const () as u64;
+    if (lo..hi).contains(&me) {
+        unwind::set_self_range(lo as usize, hi as usize);
+    }
+    scan.found[scan.n] =
+        Found { base, lo, hi, build_id: (build_id.as_ptr(), build_id.len()), name: info.dlpi_name };
+    scan.n += 1;
+    0
+}
+
+/// Records every loaded image not recorded yet. `via` (a guard and an index into
+/// `vmshim_trace::LOADING_FUNCTIONS`) says which watched call loaded them: each new image then
+/// also gets a ModuleLoad event with the current call stack.
+pub fn record_new(via: Option<(&Guard, usize)>) {
+    let empty = Found { base: 0, lo: 0, hi: 0, build_id: (core::ptr::null(), 0), name: core::ptr::null() };
+    let mut scan = Scan { found: [empty; 64], n: 0 };
+    // SAFETY: dl_iterate_phdr calls on_module synchronously with the Scan passed here.
+    unsafe { libc::dl_iterate_phdr(Some(on_module), &mut scan as *mut Scan as *mut c_void) };
+    for f in &scan.found[..scan.n] {
+        remember(f.lo);
+        write_module(f);
+        if let Some((g, via)) = via {
+            record::note(g, CallKind::ModuleLoad, [f.base, f.lo, f.hi, via as u64, 0, 0]);
+        }
+    }
+}
+
+fn write_module(f: &Found) {
+    // SAFETY: both point into a loaded image, which a dlclose could only remove after the
+    // watched call returned to the program; dlpi_name is NUL-terminated (empty for the program).
+    let (build_id, name) = unsafe {
+        let b = if f.build_id.0.is_null() {
+            &[][..]
+        } else {
+            core::slice::from_raw_parts(f.build_id.0, f.build_id.1)
+        };
+        let n = if f.name.is_null() { &[][..] } else { core::ffi::CStr::from_ptr(f.name).to_bytes() };
+        (b, n)
+    };
+    let mut exe = [0u8; 4096];
+    let path = if name.is_empty() {
+        let n = sys::readlink(b"/proc/self/exe\0", &mut exe).max(0) as usize;
+        &exe[..n]
+    } else {
+        name
+    };
+    let mut buf = [0u8; 8192 + 256];
+    let mut e = Encoder::new(&mut buf, Kind::Module);
+    e.put_u64(f.base);
+    e.put_u64(f.lo);
+    e.put_u64(f.hi);
+    e.put_str(build_id, 64);
+    e.put_str(path, 8192);
+    if let Some(len) = e.finish() {
+        writer::append(&buf[..len]);
+    }
+}
