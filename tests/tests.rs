@@ -5,6 +5,7 @@
 mod common;
 
 mod arenas;
+mod dns;
 mod go_targets;
 mod harness;
 mod traces;

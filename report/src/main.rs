@@ -10,6 +10,7 @@
 
 mod attribute;
 mod cli;
+mod dns;
 mod events;
 mod launch;
 mod maps;

@@ -5,7 +5,7 @@ use crate::maps::{self, Region};
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use vmshim_trace::decode::{Call, Exit, Module, Start, ThreadStart};
+use vmshim_trace::decode::{Call, Exit, Module, Resolve, Start, ThreadStart};
 use vmshim_trace::{Encoder, Event, HEADER_SIZE, Kind, MapsSource, header};
 
 /// A trace, sorted into what each stage needs. `calls` and `threads` keep recording order.
@@ -17,6 +17,12 @@ pub struct Recording {
     pub final_maps: Option<Vec<Region>>,
     pub modules: Vec<Module>,
     pub calls: Vec<Call>,
+    /// The position of each of `calls` among all events (to order them against `resolves`).
+    pub call_seq: Vec<usize>,
+    /// Resolver calls with their position among all events.
+    pub resolves: Vec<(usize, Resolve)>,
+    /// What steered name resolution at start (`key`, `value`).
+    pub config: Vec<(String, String)>,
     pub threads: Vec<ThreadStart>,
     pub exit: Option<Exit>,
     /// Thread names the kernel had at exit, by tid.
@@ -44,7 +50,7 @@ pub fn load(path: &Path) -> Result<Recording, ReadError> {
     let mut rec = Recording { dropped: trace.dropped, torn: trace.torn, ..Recording::default() };
     let mut initial: Vec<(u32, Vec<u8>)> = Vec::new();
     let mut kernel: Vec<(u32, Vec<u8>)> = Vec::new();
-    for ev in trace.events {
+    for (seq, ev) in trace.events.into_iter().enumerate() {
         rec.recorded += 1;
         match ev {
             Event::Start(s) => rec.start = rec.start.take().or(Some(s)),
@@ -53,7 +59,18 @@ pub fn load(path: &Path) -> Result<Recording, ReadError> {
                 MapsSource::KernelFinal => kernel.push((m.chunk, m.text)),
             },
             Event::Module(m) => rec.modules.push(m),
-            Event::Call(c) => rec.calls.push(c),
+            Event::Call(c) => {
+                rec.calls.push(c);
+                rec.call_seq.push(seq);
+            }
+            Event::Resolve(r) => rec.resolves.push((seq, r)),
+            Event::Config(text) => {
+                for line in text.lines() {
+                    if let Some((k, v)) = line.split_once('=') {
+                        rec.config.push((k.to_string(), v.to_string()));
+                    }
+                }
+            }
             Event::ThreadStart(t) => rec.threads.push(t),
             Event::Exit(e) => rec.exit = Some(e),
             Event::ThreadName(t) => {

@@ -203,6 +203,12 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         }
     }
 
+    let dns = crate::dns::analyse(rec, sym);
+    let _ = writeln!(o, "\nDNS: {}", dns.verdict);
+    for l in &dns.lines {
+        let _ = writeln!(o, "  {l}");
+    }
+
     let un: Vec<&Attributed> = attr.regions.iter().filter(|r| r.category == Category::Unattributed).collect();
     if !un.is_empty() {
         let _ = writeln!(
@@ -273,5 +279,6 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         "regions": regions,
         "top_stacks": stacks,
         "events": {"recorded": rec.recorded, "dropped": rec.dropped, "torn": rec.torn},
+        "dns": crate::dns::analyse(rec, sym).json,
     })
 }

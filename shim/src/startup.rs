@@ -12,6 +12,7 @@ const MAPS_CHUNK: usize = 16 << 10;
 
 pub fn record_all() {
     record_start();
+    record_config();
     record_maps();
     crate::modules::record_new(None);
 }
@@ -39,6 +40,43 @@ fn record_start() {
     for a in cmd.split(|&b| b == 0).take(argc) {
         e.put_str(a, 4096);
     }
+    if let Some(len) = e.finish() {
+        writer::append(&buf[..len]);
+    }
+}
+
+/// What steers name resolution, as `key=value` lines: the first line of a file that starts
+/// with a keyword, and environment variables that glibc's or Go's resolver reads.
+fn record_config() {
+    let mut text = [0u8; 4096];
+    let mut n = 0;
+    let mut put = |parts: &[&[u8]]| {
+        for p in parts {
+            let p = &p[..p.len().min(text.len() - n)];
+            text[n..n + p.len()].copy_from_slice(p);
+            n += p.len();
+        }
+    };
+    let mut file = [0u8; 8192];
+    for (key, path, word) in [
+        (b"nsswitch.hosts=".as_slice(), b"/etc/nsswitch.conf\0".as_slice(), b"hosts:".as_slice()),
+        (b"resolv.options=", b"/etc/resolv.conf\0", b"options"),
+    ] {
+        let len = read_file(path, &mut file);
+        let line = file[..len].split(|&b| b == b'\n').find(|l| l.starts_with(word));
+        if let Some(l) = line {
+            let value = l[word.len()..].trim_ascii();
+            put(&[key, value, b"\n"]);
+        }
+    }
+    for var in ["GODEBUG", "LOCALDOMAIN", "RES_OPTIONS", "HOSTALIASES"] {
+        if let Some(v) = crate::config::getenv(var) {
+            put(&[b"env.", var.as_bytes(), b"=", v, b"\n"]);
+        }
+    }
+    let mut buf = [0u8; 4096 + 64];
+    let mut e = Encoder::new(&mut buf, Kind::Config);
+    e.put_str(&text[..n], 4096);
     if let Some(len) = e.finish() {
         writer::append(&buf[..len]);
     }

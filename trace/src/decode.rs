@@ -12,6 +12,8 @@
 //! | ThreadStart | tid u32, creator_tid u32, time_ns u64, sp u64, stack_size u64, guard_size u64, start_routine u64, creator frames |
 //! | Exit | raw_status i32, 0 u32, how str |
 //! | ThreadName | tid u32, 0 u32, name str |
+//! | Resolve | api u16, 0 u16, tid u32, start_ns u64, end_ns u64, family i32, socktype i32, protocol i32, flags i32, ret i32, error i32, handle u64, name str, service str, naddrs u32, (family u16, 0 u16 x3, addr 16 bytes) x naddrs, frames |
+//! | Config | text str |
 
 use crate::{
     CallKind, Error, FILE_MAGIC, HEADER_SIZE, Kind, MAX_FRAMES, MAX_RECORD, MapsSource, RECORD_HEADER,
@@ -95,6 +97,31 @@ pub struct ThreadName {
     pub name: String,
 }
 
+/// One resolver call. For getaddrinfo `family`, `socktype`, `protocol` and `flags` are the
+/// hints, `ret` its EAI_* code, `handle` the result list (freeaddrinfo's argument); for the
+/// gethostby* family `error` is h_errno; for res_* `family` is the class and `socktype` the type,
+/// `ret` the answer length; for getnameinfo `name` and `service` are what it returned and
+/// `addrs` the address it was asked about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolve {
+    pub api: u16,
+    pub tid: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub family: i32,
+    pub socktype: i32,
+    pub protocol: i32,
+    pub flags: i32,
+    pub ret: i32,
+    pub error: i32,
+    pub handle: u64,
+    pub name: String,
+    pub service: String,
+    /// (address family, up to 16 address bytes: 4 for AF_INET, 16 for AF_INET6)
+    pub addrs: Vec<(u16, [u8; 16])>,
+    pub stack: Vec<u64>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Start(Start),
@@ -104,6 +131,8 @@ pub enum Event {
     ThreadStart(ThreadStart),
     Exit(Exit),
     ThreadName(ThreadName),
+    Resolve(Resolve),
+    Config(String),
 }
 
 /// A whole trace read into memory.
@@ -290,6 +319,48 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Event>, Error> {
             r.u32()?;
             Event::Exit(Exit { raw_status, how: r.string()? })
         }
+        Kind::Resolve => {
+            let api = r.u16()?;
+            r.u16()?;
+            let tid = r.u32()?;
+            let (start_ns, end_ns) = (r.u64()?, r.u64()?);
+            let (family, socktype, protocol, flags, ret, error) =
+                (r.i32()?, r.i32()?, r.i32()?, r.i32()?, r.i32()?, r.i32()?);
+            let handle = r.u64()?;
+            let name = r.string()?;
+            let service = r.string()?;
+            let n = r.u32()? as usize;
+            if n > crate::MAX_ADDRS {
+                return Err(r.err(format!("{n} addresses exceed the limit of {}", crate::MAX_ADDRS)));
+            }
+            let mut addrs = Vec::with_capacity(n);
+            for _ in 0..n {
+                let fam = r.u16()?;
+                r.bytes(6)?;
+                let mut a = [0u8; 16];
+                a.copy_from_slice(r.bytes(16)?);
+                addrs.push((fam, a));
+            }
+            let stack = r.frames()?;
+            Event::Resolve(Resolve {
+                api,
+                tid,
+                start_ns,
+                end_ns,
+                family,
+                socktype,
+                protocol,
+                flags,
+                ret,
+                error,
+                handle,
+                name,
+                service,
+                addrs,
+                stack,
+            })
+        }
+        Kind::Config => Event::Config(r.string()?),
         Kind::ThreadName => {
             let tid = r.u32()?;
             r.u32()?;

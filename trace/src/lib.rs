@@ -80,6 +80,12 @@ pub enum Kind {
     Exit = 6,
     /// A thread's name as the kernel had it at exit, appended by `vmshim run`.
     ThreadName = 7,
+    /// One call of a libc resolver function (getaddrinfo, gethostbyname, res_search, ...).
+    Resolve = 8,
+    /// What steers name resolution, read at start: `key=value` lines (the `hosts:` line of
+    /// /etc/nsswitch.conf, the `options` of /etc/resolv.conf, GODEBUG, LOCALDOMAIN, RES_OPTIONS,
+    /// HOSTALIASES).
+    Config = 9,
 }
 
 impl Kind {
@@ -93,6 +99,8 @@ impl Kind {
             5 => Kind::ThreadStart,
             6 => Kind::Exit,
             7 => Kind::ThreadName,
+            8 => Kind::Resolve,
+            9 => Kind::Config,
             _ => return None,
         })
     }
@@ -189,6 +197,7 @@ pub const MALLOC_FUNCTIONS: &[&str] = &[
 ];
 
 /// The watched function a module was loaded in (the `via` argument of ModuleLoad).
+/// The same table numbers the resolver functions of [`Kind::Resolve`] records (`api`).
 pub const LOADING_FUNCTIONS: &[&str] = &[
     "dlopen",
     "dlmopen",
@@ -204,7 +213,14 @@ pub const LOADING_FUNCTIONS: &[&str] = &[
     "res_search",
     "res_querydomain",
     "getaddrinfo_a",
+    "res_nquery",
+    "res_nsearch",
+    "res_nquerydomain",
+    "freeaddrinfo",
 ];
+
+/// Most addresses a Resolve record carries.
+pub const MAX_ADDRS: usize = 16;
 
 /// [`Kind::Call`] flag: the shim made this mapping for itself (its trace buffer).
 pub const CALL_FLAG_OWN: u16 = 1;

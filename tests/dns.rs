@@ -1,0 +1,137 @@
+//! Issue 4: which DNS resolver path ran, for Go built four ways and for C. Nothing here needs
+//! a DNS server: "localhost" is answered from /etc/hosts.
+
+use crate::common::*;
+use crate::under_vmshim::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `prog` under `vmshim run --json` to the end; returns (stdout, report).
+fn run_to_end(name: &str, prog: &Path, env: &[(&str, &str)]) -> (String, Value) {
+    let dir = TestDir::new(name);
+    let mut cmd = vmshim_run_cmd(&dir, prog, &[]);
+    cmd.envs(env.iter().copied());
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    (stdout, load_report(&dir.join("report.json")))
+}
+
+fn dns(report: &Value) -> &Value {
+    &report["dns"]
+}
+
+fn verdict(report: &Value) -> String {
+    dns(report)["verdict"].as_str().unwrap_or_default().to_string()
+}
+
+fn calls(report: &Value) -> Vec<&Value> {
+    dns(report)["calls"].as_array().unwrap().iter().collect()
+}
+
+/// A cgo lookup: getaddrinfo of "localhost", answered, with a stack through Go's net package.
+fn assert_cgo_lookup(report: &Value, stdout: &str) {
+    let v = verdict(report);
+    assert!(v.starts_with("libc resolver (cgo) ran"), "{v}");
+    assert!(!v.contains("disagree"), "{v}");
+    let gai: Vec<&Value> =
+        calls(report).into_iter().filter(|c| c["api"] == "getaddrinfo" && c["name"] == "localhost").collect();
+    assert!(!gai.is_empty(), "{:#?}", calls(report));
+    let printed = stdout.lines().find_map(|l| l.strip_prefix("addrs ")).expect("the program's addresses");
+    for c in gai {
+        let frames: Vec<&str> =
+            c["stack"].as_array().unwrap().iter().filter_map(|f| f["function"].as_str()).collect();
+        assert!(frames.iter().any(|f| f.starts_with("net.")), "Go frames of the lookup: {frames:?}");
+        for a in c["result"].as_array().unwrap() {
+            assert!(printed.contains(a.as_str().unwrap()), "{a} is among what Go printed: {printed}");
+        }
+    }
+    assert_eq!(dns(report)["go_build"]["cgo_enabled"], true);
+}
+
+fn assert_go_resolver(report: &Value, why: &str) {
+    let v = verdict(report);
+    assert!(v.starts_with("no libc resolver call: Go's built-in resolver") && v.contains(why), "{v}");
+    assert!(calls(report).is_empty());
+}
+
+#[test]
+fn netcgo_resolves_with_libc() {
+    let (out, r) = run_to_end("dns_netcgo", &build_go("lookup", true, &["netcgo"]), &[]);
+    assert_cgo_lookup(&r, &out);
+    assert!(verdict(&r).contains("built with netcgo"), "{}", verdict(&r));
+    assert!(dns(&r)["go_build"]["tags"].as_array().unwrap().iter().any(|t| t == "netcgo"));
+}
+
+#[test]
+fn netgo_with_a_c_import_resolves_with_go() {
+    let prog = build_go("lookup_c", true, &["netgo", "cgo"]);
+    assert!(elf_interpreter(&prog).is_some(), "dynamically linked, yet Go's resolver");
+    let (_, r) = run_to_end("dns_netgo_cgo", &prog, &[]);
+    assert_go_resolver(&r, "netgo");
+}
+
+#[test]
+fn godebug_netdns_selects_the_resolver() {
+    let prog = build_go("lookup_c", true, &[]);
+    let (_, r) = run_to_end("dns_godebug_go", &prog, &[("GODEBUG", "netdns=go")]);
+    assert_go_resolver(&r, "GODEBUG=netdns=go");
+    let (out, r) = run_to_end("dns_godebug_cgo", &prog, &[("GODEBUG", "netdns=cgo")]);
+    assert_cgo_lookup(&r, &out);
+    assert!(verdict(&r).contains("GODEBUG=netdns=cgo"), "{}", verdict(&r));
+}
+
+#[test]
+fn a_c_program_s_lookups_from_two_threads() {
+    let (out, r) = run_to_end("dns_c", &build_c("resolver"), &[]);
+    let made: Vec<(String, String, u32)> = out
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            match w.as_slice() {
+                ["call", api, name, "tid", tid, "=", "0"] => {
+                    Some((api.to_string(), name.to_string(), tid.parse().ok()?))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    let total: usize = out.lines().find_map(|l| l.strip_prefix("calls ")).unwrap().parse().unwrap();
+    assert_eq!(made.len(), total, "every call succeeded: {out}");
+    let recorded = calls(&r);
+    assert_eq!(recorded.len(), total, "{recorded:#?}");
+    assert!(
+        verdict(&r).starts_with(&format!("libc resolver (cgo) ran: {total} lookup(s)")),
+        "{}",
+        verdict(&r)
+    );
+    for (api, name, tid) in &made {
+        let c = recorded
+            .iter()
+            .find(|c| {
+                c["api"] == api.as_str()
+                    && c["tid"] == *tid
+                    && (c["name"] == name.as_str() || api == "getnameinfo")
+            })
+            .unwrap_or_else(|| panic!("{api} {name} from {tid} in {recorded:#?}"));
+        assert!(c["error"].is_null());
+        if api != "getnameinfo" {
+            assert!(c["result"].as_array().unwrap().iter().any(|a| a == "127.0.0.1"), "{c}");
+        }
+        assert!(c["stack"].as_array().unwrap().iter().any(|f| f["function"] == "lookups"), "{c}");
+    }
+    let tids: std::collections::BTreeSet<u32> = made.iter().map(|m| m.2).collect();
+    assert_eq!(tids.len(), 2);
+    assert!(dns(&r)["go_build"].is_null(), "not a Go program");
+}
+
+#[test]
+fn a_static_go_lookup_is_refused_not_judged() {
+    let dir = TestDir::new("dns_static");
+    let out = run_with_timeout(&mut vmshim_run_cmd(&dir, &build_go("lookup", false, &[]), &[]), TIMEOUT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("LD_PRELOAD cannot apply") || err.contains("statically linked"), "{err}");
+    let _ = Command::new("true");
+}
