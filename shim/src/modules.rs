@@ -8,19 +8,41 @@ use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 use vmshim_trace::{CallKind, Encoder, Kind};
 
-/// Start addresses of the images already recorded (0 = free slot).
+/// Spans `[lo, hi)` of the images already recorded.
 const KNOWN_MAX: usize = 1024;
-static KNOWN: [AtomicU64; KNOWN_MAX] = [const { AtomicU64::new(0) }; KNOWN_MAX];
+static KNOWN: [(AtomicU64, AtomicU64); KNOWN_MAX] =
+    [const { (AtomicU64::new(0), AtomicU64::new(0)) }; KNOWN_MAX];
+/// The executable (PF_X) part of each, by the same index.
+static TEXT: [(AtomicU64, AtomicU64); KNOWN_MAX] =
+    [const { (AtomicU64::new(0), AtomicU64::new(0)) }; KNOWN_MAX];
 static KNOWN_LEN: AtomicUsize = AtomicUsize::new(0);
 
-fn is_known(lo: u64) -> bool {
-    KNOWN[..KNOWN_LEN.load(Acquire).min(KNOWN_MAX)].iter().any(|k| k.load(Relaxed) == lo)
+fn known() -> &'static [(AtomicU64, AtomicU64)] {
+    &KNOWN[..KNOWN_LEN.load(Acquire).min(KNOWN_MAX)]
 }
 
-fn remember(lo: u64) {
-    let i = KNOWN_LEN.fetch_add(1, AcqRel);
-    if let Some(slot) = KNOWN.get(i) {
-        slot.store(lo, Release);
+fn is_known(lo: u64) -> bool {
+    known().iter().any(|k| k.0.load(Relaxed) == lo)
+}
+
+/// Whether `addr` lies in a recorded image (code or data).
+pub fn in_image(addr: u64) -> bool {
+    known().iter().any(|(lo, hi)| (lo.load(Relaxed)..hi.load(Relaxed)).contains(&addr))
+}
+
+/// Whether `addr` lies in a recorded image's executable segment (a plausible return address).
+pub fn in_text(addr: u64) -> bool {
+    TEXT[..known().len()].iter().any(|(lo, hi)| (lo.load(Relaxed)..hi.load(Relaxed)).contains(&addr))
+}
+
+fn remember(f: &Found) {
+    let i = KNOWN_LEN.load(Acquire);
+    if let (Some(slot), Some(text)) = (KNOWN.get(i), TEXT.get(i)) {
+        text.0.store(f.text.0, Relaxed);
+        text.1.store(f.text.1, Relaxed);
+        slot.1.store(f.hi, Relaxed);
+        slot.0.store(f.lo, Relaxed);
+        KNOWN_LEN.store(i + 1, Release);
     }
 }
 
@@ -30,6 +52,8 @@ struct Found {
     base: u64,
     lo: u64,
     hi: u64,
+    /// The span of its executable segments.
+    text: (u64, u64),
     build_id: (*const u8, usize),
     name: *const libc::c_char,
 }
@@ -47,11 +71,15 @@ unsafe extern "C" fn on_module(info: *mut libc::dl_phdr_info, _size: usize, data
     // SAFETY: dlpi_phdr points at dlpi_phnum program headers of a loaded object.
     let phdrs = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
     let (mut lo, mut hi) = (u64::MAX, 0u64);
+    let mut text = (u64::MAX, 0u64);
     let mut build_id: &[u8] = &[];
     for ph in phdrs {
         if ph.p_type == libc::PT_LOAD {
             lo = lo.min(base + ph.p_vaddr);
             hi = hi.max(base + ph.p_vaddr + ph.p_memsz);
+            if ph.p_flags & libc::PF_X != 0 {
+                text = (text.0.min(base + ph.p_vaddr), text.1.max(base + ph.p_vaddr + ph.p_memsz));
+            }
         } else if ph.p_type == libc::PT_NOTE && build_id.is_empty() {
             // SAFETY: a PT_NOTE segment lies inside a loaded PT_LOAD segment of this object.
             let notes =
@@ -67,7 +95,7 @@ unsafe extern "C" fn on_module(info: *mut libc::dl_phdr_info, _size: usize, data
         unwind::set_self_range(lo as usize, hi as usize);
     }
     scan.found[scan.n] =
-        Found { base, lo, hi, build_id: (build_id.as_ptr(), build_id.len()), name: info.dlpi_name };
+        Found { base, lo, hi, text, build_id: (build_id.as_ptr(), build_id.len()), name: info.dlpi_name };
     scan.n += 1;
     0
 }
@@ -76,12 +104,19 @@ unsafe extern "C" fn on_module(info: *mut libc::dl_phdr_info, _size: usize, data
 /// `vmshim_trace::LOADING_FUNCTIONS`) says which watched call loaded them: each new image then
 /// also gets a ModuleLoad event with the current call stack.
 pub fn record_new(via: Option<(&Guard, usize)>) {
-    let empty = Found { base: 0, lo: 0, hi: 0, build_id: (core::ptr::null(), 0), name: core::ptr::null() };
+    let empty = Found {
+        base: 0,
+        lo: 0,
+        hi: 0,
+        text: (0, 0),
+        build_id: (core::ptr::null(), 0),
+        name: core::ptr::null(),
+    };
     let mut scan = Scan { found: [empty; 64], n: 0 };
     // SAFETY: dl_iterate_phdr calls on_module synchronously with the Scan passed here.
     unsafe { libc::dl_iterate_phdr(Some(on_module), &mut scan as *mut Scan as *mut c_void) };
     for f in &scan.found[..scan.n] {
-        remember(f.lo);
+        remember(f);
         write_module(f);
         if let Some((g, via)) = via {
             record::note(g, CallKind::ModuleLoad, [f.base, f.lo, f.hi, via as u64, 0, 0]);

@@ -23,6 +23,7 @@ unsafe extern "C" {
     fn _Unwind_Backtrace(cb: extern "C" fn(*mut c_void, *mut c_void) -> c_int, arg: *mut c_void) -> c_int;
     fn _Unwind_GetIP(ctx: *mut c_void) -> usize;
     fn _Unwind_GetGR(ctx: *mut c_void, reg: c_int) -> usize;
+    fn _Unwind_GetCFA(ctx: *mut c_void) -> usize;
 }
 
 /// Absolute address range of the shim's own code, set once at start.
@@ -44,6 +45,10 @@ struct Walk<'a> {
     started: bool,
     /// The frame pointer as restored in the last frame DWARF reached.
     last_fp: usize,
+    /// What libgcc reports as the CFA in the last frame's context: the CFA of the frame it
+    /// unwound from, i.e. the last frame's stack pointer above its call's return address, where
+    /// a scan for its saved frame pointer starts.
+    cfa: usize,
 }
 
 extern "C" fn on_frame(ctx: *mut c_void, arg: *mut c_void) -> c_int {
@@ -53,6 +58,8 @@ extern "C" fn on_frame(ctx: *mut c_void, arg: *mut c_void) -> c_int {
     if ip == 0 {
         return URC_END_OF_STACK;
     }
+    // SAFETY: as above.
+    w.cfa = unsafe { _Unwind_GetCFA(ctx) };
     if !w.started && in_self(ip) {
         return URC_NO_REASON;
     }
@@ -63,12 +70,43 @@ extern "C" fn on_frame(ctx: *mut c_void, arg: *mut c_void) -> c_int {
     if w.n == w.frames.len() { URC_END_OF_STACK } else { URC_NO_REASON }
 }
 
+/// Whether `fp` looks like a frame pointer: it points at a stack, not into a loaded image (a
+/// register used for data often holds an image address), and its saved return address lies in
+/// a loaded image's code.
+fn plausible_frame(fp: usize) -> bool {
+    let mut pair = [0u8; 16];
+    fp != 0
+        && fp.is_multiple_of(8)
+        && !crate::modules::in_image(fp as u64)
+        && crate::syscall::read_own_memory(fp, &mut pair)
+        && crate::modules::in_text(u64::from_le_bytes(pair[8..].try_into().unwrap_or_default()))
+}
+
+/// A frame without unwind information that used the frame-pointer register for itself (a cgo
+/// C wrapper compiled with -O2 and linked without .eh_frame, as Go's internal linker does)
+/// leaves no chain to follow; it did save the caller's frame pointer in its own small frame.
+/// Looks at the first words above `sp` for a value that is a plausible frame pointer.
+fn scan_for_frame_pointer(sp: usize) -> usize {
+    if sp == 0 {
+        return 0;
+    }
+    let mut words = [0u8; 32 * 8];
+    if !crate::syscall::read_own_memory(sp, &mut words) {
+        return 0;
+    }
+    words
+        .chunks(8)
+        .map(|w| usize::from_le_bytes(w.try_into().unwrap_or_default()))
+        .find(|&v| plausible_frame(v))
+        .unwrap_or(0)
+}
+
 /// Fills `frames` with return addresses, innermost first; returns how many.
 pub fn capture(frames: &mut [u64]) -> usize {
     if frames.is_empty() {
         return 0;
     }
-    let mut w = Walk { frames, n: 0, started: false, last_fp: 0 };
+    let mut w = Walk { frames, n: 0, started: false, last_fp: 0, cfa: 0 };
     // SAFETY: the callback only touches `w` through the pointer given here, which outlives the call.
     unsafe { _Unwind_Backtrace(on_frame, &mut w as *mut Walk as *mut c_void) };
     let mut n = w.n;
@@ -79,6 +117,9 @@ pub fn capture(frames: &mut [u64]) -> usize {
     // DWARF stopped: either at the true root (_start and clone3 zero the frame pointer) or at a
     // frame without unwind information. Follow the frame-pointer chain from there.
     let mut fp = w.last_fp;
+    if !plausible_frame(fp) {
+        fp = scan_for_frame_pointer(w.cfa);
+    }
     let mut backwards = 0;
     while n < frames.len() && fp != 0 && fp.is_multiple_of(8) {
         let mut pair = [0u8; 16];
