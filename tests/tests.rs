@@ -8,5 +8,6 @@ mod arenas;
 mod dns;
 mod go_targets;
 mod harness;
+mod hostile;
 mod traces;
 mod under_vmshim;

@@ -89,6 +89,25 @@ pub fn ftruncate(fd: i32, len: u64) -> isize {
 pub fn readlink(path: &[u8], buf: &mut [u8]) -> isize {
     sys!(libc::SYS_readlinkat, libc::AT_FDCWD as isize as usize, path.as_ptr(), buf.as_mut_ptr(), buf.len())
 }
+/// The working directory into `buf`; returns its length including the NUL, or -errno.
+pub fn getcwd(buf: &mut [u8]) -> isize {
+    sys!(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len())
+}
+
+/// (st_dev, st_ino) of an open file.
+pub fn file_id(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: a zeroed stat is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    (sys!(libc::SYS_fstat, fd, &mut st as *mut libc::stat) == 0).then_some((st.st_dev, st.st_ino))
+}
+
+/// The soft RLIMIT_FSIZE in bytes (u64::MAX when unlimited or unknown).
+pub fn file_size_limit() -> u64 {
+    let mut lim = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    let r = sys!(libc::SYS_prlimit64, 0, libc::RLIMIT_FSIZE, 0, &mut lim as *mut libc::rlimit64);
+    if r == 0 { lim.rlim_cur } else { u64::MAX }
+}
+
 /// The current program break (brk(0) changes nothing and returns it).
 pub fn brk_now() -> usize {
     sys!(libc::SYS_brk, 0) as usize

@@ -12,7 +12,7 @@
 use crate::syscall as sys;
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
 use vmshim_trace::{FILE_MAGIC, HEADER_SIZE, Kind, VERSION, header, pad_check, record_word0};
 
 const UNINIT: u8 = 0;
@@ -25,7 +25,12 @@ const MAX_SEGS: usize = 4096;
 const PATH_MAX: usize = 4096;
 
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
-static FD: AtomicI32 = AtomicI32::new(-1);
+/// The trace file's identity (st_dev, st_ino): the shim keeps no descriptor open, since a
+/// target may close every descriptor or dup2 over one (and then a kept descriptor would point
+/// at the program's own file); each new segment reopens the file by its absolute path and
+/// checks it is still the same file.
+static FILE_DEV: AtomicU64 = AtomicU64::new(0);
+static FILE_INO: AtomicU64 = AtomicU64::new(0);
 static PID: AtomicU32 = AtomicU32::new(0);
 static SEG_SIZE: AtomicU64 = AtomicU64::new(0);
 static LIMIT: AtomicU64 = AtomicU64::new(0);
@@ -79,7 +84,18 @@ pub fn open(cfg: &crate::config::Config) -> bool {
     // SAFETY: only the initialising thread gets here (begin_init), before READY.
     let buf = unsafe { &mut *PATH.0.get() };
     let template = crate::config::getenv("VMSHIM_OUT").unwrap_or(b"vmshim.%p.trace");
-    let Some(mut len) = expand(template, pid, buf) else {
+    // Absolute, so that reopening works after the program changes directory.
+    let mut start = 0;
+    if template.first() != Some(&b'/') {
+        let r = sys::getcwd(&mut buf[..PATH_MAX / 2]);
+        if r <= 1 {
+            return fail(b"(no working directory)", (-r) as i32);
+        }
+        start = r as usize - 1; // getcwd's length counts the NUL
+        buf[start] = b'/';
+        start += 1;
+    }
+    let Some(mut len) = expand(template, pid, &mut buf[start..]).map(|l| l + start) else {
         return fail(b"VMSHIM_OUT is too long", 0);
     };
     let mut fd = -1;
@@ -106,9 +122,11 @@ pub fn open(cfg: &crate::config::Config) -> bool {
         return fail(&buf[..len], libc::EEXIST);
     }
     PATH_LEN.store(len as u32, Relaxed);
-    FD.store(fd, Relaxed);
+    let (dev, ino) = sys::file_id(fd).unwrap_or((0, 0));
+    FILE_DEV.store(dev, Relaxed);
+    FILE_INO.store(ino, Relaxed);
+    sys::close(fd);
     let Some(seg0) = segment(0) else {
-        sys::close(fd);
         return fail(&buf[..len], libc::ENOSPC);
     };
     // SAFETY: seg0 is a fresh, writable, page-aligned mapping of at least one segment (>= 64 KiB).
@@ -208,26 +226,16 @@ fn segment(i: usize) -> Option<*mut u8> {
         return Some(p);
     }
     let size = SEG_SIZE.load(Relaxed);
-    let fd = FD.load(Relaxed);
     let want = (i as u64 + 1) * size;
-    if FILE_SIZE.load(Relaxed) < want {
-        // fallocate only ever grows a file, so racing threads cannot shrink it under a mapping
-        // (a shrink would turn a later store into SIGBUS in the target).
-        let r = sys::fallocate(fd, i as u64 * size, size);
-        if r == -(libc::EOPNOTSUPP as isize) {
-            if FILE_SIZE.fetch_max(want, AcqRel) < want && sys::ftruncate(fd, want) < 0 {
-                return None;
-            }
-        } else if r < 0 {
-            return None;
-        }
-        FILE_SIZE.fetch_max(want, AcqRel);
-    }
-    let prot = libc::PROT_READ | libc::PROT_WRITE;
-    let m = sys::mmap(0, size as usize, prot, libc::MAP_SHARED, fd, (i as u64 * size) as i64);
-    if m < 0 && m > -4096 {
+    // Growing a file past RLIMIT_FSIZE raises SIGXFSZ, which would kill the target: stop
+    // recording instead.
+    if want > sys::file_size_limit() {
         return None;
     }
+    let fd = reopen()?;
+    let m = map_segment(fd, i, size, want);
+    sys::close(fd);
+    let m = m?;
     let m = m as *mut u8;
     match slot.compare_exchange(ptr::null_mut(), m, AcqRel, Acquire) {
         Ok(_) => {
@@ -243,6 +251,48 @@ fn segment(i: usize) -> Option<*mut u8> {
     }
 }
 
+/// Opens the trace file again by path, if it is still the file the shim created.
+fn reopen() -> Option<i32> {
+    let path = path_for_reopen();
+    let fd = sys::open(path, libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0);
+    if fd < 0 {
+        return None;
+    }
+    let fd = fd as i32;
+    if sys::file_id(fd) != Some((FILE_DEV.load(Relaxed), FILE_INO.load(Relaxed))) {
+        sys::close(fd);
+        return None;
+    }
+    Some(fd)
+}
+
+/// The NUL-terminated trace path (valid once open() stored it, READY or not).
+fn path_for_reopen() -> &'static [u8] {
+    // SAFETY: PATH is written once, by the initialising thread, before any segment is mapped.
+    let all: &[u8; PATH_MAX] = unsafe { &*PATH.0.get() };
+    &all[..=(PATH_LEN.load(Relaxed) as usize).min(PATH_MAX - 1)]
+}
+
+/// Grows the file to hold segment `i` and maps it.
+fn map_segment(fd: i32, i: usize, size: u64, want: u64) -> Option<*mut u8> {
+    if FILE_SIZE.load(Relaxed) < want {
+        // fallocate only ever grows a file, so racing threads cannot shrink it under a mapping
+        // (a shrink would turn a later store into SIGBUS in the target).
+        let r = sys::fallocate(fd, i as u64 * size, size);
+        if r == -(libc::EOPNOTSUPP as isize) {
+            if FILE_SIZE.fetch_max(want, AcqRel) < want && sys::ftruncate(fd, want) < 0 {
+                return None;
+            }
+        } else if r < 0 {
+            return None;
+        }
+        FILE_SIZE.fetch_max(want, AcqRel);
+    }
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    let m = sys::mmap(0, size as usize, prot, libc::MAP_SHARED, fd, (i as u64 * size) as i64);
+    if m < 0 && m > -4096 { None } else { Some(m as *mut u8) }
+}
+
 /// Records the shim's own mapping of segment `i`, so the report files it under `vmshim`.
 fn record_own_segment(i: usize, base: *mut u8) {
     let size = SEG_SIZE.load(Relaxed);
@@ -251,7 +301,7 @@ fn record_own_segment(i: usize, base: *mut u8) {
         size,
         (libc::PROT_READ | libc::PROT_WRITE) as u64,
         libc::MAP_SHARED as u64,
-        FD.load(Relaxed) as u64,
+        u64::MAX, // the descriptor is closed again at once
         i as u64 * size,
     ];
     crate::record::own_mapping(args, base as u64);
@@ -337,10 +387,6 @@ pub fn reset_after_fork() {
         if !p.is_null() {
             sys::munmap(p as usize, size);
         }
-    }
-    let fd = FD.swap(-1, AcqRel);
-    if fd >= 0 {
-        sys::close(fd);
     }
     PID.store(0, Relaxed);
     STATE.store(UNINIT, Release);

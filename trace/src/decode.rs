@@ -396,6 +396,11 @@ pub fn parse(bytes: &[u8]) -> Result<Trace, Error> {
     let mut in_torn = false;
     while at + 8 <= end {
         match valid_record(bytes, at, end) {
+            // A pad may be a bare 8-byte header, shorter than any body: skip it whole.
+            Some((Kind::Pad, len)) => {
+                in_torn = false;
+                at += len;
+            }
             Some((kind, len)) => {
                 in_torn = false;
                 let mut r = Reader {
@@ -495,6 +500,15 @@ mod tests {
         assert_eq!(e.offset, HEADER_SIZE as u64);
         let e = parse(&f[..f.len() - 8]).unwrap_err();
         assert!(e.message.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn an_eight_byte_pad_at_a_segment_end_is_skipped() {
+        // Regression (issue 6, hostile targets): a bare pad header made the reader slice
+        // past its own end and panic.
+        let pad = crate::record_word0(Kind::Pad, 8).to_le_bytes().to_vec();
+        let f = file_with(&[call_record(1, &[]), pad, call_record(2, &[])]);
+        assert_eq!(parse(&f).unwrap().events.len(), 2);
     }
 
     #[test]

@@ -1,0 +1,44 @@
+/* hostile.c: a target that does what real programs do to the descriptors and limits around
+ * it, then keeps mapping memory.
+ *
+ * Usage: hostile MODE N
+ *   closeall  close every descriptor from 3 to 1023 (as daemons and some shells do)
+ *   dup2      dup2 /dev/null over every descriptor from 3 to 63
+ *   chdir     change to / (the trace path was relative to the old directory)
+ *   fsize     setrlimit(RLIMIT_FSIZE) to 64 KiB (past it, growing a file raises SIGXFSZ)
+ * then N pairs of mmap(4096)/munmap, each checked.
+ * Stdout: "calls <2N>" when every call succeeded.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    if (argc != 3) return 2;
+    long n = atol(argv[2]);
+    if (strcmp(argv[1], "closeall") == 0) {
+        for (int fd = 3; fd < 1024; fd++) close(fd);
+    } else if (strcmp(argv[1], "dup2") == 0) {
+        int null = open("/dev/null", O_RDWR);
+        for (int fd = 3; fd < 64; fd++)
+            if (fd != null) dup2(null, fd);
+    } else if (strcmp(argv[1], "chdir") == 0) {
+        if (chdir("/") != 0) return 3;
+    } else if (strcmp(argv[1], "fsize") == 0) {
+        struct rlimit rl = {64 << 10, 64 << 10};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0) return 3;
+    } else {
+        return 2;
+    }
+    for (long i = 0; i < n; i++) {
+        void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED || munmap(p, 4096) != 0) return 4;
+    }
+    printf("calls %ld\n", 2 * n);
+    return 0;
+}
