@@ -236,7 +236,7 @@ fn segment(i: usize) -> Option<*mut u8> {
     let m = map_segment(fd, i, size, want);
     sys::close(fd);
     let m = m?;
-    let m = m as *mut u8;
+
     match slot.compare_exchange(ptr::null_mut(), m, AcqRel, Acquire) {
         Ok(_) => {
             if i > 0 {
