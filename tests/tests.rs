@@ -9,5 +9,6 @@ mod dns;
 mod go_targets;
 mod harness;
 mod hostile;
+mod robust;
 mod traces;
 mod under_vmshim;

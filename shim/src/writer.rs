@@ -341,15 +341,24 @@ pub fn reserve(len: usize) -> Option<Slot> {
         if within + len <= size as usize {
             return Some(Slot { at, len });
         }
-        // The record would straddle two segments: pad out this one, then reserve again.
+        // The record would straddle two segments: pad out what it took of both, then reserve
+        // again. (Unpadded, the spill into the next segment would read as a torn record.)
         let pad = size as usize - within;
-        // SAFETY: `at..at+pad` is the reserved tail of the mapped segment.
-        unsafe {
-            if pad >= 16 {
-                ptr::write_unaligned(at.add(8) as *mut u64, pad_check(pad as u32));
-            }
-            (*(at as *const AtomicU64)).store(record_word0(Kind::Pad, pad as u32), Release);
+        write_pad(at, pad);
+        if let Some(next) = segment(seg + 1) {
+            write_pad(next, within + len - size as usize);
         }
+    }
+}
+
+/// Publishes a pad record of `len` bytes (a multiple of 8, at least 8) at `at`.
+fn write_pad(at: *mut u8, len: usize) {
+    // SAFETY: the caller reserved `at..at+len` in a mapped segment for this pad alone.
+    unsafe {
+        if len >= 16 {
+            ptr::write_unaligned(at.add(8) as *mut u64, pad_check(len as u32));
+        }
+        (*(at as *const AtomicU64)).store(record_word0(Kind::Pad, len as u32), Release);
     }
 }
 
