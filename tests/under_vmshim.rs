@@ -75,8 +75,9 @@ pub fn needed(path: &str) -> Vec<String> {
         .collect()
 }
 
-/// For a Go target, which may still start a thread (and its arena) after its ready line: runs
-/// until the kernel's map at exit is the one /proc showed at the ready line (at most 5 runs),
+/// For a Go target, which may still start a thread (and its arena) or grow an arena after its
+/// ready line: runs until the kernel's map at exit has the size and the permissions /proc
+/// showed at the ready line (at most 5 runs),
 /// so that the report is held against /proc read at the same moment.
 pub fn run_handshake_settled(dir: &TestDir, prog: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut seen = Vec::new();
@@ -95,7 +96,11 @@ pub fn run_handshake_settled(dir: &TestDir, prog: &Path, args: &[&str], env: &[(
             String::from_utf8_lossy(&out.stderr)
         );
         let report = load_report(&dir.join("report.json"));
-        if report["vsz"]["kernel_final_bytes"].as_u64() == Some(vsz_bytes(&maps)) {
+        let same_layout = maps.iter().filter(|m| m.path != "[vsyscall]").all(|m| {
+            regions_in(&report, m.start, m.end).iter().all(|r| r["prot"] == m.perms.as_str())
+                && regions_in(&report, m.start, m.end).first().is_some_and(|r| u(&r["start"]) <= m.start)
+        });
+        if report["vsz"]["kernel_final_bytes"].as_u64() == Some(vsz_bytes(&maps)) && same_layout {
             return Run { pid, lines, maps, smaps, tasks, out, report, trace: dir.join("t.trace") };
         }
         seen.push((vsz_bytes(&maps), report["vsz"]["kernel_final_bytes"].clone()));
