@@ -111,25 +111,6 @@ fn malloc_arena_max_2_makes_threads_share() {
     assert_unattributed_at_most_a_thousandth(&run);
 }
 
-/// Finishes a handshake started on a `vmshim_run_cmd` command.
-fn finish_handshake(dir: &TestDir, h: Handshake) -> Run {
-    let pid = h.pid();
-    let (maps, smaps, tasks) = (read_maps(pid), read_smaps_flags(pid), task_ids(pid));
-    let lines = h.lines().to_vec();
-    let out = h.finish();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    Run {
-        pid,
-        lines,
-        maps,
-        smaps,
-        tasks,
-        out,
-        report: load_report(&dir.join("report.json")),
-        trace: dir.join("t.trace"),
-    }
-}
-
 #[test]
 fn a_thread_whose_first_call_is_free_owns_the_arena_free_made() {
     let dir = TestDir::new("arenas_firstfree");

@@ -36,7 +36,11 @@ pub fn vmshim_run_cmd(dir: &TestDir, prog: &Path, args: &[&str]) -> Command {
 
 /// Runs `prog` under vmshim, reads /proc at its ready line, releases it, loads the report.
 pub fn run_handshake(dir: &TestDir, prog: &Path, args: &[&str]) -> Run {
-    let h = Handshake::start(&mut vmshim_run_cmd(dir, prog, args), TIMEOUT);
+    finish_handshake(dir, Handshake::start(&mut vmshim_run_cmd(dir, prog, args), TIMEOUT))
+}
+
+/// Reads /proc at a started handshake's ready line, releases the target, loads the report.
+pub fn finish_handshake(dir: &TestDir, h: Handshake) -> Run {
     let pid = h.pid();
     let (maps, smaps, tasks) = (read_maps(pid), read_smaps_flags(pid), task_ids(pid));
     let lines = h.lines().to_vec();
@@ -84,26 +88,17 @@ pub fn run_handshake_settled(dir: &TestDir, prog: &Path, args: &[&str], env: &[(
     for _ in 0..5 {
         let mut cmd = vmshim_run_cmd(dir, prog, args);
         cmd.envs(env.iter().copied());
-        let h = Handshake::start(&mut cmd, TIMEOUT);
-        let pid = h.pid();
-        let (maps, smaps, tasks) = (read_maps(pid), read_smaps_flags(pid), task_ids(pid));
-        let lines = h.lines().to_vec();
-        let out = h.finish();
-        assert!(
-            out.status.success(),
-            "vmshim run failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report = load_report(&dir.join("report.json"));
+        let run = finish_handshake(dir, Handshake::start(&mut cmd, TIMEOUT));
+        let (maps, report) = (&run.maps, &run.report);
         let same_layout = maps.iter().filter(|m| m.path != "[vsyscall]").all(|m| {
-            regions_in(&report, m.start, m.end).iter().all(|r| r["prot"] == m.perms.as_str())
-                && regions_in(&report, m.start, m.end).first().is_some_and(|r| u(&r["start"]) <= m.start)
+            regions_in(report, m.start, m.end).iter().all(|r| r["prot"] == m.perms.as_str())
+                && regions_in(report, m.start, m.end).first().is_some_and(|r| u(&r["start"]) <= m.start)
         });
-        if report["vsz"]["kernel_final_bytes"].as_u64() == Some(vsz_bytes(&maps)) && same_layout {
-            return Run { pid, lines, maps, smaps, tasks, out, report, trace: dir.join("t.trace") };
+        let exit_vsz = report["vsz"]["kernel_final_bytes"].clone();
+        if exit_vsz.as_u64() == Some(vsz_bytes(maps)) && same_layout {
+            return run;
         }
-        seen.push((vsz_bytes(&maps), report["vsz"]["kernel_final_bytes"].clone()));
+        seen.push((vsz_bytes(maps), exit_vsz));
     }
     panic!("the target kept changing its address space after its ready line: {seen:?}")
 }

@@ -29,6 +29,7 @@ pub mod config;
 pub mod guard;
 pub mod hooks;
 pub mod modules;
+pub mod real;
 pub mod record;
 pub mod startup;
 pub mod syscall;

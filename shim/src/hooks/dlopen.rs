@@ -4,21 +4,14 @@
 use crate::guard::Guard;
 use crate::syscall as sys;
 use core::ffi::{c_char, c_int, c_void};
-use core::sync::atomic::{AtomicUsize, Ordering::*};
+use core::sync::atomic::AtomicUsize;
 
 type RealDlopen = unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void;
 static REAL: AtomicUsize = AtomicUsize::new(0);
 
 /// Looks up the next `dlopen` (libc's) once; called from the constructor.
 pub fn resolve() -> usize {
-    let p = REAL.load(Acquire);
-    if p != 0 {
-        return p;
-    }
-    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name only reads loader state.
-    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"dlopen".as_ptr()) } as usize;
-    REAL.store(f, Release);
-    f
+    crate::real::next(c"dlopen", &REAL)
 }
 
 /// # Safety

@@ -21,14 +21,7 @@ static REAL: AtomicUsize = AtomicUsize::new(0);
 
 /// Looks up the next `pthread_create` (libc's) once; called from the constructor.
 pub fn resolve() -> usize {
-    let p = REAL.load(Acquire);
-    if p != 0 {
-        return p;
-    }
-    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name; it only reads loader state.
-    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr()) } as usize;
-    REAL.store(f, Release);
-    f
+    crate::real::next(c"pthread_create", &REAL)
 }
 
 const SLOTS: usize = 256;

@@ -12,25 +12,10 @@
 use crate::guard::Guard;
 use crate::{modules, syscall as sys, unwind, writer};
 use core::ffi::{CStr, c_char, c_int, c_void};
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use libc::{addrinfo, hostent, sockaddr, socklen_t};
 use vmshim_trace::{Encoder, Kind, MAX_ADDRS, MAX_FRAMES};
 
-/// The next definition of `$name` (libc's), looked up once, as a `$ty`.
-macro_rules! real {
-    ($name:literal, $ty:ty) => {{
-        static P: AtomicUsize = AtomicUsize::new(0);
-        let mut p = P.load(Relaxed);
-        if p == 0 {
-            // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name only reads loader state.
-            p = unsafe { libc::dlsym(libc::RTLD_NEXT, concat!($name, "\0").as_ptr().cast()) } as usize;
-            P.store(p, Relaxed);
-        }
-        // SAFETY: `p` is the address of libc's `$name`, whose prototype is `$ty`; a missing
-        // symbol would be 0, which the callers check before calling.
-        (p, unsafe { core::mem::transmute::<usize, $ty>(p.max(1)) })
-    }};
-}
+use crate::real::real;
 
 unsafe extern "C" {
     fn __h_errno_location() -> *mut c_int;
