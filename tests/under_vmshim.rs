@@ -173,6 +173,8 @@ pub fn assert_reconciles(run: &Run) {
     assert_eq!(r["process"]["pid"], run.pid);
     assert_eq!(r["process"]["exit"], "exited 0");
     assert_eq!(u(&r["events"]["dropped"]), 0);
+    // The shim's own cost is measured: every recorded call was timed.
+    assert!(u(&r["events"]["timed"]) > 0 && u(&r["events"]["recording_ns"]) > 0, "{}", r["events"]);
     // The shim's own trace mapping and image (with its .bss, the anonymous region the loader
     // maps right after the image's last file page) are its own category, and so are libraries
     // loaded only because the shim needs them (no other mapped ELF file lists them as NEEDED).

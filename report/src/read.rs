@@ -30,6 +30,9 @@ pub struct Recording {
     pub recorded: u64,
     pub dropped: u64,
     pub torn: u64,
+    /// The shim's own cost: nanoseconds spent recording `timed` events.
+    pub recording_ns: u64,
+    pub timed: u64,
 }
 
 /// Why a trace could not be used; `main` turns it into exit code 2.
@@ -47,7 +50,13 @@ pub fn load(path: &Path) -> Result<Recording, ReadError> {
         fs::read(path).map_err(|e| ReadError(format!("cannot read trace {}: {e}", path.display())))?;
     let trace = vmshim_trace::parse(&bytes)
         .map_err(|e| ReadError(format!("{}: corrupt trace: {e}", path.display())))?;
-    let mut rec = Recording { dropped: trace.dropped, torn: trace.torn, ..Recording::default() };
+    let mut rec = Recording {
+        dropped: trace.dropped,
+        torn: trace.torn,
+        recording_ns: trace.recording_ns,
+        timed: trace.timed,
+        ..Recording::default()
+    };
     let mut initial: Vec<(u32, Vec<u8>)> = Vec::new();
     let mut kernel: Vec<(u32, Vec<u8>)> = Vec::new();
     for (seq, ev) in trace.events.into_iter().enumerate() {

@@ -137,6 +137,15 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         }
     }
     let _ = writeln!(o, "  events: {} recorded, {} dropped, {} torn", rec.recorded, rec.dropped, rec.torn);
+    if rec.timed > 0 {
+        let _ = writeln!(
+            o,
+            "  shim cost: {:.2} ms recording {} calls ({} ns each, stacks included)",
+            rec.recording_ns as f64 / 1e6,
+            rec.timed,
+            rec.recording_ns / rec.timed
+        );
+    }
 
     let _ = writeln!(o, "\nBy category              KiB       %  regions");
     for c in Category::ALL {
@@ -278,7 +287,8 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
             "creator_tid": a.creator, "tids": a.tids, "heaps": a.heaps, "bytes": a.bytes})).collect::<Vec<_>>(),
         "regions": regions,
         "top_stacks": stacks,
-        "events": {"recorded": rec.recorded, "dropped": rec.dropped, "torn": rec.torn},
+        "events": {"recorded": rec.recorded, "dropped": rec.dropped, "torn": rec.torn,
+                   "recording_ns": rec.recording_ns, "timed": rec.timed},
         "dns": crate::dns::analyse(rec, sym).json,
     })
 }

@@ -31,17 +31,22 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
     let depth = crate::depth();
     let mut buf = [0u8; CALL_BUF];
     let (result_at, mut enc) = if order == Order::Before {
+        let t0 = sys::monotonic_ns();
         let n = unwind::capture(&mut frames[..depth]);
-        encode_call(&mut buf, call, 0, args, &frames[..n])
+        let r = encode_call(&mut buf, call, 0, args, &frames[..n]);
+        writer::account(sys::monotonic_ns() - t0);
+        r
     } else {
         // Unwound after the call in this order; encoded below.
         let ret = op();
+        let t0 = sys::monotonic_ns();
         let n = unwind::capture(&mut frames[..depth]);
         let (at, mut enc) = encode_call(&mut buf, call, 0, args, &frames[..n]);
         patch_result(&mut enc, at, call, ret);
         if let Some(len) = enc.finish() {
             writer::append(&buf[..len]);
         }
+        writer::account(sys::monotonic_ns() - t0);
         return ret;
     };
     let len = enc.position().next_multiple_of(8);
@@ -107,6 +112,7 @@ pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
     if !writer::is_ready() {
         return;
     }
+    let t0 = sys::monotonic_ns();
     let mut frames = [0u64; MAX_FRAMES];
     let n = unwind::capture(&mut frames[..crate::depth()]);
     let mut buf = [0u8; CALL_BUF];
@@ -114,4 +120,5 @@ pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
     if let Some(len) = enc.finish() {
         writer::append(&buf[..len]);
     }
+    writer::account(sys::monotonic_ns() - t0);
 }

@@ -210,6 +210,18 @@ fn cursor() -> &'static AtomicU64 {
     unsafe { &*(seg0.add(header::CURSOR) as *const AtomicU64) }
 }
 
+/// Adds one record's recording time to the header's cost counters.
+pub fn account(ns: u64) {
+    let seg0 = SEGS[0].load(Acquire);
+    if !seg0.is_null() {
+        // SAFETY: as in cursor(); both fields are 8-aligned inside the header.
+        unsafe {
+            (*(seg0.add(header::RECORDING_NS) as *const AtomicU64)).fetch_add(ns, Relaxed);
+            (*(seg0.add(header::TIMED) as *const AtomicU64)).fetch_add(1, Relaxed);
+        }
+    }
+}
+
 fn count_dropped() {
     let seg0 = SEGS[0].load(Acquire);
     if !seg0.is_null() {

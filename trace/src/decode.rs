@@ -143,6 +143,9 @@ pub struct Trace {
     pub cursor: u64,
     /// Records the writer counted as dropped.
     pub dropped: u64,
+    /// Nanoseconds the hooks spent recording `timed` records (the shim's own cost).
+    pub recording_ns: u64,
+    pub timed: u64,
     /// Stretches of bytes that held no committed record (a writer killed mid-record).
     pub torn: u64,
     /// Events in the order their slots were reserved.
@@ -391,7 +394,14 @@ pub fn parse(bytes: &[u8]) -> Result<Trace, Error> {
         });
     }
     let end = cursor.min(bytes.len() as u64) as usize;
-    let mut trace = Trace { segment_size, cursor, dropped, ..Trace::default() };
+    let mut trace = Trace {
+        segment_size,
+        cursor,
+        dropped,
+        recording_ns: le_u64(bytes, header::RECORDING_NS).unwrap_or(0),
+        timed: le_u64(bytes, header::TIMED).unwrap_or(0),
+        ..Trace::default()
+    };
     let mut at = HEADER_SIZE;
     let mut in_torn = false;
     while at + 8 <= end {

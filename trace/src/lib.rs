@@ -49,6 +49,11 @@ pub mod header {
     pub const DROPPED: usize = 32;
     /// Size limit the writer was configured with.
     pub const LIMIT: usize = 40;
+    /// Nanoseconds the hooks spent recording (unwinding, encoding, writing; not the real
+    /// calls), summed over threads: the shim's own cost.
+    pub const RECORDING_NS: usize = 48;
+    /// How many records that time covers.
+    pub const TIMED: usize = 56;
 }
 
 /// Low 16 bits of every committed record's first word.
