@@ -11,4 +11,5 @@ mod harness;
 mod hostile;
 mod robust;
 mod traces;
+mod trees;
 mod under_vmshim;

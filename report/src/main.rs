@@ -18,6 +18,7 @@ mod read;
 mod render;
 mod replay;
 mod symbolize;
+mod tree;
 
 use clap::Parser;
 use std::io::Write;
@@ -55,7 +56,9 @@ fn report(trace: &Path, json: bool, top: usize, dest: Option<Dest>) -> Result<()
     let replay = replay::replay(&rec);
     let mut sym = symbolize::Symbolizer::new(attribute::modules(&rec));
     let attr = attribute::attribute(&rec, &replay, &mut sym);
-    let input = render::Input { rec: &rec, attr: &attr, top };
+    let pid = rec.start.as_ref().map_or(0, |s| s.pid);
+    let processes = tree::descendants(trace, pid);
+    let input = render::Input { rec: &rec, attr: &attr, top, processes: &processes };
     let text = if json {
         let mut s = serde_json::to_string_pretty(&render::json(&input, &mut sym)).unwrap_or_default();
         s.push('\n');

@@ -13,6 +13,8 @@ pub struct Input<'a> {
     pub rec: &'a Recording,
     pub attr: &'a Attribution,
     pub top: usize,
+    /// Traced descendants of the process (fork children, programs it ran).
+    pub processes: &'a [crate::tree::Process],
 }
 
 fn kib(b: u64) -> String {
@@ -212,6 +214,13 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         }
     }
 
+    if !inp.processes.is_empty() {
+        let _ = writeln!(o, "\nChild processes (each has its own trace; `vmshim report` it)");
+        for p in inp.processes {
+            let _ = writeln!(o, "  {:<8} parent {:<8} {}  {}", p.pid, p.ppid, p.exe, p.trace.display());
+        }
+    }
+
     let dns = crate::dns::analyse(rec, sym);
     let _ = writeln!(o, "\nDNS: {}", dns.verdict);
     for l in &dns.lines {
@@ -290,5 +299,7 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         "events": {"recorded": rec.recorded, "dropped": rec.dropped, "torn": rec.torn,
                    "recording_ns": rec.recording_ns, "timed": rec.timed},
         "dns": crate::dns::analyse(rec, sym).json,
+        "processes": inp.processes.iter().map(|p| json!({"pid": p.pid, "ppid": p.ppid, "exe": p.exe,
+            "trace": p.trace.display().to_string()})).collect::<Vec<_>>(),
     })
 }

@@ -1,0 +1,63 @@
+//! Issue 6: process trees. Every child that loads the shim writes its own trace, and the
+//! report of the parent lists them with their parent links.
+
+use crate::common::*;
+use crate::under_vmshim::*;
+use serde_json::Value;
+
+fn true_path() -> String {
+    let p = std::fs::canonicalize("/usr/bin/true").expect("coreutils' true");
+    assert!(elf_interpreter(&p).is_some(), "a dynamically linked true");
+    p.to_string_lossy().into_owned()
+}
+
+fn processes(report: &Value) -> &Vec<Value> {
+    report["processes"].as_array().expect("processes")
+}
+
+#[test]
+fn fork_vfork_posix_spawn_and_system_children_are_traced_and_linked() {
+    let dir = TestDir::new("trees_spawner");
+    let t = true_path();
+    let out = run_with_timeout(&mut vmshim_run_cmd(&dir, &build_c("spawner"), &[&t]), TIMEOUT);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("done"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = load_report(&dir.join("report.json"));
+    let me = u(&report["process"]["pid"]);
+    let kids = processes(&report);
+    for how in ["fork", "vfork", "posix_spawn"] {
+        let pid: u64 =
+            stdout.lines().find_map(|l| l.strip_prefix(&format!("{how} "))).unwrap().parse().unwrap();
+        let p = kids
+            .iter()
+            .find(|p| u(&p["pid"]) == pid)
+            .unwrap_or_else(|| panic!("{how} child {pid}: {kids:#?}"));
+        assert_eq!(u(&p["ppid"]), me, "{how}");
+        let exe = p["exe"].as_str().unwrap();
+        if how == "fork" {
+            assert!(exe.contains("spawner"), "a fork child is the same program: {exe}");
+        } else {
+            assert_eq!(exe, t, "{how}");
+        }
+    }
+    // system() runs /bin/sh, which runs true: both in the tree under the program.
+    assert!(kids.iter().any(|p| p["exe"].as_str().unwrap().ends_with("sh") || p["exe"] == t.as_str()));
+    assert!(kids.len() >= 4, "{kids:#?}");
+}
+
+#[test]
+fn a_go_program_running_a_child_with_os_exec() {
+    let dir = TestDir::new("trees_go");
+    let t = true_path();
+    let out = run_with_timeout(&mut vmshim_run_cmd(&dir, &build_go("runchild", true, &[]), &[&t]), TIMEOUT);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let child: u64 = stdout.lines().find_map(|l| l.strip_prefix("child ")).unwrap().parse().unwrap();
+    let report = load_report(&dir.join("report.json"));
+    let p = processes(&report).iter().find(|p| u(&p["pid"]) == child).expect("the os/exec child");
+    assert_eq!((u(&p["ppid"]), p["exe"].as_str().unwrap()), (u(&report["process"]["pid"]), t.as_str()));
+}
