@@ -186,7 +186,8 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
     // The kernel merges an image's .bss with anonymous memory mapped right after it (the
     // loader's TLS block, say); an image's span ends at its last PT_LOAD, page-rounded.
     let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
-    let module_ends: Vec<u64> = sym.modules().iter().map(|m| m.hi.div_ceil(page) * page).collect();
+    let module_ends: Vec<u64> =
+        sym.modules().iter().map(|m| m.hi.div_ceil(page).saturating_mul(page)).collect();
     let brk_baseline = rec.calls.iter().find(|c| c.call == CallKind::BrkGrow && c.args[0] == 0);
     let mut out = Vec::new();
     for (ri, r) in final_regions.iter().enumerate() {
@@ -427,7 +428,7 @@ fn thread_stacks(rec: &Recording, regions: &[Region]) -> HashMap<usize, StackOwn
         );
         let guard = match t.guard_size {
             u64::MAX => page,
-            g => g.div_ceil(page) * page,
+            g => g.div_ceil(page).saturating_mul(page),
         };
         if guard > 0
             && i > 0

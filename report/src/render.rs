@@ -84,7 +84,7 @@ fn frame_line(sym: &Symbolizer, f: &Frame) -> String {
     let mut s = match (&f.function, sym.module_of(f.addr)) {
         (Some(name), _) => name.clone(),
         // Unnamed: the address as an offset into its file's address layout (what addr2line takes).
-        (None, Some(m)) => format!("{module}+{:#x}", f.addr - m.base),
+        (None, Some(m)) => format!("{module}+{:#x}", f.addr.wrapping_sub(m.base)),
         (None, None) => format!("{:#x}", f.addr),
     };
     if let (Some(file), Some(line)) = (&f.file, f.line) {

@@ -1,6 +1,8 @@
 //! Replaying recorded calls over the address space found at start: which recorded call made
 //! each byte that is still mapped, and how large the address space seen by the hooks grew.
 //!
+//! Every figure in a trace may be forged or damaged: arithmetic on them saturates.
+//!
 //! The result is an interval map from address ranges to the event that created them. mprotect
 //! changes permissions, not the cause; mremap moves a range's cause with it; munmap drops it.
 
@@ -107,7 +109,7 @@ pub struct Replay {
 pub const HEAP_MAX: u64 = 64 << 20;
 
 fn page_up(n: u64, page: u64) -> u64 {
-    n.div_ceil(page) * page
+    n.div_ceil(page).saturating_mul(page)
 }
 
 pub fn replay(rec: &Recording) -> Replay {
@@ -126,17 +128,17 @@ pub fn replay(rec: &Recording) -> Replay {
         match c.call {
             CallKind::Mmap => {
                 let len = page_up(c.args[1], page);
-                space.insert(c.result, c.result + len, Origin::Call(i));
+                space.insert(c.result, c.result.saturating_add(len), Origin::Call(i));
             }
-            CallKind::Munmap => space.remove(c.args[0], c.args[0] + page_up(c.args[1], page)),
+            CallKind::Munmap => space.remove(c.args[0], c.args[0].saturating_add(page_up(c.args[1], page))),
             CallKind::Mremap => {
                 let (old, old_len, new_len) = (c.args[0], page_up(c.args[1], page), page_up(c.args[2], page));
                 let origin = space.origin_at(old).unwrap_or(Origin::Call(i));
                 // MREMAP_DONTUNMAP (4) leaves the old range mapped.
                 if c.args[3] & 4 == 0 {
-                    space.remove(old, old + old_len);
+                    space.remove(old, old.saturating_add(old_len));
                 }
-                space.insert(c.result, c.result + new_len, origin);
+                space.insert(c.result, c.result.saturating_add(new_len), origin);
             }
             CallKind::Mprotect | CallKind::PthreadCreate => {}
             // The first thread seen on a heap made it (or a new arena now owns the base);
@@ -144,11 +146,13 @@ pub fn replay(rec: &Recording) -> Replay {
             CallKind::ArenaAttach => {
                 let (heap, arena) = (c.args[0], c.args[2]);
                 if heap != 0 && heaps.insert(heap, arena) != Some(arena) {
-                    space.insert(heap, heap + HEAP_MAX, Origin::Call(i));
+                    space.insert(heap, heap.saturating_add(HEAP_MAX), Origin::Call(i));
                 }
             }
-            CallKind::MallocLarge => space.insert(c.args[0], c.args[0] + c.args[1], Origin::Call(i)),
-            CallKind::FreeLarge => space.remove(c.args[0], c.args[0] + c.args[1]),
+            CallKind::MallocLarge => {
+                space.insert(c.args[0], c.args[0].saturating_add(c.args[1]), Origin::Call(i))
+            }
+            CallKind::FreeLarge => space.remove(c.args[0], c.args[0].saturating_add(c.args[1])),
             CallKind::BrkGrow if c.args[0] != 0 => {
                 space.insert(c.args[0], page_up(c.args[1], page), Origin::Call(i))
             }
