@@ -53,3 +53,14 @@ fn a_low_file_size_limit_drops_records_instead_of_killing_the_target() {
     let size = std::fs::metadata(&trace).unwrap().len();
     assert!(size <= 64 << 10, "the trace stayed within RLIMIT_FSIZE: {size} bytes");
 }
+
+#[test]
+fn a_sigsegv_handler_that_maps_memory_is_recorded_and_never_deadlocks() {
+    let n = 200;
+    let (_, trace) = run("segv", n);
+    let fixed = events_json(&trace)
+        .iter()
+        .filter(|e| e["kind"] == "mmap" && u(&e["args"]["flags"]) & 0x10 != 0 && e["own"] == false)
+        .count();
+    assert_eq!(fixed, n as usize, "one MAP_FIXED mmap per fault, each recorded from the handler");
+}

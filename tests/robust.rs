@@ -80,3 +80,93 @@ fn an_unwritable_trace_path_warns_once_and_the_target_runs() {
     assert_eq!(err.lines().filter(|l| l.starts_with("vmshim:")).count(), 1, "{err}");
     assert!(err.contains("/nonexistent-dir/t.trace") && err.contains("untraced"), "{err}");
 }
+
+#[test]
+fn forking_while_another_thread_is_inside_a_hook_leaves_both_traces_whole() {
+    let dir = TestDir::new("robust_forkstress");
+    let out = run_with_timeout(&mut vmshim_run_cmd(&dir, &build_c("forkstress"), &["20"]), TIMEOUT);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("done"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = load_report(&dir.join("report.json"));
+    assert_eq!((u(&report["events"]["torn"]), u(&report["events"]["dropped"])), (0, 0));
+    let kids = report["processes"].as_array().unwrap();
+    for line in stdout.lines().filter(|l| l.starts_with("child ")) {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let (pid, addr) = (w[1].parse::<u64>().unwrap(), parse_hex(w[2]));
+        let kid = kids.iter().find(|k| u(&k["pid"]) == pid).unwrap_or_else(|| panic!("child {pid}"));
+        let trace = std::path::PathBuf::from(kid["trace"].as_str().unwrap());
+        let trace = if trace.is_absolute() { trace } else { dir.path().join(trace) };
+        let events = events_json(&trace);
+        assert!(events.iter().any(|e| e["kind"] == "mmap" && u(&e["result"]) == addr), "child {pid}'s mmap");
+        assert!(events.iter().all(|e| e["tid"] == pid), "only the child's own records in its trace");
+    }
+}
+
+#[test]
+fn a_size_limit_drops_records_and_the_report_says_how_many() {
+    let dir = TestDir::new("robust_limit");
+    let out = run_with_timeout(
+        Command::new(build_c("hostile"))
+            .args(["chdir", "2000"])
+            .current_dir(dir.path())
+            .env("LD_PRELOAD", shim_lib())
+            .env("VMSHIM_OUT", dir.join("t.trace"))
+            .env("VMSHIM_SEGMENT_BYTES", "65536")
+            .env("VMSHIM_MAX_BYTES", "131072"),
+        TIMEOUT,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "calls 4000", "the target never notices");
+    let text = run_with_timeout(Command::new(vmshim_bin()).arg("report").arg(dir.join("t.trace")), TIMEOUT);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let dropped: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.trim().strip_prefix("events: ")?.split(", ").nth(1)?.strip_suffix(" dropped")?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    let recorded = events_json(&dir.join("t.trace")).iter().filter(|e| e["own"] == false).count() as u64;
+    assert!(dropped > 0);
+    assert!(recorded + dropped >= 4000, "{recorded} recorded + {dropped} dropped cover the 4,000 calls");
+    assert!(std::fs::metadata(dir.join("t.trace")).unwrap().len() <= 131072);
+}
+
+#[test]
+fn sigkill_at_random_points_of_a_stress_run_leaves_readable_traces() {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..4 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let delay_ms = 20 + rng % 200;
+        let dir = TestDir::new(&format!("robust_kill_{round}"));
+        let mut child = Command::new(build_c("stress"))
+            .args(["16", "100000"])
+            .current_dir(dir.path())
+            .env("LD_PRELOAD", shim_lib())
+            .env("VMSHIM_OUT", dir.join("t.trace"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let out = run_with_timeout(
+            Command::new(vmshim_bin()).args(["report", "--json"]).arg(dir.join("t.trace")),
+            TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "round {round} ({delay_ms} ms): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // At most one record per thread (16 workers, main, and the signal handler's) can have
+        // been in flight when the kill landed.
+        assert!(u(&r["events"]["torn"]) <= 18, "round {round}: {}", r["events"]);
+        assert!(u(&r["events"]["recorded"]) > 0);
+    }
+}
