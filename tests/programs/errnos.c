@@ -5,7 +5,11 @@
  * so a success that touched errno would show.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
+#include <malloc.h>
+#include <netdb.h>
+#include <stdlib.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/mman.h>
@@ -43,5 +47,42 @@ int main(void) {
     int rc = pthread_create(&t, NULL, nothing, NULL);
     printf("ok pthread_create = %d errno %d\n", rc, errno);
     pthread_join(t, NULL);
+
+    /* The malloc family: failures report through errno or the return value, as glibc does.
+     * (volatile: gcc refuses sizes it can prove too large.) */
+    volatile size_t huge = (size_t)-1 / 2;
+    SHOW("fail", "malloc huge", malloc(huge));
+    SHOW("fail", "calloc overflow", calloc(huge, 4));
+    SHOW("fail", "realloc huge", realloc(NULL, huge));
+    SHOW("fail", "memalign huge", memalign(64, huge));
+    SHOW("fail", "aligned_alloc huge", aligned_alloc(64, huge));
+    void *q = NULL;
+    errno = 77;
+    rc = posix_memalign(&q, 3, 64);
+    printf("fail posix_memalign bad alignment = %d errno %d\n", rc, errno);
+    errno = 77;
+    rc = posix_memalign(&q, 64, huge);
+    printf("fail posix_memalign huge = %d errno %d\n", rc, errno);
+    SHOW("ok", "malloc", q = malloc(100));
+    errno = 77;
+    free(q);
+    printf("ok free errno %d\n", errno);
+    SHOW("ok", "malloc large", q = malloc(1 << 20));
+    errno = 77;
+    free(q);
+    printf("ok free large errno %d\n", errno);
+
+    /* The resolver and the loader: the same codes, the same messages. */
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST}, *res = NULL;
+    errno = 77;
+    rc = getaddrinfo("not-a-number", NULL, &hints, &res);
+    printf("fail getaddrinfo numeric = %d errno %d\n", rc, errno);
+    errno = 77;
+    rc = getaddrinfo("127.0.0.1", "80", NULL, &res);
+    printf("ok getaddrinfo = %d errno %d\n", rc, errno);
+    if (rc == 0) freeaddrinfo(res);
+    errno = 77;
+    void *h = dlopen("/nonexistent/libnothing.so", RTLD_NOW);
+    printf("fail dlopen = %d errno %d error %s\n", h != NULL, errno, dlerror());
     return 0;
 }

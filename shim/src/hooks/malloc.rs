@@ -444,12 +444,11 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: size_t, si
     {
         return libc::EINVAL;
     }
-    let saved = sys::errno();
     // SAFETY: glibc's memalign, which posix_memalign wraps.
     let p = unsafe { __libc_memalign(align, size) };
     if p.is_null() {
-        // posix_memalign reports failure by its return value and leaves errno alone.
-        sys::set_errno(saved);
+        // Like glibc's, the failure is the return value; errno is what the failed allocation
+        // left (ENOMEM).
         return libc::ENOMEM;
     }
     // SAFETY: `out` is the caller's result slot.
