@@ -74,6 +74,10 @@ fn missing_cut_and_damaged_traces_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a vmshim trace"));
 
+    // The reader, in process: every cut at every byte offset of the real trace reads or errors.
+    for cut_at in 0..good.len().min(1 << 20) {
+        let _ = vmshim_trace::parse(&good[..cut_at]);
+    }
     // Every cut of the real trace gives a report or a clear error: never a crash.
     for cut_at in (0..good.len()).step_by(good.len() / 50 + 1) {
         std::fs::write(&cut, &good[..cut_at]).unwrap();

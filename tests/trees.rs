@@ -37,6 +37,7 @@ fn fork_vfork_posix_spawn_and_system_children_are_traced_and_linked() {
             .find(|p| u(&p["pid"]) == pid)
             .unwrap_or_else(|| panic!("{how} child {pid}: {kids:#?}"));
         assert_eq!(u(&p["ppid"]), me, "{how}");
+        assert!(u(&p["vsz_bytes"]) > 0 && u(&p["events"]) > 0, "{how}: its own trace replays: {p}");
         let exe = p["exe"].as_str().unwrap();
         if how == "fork" {
             assert!(exe.contains("spawner"), "a fork child is the same program: {exe}");

@@ -217,7 +217,16 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
     if !inp.processes.is_empty() {
         let _ = writeln!(o, "\nChild processes (each has its own trace; `vmshim report` it)");
         for p in inp.processes {
-            let _ = writeln!(o, "  {:<8} parent {:<8} {}  {}", p.pid, p.ppid, p.exe, p.trace.display());
+            let _ = writeln!(
+                o,
+                "  {:<8} parent {:<8} VSZ >= {:>10} KiB  {:>6} events  {}  {}",
+                p.pid,
+                p.ppid,
+                kib(p.vsz_bytes),
+                p.events,
+                p.exe,
+                p.trace.display()
+            );
         }
     }
 
@@ -300,6 +309,6 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
                    "recording_ns": rec.recording_ns, "timed": rec.timed},
         "dns": crate::dns::analyse(rec, sym).json,
         "processes": inp.processes.iter().map(|p| json!({"pid": p.pid, "ppid": p.ppid, "exe": p.exe,
-            "trace": p.trace.display().to_string()})).collect::<Vec<_>>(),
+            "trace": p.trace.display().to_string(), "vsz_bytes": p.vsz_bytes, "events": p.events})).collect::<Vec<_>>(),
     })
 }

@@ -14,6 +14,10 @@ pub struct Process {
     pub ppid: u32,
     pub exe: String,
     pub trace: PathBuf,
+    /// Its address space as its own trace replays it (without the kernel's final map, which
+    /// only the process `vmshim run` started gets): a lower bound.
+    pub vsz_bytes: u64,
+    pub events: u64,
 }
 
 /// The descendants of `pid` that left traces next to `trace`, parents before children. An
@@ -30,10 +34,12 @@ pub fn descendants(trace: &Path, pid: u32) -> Vec<Process> {
     paths.sort();
     for p in paths {
         let Ok(rec) = read::load(&p) else { continue };
-        let Some(s) = rec.start else { continue };
         // Later images of one pid (exec) replace earlier ones: a later file name sorts later
         // for TRACE.<n>; for vmshim.<pid>.trace there is only one per pid and image.
-        by_pid.insert(s.pid, Process { pid: s.pid, ppid: s.ppid, exe: s.exe, trace: p });
+        let vsz_bytes = crate::replay::replay(&rec).space.total();
+        let events = rec.recorded;
+        let Some(s) = rec.start else { continue };
+        by_pid.insert(s.pid, Process { pid: s.pid, ppid: s.ppid, exe: s.exe, trace: p, vsz_bytes, events });
     }
     let mut out = Vec::new();
     let mut frontier = vec![pid];
