@@ -122,9 +122,10 @@ pub fn gettid() -> u32 {
     sys!(libc::SYS_gettid) as u32
 }
 
-/// Reads `dst.len()` bytes of this process's memory at `addr` without faulting: an unmapped or
-/// unreadable address makes the kernel return an error instead of a SIGSEGV.
-pub fn read_own_memory(addr: usize, dst: &mut [u8]) -> bool {
+/// Reads this process's memory at `addr` into `dst` without faulting: an unmapped or unreadable
+/// address makes the kernel return an error instead of a SIGSEGV. Returns how many bytes were
+/// read: fewer than asked when the range runs into an unmapped page.
+pub fn read_own_memory_partial(addr: usize, dst: &mut [u8]) -> usize {
     let local = libc::iovec { iov_base: dst.as_mut_ptr().cast(), iov_len: dst.len() };
     let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: dst.len() };
     let pid = crate::writer::own_pid();
@@ -137,9 +138,8 @@ pub fn read_own_memory(addr: usize, dst: &mut [u8]) -> bool {
         1,
         0
     );
-    n == dst.len() as isize
+    n.max(0) as usize
 }
-
 /// Monotonic nanoseconds (vDSO, no system call, no errno change on success).
 pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)

@@ -9,6 +9,7 @@
 //! left out, so `frames[0]` is the return address into the hook's caller.
 
 use core::ffi::{c_int, c_void};
+use core::ptr::null_mut;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 const URC_NO_REASON: c_int = 0;
@@ -24,6 +25,15 @@ unsafe extern "C" {
     fn _Unwind_GetIP(ctx: *mut c_void) -> usize;
     fn _Unwind_GetGR(ctx: *mut c_void, reg: c_int) -> usize;
     fn _Unwind_GetCFA(ctx: *mut c_void) -> usize;
+    fn _Unwind_Find_FDE(pc: *mut c_void, bases: *mut DwarfBases) -> *const c_void;
+}
+
+/// libgcc's `struct dwarf_eh_bases`, filled by _Unwind_Find_FDE.
+#[repr(C)]
+struct DwarfBases {
+    tbase: *mut c_void,
+    dbase: *mut c_void,
+    func: *mut c_void,
 }
 
 /// Absolute address range of the shim's own code, set once at start.
@@ -70,35 +80,63 @@ extern "C" fn on_frame(ctx: *mut c_void, arg: *mut c_void) -> c_int {
     if w.n == w.frames.len() { URC_END_OF_STACK } else { URC_NO_REASON }
 }
 
+/// Bounds-checked reads of this process's memory for one stack walk. Each miss copies up to a
+/// page-sized window starting at the address with one `process_vm_readv` (a short read stops at
+/// the first unmapped page); frames that follow in the same window cost nothing. The window
+/// lives only for one capture: the stacks being walked belong to the running thread and cannot
+/// be unmapped under it meanwhile.
+struct SafeReader {
+    base: usize,
+    len: usize,
+    buf: [u8; 4096],
+}
+
+impl SafeReader {
+    fn new() -> SafeReader {
+        SafeReader { base: 0, len: 0, buf: [0; 4096] }
+    }
+
+    /// The two words at `addr`, or None if they are not mapped readable.
+    fn pair(&mut self, addr: usize) -> Option<(usize, usize)> {
+        let end = addr.checked_add(16)?;
+        if !(addr >= self.base && end <= self.base + self.len) {
+            let n = crate::syscall::read_own_memory_partial(addr, &mut self.buf);
+            if n < 16 {
+                self.len = 0;
+                return None;
+            }
+            (self.base, self.len) = (addr, n);
+        }
+        let at = addr - self.base;
+        let word = |i: usize| usize::from_le_bytes(self.buf[i..i + 8].try_into().unwrap_or_default());
+        Some((word(at), word(at + 8)))
+    }
+}
+
 /// Whether `fp` looks like a frame pointer: it points at a stack, not into a loaded image (a
 /// register used for data often holds an image address), and its saved return address lies in
 /// a loaded image's code.
-fn plausible_frame(fp: usize) -> bool {
-    let mut pair = [0u8; 16];
+fn plausible_frame(mem: &mut SafeReader, fp: usize) -> bool {
     fp != 0
         && fp.is_multiple_of(8)
         && !crate::modules::in_image(fp as u64)
-        && crate::syscall::read_own_memory(fp, &mut pair)
-        && crate::modules::in_text(u64::from_le_bytes(pair[8..].try_into().unwrap_or_default()))
+        && mem.pair(fp).is_some_and(|(_, ret)| crate::modules::in_text(ret as u64))
 }
 
 /// A frame without unwind information that used the frame-pointer register for itself (a cgo
 /// C wrapper compiled with -O2 and linked without .eh_frame, as Go's internal linker does)
 /// leaves no chain to follow; it did save the caller's frame pointer in its own small frame.
 /// Looks at the first words above `sp` for a value that is a plausible frame pointer.
-fn scan_for_frame_pointer(sp: usize) -> usize {
+fn scan_for_frame_pointer(mem: &mut SafeReader, sp: usize) -> usize {
     if sp == 0 {
         return 0;
     }
-    let mut words = [0u8; 32 * 8];
-    if !crate::syscall::read_own_memory(sp, &mut words) {
-        return 0;
+    let mut words = [0usize; 32];
+    for i in (0..words.len()).step_by(2) {
+        let Some((a, b)) = mem.pair(sp + i * 8) else { break };
+        (words[i], words[i + 1]) = (a, b);
     }
-    words
-        .chunks(8)
-        .map(|w| usize::from_le_bytes(w.try_into().unwrap_or_default()))
-        .find(|&v| plausible_frame(v))
-        .unwrap_or(0)
+    words.into_iter().find(|&v| plausible_frame(mem, v)).unwrap_or(0)
 }
 
 /// Fills `frames` with return addresses, innermost first; returns how many.
@@ -114,24 +152,28 @@ pub fn capture(frames: &mut [u64]) -> usize {
     if n == 0 || n == frames.len() {
         return n;
     }
-    // DWARF stopped: either at the true root (_start and clone3 zero the frame pointer) or at a
-    // frame without unwind information. Follow the frame-pointer chain from there.
+    // DWARF stopped. A last frame with unwind information is the true root (_start, clone3:
+    // their CFI ends the stack): nothing to continue. Only a frame without any (Go code) goes
+    // on by frame pointers.
+    let mut bases = DwarfBases { tbase: null_mut(), dbase: null_mut(), func: null_mut() };
+    let last = frames[n - 1] as usize;
+    // SAFETY: _Unwind_Find_FDE only looks the address up; `bases` is a valid out-parameter.
+    // The address is a return address, so its call instruction lies at `last - 1`.
+    if !unsafe { _Unwind_Find_FDE((last - 1) as *mut c_void, &mut bases) }.is_null() {
+        return n;
+    }
+    let mut mem = SafeReader::new();
     let mut fp = w.last_fp;
-    if !plausible_frame(fp) {
-        fp = scan_for_frame_pointer(w.cfa);
+    if !plausible_frame(&mut mem, fp) {
+        fp = scan_for_frame_pointer(&mut mem, w.cfa);
     }
     let mut backwards = 0;
     while n < frames.len() && fp != 0 && fp.is_multiple_of(8) {
-        let mut pair = [0u8; 16];
-        if !crate::syscall::read_own_memory(fp, &mut pair) {
-            break;
-        }
-        let next = usize::from_le_bytes(pair[..8].try_into().unwrap_or_default());
-        let ret = u64::from_le_bytes(pair[8..].try_into().unwrap_or_default());
+        let Some((next, ret)) = mem.pair(fp) else { break };
         if ret < 4096 {
             break;
         }
-        frames[n] = ret;
+        frames[n] = ret as u64;
         n += 1;
         // Stacks grow down, so callers' frames sit higher; a jump down is a stack switch (Go's
         // g0 and goroutine stacks). Allow a few, never a loop.
