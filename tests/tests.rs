@@ -14,3 +14,4 @@ mod robust;
 mod traces;
 mod trees;
 mod under_vmshim;
+mod views;

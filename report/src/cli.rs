@@ -10,7 +10,9 @@ Examples:
   vmshim run --json --report r.json -- ./ex6
   LD_PRELOAD=/path/to/libvmshim.so ./ex6   record only; then:
   vmshim report vmshim.1234.trace          where the address space came from
-  vmshim events vmshim.1234.trace --json   every recorded call, one per line";
+  vmshim events vmshim.1234.trace --json   every recorded call, one per line
+  vmshim report T --folded | flamegraph.pl > vsz.svg
+  vmshim diff a.trace b.trace              e.g. ex6 against MALLOC_ARENA_MAX=2 ex6";
 
 #[derive(Parser)]
 #[command(name = "vmshim", version, about = "Explains where a process's virtual memory came from", after_help = EXAMPLES)]
@@ -27,6 +29,8 @@ pub enum Command {
     Report(ReportArgs),
     /// Print every recorded event in order, strace-like (or JSON lines).
     Events(EventsArgs),
+    /// What changed between two traces: by category, by call stack, threads and arenas.
+    Diff(DiffArgs),
 }
 
 #[derive(clap::Args)]
@@ -54,6 +58,21 @@ pub struct ReportArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// How many call stacks to show.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Print folded stacks weighted by reserved bytes (`category;frames...;call bytes`), for
+    /// flamegraph.pl, inferno or speedscope.
+    #[arg(long, conflicts_with = "json")]
+    pub folded: bool,
+}
+
+#[derive(clap::Args)]
+pub struct DiffArgs {
+    /// The trace to compare from.
+    pub a: PathBuf,
+    /// The trace to compare to.
+    pub b: PathBuf,
     /// How many call stacks to show.
     #[arg(long, default_value_t = 10)]
     pub top: usize,

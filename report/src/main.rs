@@ -38,7 +38,9 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Run(a) => run(a),
+        cli::Command::Report(a) if a.folded => folded(&a.trace).map(|()| 0),
         cli::Command::Report(a) => report(&a.trace, a.json, a.top, None).map(|()| 0),
+        cli::Command::Diff(a) => diff(&a).map(|()| 0),
         cli::Command::Events(a) => events(&a.trace, a.json).map(|()| 0),
     };
     match result {
@@ -50,12 +52,36 @@ fn main() -> ExitCode {
     }
 }
 
-/// Builds the report of a trace and writes it to `dest` (stdout when `None`).
-fn report(trace: &Path, json: bool, top: usize, dest: Option<Dest>) -> Result<(), Failure> {
+/// A trace read, replayed and attributed.
+struct Analysis {
+    rec: read::Recording,
+    attr: attribute::Attribution,
+    sym: symbolize::Symbolizer,
+}
+
+fn analyse(trace: &Path) -> Result<Analysis, Failure> {
     let rec = read::load(trace)?;
     let replay = replay::replay(&rec);
     let mut sym = symbolize::Symbolizer::new(attribute::modules(&rec));
     let attr = attribute::attribute(&rec, &replay, &mut sym);
+    Ok(Analysis { rec, attr, sym })
+}
+
+fn folded(trace: &Path) -> Result<(), Failure> {
+    let mut a = analyse(trace)?;
+    write_out(Dest::Stdout, render::folded(&a.attr, &mut a.sym).as_bytes())
+}
+
+fn diff(args: &cli::DiffArgs) -> Result<(), Failure> {
+    let mut a = analyse(&args.a)?;
+    let mut b = analyse(&args.b)?;
+    let text = render::diff((&a.rec, &a.attr, &mut a.sym), (&b.rec, &b.attr, &mut b.sym), args.top);
+    write_out(Dest::Stdout, text.as_bytes())
+}
+
+/// Builds the report of a trace and writes it to `dest` (stdout when `None`).
+fn report(trace: &Path, json: bool, top: usize, dest: Option<Dest>) -> Result<(), Failure> {
+    let Analysis { rec, attr, mut sym } = analyse(trace)?;
     let pid = rec.start.as_ref().map_or(0, |s| s.pid);
     let processes = tree::descendants(trace, pid);
     let input = render::Input { rec: &rec, attr: &attr, top, processes: &processes };

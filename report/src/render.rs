@@ -312,3 +312,96 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
             "trace": p.trace.display().to_string(), "vsz_bytes": p.vsz_bytes, "events": p.events})).collect::<Vec<_>>(),
     })
 }
+
+/// The frames of a stack as folded-stack text: outermost first, `;`-separated, without the
+/// separators the format reserves.
+fn folded_frames(sym: &mut Symbolizer, stack: &[u64]) -> Vec<String> {
+    let mut names: Vec<String> = frames(sym, stack)
+        .iter()
+        .map(|f| match &f.function {
+            Some(n) => n.replace([';', ' '], "_"),
+            None => format!("{:#x}", f.addr),
+        })
+        .collect();
+    names.reverse();
+    names
+}
+
+/// Folded stacks weighted by reserved bytes: `category;outer;...;inner;call bytes`. Regions
+/// with no stack count under their category alone, so the total is the VSZ.
+pub fn folded(attr: &Attribution, sym: &mut Symbolizer) -> String {
+    let mut weights: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for r in &attr.regions {
+        let mut key = vec![r.category.name().to_string()];
+        if !r.stack.is_empty() {
+            key.extend(folded_frames(sym, &r.stack));
+            key.push(format!("{}()", r.cause));
+        }
+        *weights.entry(key.join(";")).or_insert(0) += r.size();
+    }
+    weights.into_iter().map(|(k, v)| format!("{k} {v}\n")).collect()
+}
+
+/// What changed from trace `a` to trace `b`.
+pub fn diff(
+    (ra, aa, sa): (&Recording, &Attribution, &mut Symbolizer),
+    (rb, ab, sb): (&Recording, &Attribution, &mut Symbolizer),
+    top: usize,
+) -> String {
+    let mut o = String::new();
+    let name = |r: &Recording| {
+        r.start.as_ref().map_or(String::new(), |s| format!("pid {} {}", s.pid, s.argv.join(" ")))
+    };
+    let signed = |d: i64| format!("{}{}", if d < 0 { "-" } else { "+" }, kib(d.unsigned_abs()));
+    let _ = writeln!(o, "a: {}\nb: {}", name(ra), name(rb));
+    let (va, vb) = (aa.final_bytes, ab.final_bytes);
+    let _ = writeln!(o, "VSZ {} KiB -> {} KiB ({} KiB)", kib(va), kib(vb), signed(vb as i64 - va as i64));
+    let _ = writeln!(
+        o,
+        "threads {} -> {}, malloc arenas {} -> {}",
+        aa.threads.len(),
+        ab.threads.len(),
+        aa.arenas.iter().filter(|x| x.id.is_some()).count(),
+        ab.arenas.iter().filter(|x| x.id.is_some()).count()
+    );
+    let _ = writeln!(o, "\nBy category                 a KiB         b KiB        change");
+    for c in Category::ALL {
+        let (x, y) = (aa.bytes_of(c).0, ab.bytes_of(c).0);
+        if x != 0 || y != 0 {
+            let _ = writeln!(
+                o,
+                "  {:<14} {:>13} {:>13} {:>13}",
+                c.name(),
+                kib(x),
+                kib(y),
+                signed(y as i64 - x as i64)
+            );
+        }
+    }
+    // Stacks compared by their symbolized frames (addresses differ between runs).
+    let by_stack = |attr: &Attribution, sym: &mut Symbolizer| {
+        let mut m: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        for g in top_stacks(attr) {
+            let key =
+                format!("{} {}() {}", g.category.name(), g.cause, folded_frames(sym, &g.stack).join(";"));
+            *m.entry(key).or_insert(0) += g.bytes;
+        }
+        m
+    };
+    let (ma, mb) = (by_stack(aa, sa), by_stack(ab, sb));
+    let mut changes: Vec<(i64, &String)> = ma
+        .keys()
+        .chain(mb.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|k| (*mb.get(k).unwrap_or(&0) as i64 - *ma.get(k).unwrap_or(&0) as i64, k))
+        .filter(|(d, _)| *d != 0)
+        .collect();
+    changes.sort_by_key(|(d, k)| (std::cmp::Reverse(d.unsigned_abs()), (*k).clone()));
+    let _ = writeln!(o, "\nCall stacks that changed most (KiB)");
+    for (d, k) in changes.into_iter().take(top) {
+        let (head, frames) = k.split_once(' ').map_or((k.as_str(), ""), |(h, f)| (h, f));
+        let _ = writeln!(o, "  {:>12}  {head} {frames}", signed(d));
+    }
+    o
+}

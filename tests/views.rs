@@ -1,0 +1,66 @@
+//! Other views of a trace (issue 7, first part): folded stacks and the diff of two runs.
+
+use crate::common::*;
+use crate::under_vmshim::*;
+use std::process::Command;
+
+fn arena_bytes_in_proc(run: &Run) -> u64 {
+    run.smaps
+        .iter()
+        .filter(|(m, f)| m.path.is_empty() && f.iter().any(|f| f == "nr"))
+        .map(|(m, _)| m.len())
+        .sum()
+}
+
+#[test]
+fn folded_stacks_weigh_the_whole_address_space() {
+    let dir = TestDir::new("views_folded");
+    let run = run_handshake(&dir, &build_c("threads"), &["--malloc", "2"]);
+    let out =
+        run_with_timeout(Command::new(vmshim_bin()).args(["report", "--folded"]).arg(&run.trace), TIMEOUT);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut total = 0;
+    for line in text.lines() {
+        let (stack, bytes) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        total += bytes.parse::<u64>().unwrap();
+        assert!(!stack.contains(' '), "frames carry no spaces: {line}");
+    }
+    assert_eq!(total, vsz_bytes(&run.maps), "the folded weights add up to /proc's VSZ");
+    let arena_lines: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("malloc_arena;"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(arena_lines, arena_bytes_in_proc(&run));
+}
+
+#[test]
+fn diff_shows_what_malloc_arena_max_saves() {
+    let prog = build_c("threads");
+    let args = ["--malloc", "4"];
+    let dir_a = TestDir::new("views_diff_a");
+    let a = run_handshake(&dir_a, &prog, &args);
+    let dir_b = TestDir::new("views_diff_b");
+    let b = finish_handshake(&dir_b, {
+        let mut cmd = vmshim_run_cmd(&dir_b, &prog, &args);
+        cmd.env("MALLOC_ARENA_MAX", "1");
+        Handshake::start(&mut cmd, TIMEOUT)
+    });
+    let out = run_with_timeout(Command::new(vmshim_bin()).arg("diff").arg(&a.trace).arg(&b.trace), TIMEOUT);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("malloc_arena "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let change = line.split_whitespace().last().unwrap().replace(',', "");
+    let want = arena_bytes_in_proc(&b) as i64 - arena_bytes_in_proc(&a) as i64;
+    assert_eq!(change.parse::<i64>().unwrap() * 1024, want, "{line}");
+    let heaps: std::collections::BTreeSet<u64> = a
+        .smaps
+        .iter()
+        .filter(|(m, f)| m.path.is_empty() && f.iter().any(|f| f == "nr"))
+        .map(|(m, _)| m.start & !((64 << 20) - 1))
+        .collect();
+    assert!(text.contains(&format!("malloc arenas {} -> 0", heaps.len())), "{text}");
+}
