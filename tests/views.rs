@@ -64,3 +64,27 @@ fn diff_shows_what_malloc_arena_max_saves() {
         .collect();
     assert!(text.contains(&format!("malloc arenas {} -> 0", heaps.len())), "{text}");
 }
+
+#[test]
+fn the_arena_advice_is_what_malloc_arena_max_2_really_does() {
+    let prog = build_c("threads");
+    let args = ["--malloc", "4"];
+    let dir_a = TestDir::new("views_advice_a");
+    let a = run_handshake(&dir_a, &prog, &args);
+    let advice = a.report["advice"].as_array().unwrap();
+    let arena = advice
+        .iter()
+        .find(|x| x["text"].as_str().unwrap().starts_with("MALLOC_ARENA_MAX=2"))
+        .expect("arena advice");
+    let dir_b = TestDir::new("views_advice_b");
+    let b = finish_handshake(&dir_b, {
+        let mut cmd = vmshim_run_cmd(&dir_b, &prog, &args);
+        cmd.env("MALLOC_ARENA_MAX", "2");
+        Handshake::start(&mut cmd, TIMEOUT)
+    });
+    assert_eq!(
+        u(&arena["saves_bytes"]),
+        arena_bytes_in_proc(&a) - arena_bytes_in_proc(&b),
+        "the predicted saving is what /proc shows under MALLOC_ARENA_MAX=2: {arena}"
+    );
+}

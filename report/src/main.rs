@@ -8,6 +8,7 @@
 // Only `launch` (fork, ptrace, waitpid) may use unsafe; it says why at its top.
 #![deny(unsafe_code)]
 
+mod advice;
 mod attribute;
 mod cli;
 mod dns;

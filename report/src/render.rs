@@ -230,6 +230,14 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         }
     }
 
+    let advice = crate::advice::advise(attr);
+    if !advice.is_empty() {
+        let _ = writeln!(o, "\nWhat would change it");
+        for a in &advice {
+            let _ = writeln!(o, "  - {}\n      how: {}", a.text, a.how);
+        }
+    }
+
     let dns = crate::dns::analyse(rec, sym);
     let _ = writeln!(o, "\nDNS: {}", dns.verdict);
     for l in &dns.lines {
@@ -308,6 +316,7 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         "events": {"recorded": rec.recorded, "dropped": rec.dropped, "torn": rec.torn,
                    "recording_ns": rec.recording_ns, "timed": rec.timed},
         "dns": crate::dns::analyse(rec, sym).json,
+        "advice": crate::advice::advise(attr).iter().map(|a| json!({"text": a.text, "saves_bytes": a.saves_bytes, "how": a.how})).collect::<Vec<_>>(),
         "processes": inp.processes.iter().map(|p| json!({"pid": p.pid, "ppid": p.ppid, "exe": p.exe,
             "trace": p.trace.display().to_string(), "vsz_bytes": p.vsz_bytes, "events": p.events})).collect::<Vec<_>>(),
     })
