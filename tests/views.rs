@@ -88,3 +88,44 @@ fn the_arena_advice_is_what_malloc_arena_max_2_really_does() {
         "the predicted saving is what /proc shows under MALLOC_ARENA_MAX=2: {arena}"
     );
 }
+
+#[test]
+fn go_tool_pprof_reads_the_profile_and_its_totals_match() {
+    let dir = TestDir::new("views_pprof");
+    let run = run_handshake_settled(&dir, &build_go("ex6", true, &[]), &[], &[]);
+    let profile = dir.join("ex6.pb.gz");
+    let out = run_with_timeout(
+        Command::new(vmshim_bin()).arg("report").arg(&run.trace).arg("--pprof").arg(&profile),
+        TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let raw = run_with_timeout(Command::new("go").args(["tool", "pprof", "-raw"]).arg(&profile), TIMEOUT);
+    let text = String::from_utf8_lossy(&raw.stdout).into_owned();
+    assert!(
+        raw.status.success() && text.contains("reserved/bytes regions/count"),
+        "{text}{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    // Sample lines: "<reserved> <regions>: <location ids>".
+    let (mut bytes, mut regions) = (0u64, 0u64);
+    for l in text.lines() {
+        let Some((values, _)) = l.split_once(':') else { continue };
+        let v: Vec<u64> = values.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        if let [b, n] = v.as_slice() {
+            bytes += b;
+            regions += n;
+        }
+    }
+    assert_eq!(bytes, vsz_bytes(&run.maps), "pprof's reserved bytes add up to /proc's VSZ");
+    assert_eq!(regions as usize, regions_count(&run.report));
+    let top = run_with_timeout(
+        Command::new("go").args(["tool", "pprof", "-top", "-sample_index=reserved"]).arg(&profile),
+        TIMEOUT,
+    );
+    let top = String::from_utf8_lossy(&top.stdout);
+    assert!(top.contains("x_cgo_mmap") && top.contains("threadentry"), "{top}");
+}
+
+fn regions_count(report: &serde_json::Value) -> usize {
+    regions(report).len()
+}

@@ -12,6 +12,7 @@ Examples:
   vmshim report vmshim.1234.trace          where the address space came from
   vmshim events vmshim.1234.trace --json   every recorded call, one per line
   vmshim report T --folded | flamegraph.pl > vsz.svg
+  vmshim report T --pprof vsz.pb.gz && go tool pprof -top vsz.pb.gz
   vmshim diff a.trace b.trace              e.g. ex6 against MALLOC_ARENA_MAX=2 ex6";
 
 #[derive(Parser)]
@@ -65,6 +66,10 @@ pub struct ReportArgs {
     /// flamegraph.pl, inferno or speedscope.
     #[arg(long, conflicts_with = "json")]
     pub folded: bool,
+    /// Write a gzipped pprof profile (reserved bytes and regions by call stack, labelled by
+    /// category and thread) to FILE, for `go tool pprof`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["json", "folded"])]
+    pub pprof: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]

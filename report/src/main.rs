@@ -15,6 +15,7 @@ mod dns;
 mod events;
 mod launch;
 mod maps;
+mod pprof;
 mod read;
 mod render;
 mod replay;
@@ -40,6 +41,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run(a) => run(a),
         cli::Command::Report(a) if a.folded => folded(&a.trace).map(|()| 0),
+        cli::Command::Report(a) if a.pprof.is_some() => {
+            pprof_file(&a.trace, a.pprof.as_deref().unwrap_or(Path::new(""))).map(|()| 0)
+        }
         cli::Command::Report(a) => report(&a.trace, a.json, a.top, None).map(|()| 0),
         cli::Command::Diff(a) => diff(&a).map(|()| 0),
         cli::Command::Events(a) => events(&a.trace, a.json).map(|()| 0),
@@ -71,6 +75,14 @@ fn analyse(trace: &Path) -> Result<Analysis, Failure> {
 fn folded(trace: &Path) -> Result<(), Failure> {
     let mut a = analyse(trace)?;
     write_out(Dest::Stdout, render::folded(&a.attr, &mut a.sym).as_bytes())
+}
+
+fn pprof_file(trace: &Path, dest: &Path) -> Result<(), Failure> {
+    let mut a = analyse(trace)?;
+    let mut f = std::fs::File::create(dest)
+        .map_err(|e| Failure(1, format!("cannot create {}: {e}", dest.display())))?;
+    pprof::write(&a.attr, &mut a.sym, &mut f)
+        .map_err(|e| Failure(1, format!("cannot write {}: {e}", dest.display())))
 }
 
 fn diff(args: &cli::DiffArgs) -> Result<(), Failure> {
