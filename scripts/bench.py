@@ -19,6 +19,29 @@ def build(tmp):
     return exe, os.path.join(ROOT, "target", "release", "libvmshim.so")
 
 
+def build_http(tmp):
+    env = dict(os.environ, GO111MODULE="off", GOFLAGS="")
+    server, client = os.path.join(tmp, "server"), os.path.join(tmp, "client")
+    subprocess.run(["go", "build", "-o", server, os.path.join(ROOT, "bench", "server.go")], env=dict(env, CGO_ENABLED="1"), check=True)
+    subprocess.run(["go", "build", "-o", client, os.path.join(ROOT, "bench", "client.go")], env=dict(env, CGO_ENABLED="0"), check=True)
+    return server, client
+
+
+def http_rps(server, client, env, requests, tmp):
+    """Starts the server (under `env`), loads it from the client, returns requests/s."""
+    srv = subprocess.Popen([server], env=env, cwd=tmp, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = srv.stdout.readline().split()[1]
+        out = subprocess.run([client, port, str(requests), "8"], capture_output=True, text=True, check=True)
+        return float(out.stdout.strip())
+    finally:
+        srv.stdin.close()
+        srv.wait(timeout=30)
+        for f in os.listdir(tmp):
+            if f.startswith("vmshim."):
+                os.remove(os.path.join(tmp, f))
+
+
 def timed(cmd, env, tmp):
     out = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, check=True)
     for f in os.listdir(tmp):
@@ -62,6 +85,16 @@ def main():
                 base = statistics.median(times["bare" if frac == 1 else "bare/20"])
                 cells.append(f"{m:9.4f}s" + (f" {m / base:6.2f}x" if not name.startswith("bare") else " " * 8))
             print(f"{title:<40}" + "".join(f"{c:>24}" for c in cells), flush=True)
+        if shutil.which("go"):
+            server, client = build_http(tmp)
+            requests = 20000 // scale
+            rps = {"bare": [], "vmshim": []}
+            for _ in range(args.rounds):
+                rps["bare"].append(http_rps(server, client, bare_env, requests, tmp))
+                rps["vmshim"].append(http_rps(server, client, shim_env, requests, tmp))
+            b, v = statistics.median(rps["bare"]), statistics.median(rps["vmshim"])
+            title = f"ex1-style server, {requests} requests (req/s)"
+            print(f"{title:<40}{b:>15.0f} req/s{v:>15.0f} req/s {v / b:5.2f}x", flush=True)
 
 
 if __name__ == "__main__":

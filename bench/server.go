@@ -1,0 +1,29 @@
+// server.go: the ex1 shape (a cgo net/http server on 127.0.0.1) kept serving for a load test.
+// Prints "port N" and serves until its stdin closes.
+package main
+
+// #include <stdlib.h>
+import "C"
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+)
+
+func main() {
+	_ = C.abs(1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from the bench server\n")
+	})
+	go http.Serve(ln, nil)
+	fmt.Printf("port %d\n", ln.Addr().(*net.TCPAddr).Port)
+	io.Copy(io.Discard, os.Stdin)
+}
