@@ -170,3 +170,39 @@ fn sigkill_at_random_points_of_a_stress_run_leaves_readable_traces() {
         assert!(u(&r["events"]["recorded"]) > 0);
     }
 }
+
+#[test]
+fn naming_mappings_in_the_kernel_names_them_or_warns_once() {
+    // VMSHIM_NAME_MAPPINGS=1: where the kernel has CONFIG_ANON_VMA_NAME the mappings the shim
+    // attributes show as [anon:vmshim ...]; where it refuses (this machine's kernel does), one
+    // warning and nothing else changes.
+    let dir = TestDir::new("robust_names");
+    let prog = build_c("bigalloc");
+    let args = ["2", "2", &(64 * page_size() + 100).to_string()];
+    let h = Handshake::start(
+        Command::new(&prog)
+            .args(args)
+            .current_dir(dir.path())
+            .env("LD_PRELOAD", shim_lib())
+            .env("VMSHIM_OUT", dir.join("t.trace"))
+            .env("VMSHIM_NAME_MAPPINGS", "1"),
+        TIMEOUT,
+    );
+    let named = read_maps(h.pid()).iter().filter(|m| m.path.starts_with("[anon:vmshim ")).count();
+    let kept = h.lines().iter().filter(|l| l.starts_with("kept ")).count();
+    let out = h.finish();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let warnings = err.lines().filter(|l| l.contains("PR_SET_VMA_ANON_NAME")).count();
+    if warnings == 0 {
+        assert!(named >= kept, "{named} named mappings for {kept} kept large blocks");
+    } else {
+        assert_eq!((warnings, named), (1, 0), "{err}");
+    }
+    assert_eq!(kept, 2, "the program ran as without vmshim");
+    let report = run_with_timeout(
+        Command::new(vmshim_bin()).args(["report", "--json"]).arg(dir.join("t.trace")),
+        TIMEOUT,
+    );
+    assert!(report.status.success());
+}

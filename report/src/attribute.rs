@@ -435,7 +435,7 @@ fn thread_stacks(rec: &Recording, regions: &[Region]) -> HashMap<usize, StackOwn
             && regions[i - 1].end == regions[i].start
             && regions[i - 1].size() == guard
             && regions[i - 1].perms.starts_with("---")
-            && regions[i - 1].path.is_empty()
+            && regions[i - 1].is_anonymous()
         {
             out.insert(
                 i - 1,
@@ -451,7 +451,7 @@ fn thread_stacks(rec: &Recording, regions: &[Region]) -> HashMap<usize, StackOwn
     // the shim loaded) still carry MAP_STACK's VmFlags mark `nh` (kernel >= 6.7).
     for (i, r) in regions.iter().enumerate() {
         if !out.contains_key(&i)
-            && r.path.is_empty()
+            && r.is_anonymous()
             && r.perms.starts_with("rw")
             && r.has_flag("nh")
             && !r.has_flag("nr")

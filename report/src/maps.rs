@@ -21,6 +21,10 @@ impl Region {
     pub fn size(&self) -> u64 {
         self.end - self.start
     }
+    /// Anonymous memory: no path, or a name given with PR_SET_VMA_ANON_NAME (`[anon:...]`).
+    pub fn is_anonymous(&self) -> bool {
+        self.path.is_empty() || self.path.starts_with("[anon:")
+    }
     /// A file-backed region (a path that is not a `[pseudo]` name).
     pub fn is_file(&self) -> bool {
         self.path.starts_with('/')

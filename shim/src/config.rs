@@ -13,12 +13,17 @@ pub const VARS: &[(&str, &str)] = &[
         "how much of the trace file is mapped at a time (default 4 MiB, a power of two >= 64 KiB)",
     ),
     ("VMSHIM_DEPTH", "most frames recorded per stack (default 64, at most 128)"),
+    (
+        "VMSHIM_NAME_MAPPINGS",
+        "1: name each anonymous mapping the shim attributes in the kernel's own view (PR_SET_VMA_ANON_NAME), so pmap and /proc/PID/maps show [anon:vmshim ...]",
+    ),
 ];
 
 pub struct Config {
     pub max_bytes: u64,
     pub segment_bytes: u64,
     pub depth: usize,
+    pub name_mappings: bool,
 }
 
 unsafe extern "C" {
@@ -63,5 +68,6 @@ pub fn load() -> Config {
         max_bytes: num("VMSHIM_MAX_BYTES").unwrap_or(1 << 30).max(segment_bytes),
         segment_bytes,
         depth: num("VMSHIM_DEPTH").map_or(64, |d| d.clamp(1, vmshim_trace::MAX_FRAMES as u64) as usize),
+        name_mappings: getenv("VMSHIM_NAME_MAPPINGS") == Some(b"1"),
     }
 }

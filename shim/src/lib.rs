@@ -29,6 +29,7 @@ pub mod config;
 pub mod guard;
 pub mod hooks;
 pub mod modules;
+pub mod names;
 pub mod real;
 pub mod record;
 pub mod startup;
@@ -55,6 +56,7 @@ pub fn ensure_started() {
     }
     let cfg = config::load();
     DEPTH.store(cfg.depth, Relaxed);
+    names::enable(cfg.name_mappings);
     if writer::open(&cfg) {
         startup::record_all();
     }

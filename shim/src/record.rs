@@ -39,6 +39,9 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
     } else {
         // Unwound after the call in this order; encoded below.
         let ret = op();
+        if call == CallKind::Mmap && args[3] & libc::MAP_ANONYMOUS as u64 != 0 && sys::split(ret).1 == 0 {
+            crate::names::name(ret as u64, args[1], "mmap", sys::gettid());
+        }
         let t0 = sys::monotonic_ns();
         let n = unwind::capture(&mut frames[..depth]);
         let (at, mut enc) = encode_call(&mut buf, call, 0, args, &frames[..n]);
@@ -111,6 +114,13 @@ pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
     crate::ensure_started();
     if !writer::is_ready() {
         return;
+    }
+    match call {
+        CallKind::ArenaAttach if args[0] != 0 => {
+            crate::names::name(args[0], crate::arena::HEAP_MAX as u64, "arena", sys::gettid())
+        }
+        CallKind::MallocLarge => crate::names::name(args[0], args[1], "malloc", sys::gettid()),
+        _ => {}
     }
     let t0 = sys::monotonic_ns();
     let mut frames = [0u64; MAX_FRAMES];
