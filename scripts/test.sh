@@ -11,12 +11,14 @@
 #   gcc         the C target programs, and cgo
 #   libc6-dbg   glibc's separate debug symbols: the report names glibc internals
 #               (alloc_new_heap, allocate_stack) from /usr/lib/debug/.build-id/
+#   chromium    renders the HTML report headless (tests/views.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v go >/dev/null || missing+=(golang-go)
 command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+command -v chromium >/dev/null || missing+=(chromium)
 if command -v dpkg-query >/dev/null &&
   [[ "$(dpkg-query -W -f='${Status}' libc6-dbg 2>/dev/null)" != "install ok installed" ]]; then
   missing+=(libc6-dbg)

@@ -129,3 +129,59 @@ fn go_tool_pprof_reads_the_profile_and_its_totals_match() {
 fn regions_count(report: &serde_json::Value) -> usize {
     regions(report).len()
 }
+
+#[test]
+fn the_html_page_renders_in_chromium_and_shows_the_categories_of_ex6() {
+    let dir = TestDir::new("views_html");
+    let run = run_handshake_settled(&dir, &build_go("ex6", true, &[]), &[], &[]);
+    let page = dir.join("ex6.html");
+    let out = run_with_timeout(
+        Command::new(vmshim_bin()).arg("report").arg(&run.trace).arg("--html").arg(&page),
+        TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        !html.contains("<script") && !html.contains("src=\"http"),
+        "self-contained: no script, no external asset"
+    );
+    let chromium = |extra: &[&str]| {
+        let mut c = Command::new("chromium");
+        c.args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            .args([
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--enable-logging=stderr",
+                "--v=0",
+            ])
+            .arg(format!("--user-data-dir={}", dir.join("chromium-profile").display()))
+            .args(extra)
+            .arg(format!("file://{}", page.display()));
+        run_with_timeout(&mut c, TIMEOUT)
+    };
+    let dom = chromium(&["--dump-dom"]);
+    let dom_text = String::from_utf8_lossy(&dom.stdout).into_owned();
+    let log = String::from_utf8_lossy(&dom.stderr).into_owned();
+    assert!(dom.status.success(), "chromium: {log}");
+    assert!(!log.contains("Uncaught") && !log.contains(":CONSOLE("), "console errors: {log}");
+    // Every category of the JSON report is on the page with its bytes, in the table and in the
+    // map (the rects of a category add up to its bytes).
+    for c in run.report["categories"].as_array().unwrap() {
+        let (name, bytes) = (c["category"].as_str().unwrap(), u(&c["bytes"]));
+        assert!(dom_text.contains(&format!(r#"data-category="{name}" data-bytes="{bytes}""#)), "{name} row");
+        let in_map: u64 = dom_text
+            .split("<rect ")
+            .skip(1)
+            .filter(|r| r.contains(&format!(r#"data-category="{name}""#)))
+            .filter_map(|r| r.split("data-bytes=\"").nth(1)?.split('"').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(in_map, bytes, "the map's {name} blocks add up to the report's");
+    }
+    let shot = dir.join("ex6.png");
+    let s = chromium(&["--window-size=1200,2200", &format!("--screenshot={}", shot.display())]);
+    assert!(
+        s.status.success() && std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false),
+        "a screenshot"
+    );
+}

@@ -13,6 +13,7 @@ Examples:
   vmshim events vmshim.1234.trace --json   every recorded call, one per line
   vmshim report T --folded | flamegraph.pl > vsz.svg
   vmshim report T --pprof vsz.pb.gz && go tool pprof -top vsz.pb.gz
+  vmshim run --html ex6.html -- ./ex6      a page to open in a browser
   vmshim diff a.trace b.trace              e.g. ex6 against MALLOC_ARENA_MAX=2 ex6";
 
 #[derive(Parser)]
@@ -45,6 +46,9 @@ pub struct RunArgs {
     /// Write the report to FILE instead of stderr.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Also write a self-contained HTML page of the report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// How many call stacks to show.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
@@ -66,6 +70,9 @@ pub struct ReportArgs {
     /// flamegraph.pl, inferno or speedscope.
     #[arg(long, conflicts_with = "json")]
     pub folded: bool,
+    /// Also write a self-contained HTML page (map, tables, flame graph, timeline) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Write a gzipped pprof profile (reserved bytes and regions by call stack, labelled by
     /// category and thread) to FILE, for `go tool pprof`.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["json", "folded"])]

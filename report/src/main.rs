@@ -13,6 +13,7 @@ mod attribute;
 mod cli;
 mod dns;
 mod events;
+mod html;
 mod launch;
 mod maps;
 mod pprof;
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
         cli::Command::Report(a) if a.pprof.is_some() => {
             pprof_file(&a.trace, a.pprof.as_deref().unwrap_or(Path::new(""))).map(|()| 0)
         }
-        cli::Command::Report(a) => report(&a.trace, a.json, a.top, None).map(|()| 0),
+        cli::Command::Report(a) => report(&a.trace, a.json, a.top, None, a.html.as_deref()).map(|()| 0),
         cli::Command::Diff(a) => diff(&a).map(|()| 0),
         cli::Command::Events(a) => events(&a.trace, a.json).map(|()| 0),
     };
@@ -62,6 +63,8 @@ struct Analysis {
     rec: read::Recording,
     attr: attribute::Attribution,
     sym: symbolize::Symbolizer,
+    /// VSZ over time as the hooks saw it.
+    series: Vec<(u64, u64)>,
 }
 
 fn analyse(trace: &Path) -> Result<Analysis, Failure> {
@@ -69,7 +72,7 @@ fn analyse(trace: &Path) -> Result<Analysis, Failure> {
     let replay = replay::replay(&rec);
     let mut sym = symbolize::Symbolizer::new(attribute::modules(&rec));
     let attr = attribute::attribute(&rec, &replay, &mut sym);
-    Ok(Analysis { rec, attr, sym })
+    Ok(Analysis { rec, attr, sym, series: replay.series })
 }
 
 fn folded(trace: &Path) -> Result<(), Failure> {
@@ -92,12 +95,24 @@ fn diff(args: &cli::DiffArgs) -> Result<(), Failure> {
     write_out(Dest::Stdout, text.as_bytes())
 }
 
-/// Builds the report of a trace and writes it to `dest` (stdout when `None`).
-fn report(trace: &Path, json: bool, top: usize, dest: Option<Dest>) -> Result<(), Failure> {
-    let Analysis { rec, attr, mut sym } = analyse(trace)?;
+/// Builds the report of a trace and writes it to `dest` (stdout when `None`), and the HTML page
+/// to `html` when asked.
+fn report(
+    trace: &Path,
+    json: bool,
+    top: usize,
+    dest: Option<Dest>,
+    html: Option<&Path>,
+) -> Result<(), Failure> {
+    let Analysis { rec, attr, mut sym, series } = analyse(trace)?;
     let pid = rec.start.as_ref().map_or(0, |s| s.pid);
     let processes = tree::descendants(trace, pid);
     let input = render::Input { rec: &rec, attr: &attr, top, processes: &processes };
+    if let Some(path) = html {
+        let page = html::page(&input, &series, &mut sym);
+        std::fs::write(path, page)
+            .map_err(|e| Failure(1, format!("cannot write {}: {e}", path.display())))?;
+    }
     let text = if json {
         let mut s = serde_json::to_string_pretty(&render::json(&input, &mut sym)).unwrap_or_default();
         s.push('\n');
@@ -217,6 +232,6 @@ fn run(a: cli::RunArgs) -> Result<u8, Failure> {
         Some(p) => Dest::File(p),
         None => Dest::Stderr,
     };
-    report(&trace, a.json, a.top, Some(dest))?;
+    report(&trace, a.json, a.top, Some(dest), a.html.as_deref())?;
     Ok(outcome.exit_code.clamp(0, 255) as u8)
 }

@@ -103,6 +103,8 @@ pub struct Replay {
     pub space: Space,
     /// The largest total the recorded calls reached (initial snapshot included).
     pub peak: u64,
+    /// (time_ns, total) after each recorded call that changed the total.
+    pub series: Vec<(u64, u64)>,
 }
 
 /// A non-main malloc arena heap's reservation on 64-bit glibc (HEAP_MAX_SIZE).
@@ -119,6 +121,7 @@ pub fn replay(rec: &Recording) -> Replay {
         space.insert(r.start, r.end, Origin::Initial(i));
     }
     let mut peak = space.total();
+    let mut series = vec![(rec.start.as_ref().map_or(0, |s| s.mono_ns), peak)];
     // Arena heaps already placed, by base: the arena that owns each.
     let mut heaps: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     for (i, c) in rec.calls.iter().enumerate() {
@@ -162,8 +165,11 @@ pub fn replay(rec: &Recording) -> Replay {
         if c.flags & CALL_FLAG_OWN == 0 || c.call == CallKind::Mmap {
             peak = peak.max(space.total());
         }
+        if series.last().is_none_or(|&(_, t)| t != space.total()) {
+            series.push((c.time_ns, space.total()));
+        }
     }
-    Replay { space, peak }
+    Replay { space, peak, series }
 }
 
 #[cfg(test)]

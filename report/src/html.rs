@@ -1,0 +1,338 @@
+//! `--html FILE`: one self-contained page (no network, no script, no external asset) that shows
+//! the address space at a glance: the map drawn to scale by address (large gaps collapsed and
+//! marked), regions coloured by category with their thread, size, permissions and call stack on
+//! hover (SVG `<title>`), the category, thread and arena tables, a flame graph of reserved bytes
+//! by call stack, VSZ over time with the peak marked, the DNS verdict and the advice.
+
+use crate::attribute::{Attribution, Category};
+use crate::read::Recording;
+use crate::render::Input;
+use crate::symbolize::Symbolizer;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// A gap between two mappings larger than this starts a new row of the map.
+const GAP: u64 = 1 << 30;
+const WIDTH: f64 = 1100.0;
+
+fn color(c: Category) -> &'static str {
+    match c {
+        Category::ThreadStack => "#4e79a7",
+        Category::MallocArena => "#f28e2b",
+        Category::MallocLarge => "#ffbe7d",
+        Category::GoRuntime => "#59a14f",
+        Category::AnonMmap => "#8cd17d",
+        Category::Library => "#b6992d",
+        Category::FileMmap => "#f1ce63",
+        Category::BrkHeap => "#e15759",
+        Category::MainStack => "#79706e",
+        Category::Kernel => "#bab0ac",
+        Category::Vmshim => "#d37295",
+        Category::Unattributed => "#000000",
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn size(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", U[i]) }
+}
+
+fn frame_names(sym: &mut Symbolizer, stack: &[u64]) -> Vec<String> {
+    stack
+        .iter()
+        .flat_map(|&a| sym.symbolize(a, true))
+        .map(|f| f.function.unwrap_or_else(|| format!("{:#x}", f.addr)))
+        .collect()
+}
+
+/// The address-space map: one row per run of mappings, to scale within the row.
+fn map_svg(attr: &Attribution, sym: &mut Symbolizer) -> String {
+    let mut rows: Vec<Vec<usize>> = Vec::new();
+    let mut last_end = 0;
+    for (i, r) in attr.regions.iter().enumerate() {
+        if rows.is_empty() || r.start.saturating_sub(last_end) > GAP {
+            rows.push(Vec::new());
+        }
+        if let Some(row) = rows.last_mut() {
+            row.push(i);
+        }
+        last_end = r.end;
+    }
+    let row_h = 34.0;
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        r#"<svg class="map" width="{}" height="{}" xmlns="http://www.w3.org/2000/svg">"#,
+        WIDTH + 10.0,
+        rows.len() as f64 * row_h + 10.0
+    );
+    for (ri, row) in rows.iter().enumerate() {
+        let (lo, hi) = (attr.regions[row[0]].start, attr.regions[row[row.len() - 1]].end);
+        let span = (hi - lo).max(1) as f64;
+        let y = ri as f64 * row_h;
+        let mapped: u64 = row.iter().map(|&i| attr.regions[i].size()).sum();
+        let _ = write!(
+            o,
+            r#"<text x="0" y="{}" class="lbl">{:#x} – {:#x}: {} mapped in {} of address range{}</text>"#,
+            y + 11.0,
+            lo,
+            hi,
+            size(mapped),
+            size(hi - lo),
+            if ri + 1 < rows.len() { " · then a gap (collapsed)" } else { "" }
+        );
+        for &i in row {
+            let r = &attr.regions[i];
+            let x = (r.start - lo) as f64 / span * WIDTH;
+            let w = ((r.size() as f64 / span) * WIDTH).max(0.5);
+            let stack = frame_names(sym, &r.stack);
+            let tip = format!(
+                "{:#x}-{:#x} {} {}\n{} · {}{}{}{}",
+                r.start,
+                r.end,
+                r.perms,
+                size(r.size()),
+                r.category.name(),
+                r.cause,
+                r.tid.map_or(String::new(), |t| format!(" · thread {t}")),
+                if r.path.is_empty() { String::new() } else { format!("\n{}", r.path) },
+                stack.iter().take(12).fold(String::new(), |acc, f| acc + "\n  " + f)
+            );
+            let _ = write!(
+                o,
+                r#"<rect x="{x:.2}" y="{}" width="{w:.2}" height="18" fill="{}" data-category="{}" data-bytes="{}"><title>{}</title></rect>"#,
+                y + 14.0,
+                color(r.category),
+                r.category.name(),
+                r.size(),
+                esc(&tip)
+            );
+        }
+    }
+    o.push_str("</svg>");
+    o
+}
+
+/// A node of the flame graph: bytes and children by frame name.
+#[derive(Default)]
+struct Node {
+    bytes: u64,
+    children: BTreeMap<String, Node>,
+}
+
+fn flame_svg(attr: &Attribution, sym: &mut Symbolizer) -> String {
+    let mut root = Node::default();
+    for r in &attr.regions {
+        let mut path = vec![r.category.name().to_string()];
+        if !r.stack.is_empty() {
+            let mut frames = frame_names(sym, &r.stack);
+            frames.reverse();
+            path.extend(frames);
+            path.push(format!("{}()", r.cause));
+        }
+        let mut node = &mut root;
+        node.bytes += r.size();
+        for p in path {
+            node = node.children.entry(p).or_default();
+            node.bytes += r.size();
+        }
+    }
+    fn depth(n: &Node) -> usize {
+        1 + n.children.values().map(depth).max().unwrap_or(0)
+    }
+    let h = 17.0;
+    let levels = depth(&root);
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        r#"<svg class="flame" width="{}" height="{}" xmlns="http://www.w3.org/2000/svg">"#,
+        WIDTH + 10.0,
+        levels as f64 * h
+    );
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a recursive drawing helper; a struct would only rename them"
+    )]
+    fn draw(o: &mut String, n: &Node, name: &str, x: f64, level: usize, scale: f64, h: f64, total: u64) {
+        let w = n.bytes as f64 * scale;
+        if w < 0.5 {
+            return;
+        }
+        let y = level as f64 * h;
+        let hue = 20 + (name.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32)) % 40);
+        let _ = write!(
+            o,
+            r#"<g><rect x="{x:.2}" y="{y}" width="{w:.2}" height="{}" fill="hsl({hue},80%,60%)"><title>{} — {} ({:.1}%)</title></rect>"#,
+            h - 1.0,
+            esc(name),
+            size(n.bytes),
+            n.bytes as f64 * 100.0 / total.max(1) as f64
+        );
+        if w > 40.0 {
+            let chars = (w / 7.0) as usize;
+            let label: String = name.chars().take(chars).collect();
+            let _ =
+                write!(o, r#"<text x="{:.2}" y="{}" class="fl">{}</text>"#, x + 3.0, y + 12.0, esc(&label));
+        }
+        o.push_str("</g>");
+        let mut cx = x;
+        for (child, c) in &n.children {
+            draw(o, c, child, cx, level + 1, scale, h, total);
+            cx += c.bytes as f64 * scale;
+        }
+    }
+    let scale = WIDTH / root.bytes.max(1) as f64;
+    draw(&mut o, &root, "all", 0.0, 0, scale, h, root.bytes);
+    o.push_str("</svg>");
+    o
+}
+
+fn timeline_svg(series: &[(u64, u64)], peak_extra: u64) -> String {
+    if series.len() < 2 {
+        return "<p>Not enough recorded calls to draw VSZ over time.</p>".into();
+    }
+    let (t0, t1) = (series[0].0, series[series.len() - 1].0.max(series[0].0 + 1));
+    let max = series.iter().map(|s| s.1).max().unwrap_or(1).max(1);
+    let (w, h) = (WIDTH, 160.0);
+    let pts: Vec<String> = series
+        .iter()
+        .map(|&(t, v)| {
+            format!(
+                "{:.1},{:.1}",
+                (t - t0) as f64 / (t1 - t0) as f64 * w,
+                h - v as f64 / max as f64 * (h - 10.0)
+            )
+        })
+        .collect();
+    let (pt, pv) = series.iter().copied().max_by_key(|s| s.1).unwrap_or((t0, 0));
+    let px = (pt - t0) as f64 / (t1 - t0) as f64 * w;
+    format!(
+        r##"<svg class="time" width="{}" height="{}" xmlns="http://www.w3.org/2000/svg"><polyline fill="none" stroke="#4e79a7" stroke-width="2" points="{}"/><circle cx="{px:.1}" cy="{:.1}" r="4" fill="#e15759"><title>peak: {} seen by the hooks (+{} made inside glibc at exit)</title></circle><text x="{:.1}" y="12" class="lbl">peak {}</text><text x="0" y="{}" class="lbl">0 ms</text><text x="{}" y="{}" class="lbl" text-anchor="end">{:.1} ms</text></svg>"##,
+        w + 10.0,
+        h + 16.0,
+        pts.join(" "),
+        h - pv as f64 / max as f64 * (h - 10.0),
+        size(pv),
+        size(peak_extra),
+        (px + 6.0).min(w - 120.0),
+        size(pv),
+        h + 14.0,
+        w,
+        h + 14.0,
+        (t1 - t0) as f64 / 1e6
+    )
+}
+
+pub fn page(inp: &Input, series: &[(u64, u64)], sym: &mut Symbolizer) -> String {
+    let (rec, attr): (&Recording, &Attribution) = (inp.rec, inp.attr);
+    let s = rec.start.as_ref();
+    let title =
+        s.map_or("vmshim report".to_string(), |s| format!("vmshim: pid {} {}", s.pid, s.argv.join(" ")));
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{}</title><style>
+body{{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1160px}}
+h1{{font-size:20px}} h2{{font-size:16px;margin-top:28px}}
+table{{border-collapse:collapse}} td,th{{padding:2px 10px;text-align:right;border-bottom:1px solid #eee}}
+td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width:12px;height:12px;margin-right:6px;vertical-align:-1px}}
+.lbl{{font:11px monospace;fill:#444}} .fl{{font:11px monospace;fill:#111;pointer-events:none}}
+.note{{color:#555}} code{{background:#f4f4f4;padding:1px 4px}} pre{{background:#f8f8f8;padding:8px;overflow:auto}}
+</style></head><body>"#,
+        esc(&title)
+    );
+    let exit = rec.exit.as_ref().map_or("unknown".to_string(), |e| e.how.clone());
+    let un = attr.bytes_of(Category::Unattributed).0;
+    let _ = write!(o, "<h1>{}</h1><p>{} · VSZ <b>{}</b>", esc(&title), esc(&exit), size(attr.final_bytes));
+    if let Some(r) = attr.rss_bytes {
+        let _ = write!(o, " · RSS {}", size(r));
+    }
+    let _ = write!(o, " · {} threads · peak VSZ {}", attr.threads.len(), size(attr.peak_bytes));
+    match attr.kernel_final_bytes {
+        Some(k) => {
+            let _ = write!(
+                o,
+                "<br>The kernel's map at exit: {}; vmshim explains {} ({:.1}%).</p>",
+                size(k),
+                size(k.saturating_sub(un)),
+                k.saturating_sub(un) as f64 * 100.0 / k.max(1) as f64
+            );
+        }
+        None => o.push_str("<br>The kernel's map at exit was not captured; the map below is replayed from the recorded calls.</p>"),
+    }
+    o.push_str("<p class=note>Virtual size (VSZ) is address space <i>reserved</i>; most of it is never touched and costs no memory. Each coloured block below is one mapping, drawn to scale; hover for its thread, size, permissions and the call stack that made it.</p>");
+
+    o.push_str("<h2>By category</h2><table id=categories><tr><th>category</th><th>size</th><th>% of VSZ</th><th>regions</th></tr>");
+    for c in Category::ALL {
+        let (b, n) = attr.bytes_of(c);
+        if n > 0 {
+            let _ = write!(
+                o,
+                r#"<tr data-category="{}" data-bytes="{b}"><td><span class=sw style="background:{}"></span>{}</td><td>{}</td><td>{:.1}%</td><td>{n}</td></tr>"#,
+                c.name(),
+                color(c),
+                c.name(),
+                size(b),
+                b as f64 * 100.0 / attr.final_bytes.max(1) as f64
+            );
+        }
+    }
+    o.push_str("</table>");
+
+    o.push_str("<h2>The address space</h2>");
+    o.push_str(&map_svg(attr, sym));
+
+    o.push_str("<h2>Reserved bytes by call stack</h2><p class=note>An icicle graph: each bar is as wide as the bytes reserved through it; below &ldquo;all&rdquo; come the categories, then the call stacks from their outermost frame down to the libc call that reserved the memory.</p>");
+    o.push_str(&flame_svg(attr, sym));
+
+    o.push_str("<h2>VSZ over time (as the hooks saw it)</h2>");
+    o.push_str(&timeline_svg(series, attr.final_bytes.saturating_sub(series.last().map_or(0, |s| s.1))));
+
+    o.push_str("<h2>By thread</h2><table><tr><th>tid</th><th>name</th><th>creator</th><th>stack</th><th>arenas</th><th>reserved</th></tr>");
+    for t in &attr.threads {
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            t.tid,
+            esc(t.name.as_deref().unwrap_or("-")),
+            t.creator_tid.map_or("-".into(), |c| c.to_string()),
+            size(t.stack_bytes),
+            size(t.arena_bytes),
+            size(t.reserved_bytes)
+        );
+    }
+    o.push_str("</table>");
+
+    let advice = crate::advice::advise(attr);
+    if !advice.is_empty() {
+        o.push_str("<h2>What would change it</h2><ul>");
+        for a in &advice {
+            let _ = write!(o, "<li>{}<br><span class=note>how: {}</span></li>", esc(&a.text), esc(&a.how));
+        }
+        o.push_str("</ul>");
+    }
+    let dns = crate::dns::analyse(rec, sym);
+    let _ = write!(o, "<h2>DNS</h2><p>{}</p>", esc(&dns.verdict));
+    if !dns.lines.is_empty() {
+        let _ = write!(o, "<pre>{}</pre>", esc(&dns.lines.join("\n")));
+    }
+    if un > 0 {
+        o.push_str("<h2>Unattributed</h2><pre>");
+        for r in attr.regions.iter().filter(|r| r.category == Category::Unattributed) {
+            let _ = writeln!(o, "{:#x}-{:#x} {} {}", r.start, r.end, r.perms, size(r.size()));
+        }
+        o.push_str("</pre>");
+    }
+    o.push_str("</body></html>\n");
+    o
+}
