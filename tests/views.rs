@@ -185,3 +185,31 @@ fn the_html_page_renders_in_chromium_and_shows_the_categories_of_ex6() {
         "a screenshot"
     );
 }
+
+#[test]
+fn ex6_diff_and_advice_with_and_without_malloc_arena_max() {
+    let prog = build_go("ex6", true, &[]);
+    let dir_a = TestDir::new("views_ex6_a");
+    let a = run_handshake_settled(&dir_a, &prog, &[], &[]);
+    let dir_b = TestDir::new("views_ex6_b");
+    let b = run_handshake_settled(&dir_b, &prog, &[], &[("MALLOC_ARENA_MAX", "2")]);
+    let (arena_a, arena_b) = (arena_bytes_in_proc(&a), arena_bytes_in_proc(&b));
+    assert!(arena_a > arena_b, "{arena_a} vs {arena_b}");
+    // The advice on the first run predicts the second.
+    let advice = a.report["advice"].as_array().unwrap();
+    let arena = advice
+        .iter()
+        .find(|x| x["text"].as_str().unwrap().starts_with("MALLOC_ARENA_MAX=2"))
+        .expect("arena advice");
+    assert_eq!(u(&arena["saves_bytes"]), arena_a - arena_b, "{arena}");
+    // The diff shows the same change, and the call stack it came from.
+    let out = run_with_timeout(Command::new(vmshim_bin()).arg("diff").arg(&a.trace).arg(&b.trace), TIMEOUT);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("malloc_arena "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let change: i64 = line.split_whitespace().last().unwrap().replace(',', "").parse().unwrap();
+    assert_eq!(change * 1024, arena_b as i64 - arena_a as i64, "{line}");
+    assert!(text.contains("malloc_arena free() clone3;start_thread;threadentry"), "{text}");
+}
