@@ -213,3 +213,39 @@ fn ex6_diff_and_advice_with_and_without_malloc_arena_max() {
     assert_eq!(change * 1024, arena_b as i64 - arena_a as i64, "{line}");
     assert!(text.contains("malloc_arena free() clone3;start_thread;threadentry"), "{text}");
 }
+
+#[test]
+fn text_sizes_are_exact_with_bytes_and_uncoloured_in_a_pipe() {
+    let dir = TestDir::new("views_bytes");
+    let run = run_handshake(&dir, &build_c("threads"), &["1"]);
+    let out =
+        run_with_timeout(Command::new(vmshim_bin()).args(["report", "--bytes"]).arg(&run.trace), TIMEOUT);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!text.contains('\x1b'), "no colour codes in a pipe");
+    let vsz = vsz_bytes(&run.maps).to_string();
+    let grouped: String = vsz
+        .chars()
+        .rev()
+        .enumerate()
+        .fold(String::new(), |mut acc, (i, c)| {
+            if i > 0 && i % 3 == 0 {
+                acc.push(',');
+            }
+            acc.push(c);
+            acc
+        })
+        .chars()
+        .rev()
+        .collect();
+    assert!(text.contains(&format!("VSZ {grouped} B")), "{grouped}\n{text}");
+    // `| head` closes the pipe early: vmshim ends quietly.
+    let piped = run_with_timeout(
+        Command::new("sh").arg("-c").arg(format!(
+            "{} events {} | head -1",
+            vmshim_bin().display(),
+            run.trace.display()
+        )),
+        TIMEOUT,
+    );
+    assert!(piped.status.success() && String::from_utf8_lossy(&piped.stderr).is_empty(), "{piped:?}");
+}

@@ -19,6 +19,12 @@ Examples:
 #[derive(Parser)]
 #[command(name = "vmshim", version, about = "Explains where a process's virtual memory came from", after_help = EXAMPLES)]
 pub struct Cli {
+    /// Exact sizes in bytes instead of KiB in text reports.
+    #[arg(long, global = true)]
+    pub bytes: bool,
+    /// No colour, even on a terminal (also: the NO_COLOR environment variable).
+    #[arg(long, global = true)]
+    pub no_color: bool,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -39,6 +39,9 @@ impl From<read::ReadError> for Failure {
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    render::EXACT_BYTES.store(cli.bytes, std::sync::atomic::Ordering::Relaxed);
+    NO_COLOR
+        .store(cli.no_color || std::env::var_os("NO_COLOR").is_some(), std::sync::atomic::Ordering::Relaxed);
     let result = match cli.command {
         cli::Command::Run(a) => run(a),
         cli::Command::Report(a) if a.folded => folded(&a.trace).map(|()| 0),
@@ -118,9 +121,37 @@ fn report(
         s.push('\n');
         s
     } else {
-        render::text(&input, &mut sym)
+        use std::io::IsTerminal;
+        let tty = match &dest {
+            None | Some(Dest::Stdout) => std::io::stdout().is_terminal(),
+            Some(Dest::Stderr) => std::io::stderr().is_terminal(),
+            Some(Dest::File(_)) => false,
+        };
+        decorate(render::text(&input, &mut sym), tty)
     };
     write_out(dest.unwrap_or(Dest::Stdout), text.as_bytes())
+}
+
+/// `--no-color` or NO_COLOR: plain text even on a terminal.
+static NO_COLOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Section headings in bold, when the text goes to a terminal and colour is not switched off.
+fn decorate(text: String, to_terminal: bool) -> String {
+    if !to_terminal || NO_COLOR.load(std::sync::atomic::Ordering::Relaxed) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut prev_blank = true;
+    for line in text.lines() {
+        if prev_blank && !line.is_empty() && !line.starts_with(' ') {
+            out.push_str(&format!("\x1b[1m{line}\x1b[0m\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+        prev_blank = line.is_empty();
+    }
+    out
 }
 
 enum Dest {

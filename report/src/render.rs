@@ -17,8 +17,21 @@ pub struct Input<'a> {
     pub processes: &'a [crate::tree::Process],
 }
 
+/// `--bytes`: exact byte counts instead of KiB in the text report.
+pub static EXACT_BYTES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn exact() -> bool {
+    EXACT_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The unit `kib` prints in.
+fn unit() -> &'static str {
+    if exact() { "B" } else { "KiB" }
+}
+
+/// A size in the text report's unit (KiB, or bytes with `--bytes`), digits grouped.
 fn kib(b: u64) -> String {
-    let k = b / 1024;
+    let k = if exact() { b } else { b / 1024 };
     let s = k.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -106,15 +119,16 @@ fn process_line(rec: &Recording) -> (u32, String, String) {
 }
 
 pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
+    let u = unit();
     let (rec, attr) = (inp.rec, inp.attr);
     let mut o = String::new();
     let (pid, cmd, exit) = process_line(rec);
     let vsz = attr.final_bytes;
     let _ = writeln!(o, "vmshim: pid {pid}  {cmd}  ({exit})");
-    let rss = attr.rss_bytes.map_or("unknown".to_string(), |r| format!("{} KiB", kib(r)));
+    let rss = attr.rss_bytes.map_or("unknown".to_string(), |r| format!("{} {u}", kib(r)));
     let _ = writeln!(
         o,
-        "  VSZ {} KiB   RSS {}   threads {}   peak VSZ {} KiB",
+        "  VSZ {} {u}   RSS {}   threads {}   peak VSZ {} {u}",
         kib(vsz),
         rss,
         attr.threads.len(),
@@ -125,7 +139,7 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         Some(k) => {
             let _ = writeln!(
                 o,
-                "  kernel VSZ at exit {} KiB; vmshim accounts for {} KiB ({:.1}%)",
+                "  kernel VSZ at exit {} {u}; vmshim accounts for {} {u} ({:.1}%)",
                 kib(k),
                 kib(k.saturating_sub(unattributed)),
                 pct(k.saturating_sub(unattributed), k)
@@ -149,7 +163,7 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         );
     }
 
-    let _ = writeln!(o, "\nBy category              KiB       %  regions");
+    let _ = writeln!(o, "\nBy category              {u}       %  regions");
     for c in Category::ALL {
         let (b, n) = attr.bytes_of(c);
         if n > 0 {
@@ -159,7 +173,7 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
 
     let _ = writeln!(
         o,
-        "\nBy thread      name             creator   stack KiB   arena KiB  reserved KiB  arenas used"
+        "\nBy thread      name             creator   stack {u}   arena {u}  reserved {u}  arenas used"
     );
     for t in &attr.threads {
         let _ = writeln!(
@@ -180,7 +194,7 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         for a in &attr.arenas {
             let users: Vec<String> = a.tids.iter().map(u32::to_string).collect();
             let size = if a.id.is_some() {
-                format!("{} heap(s), {} KiB reserved", a.heaps, kib(a.bytes))
+                format!("{} heap(s), {} {u} reserved", a.heaps, kib(a.bytes))
             } else {
                 "the brk heap (see brk_heap)".to_string()
             };
@@ -200,7 +214,7 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         let tids: Vec<String> = g.tids.iter().map(u32::to_string).collect();
         let _ = writeln!(
             o,
-            "  #{} {} {} KiB ({:.1}%) in {} region(s), thread {}",
+            "  #{} {} {} {u} ({:.1}%) in {} region(s), thread {}",
             n + 1,
             g.category.name(),
             kib(g.bytes),
@@ -219,7 +233,7 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         for p in inp.processes {
             let _ = writeln!(
                 o,
-                "  {:<8} parent {:<8} VSZ >= {:>10} KiB  {:>6} events  {}  {}",
+                "  {:<8} parent {:<8} VSZ >= {:>10} {u}  {:>6} events  {}  {}",
                 p.pid,
                 p.ppid,
                 kib(p.vsz_bytes),
@@ -248,13 +262,13 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
     if !un.is_empty() {
         let _ = writeln!(
             o,
-            "\nUnattributed regions ({} KiB, {:.2}% of VSZ)",
+            "\nUnattributed regions ({} {u}, {:.2}% of VSZ)",
             kib(unattributed),
             pct(unattributed, vsz)
         );
         for r in un {
             let _ =
-                writeln!(o, "  {:#x}-{:#x} {} {:>10} KiB {}", r.start, r.end, r.perms, kib(r.size()), r.path);
+                writeln!(o, "  {:#x}-{:#x} {} {:>10} {u} {}", r.start, r.end, r.perms, kib(r.size()), r.path);
         }
     }
     o
@@ -357,6 +371,7 @@ pub fn diff(
     (rb, ab, sb): (&Recording, &Attribution, &mut Symbolizer),
     top: usize,
 ) -> String {
+    let u = unit();
     let mut o = String::new();
     let name = |r: &Recording| {
         r.start.as_ref().map_or(String::new(), |s| format!("pid {} {}", s.pid, s.argv.join(" ")))
@@ -364,7 +379,7 @@ pub fn diff(
     let signed = |d: i64| format!("{}{}", if d < 0 { "-" } else { "+" }, kib(d.unsigned_abs()));
     let _ = writeln!(o, "a: {}\nb: {}", name(ra), name(rb));
     let (va, vb) = (aa.final_bytes, ab.final_bytes);
-    let _ = writeln!(o, "VSZ {} KiB -> {} KiB ({} KiB)", kib(va), kib(vb), signed(vb as i64 - va as i64));
+    let _ = writeln!(o, "VSZ {} {u} -> {} {u} ({} {u})", kib(va), kib(vb), signed(vb as i64 - va as i64));
     let _ = writeln!(
         o,
         "threads {} -> {}, malloc arenas {} -> {}",
@@ -373,7 +388,7 @@ pub fn diff(
         aa.arenas.iter().filter(|x| x.id.is_some()).count(),
         ab.arenas.iter().filter(|x| x.id.is_some()).count()
     );
-    let _ = writeln!(o, "\nBy category                 a KiB         b KiB        change");
+    let _ = writeln!(o, "\nBy category                 a {u}         b {u}        change");
     for c in Category::ALL {
         let (x, y) = (aa.bytes_of(c).0, ab.bytes_of(c).0);
         if x != 0 || y != 0 {
@@ -407,7 +422,7 @@ pub fn diff(
         .filter(|(d, _)| *d != 0)
         .collect();
     changes.sort_by_key(|(d, k)| (std::cmp::Reverse(d.unsigned_abs()), (*k).clone()));
-    let _ = writeln!(o, "\nCall stacks that changed most (KiB)");
+    let _ = writeln!(o, "\nCall stacks that changed most ({u})");
     for (d, k) in changes.into_iter().take(top) {
         let (head, frames) = k.split_once(' ').map_or((k.as_str(), ""), |(h, f)| (h, f));
         let _ = writeln!(o, "  {:>12}  {head} {frames}", signed(d));
