@@ -249,3 +249,36 @@ fn text_sizes_are_exact_with_bytes_and_uncoloured_in_a_pipe() {
     );
     assert!(piped.status.success() && String::from_utf8_lossy(&piped.stderr).is_empty(), "{piped:?}");
 }
+
+#[test]
+fn the_html_page_stays_usable_for_thousands_of_regions() {
+    let dir = TestDir::new("views_html_big");
+    let run = run_handshake(&dir, &build_c("manymaps"), &["3000"]);
+    assert!(run.maps.len() > 3000, "{} regions", run.maps.len());
+    let page = dir.join("big.html");
+    let started = std::time::Instant::now();
+    let out = run_with_timeout(
+        Command::new(vmshim_bin()).arg("report").arg(&run.trace).arg("--html").arg(&page),
+        TIMEOUT,
+    );
+    assert!(out.status.success());
+    let html_len = std::fs::metadata(&page).unwrap().len();
+    assert!(html_len < 16 << 20, "{html_len} bytes");
+    let dom = run_with_timeout(
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--dump-dom",
+            ])
+            .arg(format!("--user-data-dir={}", dir.join("chromium-profile").display()))
+            .arg(format!("file://{}", page.display())),
+        TIMEOUT,
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let rects = dom.matches("<rect ").count();
+    assert!(rects >= run.maps.len() - 1, "{rects} blocks for {} regions", run.maps.len());
+    assert!(started.elapsed().as_secs() < 60, "report and render in under a minute: {:?}", started.elapsed());
+}
