@@ -4,19 +4,7 @@
 use crate::common::*;
 use crate::under_vmshim::*;
 use serde_json::Value;
-use std::path::Path;
 use std::process::Command;
-
-/// Runs `prog` under `vmshim run --json` to the end; returns (stdout, report).
-fn run_to_end(name: &str, prog: &Path, env: &[(&str, &str)]) -> (String, Value) {
-    let dir = TestDir::new(name);
-    let mut cmd = vmshim_run_cmd(&dir, prog, &[]);
-    cmd.envs(env.iter().copied());
-    let out = run_with_timeout(&mut cmd, TIMEOUT);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    (stdout, load_report(&dir.join("report.json")))
-}
 
 fn dns(report: &Value) -> &Value {
     &report["dns"]
@@ -58,7 +46,7 @@ fn assert_go_resolver(report: &Value, why: &str) {
 
 #[test]
 fn netcgo_resolves_with_libc() {
-    let (out, r) = run_to_end("dns_netcgo", &build_go("lookup", true, &["netcgo"]), &[]);
+    let (out, r) = run_to_end("dns_netcgo", &build_go("lookup", true, &["netcgo"]), &[], &[]);
     assert_cgo_lookup(&r, &out);
     assert!(verdict(&r).contains("built with netcgo"), "{}", verdict(&r));
     assert!(dns(&r)["go_build"]["tags"].as_array().unwrap().iter().any(|t| t == "netcgo"));
@@ -68,23 +56,23 @@ fn netcgo_resolves_with_libc() {
 fn netgo_with_a_c_import_resolves_with_go() {
     let prog = build_go("lookup_c", true, &["netgo", "cgo"]);
     assert!(elf_interpreter(&prog).is_some(), "dynamically linked, yet Go's resolver");
-    let (_, r) = run_to_end("dns_netgo_cgo", &prog, &[]);
+    let (_, r) = run_to_end("dns_netgo_cgo", &prog, &[], &[]);
     assert_go_resolver(&r, "netgo");
 }
 
 #[test]
 fn godebug_netdns_selects_the_resolver() {
     let prog = build_go("lookup_c", true, &[]);
-    let (_, r) = run_to_end("dns_godebug_go", &prog, &[("GODEBUG", "netdns=go")]);
+    let (_, r) = run_to_end("dns_godebug_go", &prog, &[], &[("GODEBUG", "netdns=go")]);
     assert_go_resolver(&r, "GODEBUG=netdns=go");
-    let (out, r) = run_to_end("dns_godebug_cgo", &prog, &[("GODEBUG", "netdns=cgo")]);
+    let (out, r) = run_to_end("dns_godebug_cgo", &prog, &[], &[("GODEBUG", "netdns=cgo")]);
     assert_cgo_lookup(&r, &out);
     assert!(verdict(&r).contains("GODEBUG=netdns=cgo"), "{}", verdict(&r));
 }
 
 #[test]
 fn a_c_program_s_lookups_from_two_threads() {
-    let (out, r) = run_to_end("dns_c", &build_c("resolver"), &[]);
+    let (out, r) = run_to_end("dns_c", &build_c("resolver"), &[], &[]);
     let made: Vec<(String, String, u32)> = out
         .lines()
         .filter_map(|l| {

@@ -83,15 +83,8 @@ fn an_unwritable_trace_path_warns_once_and_the_target_runs() {
 
 #[test]
 fn forking_while_another_thread_is_inside_a_hook_leaves_both_traces_whole() {
-    let dir = TestDir::new("robust_forkstress");
-    let out = run_with_timeout(&mut vmshim_run_cmd(&dir, &build_c("forkstress"), &["20"]), TIMEOUT);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.contains("done"),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = load_report(&dir.join("report.json"));
+    let (stdout, report, dir) = run_to_end_in("robust_forkstress", &build_c("forkstress"), &["20"], &[]);
+    assert!(stdout.contains("done"), "{stdout}");
     assert_eq!((u(&report["events"]["torn"]), u(&report["events"]["dropped"])), (0, 0));
     let kids = report["processes"].as_array().unwrap();
     for line in stdout.lines().filter(|l| l.starts_with("child ")) {

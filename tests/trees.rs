@@ -17,16 +17,9 @@ fn processes(report: &Value) -> &Vec<Value> {
 
 #[test]
 fn fork_vfork_posix_spawn_and_system_children_are_traced_and_linked() {
-    let dir = TestDir::new("trees_spawner");
     let t = true_path();
-    let out = run_with_timeout(&mut vmshim_run_cmd(&dir, &build_c("spawner"), &[&t]), TIMEOUT);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.contains("done"),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = load_report(&dir.join("report.json"));
+    let (stdout, report) = run_to_end("trees_spawner", &build_c("spawner"), &[&t], &[]);
+    assert!(stdout.contains("done"), "{stdout}");
     let me = u(&report["process"]["pid"]);
     let kids = processes(&report);
     for how in ["fork", "vfork", "posix_spawn"] {
@@ -52,13 +45,9 @@ fn fork_vfork_posix_spawn_and_system_children_are_traced_and_linked() {
 
 #[test]
 fn a_go_program_running_a_child_with_os_exec() {
-    let dir = TestDir::new("trees_go");
     let t = true_path();
-    let out = run_with_timeout(&mut vmshim_run_cmd(&dir, &build_go("runchild", true, &[]), &[&t]), TIMEOUT);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let (stdout, report) = run_to_end("trees_go", &build_go("runchild", true, &[]), &[&t], &[]);
     let child: u64 = stdout.lines().find_map(|l| l.strip_prefix("child ")).unwrap().parse().unwrap();
-    let report = load_report(&dir.join("report.json"));
     let p = processes(&report).iter().find(|p| u(&p["pid"]) == child).expect("the os/exec child");
     assert_eq!((u(&p["ppid"]), p["exe"].as_str().unwrap()), (u(&report["process"]["pid"]), t.as_str()));
 }

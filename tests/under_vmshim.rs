@@ -39,6 +39,29 @@ pub fn run_handshake(dir: &TestDir, prog: &Path, args: &[&str]) -> Run {
     finish_handshake(dir, Handshake::start(&mut vmshim_run_cmd(dir, prog, args), TIMEOUT))
 }
 
+/// Runs `prog ARGS` under `vmshim run --json` to the end in its own test directory (named
+/// `name`); checks it succeeded; returns (stdout, report, the directory).
+pub fn run_to_end(name: &str, prog: &Path, args: &[&str], env: &[(&str, &str)]) -> (String, Value) {
+    let (stdout, report, _) = run_to_end_in(name, prog, args, env);
+    (stdout, report)
+}
+
+pub fn run_to_end_in(
+    name: &str,
+    prog: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (String, Value, TestDir) {
+    let dir = TestDir::new(name);
+    let mut cmd = vmshim_run_cmd(&dir, prog, args);
+    cmd.envs(env.iter().copied());
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report = load_report(&dir.join("report.json"));
+    (stdout, report, dir)
+}
+
 /// Reads /proc at a started handshake's ready line, releases the target, loads the report.
 pub fn finish_handshake(dir: &TestDir, h: Handshake) -> Run {
     let pid = h.pid();
