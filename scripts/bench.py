@@ -3,7 +3,7 @@
 
 Usage: scripts/bench.py [--rounds N] [--quick]
 Builds bench/load.c, then for each workload runs it bare and under libvmshim.so (and, where
-installed and affordable, under strace -f -k) in alternation, ROUNDS times each, and reports the
+installed, under strace -f -k, ltrace -f, heaptrack and massif) in alternation, ROUNDS times each, and reports the
 median of the work's own wall time (the program times itself, so process start and the shim's
 set-up are left out). These machines are shared and noisy: read ratios, not seconds.
 """
@@ -45,9 +45,11 @@ def http_rps(server, client, env, requests, tmp):
 def timed(cmd, env, tmp):
     out = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, check=True)
     for f in os.listdir(tmp):
-        if f.endswith(".trace") or f.startswith("vmshim."):
+        if f.endswith(".trace") or f.startswith("vmshim.") or f.startswith("heaptrack."):
             os.remove(os.path.join(tmp, f))
-    return float(out.stdout.strip().splitlines()[-1])
+    # The program prints its own time last; tools may print after it on stdout.
+    times = [l for l in out.stdout.strip().splitlines() if l.replace(".", "", 1).isdigit()]
+    return float(times[-1])
 
 
 def main():
@@ -55,7 +57,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="smaller workloads, for a smoke run")
     ap.add_argument("--anchors", action="store_true",
-                    help="also strace -f -k (at 1/20 of the work, against a bare run of that size)")
+                    help="also strace -f -k, ltrace -f, heaptrack and massif --pages-as-heap where installed "
+                         "(at 1/100 of the work, against a bare run of that size)")
     args = ap.parse_args()
     scale = 10 if args.quick else 1
     workloads = [
@@ -67,11 +70,23 @@ def main():
         exe, shim = build(tmp)
         bare_env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "VMSHIM_OUT")}
         shim_env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=os.path.join(tmp, "vmshim.%p.trace"))
-        strace = ["strace", "-f", "-k", "-qq", "-o", "/dev/null", "-e", "trace=memory"]
+        # The tools people use instead, each where it is installed, at 1/100 of the work (they
+        # are 10-10,000x slower: ltrace on the malloc loop) against a bare run of the same size.
+        anchors = [
+            ("strace -f -k", ["strace", "-f", "-k", "-qq", "-o", "/dev/null", "-e", "trace=memory"]),
+            ("ltrace -f", ["ltrace", "-f", "-o", "/dev/null"]),
+            ("heaptrack", ["heaptrack", "-o", os.path.join(tmp, "heaptrack.out")]),
+            ("massif pages", ["valgrind", "-q", "--tool=massif", "--pages-as-heap=yes", "--massif-out-file=/dev/null"]),
+        ]
         # (column, command prefix, environment, fraction of the work)
         columns = [("bare", [], bare_env, 1), ("vmshim", [], shim_env, 1)]
-        if args.anchors and shutil.which("strace"):
-            columns += [("bare/20", [], bare_env, 20), ("strace -f -k /20", strace, bare_env, 20)]
+        if args.anchors:
+            columns.append(("bare/100", [], bare_env, 100))
+            for name, prefix in anchors:
+                if shutil.which(prefix[0]):
+                    columns.append((name + " /100", prefix, bare_env, 100))
+                else:
+                    print(f"# {prefix[0]} is not installed: no {name} column")
         print(f"# vmshim benchmark, {args.rounds} interleaved rounds, medians of the work's own wall time")
         print(f"{'workload':<40}" + "".join(f"{name:>24}" for name, _, _, _ in columns))
         for title, mode, n in workloads:
@@ -82,7 +97,7 @@ def main():
             cells = []
             for name, _, _, frac in columns:
                 m = statistics.median(times[name])
-                base = statistics.median(times["bare" if frac == 1 else "bare/20"])
+                base = statistics.median(times["bare" if frac == 1 else "bare/100"])
                 cells.append(f"{m:9.4f}s" + (f" {m / base:6.2f}x" if not name.startswith("bare") else " " * 8))
             print(f"{title:<40}" + "".join(f"{c:>24}" for c in cells), flush=True)
         if shutil.which("go"):
