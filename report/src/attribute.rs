@@ -210,8 +210,9 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
             // A recorded call explains this piece only if the map agrees on its kind: a file
             // mapping for a file-backed call, an anonymous one otherwise (glibc may have reused
             // the range without the hooks seeing it).
-            let file_call =
-                call.is_some_and(|(_, c)| c.call == CallKind::Mmap && c.args[3] & libc_map_anonymous() == 0);
+            let file_call = call.is_some_and(|(_, c)| {
+                c.call == CallKind::Mmap && c.args[3] & libc::MAP_ANONYMOUS as u64 == 0
+            });
             // Without the kernel's map the replayed regions carry no paths to compare. An arena
             // heap is mapped MAP_NORESERVE: where smaps shows flags, it must show that one.
             let arena_ok = call.is_none_or(|(_, c)| {
@@ -317,10 +318,6 @@ fn malloc_category(call: CallKind) -> Option<Category> {
         CallKind::ModuleLoad => Some(Category::Library),
         _ => None,
     }
-}
-
-fn libc_map_anonymous() -> u64 {
-    0x20
 }
 
 /// The DT_NEEDED names of an ELF file (empty if it cannot be read).

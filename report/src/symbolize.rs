@@ -104,12 +104,6 @@ impl LoadedModule {
     }
 }
 
-/// The GNU build id (`.note.gnu.build-id`) of the ELF file at `path`, if it has one.
-#[allow(dead_code, reason = "for callers holding a module path without its build id")]
-pub fn read_build_id(path: &str) -> Option<Vec<u8>> {
-    with_elf(Path::new(path), |elf| build_id_of(elf).map(<[u8]>::to_vec))
-}
-
 /// One symbolized frame. Inlined functions produce several Frames for one address (innermost
 /// first); `addr` is the absolute address asked about, as recorded (not `addr - 1`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -969,7 +963,6 @@ mod tests {
         assert!(LoadedModule::from_mapping(text.to_str().unwrap(), 0x1000, 0).is_none());
         assert!(LoadedModule::from_mapping("/nonexistent/libgone.so", 0x1000, 0).is_none());
         assert!(LoadedModule::from_mapping("/dev/zero", 0x1000, 0).is_none());
-        assert!(read_build_id(text.to_str().unwrap()).is_none());
 
         let libc = module_of_self(|path| path.ends_with("/libc.so.6"));
         let original = std::fs::read(&libc.path).unwrap();
@@ -992,7 +985,6 @@ mod tests {
         }
         for path in paths {
             let _ = LoadedModule::from_mapping(&path, libc.lo, 0);
-            let _ = read_build_id(&path);
             let module = LoadedModule { path: path.clone(), ..libc.clone() };
             let build_id_recorded = module.clone();
             let no_build_id = LoadedModule { build_id: Vec::new(), ..module };
