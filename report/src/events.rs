@@ -8,10 +8,9 @@ use vmshim_trace::decode::Call;
 use vmshim_trace::{CallKind, Event};
 
 const PROT: &[(u64, &str)] = &[(1, "PROT_READ"), (2, "PROT_WRITE"), (4, "PROT_EXEC")];
+/// mmap's sharing type: a 2-bit field, not independent bits.
+const MAP_SHARING: &[(u64, &str)] = &[(1, "MAP_SHARED"), (2, "MAP_PRIVATE"), (3, "MAP_SHARED_VALIDATE")];
 const MAP: &[(u64, &str)] = &[
-    (0x01, "MAP_SHARED"),
-    (0x02, "MAP_PRIVATE"),
-    (0x03, "MAP_SHARED_VALIDATE"),
     (0x10, "MAP_FIXED"),
     (0x20, "MAP_ANONYMOUS"),
     (0x40, "MAP_32BIT"),
@@ -29,29 +28,30 @@ const MAP: &[(u64, &str)] = &[
 ];
 const MREMAP: &[(u64, &str)] = &[(1, "MREMAP_MAYMOVE"), (2, "MREMAP_FIXED"), (4, "MREMAP_DONTUNMAP")];
 
+/// Names of the set bits, `|`-joined; unknown bits in hex; `zero` when none is set.
 fn flag_names(v: u64, table: &[(u64, &str)], zero: &str) -> String {
     if v == 0 {
         return zero.to_string();
     }
-    let mut parts = Vec::new();
-    let mut rest = v;
-    // The sharing type is a 2-bit field, not independent bits.
-    if std::ptr::eq(table, MAP) {
-        if let Some((_, n)) = MAP.iter().take(3).find(|(b, _)| v & 3 == *b) {
-            parts.push(n.to_string());
-        }
-        rest &= !3;
-    }
-    for &(bit, name) in table {
-        if (bit > 3 || !std::ptr::eq(table, MAP)) && rest & bit == bit && bit != 0 {
-            parts.push(name.to_string());
-            rest &= !bit;
-        }
-    }
+    let mut parts: Vec<String> =
+        table.iter().filter(|(b, _)| v & b == *b).map(|(_, n)| n.to_string()).collect();
+    let rest = table.iter().fold(v, |r, (b, _)| r & !b);
     if rest != 0 {
         parts.push(format!("{rest:#x}"));
     }
     parts.join("|")
+}
+
+/// mmap flags: the sharing type, then the flag bits.
+fn map_flags(v: u64) -> String {
+    let sharing = MAP_SHARING.iter().find(|(t, _)| v & 3 == *t).map(|(_, n)| *n);
+    let bits = flag_names(v & !3, MAP, "");
+    match (sharing, bits.is_empty()) {
+        (Some(s), true) => s.to_string(),
+        (Some(s), false) => format!("{s}|{bits}"),
+        (None, true) => "0".to_string(),
+        (None, false) => bits,
+    }
 }
 
 fn ptr(v: u64) -> String {
@@ -87,7 +87,7 @@ fn args_text(c: &Call) -> String {
             ptr(a[0]),
             a[1],
             flag_names(a[2], PROT, "PROT_NONE"),
-            flag_names(a[3], MAP, "0"),
+            map_flags(a[3]),
             a[4] as i32,
             a[5]
         ),

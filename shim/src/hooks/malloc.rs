@@ -94,22 +94,21 @@ pub fn resolve() {
     if NEXT_KIND.compare_exchange(UNKNOWN, RESOLVING, AcqRel, Acquire).is_err() {
         return;
     }
-    let next = |name: &core::ffi::CStr| {
-        // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name only reads loader state.
-        unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
-    };
-    let m = next(c"malloc");
+    let m = crate::real::next(c"malloc", &NEXT_MALLOC);
     let glibc = m == 0 || m == __libc_malloc as *const () as usize;
     if !glibc {
-        NEXT_FREE.store(next(c"free"), Relaxed);
-        NEXT_CALLOC.store(next(c"calloc"), Relaxed);
-        NEXT_REALLOC.store(next(c"realloc"), Relaxed);
-        NEXT_MEMALIGN.store(next(c"memalign"), Relaxed);
-        NEXT_POSIX_MEMALIGN.store(next(c"posix_memalign"), Relaxed);
-        NEXT_ALIGNED_ALLOC.store(next(c"aligned_alloc"), Relaxed);
-        NEXT_VALLOC.store(next(c"valloc"), Relaxed);
-        NEXT_PVALLOC.store(next(c"pvalloc"), Relaxed);
-        NEXT_MALLOC.store(m, Relaxed);
+        for (name, cache) in [
+            (c"free", &NEXT_FREE),
+            (c"calloc", &NEXT_CALLOC),
+            (c"realloc", &NEXT_REALLOC),
+            (c"memalign", &NEXT_MEMALIGN),
+            (c"posix_memalign", &NEXT_POSIX_MEMALIGN),
+            (c"aligned_alloc", &NEXT_ALIGNED_ALLOC),
+            (c"valloc", &NEXT_VALLOC),
+            (c"pvalloc", &NEXT_PVALLOC),
+        ] {
+            crate::real::next(name, cache);
+        }
     }
     NEXT_KIND.store(if glibc { GLIBC } else { FOREIGN }, Release);
 }
