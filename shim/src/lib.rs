@@ -25,6 +25,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod arena;
+pub mod cfi;
 pub mod config;
 pub mod guard;
 pub mod hooks;
@@ -64,6 +65,8 @@ pub fn ensure_started() {
 
 #[cfg_attr(test, allow(dead_code))]
 extern "C" fn after_fork_in_child() {
+    // The child's one thread has a new id.
+    tls::set(tls::Slot::Tid, 0);
     writer::reset_after_fork();
 }
 

@@ -115,6 +115,10 @@ pub fn record_new(via: Option<(&Guard, usize)>) {
     let mut scan = Scan { found: [empty; 64], n: 0 };
     // SAFETY: dl_iterate_phdr calls on_module synchronously with the Scan passed here.
     unsafe { libc::dl_iterate_phdr(Some(on_module), &mut scan as *mut Scan as *mut c_void) };
+    if scan.n > 0 {
+        // A new image may sit where an unloaded one lay: its addresses' cached rules are stale.
+        crate::cfi::invalidate();
+    }
     for f in &scan.found[..scan.n] {
         remember(f);
         write_module(f);

@@ -54,6 +54,9 @@ macro_rules! sys {
     }};
 }
 
+pub fn madvise(addr: usize, len: usize, advice: i32) -> isize {
+    sys!(libc::SYS_madvise, addr, len, advice)
+}
 pub fn mmap(addr: usize, len: usize, prot: i32, flags: i32, fd: i32, off: i64) -> isize {
     sys!(libc::SYS_mmap, addr, len, prot as u32, flags as u32, fd as u32 as usize, off as usize)
 }
@@ -118,16 +121,32 @@ pub fn getpid() -> u32 {
 pub fn getppid() -> u32 {
     sys!(libc::SYS_getppid) as u32
 }
+/// The calling thread's id, asked of the kernel once per thread (a system call per event
+/// was a tenth of an event's cost).
 pub fn gettid() -> u32 {
-    sys!(libc::SYS_gettid) as u32
+    use crate::tls::{self, Slot};
+    match tls::get(Slot::Tid) {
+        0 => {
+            let tid = sys!(libc::SYS_gettid) as u32;
+            tls::set(Slot::Tid, tid as usize);
+            tid
+        }
+        tid => tid as u32,
+    }
 }
 
 /// Reads this process's memory at `addr` into `dst` without faulting: an unmapped or unreadable
 /// address makes the kernel return an error instead of a SIGSEGV. Returns how many bytes were
 /// read: fewer than asked when the range runs into an unmapped page.
 pub fn read_own_memory_partial(addr: usize, dst: &mut [u8]) -> usize {
-    let local = libc::iovec { iov_base: dst.as_mut_ptr().cast(), iov_len: dst.len() };
-    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: dst.len() };
+    read_own_memory_raw(addr, dst.as_mut_ptr(), dst.len())
+}
+
+/// As [`read_own_memory_partial`], into `len` bytes at `dst`, which need not be initialised
+/// (the kernel only writes them).
+pub fn read_own_memory_raw(addr: usize, dst: *mut u8, len: usize) -> usize {
+    let local = libc::iovec { iov_base: dst.cast(), iov_len: len };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
     let pid = crate::writer::own_pid();
     let n = sys!(
         libc::SYS_process_vm_readv,
@@ -139,6 +158,28 @@ pub fn read_own_memory_partial(addr: usize, dst: &mut [u8]) -> usize {
         0
     );
     n.max(0) as usize
+}
+/// How many bytes of the `pages` pages from page-aligned `addr` up are readable, up to the
+/// first that is not: one `process_vm_readv` that copies each page in turn into `scratch`.
+/// `scratch` is 4096 bytes that need not be initialised (the kernel only writes them).
+pub fn read_own_pages(addr: usize, pages: usize, scratch: *mut u8) -> usize {
+    const MAX: usize = 64;
+    let pages = pages.min(MAX);
+    let local = [libc::iovec { iov_base: scratch.cast(), iov_len: 4096 }; MAX];
+    let mut remote = [libc::iovec { iov_base: core::ptr::null_mut(), iov_len: 4096 }; MAX];
+    for (i, r) in remote.iter_mut().enumerate().take(pages) {
+        r.iov_base = addr.wrapping_add(i * 4096) as *mut libc::c_void;
+    }
+    let n = sys!(
+        libc::SYS_process_vm_readv,
+        crate::writer::own_pid(),
+        local.as_ptr(),
+        pages,
+        remote.as_ptr(),
+        pages,
+        0
+    );
+    (n.max(0) as usize) & !4095
 }
 /// Monotonic nanoseconds (vDSO, no system call, no errno change on success).
 pub fn monotonic_ns() -> u64 {

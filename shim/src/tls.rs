@@ -4,8 +4,10 @@
 //! (1.9x on a malloc(32)/free loop). The shim is loaded at start-up (LD_PRELOAD), so its TLS
 //! is in the static TLS block and the initial-exec model applies: one `fs`-relative load.
 //!
-//! The block is three words: the reentrancy flag ([`crate::guard`]), and the malloc hooks'
-//! `SEEN_HEAP` and `SEEN_FOREIGN` ([`crate::hooks::malloc`]). Zero at thread start.
+//! The block is nine words: the reentrancy flag ([`crate::guard`]), the malloc hooks'
+//! `SEEN_HEAP` and `SEEN_FOREIGN` ([`crate::hooks::malloc`]), and the stack range the unwinder
+//! has found readable ([`crate::unwind`]), the thread's id, and a second readable range
+//! with the generation it was found in. Zero at thread start.
 
 #[derive(Clone, Copy)]
 #[repr(usize)]
@@ -13,6 +15,16 @@ pub enum Slot {
     InHook = 0,
     SeenHeap = 1,
     SeenForeign = 2,
+    /// The current thread's stack range known readable, for the unwinder ([`crate::unwind`]).
+    StackLo = 3,
+    StackHi = 4,
+    /// The thread's id, once asked ([`crate::syscall::gettid`]); cleared in a fork child.
+    Tid = 5,
+    /// A second range known readable (a Go goroutine stack), and the shrink generation
+    /// ([`crate::unwind::address_space_shrinks`]) it was found in.
+    AltLo = 6,
+    AltHi = 7,
+    AltGen = 8,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -23,9 +35,9 @@ core::arch::global_asm!(
     ".globl vmshim_tls_block",
     ".hidden vmshim_tls_block",
     ".type vmshim_tls_block, @object",
-    ".size vmshim_tls_block, 24",
+    ".size vmshim_tls_block, 72",
     "vmshim_tls_block:",
-    ".zero 24",
+    ".zero 72",
     ".popsection",
 );
 
@@ -50,14 +62,14 @@ fn block() -> *mut usize {
 #[inline(always)]
 fn block() -> *mut usize {
     thread_local! {
-        static BLOCK: [core::cell::Cell<usize>; 3] = const { [const { core::cell::Cell::new(0) }; 3] };
+        static BLOCK: [core::cell::Cell<usize>; 9] = const { [const { core::cell::Cell::new(0) }; 9] };
     }
     BLOCK.with(|b| b.as_ptr() as *mut usize)
 }
 
 #[inline(always)]
 pub fn get(s: Slot) -> usize {
-    // SAFETY: the block is this thread's own, three words long, and only this thread touches it.
+    // SAFETY: the block is this thread's own, nine words long, and only this thread touches it.
     unsafe { *block().add(s as usize) }
 }
 

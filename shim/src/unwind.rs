@@ -8,8 +8,9 @@
 //! pointer makes a read fail, never a SIGSEGV in the target. Frames inside the shim itself are
 //! left out, so `frames[0]` is the return address into the hook's caller.
 
+use crate::cfi;
+use crate::tls::{self, Slot};
 use core::ffi::{c_int, c_void};
-use core::ptr::null_mut;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 const URC_NO_REASON: c_int = 0;
@@ -25,15 +26,6 @@ unsafe extern "C" {
     fn _Unwind_GetIP(ctx: *mut c_void) -> usize;
     fn _Unwind_GetGR(ctx: *mut c_void, reg: c_int) -> usize;
     fn _Unwind_GetCFA(ctx: *mut c_void) -> usize;
-    fn _Unwind_Find_FDE(pc: *mut c_void, bases: *mut DwarfBases) -> *const c_void;
-}
-
-/// libgcc's `struct dwarf_eh_bases`, filled by _Unwind_Find_FDE.
-#[repr(C)]
-struct DwarfBases {
-    tbase: *mut c_void,
-    dbase: *mut c_void,
-    func: *mut c_void,
 }
 
 /// Absolute address range of the shim's own code, set once at start.
@@ -80,27 +72,127 @@ extern "C" fn on_frame(ctx: *mut c_void, arg: *mut c_void) -> c_int {
     if w.n == w.frames.len() { URC_END_OF_STACK } else { URC_NO_REASON }
 }
 
-/// Bounds-checked reads of this process's memory for one stack walk. Each miss copies up to a
-/// page-sized window starting at the address with one `process_vm_readv` (a short read stops at
-/// the first unmapped page); frames that follow in the same window cost nothing. The window
-/// lives only for one capture: the stacks being walked belong to the running thread and cannot
-/// be unmapped under it meanwhile.
-struct SafeReader {
+/// Bounds-checked reads of this process's memory for one stack walk.
+///
+/// Words inside the current thread's stack range known readable (`lo..hi`, kept in TLS across
+/// walks) are read directly: a thread's own stack stays mapped while it runs on it. So are words
+/// in a second range found readable by a probe during a frame-pointer walk (a Go goroutine
+/// stack, which lives in Go's heap and stays mapped), for as long as no munmap, mremap, MAP_FIXED
+/// mmap or mprotect that takes away read access has run since ([`address_space_shrinks`]). Anything else goes through
+/// `process_vm_readv`, which fails on an unmapped address instead of faulting: each miss copies
+/// up to a page-sized window starting at the address (a short read stops at the first unmapped
+/// page), and words that follow in the same window cost nothing more.
+struct SafeReader<'w> {
+    lo: usize,
+    hi: usize,
+    alt_lo: usize,
+    alt_hi: usize,
+    /// Whether this walk has probed for the second range already.
+    alt_probed: bool,
     base: usize,
     len: usize,
-    buf: [u8; 4096],
+    /// The window; only its first `len` bytes were ever written.
+    buf: &'w mut core::mem::MaybeUninit<[u8; 4096]>,
 }
 
-impl SafeReader {
-    fn new() -> SafeReader {
-        SafeReader { base: 0, len: 0, buf: [0; 4096] }
+/// Most of a stack, above the address probed, that one probe declares readable.
+const PROBE_PAGES: usize = 64;
+/// The same for the second range: a goroutine's frames above a cgo call rarely span more.
+const ALT_PROBE_PAGES: usize = 8;
+
+/// Bumped before every call that can unmap or protect memory: a range found readable in an
+/// earlier generation is not trusted any more.
+static SHRINK_GEN: AtomicUsize = AtomicUsize::new(1);
+
+/// Called by the hooks before a call that may take memory away (munmap, mremap, MAP_FIXED mmap,
+/// mprotect without PROT_READ).
+pub fn address_space_shrinks() {
+    SHRINK_GEN.fetch_add(1, Relaxed);
+}
+
+impl<'w> SafeReader<'w> {
+    /// A reader for a walk starting at stack pointer `sp`. The first walk on a thread (or on a
+    /// stack the thread switched to) probes how far its stack reaches above `sp`.
+    #[inline(always)]
+    fn new(sp: usize, window: &'w mut core::mem::MaybeUninit<[u8; 4096]>) -> SafeReader<'w> {
+        let mut r = SafeReader {
+            lo: 0,
+            hi: 0,
+            alt_lo: 0,
+            alt_hi: 0,
+            alt_probed: false,
+            base: 0,
+            len: 0,
+            buf: window,
+        };
+        let (lo, hi) = (tls::get(Slot::StackLo), tls::get(Slot::StackHi));
+        if (lo..hi).contains(&sp) {
+            (r.lo, r.hi) = (lo, hi);
+        } else if sp != 0 {
+            let page = sp & !4095;
+            let n = crate::syscall::read_own_pages(page, PROBE_PAGES, r.buf.as_mut_ptr().cast());
+            if n > 0 {
+                (r.lo, r.hi) = (page, page + n);
+                tls::set(Slot::StackLo, r.lo);
+                tls::set(Slot::StackHi, r.hi);
+            }
+        }
+        if tls::get(Slot::AltGen) == SHRINK_GEN.load(Relaxed) {
+            (r.alt_lo, r.alt_hi) = (tls::get(Slot::AltLo), tls::get(Slot::AltHi));
+        }
+        r
+    }
+
+    /// Whether `[addr, addr + len)` lies in a range known readable.
+    fn known(&self, addr: usize, len: usize) -> bool {
+        addr.is_multiple_of(8)
+            && addr.checked_add(len).is_some_and(|end| {
+                (addr >= self.lo && end <= self.hi) || (addr >= self.alt_lo && end <= self.alt_hi)
+            })
+    }
+
+    /// Probes the pages from `addr` up as the second range (once per walk).
+    fn probe_alt(&mut self, addr: usize) {
+        if self.alt_probed {
+            return;
+        }
+        self.alt_probed = true;
+        let generation = SHRINK_GEN.load(Relaxed);
+        let page = addr & !4095;
+        let n = crate::syscall::read_own_pages(page, ALT_PROBE_PAGES, self.buf.as_mut_ptr().cast());
+        self.len = 0; // the window's contents were overwritten
+        if n > 0 {
+            (self.alt_lo, self.alt_hi) = (page, page + n);
+            tls::set(Slot::AltLo, page);
+            tls::set(Slot::AltHi, page + n);
+            tls::set(Slot::AltGen, generation);
+        }
+    }
+
+    /// The word at `addr`, or None if it is not mapped readable.
+    fn word(&mut self, addr: usize) -> Option<usize> {
+        if self.known(addr, 8) {
+            // SAFETY: inside a range known readable (see the type's doc).
+            return Some(unsafe { (addr as *const usize).read() });
+        }
+        self.pair(addr).map(|p| p.0)
     }
 
     /// The two words at `addr`, or None if they are not mapped readable.
     fn pair(&mut self, addr: usize) -> Option<(usize, usize)> {
         let end = addr.checked_add(16)?;
+        if !self.known(addr, 16)
+            && addr.is_multiple_of(8)
+            && !(addr >= self.base && end <= self.base + self.len)
+        {
+            self.probe_alt(addr);
+        }
+        if self.known(addr, 16) {
+            // SAFETY: as in word().
+            return Some(unsafe { ((addr as *const usize).read(), (addr as *const usize).add(1).read()) });
+        }
         if !(addr >= self.base && end <= self.base + self.len) {
-            let n = crate::syscall::read_own_memory_partial(addr, &mut self.buf);
+            let n = crate::syscall::read_own_memory_raw(addr, self.buf.as_mut_ptr().cast(), 4096);
             if n < 16 {
                 self.len = 0;
                 return None;
@@ -108,7 +200,9 @@ impl SafeReader {
             (self.base, self.len) = (addr, n);
         }
         let at = addr - self.base;
-        let word = |i: usize| usize::from_le_bytes(self.buf[i..i + 8].try_into().unwrap_or_default());
+        let base = self.buf.as_ptr() as *const u8;
+        // SAFETY: `at + 16 <= len`, and the kernel wrote the window's first `len` bytes.
+        let word = |i: usize| unsafe { (base.add(i) as *const usize).read_unaligned() };
         Some((word(at), word(at + 8)))
     }
 }
@@ -116,7 +210,7 @@ impl SafeReader {
 /// Whether `fp` looks like a frame pointer: it points at a stack, not into a loaded image (a
 /// register used for data often holds an image address), and its saved return address lies in
 /// a loaded image's code.
-fn plausible_frame(mem: &mut SafeReader, fp: usize) -> bool {
+fn plausible_frame(mem: &mut SafeReader<'_>, fp: usize) -> bool {
     fp != 0
         && fp.is_multiple_of(8)
         && !crate::modules::in_image(fp as u64)
@@ -127,7 +221,7 @@ fn plausible_frame(mem: &mut SafeReader, fp: usize) -> bool {
 /// C wrapper compiled with -O2 and linked without .eh_frame, as Go's internal linker does)
 /// leaves no chain to follow; it did save the caller's frame pointer in its own small frame.
 /// Looks at the first words above `sp` for a value that is a plausible frame pointer.
-fn scan_for_frame_pointer(mem: &mut SafeReader, sp: usize) -> usize {
+fn scan_for_frame_pointer(mem: &mut SafeReader<'_>, sp: usize) -> usize {
     if sp == 0 {
         return 0;
     }
@@ -144,28 +238,107 @@ pub fn capture(frames: &mut [u64]) -> usize {
     if frames.is_empty() {
         return 0;
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(n) = capture_cached(frames) {
+        return n;
+    }
+    capture_libgcc(frames)
+}
+
+/// The walk with cached rules ([`cfi`]): None when a frame needs what only libgcc models.
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+fn capture_cached(frames: &mut [u64]) -> Option<usize> {
+    let (mut pc, mut sp, mut fp): (usize, usize, usize);
+    // SAFETY: reads this instruction's address and the stack and frame pointers; the unwind
+    // rule at the `lea`'s successor describes this function's frame with exactly these values.
+    unsafe {
+        core::arch::asm!(
+            "lea {pc}, [rip]",
+            "mov {sp}, rsp",
+            "mov {fp}, rbp",
+            pc = out(reg) pc,
+            sp = out(reg) sp,
+            fp = out(reg) fp,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    // The fallback reads' window, outside the reader so that nothing copies its 4 KiB.
+    let mut window = core::mem::MaybeUninit::uninit();
+    let mut mem = SafeReader::new(sp, &mut window);
+    let mut n = 0;
+    // The first address is the current instruction; every later one is a return address, whose
+    // call instruction (and so its rule) lies just before it.
+    let mut key = pc;
+    loop {
+        match cfi::rule_for(key as u64) {
+            cfi::Rule::Step { cfa_rbp, cfa_off, rbp_slot } => {
+                let cfa = (if cfa_rbp { fp } else { sp }).checked_add(cfa_off as usize)?;
+                // Callers' frames lie higher on the stack; anything else is not a stack to follow.
+                if cfa <= sp {
+                    return None;
+                }
+                let ret = mem.word(cfa - 8)?;
+                if rbp_slot != 0 {
+                    fp = mem.word(cfa.checked_sub(8 * rbp_slot as usize)?)?;
+                }
+                (pc, sp) = (ret, cfa);
+                if pc < 4096 {
+                    return Some(n);
+                }
+                if n == 0 && in_self(pc) {
+                    key = pc - 1;
+                    continue;
+                }
+                frames[n] = pc as u64;
+                n += 1;
+                if n == frames.len() {
+                    return Some(n);
+                }
+                key = pc - 1;
+            }
+            cfi::Rule::End => return Some(n),
+            // Code without unwind information: Go's, on from here by frame pointers. The
+            // shim's own frames all have it, so a miss among them is not that.
+            cfi::Rule::NoFde if n > 0 => return Some(follow_frame_pointers(frames, n, fp, sp, &mut mem)),
+            cfi::Rule::NoFde | cfi::Rule::Complex => return None,
+        }
+    }
+}
+
+/// The walk by libgcc's `_Unwind_Backtrace`, for stacks the rule table does not model.
+fn capture_libgcc(frames: &mut [u64]) -> usize {
     let mut w = Walk { frames, n: 0, started: false, last_fp: 0, cfa: 0 };
     // SAFETY: the callback only touches `w` through the pointer given here, which outlives the call.
     unsafe { _Unwind_Backtrace(on_frame, &mut w as *mut Walk as *mut c_void) };
-    let mut n = w.n;
+    let n = w.n;
     let frames = w.frames;
     if n == 0 || n == frames.len() {
         return n;
     }
     // DWARF stopped. A last frame with unwind information is the true root (_start, clone3:
     // their CFI ends the stack): nothing to continue. Only a frame without any (Go code) goes
-    // on by frame pointers.
-    let mut bases = DwarfBases { tbase: null_mut(), dbase: null_mut(), func: null_mut() };
-    let last = frames[n - 1] as usize;
-    // SAFETY: _Unwind_Find_FDE only looks the address up; `bases` is a valid out-parameter.
-    // The address is a return address, so its call instruction lies at `last - 1`.
-    if !unsafe { _Unwind_Find_FDE((last - 1) as *mut c_void, &mut bases) }.is_null() {
+    // on by frame pointers. The address is a return address, so its call lies at `last - 1`.
+    if cfi::has_fde(frames[n - 1] - 1) {
         return n;
     }
-    let mut mem = SafeReader::new();
-    let mut fp = w.last_fp;
-    if !plausible_frame(&mut mem, fp) {
-        fp = scan_for_frame_pointer(&mut mem, w.cfa);
+    let mut window = core::mem::MaybeUninit::uninit();
+    let mut mem = SafeReader::new(w.cfa, &mut window);
+    follow_frame_pointers(frames, n, w.last_fp, w.cfa, &mut mem)
+}
+
+/// Continues a walk whose last frame (`frames[n - 1]`, code without unwind information) had
+/// frame pointer `fp` and stack pointer `sp`, along the frame-pointer chain.
+fn follow_frame_pointers(
+    frames: &mut [u64],
+    mut n: usize,
+    fp: usize,
+    sp: usize,
+    mem: &mut SafeReader<'_>,
+) -> usize {
+    let mut fp = fp;
+    if !plausible_frame(mem, fp) {
+        fp = scan_for_frame_pointer(mem, sp);
     }
     let mut backwards = 0;
     while n < frames.len() && fp != 0 && fp.is_multiple_of(8) {
@@ -186,4 +359,42 @@ pub fn capture(frames: &mut [u64]) -> usize {
         fp = next;
     }
     n
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Recurses `depth` frames, then captures the same stack with both walkers.
+    #[inline(never)]
+    fn both_at(depth: u32) -> (Vec<u64>, Vec<u64>) {
+        if depth > 0 {
+            let r = both_at(depth - 1);
+            // Keeps the recursion from becoming a loop or a tail call.
+            std::hint::black_box(depth);
+            return r;
+        }
+        let mut a = [0u64; 64];
+        let mut b = [0u64; 64];
+        let n = capture_cached(&mut a).expect("the test binary's frames all have plain CFI");
+        let m = capture_libgcc(&mut b);
+        (a[..n].to_vec(), b[..m].to_vec())
+    }
+
+    #[test]
+    fn cached_rules_walk_the_same_stack_as_libgcc() {
+        for depth in [0, 3, 17] {
+            let (cached, libgcc) = both_at(depth);
+            // The walkers start in different frames of their own (capture_cached vs.
+            // _Unwind_Backtrace's caller); from both_at's return address on, they must agree.
+            let here = cached.iter().position(|a| libgcc.contains(a)).expect("a common frame");
+            let there = libgcc.iter().position(|a| *a == cached[here]).unwrap();
+            assert_eq!(&cached[here..], &libgcc[there..], "depth {depth}");
+            assert!(cached.len() - here >= depth as usize + 2, "depth {depth}: {cached:x?}");
+        }
+        // A second walk hits the cache and still agrees.
+        let (a, b) = both_at(5);
+        let here = a.iter().position(|x| b.contains(x)).unwrap();
+        assert!(b.ends_with(&a[here..]));
+    }
 }

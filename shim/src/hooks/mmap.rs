@@ -19,6 +19,10 @@ pub unsafe extern "C" fn mmap(
     fd: c_int,
     offset: off_t,
 ) -> *mut c_void {
+    if flags & libc::MAP_FIXED != 0 {
+        // A fixed mapping replaces whatever lay there.
+        crate::unwind::address_space_shrinks();
+    }
     let saved = sys::errno();
     let real = || sys::mmap(addr as usize, length, prot, flags, fd, offset);
     let ret = match Guard::enter() {

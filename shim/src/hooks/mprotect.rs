@@ -10,6 +10,10 @@ use vmshim_trace::CallKind;
 /// As for mprotect(2).
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn mprotect(addr: *mut c_void, length: size_t, prot: c_int) -> c_int {
+    if prot & libc::PROT_READ == 0 {
+        // Memory that stops being readable.
+        crate::unwind::address_space_shrinks();
+    }
     let saved = sys::errno();
     let real = || sys::mprotect(addr as usize, length, prot);
     let ret = match Guard::enter() {

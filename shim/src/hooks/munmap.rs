@@ -10,6 +10,7 @@ use vmshim_trace::CallKind;
 /// As for munmap(2).
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn munmap(addr: *mut c_void, length: size_t) -> c_int {
+    crate::unwind::address_space_shrinks();
     let saved = sys::errno();
     let real = || sys::munmap(addr as usize, length);
     let ret = match Guard::enter() {
