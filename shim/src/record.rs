@@ -33,7 +33,7 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
     let (result_at, mut enc) = if order == Order::Before {
         let t0 = sys::monotonic_ns();
         let n = unwind::capture(&mut frames[..depth]);
-        let r = encode_call(&mut buf, call, 0, args, &frames[..n]);
+        let r = encode_call(&mut buf, call, 0, t0, args, &frames[..n]);
         writer::account(sys::monotonic_ns() - t0);
         r
     } else {
@@ -44,7 +44,7 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
         }
         let t0 = sys::monotonic_ns();
         let n = unwind::capture(&mut frames[..depth]);
-        let (at, mut enc) = encode_call(&mut buf, call, 0, args, &frames[..n]);
+        let (at, mut enc) = encode_call(&mut buf, call, 0, t0, args, &frames[..n]);
         patch_result(&mut enc, at, call, ret);
         if let Some(len) = enc.finish() {
             writer::append(&buf[..len]);
@@ -67,6 +67,7 @@ fn encode_call<'a>(
     buf: &'a mut [u8],
     call: CallKind,
     flags: u16,
+    time_ns: u64,
     args: [u64; 6],
     frames: &[u64],
 ) -> (usize, Encoder<'a>) {
@@ -74,7 +75,7 @@ fn encode_call<'a>(
     e.put_u16(call as u16);
     e.put_u16(flags);
     e.put_u32(sys::gettid());
-    e.put_u64(sys::monotonic_ns());
+    e.put_u64(time_ns);
     for a in args {
         e.put_u64(a);
     }
@@ -101,7 +102,7 @@ fn patch_result(e: &mut Encoder<'_>, at: usize, call: CallKind, ret: isize) {
 /// Records a mapping the shim made for itself (a trace segment); no stack.
 pub fn own_mapping(args: [u64; 6], result: u64) {
     let mut buf = [0u8; CALL_BUF];
-    let (at, mut e) = encode_call(&mut buf, CallKind::Mmap, CALL_FLAG_OWN, args, &[]);
+    let (at, mut e) = encode_call(&mut buf, CallKind::Mmap, CALL_FLAG_OWN, sys::monotonic_ns(), args, &[]);
     e.patch_u64(at, result);
     if let Some(len) = e.finish() {
         writer::append(&buf[..len]);
@@ -126,7 +127,7 @@ pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
     let mut frames = [0u64; MAX_FRAMES];
     let n = unwind::capture(&mut frames[..crate::depth()]);
     let mut buf = [0u8; CALL_BUF];
-    let (_, mut enc) = encode_call(&mut buf, call, 0, args, &frames[..n]);
+    let (_, mut enc) = encode_call(&mut buf, call, 0, t0, args, &frames[..n]);
     if let Some(len) = enc.finish() {
         writer::append(&buf[..len]);
     }

@@ -285,6 +285,8 @@ fn path_for_reopen() -> &'static [u8] {
     &all[..=(PATH_LEN.load(Relaxed) as usize).min(PATH_MAX - 1)]
 }
 
+const MADV_POPULATE_WRITE: i32 = 23;
+
 /// Grows the file to hold segment `i` and maps it.
 fn map_segment(fd: i32, i: usize, size: u64, want: u64) -> Option<*mut u8> {
     if FILE_SIZE.load(Relaxed) < want {
@@ -302,7 +304,15 @@ fn map_segment(fd: i32, i: usize, size: u64, want: u64) -> Option<*mut u8> {
     }
     let prot = libc::PROT_READ | libc::PROT_WRITE;
     let m = sys::mmap(0, size as usize, prot, libc::MAP_SHARED, fd, (i as u64 * size) as i64);
-    if m < 0 && m > -4096 { None } else { Some(m as *mut u8) }
+    if m < 0 && m > -4096 {
+        return None;
+    }
+    // Fault the segment in writable at once: otherwise the first store to each page of a shared
+    // file mapping takes a write fault (the file system tracks dirty pages), one per 25 records
+    // or so, each waiting on the mmap lock the target's own mmap calls hold. An older kernel
+    // without MADV_POPULATE_WRITE (5.14) says EINVAL and the pages fault in as before.
+    sys::madvise(m as usize, size as usize, MADV_POPULATE_WRITE);
+    Some(m as *mut u8)
 }
 
 /// Records the shim's own mapping of segment `i`, so the report files it under `vmshim`.
