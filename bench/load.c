@@ -3,6 +3,8 @@
  * Usage: load mmap N      2 threads, each N x (mmap 64 KiB, touch every page, munmap)
  *        load malloc N    2 threads, each N/2 x (malloc(32), free): N pairs in all
  *        load threads N   N x (pthread_create, pthread_join) of an empty thread
+ *        load event N     1 thread, N x mprotect of one page to the protection it has, from
+ *                         16 C frames deep: the cost of recording one event with its stack
  * Prints the wall time of the work itself in seconds on stdout.
  */
 #define _GNU_SOURCE
@@ -34,6 +36,15 @@ static void *malloc_loop(void *a) {
 
 static void *nothing(void *a) { return a; }
 
+static char *page;
+
+/* Recurses `depth` frames before its loop, so that each event has a stack of C frames to walk. */
+static __attribute__((noinline)) long event_loop(int depth) {
+    if (depth > 0) return event_loop(depth - 1) + 1;
+    for (long i = 0; i < n; i++) mprotect(page, 4096, PROT_READ | PROT_WRITE);
+    return 0;
+}
+
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -44,7 +55,11 @@ int main(int argc, char **argv) {
     if (argc != 3) return 2;
     n = atol(argv[2]);
     double t0 = now();
-    if (strcmp(argv[1], "threads") == 0) {
+    if (strcmp(argv[1], "event") == 0) {
+        page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        t0 = now();
+        if (event_loop(16) < 0) return 1;
+    } else if (strcmp(argv[1], "threads") == 0) {
         for (long i = 0; i < n; i++) {
             pthread_t t;
             pthread_create(&t, NULL, nothing, NULL);
