@@ -105,8 +105,16 @@ fn insert(addr: u64, rule: Rule) {
     }
 }
 
+/// Bumped by every [`invalidate`]: what was computed from older rules is stale.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+pub fn generation() -> usize {
+    GENERATION.load(Acquire) as usize
+}
+
 /// Forgets every cached rule: an image was loaded, possibly where an unloaded one lay.
 pub fn invalidate() {
+    GENERATION.fetch_add(1, AcqRel);
     for e in &TABLE {
         e.value.store(0, Relaxed);
         e.key.store(0, Release);

@@ -91,6 +91,10 @@ struct SafeReader<'w> {
     alt_probed: bool,
     base: usize,
     len: usize,
+    /// Where the words read in known ranges are logged for a memo, and how many so far; None
+    /// once a read went anywhere else or the log filled up (the walk is then not memoized).
+    #[cfg(target_arch = "x86_64")]
+    log: Option<(&'w mut [(usize, usize); memo::READS], usize)>,
     /// The window; only its first `len` bytes were ever written.
     buf: &'w mut core::mem::MaybeUninit<[u8; 4096]>,
 }
@@ -121,6 +125,8 @@ impl<'w> SafeReader<'w> {
             alt_lo: 0,
             alt_hi: 0,
             alt_probed: false,
+            #[cfg(target_arch = "x86_64")]
+            log: None,
             base: 0,
             len: 0,
             buf: window,
@@ -173,9 +179,26 @@ impl<'w> SafeReader<'w> {
     fn word(&mut self, addr: usize) -> Option<usize> {
         if self.known(addr, 8) {
             // SAFETY: inside a range known readable (see the type's doc).
-            return Some(unsafe { (addr as *const usize).read() });
+            let v = unsafe { (addr as *const usize).read() };
+            self.logged(addr, v);
+            return Some(v);
         }
         self.pair(addr).map(|p| p.0)
+    }
+
+    /// Adds a word read in a known range to the memo log.
+    #[inline(always)]
+    fn logged(&mut self, _addr: usize, _v: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some((log, n)) = &mut self.log {
+            match log.get_mut(*n) {
+                Some(e) => {
+                    *e = (_addr, _v);
+                    *n += 1;
+                }
+                None => self.log = None,
+            }
+        }
     }
 
     /// The two words at `addr`, or None if they are not mapped readable.
@@ -189,7 +212,15 @@ impl<'w> SafeReader<'w> {
         }
         if self.known(addr, 16) {
             // SAFETY: as in word().
-            return Some(unsafe { ((addr as *const usize).read(), (addr as *const usize).add(1).read()) });
+            let (a, b) = unsafe { ((addr as *const usize).read(), (addr as *const usize).add(1).read()) };
+            self.logged(addr, a);
+            self.logged(addr + 8, b);
+            return Some((a, b));
+        }
+        // A read outside the known ranges cannot be checked again without a system call.
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.log = None;
         }
         if !(addr >= self.base && end <= self.base + self.len) {
             let n = crate::syscall::read_own_memory_raw(addr, self.buf.as_mut_ptr().cast(), 4096);
@@ -245,11 +276,91 @@ pub fn capture(frames: &mut [u64]) -> usize {
     capture_libgcc(frames)
 }
 
+/// The last walk made on a slot's threads, to be replayed when the next one would read the
+/// same words: a loop that maps from one call site walks the same stack every time.
+///
+/// A walk is a function of its start registers (sp, and rbp if a rule uses it before restoring
+/// it), the rule table (its generation) and the stack words it reads. A memo keeps all of
+/// these; when every word it read still holds the same value, the walk would compute the very
+/// same frames, so they are copied instead: one independent load per word rather than a chain
+/// of dependent lookups per frame. Only walks whose every read was inside a known-readable
+/// range are memoized, and the check reads only inside such ranges.
+#[cfg(target_arch = "x86_64")]
+mod memo {
+    use core::cell::UnsafeCell;
+    use core::sync::atomic::{AtomicBool, Ordering::*};
+
+    pub const READS: usize = 96;
+    pub const FRAMES: usize = 64;
+    const SLOTS: usize = 64;
+
+    pub struct Data {
+        pub valid: bool,
+        pub cfi_gen: usize,
+        pub sp: usize,
+        pub fp: usize,
+        pub need_fp: bool,
+        pub depth: usize,
+        pub nreads: usize,
+        pub reads: [(usize, usize); READS],
+        pub nframes: usize,
+        pub frames: [u64; FRAMES],
+    }
+
+    pub struct Slot {
+        busy: AtomicBool,
+        data: UnsafeCell<Data>,
+    }
+
+    // SAFETY: `data` is only touched by the thread that set `busy` (see Guard).
+    unsafe impl Sync for Slot {}
+
+    static MEMOS: [Slot; SLOTS] = [const {
+        Slot {
+            busy: AtomicBool::new(false),
+            data: UnsafeCell::new(Data {
+                valid: false,
+                cfi_gen: 0,
+                sp: 0,
+                fp: 0,
+                need_fp: false,
+                depth: 0,
+                nreads: 0,
+                reads: [(0, 0); READS],
+                nframes: 0,
+                frames: [0; FRAMES],
+            }),
+        }
+    }; SLOTS];
+
+    /// Exclusive use of one slot, released on drop. Threads share slots by id; one that finds
+    /// its slot busy (another thread mid-walk) walks without a memo: nothing waits.
+    pub struct Guard(&'static Slot);
+
+    impl Guard {
+        pub fn try_take(tid: u32) -> Option<Guard> {
+            let slot = &MEMOS[tid as usize % SLOTS];
+            if slot.busy.swap(true, Acquire) { None } else { Some(Guard(slot)) }
+        }
+
+        pub fn data(&mut self) -> &mut Data {
+            // SAFETY: this guard holds `busy`, so no other reference to the data exists.
+            unsafe { &mut *self.0.data.get() }
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.busy.store(false, Release);
+        }
+    }
+}
+
 /// The walk with cached rules ([`cfi`]): None when a frame needs what only libgcc models.
 #[cfg(target_arch = "x86_64")]
 #[inline(never)]
 fn capture_cached(frames: &mut [u64]) -> Option<usize> {
-    let (mut pc, mut sp, mut fp): (usize, usize, usize);
+    let (pc, sp, fp): (usize, usize, usize);
     // SAFETY: reads this instruction's address and the stack and frame pointers; the unwind
     // rule at the `lea`'s successor describes this function's frame with exactly these values.
     unsafe {
@@ -266,13 +377,59 @@ fn capture_cached(frames: &mut [u64]) -> Option<usize> {
     // The fallback reads' window, outside the reader so that nothing copies its 4 KiB.
     let mut window = core::mem::MaybeUninit::uninit();
     let mut mem = SafeReader::new(sp, &mut window);
+    let mut slot = memo::Guard::try_take(crate::syscall::gettid());
+    let Some(m) = slot.as_mut().map(|g| g.data()).filter(|_| frames.len() <= memo::FRAMES) else {
+        return walk(frames, pc, sp, fp, &mut mem).map(|w| w.0);
+    };
+    let cfi_gen = cfi::generation();
+    if m.valid
+        && m.sp == sp
+        && (!m.need_fp || m.fp == fp)
+        && m.depth == frames.len()
+        && m.cfi_gen == cfi_gen
+        && m.reads[..m.nreads].iter().all(|&(a, v)| {
+            mem.known(a, 8) && {
+                // SAFETY: inside a range known readable (see SafeReader).
+                let now = unsafe { (a as *const usize).read() };
+                now == v
+            }
+        })
+    {
+        frames[..m.nframes].copy_from_slice(&m.frames[..m.nframes]);
+        return Some(m.nframes);
+    }
+    m.valid = false;
+    mem.log = Some((&mut m.reads, 0));
+    let result = walk(frames, pc, sp, fp, &mut mem);
+    if let (Some((n, need_fp)), Some((_, nreads))) = (result, mem.log.take()) {
+        m.frames[..n].copy_from_slice(&frames[..n]);
+        (m.nframes, m.nreads, m.sp, m.fp, m.need_fp, m.depth, m.cfi_gen) =
+            (n, nreads, sp, fp, need_fp, frames.len(), cfi_gen);
+        m.valid = true;
+    }
+    result.map(|w| w.0)
+}
+
+/// Walks from `pc`, `sp`, `fp` by cached rules. Returns the number of frames and whether the walk
+/// used the starting `fp` (a rule read rbp before any frame restored it).
+#[cfg(target_arch = "x86_64")]
+fn walk(
+    frames: &mut [u64],
+    mut pc: usize,
+    mut sp: usize,
+    mut fp: usize,
+    mem: &mut SafeReader<'_>,
+) -> Option<(usize, bool)> {
     let mut n = 0;
+    let mut fp_restored = false;
+    let mut need_fp = false;
     // The first address is the current instruction; every later one is a return address, whose
     // call instruction (and so its rule) lies just before it.
     let mut key = pc;
     loop {
         match cfi::rule_for(key as u64) {
             cfi::Rule::Step { cfa_rbp, cfa_off, rbp_slot } => {
+                need_fp |= cfa_rbp && !fp_restored;
                 let cfa = (if cfa_rbp { fp } else { sp }).checked_add(cfa_off as usize)?;
                 // Callers' frames lie higher on the stack; anything else is not a stack to follow.
                 if cfa <= sp {
@@ -281,10 +438,11 @@ fn capture_cached(frames: &mut [u64]) -> Option<usize> {
                 let ret = mem.word(cfa - 8)?;
                 if rbp_slot != 0 {
                     fp = mem.word(cfa.checked_sub(8 * rbp_slot as usize)?)?;
+                    fp_restored = true;
                 }
                 (pc, sp) = (ret, cfa);
                 if pc < 4096 {
-                    return Some(n);
+                    return Some((n, need_fp));
                 }
                 if n == 0 && in_self(pc) {
                     key = pc - 1;
@@ -293,14 +451,17 @@ fn capture_cached(frames: &mut [u64]) -> Option<usize> {
                 frames[n] = pc as u64;
                 n += 1;
                 if n == frames.len() {
-                    return Some(n);
+                    return Some((n, need_fp));
                 }
                 key = pc - 1;
             }
-            cfi::Rule::End => return Some(n),
+            cfi::Rule::End => return Some((n, need_fp)),
             // Code without unwind information: Go's, on from here by frame pointers. The
             // shim's own frames all have it, so a miss among them is not that.
-            cfi::Rule::NoFde if n > 0 => return Some(follow_frame_pointers(frames, n, fp, sp, &mut mem)),
+            cfi::Rule::NoFde if n > 0 => {
+                need_fp |= !fp_restored;
+                return Some((follow_frame_pointers(frames, n, fp, sp, mem), need_fp));
+            }
             cfi::Rule::NoFde | cfi::Rule::Complex => return None,
         }
     }
@@ -392,9 +553,25 @@ mod tests {
             assert_eq!(&cached[here..], &libgcc[there..], "depth {depth}");
             assert!(cached.len() - here >= depth as usize + 2, "depth {depth}: {cached:x?}");
         }
-        // A second walk hits the cache and still agrees.
-        let (a, b) = both_at(5);
-        let here = a.iter().position(|x| b.contains(x)).unwrap();
-        assert!(b.ends_with(&a[here..]));
+        // Walks again from the same place (the memo of the last walk replays: the same start,
+        // the same words on the stack) and from places in turn (the memo must not replay).
+        for depth in [5, 5, 5, 6, 5, 6, 0, 0] {
+            let (a, b) = both_at(depth);
+            let here = a.iter().position(|x| b.contains(x)).unwrap();
+            assert!(b.ends_with(&a[here..]), "depth {depth}");
+            assert!(a.len() - here >= depth as usize + 2, "depth {depth}: {a:x?}");
+        }
+        // Two call sites at the same stack depth: the same start registers, different return
+        // addresses on the stack; each walk must show its own call site.
+        let agree = |(a, b): (Vec<u64>, Vec<u64>)| {
+            let here = a.iter().position(|x| b.contains(x)).unwrap();
+            assert!(b.ends_with(&a[here..]));
+            a
+        };
+        for _ in 0..3 {
+            let first = agree(both_at(2));
+            let second = agree(both_at(2));
+            assert_ne!(first, second, "two call sites, two stacks");
+        }
     }
 }
