@@ -55,11 +55,13 @@ pub fn ensure_started() {
     if writer::is_ready() || !writer::begin_init() {
         return;
     }
+    let mark = syscall::tsc_mark();
     let cfg = config::load();
     DEPTH.store(cfg.depth, Relaxed);
     names::enable(cfg.name_mappings);
     if writer::open(&cfg) {
         startup::record_all();
+        syscall::calibrate_tsc(mark);
     }
 }
 

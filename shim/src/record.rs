@@ -31,10 +31,10 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
     let depth = crate::depth();
     let mut buf = [0u8; CALL_BUF];
     let (result_at, mut enc) = if order == Order::Before {
-        let t0 = sys::monotonic_ns();
+        let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
         let n = unwind::capture(&mut frames[..depth]);
         let r = encode_call(&mut buf, call, 0, t0, args, &frames[..n]);
-        writer::account(sys::monotonic_ns() - t0);
+        writer::account(sys::ticks_to_ns(sys::cycles() - c0));
         r
     } else {
         // Unwound after the call in this order; encoded below.
@@ -42,14 +42,14 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
         if call == CallKind::Mmap && args[3] & libc::MAP_ANONYMOUS as u64 != 0 && sys::split(ret).1 == 0 {
             crate::names::name(ret as u64, args[1], "mmap", sys::gettid());
         }
-        let t0 = sys::monotonic_ns();
+        let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
         let n = unwind::capture(&mut frames[..depth]);
         let (at, mut enc) = encode_call(&mut buf, call, 0, t0, args, &frames[..n]);
         patch_result(&mut enc, at, call, ret);
         if let Some(len) = enc.finish() {
             writer::append(&buf[..len]);
         }
-        writer::account(sys::monotonic_ns() - t0);
+        writer::account(sys::ticks_to_ns(sys::cycles() - c0));
         return ret;
     };
     let len = enc.position().next_multiple_of(8);
@@ -123,7 +123,7 @@ pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
         CallKind::MallocLarge => crate::names::name(args[0], args[1], "malloc", sys::gettid()),
         _ => {}
     }
-    let t0 = sys::monotonic_ns();
+    let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
     let mut frames = [0u64; MAX_FRAMES];
     let n = unwind::capture(&mut frames[..crate::depth()]);
     let mut buf = [0u8; CALL_BUF];
@@ -131,5 +131,5 @@ pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
     if let Some(len) = enc.finish() {
         writer::append(&buf[..len]);
     }
-    writer::account(sys::monotonic_ns() - t0);
+    writer::account(sys::ticks_to_ns(sys::cycles() - c0));
 }

@@ -181,6 +181,70 @@ pub fn read_own_pages(addr: usize, pages: usize, scratch: *mut u8) -> usize {
     );
     (n.max(0) as usize) & !4095
 }
+/// Whether the cost figures may read the TSC: not when the process asked rdtsc to fault
+/// (PR_SET_TSC, as sandboxes and record-replay tools do).
+static USE_TSC: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// Nanoseconds per [`cycles`] tick, in 32.32 fixed point.
+static NS_PER_TICK_Q32: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1 << 32);
+
+/// A tick count for the shim's own cost figures: the TSC where it may be read (a third of a
+/// clock_gettime here), else monotonic nanoseconds. [`ticks_to_ns`] converts.
+#[inline(always)]
+pub fn cycles() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if USE_TSC.load(core::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: rdtsc has no memory effects; USE_TSC is set only when it does not fault.
+        return unsafe { core::arch::x86_64::_rdtsc() };
+    }
+    monotonic_ns()
+}
+
+#[inline(always)]
+pub fn ticks_to_ns(ticks: u64) -> u64 {
+    ((ticks as u128 * NS_PER_TICK_Q32.load(core::sync::atomic::Ordering::Relaxed) as u128) >> 32) as u64
+}
+
+/// Measures the TSC's rate against the monotonic clock over at least 200 us from `from`
+/// (a [`tsc_mark`] taken earlier in start-up), and from then on lets [`cycles`] use it.
+pub fn calibrate_tsc(from: (u64, u64)) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut mode: libc::c_int = 0;
+        let r = sys!(libc::SYS_prctl, libc::PR_GET_TSC, &mut mode as *mut libc::c_int);
+        if r != 0 || mode != libc::PR_TSC_ENABLE || from.0 == 0 {
+            return;
+        }
+        let (mut tsc, mut ns) = tsc_mark();
+        while ns.saturating_sub(from.1) < 200_000 {
+            core::hint::spin_loop();
+            (tsc, ns) = tsc_mark();
+        }
+        let ticks = tsc.saturating_sub(from.0);
+        if ticks == 0 {
+            return;
+        }
+        let q = (((ns - from.1) as u128) << 32) / ticks as u128;
+        NS_PER_TICK_Q32.store(q as u64, core::sync::atomic::Ordering::Relaxed);
+        USE_TSC.store(true, core::sync::atomic::Ordering::Relaxed);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = from;
+}
+
+/// The TSC and the monotonic clock read together (0 for the TSC where it is not used).
+pub fn tsc_mark() -> (u64, u64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut mode: libc::c_int = 0;
+        let r = sys!(libc::SYS_prctl, libc::PR_GET_TSC, &mut mode as *mut libc::c_int);
+        if r == 0 && mode == libc::PR_TSC_ENABLE {
+            // SAFETY: as in cycles(); the process lets rdtsc run.
+            return (unsafe { core::arch::x86_64::_rdtsc() }, monotonic_ns());
+        }
+    }
+    (0, monotonic_ns())
+}
+
 /// Monotonic nanoseconds (vDSO, no system call, no errno change on success).
 pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
