@@ -33,6 +33,7 @@ pub mod modules;
 pub mod names;
 pub mod real;
 pub mod record;
+pub mod stacks;
 pub mod startup;
 pub mod syscall;
 pub mod tls;
@@ -70,6 +71,7 @@ extern "C" fn after_fork_in_child() {
     // The child's one thread has a new id.
     tls::set(tls::Slot::Tid, 0);
     writer::reset_after_fork();
+    stacks::reset();
 }
 
 /// The constructor: runs when the loader initialises this library, before `main`.

@@ -4,7 +4,7 @@
 
 use crate::guard::Guard;
 use crate::{syscall as sys, unwind, writer};
-use vmshim_trace::{CALL_FLAG_OWN, CallKind, Encoder, Kind, MAX_FRAMES, RECORD_HEADER};
+use vmshim_trace::{CALL_FLAG_OWN, CALL_FLAG_STACK_REF, CallKind, Encoder, Kind, MAX_FRAMES, RECORD_HEADER};
 
 /// Room for the largest call record: header, fixed fields, a full stack.
 pub const CALL_BUF: usize = RECORD_HEADER + 96 + 4 + MAX_FRAMES * 8 + 8;
@@ -32,8 +32,8 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
     let mut buf = [0u8; CALL_BUF];
     let (result_at, mut enc) = if order == Order::Before {
         let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
-        let n = unwind::capture(&mut frames[..depth]);
-        let r = encode_call(&mut buf, call, 0, t0, args, &frames[..n]);
+        let (n, stack_ref) = unwind::capture_interned(&mut frames[..depth]);
+        let r = encode_call(&mut buf, call, 0, t0, args, &frames[..n], stack_ref);
         writer::account(sys::ticks_to_ns(sys::cycles() - c0));
         r
     } else {
@@ -43,8 +43,8 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
             crate::names::name(ret as u64, args[1], "mmap", sys::gettid());
         }
         let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
-        let n = unwind::capture(&mut frames[..depth]);
-        let (at, mut enc) = encode_call(&mut buf, call, 0, t0, args, &frames[..n]);
+        let (n, stack_ref) = unwind::capture_interned(&mut frames[..depth]);
+        let (at, mut enc) = encode_call(&mut buf, call, 0, t0, args, &frames[..n], stack_ref);
         patch_result(&mut enc, at, call, ret);
         if let Some(len) = enc.finish() {
             writer::append(&buf[..len]);
@@ -70,10 +70,11 @@ fn encode_call<'a>(
     time_ns: u64,
     args: [u64; 6],
     frames: &[u64],
+    stack_ref: u64,
 ) -> (usize, Encoder<'a>) {
     let mut e = Encoder::new(buf, Kind::Call);
     e.put_u16(call as u16);
-    e.put_u16(flags);
+    e.put_u16(if stack_ref != 0 { flags | CALL_FLAG_STACK_REF } else { flags });
     e.put_u32(sys::gettid());
     e.put_u64(time_ns);
     for a in args {
@@ -82,7 +83,11 @@ fn encode_call<'a>(
     let at = e.position();
     e.put_u64(0); // result
     e.put_u64(0); // errno, 0
-    e.put_frames(frames);
+    if stack_ref != 0 {
+        e.put_u64(stack_ref);
+    } else {
+        e.put_frames(frames);
+    }
     (at, e)
 }
 
@@ -102,7 +107,7 @@ fn patch_result(e: &mut Encoder<'_>, at: usize, call: CallKind, ret: isize) {
 /// Records a mapping the shim made for itself (a trace segment); no stack.
 pub fn own_mapping(args: [u64; 6], result: u64) {
     let mut buf = [0u8; CALL_BUF];
-    let (at, mut e) = encode_call(&mut buf, CallKind::Mmap, CALL_FLAG_OWN, sys::monotonic_ns(), args, &[]);
+    let (at, mut e) = encode_call(&mut buf, CallKind::Mmap, CALL_FLAG_OWN, sys::monotonic_ns(), args, &[], 0);
     e.patch_u64(at, result);
     if let Some(len) = e.finish() {
         writer::append(&buf[..len]);
@@ -125,9 +130,9 @@ pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
     }
     let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
     let mut frames = [0u64; MAX_FRAMES];
-    let n = unwind::capture(&mut frames[..crate::depth()]);
+    let (n, stack_ref) = unwind::capture_interned(&mut frames[..crate::depth()]);
     let mut buf = [0u8; CALL_BUF];
-    let (_, mut enc) = encode_call(&mut buf, call, 0, t0, args, &frames[..n]);
+    let (_, mut enc) = encode_call(&mut buf, call, 0, t0, args, &frames[..n], stack_ref);
     if let Some(len) = enc.finish() {
         writer::append(&buf[..len]);
     }

@@ -186,6 +186,31 @@ impl<'w> SafeReader<'w> {
         self.pair(addr).map(|p| p.0)
     }
 
+    /// The word at `addr` and whether it lay in a known range, without logging it for the memo
+    /// ([`SafeReader::log_word`] does that if the value turns out to matter).
+    fn word_unlogged(&mut self, addr: usize) -> Option<(usize, bool)> {
+        #[cfg(target_arch = "x86_64")]
+        let log = self.log.take();
+        let v = self.word(addr);
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.log = log;
+        }
+        Some((v?, self.known(addr, 8)))
+    }
+
+    /// Logs a word read earlier by [`SafeReader::word_unlogged`].
+    fn log_word(&mut self, addr: usize, v: usize, known: bool) {
+        if known {
+            self.logged(addr, v);
+        } else {
+            #[cfg(target_arch = "x86_64")]
+            {
+                self.log = None;
+            }
+        }
+    }
+
     /// Adds a word read in a known range to the memo log.
     #[inline(always)]
     fn logged(&mut self, _addr: usize, _v: usize) {
@@ -266,14 +291,26 @@ fn scan_for_frame_pointer(mem: &mut SafeReader<'_>, sp: usize) -> usize {
 
 /// Fills `frames` with return addresses, innermost first; returns how many.
 pub fn capture(frames: &mut [u64]) -> usize {
+    capture_with(frames, false).0
+}
+
+/// As [`capture`], and also returns the file offset of the trace's Stack record for the frames
+/// ([`crate::stacks`]; 0 when there is none: write them inline).
+pub fn capture_interned(frames: &mut [u64]) -> (usize, u64) {
+    capture_with(frames, true)
+}
+
+#[inline(always)]
+fn capture_with(frames: &mut [u64], intern: bool) -> (usize, u64) {
     if frames.is_empty() {
-        return 0;
+        return (0, 0);
     }
     #[cfg(target_arch = "x86_64")]
-    if let Some(n) = capture_cached(frames) {
-        return n;
+    if let Some(r) = capture_cached(frames, intern) {
+        return r;
     }
-    capture_libgcc(frames)
+    let n = capture_libgcc(frames);
+    (n, if intern { crate::stacks::intern(&frames[..n]).unwrap_or(0) } else { 0 })
 }
 
 /// The last walk made on a slot's threads, to be replayed when the next one would read the
@@ -305,6 +342,10 @@ mod memo {
         pub reads: [(usize, usize); READS],
         pub nframes: usize,
         pub frames: [u64; FRAMES],
+        /// The frames' Stack record in the trace ([`crate::stacks`]), 0 if none, and the
+        /// epoch of that reference.
+        pub stack_ref: u64,
+        pub stack_epoch: u64,
     }
 
     pub struct Slot {
@@ -329,6 +370,8 @@ mod memo {
                 reads: [(0, 0); READS],
                 nframes: 0,
                 frames: [0; FRAMES],
+                stack_ref: 0,
+                stack_epoch: 0,
             }),
         }
     }; SLOTS];
@@ -359,7 +402,8 @@ mod memo {
 /// The walk with cached rules ([`cfi`]): None when a frame needs what only libgcc models.
 #[cfg(target_arch = "x86_64")]
 #[inline(never)]
-fn capture_cached(frames: &mut [u64]) -> Option<usize> {
+fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
+    let interned = |frames: &[u64]| if intern { crate::stacks::intern(frames).unwrap_or(0) } else { 0 };
     let (pc, sp, fp): (usize, usize, usize);
     // SAFETY: reads this instruction's address and the stack and frame pointers; the unwind
     // rule at the `lea`'s successor describes this function's frame with exactly these values.
@@ -379,7 +423,8 @@ fn capture_cached(frames: &mut [u64]) -> Option<usize> {
     let mut mem = SafeReader::new(sp, &mut window);
     let mut slot = memo::Guard::try_take(crate::syscall::gettid());
     let Some(m) = slot.as_mut().map(|g| g.data()).filter(|_| frames.len() <= memo::FRAMES) else {
-        return walk(frames, pc, sp, fp, &mut mem).map(|w| w.0);
+        let n = walk(frames, pc, sp, fp, &mut mem)?.0;
+        return Some((n, interned(&frames[..n])));
     };
     let cfi_gen = cfi::generation();
     if m.valid
@@ -396,18 +441,29 @@ fn capture_cached(frames: &mut [u64]) -> Option<usize> {
         })
     {
         frames[..m.nframes].copy_from_slice(&m.frames[..m.nframes]);
-        return Some(m.nframes);
+        if !intern {
+            return Some((m.nframes, 0));
+        }
+        let epoch = crate::stacks::epoch();
+        if m.stack_ref == 0 || m.stack_epoch != epoch {
+            m.stack_ref = interned(&frames[..m.nframes]);
+            m.stack_epoch = epoch;
+        }
+        return Some((m.nframes, m.stack_ref));
     }
     m.valid = false;
     mem.log = Some((&mut m.reads, 0));
-    let result = walk(frames, pc, sp, fp, &mut mem);
-    if let (Some((n, need_fp)), Some((_, nreads))) = (result, mem.log.take()) {
+    let (n, need_fp) = walk(frames, pc, sp, fp, &mut mem)?;
+    let epoch = crate::stacks::epoch();
+    let stack_ref = interned(&frames[..n]);
+    if let Some((_, nreads)) = mem.log.take() {
         m.frames[..n].copy_from_slice(&frames[..n]);
         (m.nframes, m.nreads, m.sp, m.fp, m.need_fp, m.depth, m.cfi_gen) =
             (n, nreads, sp, fp, need_fp, frames.len(), cfi_gen);
+        (m.stack_ref, m.stack_epoch) = (stack_ref, epoch);
         m.valid = true;
     }
-    result.map(|w| w.0)
+    Some((n, stack_ref))
 }
 
 /// Walks from `pc`, `sp`, `fp` by cached rules. Returns the number of frames and whether the walk
@@ -423,6 +479,8 @@ fn walk(
     let mut n = 0;
     let mut fp_restored = false;
     let mut need_fp = false;
+    // The last rbp restored from the stack, not yet used: (address, value, read in a known range).
+    let mut restored: Option<(usize, usize, bool)> = None;
     // The first address is the current instruction; every later one is a return address, whose
     // call instruction (and so its rule) lies just before it.
     let mut key = pc;
@@ -430,6 +488,9 @@ fn walk(
         match cfi::rule_for(key as u64) {
             cfi::Rule::Step { cfa_rbp, cfa_off, rbp_slot } => {
                 need_fp |= cfa_rbp && !fp_restored;
+                if cfa_rbp && let Some((a, v, known)) = restored.take() {
+                    mem.log_word(a, v, known);
+                }
                 let cfa = (if cfa_rbp { fp } else { sp }).checked_add(cfa_off as usize)?;
                 // Callers' frames lie higher on the stack; anything else is not a stack to follow.
                 if cfa <= sp {
@@ -437,8 +498,11 @@ fn walk(
                 }
                 let ret = mem.word(cfa - 8)?;
                 if rbp_slot != 0 {
-                    fp = mem.word(cfa.checked_sub(8 * rbp_slot as usize)?)?;
-                    fp_restored = true;
+                    // Logged for the memo only once a rule uses it: code built without frame
+                    // pointers keeps data in rbp, which differs from call to call.
+                    let at = cfa.checked_sub(8 * rbp_slot as usize)?;
+                    let (v, known) = mem.word_unlogged(at)?;
+                    (fp, restored, fp_restored) = (v, Some((at, v, known)), true);
                 }
                 (pc, sp) = (ret, cfa);
                 if pc < 4096 {
@@ -460,6 +524,9 @@ fn walk(
             // shim's own frames all have it, so a miss among them is not that.
             cfi::Rule::NoFde if n > 0 => {
                 need_fp |= !fp_restored;
+                if let Some((a, v, known)) = restored.take() {
+                    mem.log_word(a, v, known);
+                }
                 return Some((follow_frame_pointers(frames, n, fp, sp, mem), need_fp));
             }
             cfi::Rule::NoFde | cfi::Rule::Complex => return None,
@@ -537,7 +604,7 @@ mod tests {
         }
         let mut a = [0u64; 64];
         let mut b = [0u64; 64];
-        let n = capture_cached(&mut a).expect("the test binary's frames all have plain CFI");
+        let n = capture_cached(&mut a, false).expect("the test binary's frames all have plain CFI").0;
         let m = capture_libgcc(&mut b);
         (a[..n].to_vec(), b[..m].to_vec())
     }

@@ -333,6 +333,8 @@ fn record_own_segment(i: usize, base: *mut u8) {
 pub struct Slot {
     at: *mut u8,
     len: usize,
+    /// The record's offset in the trace file.
+    pub offset: u64,
 }
 
 /// Reserves `len` bytes (a multiple of 8, at most one segment). `None` when the writer is off or
@@ -361,7 +363,7 @@ pub fn reserve(len: usize) -> Option<Slot> {
         // SAFETY: `within < size`, so the pointer stays inside the mapped segment.
         let at = unsafe { base.add(within) };
         if within + len <= size as usize {
-            return Some(Slot { at, len });
+            return Some(Slot { at, len, offset: off });
         }
         // The record would straddle two segments: pad out what it took of both, then reserve
         // again. (Unpadded, the spill into the next segment would read as a torn record.)
@@ -402,11 +404,12 @@ impl Slot {
     }
 }
 
-/// Reserves and commits in one step.
-pub fn append(record: &[u8]) {
-    if let Some(slot) = reserve(record.len()) {
-        slot.commit(record);
-    }
+/// Reserves and commits in one step; returns the record's file offset if it was stored.
+pub fn append(record: &[u8]) -> Option<u64> {
+    let slot = reserve(record.len())?;
+    let offset = slot.offset;
+    slot.commit(record);
+    Some(offset)
 }
 
 /// In the child of a fork: forget the parent's trace (its mappings and descriptor are the

@@ -8,12 +8,13 @@
 //! | Start | pid u32, ppid u32, page_size u32, 0 u32, mono_ns u64, real_ns u64, exe str, trace_path str, argc u32, argv str... |
 //! | Maps | source u8, 0 u8 x3, chunk u32, text str |
 //! | Module | base u64, lo u64, hi u64, build_id str, path str |
-//! | Call | call u16, flags u16, tid u32, time_ns u64, args u64 x6, result u64, errno i32, 0 u32, frames |
+//! | Call | call u16, flags u16, tid u32, time_ns u64, args u64 x6, result u64, errno i32, 0 u32, frames (or, with CALL_FLAG_STACK_REF, the u64 file offset of a Stack record) |
 //! | ThreadStart | tid u32, creator_tid u32, time_ns u64, sp u64, stack_size u64, guard_size u64, start_routine u64, creator frames |
 //! | Exit | raw_status i32, 0 u32, how str |
 //! | ThreadName | tid u32, 0 u32, name str |
 //! | Resolve | api u16, 0 u16, tid u32, start_ns u64, end_ns u64, family i32, socktype i32, protocol i32, flags i32, ret i32, error i32, handle u64, name str, service str, naddrs u32, (family u16, 0 u16 x3, addr 16 bytes) x naddrs, frames |
 //! | Config | text str |
+//! | Stack | frames (its identity is the record's own file offset) |
 
 use crate::{
     CallKind, Error, FILE_MAGIC, HEADER_SIZE, Kind, MAX_FRAMES, MAX_RECORD, MapsSource, RECORD_HEADER,
@@ -64,7 +65,11 @@ pub struct Call {
     pub args: [u64; 6],
     pub result: u64,
     pub errno: i32,
+    /// Innermost first. [`parse`] fills it in from the Stack record a reference names.
     pub stack: Vec<u64>,
+    /// The file offset of the [`Kind::Stack`] record holding the stack, or 0 when the frames
+    /// are inline.
+    pub stack_ref: u64,
 }
 
 /// A thread made by `pthread_create` started. `sp` is an address on its stack; the creator's
@@ -148,6 +153,8 @@ pub struct Trace {
     pub timed: u64,
     /// Stretches of bytes that held no committed record (a writer killed mid-record).
     pub torn: u64,
+    /// Calls whose stack reference names no Stack record (it was torn, or damaged).
+    pub unresolved_stacks: u64,
     /// Events in the order their slots were reserved.
     pub events: Vec<Event>,
 }
@@ -304,8 +311,12 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Event>, Error> {
             let result = r.u64()?;
             let errno = r.i32()?;
             r.u32()?;
-            let stack = r.frames()?;
-            Event::Call(Call { call, flags, tid, time_ns, args, result, errno, stack })
+            let (stack, stack_ref) = if flags & crate::CALL_FLAG_STACK_REF != 0 {
+                (Vec::new(), r.u64()?)
+            } else {
+                (r.frames()?, 0)
+            };
+            Event::Call(Call { call, flags, tid, time_ns, args, result, errno, stack, stack_ref })
         }
         Kind::ThreadStart => Event::ThreadStart(ThreadStart {
             tid: r.u32()?,
@@ -364,6 +375,8 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Event>, Error> {
             })
         }
         Kind::Config => Event::Config(r.string()?),
+        // Not an event of its own: parse() files its frames under its offset.
+        Kind::Stack => return Ok(None),
         Kind::ThreadName => {
             let tid = r.u32()?;
             r.u32()?;
@@ -404,6 +417,8 @@ pub fn parse(bytes: &[u8]) -> Result<Trace, Error> {
     };
     let mut at = HEADER_SIZE;
     let mut in_torn = false;
+    // Stack records by file offset: as many as the trace has distinct stacks.
+    let mut stacks: std::collections::HashMap<u64, Vec<u64>> = std::collections::HashMap::new();
     while at + 8 <= end {
         match valid_record(bytes, at, end) {
             // A pad may be a bare 8-byte header, shorter than any body: skip it whole.
@@ -418,7 +433,17 @@ pub fn parse(bytes: &[u8]) -> Result<Trace, Error> {
                     pos: 0,
                     base: (at + RECORD_HEADER) as u64,
                 };
-                if let Some(ev) = decode_body(kind, &mut r)? {
+                if kind == Kind::Stack {
+                    stacks.insert(at as u64, r.frames()?);
+                } else if let Some(mut ev) = decode_body(kind, &mut r)? {
+                    if let Event::Call(c) = &mut ev
+                        && c.stack_ref != 0
+                    {
+                        match stacks.get(&c.stack_ref) {
+                            Some(frames) => c.stack = frames.clone(),
+                            None => trace.unresolved_stacks += 1,
+                        }
+                    }
                     trace.events.push(ev);
                 }
                 at += len;

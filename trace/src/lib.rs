@@ -34,8 +34,8 @@ pub use encode::Encoder;
 /// First eight bytes of every trace file.
 pub const FILE_MAGIC: [u8; 8] = *b"VMSHIMT1";
 /// Format version written into the header.
-/// 2: record checksums hashed in four lanes.
-pub const VERSION: u32 = 2;
+/// 2: record checksums hashed in four lanes. 3: stacks written once, referred to by offset.
+pub const VERSION: u32 = 3;
 /// Size of the file header; the first record starts here.
 pub const HEADER_SIZE: usize = 64;
 /// Byte offsets of the header fields.
@@ -92,6 +92,9 @@ pub enum Kind {
     /// /etc/nsswitch.conf, the `options` of /etc/resolv.conf, GODEBUG, LOCALDOMAIN, RES_OPTIONS,
     /// HOSTALIASES).
     Config = 9,
+    /// A call stack that call records refer to by this record's file offset
+    /// ([`CALL_FLAG_STACK_REF`]): each distinct stack is written once.
+    Stack = 10,
 }
 
 impl Kind {
@@ -107,6 +110,7 @@ impl Kind {
             7 => Kind::ThreadName,
             8 => Kind::Resolve,
             9 => Kind::Config,
+            10 => Kind::Stack,
             _ => return None,
         })
     }
@@ -230,6 +234,8 @@ pub const MAX_ADDRS: usize = 16;
 
 /// [`Kind::Call`] flag: the shim made this mapping for itself (its trace buffer).
 pub const CALL_FLAG_OWN: u16 = 1;
+/// The call record's stack is the file offset (u64) of a [`Kind::Stack`] record, not frames.
+pub const CALL_FLAG_STACK_REF: u16 = 2;
 
 /// Where a [`Kind::Maps`] text came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
