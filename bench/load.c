@@ -5,6 +5,8 @@
  *        load threads N   N x (pthread_create, pthread_join) of an empty thread
  *        load event N     1 thread, N x mprotect of one page to the protection it has, from
  *                         16 C frames deep: the cost of recording one event with its stack
+ *        load event-mix N the same from two call sites in turn: no event has the stack of the
+ *                         one before it
  * Prints the wall time of the work itself in seconds on stdout.
  */
 #define _GNU_SOURCE
@@ -38,10 +40,23 @@ static void *nothing(void *a) { return a; }
 
 static char *page;
 
+static int mix;
+
+static volatile int last; /* makes the two call sites different code (gcc merges twins) */
+static __attribute__((noinline)) void event_a(void) { mprotect(page, 4096, PROT_READ | PROT_WRITE); last = 1; }
+static __attribute__((noinline)) void event_b(void) { mprotect(page, 4096, PROT_READ | PROT_WRITE); last = 2; }
+
 /* Recurses `depth` frames before its loop, so that each event has a stack of C frames to walk. */
 static __attribute__((noinline)) long event_loop(int depth) {
-    if (depth > 0) return event_loop(depth - 1) + 1;
-    for (long i = 0; i < n; i++) mprotect(page, 4096, PROT_READ | PROT_WRITE);
+    if (depth > 0) {
+        long r = event_loop(depth - 1);
+        __asm__ volatile("" ::: "memory"); /* not a tail call, not a loop */
+        return r + 1;
+    }
+    for (long i = 0; i < n; i++) {
+        if (mix && (i & 1)) event_b();
+        else event_a();
+    }
     return 0;
 }
 
@@ -55,7 +70,8 @@ int main(int argc, char **argv) {
     if (argc != 3) return 2;
     n = atol(argv[2]);
     double t0 = now();
-    if (strcmp(argv[1], "event") == 0) {
+    if (strcmp(argv[1], "event") == 0 || strcmp(argv[1], "event-mix") == 0) {
+        mix = strcmp(argv[1], "event-mix") == 0;
         page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         t0 = now();
         if (event_loop(16) < 0) return 1;

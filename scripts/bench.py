@@ -54,10 +54,14 @@ def timed(cmd, env, tmp):
 
 def event_cost(exe, bare_env, shim_env, rounds, n, tmp):
     """The time one recorded event adds, with its whole stack: N mprotect calls that change
-    nothing, bare and under vmshim, from 16 C frames deep (C and glibc frames down to _start) and
-    from Go through cgo (a cgo wrapper, then Go frames by frame pointers, 14 frames in all)."""
+    nothing, bare and under vmshim, from 16 C frames deep (C and glibc frames down to _start: 22
+    frames), the same from two call sites in turn (no event has its predecessor's stack), and
+    from Go through cgo (a cgo wrapper, then Go frames by frame pointers: 14 frames)."""
     env = dict(os.environ, GO111MODULE="off", GOFLAGS="", CGO_ENABLED="1")
-    programs = [("recorded event, C stack, 21 frames", [exe, "event", str(n)])]
+    programs = [
+        ("recorded event, C stack, 22 frames", [exe, "event", str(n)]),
+        ("  ... two stacks in turn", [exe, "event-mix", str(n)]),
+    ]
     if shutil.which("go"):
         gobin = os.path.join(tmp, "events_go")
         subprocess.run(["go", "build", "-o", gobin, os.path.join(ROOT, "bench", "events.go")], env=env, check=True)
