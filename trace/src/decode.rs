@@ -516,6 +516,49 @@ mod tests {
         );
     }
 
+    fn stack_record(stack: &[u64]) -> Vec<u8> {
+        let mut buf = [0u8; 2048];
+        let mut e = Encoder::new(&mut buf, Kind::Stack);
+        e.put_frames(stack);
+        let n = e.finish().unwrap();
+        buf[..n].to_vec()
+    }
+
+    /// A call record whose stack is a reference to the record at file offset `to`.
+    fn call_ref_record(tid: u32, to: u64) -> Vec<u8> {
+        let mut r = call_record(tid, &[]);
+        // Swap the empty frames (a u32 count, padded) for the flag and the offset.
+        let body_end = r.len() - 8; // the u32 count and 4 bytes of padding
+        r.truncate(body_end);
+        r.extend_from_slice(&to.to_le_bytes());
+        r[RECORD_HEADER + 2..RECORD_HEADER + 4].copy_from_slice(&crate::CALL_FLAG_STACK_REF.to_le_bytes());
+        let len = r.len() as u32;
+        let check = checksum(&r[RECORD_HEADER..], len);
+        r[0..8].copy_from_slice(&crate::record_word0(Kind::Call, len).to_le_bytes());
+        r[8..16].copy_from_slice(&check.to_le_bytes());
+        r
+    }
+
+    #[test]
+    fn resolves_stack_references_and_counts_the_ones_that_name_nothing() {
+        let stack = stack_record(&[10, 20, 30]);
+        let at = HEADER_SIZE as u64;
+        let f = file_with(&[
+            stack.clone(),
+            call_ref_record(1, at),
+            call_ref_record(2, at + 8),
+            call_ref_record(3, at),
+        ]);
+        let t = parse(&f).unwrap();
+        let calls: Vec<_> =
+            t.events.iter().filter_map(|e| if let Event::Call(c) = e { Some(c) } else { None }).collect();
+        assert_eq!(calls.len(), 3, "the Stack record is not an event of its own");
+        assert_eq!(calls[0].stack, [10, 20, 30]);
+        assert!(calls[1].stack.is_empty(), "an offset inside a record names no stack");
+        assert_eq!(calls[2].stack, [10, 20, 30]);
+        assert_eq!((calls[0].stack_ref, t.unresolved_stacks), (at, 1));
+    }
+
     #[test]
     fn skips_a_torn_record_and_keeps_the_ones_after_it() {
         let torn = vec![0u8; 96];
