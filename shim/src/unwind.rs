@@ -329,7 +329,9 @@ mod memo {
 
     pub const READS: usize = 96;
     pub const FRAMES: usize = 64;
-    const SLOTS: usize = 64;
+    /// Walks kept per slot: a loop's mmap and munmap, say, come from different stacks in turn.
+    pub const WAYS: usize = 4;
+    const SLOTS: usize = 32;
 
     pub struct Data {
         pub valid: bool,
@@ -348,9 +350,15 @@ mod memo {
         pub stack_epoch: u64,
     }
 
+    pub struct Ways {
+        pub ways: [Data; WAYS],
+        /// The way the next new walk replaces.
+        pub next: usize,
+    }
+
     pub struct Slot {
         busy: AtomicBool,
-        data: UnsafeCell<Data>,
+        data: UnsafeCell<Ways>,
     }
 
     // SAFETY: `data` is only touched by the thread that set `busy` (see Guard).
@@ -359,19 +367,24 @@ mod memo {
     static MEMOS: [Slot; SLOTS] = [const {
         Slot {
             busy: AtomicBool::new(false),
-            data: UnsafeCell::new(Data {
-                valid: false,
-                cfi_gen: 0,
-                sp: 0,
-                fp: 0,
-                need_fp: false,
-                depth: 0,
-                nreads: 0,
-                reads: [(0, 0); READS],
-                nframes: 0,
-                frames: [0; FRAMES],
-                stack_ref: 0,
-                stack_epoch: 0,
+            data: UnsafeCell::new(Ways {
+                next: 0,
+                ways: [const {
+                    Data {
+                        valid: false,
+                        cfi_gen: 0,
+                        sp: 0,
+                        fp: 0,
+                        need_fp: false,
+                        depth: 0,
+                        nreads: 0,
+                        reads: [(0, 0); READS],
+                        nframes: 0,
+                        frames: [0; FRAMES],
+                        stack_ref: 0,
+                        stack_epoch: 0,
+                    }
+                }; WAYS],
             }),
         }
     }; SLOTS];
@@ -386,7 +399,7 @@ mod memo {
             if slot.busy.swap(true, Acquire) { None } else { Some(Guard(slot)) }
         }
 
-        pub fn data(&mut self) -> &mut Data {
+        pub fn data(&mut self) -> &mut Ways {
             // SAFETY: this guard holds `busy`, so no other reference to the data exists.
             unsafe { &mut *self.0.data.get() }
         }
@@ -422,24 +435,27 @@ fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
     let mut window = core::mem::MaybeUninit::uninit();
     let mut mem = SafeReader::new(sp, &mut window);
     let mut slot = memo::Guard::try_take(crate::syscall::gettid());
-    let Some(m) = slot.as_mut().map(|g| g.data()).filter(|_| frames.len() <= memo::FRAMES) else {
+    let Some(ways) = slot.as_mut().map(|g| g.data()).filter(|_| frames.len() <= memo::FRAMES) else {
         let n = walk(frames, pc, sp, fp, &mut mem)?.0;
         return Some((n, interned(&frames[..n])));
     };
     let cfi_gen = cfi::generation();
-    if m.valid
-        && m.sp == sp
-        && (!m.need_fp || m.fp == fp)
-        && m.depth == frames.len()
-        && m.cfi_gen == cfi_gen
-        && m.reads[..m.nreads].iter().all(|&(a, v)| {
-            mem.known(a, 8) && {
-                // SAFETY: inside a range known readable (see SafeReader).
-                let now = unsafe { (a as *const usize).read() };
-                now == v
-            }
-        })
-    {
+    let hit = ways.ways.iter().position(|m| {
+        m.valid
+            && m.sp == sp
+            && (!m.need_fp || m.fp == fp)
+            && m.depth == frames.len()
+            && m.cfi_gen == cfi_gen
+            && m.reads[..m.nreads].iter().all(|&(a, v)| {
+                mem.known(a, 8) && {
+                    // SAFETY: inside a range known readable (see SafeReader).
+                    let now = unsafe { (a as *const usize).read() };
+                    now == v
+                }
+            })
+    });
+    if let Some(i) = hit {
+        let m = &mut ways.ways[i];
         frames[..m.nframes].copy_from_slice(&m.frames[..m.nframes]);
         if !intern {
             return Some((m.nframes, 0));
@@ -451,6 +467,9 @@ fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
         }
         return Some((m.nframes, m.stack_ref));
     }
+    let victim = ways.next;
+    ways.next = (victim + 1) % memo::WAYS;
+    let m = &mut ways.ways[victim];
     m.valid = false;
     mem.log = Some((&mut m.reads, 0));
     let (n, need_fp) = walk(frames, pc, sp, fp, &mut mem)?;
