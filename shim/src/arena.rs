@@ -11,8 +11,8 @@
 
 /// HEAP_MAX_SIZE on 64-bit glibc: 2 * DEFAULT_MMAP_THRESHOLD_MAX (2 * 4 MiB * sizeof(long)).
 pub const HEAP_MAX: usize = 64 << 20;
-const IS_MMAPPED: usize = 0x2;
-const NON_MAIN_ARENA: usize = 0x4;
+pub const IS_MMAPPED: usize = 0x2;
+pub const NON_MAIN_ARENA: usize = 0x4;
 const SIZE_BITS: usize = 0x7;
 
 /// Where a chunk lives.
@@ -26,11 +26,27 @@ pub enum Chunk {
     Main { end: usize },
 }
 
+/// The size word of the chunk at `ptr`: its size with the flag bits.
+///
+/// # Safety
+/// As for [`classify`].
+#[inline(always)]
+pub unsafe fn size_word(ptr: usize) -> usize {
+    // SAFETY: the size word precedes every chunk's user memory.
+    unsafe { *((ptr - 8) as *const usize) }
+}
+
+/// The end of a main-arena chunk at `ptr` with size word `word`.
+#[inline(always)]
+pub fn main_chunk_end(ptr: usize, word: usize) -> usize {
+    ptr - 16 + (word & !SIZE_BITS)
+}
+
 /// # Safety
 /// `ptr` is a non-null pointer returned by glibc's malloc family and not yet freed.
 pub unsafe fn classify(ptr: usize) -> Chunk {
-    // SAFETY: the size word and prev_size word precede every chunk's user memory.
-    let size_word = unsafe { *((ptr - 8) as *const usize) };
+    // SAFETY: as the caller promises.
+    let size_word = unsafe { size_word(ptr) };
     let size = size_word & !SIZE_BITS;
     if size_word & IS_MMAPPED != 0 {
         // SAFETY: as above; for a mapped chunk prev_size holds the alignment padding.
@@ -40,7 +56,7 @@ pub unsafe fn classify(ptr: usize) -> Chunk {
     } else if size_word & NON_MAIN_ARENA != 0 {
         Chunk::Heap { heap: ptr & !(HEAP_MAX - 1) }
     } else {
-        Chunk::Main { end: ptr - 16 + size }
+        Chunk::Main { end: main_chunk_end(ptr, size_word) }
     }
 }
 

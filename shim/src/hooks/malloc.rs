@@ -20,7 +20,9 @@
 //! The fast path (no event) is a thread-local read, one load of the chunk's size word and a
 //! compare: it must stay that way, since every allocation pays for it.
 
-use crate::arena::{Chunk, classify, heap_info};
+use crate::arena::{
+    Chunk, HEAP_MAX, IS_MMAPPED, NON_MAIN_ARENA, classify, heap_info, main_chunk_end, size_word,
+};
 use crate::guard::Guard;
 use crate::record;
 use crate::syscall as sys;
@@ -136,19 +138,35 @@ unsafe fn next_fn<F: Copy>(slot: &AtomicUsize) -> F {
     unsafe { core::mem::transmute_copy::<usize, F>(&p) }
 }
 
-/// Looks at a chunk just returned by `via`; records what it reveals.
+/// Looks at a chunk just returned by `via`; records what it reveals. The fast path reads the
+/// size word and compares without building a [`Chunk`]: a value kept for the slow path cost
+/// two stores on every allocation.
 #[inline(always)]
 fn inspect(ptr: *mut c_void, request: usize, via: Via) {
     if ptr.is_null() {
         return;
     }
-    // SAFETY: glibc's malloc family just returned `ptr` (foreign allocators never get here).
-    let chunk = unsafe { classify(ptr as usize) };
-    match chunk {
-        Chunk::Heap { heap, .. } if seen_heap() == heap || seen_foreign() == heap => {}
-        Chunk::Main { end } if seen_heap() == MAIN_ARENA && end <= BRK_SEEN.load(Relaxed) => {}
-        _ => slow_path(chunk, ptr as usize, request, via),
+    // SAFETY: glibc's malloc family just returned `ptr` (foreign allocators never get here);
+    // its size word precedes it.
+    let word = unsafe { size_word(ptr as usize) };
+    if word & IS_MMAPPED == 0 {
+        if word & NON_MAIN_ARENA != 0 {
+            let heap = ptr as usize & !(HEAP_MAX - 1);
+            if seen_heap() == heap || seen_foreign() == heap {
+                return;
+            }
+        } else if seen_heap() == MAIN_ARENA && main_chunk_end(ptr as usize, word) <= BRK_SEEN.load(Relaxed) {
+            return;
+        }
     }
+    inspect_slowly(ptr as usize, request, via);
+}
+
+#[cold]
+#[inline(never)]
+fn inspect_slowly(ptr: usize, request: usize, via: Via) {
+    // SAFETY: as in inspect(), which passes only such pointers.
+    slow_path(unsafe { classify(ptr) }, ptr, request, via);
 }
 
 /// Requests above this never come from the tcache (glibc's largest tcache chunk is 1032 bytes).
