@@ -73,7 +73,7 @@ def event_cost(exe, bare_env, shim_env, rounds, n, tmp):
             shim.append(timed(cmd, shim_env, tmp))
         b, v = statistics.median(bare), statistics.median(shim)
         added = (v - b) / n * 1e9
-        print(f"{title:<40}{b / n * 1e9:>15.0f} ns/call{v / n * 1e9:>15.0f} ns/call   +{added:.0f} ns per event "
+        print(f"{title:<48}{b / n * 1e9:>15.0f} ns/call{v / n * 1e9:>15.0f} ns/call   +{added:.0f} ns per event "
               f"(target 250)", flush=True)
 
 
@@ -83,48 +83,53 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smaller workloads, for a smoke run")
     ap.add_argument("--anchors", action="store_true",
                     help="also strace -f -k, ltrace -f, heaptrack and massif --pages-as-heap where installed "
-                         "(at 1/100 of the work, against a bare run of that size)")
+                         "(at 1/100 of the work, 1/1000 for malloc, against a bare run of that size)")
     args = ap.parse_args()
     scale = 10 if args.quick else 1
+    # (title, load.c mode, N, the fraction of N the other tools get: ltrace takes a minute for
+    # 1/100 of the malloc loop)
     workloads = [
-        ("mmap 64 KiB+touch+munmap, 2 threads", "mmap", 20000 // scale),
-        ("malloc(32)/free, 2 threads", "malloc", 10_000_000 // scale),
-        ("pthread create/join", "threads", 2000 // scale),
+        ("mmap 64 KiB+touch+munmap, 2 threads", "mmap", 20000 // scale, 100),
+        ("malloc(32)/free, 2 threads", "malloc", 10_000_000 // scale, 1000),
+        ("pthread create/join", "threads", 2000 // scale, 100),
     ]
     with tempfile.TemporaryDirectory() as tmp:
         exe, shim = build(tmp)
         bare_env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "VMSHIM_OUT")}
         shim_env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=os.path.join(tmp, "vmshim.%p.trace"))
-        # The tools people use instead, each where it is installed, at 1/100 of the work (they
-        # are 10-10,000x slower: ltrace on the malloc loop) against a bare run of the same size.
+        # The tools people use instead, each where it is installed, at 1/N of the work (they are
+        # 10-100,000x slower: ltrace on the malloc loop) against a bare run of the same size.
         anchors = [
             ("strace -f -k", ["strace", "-f", "-k", "-qq", "-o", "/dev/null", "-e", "trace=memory"]),
             ("ltrace -f", ["ltrace", "-f", "-o", "/dev/null"]),
             ("heaptrack", ["heaptrack", "-o", os.path.join(tmp, "heaptrack.out")]),
             ("massif pages", ["valgrind", "-q", "--tool=massif", "--pages-as-heap=yes", "--massif-out-file=/dev/null"]),
         ]
-        # (column, command prefix, environment, fraction of the work)
-        columns = [("bare", [], bare_env, 1), ("vmshim", [], shim_env, 1)]
+        # (column, command prefix, environment, whether it runs the whole work or the anchors'
+        # fraction of it)
+        columns = [("bare", [], bare_env, True), ("vmshim", [], shim_env, True)]
         if args.anchors:
-            columns.append(("bare/100", [], bare_env, 100))
+            columns.append(("bare/N", [], bare_env, False))
             for name, prefix in anchors:
                 if shutil.which(prefix[0]):
-                    columns.append((name + " /100", prefix, bare_env, 100))
+                    columns.append((name + " /N", prefix, bare_env, False))
                 else:
                     print(f"# {prefix[0]} is not installed: no {name} column")
         print(f"# vmshim benchmark, {args.rounds} interleaved rounds, medians of the work's own wall time")
-        print(f"{'workload':<40}" + "".join(f"{name:>24}" for name, _, _, _ in columns))
-        for title, mode, n in workloads:
+        print(f"{'workload':<48}" + "".join(f"{name:>24}" for name, _, _, _ in columns))
+        for title, mode, n, div in workloads:
             times = {name: [] for name, _, _, _ in columns}
             for _ in range(args.rounds):
-                for name, prefix, env, frac in columns:
-                    times[name].append(timed(prefix + [exe, mode, str(max(1, n // frac))], env, tmp))
+                for name, prefix, env, whole in columns:
+                    times[name].append(timed(prefix + [exe, mode, str(max(1, n if whole else n // div))], env, tmp))
             cells = []
-            for name, _, _, frac in columns:
+            for name, _, _, whole in columns:
                 m = statistics.median(times[name])
-                base = statistics.median(times["bare" if frac == 1 else "bare/100"])
+                base = statistics.median(times["bare" if whole else "bare/N"])
                 cells.append(f"{m:9.4f}s" + (f" {m / base:6.2f}x" if not name.startswith("bare") else " " * 8))
-            print(f"{title:<40}" + "".join(f"{c:>24}" for c in cells), flush=True)
+            if args.anchors:
+                title = f"{title} (N={div})"
+            print(f"{title:<48}" + "".join(f"{c:>24}" for c in cells), flush=True)
         event_cost(exe, bare_env, shim_env, args.rounds, 1_000_000 // scale, tmp)
         if shutil.which("go"):
             server, client = build_http(tmp)
@@ -135,7 +140,7 @@ def main():
                 rps["vmshim"].append(http_rps(server, client, shim_env, requests, tmp))
             b, v = statistics.median(rps["bare"]), statistics.median(rps["vmshim"])
             title = f"ex1-style server, {requests} requests (req/s)"
-            print(f"{title:<40}{b:>15.0f} req/s{v:>15.0f} req/s {v / b:5.2f}x", flush=True)
+            print(f"{title:<48}{b:>15.0f} req/s{v:>15.0f} req/s {v / b:5.2f}x", flush=True)
 
 
 if __name__ == "__main__":
