@@ -286,6 +286,20 @@ fn path_for_reopen() -> &'static [u8] {
 }
 
 const MADV_POPULATE_WRITE: i32 = 23;
+/// How much of a segment is faulted in at a time.
+const POPULATE_CHUNK: u64 = 256 << 10;
+
+/// Faults in writable the chunk of the segment at `base` (`size` bytes) that starts at
+/// `offset`. Otherwise the first store to each page of a shared file mapping takes a write
+/// fault (the file system tracks dirty pages), one per 40 records or so, each waiting on the
+/// mmap lock the target's own mmap calls hold. A chunk at a time, as records reach it: a
+/// short-lived process dirties no more of its file than it fills. An older kernel without
+/// MADV_POPULATE_WRITE (5.14) says EINVAL and the pages fault in as before.
+fn populate(base: usize, offset: u64, size: u64) {
+    if offset < size {
+        sys::madvise(base + offset as usize, POPULATE_CHUNK.min(size - offset) as usize, MADV_POPULATE_WRITE);
+    }
+}
 
 /// Grows the file to hold segment `i` and maps it.
 fn map_segment(fd: i32, i: usize, size: u64, want: u64) -> Option<*mut u8> {
@@ -307,11 +321,7 @@ fn map_segment(fd: i32, i: usize, size: u64, want: u64) -> Option<*mut u8> {
     if m < 0 && m > -4096 {
         return None;
     }
-    // Fault the segment in writable at once: otherwise the first store to each page of a shared
-    // file mapping takes a write fault (the file system tracks dirty pages), one per 25 records
-    // or so, each waiting on the mmap lock the target's own mmap calls hold. An older kernel
-    // without MADV_POPULATE_WRITE (5.14) says EINVAL and the pages fault in as before.
-    sys::madvise(m as usize, size as usize, MADV_POPULATE_WRITE);
+    populate(m as usize, 0, size);
     Some(m as *mut u8)
 }
 
@@ -363,6 +373,11 @@ pub fn reserve(len: usize) -> Option<Slot> {
         // SAFETY: `within < size`, so the pointer stays inside the mapped segment.
         let at = unsafe { base.add(within) };
         if within + len <= size as usize {
+            // The record enters the next chunk: fault it in before anything is stored there.
+            let (from, to) = (within as u64 / POPULATE_CHUNK, (within + len) as u64 / POPULATE_CHUNK);
+            if to != from {
+                populate(base as usize, to * POPULATE_CHUNK, size);
+            }
             return Some(Slot { at, len, offset: off });
         }
         // The record would straddle two segments: pad out what it took of both, then reserve
