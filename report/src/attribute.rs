@@ -188,7 +188,7 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
     let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
     let module_ends: Vec<u64> =
         sym.modules().iter().map(|m| m.hi.div_ceil(page).saturating_mul(page)).collect();
-    let brk_baseline = rec.calls.iter().find(|c| c.call == CallKind::BrkGrow && c.args[0] == 0);
+    let brk_baseline = rec.calls.values().find(|c| c.call == CallKind::BrkGrow && c.args[0] == 0);
     let mut out = Vec::new();
     for (ri, r) in final_regions.iter().enumerate() {
         for (s, e, origin) in cut_at_module_ends(replay.space.pieces(r.start, r.end), &module_ends) {
@@ -204,7 +204,7 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
                 cause: "map",
             };
             let call = match origin {
-                Some(Origin::Call(i)) => Some((i, &rec.calls[i])),
+                Some(Origin::Call(i)) => rec.call(i).map(|c| (i, c)),
                 _ => None,
             };
             // A recorded call explains this piece only if the map agrees on its kind: a file
@@ -472,15 +472,18 @@ fn replayed_regions(rec: &Recording, replay: &Replay) -> Vec<Region> {
         .space
         .iter()
         .map(|(s, e, o)| match o {
-            Origin::Initial(i) => Region { start: s, end: e, ..rec.initial_maps[i].clone() },
+            Origin::Initial(i) => {
+                Region { start: s, end: e, ..rec.initial_maps.get(i).cloned().unwrap_or_default() }
+            }
             Origin::Call(i) => {
-                let prot = rec.calls[i].args[2];
+                let args = rec.call(i).map_or([0; 6], |c| c.args);
+                let prot = args[2];
                 let perms = format!(
                     "{}{}{}{}",
                     if prot & 1 != 0 { 'r' } else { '-' },
                     if prot & 2 != 0 { 'w' } else { '-' },
                     if prot & 4 != 0 { 'x' } else { '-' },
-                    if rec.calls[i].args[3] & 1 != 0 { 's' } else { 'p' }
+                    if args[3] & 1 != 0 { 's' } else { 'p' }
                 );
                 Region { start: s, end: e, perms, ..Region::default() }
             }
@@ -512,7 +515,7 @@ fn merge_adjacent(v: Vec<Attributed>) -> Vec<Attributed> {
 /// Arenas in order of appearance, with who uses them and what they hold at the end.
 fn arena_rows(rec: &Recording, regions: &[Attributed]) -> Vec<ArenaRow> {
     let mut rows: Vec<ArenaRow> = Vec::new();
-    for c in rec.calls.iter().filter(|c| c.call == CallKind::ArenaAttach) {
+    for c in rec.calls.values().filter(|c| c.call == CallKind::ArenaAttach) {
         let address = c.args[2];
         match rows.iter_mut().find(|r| r.address == address) {
             Some(r) => {
@@ -528,7 +531,7 @@ fn arena_rows(rec: &Recording, regions: &[Attributed]) -> Vec<ArenaRow> {
     }
     // Heaps in the final map: the regions each arena event placed, grouped by heap base.
     let mut heap_of: HashMap<u64, u64> = HashMap::new();
-    for c in rec.calls.iter().filter(|c| c.call == CallKind::ArenaAttach && c.args[0] != 0) {
+    for c in rec.calls.values().filter(|c| c.call == CallKind::ArenaAttach && c.args[0] != 0) {
         heap_of.entry(c.args[0]).or_insert(c.args[2]);
     }
     let mut seen_heaps: HashMap<u64, ()> = HashMap::new();
@@ -554,8 +557,8 @@ fn thread_rows(rec: &Recording, regions: &[Attributed], arenas: &[ArenaRow]) -> 
         let row = rows.entry(t.tid).or_insert_with(|| ThreadRow { tid: t.tid, ..ThreadRow::default() });
         row.creator_tid = Some(t.creator_tid);
     }
-    for c in &rec.calls {
-        rows.entry(c.tid).or_insert_with(|| ThreadRow { tid: c.tid, ..ThreadRow::default() });
+    for &tid in &rec.call_tids {
+        rows.entry(tid).or_insert_with(|| ThreadRow { tid, ..ThreadRow::default() });
     }
     for a in arenas {
         for t in &a.tids {

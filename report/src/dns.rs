@@ -183,7 +183,7 @@ fn loaded_during(rec: &Recording, idx: usize) -> Vec<String> {
     let next = rec.resolves[idx + 1..].iter().find(|(_, o)| o.tid == r.tid).map_or(usize::MAX, |(s, _)| *s);
     rec.calls
         .iter()
-        .zip(&rec.call_seq)
+        .filter_map(|(i, c)| rec.call_seq.get(i).map(|s| (c, s)))
         .filter(|(c, s)| c.call == CallKind::ModuleLoad && c.tid == r.tid && **s > *seq && **s < next)
         .filter_map(|(c, _)| rec.modules.iter().find(|m| m.lo == c.args[1]).map(|m| m.path.clone()))
         .collect()

@@ -140,13 +140,15 @@ fn args_json(c: &Call) -> Value {
     Value::Object(m)
 }
 
+/// Prints event number `seq` of the trace.
 pub fn print(
-    events: &[Event],
+    seq: usize,
+    ev: &Event,
     sym: &mut Symbolizer,
     as_json: bool,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    for (seq, ev) in events.iter().enumerate() {
+    {
         match ev {
             Event::Call(c) => {
                 if as_json {

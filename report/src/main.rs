@@ -71,8 +71,8 @@ struct Analysis {
 }
 
 fn analyse(trace: &Path) -> Result<Analysis, Failure> {
-    let rec = read::load(trace)?;
-    let replay = replay::replay(&rec);
+    let mut rec = read::load(trace)?;
+    let replay = std::mem::take(&mut rec.replay);
     let mut sym = symbolize::Symbolizer::new(attribute::modules(&rec));
     let attr = attribute::attribute(&rec, &replay, &mut sym);
     Ok(Analysis { rec, attr, sym, series: replay.series })
@@ -174,14 +174,21 @@ fn write_out(dest: Dest, bytes: &[u8]) -> Result<(), Failure> {
 }
 
 fn events(trace: &Path, json: bool) -> Result<(), Failure> {
-    let bytes = std::fs::read(trace)
-        .map_err(|e| Failure(2, format!("cannot read trace {}: {e}", trace.display())))?;
-    let parsed = vmshim_trace::parse(&bytes)
-        .map_err(|e| Failure(2, format!("{}: corrupt trace: {e}", trace.display())))?;
+    // A first pass for the modules that name addresses, then the events as they stream by.
     let rec = read::load(trace)?;
     let mut sym = symbolize::Symbolizer::new(attribute::modules(&rec));
+    let mut stream = read::open(trace)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    match events::print(&parsed.events, &mut sym, json, &mut out).and_then(|()| out.flush()) {
+    let mut seq = 0;
+    while let Some(ev) = read::next(&mut stream, trace)? {
+        match events::print(seq, &ev, &mut sym, json, &mut out) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(Failure(1, format!("cannot write: {e}"))),
+            Ok(()) => {}
+        }
+        seq += 1;
+    }
+    match out.flush() {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure(1, format!("cannot write: {e}"))),
         _ => Ok(()),
     }
@@ -211,7 +218,7 @@ fn last_image_trace(first: &Path, pid: u32) -> PathBuf {
         if !next.exists() {
             break;
         }
-        if read::load(&next).is_ok_and(|r| r.start.is_some_and(|s| s.pid == pid)) {
+        if read::start_of(&next).is_some_and(|s| s.pid == pid) {
             last = next;
         }
     }

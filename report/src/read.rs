@@ -2,23 +2,35 @@
 //! learns after the target is gone (the kernel's final map, the exit status).
 
 use crate::maps::{self, Region};
+use crate::replay::{Replay, Replayer};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use vmshim_trace::decode::{Call, Exit, Module, Resolve, Start, ThreadStart};
+use vmshim_trace::{CallKind, Stream};
 use vmshim_trace::{Encoder, Event, HEADER_SIZE, Kind, MapsSource, header};
 
-/// A trace, sorted into what each stage needs. `calls` and `threads` keep recording order.
-#[derive(Debug, Default)]
+/// A trace, sorted into what each stage needs, with its calls already replayed. Only the
+/// calls that can still matter are kept: those that explain a range still mapped at the end,
+/// and the few kinds later stages read in full (arena attachments, library loads, thread
+/// creations, the first look at the brk heap). Memory is bounded by live regions and distinct
+/// stacks, not by the number of events.
+#[derive(Default)]
 pub struct Recording {
     pub start: Option<Start>,
     pub initial_maps: Vec<Region>,
     /// The kernel's own map at exit (smaps), when `vmshim run` captured it.
     pub final_maps: Option<Vec<Region>>,
     pub modules: Vec<Module>,
-    pub calls: Vec<Call>,
-    /// The position of each of `calls` among all events (to order them against `resolves`).
-    pub call_seq: Vec<usize>,
+    /// Kept calls by their number among all calls.
+    pub calls: BTreeMap<usize, Call>,
+    /// The position of each kept call among all events (to order them against `resolves`).
+    pub call_seq: BTreeMap<usize, usize>,
+    /// Every thread that made a recorded call.
+    pub call_tids: BTreeSet<u32>,
+    /// All calls replayed over the initial map.
+    pub replay: Replay,
     /// Resolver calls with their position among all events.
     pub resolves: Vec<(usize, Resolve)>,
     /// What steered name resolution at start (`key`, `value`).
@@ -30,9 +42,17 @@ pub struct Recording {
     pub recorded: u64,
     pub dropped: u64,
     pub torn: u64,
+    /// Calls whose stack record was lost (torn or damaged).
+    pub unresolved_stacks: u64,
     /// The shim's own cost: nanoseconds spent recording `timed` events.
     pub recording_ns: u64,
     pub timed: u64,
+}
+
+impl Recording {
+    pub fn call(&self, i: usize) -> Option<&Call> {
+        self.calls.get(&i)
+    }
 }
 
 /// Why a trace could not be used; `main` turns it into exit code 2.
@@ -45,21 +65,60 @@ impl std::fmt::Display for ReadError {
     }
 }
 
+/// Opens a trace for reading event by event.
+pub fn open(path: &Path) -> Result<Stream<fs::File>, ReadError> {
+    let cannot = |e: std::io::Error| ReadError(format!("cannot read trace {}: {e}", path.display()));
+    let f = fs::File::open(path).map_err(cannot)?;
+    let len = f.metadata().map_err(cannot)?.len();
+    Stream::new(f, len).map_err(|e| ReadError(format!("{}: corrupt trace: {e}", path.display())))
+}
+
+/// The next event of `stream`, with errors worded for `path`.
+pub fn next(stream: &mut Stream<fs::File>, path: &Path) -> Result<Option<Event>, ReadError> {
+    stream.next_event().map_err(|e| ReadError(format!("{}: corrupt trace: {e}", path.display())))
+}
+
+/// The start record of a trace, reading no further than it (it follows at most the record of
+/// the trace's own first mapping).
+pub fn start_of(path: &Path) -> Option<Start> {
+    let mut s = open(path).ok()?;
+    for _ in 0..16 {
+        if let Event::Start(st) = next(&mut s, path).ok()?? {
+            return Some(st);
+        }
+    }
+    None
+}
+
+/// Whether a call can matter after the replay whatever the map says at the end.
+fn always_kept(c: &Call) -> bool {
+    matches!(c.call, CallKind::ArenaAttach | CallKind::ModuleLoad | CallKind::PthreadCreate)
+}
+
+/// Whether a call can be the origin of a range in the replayed space.
+fn may_explain_a_range(c: &Call) -> bool {
+    matches!(c.call, CallKind::Mmap | CallKind::Mremap | CallKind::MallocLarge | CallKind::BrkGrow)
+}
+
 pub fn load(path: &Path) -> Result<Recording, ReadError> {
-    let bytes =
-        fs::read(path).map_err(|e| ReadError(format!("cannot read trace {}: {e}", path.display())))?;
-    let trace = vmshim_trace::parse(&bytes)
-        .map_err(|e| ReadError(format!("{}: corrupt trace: {e}", path.display())))?;
+    let mut stream = open(path)?;
+    let h = stream.header;
     let mut rec = Recording {
-        dropped: trace.dropped,
-        torn: trace.torn,
-        recording_ns: trace.recording_ns,
-        timed: trace.timed,
+        dropped: h.dropped,
+        recording_ns: h.recording_ns,
+        timed: h.timed,
         ..Recording::default()
     };
+    let mut progress = Progress::new(stream.end());
     let mut initial: Vec<(u32, Vec<u8>)> = Vec::new();
     let mut kernel: Vec<(u32, Vec<u8>)> = Vec::new();
-    for (seq, ev) in trace.events.into_iter().enumerate() {
+    let mut replayer: Option<Replayer> = None;
+    let mut brk_baseline_kept = false;
+    let mut calls = 0usize;
+    // The kept calls are pruned to the live ones whenever they double.
+    let mut prune_at = 1 << 16;
+    let mut seq = 0usize;
+    while let Some(ev) = next(&mut stream, path)? {
         rec.recorded += 1;
         match ev {
             Event::Start(s) => rec.start = rec.start.take().or(Some(s)),
@@ -67,10 +126,38 @@ pub fn load(path: &Path) -> Result<Recording, ReadError> {
                 MapsSource::Initial => initial.push((m.chunk, m.text)),
                 MapsSource::KernelFinal => kernel.push((m.chunk, m.text)),
             },
-            Event::Module(m) => rec.modules.push(m),
+            Event::Module(m) => {
+                rec.modules.push(m);
+                // The start-up map is complete once the modules follow it: the replay starts
+                // from it, with the calls recorded meanwhile (the shim's own trace segments).
+                if replayer.is_none() {
+                    rec.initial_maps = join(std::mem::take(&mut initial));
+                    let mut r = new_replayer(&rec);
+                    for (i, c) in &rec.calls {
+                        r.apply(*i, c);
+                    }
+                    replayer = Some(r);
+                }
+            }
             Event::Call(c) => {
-                rec.calls.push(c);
-                rec.call_seq.push(seq);
+                if let Some(r) = &mut replayer {
+                    r.apply(calls, &c);
+                }
+                rec.call_tids.insert(c.tid);
+                let baseline = c.call == CallKind::BrkGrow && c.args[0] == 0 && !brk_baseline_kept;
+                brk_baseline_kept |= baseline;
+                // Before the replay starts every call waits in `calls`, kept or not.
+                if replayer.is_none() || always_kept(&c) || baseline || may_explain_a_range(&c) {
+                    rec.calls.insert(calls, c);
+                    rec.call_seq.insert(calls, seq);
+                }
+                calls += 1;
+                if let Some(r) = &replayer
+                    && rec.calls.len() >= prune_at
+                {
+                    prune(&mut rec, r);
+                    prune_at = (2 * rec.calls.len()).max(1 << 16);
+                }
             }
             Event::Resolve(r) => rec.resolves.push((seq, r)),
             Event::Config(text) => {
@@ -86,27 +173,113 @@ pub fn load(path: &Path) -> Result<Recording, ReadError> {
                 rec.thread_names.insert(t.tid, t.name);
             }
         }
+        seq += 1;
+        progress.show(stream.position());
     }
+    progress.done();
+    (rec.torn, rec.unresolved_stacks) = (stream.torn, stream.unresolved_stacks);
     if rec.start.is_none() {
         return Err(ReadError(format!(
             "{}: the trace holds no start record (the shim could not initialise, or the file is not a complete trace)",
             path.display()
         )));
     }
-    let join = |mut chunks: Vec<(u32, Vec<u8>)>| {
-        chunks.sort_by_key(|c| c.0);
-        let text: Vec<u8> = chunks.into_iter().flat_map(|c| c.1).collect();
-        let mut regions = maps::parse(&String::from_utf8_lossy(&text));
-        // [vsyscall] is the kernel's fixed gate page, listed in every maps file but not part of
-        // the process's address space: VmSize, and so ps's VSZ, leaves it out.
-        regions.retain(|r| r.path != "[vsyscall]");
-        regions
+    let r = match replayer {
+        Some(r) => r,
+        None => {
+            rec.initial_maps = join(initial);
+            let mut r = new_replayer(&rec);
+            for (i, c) in &rec.calls {
+                r.apply(*i, c);
+            }
+            r
+        }
     };
-    rec.initial_maps = join(initial);
+    prune(&mut rec, &r);
+    rec.replay = r.out;
     if !kernel.is_empty() {
         rec.final_maps = Some(join(kernel));
     }
     Ok(rec)
+}
+
+fn new_replayer(rec: &Recording) -> Replayer {
+    let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
+    Replayer::new(page, rec.start.as_ref().map_or(0, |s| s.mono_ns), &rec.initial_maps)
+}
+
+/// Drops the kept calls that no longer explain any range.
+fn prune(rec: &mut Recording, r: &Replayer) {
+    let live = r.live_calls();
+    let first_baseline =
+        rec.calls.iter().find(|(_, c)| c.call == CallKind::BrkGrow && c.args[0] == 0).map(|(i, _)| *i);
+    rec.calls.retain(|i, c| always_kept(c) || live.contains(i) || Some(*i) == first_baseline);
+    let calls = &rec.calls;
+    rec.call_seq.retain(|i, _| calls.contains_key(i));
+}
+
+/// Joins maps text chunks in order and parses them.
+fn join(mut chunks: Vec<(u32, Vec<u8>)>) -> Vec<Region> {
+    chunks.sort_by_key(|c| c.0);
+    let text: Vec<u8> = chunks.into_iter().flat_map(|c| c.1).collect();
+    let mut regions = maps::parse(&String::from_utf8_lossy(&text));
+    // [vsyscall] is the kernel's fixed gate page, listed in every maps file but not part of
+    // the process's address space: VmSize, and so ps's VSZ, leaves it out.
+    regions.retain(|r| r.path != "[vsyscall]");
+    regions
+}
+
+/// A progress line on stderr while a large trace is read, when stderr is a terminal: the
+/// share of bytes read, redrawn at most ten times a second, erased when done.
+struct Progress {
+    total: u64,
+    shown: bool,
+    last: Option<std::time::Instant>,
+    started: std::time::Instant,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        use std::io::IsTerminal;
+        let on = total >= 64 << 20 && std::io::stderr().is_terminal();
+        Progress {
+            total: if on { total } else { 0 },
+            shown: false,
+            last: None,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn show(&mut self, at: u64) {
+        if self.total == 0 {
+            return;
+        }
+        let now = std::time::Instant::now();
+        // Quick reads draw nothing; then at most ten redraws a second.
+        if now.duration_since(self.started).as_millis() < 300
+            || self.last.is_some_and(|l| now.duration_since(l).as_millis() < 100)
+        {
+            return;
+        }
+        self.last = Some(now);
+        self.shown = true;
+        let pct = at.saturating_mul(100) / self.total.max(1);
+        let width = 30usize;
+        let filled = (pct as usize * width / 100).min(width);
+        eprint!(
+            "\rreading trace [{}{}] {pct:>3}% {} / {} MiB",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            at >> 20,
+            self.total >> 20
+        );
+    }
+
+    fn done(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[K");
+        }
+    }
 }
 
 /// Appends the kernel's final smaps text, the thread names and the exit status to a finished trace (the target

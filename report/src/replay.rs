@@ -6,8 +6,8 @@
 //! The result is an interval map from address ranges to the event that created them. mprotect
 //! changes permissions, not the cause; mremap moves a range's cause with it; munmap drops it.
 
-use crate::read::Recording;
 use std::collections::BTreeMap;
+use vmshim_trace::decode::Call;
 use vmshim_trace::{CALL_FLAG_OWN, CallKind};
 
 /// What made a range.
@@ -98,14 +98,20 @@ impl Space {
 }
 
 /// The replay's outcome.
+#[derive(Default)]
 pub struct Replay {
     /// Ranges the hooks (or the initial snapshot) can explain, as they stood at the end.
     pub space: Space,
     /// The largest total the recorded calls reached (initial snapshot included).
     pub peak: u64,
-    /// (time_ns, total) after each recorded call that changed the total.
+    /// (time_ns, total) after recorded calls that changed the total: every one, or for a long
+    /// trace an even thinning of them to at most [`MAX_SERIES`] points that keeps each
+    /// thinned pair's larger total.
     pub series: Vec<(u64, u64)>,
 }
+
+/// Most points the VSZ series keeps.
+pub const MAX_SERIES: usize = 1 << 16;
 
 /// A non-main malloc arena heap's reservation on 64-bit glibc (HEAP_MAX_SIZE).
 pub const HEAP_MAX: u64 = 64 << 20;
@@ -114,20 +120,40 @@ fn page_up(n: u64, page: u64) -> u64 {
     n.div_ceil(page).saturating_mul(page)
 }
 
-pub fn replay(rec: &Recording) -> Replay {
-    let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
-    let mut space = Space::default();
-    for (i, r) in rec.initial_maps.iter().enumerate() {
-        space.insert(r.start, r.end, Origin::Initial(i));
-    }
-    let mut peak = space.total();
-    let mut series = vec![(rec.start.as_ref().map_or(0, |s| s.mono_ns), peak)];
-    // Arena heaps already placed, by base: the arena that owns each.
-    let mut heaps: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
-    for (i, c) in rec.calls.iter().enumerate() {
-        if c.errno != 0 {
-            continue;
+/// Replays calls one at a time as a trace streams by.
+pub struct Replayer {
+    page: u64,
+    pub out: Replay,
+    /// Arena heaps already placed, by base: the arena that owns each.
+    heaps: std::collections::HashMap<u64, u64>,
+    /// Series points are kept one in `stride` calls that change the total.
+    stride: u64,
+    changes: u64,
+}
+
+impl Replayer {
+    /// Starts from the initial snapshot.
+    pub fn new(page: u64, start_ns: u64, initial: &[crate::maps::Region]) -> Replayer {
+        let mut space = Space::default();
+        for (i, r) in initial.iter().enumerate() {
+            space.insert(r.start, r.end, Origin::Initial(i));
         }
+        let peak = space.total();
+        Replayer {
+            page: page.max(1),
+            out: Replay { series: vec![(start_ns, peak)], space, peak },
+            heaps: std::collections::HashMap::new(),
+            stride: 1,
+            changes: 0,
+        }
+    }
+
+    /// Applies recorded call number `i`.
+    pub fn apply(&mut self, i: usize, c: &Call) {
+        if c.errno != 0 {
+            return;
+        }
+        let (page, space) = (self.page, &mut self.out.space);
         match c.call {
             CallKind::Mmap => {
                 let len = page_up(c.args[1], page);
@@ -148,7 +174,7 @@ pub fn replay(rec: &Recording) -> Replay {
             // later ones only share it.
             CallKind::ArenaAttach => {
                 let (heap, arena) = (c.args[0], c.args[2]);
-                if heap != 0 && heaps.insert(heap, arena) != Some(arena) {
+                if heap != 0 && self.heaps.insert(heap, arena) != Some(arena) {
                     space.insert(heap, heap.saturating_add(HEAP_MAX), Origin::Call(i));
                 }
             }
@@ -162,14 +188,35 @@ pub fn replay(rec: &Recording) -> Replay {
             CallKind::BrkGrow => {}
             CallKind::ModuleLoad => space.insert(c.args[1], page_up(c.args[2], page), Origin::Call(i)),
         }
+        let total = self.out.space.total();
         if c.flags & CALL_FLAG_OWN == 0 || c.call == CallKind::Mmap {
-            peak = peak.max(space.total());
+            self.out.peak = self.out.peak.max(total);
         }
-        if series.last().is_none_or(|&(_, t)| t != space.total()) {
-            series.push((c.time_ns, space.total()));
+        let series = &mut self.out.series;
+        if series.last().is_none_or(|&(_, t)| t != total) {
+            self.changes += 1;
+            if self.changes.is_multiple_of(self.stride) {
+                series.push((c.time_ns, total));
+            }
+            if series.len() >= 2 * MAX_SERIES {
+                // Thin out: each pair of points becomes the one with the larger total.
+                let first = series[0];
+                let thinned: Vec<_> =
+                    series[1..].chunks(2).map(|p| *p.iter().max_by_key(|x| x.1).unwrap_or(&p[0])).collect();
+                *series = std::iter::once(first).chain(thinned).collect();
+                self.stride *= 2;
+            }
         }
     }
-    Replay { space, peak, series }
+
+    /// The call numbers the space still refers to: the calls that explain a live range.
+    pub fn live_calls(&self) -> std::collections::HashSet<usize> {
+        self.out
+            .space
+            .iter()
+            .filter_map(|(_, _, o)| if let Origin::Call(i) = o { Some(i) } else { None })
+            .collect()
+    }
 }
 
 #[cfg(test)]

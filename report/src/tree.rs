@@ -36,7 +36,7 @@ pub fn descendants(trace: &Path, pid: u32) -> Vec<Process> {
         let Ok(rec) = read::load(&p) else { continue };
         // Later images of one pid (exec) replace earlier ones: a later file name sorts later
         // for TRACE.<n>; for vmshim.<pid>.trace there is only one per pid and image.
-        let vsz_bytes = crate::replay::replay(&rec).space.total();
+        let vsz_bytes = rec.replay.space.total();
         let events = rec.recorded;
         let Some(s) = rec.start else { continue };
         by_pid.insert(s.pid, Process { pid: s.pid, ppid: s.ppid, exe: s.exe, trace: p, vsz_bytes, events });

@@ -238,7 +238,10 @@ fn read_header(bytes: &[u8]) -> Result<(u64, u64, u64), Error> {
 }
 
 /// The record starting at `at`, if its magic, length and checksum agree: `(kind, total_len)`.
-fn valid_record(bytes: &[u8], at: usize, end: usize) -> Option<(Kind, usize)> {
+/// `remaining` is how many bytes of records the file holds from `at` on; `bytes` must hold at
+/// least the smaller of that and [`MAX_RECORD`] from `at` (a pad may be longer: its body is
+/// never read).
+fn valid_record(bytes: &[u8], at: usize, remaining: u64) -> Option<(Kind, usize)> {
     let w0 = le_u64(bytes, at)?;
     if w0 as u16 != RECORD_MAGIC {
         return None;
@@ -249,13 +252,17 @@ fn valid_record(bytes: &[u8], at: usize, end: usize) -> Option<(Kind, usize)> {
     if kind == Kind::Pad && len == 8 {
         return Some((kind, len));
     }
-    if len < RECORD_HEADER || !len.is_multiple_of(8) || at + len > end {
+    if len < RECORD_HEADER || !len.is_multiple_of(8) || len as u64 > remaining {
         return None;
     }
     let w1 = le_u64(bytes, at + 8)?;
     let ok = match kind {
         Kind::Pad => w1 == pad_check(len as u32),
-        _ => len <= MAX_RECORD && w1 == checksum(&bytes[at + RECORD_HEADER..at + len], len as u32),
+        _ => {
+            len <= MAX_RECORD
+                && bytes.len() >= at + len
+                && w1 == checksum(&bytes[at + RECORD_HEADER..at + len], len as u32)
+        }
     };
     ok.then_some((kind, len))
 }
@@ -388,85 +395,237 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Event>, Error> {
 /// Reads a whole trace. A file shorter than its header claims is an error (it was truncated);
 /// records that were reserved but never committed are skipped and counted in [`Trace::torn`].
 pub fn parse(bytes: &[u8]) -> Result<Trace, Error> {
-    let (segment_size, cursor, dropped) = read_header(bytes)?;
-    if cursor < HEADER_SIZE as u64 {
-        return Err(Error {
-            offset: header::CURSOR as u64,
-            message: format!("corrupt header: cursor {cursor}"),
-        });
+    let mut stream = Stream::new(bytes, bytes.len() as u64)?;
+    let mut events = Vec::new();
+    while let Some(ev) = stream.next_event()? {
+        events.push(ev);
     }
-    // The cursor runs past the file only when the writer ran out of room, and then it counted
-    // the records it dropped; otherwise a short file was cut after it was written.
-    if (bytes.len() as u64) < cursor && dropped == 0 {
-        return Err(Error {
-            offset: bytes.len() as u64,
-            message: format!(
-                "trace truncated: the header says {cursor} bytes were written, the file has {}",
-                bytes.len()
-            ),
-        });
+    let h = stream.header;
+    Ok(Trace {
+        segment_size: h.segment_size,
+        cursor: h.cursor,
+        dropped: h.dropped,
+        recording_ns: h.recording_ns,
+        timed: h.timed,
+        torn: stream.torn,
+        unresolved_stacks: stream.unresolved_stacks,
+        events,
+    })
+}
+
+/// The header's figures.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Header {
+    pub segment_size: u64,
+    pub cursor: u64,
+    pub dropped: u64,
+    pub recording_ns: u64,
+    pub timed: u64,
+}
+
+/// Bytes of the file a [`Stream`] holds at a time: room for the largest record and then some.
+const WINDOW: usize = 4 * MAX_RECORD;
+
+/// Reads a trace record by record from any reader, holding a window of a few MiB of it and the
+/// distinct stacks seen so far, whatever the file's size. Applies the same rules as [`parse`]
+/// (which is built on it): a torn record is skipped and counted, a damaged one is an error.
+pub struct Stream<R: std::io::Read> {
+    src: R,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_start: u64,
+    /// Position of the next record in `buf`.
+    pos: usize,
+    /// File offset where the records end (the cursor, or the file's end if shorter).
+    end: u64,
+    /// Whether the source has nothing more to give.
+    eof: bool,
+    in_torn: bool,
+    stacks: std::collections::HashMap<u64, Vec<u64>>,
+    pub header: Header,
+    /// Stretches of bytes that held no committed record (a writer killed mid-record).
+    pub torn: u64,
+    /// Calls whose stack reference names no Stack record.
+    pub unresolved_stacks: u64,
+}
+
+impl<R: std::io::Read> Stream<R> {
+    /// Checks the header of a trace of `file_len` bytes that `src` reads from its start.
+    pub fn new(mut src: R, file_len: u64) -> Result<Stream<R>, Error> {
+        let mut head = vec![0u8; HEADER_SIZE.min(file_len as usize)];
+        read_full(&mut src, &mut head)
+            .map_err(|e| Error { offset: 0, message: format!("cannot read: {e}") })?;
+        let (segment_size, cursor, dropped) = read_header(&head)?;
+        if cursor < HEADER_SIZE as u64 {
+            return Err(Error {
+                offset: header::CURSOR as u64,
+                message: format!("corrupt header: cursor {cursor}"),
+            });
+        }
+        // The cursor runs past the file only when the writer ran out of room, and then it
+        // counted the records it dropped; otherwise a short file was cut after it was written.
+        if file_len < cursor && dropped == 0 {
+            return Err(Error {
+                offset: file_len,
+                message: format!(
+                    "trace truncated: the header says {cursor} bytes were written, the file has {file_len}"
+                ),
+            });
+        }
+        let header = Header {
+            segment_size,
+            cursor,
+            dropped,
+            recording_ns: le_u64(&head, header::RECORDING_NS).unwrap_or(0),
+            timed: le_u64(&head, header::TIMED).unwrap_or(0),
+        };
+        Ok(Stream {
+            src,
+            buf: Vec::new(),
+            buf_start: HEADER_SIZE as u64,
+            pos: 0,
+            end: cursor.min(file_len),
+            eof: false,
+            in_torn: false,
+            stacks: std::collections::HashMap::new(),
+            header,
+            torn: 0,
+            unresolved_stacks: 0,
+        })
     }
-    let end = cursor.min(bytes.len() as u64) as usize;
-    let mut trace = Trace {
-        segment_size,
-        cursor,
-        dropped,
-        recording_ns: le_u64(bytes, header::RECORDING_NS).unwrap_or(0),
-        timed: le_u64(bytes, header::TIMED).unwrap_or(0),
-        ..Trace::default()
-    };
-    let mut at = HEADER_SIZE;
-    let mut in_torn = false;
-    // Stack records by file offset: as many as the trace has distinct stacks.
-    let mut stacks: std::collections::HashMap<u64, Vec<u64>> = std::collections::HashMap::new();
-    while at + 8 <= end {
-        match valid_record(bytes, at, end) {
-            // A pad may be a bare 8-byte header, shorter than any body: skip it whole.
-            Some((Kind::Pad, len)) => {
-                in_torn = false;
-                at += len;
+
+    /// File offset of the next record: how far the reading has come.
+    pub fn position(&self) -> u64 {
+        self.buf_start + self.pos as u64
+    }
+
+    /// Where the records end.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Makes `buf[pos..]` hold at least `want` bytes, or all that is left of the records.
+    fn fill(&mut self, want: usize) -> Result<(), Error> {
+        if self.buf.len() - self.pos >= want || self.eof {
+            return Ok(());
+        }
+        self.buf.drain(..self.pos);
+        self.buf_start += self.pos as u64;
+        self.pos = 0;
+        let left = self.end.saturating_sub(self.buf_start + self.buf.len() as u64);
+        let room = (WINDOW - self.buf.len().min(WINDOW)).max(want - self.buf.len().min(want));
+        let take = (left.min(room as u64)) as usize;
+        let old = self.buf.len();
+        self.buf.resize(old + take, 0);
+        let n = read_full(&mut self.src, &mut self.buf[old..]).map_err(|e| Error {
+            offset: self.buf_start + old as u64,
+            message: format!("cannot read: {e}"),
+        })?;
+        self.buf.truncate(old + n);
+        if n < take || left == take as u64 {
+            self.eof = true;
+        }
+        Ok(())
+    }
+
+    /// Skips `n` bytes from `pos` (a pad longer than the window).
+    fn skip(&mut self, n: u64) -> Result<(), Error> {
+        let in_buf = (self.buf.len() - self.pos) as u64;
+        if n <= in_buf {
+            self.pos += n as usize;
+            return Ok(());
+        }
+        let mut rest = n - in_buf;
+        self.buf_start += self.buf.len() as u64;
+        self.buf.clear();
+        self.pos = 0;
+        let mut sink = [0u8; 8192];
+        while rest > 0 {
+            let k = rest.min(sink.len() as u64) as usize;
+            let got = read_full(&mut self.src, &mut sink[..k])
+                .map_err(|e| Error { offset: self.buf_start, message: format!("cannot read: {e}") })?;
+            self.buf_start += got as u64;
+            rest -= got as u64;
+            if got < k {
+                self.eof = true;
+                break;
             }
-            Some((kind, len)) => {
-                in_torn = false;
-                let mut r = Reader {
-                    buf: &bytes[at + RECORD_HEADER..at + len],
-                    pos: 0,
-                    base: (at + RECORD_HEADER) as u64,
-                };
-                if kind == Kind::Stack {
-                    stacks.insert(at as u64, r.frames()?);
-                } else if let Some(mut ev) = decode_body(kind, &mut r)? {
+        }
+        Ok(())
+    }
+
+    /// The next event, or None after the last record.
+    pub fn next_event(&mut self) -> Result<Option<Event>, Error> {
+        loop {
+            self.fill(MAX_RECORD)?;
+            let at_abs = self.position();
+            if at_abs + 8 > self.end || self.buf.len() - self.pos < 8 {
+                return Ok(None);
+            }
+            let remaining = self.end - at_abs;
+            match valid_record(&self.buf, self.pos, remaining) {
+                // A pad may be a bare 8-byte header, shorter than any body: skip it whole.
+                Some((Kind::Pad, len)) => {
+                    self.in_torn = false;
+                    self.skip(len as u64)?;
+                }
+                Some((kind, len)) => {
+                    self.in_torn = false;
+                    let mut r = Reader {
+                        buf: &self.buf[self.pos + RECORD_HEADER..self.pos + len],
+                        pos: 0,
+                        base: at_abs + RECORD_HEADER as u64,
+                    };
+                    self.pos += len;
+                    if kind == Kind::Stack {
+                        let frames = r.frames()?;
+                        self.stacks.insert(at_abs, frames);
+                        continue;
+                    }
+                    let Some(mut ev) = decode_body(kind, &mut r)? else { continue };
                     if let Event::Call(c) = &mut ev
                         && c.stack_ref != 0
                     {
-                        match stacks.get(&c.stack_ref) {
+                        match self.stacks.get(&c.stack_ref) {
                             Some(frames) => c.stack = frames.clone(),
-                            None => trace.unresolved_stacks += 1,
+                            None => self.unresolved_stacks += 1,
                         }
                     }
-                    trace.events.push(ev);
+                    return Ok(Some(ev));
                 }
-                at += len;
-            }
-            // A writer publishes a record's first word last, so a record it never finished
-            // (killed in between) starts with zero: skip to the next valid record. Anything
-            // else where a record should start was damaged after it was written.
-            None if !in_torn && le_u64(bytes, at) != Some(0) => {
-                return Err(Error {
-                    offset: at as u64,
-                    message: "corrupt record: its header or checksum does not match".to_string(),
-                });
-            }
-            None => {
-                if !in_torn {
-                    trace.torn += 1;
-                    in_torn = true;
+                // A writer publishes a record's first word last, so a record it never finished
+                // (killed in between) starts with zero: skip to the next valid record. Anything
+                // else where a record should start was damaged after it was written.
+                None if !self.in_torn && le_u64(&self.buf, self.pos) != Some(0) => {
+                    return Err(Error {
+                        offset: at_abs,
+                        message: "corrupt record: its header or checksum does not match".to_string(),
+                    });
                 }
-                at += 8;
+                None => {
+                    if !self.in_torn {
+                        self.torn += 1;
+                        self.in_torn = true;
+                    }
+                    self.pos += 8;
+                }
             }
         }
     }
-    Ok(trace)
+}
+
+/// Reads until `buf` is full or the source ends; returns how many bytes were read.
+fn read_full(src: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match src.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
