@@ -32,14 +32,15 @@ pub fn descendants(trace: &Path, pid: u32) -> Vec<Process> {
         .filter(|p| p != trace)
         .collect();
     paths.sort();
+    // Start records only: the directory may hold large traces of unrelated processes.
     for p in paths {
-        let Ok(rec) = read::load(&p) else { continue };
+        let Some(s) = read::start_of(&p) else { continue };
         // Later images of one pid (exec) replace earlier ones: a later file name sorts later
         // for TRACE.<n>; for vmshim.<pid>.trace there is only one per pid and image.
-        let vsz_bytes = rec.replay.space.total();
-        let events = rec.recorded;
-        let Some(s) = rec.start else { continue };
-        by_pid.insert(s.pid, Process { pid: s.pid, ppid: s.ppid, exe: s.exe, trace: p, vsz_bytes, events });
+        by_pid.insert(
+            s.pid,
+            Process { pid: s.pid, ppid: s.ppid, exe: s.exe, trace: p, vsz_bytes: 0, events: 0 },
+        );
     }
     let mut out = Vec::new();
     let mut frontier = vec![pid];
@@ -50,6 +51,12 @@ pub fn descendants(trace: &Path, pid: u32) -> Vec<Process> {
         for c in children {
             frontier.push(c.pid);
             out.push(c.clone());
+        }
+    }
+    // Then each descendant's own trace, replayed.
+    for c in &mut out {
+        if let Ok(rec) = read::load(&c.trace) {
+            (c.vsz_bytes, c.events) = (rec.replay.space.total(), rec.recorded);
         }
     }
     out
