@@ -11,6 +11,7 @@ mod go_targets;
 mod harness;
 mod hostile;
 mod robust;
+mod scale;
 mod traces;
 mod trees;
 mod under_vmshim;
