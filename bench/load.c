@@ -7,6 +7,10 @@
  *                         16 C frames deep: the cost of recording one event with its stack
  *        load event-mix N the same from two call sites in turn: no event has the stack of the
  *                         one before it
+ *        load maps N      N x (munmap the oldest of 2,048 live one-page mappings, mmap a new
+ *                         one), from 4 call sites at 50 stack depths: 2N recorded events, 200
+ *                         distinct stacks, a bounded set of live regions (the report's input
+ *                         for its scaling benchmark)
  * Prints the wall time of the work itself in seconds on stdout.
  */
 #define _GNU_SOURCE
@@ -46,6 +50,27 @@ static volatile int last; /* makes the two call sites different code (gcc merges
 static __attribute__((noinline)) void event_a(void) { mprotect(page, 4096, PROT_READ | PROT_WRITE); last = 1; }
 static __attribute__((noinline)) void event_b(void) { mprotect(page, 4096, PROT_READ | PROT_WRITE); last = 2; }
 
+#define LIVE 2048
+static void *live[LIVE];
+
+/* One step of the `maps` mode from call site `site`, `depth` frames down. */
+static __attribute__((noinline)) int maps_step(long i, int site, int depth) {
+    if (depth > 0) {
+        int r = maps_step(i, site, depth - 1);
+        __asm__ volatile("" ::: "memory");
+        return r;
+    }
+    long k = i % LIVE;
+    if (live[k]) munmap(live[k], 4096);
+    live[k] = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    last = site;
+    return live[k] == MAP_FAILED;
+}
+static __attribute__((noinline)) int site0(long i) { return maps_step(i, 0, (int)(i % 50)); }
+static __attribute__((noinline)) int site1(long i) { return maps_step(i, 1, (int)(i % 50)); }
+static __attribute__((noinline)) int site2(long i) { return maps_step(i, 2, (int)(i % 50)); }
+static __attribute__((noinline)) int site3(long i) { return maps_step(i, 3, (int)(i % 50)); }
+
 /* Recurses `depth` frames before its loop, so that each event has a stack of C frames to walk. */
 static __attribute__((noinline)) long event_loop(int depth) {
     if (depth > 0) {
@@ -75,6 +100,10 @@ int main(int argc, char **argv) {
         page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         t0 = now();
         if (event_loop(16) < 0) return 1;
+    } else if (strcmp(argv[1], "maps") == 0) {
+        int (*sites[4])(long) = {site0, site1, site2, site3};
+        for (long i = 0; i < n; i++)
+            if (sites[(i / 50) % 4](i)) return 1;
     } else if (strcmp(argv[1], "threads") == 0) {
         for (long i = 0; i < n; i++) {
             pthread_t t;

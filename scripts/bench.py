@@ -7,7 +7,7 @@ installed, under strace -f -k, ltrace -f, heaptrack and massif) in alternation, 
 median of the work's own wall time (the program times itself, so process start and the shim's
 set-up are left out). These machines are shared and noisy: read ratios, not seconds.
 """
-import argparse, os, statistics, subprocess, sys, tempfile, shutil
+import argparse, json, os, statistics, subprocess, sys, tempfile, shutil, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,10 +77,41 @@ def event_cost(exe, bare_env, shim_env, rounds, n, tmp):
               f"(target 250)", flush=True)
 
 
+def report_scaling(exe, shim, bare_env, events, rounds, tmp):
+    """Workload 5: the report over a trace of `events` events from a real run (bench/load.c
+    `maps`: mmap/munmap from 200 distinct stacks over 2,048 live regions). Seconds and peak RSS
+    of `vmshim report`, medians of `rounds` runs."""
+    trace = os.path.join(tmp, "big.trace")
+    env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=trace, VMSHIM_MAX_BYTES=str(64 << 30))
+    t0 = time.monotonic()
+    subprocess.run([exe, "maps", str(events // 2)], env=env, cwd=tmp, check=True, stdout=subprocess.DEVNULL)
+    made = time.monotonic() - t0
+    vmshim = os.path.join(ROOT, "target", "release", "vmshim")
+    try:
+        out = subprocess.run([vmshim, "report", "--json", trace], capture_output=True, text=True, check=True)
+        recorded = json.loads(out.stdout)["events"]["recorded"]
+        secs, rss = [], []
+        for _ in range(rounds):
+            t0 = time.monotonic()
+            p = subprocess.Popen([vmshim, "report", trace], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _, _, usage = os.wait4(p.pid, 0)
+            p.returncode = 0
+            secs.append(time.monotonic() - t0)
+            rss.append(usage.ru_maxrss * 1024)
+        size = os.path.getsize(trace)
+    finally:
+        os.remove(trace)
+    s, r = statistics.median(secs), statistics.median(rss)
+    title = f"report over {recorded:,} events"
+    print(f"{title:<48}{s:>14.2f} s{r / 2**20:>14.0f} MiB peak RSS   ({size / 2**30:.2f} GiB trace, made in "
+          f"{made:.0f} s; targets 10 s, 1 GiB)", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="smaller workloads, for a smoke run")
+    ap.add_argument("--events", type=int, default=10_000_000, help="events in the trace the report reads (workload 5)")
     ap.add_argument("--anchors", action="store_true",
                     help="also strace -f -k, ltrace -f, heaptrack and massif --pages-as-heap where installed "
                          "(at 1/100 of the work, 1/1000 for malloc, against a bare run of that size)")
@@ -131,6 +162,7 @@ def main():
                 title = f"{title} (N={div})"
             print(f"{title:<48}" + "".join(f"{c:>24}" for c in cells), flush=True)
         event_cost(exe, bare_env, shim_env, args.rounds, 1_000_000 // scale, tmp)
+        report_scaling(exe, shim, bare_env, args.events // scale, 3, tmp)
         if shutil.which("go"):
             server, client = build_http(tmp)
             requests = 20000 // scale
