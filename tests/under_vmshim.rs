@@ -103,15 +103,28 @@ pub fn needed(path: &str) -> Vec<String> {
 }
 
 /// For a Go target, which may still start a thread (and its arena) or grow an arena after its
-/// ready line: runs until the kernel's map at exit has the size and the permissions /proc
-/// showed at the ready line (at most 5 runs),
+/// ready line: reads /proc once it holds still after the ready line, and runs until the
+/// kernel's map at exit has the size and the permissions /proc showed then (at most 5 runs),
 /// so that the report is held against /proc read at the same moment.
 pub fn run_handshake_settled(dir: &TestDir, prog: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut seen = Vec::new();
     for _ in 0..5 {
         let mut cmd = vmshim_run_cmd(dir, prog, args);
         cmd.envs(env.iter().copied());
-        let run = finish_handshake(dir, Handshake::start(&mut cmd, TIMEOUT));
+        let h = Handshake::start(&mut cmd, TIMEOUT);
+        // The Go runtime may still be starting a thread (and its first malloc, an arena) as it
+        // prints: wait until two reads of the map 50 ms apart agree (ex6 sleeps a second).
+        let mut prev = read_maps(h.pid());
+        for _ in 0..8 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let now = read_maps(h.pid());
+            let same = now.len() == prev.len() && vsz_bytes(&now) == vsz_bytes(&prev);
+            prev = now;
+            if same {
+                break;
+            }
+        }
+        let run = finish_handshake(dir, h);
         let (maps, report) = (&run.maps, &run.report);
         let same_layout = maps.iter().filter(|m| m.path != "[vsyscall]").all(|m| {
             regions_in(report, m.start, m.end).iter().all(|r| r["prot"] == m.perms.as_str())

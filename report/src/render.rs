@@ -152,7 +152,13 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
             );
         }
     }
-    let _ = writeln!(o, "  events: {} recorded, {} dropped, {} torn", rec.recorded, rec.dropped, rec.torn);
+    let lost = if rec.unresolved_stacks > 0 {
+        format!(", {} calls whose stack record was lost", rec.unresolved_stacks)
+    } else {
+        String::new()
+    };
+    let _ =
+        writeln!(o, "  events: {} recorded, {} dropped, {} torn{lost}", rec.recorded, rec.dropped, rec.torn);
     if rec.timed > 0 {
         let _ = writeln!(
             o,
@@ -328,6 +334,7 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         "regions": regions,
         "top_stacks": stacks,
         "events": {"recorded": rec.recorded, "dropped": rec.dropped, "torn": rec.torn,
+                   "unresolved_stacks": rec.unresolved_stacks,
                    "recording_ns": rec.recording_ns, "timed": rec.timed},
         "dns": crate::dns::analyse(rec, sym).json,
         "advice": crate::advice::advise(attr).iter().map(|a| json!({"text": a.text, "saves_bytes": a.saves_bytes, "how": a.how})).collect::<Vec<_>>(),
