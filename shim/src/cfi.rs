@@ -56,11 +56,11 @@ impl Rule {
 /// Largest CFA offset a packed rule holds (20 bits); larger frames are `Complex`.
 const MAX_CFA_OFF: i64 = (1 << 20) - 1;
 
-/// Open-addressed table of `(address, rule)`: 64 Ki entries, 1 MiB of the shim's .bss. An entry
+/// Open-addressed table of `(address, rule)`: 16 Ki entries, 256 KiB of the shim's .bss. An entry
 /// is claimed by a compare-and-swap on its key, then its value is stored; the value carries the
 /// key's low 32 bits so that a reader racing with the store sees a miss, never another key's rule.
-const SLOTS: usize = 1 << 16;
-const PROBES: usize = 8;
+const SLOTS: usize = 1 << 14;
+const PROBES: usize = 16;
 /// Key and value side by side: one cache line per lookup.
 #[repr(C, align(16))]
 struct Entry {
@@ -96,6 +96,7 @@ fn insert(addr: u64, rule: Rule) {
         let s = (h + i) & (SLOTS - 1);
         match TABLE[s].key.compare_exchange(0, addr, AcqRel, Acquire) {
             Ok(_) => {
+                USED.store(true, Release);
                 TABLE[s].value.store((addr & 0xffff_ffff) << 32 | rule.pack() as u64, Release);
                 return;
             }
@@ -112,9 +113,16 @@ pub fn generation() -> usize {
     GENERATION.load(Acquire) as usize
 }
 
+/// Whether any rule was cached since the table was last cleared: clearing an untouched table
+/// would fault in its 256 pages for nothing (every process loads its images at start).
+static USED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Forgets every cached rule: an image was loaded, possibly where an unloaded one lay.
 pub fn invalidate() {
     GENERATION.fetch_add(1, AcqRel);
+    if !USED.swap(false, AcqRel) {
+        return;
+    }
     for e in &TABLE {
         e.value.store(0, Relaxed);
         e.key.store(0, Release);

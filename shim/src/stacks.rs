@@ -12,8 +12,8 @@ use crate::writer;
 use core::sync::atomic::{AtomicU64, Ordering::*};
 use vmshim_trace::{Encoder, Kind, MAX_FRAMES, RECORD_HEADER};
 
-const SLOTS: usize = 1 << 16;
-const PROBES: usize = 8;
+const SLOTS: usize = 1 << 14;
+const PROBES: usize = 16;
 
 #[repr(C, align(16))]
 struct Entry {
@@ -28,6 +28,9 @@ static TABLE: [Entry; SLOTS] =
 /// in an earlier epoch name records of another file.
 static EPOCH: AtomicU64 = AtomicU64::new(1);
 
+/// Whether the table holds anything: clearing an untouched one would fault in its pages.
+static USED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 pub fn epoch() -> u64 {
     EPOCH.load(Acquire)
 }
@@ -35,6 +38,9 @@ pub fn epoch() -> u64 {
 /// In a fork child, before its first record: forget the parent's file offsets.
 pub fn reset() {
     EPOCH.fetch_add(1, AcqRel);
+    if !USED.swap(false, AcqRel) {
+        return;
+    }
     for e in &TABLE {
         e.offset.store(0, Relaxed);
         e.hash.store(0, Release);
@@ -78,6 +84,7 @@ pub fn intern(frames: &[u64]) -> Option<u64> {
     if let Some(e) = free
         && e.hash.compare_exchange(0, h, AcqRel, Acquire).is_ok()
     {
+        USED.store(true, Release);
         e.offset.store(off, Release);
     }
     Some(off)

@@ -160,14 +160,15 @@ pub fn read_own_memory_raw(addr: usize, dst: *mut u8, len: usize) -> usize {
     n.max(0) as usize
 }
 /// How many bytes of the `pages` pages from page-aligned `addr` up are readable, up to the
-/// first that is not: one `process_vm_readv` that copies each page in turn into `scratch`.
-/// `scratch` is 4096 bytes that need not be initialised (the kernel only writes them).
+/// first that is not: one `process_vm_readv` that reads the first word of each page (a page is
+/// readable as a whole or not at all) into `scratch`, 4096 bytes that need not be initialised.
 pub fn read_own_pages(addr: usize, pages: usize, scratch: *mut u8) -> usize {
     const MAX: usize = 64;
     let pages = pages.min(MAX);
-    let local = [libc::iovec { iov_base: scratch.cast(), iov_len: 4096 }; MAX];
-    let mut remote = [libc::iovec { iov_base: core::ptr::null_mut(), iov_len: 4096 }; MAX];
-    for (i, r) in remote.iter_mut().enumerate().take(pages) {
+    let mut local = [libc::iovec { iov_base: core::ptr::null_mut(), iov_len: 8 }; MAX];
+    let mut remote = [libc::iovec { iov_base: core::ptr::null_mut(), iov_len: 8 }; MAX];
+    for (i, (l, r)) in local.iter_mut().zip(remote.iter_mut()).enumerate().take(pages) {
+        l.iov_base = scratch.wrapping_add(i * 8).cast();
         r.iov_base = addr.wrapping_add(i * 4096) as *mut libc::c_void;
     }
     let n = sys!(
@@ -179,7 +180,7 @@ pub fn read_own_pages(addr: usize, pages: usize, scratch: *mut u8) -> usize {
         pages,
         0
     );
-    (n.max(0) as usize) & !4095
+    (n.max(0) as usize / 8) * 4096
 }
 /// Whether the cost figures may read the TSC: not when the process asked rdtsc to fault
 /// (PR_SET_TSC, as sandboxes and record-replay tools do).

@@ -228,6 +228,11 @@ impl<'w> SafeReader<'w> {
 
     /// The two words at `addr`, or None if they are not mapped readable.
     fn pair(&mut self, addr: usize) -> Option<(usize, usize)> {
+        // Small integers and non-canonical values, common in a register used for data, are no
+        // address of this process: no system call to find that out.
+        if !(0x10000..1 << 47).contains(&addr) {
+            return None;
+        }
         let end = addr.checked_add(16)?;
         if !self.known(addr, 16)
             && addr.is_multiple_of(8)
