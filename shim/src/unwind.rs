@@ -1,12 +1,18 @@
-//! Stack capture inside a hook: DWARF unwinding through C and glibc frames with libgcc's
-//! `_Unwind_Backtrace` (which finds unwind tables with `_dl_find_object`: no lock, no malloc),
-//! continued with frame pointers where a frame has no unwind information — Go code has no
-//! `.eh_frame`, so a cgo call such as `x_cgo_mmap` unwinds by DWARF up to `runtime.asmcgocall`
-//! and by frame pointers from there to `runtime.rt0_go` or `runtime.mstart`.
+//! Stack capture inside a hook: DWARF unwind rules through C and glibc frames, continued with
+//! frame pointers where a frame has no unwind information — Go code has no `.eh_frame`, so a
+//! cgo call such as `x_cgo_mmap` unwinds by DWARF up to `runtime.asmcgocall` and by frame
+//! pointers from there to `runtime.rt0_go` or `runtime.mstart`.
 //!
-//! Frame-pointer reads go through `process_vm_readv` on this process: a stale or garbage frame
-//! pointer makes a read fail, never a SIGSEGV in the target. Frames inside the shim itself are
-//! left out, so `frames[0]` is the return address into the hook's caller.
+//! On x86_64 the rules come from [`cfi`]'s table, computed once per return address, and a walk
+//! that would read the same stack words as one of the last four on its slot is replayed
+//! ([`memo`]); frames the table does not model (signal frames, DWARF expressions) and other
+//! architectures go through libgcc's `_Unwind_Backtrace` (which finds unwind tables with
+//! `_dl_find_object`: no lock, no malloc).
+//!
+//! Every stack read is bounds-checked ([`SafeReader`]): inside a range known readable, or
+//! through `process_vm_readv` on this process, so a stale or garbage frame pointer makes a read
+//! fail, never a SIGSEGV in the target. Frames inside the shim itself are left out, so
+//! `frames[0]` is the return address into the hook's caller.
 
 use crate::cfi;
 use crate::tls::{self, Slot};
