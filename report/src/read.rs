@@ -131,12 +131,7 @@ pub fn load(path: &Path) -> Result<Recording, ReadError> {
                 // The start-up map is complete once the modules follow it: the replay starts
                 // from it, with the calls recorded meanwhile (the shim's own trace segments).
                 if replayer.is_none() {
-                    rec.initial_maps = join(std::mem::take(&mut initial));
-                    let mut r = new_replayer(&rec);
-                    for (i, c) in &rec.calls {
-                        r.apply(*i, c);
-                    }
-                    replayer = Some(r);
+                    replayer = Some(start_replay(&mut rec, std::mem::take(&mut initial)));
                 }
             }
             Event::Call(c) => {
@@ -174,7 +169,9 @@ pub fn load(path: &Path) -> Result<Recording, ReadError> {
             }
         }
         seq += 1;
-        progress.show(stream.position());
+        if seq.is_multiple_of(4096) {
+            progress.show(stream.position());
+        }
     }
     progress.done();
     (rec.torn, rec.unresolved_stacks) = (stream.torn, stream.unresolved_stacks);
@@ -186,14 +183,7 @@ pub fn load(path: &Path) -> Result<Recording, ReadError> {
     }
     let r = match replayer {
         Some(r) => r,
-        None => {
-            rec.initial_maps = join(initial);
-            let mut r = new_replayer(&rec);
-            for (i, c) in &rec.calls {
-                r.apply(*i, c);
-            }
-            r
-        }
+        None => start_replay(&mut rec, initial),
     };
     prune(&mut rec, &r);
     rec.replay = r.out;
@@ -203,9 +193,15 @@ pub fn load(path: &Path) -> Result<Recording, ReadError> {
     Ok(rec)
 }
 
-fn new_replayer(rec: &Recording) -> Replayer {
+/// Starts the replay from the start-up map in `initial`, with the calls read so far.
+fn start_replay(rec: &mut Recording, initial: Vec<(u32, Vec<u8>)>) -> Replayer {
+    rec.initial_maps = join(initial);
     let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
-    Replayer::new(page, rec.start.as_ref().map_or(0, |s| s.mono_ns), &rec.initial_maps)
+    let mut r = Replayer::new(page, rec.start.as_ref().map_or(0, |s| s.mono_ns), &rec.initial_maps);
+    for (i, c) in &rec.calls {
+        r.apply(*i, c);
+    }
+    r
 }
 
 /// Drops the kept calls that no longer explain any range.
