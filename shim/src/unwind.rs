@@ -17,7 +17,10 @@
 use crate::cfi;
 use crate::tls::{self, Slot};
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicUsize,
+    Ordering::{Relaxed, SeqCst},
+};
 
 const URC_NO_REASON: c_int = 0;
 const URC_END_OF_STACK: c_int = 5;
@@ -117,8 +120,16 @@ static SHRINK_GEN: AtomicUsize = AtomicUsize::new(1);
 /// Called by the hooks before a call that may take memory away (munmap, mremap, MAP_FIXED mmap,
 /// mprotect without PROT_READ).
 pub fn address_space_shrinks() {
-    SHRINK_GEN.fetch_add(1, Relaxed);
+    // A read-modify-write on one shared line per munmap costs every thread that unmaps; it
+    // only matters once some thread holds a second range (a program with code without unwind
+    // information).
+    if ALT_IN_USE.load(SeqCst) {
+        SHRINK_GEN.fetch_add(1, SeqCst);
+    }
 }
+
+/// Set for good by the first probe of a second range.
+static ALT_IN_USE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 impl<'w> SafeReader<'w> {
     /// A reader for a walk starting at stack pointer `sp`. The first walk on a thread (or on a
@@ -169,7 +180,8 @@ impl<'w> SafeReader<'w> {
             return;
         }
         self.alt_probed = true;
-        let generation = SHRINK_GEN.load(Relaxed);
+        ALT_IN_USE.store(true, SeqCst);
+        let generation = SHRINK_GEN.load(SeqCst);
         let page = addr & !4095;
         let n = crate::syscall::read_own_pages(page, ALT_PROBE_PAGES, self.buf.as_mut_ptr().cast());
         self.len = 0; // the window's contents were overwritten
