@@ -61,13 +61,7 @@ const MAX_CFA_OFF: i64 = (1 << 20) - 1;
 /// key's low 32 bits so that a reader racing with the store sees a miss, never another key's rule.
 const SLOTS: usize = 1 << 14;
 const PROBES: usize = 16;
-/// Key and value side by side: one cache line per lookup.
-#[repr(C, align(16))]
-struct Entry {
-    key: AtomicU64,
-    value: AtomicU64,
-}
-static TABLE: [Entry; SLOTS] = [const { Entry { key: AtomicU64::new(0), value: AtomicU64::new(0) } }; SLOTS];
+static TABLE: crate::pairs::Table<SLOTS> = crate::pairs::Table::new();
 
 fn home(addr: u64) -> usize {
     (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as usize & (SLOTS - 1)
@@ -77,11 +71,11 @@ fn home(addr: u64) -> usize {
 fn cached(addr: u64) -> Option<Rule> {
     let h = home(addr);
     for i in 0..PROBES {
-        let s = (h + i) & (SLOTS - 1);
-        match TABLE[s].key.load(Acquire) {
+        let e = TABLE.slot(h, i);
+        match e.key.load(Acquire) {
             0 => return None,
             k if k == addr => {
-                let v = TABLE[s].value.load(Acquire);
+                let v = e.value.load(Acquire);
                 return if v >> 32 == addr & 0xffff_ffff { Rule::unpack(v as u32) } else { None };
             }
             _ => {}
@@ -93,11 +87,10 @@ fn cached(addr: u64) -> Option<Rule> {
 fn insert(addr: u64, rule: Rule) {
     let h = home(addr);
     for i in 0..PROBES {
-        let s = (h + i) & (SLOTS - 1);
-        match TABLE[s].key.compare_exchange(0, addr, AcqRel, Acquire) {
+        let e = TABLE.slot(h, i);
+        match TABLE.claim(e, addr) {
             Ok(_) => {
-                USED.store(true, Release);
-                TABLE[s].value.store((addr & 0xffff_ffff) << 32 | rule.pack() as u64, Release);
+                e.value.store((addr & 0xffff_ffff) << 32 | rule.pack() as u64, Release);
                 return;
             }
             Err(k) if k == addr => return,
@@ -113,20 +106,10 @@ pub fn generation() -> usize {
     GENERATION.load(Acquire) as usize
 }
 
-/// Whether any rule was cached since the table was last cleared: clearing an untouched table
-/// would fault in its 256 pages for nothing (every process loads its images at start).
-static USED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
 /// Forgets every cached rule: an image was loaded, possibly where an unloaded one lay.
 pub fn invalidate() {
     GENERATION.fetch_add(1, AcqRel);
-    if !USED.swap(false, AcqRel) {
-        return;
-    }
-    for e in &TABLE {
-        e.value.store(0, Relaxed);
-        e.key.store(0, Release);
-    }
+    TABLE.clear();
 }
 
 /// The rule for code address `addr` (for a return address, pass the call's address: ret - 1).
@@ -152,21 +135,10 @@ unsafe extern "C" {
 
 /// libgcc's `struct dwarf_eh_bases`, filled by _Unwind_Find_FDE.
 #[repr(C)]
-pub struct DwarfBases {
-    pub tbase: *mut c_void,
-    pub dbase: *mut c_void,
-    pub func: *mut c_void,
-}
-
-/// Whether any unwind information covers `addr`.
-pub fn has_fde(addr: u64) -> bool {
-    let mut bases = DwarfBases {
-        tbase: core::ptr::null_mut(),
-        dbase: core::ptr::null_mut(),
-        func: core::ptr::null_mut(),
-    };
-    // SAFETY: _Unwind_Find_FDE only looks the address up; `bases` is a valid out-parameter.
-    !unsafe { _Unwind_Find_FDE(addr as *mut c_void, &mut bases) }.is_null()
+struct DwarfBases {
+    tbase: *mut c_void,
+    dbase: *mut c_void,
+    func: *mut c_void,
 }
 
 fn compute(addr: u64) -> Rule {
@@ -175,7 +147,7 @@ fn compute(addr: u64) -> Rule {
         dbase: core::ptr::null_mut(),
         func: core::ptr::null_mut(),
     };
-    // SAFETY: as in has_fde().
+    // SAFETY: _Unwind_Find_FDE only looks the address up; `bases` is a valid out-parameter.
     let fde = unsafe { _Unwind_Find_FDE(addr as *mut c_void, &mut bases) };
     if fde.is_null() {
         return Rule::NoFde;

@@ -31,6 +31,7 @@ pub mod guard;
 pub mod hooks;
 pub mod modules;
 pub mod names;
+pub mod pairs;
 pub mod real;
 pub mod record;
 pub mod stacks;

@@ -589,7 +589,7 @@ fn capture_libgcc(frames: &mut [u64]) -> usize {
     // DWARF stopped. A last frame with unwind information is the true root (_start, clone3:
     // their CFI ends the stack): nothing to continue. Only a frame without any (Go code) goes
     // on by frame pointers. The address is a return address, so its call lies at `last - 1`.
-    if cfi::has_fde(frames[n - 1] - 1) {
+    if cfi::rule_for(frames[n - 1] - 1) != cfi::Rule::NoFde {
         return n;
     }
     let mut window = core::mem::MaybeUninit::uninit();

@@ -1,0 +1,62 @@
+//! A fixed table of `(key, value)` word pairs in the shim's .bss, the storage of two lock-free
+//! caches: [`crate::cfi`] (code address -> unwind rule) and [`crate::stacks`] (stack hash -> file
+//! offset of its Stack record). Key 0 marks an empty slot; a cache claims a slot with
+//! [`Table::claim`] and publishes the value its own way.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+
+/// Key and value side by side: one cache line per lookup.
+#[repr(C, align(16))]
+pub struct Entry {
+    pub key: AtomicU64,
+    pub value: AtomicU64,
+}
+
+/// `N` entries (a power of two), probed linearly from a home slot.
+pub struct Table<const N: usize> {
+    entries: [Entry; N],
+    /// Whether any slot was claimed since the last [`Table::clear`].
+    used: AtomicBool,
+}
+
+impl<const N: usize> Table<N> {
+    pub const fn new() -> Table<N> {
+        Table {
+            entries: [const { Entry { key: AtomicU64::new(0), value: AtomicU64::new(0) } }; N],
+            used: AtomicBool::new(false),
+        }
+    }
+
+    /// The slot `i` steps after `home`.
+    #[inline(always)]
+    pub fn slot(&self, home: usize, i: usize) -> &Entry {
+        &self.entries[(home + i) & (N - 1)]
+    }
+
+    /// Claims the empty slot `e` for `key`: Ok if this call did, else the key already there.
+    pub fn claim(&self, e: &Entry, key: u64) -> Result<u64, u64> {
+        let r = e.key.compare_exchange(0, key, AcqRel, Acquire);
+        if r.is_ok() {
+            self.used.store(true, Release);
+        }
+        r
+    }
+
+    /// Empties the table. An untouched table stays untouched: clearing it would fault in all of
+    /// its pages for nothing (every process loads its images, and so invalidates, at start).
+    pub fn clear(&self) {
+        if !self.used.swap(false, AcqRel) {
+            return;
+        }
+        for e in &self.entries {
+            e.value.store(0, Relaxed);
+            e.key.store(0, Release);
+        }
+    }
+}
+
+impl<const N: usize> Default for Table<N> {
+    fn default() -> Table<N> {
+        Table::new()
+    }
+}
