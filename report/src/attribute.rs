@@ -27,12 +27,16 @@ pub enum Category {
     BrkHeap,
     MainStack,
     Kernel,
+    /// A sanitizer runtime's shadow memory (ASan's, TSan's shadow and metadata).
+    SanitizerShadow,
+    /// A sanitizer runtime's own allocator reservation.
+    SanitizerAllocator,
     Vmshim,
     Unattributed,
 }
 
 impl Category {
-    pub const ALL: [Category; 12] = [
+    pub const ALL: [Category; 14] = [
         Category::ThreadStack,
         Category::MallocArena,
         Category::MallocLarge,
@@ -43,6 +47,8 @@ impl Category {
         Category::BrkHeap,
         Category::MainStack,
         Category::Kernel,
+        Category::SanitizerShadow,
+        Category::SanitizerAllocator,
         Category::Vmshim,
         Category::Unattributed,
     ];
@@ -59,6 +65,8 @@ impl Category {
             Category::BrkHeap => "brk_heap",
             Category::MainStack => "main_stack",
             Category::Kernel => "kernel",
+            Category::SanitizerShadow => "sanitizer_shadow",
+            Category::SanitizerAllocator => "sanitizer_allocator",
             Category::Vmshim => "vmshim",
             Category::Unattributed => "unattributed",
         }
@@ -389,12 +397,38 @@ fn by_map(r: &Region, at: u64, trace_path: &str, shim_libs: &[String], sym: &Sym
         }
         return if sym.module_of(at).is_some() { Category::Library } else { Category::FileMmap };
     }
+    if let Some(c) = sanitizer_region(at, sym) {
+        return c;
+    }
     // An anonymous region inside an ELF image's span is its .bss (ld.so maps it anonymously).
     if let Some(m) = sym.module_of(at) {
         let ours = m.path.ends_with("/libvmshim.so") || shim_libs.contains(&canonical(&m.path));
         return if ours { Category::Vmshim } else { Category::Library };
     }
     Category::Unattributed
+}
+
+/// The fixed x86_64 ranges of the sanitizer runtimes, from compiler-rt's layouts
+/// (`asan_mapping.h`: shadow at offset 0x7fff8000 from low memory up to the top of high
+/// shadow; `asan_allocator.h`: kAllocatorSpace 0x500000000000 or 0x600000000000, 4 TiB or
+/// more; `tsan_platform.h`: shadow and metadata below the heap at 0x7b0000000000), checked
+/// against the maps of gcc 12's libasan.so.8 and libtsan.so.2 on this machine. The runtimes
+/// map them with their own system calls, which no hook sees. Innermost ranges first.
+const SANITIZER_RANGES: [(&str, u64, u64, Category); 4] = [
+    ("libasan.so", 0x0000_7fff_8000, 0x1000_7fff_8000, Category::SanitizerShadow),
+    ("libasan.so", 0x5000_0000_0000, 0x6400_0000_0000, Category::SanitizerAllocator),
+    ("libtsan.so", 0x7b00_0000_0000, 0x7c00_0000_0000, Category::SanitizerAllocator),
+    ("libtsan.so", 0x0080_0000_0000, 0x7e80_0000_0000, Category::SanitizerShadow),
+];
+
+/// The sanitizer category of an anonymous address that no call explains, when the process
+/// loaded that sanitizer's runtime.
+fn sanitizer_region(at: u64, sym: &Symbolizer) -> Option<Category> {
+    SANITIZER_RANGES.iter().find_map(|&(lib, lo, hi, c)| {
+        let loaded =
+            || sym.modules().iter().any(|m| m.path.rsplit('/').next().is_some_and(|f| f.starts_with(lib)));
+        (lo <= at && at < hi && loaded()).then_some(c)
+    })
 }
 
 /// A thread stack found in the final map.

@@ -43,7 +43,9 @@ pub enum Command {
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// Where to write the trace (default: vmshim.PID.trace in the working directory).
+    /// Where to write the trace (default: vmshim.PID.trace in the working directory). An
+    /// existing file is never replaced: the trace then goes to the first free FILE.N; a
+    /// directory, device or FIFO there is refused.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print the report as JSON.
@@ -58,6 +60,10 @@ pub struct RunArgs {
     /// How many call stacks to show.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Exit 2 when vmshim itself could not do its part (no trace, no report written), instead
+    /// of the target's status with a warning.
+    #[arg(long)]
+    pub strict: bool,
     /// The command and its arguments.
     #[arg(required = true, last = true)]
     pub cmd: Vec<OsString>,

@@ -27,6 +27,8 @@ fn color(c: Category) -> &'static str {
         Category::BrkHeap => "#e15759",
         Category::MainStack => "#79706e",
         Category::Kernel => "#bab0ac",
+        Category::SanitizerShadow => "#9c755f",
+        Category::SanitizerAllocator => "#c9a58f",
         Category::Vmshim => "#d37295",
         Category::Unattributed => "#000000",
     }

@@ -25,7 +25,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::time::Duration;
 
 /// Why a target cannot be run under the shim.
 #[derive(Debug)]
@@ -75,9 +75,9 @@ const SHEBANG_MAX: usize = 256;
 
 /// Resolves CMD like `execvp` does (a name without '/' is searched in `PATH`, default
 /// `/bin:/usr/bin`) and refuses what `LD_PRELOAD` cannot reach: a statically linked ELF (no
-/// `PT_INTERP`), a setuid or setgid file. A `#!` script is checked through its interpreter, which
-/// is what actually runs. Unlike `execvp`, a file that is neither ELF nor `#!` is refused rather
-/// than handed to `/bin/sh`.
+/// `PT_INTERP`), a setuid or setgid file that changes the effective ids. A `#!` script is
+/// checked through its interpreter, and a file that is neither ELF nor `#!` through `/bin/sh`,
+/// which `execvp` hands it to: those are what actually run.
 pub fn resolve_target(cmd: &OsStr) -> Result<PathBuf, LaunchError> {
     let shown = cmd.to_string_lossy().into_owned();
     if cmd.is_empty() {
@@ -132,8 +132,15 @@ fn check_target(path: &Path, depth: usize) -> Result<(), LaunchError> {
     }
     // setgid without group execute is the mandatory-locking mark, not set-group-ID on exec
     // (execve(2), and the kernel's bprm_fill_uid).
-    let setuid = mode & libc::S_ISUID != 0;
-    let setgid = mode & libc::S_ISGID != 0 && mode & libc::S_IXGRP != 0;
+    // The loader ignores LD_PRELOAD in secure-execution mode (AT_SECURE), which the kernel sets
+    // when exec changes the effective ids away from the real ones: a setuid file owned by
+    // someone else, a setgid file of another group. Root running a setuid-root file keeps
+    // ruid == euid, so AT_SECURE is 0 there and LD_PRELOAD applies.
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getuid and getgid take nothing and cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let setuid = mode & libc::S_ISUID != 0 && meta.uid() != uid;
+    let setgid = mode & libc::S_ISGID != 0 && mode & libc::S_IXGRP != 0 && meta.gid() != gid;
     if setuid || setgid {
         return Err(LaunchError::SetId { path: path.to_owned() });
     }
@@ -172,10 +179,12 @@ fn check_target(path: &Path, depth: usize) -> Result<(), LaunchError> {
             Err(other) => Err(other),
         };
     }
-    Err(LaunchError::Io(format!(
-        "{}: exec format error (neither an ELF executable nor a #! script)",
-        path.display()
-    )))
+    // Neither ELF nor `#!`: execve says ENOEXEC, and execvp (which starts the target) then runs
+    // the file with /bin/sh, as POSIX says; that shell is what LD_PRELOAD must reach.
+    if depth >= MAX_INTERPRETER_DEPTH {
+        return Err(LaunchError::Io(format!("{}: too many levels of interpreters", path.display())));
+    }
+    check_target(Path::new("/bin/sh"), depth + 1)
 }
 
 /// The interpreter path of a `#!` line, as the kernel's binfmt_script reads it: after `#!` and
@@ -235,12 +244,86 @@ fn elf_has_interp(file: &mut File, head: &[u8]) -> Result<bool, String> {
     }))
 }
 
+/// Whether this process may create files in `dir` (access(2) with W_OK|X_OK, the real ids: the
+/// target's, which it inherits).
+pub fn writable_dir(dir: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    // SAFETY: c is a NUL-terminated path that outlives the call; access only reads it.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
+/// A sanitizer runtime a target links, which changes how vmshim must start it.
+#[derive(Debug)]
+pub struct SanitizerRuntime {
+    /// "AddressSanitizer", ...
+    pub name: &'static str,
+    /// The soname to preload before the shim (the runtime must come first in the loader's list);
+    /// None when the runtime is linked into the executable itself, which always comes first.
+    pub library: Option<OsString>,
+    /// Whether it stops the world with ptrace (LeakSanitizer's check at exit, on by default with
+    /// ASan), which fails on a thread vmshim traces.
+    pub uses_ptrace: bool,
+}
+
+/// The sanitizer runtime `program` links, from its dynamic section (`DT_NEEDED` of a
+/// `libasan.so.N`, ...) or its exported symbols (a runtime linked in, as clang does).
+pub fn sanitizer_runtime(program: &Path) -> Option<SanitizerRuntime> {
+    use object::{Object, ObjectSymbol};
+    const RUNTIMES: [(&str, &str, &str, bool); 4] = [
+        ("libasan.so", "__asan_init", "AddressSanitizer", true),
+        ("libhwasan.so", "__hwasan_init", "HWAddressSanitizer", true),
+        ("liblsan.so", "__lsan_init", "LeakSanitizer", true),
+        ("libtsan.so", "__tsan_init", "ThreadSanitizer", false),
+    ];
+    let data = std::fs::read(program).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    let needed = elf_needed(&data);
+    let leaks_off = std::env::var("ASAN_OPTIONS")
+        .into_iter()
+        .chain(std::env::var("LSAN_OPTIONS"))
+        .any(|o| o.split([':', ',']).any(|kv| kv == "detect_leaks=0" || kv == "detect_leaks=false"));
+    for (soname, init, name, lsan) in RUNTIMES {
+        let library = needed.iter().find(|n| n.starts_with(soname)).map(OsString::from);
+        let linked_in =
+            library.is_none() && file.dynamic_symbols().any(|s| s.name() == Ok(init) && !s.is_undefined());
+        if library.is_some() || linked_in {
+            return Some(SanitizerRuntime { name, library, uses_ptrace: lsan && !leaks_off });
+        }
+    }
+    None
+}
+
+/// The `DT_NEEDED` names of a 64-bit little-endian ELF file (what the sanitizer check needs;
+/// anything else gives none).
+fn elf_needed(data: &[u8]) -> Vec<String> {
+    use object::elf::{DT_NEEDED, FileHeader64};
+    use object::read::elf::{Dyn, FileHeader, SectionHeader};
+    let Ok(header) = FileHeader64::<object::LittleEndian>::parse(data) else { return Vec::new() };
+    let Ok(endian) = header.endian() else { return Vec::new() };
+    let Ok(sections) = header.sections(endian, data) else { return Vec::new() };
+    let Ok(Some((dynamic, link))) =
+        sections.iter().find_map(|s| s.dynamic(endian, data).transpose()).transpose()
+    else {
+        return Vec::new();
+    };
+    let Ok(strings) = sections.strings(endian, data, link) else { return Vec::new() };
+    dynamic
+        .iter()
+        .filter(|d| d.d_tag(endian) == DT_NEEDED)
+        .filter_map(|d| d.string(endian, strings).ok())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect()
+}
+
 /// What to run. The environment is the inherited one plus `env` (e.g. `LD_PRELOAD`, `VMSHIM_OUT`).
 pub struct Launch<'a> {
     pub program: &'a Path,
     /// The arguments after `argv[0]`; `argv[0]` is `program` itself.
     pub args: &'a [OsString],
     pub env: Vec<(OsString, OsString)>,
+    /// Trace the main thread with ptrace to read the kernel's map at its exit stop. Without it
+    /// the target is only waited for (stops and signals are still passed through).
+    pub hold: bool,
 }
 
 /// How the target ended.
@@ -260,35 +343,73 @@ pub struct Outcome {
     pub thread_names: Vec<(u32, String)>,
 }
 
+/// The signals sent to vmshim that it passes on to the target (when a user, systemd or `docker
+/// stop` sends them to vmshim's pid, the target runs its handlers and vmshim still reports), plus
+/// the ones it must see for itself: SIGCHLD (the tracee stopped or exited) and SIGCONT (vmshim was
+/// resumed after a stop it took on the target's behalf). All are blocked in the launching thread
+/// while the target runs and taken with `sigtimedwait`, so none interrupts vmshim's own work.
+const FORWARDED: [libc::c_int; 8] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGTSTP,
+];
+
+/// What the shim's `ptrace` hook sends to the target's main thread, as `sival_ptr` of a queued
+/// SIGWINCH, when the target asks to be traced itself (PTRACE_TRACEME): vmshim lets go of it.
+/// The signal never reaches the target: vmshim sees it first (a signal-delivery stop) and
+/// suppresses it. Must equal the shim's `hooks::ptrace::RELEASE_MAGIC`.
+pub const RELEASE_MAGIC: u64 = u64::from_le_bytes(*b"vmshimRL");
+/// Sent the same way once the target's own PTRACE_TRACEME succeeded: vmshim, its parent, is its
+/// tracer again (and was told nothing by the kernel); at this stop it sets its options again, so
+/// the exit stop and the kernel's map at exit are not lost. Must equal the shim's.
+pub const RETAKEN_MAGIC: u64 = u64::from_le_bytes(*b"vmshimRT");
+/// The signal that carries [`RELEASE_MAGIC`] and [`RETAKEN_MAGIC`].
+pub const RELEASE_SIGNAL: libc::c_int = libc::SIGWINCH;
+
 /// Runs the target to completion under ptrace (main thread only) and reports how it ended.
 ///
-/// While it runs, this process ignores SIGINT and SIGQUIT like `time` and `strace` do, so that a
-/// Ctrl-C reaches the target and vmshim still reports; the target gets the dispositions vmshim
-/// started with. Limits of tracing with `PTRACE_TRACEME` rather than `PTRACE_SEIZE`: a stop signal
-/// (SIGSTOP, SIGTSTP...) delivered to the main thread does not keep it stopped, since a
-/// group-stop can only be left by restarting it (ptrace(2), "Group-stop").
+/// The target behaves as if vmshim were not there:
+/// - SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1/2, SIGALRM and SIGTSTP sent to vmshim by `kill`
+///   are passed on to the target; the ones a terminal sends to the whole foreground group
+///   (SI_KERNEL) reach the target by themselves and are passed on only if the target left
+///   vmshim's process group.
+/// - A stop (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, from anyone) that stops the target stops vmshim
+///   too, with the same signal, so the shell sees the job stop; when vmshim is continued it
+///   continues the target.
+/// - A target that asks to be traced (PTRACE_TRACEME, through the shim's `ptrace` hook) is let go
+///   first, so the request succeeds as it would without vmshim; vmshim, its parent, is then its
+///   tracer as the request says, and keeps capturing its exit.
+///
+/// vmshim traces with `PTRACE_TRACEME` (a tracee stopped at exec before its first instruction),
+/// so a group-stop is a ptrace-stop that only vmshim can end: a SIGCONT sent to the target alone,
+/// not to vmshim or its process group, does not resume the main thread until vmshim is resumed.
 pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
-    let ignoring = IgnoreInterrupts::enter()?;
-    let child_dispositions = ignoring.child_dispositions();
+    let blocked = BlockedSignals::enter()?;
+    let child_mask = blocked.original;
 
     let mut command = Command::new(l.program);
     command.args(l.args);
     command.envs(l.env.iter().map(|(k, v)| (k, v)));
+    let hold = l.hold;
     let in_child = move || {
         // SAFETY: PTRACE_TRACEME takes no pointers; it makes the parent thread our tracer, so
         // that exec stops us with SIGTRAP before the target's first instruction.
-        if unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) } == -1 {
+        if hold && unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) } == -1 {
             return Err(io::Error::last_os_error());
         }
-        for (sig, disposition) in child_dispositions {
-            // SAFETY: the disposition is SIG_DFL or SIG_IGN, never a handler address.
-            unsafe { libc::signal(sig, disposition) };
-        }
+        // The target starts with the signal mask vmshim was started with, not vmshim's.
+        // SAFETY: child_mask is a copy of a sigset_t that sigprocmask filled.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &child_mask, std::ptr::null_mut()) };
         Ok(())
     };
     // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe calls
-    // are allowed: it makes plain system calls (ptrace, and sigaction through signal) on values
-    // captured by copy, and neither allocates nor takes a lock.
+    // are allowed: it makes plain system calls (ptrace, sigprocmask) on values captured by copy,
+    // and neither allocates nor takes a lock.
     unsafe { command.pre_exec(in_child) };
     let child =
         command.spawn().map_err(|e| LaunchError::Io(format!("cannot start {}: {e}", l.program.display())))?;
@@ -296,78 +417,261 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
     let pid = child.id() as libc::pid_t;
     drop(child);
 
-    let traced = trace_until_exit(pid);
-    drop(ignoring);
+    let traced = Tracer::new(pid, &blocked, l.hold).run();
+    drop(blocked);
     let (raw_status, final_smaps, thread_names) = traced?;
     let (how, exit_code) = describe_status(raw_status);
     Ok(Outcome { pid: pid as u32, raw_status, how, exit_code, final_smaps, thread_names })
 }
 
-/// Waits on the tracee until it exits or dies, capturing smaps at its main thread's exit stop.
-#[allow(clippy::type_complexity)]
-fn trace_until_exit(pid: libc::pid_t) -> Result<(i32, Option<Vec<u8>>, Vec<(u32, String)>), LaunchError> {
-    let options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACEEXEC;
-    let mut options_set = false;
-    let mut final_smaps = None;
-    let mut names = Vec::new();
-    loop {
-        let mut status = 0;
-        // SAFETY: status is a live, writable int; pid is our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-        if r == -1 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
+/// The wait loop's state.
+struct Tracer<'a> {
+    pid: libc::pid_t,
+    signals: &'a BlockedSignals,
+    /// Whether vmshim traces the main thread now (not when asked not to hold it, nor after it
+    /// let go of it until the shim says it is traced again).
+    traced: bool,
+    /// Whether PTRACE_SETOPTIONS was done since vmshim (re)became the tracer.
+    options_set: bool,
+    /// The first stop after spawn is exec's SIGTRAP, which is vmshim's own.
+    first_stop: bool,
+    final_smaps: Option<Vec<u8>>,
+    names: Vec<(u32, String)>,
+}
+
+impl<'a> Tracer<'a> {
+    fn new(pid: libc::pid_t, signals: &'a BlockedSignals, hold: bool) -> Tracer<'a> {
+        Tracer {
+            pid,
+            signals,
+            traced: hold,
+            options_set: false,
+            first_stop: true,
+            final_smaps: None,
+            names: Vec::new(),
+        }
+    }
+
+    /// Waits on the tracee until it exits or dies, capturing smaps at its main thread's exit
+    /// stop, and passes signals sent to vmshim on to it.
+    #[allow(clippy::type_complexity)]
+    fn run(mut self) -> Result<(i32, Option<Vec<u8>>, Vec<(u32, String)>), LaunchError> {
+        loop {
+            // Every status that is there now, then wait for a signal: SIGCHLD for the next one,
+            // or one to pass on. The timeout covers a SIGCHLD taken by another thread of this
+            // process (the unit tests launch from several threads at once).
+            loop {
+                let mut status = 0;
+                let flags = libc::__WALL | libc::WNOHANG | libc::WUNTRACED | libc::WCONTINUED;
+                // SAFETY: status is a live, writable int; pid is our own child.
+                let r = unsafe { libc::waitpid(self.pid, &mut status, flags) };
+                if r == 0 {
+                    break;
+                }
+                if r == -1 {
+                    let err = io::Error::last_os_error();
+                    if err.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(LaunchError::Io(format!("waiting for process {}: {err}", self.pid)));
+                }
+                if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                    return Ok((status, self.final_smaps, self.names));
+                }
+                // After a PTRACE_TRACEME of its own the target is vmshim's tracee again.
+                if libc::WIFSTOPPED(status) && !self.traced && tracer_of(self.pid) == Some(std::process::id())
+                {
+                    self.traced = true;
+                }
+                if libc::WIFSTOPPED(status) && self.traced {
+                    self.stopped(status)?;
+                } else if libc::WIFSTOPPED(status) {
+                    // Untraced, a stop is a plain group-stop: stop with it, continue it after.
+                    stop_self(libc::WSTOPSIG(status));
+                    resume_stopped_threads(self.pid);
+                }
             }
-            return Err(LaunchError::Io(format!("waiting for process {pid}: {err}")));
+            if let Some(info) = self.signals.wait(Duration::from_millis(100)) {
+                self.signalled(&info);
+            }
         }
-        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            return Ok((status, final_smaps, names));
-        }
-        if !libc::WIFSTOPPED(status) {
-            continue;
-        }
+    }
+
+    /// One ptrace stop of the main thread: decide what it is and resume it (or not).
+    fn stopped(&mut self, status: i32) -> Result<(), LaunchError> {
+        let pid = self.pid;
         let sig = libc::WSTOPSIG(status);
         let event = (status >> 16) & 0xff;
-
-        let inject = if !options_set {
-            options_set = true;
+        if !self.options_set {
+            self.options_set = true;
+            let options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACEEXEC;
             ptrace_request(libc::PTRACE_SETOPTIONS, pid, options as usize)
                 .map_err(|e| LaunchError::Io(format!("ptrace(SETOPTIONS) on {pid}: {e}")))?;
+        }
+        let inject = if std::mem::take(&mut self.first_stop) {
             // The first stop is the SIGTRAP that PTRACE_TRACEME makes exec send; it is ours and
             // is swallowed. (A signal that arrived between fork and exec would come first, and
             // then the exec reports PTRACE_EVENT_EXEC instead.)
             if sig == libc::SIGTRAP && event == 0 { 0 } else { sig }
         } else if event == libc::PTRACE_EVENT_EXIT {
-            (final_smaps, names) = (read_smaps(pid), thread_names(pid));
+            (self.final_smaps, self.names) = (read_smaps(pid), thread_names(pid));
             0
         } else if event == libc::PTRACE_EVENT_EXEC {
             // A new program image: what was captured belongs to the old one.
-            (final_smaps, names) = (None, Vec::new());
+            (self.final_smaps, self.names) = (None, Vec::new());
             0
         } else if event != 0 {
             0
         } else {
             match signal_stop_now(pid) {
+                // The shim's word that the target's PTRACE_TRACEME made vmshim its tracer again
+                // (options were set again above): suppressed, never seen by the target.
+                SignalStop::Retaken => 0,
+                SignalStop::Release => {
+                    // The shim asks on the target's behalf: detach, suppressing the signal.
+                    self.options_set = false;
+                    self.traced = false;
+                    return match ptrace_request(libc::PTRACE_DETACH, pid, 0) {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+                        Err(e) => Err(LaunchError::Io(format!("ptrace(DETACH) on {pid}: {e}"))),
+                    };
+                }
                 // Deliver the signal as if no one were watching (the kernel keeps its siginfo
                 // when the same signal is passed back).
                 SignalStop::Delivery => sig,
-                SignalStop::Group => 0,
+                SignalStop::Group => {
+                    // The target is stopped; stop vmshim the same way, so whoever waits on
+                    // vmshim (the shell) sees the stop, and resume the target when vmshim is
+                    // resumed.
+                    stop_self(sig);
+                    resume_stopped_threads(pid);
+                    0
+                }
                 SignalStop::Exiting => {
-                    (final_smaps, names) = (read_smaps(pid), thread_names(pid));
+                    (self.final_smaps, self.names) = (read_smaps(pid), thread_names(pid));
                     0
                 }
                 // Woken by SIGKILL; its next stop, if any, is the exit stop: wait for it rather
                 // than risk resuming it unseen.
-                SignalStop::Left => continue,
+                SignalStop::Left => return Ok(()),
             }
         };
         match ptrace_request(libc::PTRACE_CONT, pid, inject as usize) {
-            Ok(()) => {}
+            Ok(()) => Ok(()),
             // Killed meanwhile (SIGKILL does not wait for us): waitpid will say so.
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-            Err(e) => return Err(LaunchError::Io(format!("ptrace(CONT) on {pid}: {e}"))),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(LaunchError::Io(format!("ptrace(CONT) on {pid}: {e}"))),
         }
+    }
+
+    /// A signal sent to vmshim while the target runs.
+    fn signalled(&self, info: &libc::siginfo_t) {
+        let sig = info.si_signo;
+        if sig == libc::SIGCHLD || sig == libc::SIGCONT {
+            return;
+        }
+        // A terminal sends SIGINT, SIGQUIT, SIGTSTP (and SIGHUP on hang-up) to its whole
+        // foreground process group, the target included, with si_code SI_KERNEL: passing those
+        // on would deliver them twice, unless the target left vmshim's process group.
+        // SAFETY: getpgid takes a pid and returns a number.
+        let same_group = unsafe { libc::getpgid(self.pid) == libc::getpgid(0) };
+        if info.si_code == libc::SI_KERNEL && same_group {
+            return;
+        }
+        // SAFETY: kill takes no pointers; pid is our child, not reaped before the loop ends.
+        unsafe { libc::kill(self.pid, sig) };
+    }
+}
+
+/// The `TracerPid:` of a process.
+fn tracer_of(pid: libc::pid_t) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("TracerPid:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Stops this process with `sig` (a stop signal, default action), the way the target stopped;
+/// returns once something continues it.
+fn stop_self(sig: libc::c_int) {
+    let sig = if matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) { sig } else { libc::SIGSTOP };
+    let mut dfl = zeroed_sigaction();
+    dfl.sa_sigaction = libc::SIG_DFL;
+    let mut old = zeroed_sigaction();
+    // SAFETY: sigemptyset/sigaddset fill a local sigset_t; sigaction and pthread_sigmask take
+    // pointers to live values; raise stops this process, which continues on SIGCONT. The old
+    // disposition and mask are restored before returning.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::sigaction(sig, &dfl, &mut old);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::sigaction(sig, &old, std::ptr::null_mut());
+    }
+}
+
+/// After vmshim was continued: the target's other threads are still stopped unless the SIGCONT
+/// went to the whole process group; send it one if any of them is.
+fn resume_stopped_threads(pid: libc::pid_t) {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return };
+    let stopped = dir.filter_map(Result::ok).any(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The state follows the command name in parentheses, which may itself hold ')'.
+        stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+    });
+    if stopped {
+        // SAFETY: kill takes no pointers; pid is our child, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    }
+}
+
+/// While alive, the launching thread has [`FORWARDED`], SIGCHLD and SIGCONT blocked, to take
+/// them with [`BlockedSignals::wait`]; dropping it takes what is still pending (so that a
+/// Ctrl-C that already reached the target does not kill vmshim before it reports) and restores
+/// the mask.
+struct BlockedSignals {
+    set: libc::sigset_t,
+    /// The thread's mask before: what the target starts with.
+    original: libc::sigset_t,
+}
+
+impl BlockedSignals {
+    fn enter() -> Result<BlockedSignals, LaunchError> {
+        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it; pthread_sigmask
+        // reads `set` and writes the old mask into `original`.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut original: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in FORWARDED.into_iter().chain([libc::SIGCHLD, libc::SIGCONT]) {
+                libc::sigaddset(&mut set, sig);
+            }
+            let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut original);
+            if r != 0 {
+                return Err(LaunchError::Io(format!("pthread_sigmask: {}", io::Error::from_raw_os_error(r))));
+            }
+            Ok(BlockedSignals { set, original })
+        }
+    }
+
+    /// The next blocked signal, waiting at most `timeout`.
+    fn wait(&self, timeout: Duration) -> Option<libc::siginfo_t> {
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos() as _ };
+        let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::uninit();
+        // SAFETY: set is initialised; info points at one siginfo_t; ts is a live timespec.
+        let r = unsafe { libc::sigtimedwait(&self.set, info.as_mut_ptr(), &ts) };
+        // SAFETY: a positive return means the kernel filled info.
+        (r > 0).then(|| unsafe { info.assume_init() })
+    }
+}
+
+impl Drop for BlockedSignals {
+    fn drop(&mut self) {
+        while self.wait(Duration::ZERO).is_some() {}
+        // SAFETY: restores the mask pthread_sigmask returned in enter().
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.original, std::ptr::null_mut()) };
     }
 }
 
@@ -401,6 +705,10 @@ fn ptrace_request(request: libc::c_uint, pid: libc::pid_t, data: usize) -> io::R
 enum SignalStop {
     /// A signal is being delivered: pass it on.
     Delivery,
+    /// The shim's request to let go of the target ([`RELEASE_MAGIC`]).
+    Release,
+    /// The shim's word that vmshim traces the target again ([`RETAKEN_MAGIC`]).
+    Retaken,
     /// The stop signal already took effect (ptrace(2), "Group-stop": no siginfo, EINVAL).
     Group,
     /// No longer that stop: SIGKILL (e.g. another thread's exit_group) woke the tracee and it has
@@ -429,6 +737,18 @@ fn signal_stop_now(pid: libc::pid_t) -> SignalStop {
     // An event stop's siginfo is SIGTRAP with si_code = SIGTRAP | event << 8 (ptrace(2)).
     if info.si_signo == libc::SIGTRAP && info.si_code == libc::SIGTRAP | libc::PTRACE_EVENT_EXIT << 8 {
         SignalStop::Exiting
+    } else if info.si_signo == RELEASE_SIGNAL
+        && info.si_code == libc::SI_QUEUE
+        // SAFETY: a queued signal's siginfo holds the sender's pid and value.
+        && unsafe { info.si_pid() == pid && info.si_value().sival_ptr as u64 == RELEASE_MAGIC }
+    {
+        SignalStop::Release
+    } else if info.si_signo == RELEASE_SIGNAL
+        && info.si_code == libc::SI_QUEUE
+        // SAFETY: as above.
+        && unsafe { info.si_pid() == pid && info.si_value().sival_ptr as u64 == RETAKEN_MAGIC }
+    {
+        SignalStop::Retaken
     } else {
         SignalStop::Delivery
     }
@@ -494,68 +814,6 @@ fn signal_name(sig: i32) -> String {
     }
 }
 
-/// The signals a terminal sends to the whole foreground process group, which vmshim lets through
-/// to the target instead of dying from them.
-const INTERRUPTS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGQUIT];
-
-/// Process-wide: how many launches are running, and the dispositions from before the first.
-/// Counting keeps concurrent launches (the tests run in parallel) from restoring each other's
-/// SIG_IGN as the original.
-static IGNORING: Mutex<(usize, Option<[libc::sigaction; 2]>)> = Mutex::new((0, None));
-
-/// While alive, SIGINT and SIGQUIT are ignored by this process; the last one dropped restores
-/// what was there before the first.
-struct IgnoreInterrupts {
-    saved: [libc::sigaction; 2],
-}
-
-impl IgnoreInterrupts {
-    fn enter() -> Result<IgnoreInterrupts, LaunchError> {
-        let mut state = IGNORING.lock().unwrap_or_else(|e| e.into_inner());
-        if state.0 == 0 {
-            let mut saved = [zeroed_sigaction(), zeroed_sigaction()];
-            for (sig, old) in INTERRUPTS.into_iter().zip(saved.iter_mut()) {
-                let mut ignore = zeroed_sigaction();
-                ignore.sa_sigaction = libc::SIG_IGN;
-                // SAFETY: both pointers are to live sigaction values; SIG_IGN installs no code.
-                if unsafe { libc::sigaction(sig, &ignore, old) } == -1 {
-                    let err = io::Error::last_os_error();
-                    return Err(LaunchError::Io(format!("sigaction({sig}): {err}")));
-                }
-            }
-            state.1 = Some(saved);
-        }
-        state.0 += 1;
-        let saved = state.1.expect("saved when the count left zero");
-        Ok(IgnoreInterrupts { saved })
-    }
-
-    /// What the target should start with: ignored if vmshim was started with the signal ignored
-    /// (e.g. under nohup or as a background job), default otherwise (a handler does not survive
-    /// exec anyway).
-    fn child_dispositions(&self) -> [(libc::c_int, libc::sighandler_t); 2] {
-        let pick = |a: &libc::sigaction| {
-            if a.sa_sigaction == libc::SIG_IGN { libc::SIG_IGN } else { libc::SIG_DFL }
-        };
-        [(INTERRUPTS[0], pick(&self.saved[0])), (INTERRUPTS[1], pick(&self.saved[1]))]
-    }
-}
-
-impl Drop for IgnoreInterrupts {
-    fn drop(&mut self) {
-        let mut state = IGNORING.lock().unwrap_or_else(|e| e.into_inner());
-        state.0 -= 1;
-        if state.0 == 0 {
-            for (sig, old) in INTERRUPTS.into_iter().zip(self.saved.iter()) {
-                // SAFETY: `old` is what sigaction returned for this signal, so it is valid to
-                // install again; the old-action pointer may be null.
-                unsafe { libc::sigaction(sig, old, std::ptr::null_mut()) };
-            }
-            state.1 = None;
-        }
-    }
-}
-
 fn zeroed_sigaction() -> libc::sigaction {
     // SAFETY: sigaction is plain data (a handler number, a mask, flags); all-zero is SIG_DFL with
     // an empty mask.
@@ -616,7 +874,7 @@ mod tests {
         let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let l = Launch { program: &program, args: &args, env };
+            let l = Launch { program: &program, args: &args, env, hold: true };
             let _ = tx.send(launch(&l).map_err(|e| e.to_string()));
         });
         match rx.recv_timeout(TIMEOUT) {
@@ -690,14 +948,14 @@ mod tests {
 
     #[test]
     fn interrupts_reach_the_target() {
-        // While launch runs, this process ignores SIGINT; the target must get the disposition the
-        // process had before (default, unless the test itself was started with SIGINT ignored).
-        let guard = IgnoreInterrupts::enter().unwrap();
-        let inherited = guard.child_dispositions()[0];
-        assert_eq!(inherited.0, libc::SIGINT);
+        // vmshim blocks SIGINT while the target runs; the target must start with the mask and
+        // disposition this process had (SIGINT default, unless the test was started with it
+        // ignored, as under nohup).
+        let mut now = zeroed_sigaction();
+        // SAFETY: a null new action only queries the current one into `now`.
+        unsafe { libc::sigaction(libc::SIGINT, std::ptr::null(), &mut now) };
         let out = run(Path::new("/bin/sh"), &["-c".as_ref(), "kill -INT $$; exit 0".as_ref()]);
-        drop(guard);
-        if inherited.1 == libc::SIG_IGN {
+        if now.sa_sigaction == libc::SIG_IGN {
             assert_eq!(out.how, "exited 0");
         } else {
             assert_eq!(out.how, "killed by SIGINT");
@@ -908,10 +1166,33 @@ func main() {
         std::fs::copy(&dynamic, &setuid).unwrap();
         let mode = std::fs::metadata(&setuid).unwrap().permissions().mode();
         std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(mode | libc::S_ISUID)).unwrap();
-        match resolve_target(setuid.as_os_str()) {
-            Err(LaunchError::SetId { path }) => assert_eq!(path, setuid),
-            other => panic!("setuid copy: {other:?}"),
+        // Issue 11: setuid to oneself (root running a setuid-root file) keeps ruid == euid, so
+        // AT_SECURE is 0 and LD_PRELOAD applies: accepted.
+        assert_eq!(resolve_target(setuid.as_os_str()).unwrap(), setuid, "setuid to its own user");
+        // Setuid to another user is secure execution: refused. Root gives the copy to nobody;
+        // anyone else has the system's setuid-root `su` for it.
+        use std::os::unix::fs::MetadataExt;
+        let other = if std::os::unix::fs::chown(&setuid, Some(65534), None).is_ok() {
+            std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(mode | libc::S_ISUID)).unwrap();
+            setuid.clone()
+        } else {
+            PathBuf::from("/bin/su")
+        };
+        let meta = std::fs::metadata(&other).unwrap();
+        // SAFETY: getuid takes nothing and cannot fail.
+        assert_ne!(meta.uid(), unsafe { libc::getuid() }, "{} is someone else's", other.display());
+        assert_ne!(meta.permissions().mode() & libc::S_ISUID, 0, "{} is setuid", other.display());
+        match resolve_target(other.as_os_str()) {
+            Err(LaunchError::SetId { path }) => assert_eq!(path, other),
+            other => panic!("setuid to another user: {other:?}"),
         }
+
+        // Issue 11: a file that is neither ELF nor `#!` runs under /bin/sh (execvp's ENOEXEC
+        // rule), which is dynamic: accepted.
+        let plain = dir.path("plain-script");
+        std::fs::write(&plain, "exit 0\n").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(resolve_target(plain.as_os_str()).unwrap(), plain);
 
         // A script runs its interpreter: one that is static is refused, naming the interpreter.
         let script = dir.path("script");

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         cli::Command::Report(a) if a.pprof.is_some() => {
             pprof_file(&a.trace, a.pprof.as_deref().unwrap_or(Path::new(""))).map(|()| 0)
         }
-        cli::Command::Report(a) => report(&a.trace, a.json, a.top, None, a.html.as_deref()).map(|()| 0),
+        cli::Command::Report(a) => report(&a.trace, a.json, a.top, None, a.html.as_deref(), None).map(|()| 0),
         cli::Command::Diff(a) => diff(&a).map(|()| 0),
         cli::Command::Events(a) => events(&a.trace, a.json).map(|()| 0),
     };
@@ -71,7 +71,21 @@ struct Analysis {
 }
 
 fn analyse(trace: &Path) -> Result<Analysis, Failure> {
+    analyse_with(trace, None)
+}
+
+/// [`analyse`], with what `vmshim run` learnt at exit when it could not be added to the file.
+fn analyse_with(trace: &Path, fin: Option<read::Final>) -> Result<Analysis, Failure> {
     let mut rec = read::load(trace)?;
+    if let Some(fin) = fin {
+        fin.apply(&mut rec);
+    }
+    if let Some((len, cursor)) = rec.truncated {
+        eprintln!(
+            "vmshim: warning: {} is cut short ({len} of the {cursor} bytes written): reporting what comes before the cut",
+            trace.display()
+        );
+    }
     let replay = std::mem::take(&mut rec.replay);
     let mut sym = symbolize::Symbolizer::new(attribute::modules(&rec));
     let attr = attribute::attribute(&rec, &replay, &mut sym);
@@ -106,8 +120,9 @@ fn report(
     top: usize,
     dest: Option<Dest>,
     html: Option<&Path>,
+    fin: Option<read::Final>,
 ) -> Result<(), Failure> {
-    let Analysis { rec, attr, mut sym, series } = analyse(trace)?;
+    let Analysis { rec, attr, mut sym, series } = analyse_with(trace, fin)?;
     let pid = rec.start.as_ref().map_or(0, |s| s.pid);
     let processes = tree::descendants(trace, pid);
     let input = render::Input { rec: &rec, attr: &attr, top, processes: &processes };
@@ -164,7 +179,10 @@ fn write_out(dest: Dest, bytes: &[u8]) -> Result<(), Failure> {
     let r = match dest {
         Dest::Stdout => std::io::stdout().lock().write_all(bytes),
         Dest::Stderr => std::io::stderr().lock().write_all(bytes),
-        Dest::File(p) => std::fs::write(&p, bytes),
+        Dest::File(p) => {
+            return std::fs::write(&p, bytes)
+                .map_err(|e| Failure(1, format!("cannot write the report to {}: {e}", p.display())));
+        }
     };
     match r {
         // A closed pipe (`| head`) is the reader's choice, not an error.
@@ -208,68 +226,193 @@ fn shim_path() -> Result<PathBuf, Failure> {
     }
 }
 
-/// The trace of the program image that exited. A target that execs (a wrapper script, say)
-/// loads the shim again, and the new image writes `TRACE.1`, `TRACE.2`, ... beside the first
-/// (the shim never overwrites a file); fork children write such files too, under their own pid.
-fn last_image_trace(first: &Path, pid: u32) -> PathBuf {
-    let mut last = first.to_path_buf();
+/// The trace of the program image that exited, among `first`, `first.1`, `first.2`, ... (the
+/// shim never writes over a file: a taken name gets the next free suffix, so an exec'd image
+/// and a fork child with the same name write `.N` files beside the first). Only traces whose
+/// start record names `pid` and came after `since` (Unix ns) count, so an older trace left
+/// under that name by an earlier run with the same pid is never taken.
+fn last_image_trace(first: &Path, pid: u32, since: u64) -> Option<PathBuf> {
+    let ours = |p: &Path| read::start_of(p).is_some_and(|s| s.pid == pid && s.real_ns >= since);
+    let mut last = ours(first).then(|| first.to_path_buf());
+    // Stale files from earlier runs can fill any numbers below ours: look past gaps a little.
+    let mut misses = 0;
     for n in 1.. {
         let next = PathBuf::from(format!("{}.{n}", first.display()));
         if !next.exists() {
-            break;
+            misses += 1;
+            if misses > 8 {
+                break;
+            }
+            continue;
         }
-        if read::start_of(&next).is_some_and(|s| s.pid == pid) {
-            last = next;
+        misses = 0;
+        if ours(&next) {
+            last = Some(next);
         }
     }
     last
 }
 
+/// What kind of thing is at `p`, if it is not something a trace may be written beside or
+/// numbered after (a regular file, a symlink, nothing).
+fn not_a_trace_path(p: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::symlink_metadata(p).ok()?.file_type();
+    Some(match () {
+        _ if t.is_file() || t.is_symlink() => return None,
+        _ if t.is_dir() => "a directory",
+        _ if t.is_char_device() => "a character device",
+        _ if t.is_block_device() => "a block device",
+        _ if t.is_fifo() => "a FIFO",
+        _ if t.is_socket() => "a socket",
+        _ => "not a regular file",
+    })
+}
+
+/// Checks `--out` before anything runs. The rule, the shim's too: a trace never replaces,
+/// truncates or follows what is there. A name taken by a file (or a symlink) makes the trace
+/// go to the first free `NAME.N`; a name taken by anything else is refused; a directory that
+/// is missing or not writable is said now (the target then runs untraced).
+fn check_out(p: &Path) -> Result<Option<String>, Failure> {
+    if let Some(kind) = not_a_trace_path(p) {
+        return Err(Failure(
+            2,
+            format!("--out {} is {kind}, not a trace file: name a new file (nothing was run)", p.display()),
+        ));
+    }
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Ok(dir_problem(dir))
+}
+
+/// Why no trace can be created in `dir`, if that is known before trying.
+fn dir_problem(dir: &Path) -> Option<String> {
+    match std::fs::metadata(dir) {
+        Err(e) => Some(format!("{}: {e}", dir.display())),
+        Ok(m) if !m.is_dir() => Some(format!("{} is not a directory", dir.display())),
+        Ok(_) => (!launch::writable_dir(dir)).then(|| format!("{}: not writable", dir.display())),
+    }
+}
+
+/// A problem on vmshim's side, after the target ran: a warning, and the target's status stands
+/// unless `--strict` asks for 2.
+fn warn(strict: bool, code: &mut u8, msg: &str) {
+    eprintln!("vmshim: warning: {msg}");
+    if strict {
+        *code = 2;
+    }
+}
+
 fn run(a: cli::RunArgs) -> Result<u8, Failure> {
     let program = launch::resolve_target(&a.cmd[0]).map_err(|e| Failure(2, e.to_string()))?;
     let lib = shim_path()?;
+    let sanitizer = launch::sanitizer_runtime(&program);
     let cwd = std::env::current_dir().map_err(|e| Failure(2, format!("no working directory: {e}")))?;
-    let template = match &a.out {
-        Some(p) => {
-            // The user named this file: a stale one from an earlier run must not shadow the new trace.
-            let _ = std::fs::remove_file(p);
-            cwd.join(p)
-        }
-        None => cwd.join("vmshim.%p.trace"),
+    let (template, early_problem) = match &a.out {
+        Some(p) => (cwd.join(p), check_out(p)?),
+        None => (cwd.join("vmshim.%p.trace"), dir_problem(&cwd)),
     };
-    let mut preload = lib.into_os_string();
+    if let Some(why) = &early_problem {
+        eprintln!("vmshim: warning: no trace can be written ({why}); the program runs untraced");
+    }
+    // A sanitizer runtime insists on coming first in the loader's list (ASan refuses to start
+    // otherwise): put the one the target links before the shim.
+    let mut preload = std::ffi::OsString::new();
+    if let Some(first) = sanitizer.as_ref().and_then(|r| r.library.as_ref()) {
+        preload.push(first);
+        preload.push(":");
+    }
+    preload.push(lib);
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         preload.push(":");
         preload.push(old);
     }
-    let env = vec![("LD_PRELOAD".into(), preload), ("VMSHIM_OUT".into(), template.clone().into_os_string())];
-    let l = launch::Launch { program: &program, args: &a.cmd[1..], env };
-    let outcome = launch::launch(&l).map_err(|e| Failure(2, e.to_string()))?;
-    let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
-    let trace = last_image_trace(&first, outcome.pid);
-    if !trace.exists() {
-        return Err(Failure(
-            2,
-            format!(
-                "{} {}, but left no trace at {} (the shim did not load, or could not create the file)",
-                a.cmd[0].to_string_lossy(),
-                outcome.how,
-                trace.display()
-            ),
-        ));
+    // Nothing can be recorded: the target runs as it would bare.
+    let env = if early_problem.is_some() {
+        Vec::new()
+    } else {
+        vec![
+            ("LD_PRELOAD".into(), preload),
+            ("VMSHIM_OUT".into(), template.clone().into_os_string()),
+            ("VMSHIM_TRACER".into(), std::process::id().to_string().into()),
+        ]
+    };
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        .saturating_sub(1_000_000_000);
+    // LeakSanitizer stops the world at exit with ptrace on every thread, which fails on a thread
+    // vmshim traces: such a target is not traced (the shim's own map at exit stands in).
+    let hold = !sanitizer.as_ref().is_some_and(|r| r.uses_ptrace);
+    if let Some(r) = sanitizer.as_ref().filter(|r| r.uses_ptrace) {
+        eprintln!(
+            "vmshim: {} links {}, whose leak check stops the world with ptrace at exit: vmshim does \
+             not trace it, so the report replays the recorded calls without the kernel's map at exit \
+             (ASAN_OPTIONS=detect_leaks=0 keeps it)",
+            a.cmd[0].to_string_lossy(),
+            r.name
+        );
     }
-    read::append_final(
-        &trace,
-        outcome.final_smaps.as_deref(),
-        &outcome.thread_names,
-        outcome.raw_status,
-        &outcome.how,
-    )
-    .map_err(|e| Failure(2, format!("cannot complete the trace {}: {e}", trace.display())))?;
+    let l = launch::Launch { program: &program, args: &a.cmd[1..], env, hold };
+    let outcome = launch::launch(&l).map_err(|e| Failure(2, e.to_string()))?;
+    let mut code = outcome.exit_code.clamp(0, 255) as u8;
+    let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
+    let Some(trace) = last_image_trace(&first, outcome.pid, since) else {
+        if early_problem.is_none() {
+            warn(
+                a.strict,
+                &mut code,
+                &format!(
+                    "{} {}, but left no trace at {} (the shim did not load, or could not create the file)",
+                    a.cmd[0].to_string_lossy(),
+                    outcome.how,
+                    first.display()
+                ),
+            );
+        } else if a.strict {
+            code = 2;
+        }
+        return Ok(code);
+    };
+    if first != trace && a.out.is_some() && trace.parent() == first.parent() {
+        let taken = trace.file_name().is_some_and(|n| {
+            n.to_string_lossy()
+                .strip_prefix(&*first.file_name().unwrap_or_default().to_string_lossy())
+                .is_some()
+        });
+        if taken && read::start_of(&first).is_none_or(|s| s.pid != outcome.pid) {
+            eprintln!("vmshim: {} was taken; the trace is {}", first.display(), trace.display());
+        }
+    }
+    let fin = read::Final {
+        smaps: outcome.final_smaps,
+        thread_names: outcome.thread_names,
+        raw_status: outcome.raw_status,
+        how: outcome.how.clone(),
+    };
+    let kept_in_memory = match read::append_final(&trace, &fin) {
+        Ok(()) => None,
+        Err(e) => {
+            warn(
+                a.strict,
+                &mut code,
+                &format!(
+                    "cannot add the kernel's map at exit to {} ({e}); the report below has it, the file does not",
+                    trace.display()
+                ),
+            );
+            Some(fin)
+        }
+    };
     let dest = match a.report {
         Some(p) => Dest::File(p),
         None => Dest::Stderr,
     };
-    report(&trace, a.json, a.top, Some(dest), a.html.as_deref())?;
-    Ok(outcome.exit_code.clamp(0, 255) as u8)
+    if let Err(Failure(_, msg)) = report(&trace, a.json, a.top, Some(dest), a.html.as_deref(), kept_in_memory)
+    {
+        warn(a.strict, &mut code, &msg);
+    }
+    Ok(code)
 }

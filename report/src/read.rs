@@ -44,6 +44,9 @@ pub struct Recording {
     pub torn: u64,
     /// Calls whose stack record was lost (torn or damaged).
     pub unresolved_stacks: u64,
+    /// The file is shorter than the header says was written: (file length, bytes written).
+    /// The records before the cut are read.
+    pub truncated: Option<(u64, u64)>,
     /// The shim's own cost: nanoseconds spent recording `timed` events.
     pub recording_ns: u64,
     pub timed: u64,
@@ -104,6 +107,7 @@ pub fn load(path: &Path) -> Result<Recording, ReadError> {
     let mut stream = open(path)?;
     let h = stream.header;
     let mut rec = Recording {
+        truncated: stream.truncated,
         dropped: h.dropped,
         recording_ns: h.recording_ns,
         timed: h.timed,
@@ -278,15 +282,32 @@ impl Progress {
     }
 }
 
-/// Appends the kernel's final smaps text, the thread names and the exit status to a finished trace (the target
-/// is gone, so nothing else writes it), then trims the file to its last record.
-pub fn append_final(
-    path: &Path,
-    final_smaps: Option<&[u8]>,
-    thread_names: &[(u32, String)],
-    raw_status: i32,
-    how: &str,
-) -> std::io::Result<()> {
+/// What `vmshim run` learns once the target is gone: the kernel's map at its exit stop, the
+/// threads' names then, and how it ended.
+pub struct Final {
+    pub smaps: Option<Vec<u8>>,
+    pub thread_names: Vec<(u32, String)>,
+    pub raw_status: i32,
+    pub how: String,
+}
+
+impl Final {
+    /// Puts what the file could not take into a loaded recording, as if it had been appended.
+    pub fn apply(self, rec: &mut Recording) {
+        if let Some(smaps) = self.smaps.filter(|s| !s.is_empty()) {
+            rec.final_maps = Some(join(vec![(0, smaps)]));
+        }
+        rec.thread_names.extend(self.thread_names);
+        rec.exit = Some(Exit { raw_status: self.raw_status, how: self.how });
+    }
+}
+
+/// Appends the kernel's final smaps text, the thread names and the exit status to a finished
+/// trace (the target is gone, so nothing else writes it), then trims the file to its last
+/// record. On failure (a full disk) the file is left as the shim wrote it.
+pub fn append_final(path: &Path, fin: &Final) -> std::io::Result<()> {
+    let (final_smaps, thread_names, raw_status, how) =
+        (fin.smaps.as_deref(), &fin.thread_names, fin.raw_status, fin.how.as_str());
     let mut f = OpenOptions::new().read(true).write(true).open(path)?;
     let mut hdr = [0u8; HEADER_SIZE];
     f.read_exact(&mut hdr)?;
@@ -327,10 +348,18 @@ pub fn append_final(
         buf.truncate(n);
         records.push(buf);
     }
-    f.seek(SeekFrom::Start(at))?;
-    for r in &records {
-        f.write_all(r)?;
-        at += r.len() as u64;
+    // The records go past the cursor, where nothing counts until the cursor moves: on a full
+    // disk the file is put back to its length and the cursor stays where the shim left it.
+    let written = f.seek(SeekFrom::Start(at)).and_then(|_| {
+        for r in &records {
+            f.write_all(r)?;
+            at += r.len() as u64;
+        }
+        f.sync_data()
+    });
+    if let Err(e) = written {
+        let _ = f.set_len(file_len);
+        return Err(e);
     }
     f.set_len(at)?;
     f.seek(SeekFrom::Start(header::CURSOR as u64))?;

@@ -146,10 +146,14 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
             );
         }
         None => {
-            let _ = writeln!(
-                o,
-                "  kernel VSZ at exit not captured (run under `vmshim run` for it); replayed from the recorded calls"
-            );
+            // `vmshim run` writes the exit record; without it the trace was recorded alone.
+            let why = if rec.exit.is_some() {
+                "vmshim run did not hold the target at its exit"
+            } else {
+                "run under `vmshim run` for it"
+            };
+            let _ =
+                writeln!(o, "  kernel VSZ at exit not captured ({why}); replayed from the recorded calls");
         }
     }
     let lost = if rec.unresolved_stacks > 0 {
@@ -169,12 +173,14 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         );
     }
 
-    let _ = writeln!(o, "\nBy category              {u}       %  regions");
-    for c in Category::ALL {
-        let (b, n) = attr.bytes_of(c);
-        if n > 0 {
-            let _ = writeln!(o, "  {:<14} {:>12} {:>6.1}% {:>8}", c.name(), kib(b), pct(b, vsz), n);
-        }
+    // The columns widen for the long names and the terabytes of a sanitizer's shadow.
+    let rows: Vec<_> =
+        Category::ALL.iter().map(|&c| (c, attr.bytes_of(c))).filter(|(_, (_, n))| *n > 0).collect();
+    let name_w = rows.iter().map(|(c, _)| c.name().len()).max().unwrap_or(0).max(14);
+    let num_w = rows.iter().map(|(_, (b, _))| kib(*b).len()).max().unwrap_or(0).max(12);
+    let _ = writeln!(o, "\nBy category{:w$}{u}       %  regions", "", w = name_w + num_w - 12);
+    for (c, (b, n)) in rows {
+        let _ = writeln!(o, "  {:<name_w$} {:>num_w$} {:>6.1}% {:>8}", c.name(), kib(b), pct(b, vsz), n);
     }
 
     let _ = writeln!(

@@ -12,6 +12,10 @@ pub const VARS: &[(&str, &str)] = &[
         "VMSHIM_SEGMENT_BYTES",
         "how much of the trace file is mapped at a time (default 4 MiB, a power of two >= 64 KiB)",
     ),
+    (
+        "VMSHIM_TRACER",
+        "set by `vmshim run`: the launcher's pid, which traces the main thread; a PTRACE_TRACEME asks it to let go first",
+    ),
     ("VMSHIM_DEPTH", "most frames recorded per stack (default 64, at most 128)"),
     (
         "VMSHIM_NAME_MAPPINGS",
@@ -30,7 +34,10 @@ unsafe extern "C" {
     static environ: *const *const u8;
 }
 
-/// The value of environment variable `name`, borrowed from the process environment.
+/// The value of environment variable `name`, borrowed from the process environment. Before libc
+/// has set `environ` (a sanitizer runtime that comes first maps memory from its own early
+/// initialiser, and the shim starts from that call), the environment the kernel gave the
+/// process is read from `/proc/self/environ` instead.
 pub fn getenv(name: &str) -> Option<&'static [u8]> {
     // SAFETY: `environ` is libc's NULL-terminated array of NUL-terminated strings; it is read
     // here without modification. A program that edits its environment concurrently with a
@@ -38,7 +45,10 @@ pub fn getenv(name: &str) -> Option<&'static [u8]> {
     unsafe {
         let mut p = environ;
         if p.is_null() {
-            return None;
+            return initial_env()
+                .split(|&b| b == 0)
+                .find(|s| s.len() > name.len() && s.starts_with(name.as_bytes()) && s[name.len()] == b'=')
+                .map(|s| &s[name.len() + 1..]);
         }
         while !(*p).is_null() {
             let s = core::ffi::CStr::from_ptr((*p).cast()).to_bytes();
@@ -51,7 +61,40 @@ pub fn getenv(name: &str) -> Option<&'static [u8]> {
     None
 }
 
-fn parse_u64(s: &[u8]) -> Option<u64> {
+/// `/proc/self/environ`, read once into static storage: the environment at exec, which is
+/// what `environ` holds before anything edits it. Read only before libc set `environ`, by the
+/// one thread that initialises the shim (nothing else runs that early); empty if unreadable.
+fn initial_env() -> &'static [u8] {
+    use core::sync::atomic::{AtomicUsize, Ordering::*};
+    struct Buf(core::cell::UnsafeCell<[u8; ENV_MAX]>);
+    // SAFETY: written once, before LEN is published with Release; read after an Acquire load.
+    unsafe impl Sync for Buf {}
+    const ENV_MAX: usize = 64 << 10;
+    static BUF: Buf = Buf(core::cell::UnsafeCell::new([0; ENV_MAX]));
+    static LEN: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let mut len = LEN.load(Acquire);
+    if len == usize::MAX {
+        // SAFETY: only the initialising thread reaches this before LEN is set (see above).
+        let buf = unsafe { &mut *BUF.0.get() };
+        let fd = crate::syscall::open(b"/proc/self/environ\0", libc::O_RDONLY | libc::O_CLOEXEC, 0);
+        len = 0;
+        if fd >= 0 {
+            while len < ENV_MAX {
+                let n = crate::syscall::read(fd as i32, &mut buf[len..]);
+                if n <= 0 {
+                    break;
+                }
+                len += n as usize;
+            }
+            crate::syscall::close(fd as i32);
+        }
+        LEN.store(len, Release);
+    }
+    // SAFETY: BUF[..len] was written before LEN was published and is never written again.
+    unsafe { &(&*BUF.0.get())[..len] }
+}
+
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
     if s.is_empty() {
         return None;
     }

@@ -82,6 +82,7 @@ extern "C" fn vmshim_init() {
     hooks::pthread_create::resolve();
     hooks::malloc::resolve();
     hooks::dlopen::resolve();
+    hooks::ptrace::resolve();
     // SAFETY: registers a plain function for the fork child; glibc keeps the first handlers in
     // static storage, so this does not allocate.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };

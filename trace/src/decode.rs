@@ -155,6 +155,8 @@ pub struct Trace {
     pub torn: u64,
     /// Calls whose stack reference names no Stack record (it was torn, or damaged).
     pub unresolved_stacks: u64,
+    /// The file ends before its header's cursor: (file length, cursor).
+    pub truncated: Option<(u64, u64)>,
     /// Events in the order their slots were reserved.
     pub events: Vec<Event>,
 }
@@ -392,8 +394,8 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Event>, Error> {
     }))
 }
 
-/// Reads a whole trace. A file shorter than its header claims is an error (it was truncated);
-/// records that were reserved but never committed are skipped and counted in [`Trace::torn`].
+/// Reads a whole trace. A file shorter than its header claims (a copy cut short) reads up to the
+/// cut and says so in [`Trace::truncated`]; records that were reserved but never committed are skipped and counted in [`Trace::torn`].
 pub fn parse(bytes: &[u8]) -> Result<Trace, Error> {
     let mut stream = Stream::new(bytes, bytes.len() as u64)?;
     let mut events = Vec::new();
@@ -409,6 +411,7 @@ pub fn parse(bytes: &[u8]) -> Result<Trace, Error> {
         timed: h.timed,
         torn: stream.torn,
         unresolved_stacks: stream.unresolved_stacks,
+        truncated: stream.truncated,
         events,
     })
 }
@@ -447,6 +450,9 @@ pub struct Stream<R: std::io::Read> {
     pub torn: u64,
     /// Calls whose stack reference names no Stack record.
     pub unresolved_stacks: u64,
+    /// The file ends before the header's cursor (a copy cut short): (file length, cursor). The
+    /// records before the cut are read.
+    pub truncated: Option<(u64, u64)>,
 }
 
 impl<R: std::io::Read> Stream<R> {
@@ -463,15 +469,9 @@ impl<R: std::io::Read> Stream<R> {
             });
         }
         // The cursor runs past the file only when the writer ran out of room, and then it
-        // counted the records it dropped; otherwise a short file was cut after it was written.
-        if file_len < cursor && dropped == 0 {
-            return Err(Error {
-                offset: file_len,
-                message: format!(
-                    "trace truncated: the header says {cursor} bytes were written, the file has {file_len}"
-                ),
-            });
-        }
+        // counted the records it dropped; otherwise a short file was cut after it was written,
+        // and what precedes the cut is still read (a torn last record is skipped as usual).
+        let truncated = (file_len < cursor && dropped == 0).then_some((file_len, cursor));
         let header = Header {
             segment_size,
             cursor,
@@ -491,6 +491,7 @@ impl<R: std::io::Read> Stream<R> {
             header,
             torn: 0,
             unresolved_stacks: 0,
+            truncated,
         })
     }
 
@@ -729,14 +730,20 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_record_is_an_error_with_its_offset_and_a_cut_file_is_truncated() {
+    fn a_damaged_record_is_an_error_with_its_offset_and_a_cut_file_reads_up_to_the_cut() {
         let f = file_with(&[call_record(1, &[5; 4]), call_record(2, &[6; 3])]);
         let mut g = f.clone();
         g[HEADER_SIZE + 20] ^= 0x10;
         let e = parse(&g).unwrap_err();
         assert_eq!(e.offset, HEADER_SIZE as u64);
-        let e = parse(&f[..f.len() - 8]).unwrap_err();
-        assert!(e.message.contains("truncated"), "{e}");
+        // Issue 11: a copy cut short is read up to the cut, and says it was cut.
+        let cut = f.len() - 8;
+        let t = parse(&f[..cut]).unwrap();
+        let tids: Vec<u32> =
+            t.events.iter().filter_map(|e| if let Event::Call(c) = e { Some(c.tid) } else { None }).collect();
+        assert_eq!(tids, vec![1]);
+        assert_eq!(t.truncated, Some((cut as u64, f.len() as u64)));
+        assert_eq!(parse(&f).unwrap().truncated, None);
     }
 
     #[test]

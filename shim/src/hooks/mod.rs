@@ -9,6 +9,7 @@ pub mod mprotect;
 pub mod mremap;
 pub mod munmap;
 pub mod pthread_create;
+pub mod ptrace;
 pub mod resolver;
 
 use crate::syscall as sys;
