@@ -8,6 +8,7 @@ mod arenas;
 mod dns;
 mod forged;
 mod go_targets;
+mod harm;
 mod harness;
 mod hostile;
 mod robust;

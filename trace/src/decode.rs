@@ -269,6 +269,13 @@ fn valid_record(bytes: &[u8], at: usize, remaining: u64) -> Option<(Kind, usize)
     ok.then_some((kind, len))
 }
 
+/// Whether a record header at `at` announces more bytes than the `remaining` ones.
+fn cut_record(bytes: &[u8], at: usize, remaining: u64) -> bool {
+    le_u64(bytes, at).is_some_and(|w0| {
+        w0 as u16 == RECORD_MAGIC && Kind::from_u16((w0 >> 16) as u16).is_some() && (w0 >> 32) > remaining
+    })
+}
+
 fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Event>, Error> {
     Ok(Some(match kind {
         Kind::Pad => return Ok(None),
@@ -593,6 +600,10 @@ impl<R: std::io::Read> Stream<R> {
                         }
                     }
                     return Ok(Some(ev));
+                }
+                // In a copy cut short, the record the cut went through is where reading ends.
+                None if self.truncated.is_some() && cut_record(&self.buf, self.pos, remaining) => {
+                    return Ok(None);
                 }
                 // A writer publishes a record's first word last, so a record it never finished
                 // (killed in between) starts with zero: skip to the next valid record. Anything
