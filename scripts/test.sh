@@ -12,6 +12,7 @@
 #   libc6-dbg   glibc's separate debug symbols: the report names glibc internals
 #               (alloc_new_heap, allocate_stack) from /usr/lib/debug/.build-id/
 #   chromium    renders the HTML report headless (tests/views.rs)
+#   libtcmalloc-minimal4  a library that exports mmap ahead of the shim (tests/harm.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,10 +20,12 @@ missing=()
 command -v go >/dev/null || missing+=(golang-go)
 command -v gcc >/dev/null || missing+=(gcc libc6-dev)
 command -v chromium >/dev/null || missing+=(chromium)
-if command -v dpkg-query >/dev/null &&
-  [[ "$(dpkg-query -W -f='${Status}' libc6-dbg 2>/dev/null)" != "install ok installed" ]]; then
-  missing+=(libc6-dbg)
-fi
+for pkg in libc6-dbg libtcmalloc-minimal4; do
+  if command -v dpkg-query >/dev/null &&
+    [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]]; then
+    missing+=("$pkg")
+  fi
+done
 if ((${#missing[@]})); then
   echo "test.sh: installing ${missing[*]}" >&2
   if ! command -v apt-get >/dev/null; then

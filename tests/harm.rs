@@ -332,3 +332,38 @@ fn asan_and_tsan_programs_run_as_bare_and_their_shadow_is_named() {
         assert_eq!(report["vsz"]["kernel_final_bytes"].is_u64(), held, "{flag}: held with ptrace");
     }
 }
+
+/// Issue 11, case 6: a library that exports `mmap` ahead of the shim in LD_PRELOAD (tcmalloc)
+/// takes the program's calls; the report says which calls it cannot see and why, never
+/// silently. With the shim first, nothing is said and the calls are recorded.
+#[test]
+fn a_library_that_takes_mmap_ahead_of_the_shim_is_named_in_the_report() {
+    let dir = TestDir::new("harm_tcmalloc");
+    let tcmalloc = Path::new("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4");
+    assert!(tcmalloc.exists(), "scripts/test.sh installs libtcmalloc-minimal4");
+    let prog = build_c("mapseq");
+    for (name, order) in [("first", [tcmalloc, &shim_lib()]), ("second", [&shim_lib(), tcmalloc])] {
+        let preload = format!("{}:{}", order[0].display(), order[1].display());
+        let trace = dir.join(format!("{name}.trace"));
+        let out = run_with_timeout(
+            Command::new(&prog).current_dir(dir.path()).env("LD_PRELOAD", &preload).env("VMSHIM_OUT", &trace),
+            TIMEOUT,
+        );
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        let rep =
+            run_with_timeout(Command::new(vmshim_bin()).args(["report", "--json"]).arg(&trace), TIMEOUT);
+        let report: serde_json::Value = serde_json::from_slice(&rep.stdout).unwrap();
+        let shadowed = report["shadowed"].as_array().unwrap();
+        if name == "first" {
+            assert_eq!(shadowed.len(), 1, "{shadowed:?}");
+            assert!(shadowed[0]["library"].as_str().unwrap().contains("libtcmalloc_minimal"));
+            let fs: Vec<&str> =
+                shadowed[0]["functions"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
+            assert!(fs.contains(&"mmap") && fs.contains(&"munmap"), "{fs:?}");
+            let txt = run_with_timeout(Command::new(vmshim_bin()).arg("report").arg(&trace), TIMEOUT);
+            assert!(text(&txt.stdout).contains("not seen: calls to mmap"), "{}", text(&txt.stdout));
+        } else {
+            assert!(shadowed.is_empty(), "{shadowed:?}");
+        }
+    }
+}

@@ -56,6 +56,20 @@ impl Recording {
     pub fn call(&self, i: usize) -> Option<&Call> {
         self.calls.get(&i)
     }
+
+    /// The hooked functions another library took ahead of the shim (its start-up found them in
+    /// the loader's order), grouped by that library: (library, functions).
+    pub fn shadowed(&self) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for (k, lib) in &self.config {
+            let Some(f) = k.strip_prefix("shadowed.") else { continue };
+            match out.iter_mut().find(|(l, _)| l == lib) {
+                Some((_, fs)) => fs.push(f.to_string()),
+                None => out.push((lib.clone(), vec![f.to_string()])),
+            }
+        }
+        out
+    }
 }
 
 /// Why a trace could not be used; `main` turns it into exit code 2.

@@ -163,6 +163,13 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
     };
     let _ =
         writeln!(o, "  events: {} recorded, {} dropped, {} torn{lost}", rec.recorded, rec.dropped, rec.torn);
+    for (lib, fs) in rec.shadowed() {
+        let _ = writeln!(
+            o,
+            "  not seen: calls to {} went to {lib}, which comes before libvmshim.so in the loader's order (put libvmshim.so first in LD_PRELOAD)",
+            fs.join(", ")
+        );
+    }
     if rec.timed > 0 {
         let _ = writeln!(
             o,
@@ -342,6 +349,7 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         "events": {"recorded": rec.recorded, "dropped": rec.dropped, "torn": rec.torn,
                    "unresolved_stacks": rec.unresolved_stacks,
                    "recording_ns": rec.recording_ns, "timed": rec.timed},
+        "shadowed": rec.shadowed().iter().map(|(lib, fs)| json!({"library": lib, "functions": fs})).collect::<Vec<_>>(),
         "dns": crate::dns::analyse(rec, sym).json,
         "advice": crate::advice::advise(attr).iter().map(|a| json!({"text": a.text, "saves_bytes": a.saves_bytes, "how": a.how})).collect::<Vec<_>>(),
         "processes": inp.processes.iter().map(|p| json!({"pid": p.pid, "ppid": p.ppid, "exe": p.exe,

@@ -34,6 +34,7 @@ pub mod names;
 pub mod pairs;
 pub mod real;
 pub mod record;
+pub mod shadowed;
 pub mod stacks;
 pub mod startup;
 pub mod syscall;
@@ -63,6 +64,7 @@ pub fn ensure_started() {
     names::enable(cfg.name_mappings);
     if writer::open(&cfg) {
         startup::record_all();
+        shadowed::record();
         syscall::calibrate_tsc(mark);
     }
 }
