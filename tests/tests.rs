@@ -6,6 +6,7 @@ mod common;
 
 mod arenas;
 mod dns;
+mod footprint;
 mod forged;
 mod go_targets;
 mod harness;
