@@ -58,7 +58,8 @@ fn run(dir: &TestDir, shim: Option<u64>, big_mib: u64, rlimit_as: Option<u64>) -
     let w: Vec<&str> = stdout.split_whitespace().collect();
     assert_eq!(w.len(), 8, "{stdout}");
     assert_eq!(w[1], CALLS.to_string(), "every call succeeded: {stdout}");
-    Figures { big: w[3].to_string(), rss: w[5].parse().unwrap(), vsz: w[7].parse().unwrap() }
+    let num = |s: &str| s.parse().unwrap_or_else(|_| panic!("no figure (out of address space?): {stdout}"));
+    Figures { big: w[3].to_string(), rss: num(w[5]), vsz: num(w[7]) }
 }
 
 /// The shared libraries `ldd` resolves for `path`, by path.

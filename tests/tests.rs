@@ -11,6 +11,7 @@ mod forged;
 mod go_targets;
 mod harness;
 mod hostile;
+mod out_path;
 mod robust;
 mod scale;
 mod traces;
