@@ -6,11 +6,13 @@ mod common;
 
 mod arenas;
 mod dns;
+mod footprint;
 mod forged;
 mod go_targets;
 mod harm;
 mod harness;
 mod hostile;
+mod out_path;
 mod robust;
 mod scale;
 mod traces;

@@ -138,6 +138,9 @@ pub struct Attribution {
     pub kernel_final_bytes: Option<u64>,
     pub peak_bytes: u64,
     pub rss_bytes: Option<u64>,
+    /// Of `rss_bytes`, the kernel's Rss of the final regions filed wholly under `vmshim` (its
+    /// trace window, its image): what the tool itself costs in memory.
+    pub vmshim_rss_bytes: Option<u64>,
 }
 
 impl Attribution {
@@ -198,7 +201,9 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
         sym.modules().iter().map(|m| m.hi.div_ceil(page).saturating_mul(page)).collect();
     let brk_baseline = rec.calls.values().find(|c| c.call == CallKind::BrkGrow && c.args[0] == 0);
     let mut out = Vec::new();
+    let mut vmshim_rss = 0;
     for (ri, r) in final_regions.iter().enumerate() {
+        let first_piece = out.len();
         for (s, e, origin) in cut_at_module_ends(replay.space.pieces(r.start, r.end), &module_ends) {
             let mut a = Attributed {
                 start: s,
@@ -285,6 +290,10 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
             }
             out.push(a);
         }
+        let pieces = &out[first_piece..];
+        if !pieces.is_empty() && pieces.iter().all(|a: &Attributed| a.category == Category::Vmshim) {
+            vmshim_rss += r.rss.unwrap_or(0);
+        }
     }
     let out = merge_adjacent(out);
     let final_bytes: u64 = final_regions.iter().map(Region::size).sum();
@@ -300,6 +309,7 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
         kernel_final_bytes: rec.final_maps.as_ref().map(|m| crate::maps::vsz(m)),
         peak_bytes: (replay.peak + unseen).max(final_bytes),
         rss_bytes,
+        vmshim_rss_bytes: rss_bytes.map(|_| vmshim_rss),
         regions: out,
     }
 }

@@ -258,6 +258,9 @@ td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width
     let _ = write!(o, "<h1>{}</h1><p>{} · VSZ <b>{}</b>", esc(&title), esc(&exit), size(attr.final_bytes));
     if let Some(r) = attr.rss_bytes {
         let _ = write!(o, " · RSS {}", size(r));
+        if let Some(own) = attr.vmshim_rss_bytes {
+            let _ = write!(o, " (vmshim's own {})", size(own));
+        }
     }
     let _ = write!(o, " · {} threads · peak VSZ {}", attr.threads.len(), size(attr.peak_bytes));
     match attr.kernel_final_bytes {

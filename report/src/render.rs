@@ -125,7 +125,11 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
     let (pid, cmd, exit) = process_line(rec);
     let vsz = attr.final_bytes;
     let _ = writeln!(o, "vmshim: pid {pid}  {cmd}  ({exit})");
-    let rss = attr.rss_bytes.map_or("unknown".to_string(), |r| format!("{} {u}", kib(r)));
+    let rss = match (attr.rss_bytes, attr.vmshim_rss_bytes) {
+        (Some(r), Some(own)) => format!("{} {u} (vmshim's own {} {u})", kib(r), kib(own)),
+        (Some(r), None) => format!("{} {u}", kib(r)),
+        (None, _) => "unknown".to_string(),
+    };
     let _ = writeln!(
         o,
         "  VSZ {} {u}   RSS {}   threads {}   peak VSZ {} {u}",
@@ -339,6 +343,7 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         "process": {"pid": pid, "exe": s.map(|s| s.exe.clone()), "argv": s.map(|s| s.argv.clone()), "exit": exit},
         "vsz": {"final_bytes": attr.final_bytes, "peak_bytes": attr.peak_bytes, "kernel_final_bytes": attr.kernel_final_bytes},
         "rss_bytes": attr.rss_bytes,
+        "vmshim_rss_bytes": attr.vmshim_rss_bytes,
         "attributed_fraction": attr.attributed_fraction(),
         "categories": categories,
         "threads": threads,

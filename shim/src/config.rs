@@ -10,7 +10,7 @@ pub const VARS: &[(&str, &str)] = &[
     ),
     (
         "VMSHIM_SEGMENT_BYTES",
-        "how much of the trace file is mapped at a time (default 4 MiB, a power of two >= 64 KiB)",
+        "how much of the trace file is mapped at a time (default 4 MiB, a power of two >= 64 KiB): one segment, two while a record crosses into the next, never more than 4 (writer::WINDOW) plus the header page, however long the target runs",
     ),
     (
         "VMSHIM_TRACER",

@@ -19,6 +19,16 @@
 //!   left to the report, which lists what it cannot attribute as `unattributed`.
 //! - **Own mappings.** The trace segments the shim maps are recorded with `CALL_FLAG_OWN` and
 //!   the trace path, so the report files them, and this library's image, under `vmshim`.
+//! - **Bounded footprint.** The trace is mapped through a window ([`writer`]): a segment is
+//!   unmapped (and the unmap recorded, `CALL_FLAG_OWN`) once its last writer is done with it.
+//!   At most 4 segments (`writer::WINDOW` x `VMSHIM_SEGMENT_BYTES`) plus the header page are
+//!   mapped at any time — 16 MiB + 4 KiB of VSZ, and no more RSS, with the default 4 MiB —
+//!   however long the target runs; one or two segments in practice.
+//! - **The trace path never destroys anything.** An existing name is never removed, truncated
+//!   or followed: a regular file or symlink there gets a free `.N` suffix; a device, FIFO,
+//!   socket or directory there is refused with one line on stderr, and the target runs on
+//!   untraced. A file the shim created but could not set up (a full disk) is removed again,
+//!   by its path, only while that path still names the very file it created.
 //! - **Fork and exec.** A fork child forgets the parent's trace (pthread_atfork) and opens its
 //!   own on its first recorded call; an exec'd image loads the shim afresh through LD_PRELOAD
 //!   and writes a new file (a taken name gets a numeric suffix, never an overwrite).

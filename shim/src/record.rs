@@ -104,10 +104,11 @@ fn patch_result(e: &mut Encoder<'_>, at: usize, call: CallKind, ret: isize) {
     e.patch_u64(at + 8, errno as u32 as u64);
 }
 
-/// Records a mapping the shim made for itself (a trace segment); no stack.
-pub fn own_mapping(args: [u64; 6], result: u64) {
+/// Records a mapping the shim made (`Mmap`) or removed (`Munmap`) for itself (a trace
+/// segment); no stack.
+pub fn own_mapping(call: CallKind, args: [u64; 6], result: u64) {
     let mut buf = [0u8; CALL_BUF];
-    let (at, mut e) = encode_call(&mut buf, CallKind::Mmap, CALL_FLAG_OWN, sys::monotonic_ns(), args, &[], 0);
+    let (at, mut e) = encode_call(&mut buf, call, CALL_FLAG_OWN, sys::monotonic_ns(), args, &[], 0);
     e.patch_u64(at, result);
     if let Some(len) = e.finish() {
         writer::append(&buf[..len]);

@@ -104,6 +104,27 @@ pub fn file_id(fd: i32) -> Option<(u64, u64)> {
     (sys!(libc::SYS_fstat, fd, &mut st as *mut libc::stat) == 0).then_some((st.st_dev, st.st_ino))
 }
 
+/// (st_mode, st_dev, st_ino) of `path` itself, never following a final symlink (lstat).
+/// `path` must be NUL-terminated.
+pub fn lstat_id(path: &[u8]) -> Result<(u32, u64, u64), i32> {
+    // SAFETY: a zeroed stat is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    let dirfd = libc::AT_FDCWD as isize as usize;
+    let r = sys!(
+        libc::SYS_newfstatat,
+        dirfd,
+        path.as_ptr(),
+        &mut st as *mut libc::stat,
+        libc::AT_SYMLINK_NOFOLLOW
+    );
+    if r == 0 { Ok((st.st_mode, st.st_dev, st.st_ino)) } else { Err((-r) as i32) }
+}
+
+/// Removes the name `path` (not a directory). `path` must be NUL-terminated.
+pub fn unlink(path: &[u8]) -> isize {
+    sys!(libc::SYS_unlinkat, libc::AT_FDCWD as isize as usize, path.as_ptr(), 0)
+}
+
 /// The soft RLIMIT_FSIZE in bytes (u64::MAX when unlimited or unknown).
 pub fn file_size_limit() -> u64 {
     let mut lim = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };

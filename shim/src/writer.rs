@@ -1,11 +1,32 @@
-//! The trace writer: lock-free appends into a file-backed shared mapping.
+//! The trace writer: lock-free appends into a file-backed shared mapping, through a window of
+//! bounded size.
 //!
 //! Every record goes straight into `MAP_SHARED` pages of the trace file, so it is in the page
 //! cache the moment it is committed: a raw `exit_group` (Go) or a SIGKILL loses nothing that was
 //! committed, and no flush, helper thread or exit handler is needed. Threads reserve space with
 //! one `fetch_add` on the cursor kept in the file header and publish each record's first word
-//! last (see the `vmshim-trace` crate). The file is mapped a segment at a time, on demand; a
-//! record never straddles two segments (the rest of a segment is filled with a pad record).
+//! last (see the `vmshim-trace` crate). A record never straddles two segments (the rest of a
+//! segment is filled with a pad record).
+//!
+//! # The window
+//! The file is mapped a segment (`VMSHIM_SEGMENT_BYTES`) at a time, on demand, and a segment is
+//! unmapped as soon as its last writer is done with it, so the shim's footprint does not grow
+//! with the trace: at most [`WINDOW`] segments are mapped at once, plus the header page, which
+//! stays mapped for the writer's life (the cursor and counters live there). With the default
+//! 4 MiB segments that is 16 MiB + one page of address space and at most as much RSS; a
+//! single-threaded target has one segment mapped, two while a record crosses into the next.
+//! A segment stays mapped past its end only while a writer that reserved space in it (a thread
+//! preempted between reserve and commit, say) has not finished; a writer that needs a segment
+//! while the window is full drops its record (counted in the header).
+//!
+//! Lock-free retirement: every byte of a segment is reserved by exactly one writer (a record,
+//! or a pad), and each writer, once done with its bytes (committed, padded or given up), adds
+//! their number to the segment's [`DONE`] count. The writer whose addition makes the count reach
+//! the segment's capacity is the last one in it, and no other can come (every byte is taken):
+//! it unmaps the segment. A writer holds its bytes unaccounted while it uses the mapping, so a
+//! segment is never unmapped under a writer. The unmap is recorded (`CALL_FLAG_OWN`, before the
+//! call: once it is gone another thread's mmap may reuse the range), so the report's replay
+//! removes it.
 //!
 //! This module must never block, allocate or touch `errno`: it runs inside hooks.
 
@@ -13,15 +34,19 @@ use crate::syscall as sys;
 use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
-use vmshim_trace::{FILE_MAGIC, HEADER_SIZE, Kind, VERSION, header, pad_check, record_word0};
+use vmshim_trace::{CallKind, FILE_MAGIC, HEADER_SIZE, Kind, VERSION, header, pad_check, record_word0};
 
 const UNINIT: u8 = 0;
 const INITING: u8 = 1;
 const READY: u8 = 2;
 const OFF: u8 = 3;
 
-/// At most this many segments are ever mapped (with 4 MiB segments: 16 GiB of trace).
+/// The trace holds at most this many segments (with 4 MiB segments: 16 GiB of trace).
 const MAX_SEGS: usize = 4096;
+/// At most this many segments are mapped at once (see the module doc): the segment being
+/// filled, the next one while a record crosses into it, and two more for writers that are slow
+/// to finish an older one.
+pub const WINDOW: u32 = 4;
 const PATH_MAX: usize = 4096;
 
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
@@ -35,7 +60,15 @@ static PID: AtomicU32 = AtomicU32::new(0);
 static SEG_SIZE: AtomicU64 = AtomicU64::new(0);
 static LIMIT: AtomicU64 = AtomicU64::new(0);
 static FILE_SIZE: AtomicU64 = AtomicU64::new(0);
+/// The file's first page (the header), mapped while the writer is READY.
+static HDR: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
+/// Each segment's mapping, null while it is not mapped (not yet, or retired).
 static SEGS: [AtomicPtr<u8>; MAX_SEGS] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_SEGS];
+/// Bytes of each segment whose writers are done with them; at the segment's capacity it is
+/// retired (unmapped) by the writer that got it there.
+static DONE: [AtomicU64; MAX_SEGS] = [const { AtomicU64::new(0) }; MAX_SEGS];
+/// Segment mappings that exist now (including one that lost a race to map, until it is gone).
+static MAPPED: AtomicU32 = AtomicU32::new(0);
 
 /// The trace path, written once by the thread that wins `UNINIT -> INITING`, read after `READY`.
 struct PathBuf(UnsafeCell<[u8; PATH_MAX]>);
@@ -73,8 +106,8 @@ pub fn begin_init() -> bool {
     STATE.compare_exchange(UNINIT, INITING, Acquire, Relaxed).is_ok()
 }
 
-/// Opens the trace file and maps its first segment. On failure, prints one line on stderr and
-/// leaves the writer off: the target runs on untraced.
+/// Opens the trace file and maps its header and first segment. On failure, prints one line
+/// on stderr and leaves the writer off: the target runs on untraced.
 pub fn open(cfg: &crate::config::Config) -> bool {
     let pid = sys::getpid();
     PID.store(pid, Relaxed);
@@ -95,68 +128,140 @@ pub fn open(cfg: &crate::config::Config) -> bool {
         buf[start] = b'/';
         start += 1;
     }
-    let Some(mut len) = expand(template, pid, &mut buf[start..]).map(|l| l + start) else {
+    let Some(len) = expand(template, pid, &mut buf[start..]).map(|l| l + start) else {
         return fail(b"VMSHIM_OUT is too long", 0);
     };
-    let mut fd = -1;
-    // Never overwrite a file we did not create: a taken name (an exec'd image of the same pid,
-    // a fork child with a fixed VMSHIM_OUT) gets a numeric suffix instead.
+    let Some((fd, len)) = create(buf, len) else {
+        return false;
+    };
+    PATH_LEN.store(len as u32, Relaxed);
+    let id = sys::file_id(fd).unwrap_or((0, 0));
+    FILE_DEV.store(id.0, Relaxed);
+    FILE_INO.store(id.1, Relaxed);
+    let size = cfg.segment_bytes;
+    let seg0 = match map_segment(fd, 0, size, size) {
+        Ok(m) => m,
+        Err(e) => return discard(fd, id, &buf[..=len], e),
+    };
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    let h = sys::mmap(0, HEADER_SIZE, prot, libc::MAP_SHARED, fd, 0);
+    let (_, e) = sys::split(h);
+    if e != 0 {
+        sys::munmap(seg0 as usize, size as usize);
+        return discard(fd, id, &buf[..=len], e);
+    }
+    sys::close(fd);
+    let hdr_ptr = h as *mut u8;
+    // SAFETY: a fresh, writable mapping of the file's first page, which holds the header.
+    let hdr = unsafe { core::slice::from_raw_parts_mut(hdr_ptr, HEADER_SIZE) };
+    hdr[header::VERSION..header::VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
+    hdr[header::HEADER_SIZE..header::HEADER_SIZE + 4].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
+    hdr[header::SEGMENT_SIZE..header::SEGMENT_SIZE + 8].copy_from_slice(&cfg.segment_bytes.to_le_bytes());
+    hdr[header::LIMIT..header::LIMIT + 8].copy_from_slice(&LIMIT.load(Relaxed).to_le_bytes());
+    hdr[header::MAGIC..header::MAGIC + 8].copy_from_slice(&FILE_MAGIC);
+    HDR.store(hdr_ptr, Release);
+    cursor().store(HEADER_SIZE as u64, Relaxed);
+    SEGS[0].store(seg0, Release);
+    MAPPED.store(1, Release);
+    STATE.store(READY, Release);
+    let header_args = [h as u64, HEADER_SIZE as u64, prot as u64, libc::MAP_SHARED as u64, u64::MAX, 0];
+    crate::record::own_mapping(CallKind::Mmap, header_args, h as u64);
+    record_own_segment(CallKind::Mmap, 0, seg0);
+    true
+}
+
+/// Creates the trace file at `buf[..len]` (not yet NUL-terminated), never destroying or
+/// following what is already there. A name taken by a regular file or a symlink (an exec'd
+/// image of the same pid, a fork child with a fixed VMSHIM_OUT) gets the first free `.N`
+/// suffix; a name taken by anything else (a device, FIFO, socket or directory) is a mistake in
+/// VMSHIM_OUT, and the shim refuses it rather than write a trace beside it. Returns the open
+/// descriptor and the final path's length, or None after one line on stderr.
+fn create(buf: &mut [u8; PATH_MAX], len: usize) -> Option<(i32, usize)> {
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     for n in 0..100u32 {
         let l = if n == 0 { len } else { with_suffix(buf, len, n) };
         if l + 1 > PATH_MAX {
             break;
         }
         buf[l] = 0;
-        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         let r = sys::open(&buf[..=l], flags, 0o600);
         if r >= 0 {
-            fd = r as i32;
-            len = l;
-            break;
+            return Some((r as i32, l));
         }
         if r != -(libc::EEXIST as isize) {
-            return fail(&buf[..l], (-r) as i32);
+            fail(&buf[..l], (-r) as i32);
+            return None;
+        }
+        if n == 0
+            && let Ok((mode, _, _)) = sys::lstat_id(&buf[..=l])
+            && let Some(kind) = not_a_trace_file(mode)
+        {
+            say(&[b"vmshim: VMSHIM_OUT=", &buf[..l.min(300)], b" is ", kind, NOT_TRACED]);
+            STATE.store(OFF, Release);
+            return None;
         }
     }
-    if fd < 0 {
-        return fail(&buf[..len], libc::EEXIST);
+    fail(&buf[..len], libc::EEXIST);
+    None
+}
+
+const NOT_TRACED: &[u8] = b", not a trace file; the program runs on untraced\n";
+
+/// What a name taken by a file of `mode` is, when it is not something a trace may sit beside.
+fn not_a_trace_file(mode: u32) -> Option<&'static [u8]> {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG | libc::S_IFLNK => None,
+        libc::S_IFDIR => Some(b"a directory"),
+        libc::S_IFCHR => Some(b"a character device"),
+        libc::S_IFBLK => Some(b"a block device"),
+        libc::S_IFIFO => Some(b"a FIFO"),
+        libc::S_IFSOCK => Some(b"a socket"),
+        _ => Some(b"not a regular file"),
     }
-    PATH_LEN.store(len as u32, Relaxed);
-    let (dev, ino) = sys::file_id(fd).unwrap_or((0, 0));
-    FILE_DEV.store(dev, Relaxed);
-    FILE_INO.store(ino, Relaxed);
+}
+
+/// Gives up on a trace file the shim created (`fd`, of identity `id`) but could not set up: it
+/// removes the name `path` (NUL-terminated) only if it still names that very file, so that no
+/// empty trace is left behind and nothing else is ever removed. Then reports `errno`.
+fn discard(fd: i32, id: (u64, u64), path: &[u8], errno: i32) -> bool {
+    if let Ok((mode, dev, ino)) = sys::lstat_id(path)
+        && mode & libc::S_IFMT == libc::S_IFREG
+        && (dev, ino) == id
+        && id != (0, 0)
+    {
+        sys::unlink(path);
+    }
     sys::close(fd);
-    let Some(seg0) = segment(0) else {
-        return fail(&buf[..len], libc::ENOSPC);
-    };
-    // SAFETY: seg0 is a fresh, writable, page-aligned mapping of at least one segment (>= 64 KiB).
-    let hdr = unsafe { core::slice::from_raw_parts_mut(seg0, HEADER_SIZE) };
-    hdr[header::VERSION..header::VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
-    hdr[header::HEADER_SIZE..header::HEADER_SIZE + 4].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
-    hdr[header::SEGMENT_SIZE..header::SEGMENT_SIZE + 8].copy_from_slice(&cfg.segment_bytes.to_le_bytes());
-    hdr[header::LIMIT..header::LIMIT + 8].copy_from_slice(&LIMIT.load(Relaxed).to_le_bytes());
-    cursor().store(HEADER_SIZE as u64, Relaxed);
-    hdr[header::MAGIC..header::MAGIC + 8].copy_from_slice(&FILE_MAGIC);
-    STATE.store(READY, Release);
-    record_own_segment(0, seg0);
-    true
+    fail(&path[..path.len().saturating_sub(1)], errno)
 }
 
 fn fail(what: &[u8], errno: i32) -> bool {
     STATE.store(OFF, Release);
+    let mut num = [0u8; 20];
+    let n = fmt_u64(errno as u64, &mut num);
+    say(&[
+        b"vmshim: cannot create the trace file ",
+        &what[..what.len().min(300)],
+        b" (errno ",
+        &num[..n],
+        b"); the program runs on untraced\n",
+    ]);
+    false
+}
+
+/// Writes the concatenated `parts` to stderr as one write (cut at 512 bytes).
+fn say(parts: &[&[u8]]) {
     let mut line = [0u8; 512];
     let mut n = 0;
-    for part in
-        [b"vmshim: cannot create the trace file ".as_slice(), &what[..what.len().min(300)], b" (errno "]
-    {
-        line[n..n + part.len()].copy_from_slice(part);
-        n += part.len();
+    for part in parts {
+        for &b in part.iter() {
+            if let Some(dst) = line.get_mut(n) {
+                *dst = b;
+                n += 1;
+            }
+        }
     }
-    n += fmt_u64(errno as u64, &mut line[n..]);
-    let tail = b"); the program runs on untraced\n";
-    line[n..n + tail.len()].copy_from_slice(tail);
-    sys::write(2, &line[..n + tail.len()]);
-    false
+    sys::write(2, &line[..n]);
 }
 
 /// Writes `template` with each `%p` replaced by `pid` into `out`; returns the length.
@@ -204,33 +309,36 @@ pub fn fmt_u64(mut v: u64, out: &mut [u8]) -> usize {
 }
 
 fn cursor() -> &'static AtomicU64 {
-    let seg0 = SEGS[0].load(Acquire);
-    // SAFETY: segment 0 stays mapped while the writer is READY; the cursor field is 8-aligned
-    // inside its first page.
-    unsafe { &*(seg0.add(header::CURSOR) as *const AtomicU64) }
+    let hdr = HDR.load(Acquire);
+    // SAFETY: the header page stays mapped while the writer is READY (callers check); the
+    // cursor field is 8-aligned inside it.
+    unsafe { &*(hdr.add(header::CURSOR) as *const AtomicU64) }
+}
+
+/// Adds `n` to the header's counter at `field`, if the header is mapped.
+fn bump(field: usize, n: u64) {
+    let hdr = HDR.load(Acquire);
+    if !hdr.is_null() {
+        // SAFETY: a non-null HDR is the mapped header page (unmapped only in a fork child,
+        // which is single-threaded then); every counter field is 8-aligned inside it.
+        unsafe { &*(hdr.add(field) as *const AtomicU64) }.fetch_add(n, Relaxed);
+    }
 }
 
 /// Adds one record's recording time to the header's cost counters.
 pub fn account(ns: u64) {
-    let seg0 = SEGS[0].load(Acquire);
-    if !seg0.is_null() {
-        // SAFETY: as in cursor(); both fields are 8-aligned inside the header.
-        unsafe {
-            (*(seg0.add(header::RECORDING_NS) as *const AtomicU64)).fetch_add(ns, Relaxed);
-            (*(seg0.add(header::TIMED) as *const AtomicU64)).fetch_add(1, Relaxed);
-        }
-    }
+    bump(header::RECORDING_NS, ns);
+    bump(header::TIMED, 1);
 }
 
 fn count_dropped() {
-    let seg0 = SEGS[0].load(Acquire);
-    if !seg0.is_null() {
-        // SAFETY: as in cursor().
-        unsafe { &*(seg0.add(header::DROPPED) as *const AtomicU64) }.fetch_add(1, Relaxed);
-    }
+    bump(header::DROPPED, 1);
 }
 
-/// The base address of segment `i`, mapping it (and growing the file) on first use.
+/// The base address of segment `i`, mapping it (and growing the file) on first use. Only a
+/// writer holding bytes of segment `i` it has not yet given back ([`leave`]) may call this:
+/// that keeps the segment from being retired meanwhile. `None` when it cannot be mapped, or
+/// the window is full.
 fn segment(i: usize) -> Option<*mut u8> {
     let slot = SEGS.get(i)?;
     let p = slot.load(Acquire);
@@ -244,22 +352,51 @@ fn segment(i: usize) -> Option<*mut u8> {
     if want > sys::file_size_limit() {
         return None;
     }
-    let fd = reopen()?;
-    let m = map_segment(fd, i, size, want);
-    sys::close(fd);
-    let m = m?;
-
+    MAPPED.fetch_update(AcqRel, Acquire, |m| (m < WINDOW).then_some(m + 1)).ok()?;
+    let m = reopen().and_then(|fd| {
+        let m = map_segment(fd, i, size, want).ok();
+        sys::close(fd);
+        m
+    });
+    let Some(m) = m else {
+        MAPPED.fetch_sub(1, AcqRel);
+        return None;
+    };
     match slot.compare_exchange(ptr::null_mut(), m, AcqRel, Acquire) {
         Ok(_) => {
-            if i > 0 {
-                record_own_segment(i, m);
-            }
+            record_own_segment(CallKind::Mmap, i, m);
             Some(m)
         }
         Err(winner) => {
             sys::munmap(m as usize, size as usize);
+            MAPPED.fetch_sub(1, AcqRel);
             Some(winner)
         }
+    }
+}
+
+/// How many bytes of segment `i` writers reserve: all of it but the header in segment 0.
+fn capacity(i: usize, size: u64) -> u64 {
+    if i == 0 { size - HEADER_SIZE as u64 } else { size }
+}
+
+/// A writer is done with `bytes` of segment `i` (committed, padded or given up). The one that
+/// completes the segment retires it: no writer is in it, none can come.
+fn leave(i: usize, bytes: u64) {
+    let Some(done) = DONE.get(i) else { return };
+    let size = SEG_SIZE.load(Relaxed);
+    // AcqRel: each writer's stores into the segment happen before its addition; the last
+    // addition sees them all before the unmap.
+    if done.fetch_add(bytes, AcqRel) + bytes != capacity(i, size) {
+        return;
+    }
+    let p = SEGS[i].swap(ptr::null_mut(), AcqRel);
+    if !p.is_null() {
+        // Recorded before the unmap: once the range is free, another thread's mmap may get it
+        // and record that, and the replay must see this unmap first.
+        record_own_segment(CallKind::Munmap, i, p);
+        sys::munmap(p as usize, size as usize);
+        MAPPED.fetch_sub(1, AcqRel);
     }
 }
 
@@ -301,54 +438,67 @@ fn populate(base: usize, offset: u64, size: u64) {
     }
 }
 
-/// Grows the file to hold segment `i` and maps it.
-fn map_segment(fd: i32, i: usize, size: u64, want: u64) -> Option<*mut u8> {
+/// Grows the file to hold segment `i` and maps it; Err(errno) when either fails.
+fn map_segment(fd: i32, i: usize, size: u64, want: u64) -> Result<*mut u8, i32> {
     if FILE_SIZE.load(Relaxed) < want {
         // fallocate only ever grows a file, so racing threads cannot shrink it under a mapping
         // (a shrink would turn a later store into SIGBUS in the target).
         let r = sys::fallocate(fd, i as u64 * size, size);
         if r == -(libc::EOPNOTSUPP as isize) {
-            if FILE_SIZE.fetch_max(want, AcqRel) < want && sys::ftruncate(fd, want) < 0 {
-                return None;
+            if FILE_SIZE.fetch_max(want, AcqRel) < want {
+                let r = sys::ftruncate(fd, want);
+                if r < 0 {
+                    return Err((-r) as i32);
+                }
             }
         } else if r < 0 {
-            return None;
+            return Err((-r) as i32);
         }
         FILE_SIZE.fetch_max(want, AcqRel);
     }
     let prot = libc::PROT_READ | libc::PROT_WRITE;
     let m = sys::mmap(0, size as usize, prot, libc::MAP_SHARED, fd, (i as u64 * size) as i64);
-    if m < 0 && m > -4096 {
-        return None;
+    let (_, e) = sys::split(m);
+    if e != 0 {
+        return Err(e);
     }
     populate(m as usize, 0, size);
-    Some(m as *mut u8)
+    Ok(m as *mut u8)
 }
 
-/// Records the shim's own mapping of segment `i`, so the report files it under `vmshim`.
-fn record_own_segment(i: usize, base: *mut u8) {
+/// Records the shim's own mapping (`Mmap`) or unmapping (`Munmap`) of segment `i` at `base`,
+/// so the report files it under `vmshim` while it is mapped and drops it once it is not.
+fn record_own_segment(call: CallKind, i: usize, base: *mut u8) {
     let size = SEG_SIZE.load(Relaxed);
-    let args = [
-        base as u64,
-        size,
-        (libc::PROT_READ | libc::PROT_WRITE) as u64,
-        libc::MAP_SHARED as u64,
-        u64::MAX, // the descriptor is closed again at once
-        i as u64 * size,
-    ];
-    crate::record::own_mapping(args, base as u64);
+    let (args, result) = if call == CallKind::Mmap {
+        let args = [
+            base as u64,
+            size,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            libc::MAP_SHARED as u64,
+            u64::MAX, // the descriptor is closed again at once
+            i as u64 * size,
+        ];
+        (args, base as u64)
+    } else {
+        ([base as u64, size, 0, 0, 0, 0], 0)
+    };
+    crate::record::own_mapping(call, args, result);
 }
 
-/// Space for one record, reserved in cursor order; published by [`Slot::commit`].
+/// Space for one record, reserved in cursor order; published by [`Slot::commit`]. Dropped
+/// uncommitted, it becomes a pad; either way its bytes are then given back to the segment.
 pub struct Slot {
     at: *mut u8,
     len: usize,
     /// The record's offset in the trace file.
     pub offset: u64,
+    committed: bool,
 }
 
-/// Reserves `len` bytes (a multiple of 8, at most one segment). `None` when the writer is off or
-/// the trace is full; the latter is counted in the header's dropped field.
+/// Reserves `len` bytes (a multiple of 8, at most one segment). `None` when the writer is off,
+/// the trace is full, or the segment cannot be mapped now; the latter two are counted in the
+/// header's dropped field.
 pub fn reserve(len: usize) -> Option<Slot> {
     if !is_ready() {
         return None;
@@ -366,27 +516,36 @@ pub fn reserve(len: usize) -> Option<Slot> {
         }
         let seg = (off / size) as usize;
         let within = (off % size) as usize;
-        let Some(base) = segment(seg) else {
-            count_dropped();
-            return None;
-        };
-        // SAFETY: `within < size`, so the pointer stays inside the mapped segment.
-        let at = unsafe { base.add(within) };
         if within + len <= size as usize {
+            let Some(base) = segment(seg) else {
+                // Given up unwritten (the reader skips it as torn), but given back, so that
+                // the segment can still be retired.
+                leave(seg, len as u64);
+                count_dropped();
+                return None;
+            };
             // The record enters the next chunk: fault it in before anything is stored there.
             let (from, to) = (within as u64 / POPULATE_CHUNK, (within + len) as u64 / POPULATE_CHUNK);
             if to != from {
                 populate(base as usize, to * POPULATE_CHUNK, size);
             }
-            return Some(Slot { at, len, offset: off });
+            // SAFETY: `within < size`, so the pointer stays inside the mapped segment.
+            let at = unsafe { base.add(within) };
+            return Some(Slot { at, len, offset: off, committed: false });
         }
-        // The record would straddle two segments: pad out what it took of both, then reserve
-        // again. (Unpadded, the spill into the next segment would read as a torn record.)
-        let pad = size as usize - within;
-        write_pad(at, pad);
+        // The record would straddle two segments: pad out what it took of both, give both
+        // pieces back, then reserve again. (Unpadded, the spill into the next segment would
+        // read as a torn record.)
+        let (pad, spill) = (size as usize - within, within + len - size as usize);
+        if let Some(base) = segment(seg) {
+            // SAFETY: `within < size`, inside the mapped segment.
+            write_pad(unsafe { base.add(within) }, pad);
+        }
         if let Some(next) = segment(seg + 1) {
-            write_pad(next, within + len - size as usize);
+            write_pad(next, spill);
         }
+        leave(seg + 1, spill as u64);
+        leave(seg, pad as u64);
     }
 }
 
@@ -405,7 +564,7 @@ impl Slot {
     /// Copies a finished record (from `vmshim_trace::Encoder`) and publishes it: the body
     /// first, the first word last with Release, so a reader never sees a half-written record
     /// behind a valid header.
-    pub fn commit(self, record: &[u8]) {
+    pub fn commit(mut self, record: &[u8]) {
         if record.len() != self.len {
             return;
         }
@@ -416,6 +575,17 @@ impl Slot {
             let w0 = u64::from_le_bytes(record[..8].try_into().unwrap_or_default());
             (*(self.at as *const AtomicU64)).store(w0, Release);
         }
+        self.committed = true;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if !self.committed {
+            write_pad(self.at, self.len);
+        }
+        let size = SEG_SIZE.load(Relaxed).max(1);
+        leave((self.offset / size) as usize, self.len as u64);
     }
 }
 
@@ -431,12 +601,18 @@ pub fn append(record: &[u8]) -> Option<u64> {
 /// child's copies) so that the next initialisation opens the child's own file.
 pub fn reset_after_fork() {
     let size = SEG_SIZE.load(Relaxed) as usize;
-    for s in SEGS.iter() {
+    for (s, d) in SEGS.iter().zip(DONE.iter()) {
         let p = s.swap(ptr::null_mut(), AcqRel);
         if !p.is_null() {
             sys::munmap(p as usize, size);
         }
+        d.store(0, Relaxed);
     }
+    let h = HDR.swap(ptr::null_mut(), AcqRel);
+    if !h.is_null() {
+        sys::munmap(h as usize, HEADER_SIZE);
+    }
+    MAPPED.store(0, Relaxed);
     PID.store(0, Relaxed);
     STATE.store(UNINIT, Release);
 }
