@@ -31,6 +31,7 @@ pub mod guard;
 pub mod hooks;
 pub mod modules;
 pub mod names;
+pub mod ownstack;
 pub mod pairs;
 pub mod real;
 pub mod record;
@@ -73,6 +74,7 @@ extern "C" fn after_fork_in_child() {
     tls::set(tls::Slot::Tid, 0);
     writer::reset_after_fork();
     stacks::reset();
+    ownstack::reset_after_fork();
 }
 
 /// The constructor: runs when the loader initialises this library, before `main`.

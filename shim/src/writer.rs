@@ -222,7 +222,7 @@ pub fn account(ns: u64) {
     }
 }
 
-fn count_dropped() {
+pub fn count_dropped() {
     let seg0 = SEGS[0].load(Acquire);
     if !seg0.is_null() {
         // SAFETY: as in cursor().
