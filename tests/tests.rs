@@ -12,6 +12,7 @@ mod harness;
 mod hostile;
 mod robust;
 mod scale;
+mod small_stacks;
 mod traces;
 mod trees;
 mod under_vmshim;
