@@ -12,7 +12,7 @@
 //!   `__mmap` and friends are GLIBC_PRIVATE.
 //! - **The stack budget.** A hook may run on a 16 KiB (PTHREAD_STACK_MIN) thread stack or in
 //!   a signal handler on a minimal sigaltstack, so it keeps its work off the caller's stack
-//!   ([`ownstack`]: a pool of 32 stacks of 64 KiB in .bss). `mmap`, `mmap64`, `munmap`,
+//!   ([`ownstack`]: a pool of 64 stacks of 64 KiB in .bss). `mmap`, `mmap64`, `munmap`,
 //!   `mremap`, `mprotect` and `pthread_create` use 0 bytes of the caller's stack beyond the
 //!   return address its call pushed, as glibc's own functions do: they switch stacks before
 //!   anything else. The malloc family, `dlopen` and the resolver functions run the real call on
@@ -20,7 +20,7 @@
 //!   there before they switch for the recording. Start-up's buffers are static (one
 //!   initialiser at a time). The recording needs at most [`ownstack::RECORDING_MAX`] of a shim
 //!   stack; a signal handler that interrupts a hook there has the rest,
-//!   [`ownstack::HEADROOM`] (40 KiB). When all stacks are taken, the real call runs unrecorded
+//!   [`ownstack::HEADROOM`] (32 KiB). When all stacks are taken, the real call runs unrecorded
 //!   and the record is counted as dropped. `tests/small_stacks.rs` measures all of this.
 //! - **No helper thread.** Records go straight into a shared file mapping ([`writer`]), so
 //!   nothing needs flushing: Go's raw `exit_group` and SIGKILL lose no committed record.
