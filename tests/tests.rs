@@ -15,6 +15,7 @@ mod hostile;
 mod out_path;
 mod robust;
 mod scale;
+mod small_stacks;
 mod traces;
 mod trees;
 mod under_vmshim;

@@ -10,6 +10,18 @@
 //!   never recurses (see [`guard`]), and returns exactly the real call's value with errno
 //!   exactly as the real call left it. The real calls are raw system calls ([`syscall`]):
 //!   `__mmap` and friends are GLIBC_PRIVATE.
+//! - **The stack budget.** A hook may run on a 16 KiB (PTHREAD_STACK_MIN) thread stack or in
+//!   a signal handler on a minimal sigaltstack, so it keeps its work off the caller's stack
+//!   ([`ownstack`]: a pool of 64 stacks of 64 KiB in .bss). `mmap`, `mmap64`, `munmap`,
+//!   `mremap`, `mprotect` and `pthread_create` use 0 bytes of the caller's stack beyond the
+//!   return address its call pushed, as glibc's own functions do: they switch stacks before
+//!   anything else. The malloc family, `dlopen` and the resolver functions run the real call on
+//!   the caller's stack (it may run program code) and use at most 1024 bytes more than it does
+//!   there before they switch for the recording. Start-up's buffers are static (one
+//!   initialiser at a time). The recording needs at most [`ownstack::RECORDING_MAX`] of a shim
+//!   stack; a signal handler that interrupts a hook there has the rest,
+//!   [`ownstack::HEADROOM`] (32 KiB). When all stacks are taken, the real call runs unrecorded
+//!   and the record is counted as dropped. `tests/small_stacks.rs` measures all of this.
 //! - **No helper thread.** Records go straight into a shared file mapping ([`writer`]), so
 //!   nothing needs flushing: Go's raw `exit_group` and SIGKILL lose no committed record.
 //! - **libc's blind spots.** glibc maps thread stacks, malloc arenas and large malloc chunks
@@ -41,6 +53,7 @@ pub mod guard;
 pub mod hooks;
 pub mod modules;
 pub mod names;
+pub mod ownstack;
 pub mod pairs;
 pub mod real;
 pub mod record;
@@ -85,6 +98,7 @@ extern "C" fn after_fork_in_child() {
     tls::set(tls::Slot::Tid, 0);
     writer::reset_after_fork();
     stacks::reset();
+    ownstack::reset_after_fork();
 }
 
 /// The constructor: runs when the loader initialises this library, before `main`.

@@ -2,29 +2,45 @@
 //! (`/proc/self/maps`: the executable, libraries, brk heap, main stack, vdso — everything mapped
 //! before the shim could watch), and the loaded modules with their build ids so the report can
 //! symbolize offline. Runs in the constructor (or the first hook, if another library's
-//! constructor maps memory first); reads with raw system calls into stack buffers, no malloc.
+//! constructor maps memory first, and in a fork child's first hook); reads with raw system
+//! calls into one static scratch area, no malloc, and nothing large on the stack: the first hook
+//! of a fork child may come on a small stack (issue 11).
 
 use crate::{syscall as sys, writer};
+use core::cell::UnsafeCell;
 use vmshim_trace::{Encoder, Kind, MapsSource};
 
 const START_BUF: usize = 24 << 10;
 const MAPS_CHUNK: usize = 16 << 10;
+/// The most any step below needs at once (record_start: the executable's path, the command
+/// line, the record).
+const SCRATCH_BYTES: usize = 4096 + (16 << 10) + START_BUF;
 
+struct Scratch(UnsafeCell<[u8; SCRATCH_BYTES]>);
+// SAFETY: only the thread that won `writer::begin_init` runs start-up, one step at a time;
+// nothing else touches the area.
+unsafe impl Sync for Scratch {}
+static SCRATCH: Scratch = Scratch(UnsafeCell::new([0; SCRATCH_BYTES]));
+
+/// Records the start-up state. Call only as the writer's single initialiser (after
+/// `writer::begin_init` returned true, before the writer is ready for anyone else).
 pub fn record_all() {
-    record_start();
-    record_config();
-    record_maps();
+    // SAFETY: the caller is the single initialiser (see Scratch), and each step's borrow ends
+    // before the next step starts.
+    let scratch = unsafe { &mut *SCRATCH.0.get() };
+    record_start(scratch);
+    record_config(scratch);
+    record_maps(scratch);
     crate::modules::record_new(None);
 }
 
-fn record_start() {
-    let mut exe = [0u8; 4096];
-    let exe_len = sys::readlink(b"/proc/self/exe\0", &mut exe).max(0) as usize;
-    let mut cmdline = [0u8; 16 << 10];
-    let cmd_len = read_file(b"/proc/self/cmdline\0", &mut cmdline);
+fn record_start(scratch: &mut [u8]) {
+    let (exe, rest) = scratch.split_at_mut(4096);
+    let (cmdline, buf) = rest.split_at_mut(16 << 10);
+    let exe_len = sys::readlink(b"/proc/self/exe\0", exe).max(0) as usize;
+    let cmd_len = read_file(b"/proc/self/cmdline\0", cmdline);
     let cmd = &cmdline[..cmd_len];
-    let mut buf = [0u8; START_BUF];
-    let mut e = Encoder::new(&mut buf, Kind::Start);
+    let mut e = Encoder::new(buf, Kind::Start);
     e.put_u32(writer::own_pid());
     e.put_u32(sys::getppid());
     // SAFETY: sysconf only reads a constant for _SC_PAGESIZE.
@@ -47,8 +63,10 @@ fn record_start() {
 
 /// What steers name resolution, as `key=value` lines: the first line of a file that starts
 /// with a keyword, and environment variables that glibc's or Go's resolver reads.
-fn record_config() {
-    let mut text = [0u8; 4096];
+fn record_config(scratch: &mut [u8]) {
+    let (text, rest) = scratch.split_at_mut(4096);
+    let (file, rest) = rest.split_at_mut(8192);
+    let buf = &mut rest[..4096 + 64];
     let mut n = 0;
     let mut put = |parts: &[&[u8]]| {
         for p in parts {
@@ -57,12 +75,11 @@ fn record_config() {
             n += p.len();
         }
     };
-    let mut file = [0u8; 8192];
     for (key, path, word) in [
         (b"nsswitch.hosts=".as_slice(), b"/etc/nsswitch.conf\0".as_slice(), b"hosts:".as_slice()),
         (b"resolv.options=", b"/etc/resolv.conf\0", b"options"),
     ] {
-        let len = read_file(path, &mut file);
+        let len = read_file(path, file);
         let line = file[..len].split(|&b| b == b'\n').find(|l| l.starts_with(word));
         if let Some(l) = line {
             let value = l[word.len()..].trim_ascii();
@@ -74,8 +91,7 @@ fn record_config() {
             put(&[b"env.", var.as_bytes(), b"=", v, b"\n"]);
         }
     }
-    let mut buf = [0u8; 4096 + 64];
-    let mut e = Encoder::new(&mut buf, Kind::Config);
+    let mut e = Encoder::new(buf, Kind::Config);
     e.put_str(&text[..n], 4096);
     if let Some(len) = e.finish() {
         writer::append(&buf[..len]);
@@ -100,20 +116,20 @@ fn read_file(path: &[u8], buf: &mut [u8]) -> usize {
     n
 }
 
-fn record_maps() {
+fn record_maps(scratch: &mut [u8]) {
     let fd = sys::open(b"/proc/self/maps\0", libc::O_RDONLY | libc::O_CLOEXEC, 0);
     if fd < 0 {
         return;
     }
-    let mut text = [0u8; MAPS_CHUNK];
+    let (text, rest) = scratch.split_at_mut(MAPS_CHUNK);
+    let buf = &mut rest[..MAPS_CHUNK + 64];
     let mut chunk = 0u32;
     loop {
-        let r = sys::read(fd as i32, &mut text);
+        let r = sys::read(fd as i32, text);
         if r <= 0 {
             break;
         }
-        let mut buf = [0u8; MAPS_CHUNK + 64];
-        let mut e = Encoder::new(&mut buf, Kind::Maps);
+        let mut e = Encoder::new(buf, Kind::Maps);
         e.put_u8(MapsSource::Initial as u8);
         e.put_bytes(&[0; 3]);
         e.put_u32(chunk);

@@ -221,6 +221,20 @@ pub fn cycles() -> u64 {
     monotonic_ns()
 }
 
+/// Ticks from `c0` (an earlier [`cycles`]) to now; 0 if the clock reads lower than `c0`, as the
+/// TSC of another CPU can after the thread migrates: an unchecked subtraction would abort the
+/// target in a build with overflow checks (issue 11), and wrap to centuries in one without.
+#[inline(always)]
+pub fn ticks_since(c0: u64) -> u64 {
+    elapsed(c0, cycles())
+}
+
+/// `now - then`, or 0 when `now` is lower.
+#[inline(always)]
+pub fn elapsed(then: u64, now: u64) -> u64 {
+    now.saturating_sub(then)
+}
+
 #[inline(always)]
 pub fn ticks_to_ns(ticks: u64) -> u64 {
     ((ticks as u128 * NS_PER_TICK_Q32.load(core::sync::atomic::Ordering::Relaxed) as u128) >> 32) as u64
@@ -295,4 +309,21 @@ pub fn set_errno(e: i32) {
 /// Splits a raw result into (value, errno) the way glibc's wrappers do: -4095..-1 are errors.
 pub fn split(ret: isize) -> (usize, i32) {
     if (-4095..0).contains(&ret) { (usize::MAX, (-ret) as i32) } else { (ret as usize, 0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11, item 7: a TSC that reads lower after a CPU migration costs nothing, never an
+    /// overflow (which aborts a debug build of the target).
+    #[test]
+    fn a_clock_that_reads_lower_counts_zero_ticks() {
+        assert_eq!(elapsed(1000, 400), 0);
+        assert_eq!(elapsed(u64::MAX, 0), 0);
+        assert_eq!(elapsed(400, 1000), 600);
+        let c0 = cycles();
+        assert!(ticks_since(c0) < 1 << 40, "a plausible, non-wrapped figure");
+        assert_eq!(ticks_since(u64::MAX), 0, "a start later than now");
+    }
 }

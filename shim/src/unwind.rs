@@ -440,7 +440,7 @@ mod memo {
 #[inline(never)]
 fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
     let interned = |frames: &[u64]| if intern { crate::stacks::intern(frames).unwrap_or(0) } else { 0 };
-    let (pc, sp, fp): (usize, usize, usize);
+    let (mut pc, mut sp, mut fp): (usize, usize, usize);
     // SAFETY: reads this instruction's address and the stack and frame pointers; the unwind
     // rule at the `lea`'s successor describes this function's frame with exactly these values.
     unsafe {
@@ -454,12 +454,22 @@ fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
             options(nomem, nostack, preserves_flags),
         );
     }
+    // On a shim stack ([`crate::ownstack`]) the walk starts where the thread left its own: at the
+    // return address its stack pointer pointed at when it switched (the walk reads it, so that a
+    // memo of this walk checks it too).
+    let from_return = match crate::ownstack::caller() {
+        Some((caller_sp, caller_fp)) => {
+            (pc, sp, fp) = (0, caller_sp + 8, caller_fp);
+            true
+        }
+        None => false,
+    };
     // The fallback reads' window, outside the reader so that nothing copies its 4 KiB.
     let mut window = core::mem::MaybeUninit::uninit();
     let mut mem = SafeReader::new(sp, &mut window);
     let mut slot = memo::Guard::try_take(crate::syscall::gettid());
     let Some(ways) = slot.as_mut().map(|g| g.data()).filter(|_| frames.len() <= memo::FRAMES) else {
-        let n = walk(frames, pc, sp, fp, &mut mem)?.0;
+        let n = walk(frames, pc, sp, fp, from_return, &mut mem)?.0;
         return Some((n, interned(&frames[..n])));
     };
     let cfi_gen = cfi::generation();
@@ -495,7 +505,7 @@ fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
     let m = &mut ways.ways[victim];
     m.valid = false;
     mem.log = Some((&mut m.reads, 0));
-    let (n, need_fp) = walk(frames, pc, sp, fp, &mut mem)?;
+    let (n, need_fp) = walk(frames, pc, sp, fp, from_return, &mut mem)?;
     let epoch = crate::stacks::epoch();
     let stack_ref = interned(&frames[..n]);
     if let Some((_, nreads)) = mem.log.take() {
@@ -509,13 +519,16 @@ fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
 }
 
 /// Walks from `pc`, `sp`, `fp` by cached rules. Returns the number of frames and whether the walk
-/// used the starting `fp` (a rule read rbp before any frame restored it).
+/// used the starting `fp` (a rule read rbp before any frame restored it). With `from_return`,
+/// `pc` is ignored: the walk starts in the frame that made a call, at the return address just
+/// below `sp`.
 #[cfg(target_arch = "x86_64")]
 fn walk(
     frames: &mut [u64],
     mut pc: usize,
     mut sp: usize,
     mut fp: usize,
+    from_return: bool,
     mem: &mut SafeReader<'_>,
 ) -> Option<(usize, bool)> {
     let mut n = 0;
@@ -526,6 +539,20 @@ fn walk(
     // The first address is the current instruction; every later one is a return address, whose
     // call instruction (and so its rule) lies just before it.
     let mut key = pc;
+    if from_return {
+        pc = mem.word(sp.checked_sub(8)?)?;
+        if pc < 4096 {
+            return Some((0, false));
+        }
+        if !in_self(pc) {
+            frames[0] = pc as u64;
+            n = 1;
+            if n == frames.len() {
+                return Some((n, false));
+            }
+        }
+        key = pc - 1;
+    }
     loop {
         match cfi::rule_for(key as u64) {
             cfi::Rule::Step { cfa_rbp, cfa_off, rbp_slot } => {

@@ -331,7 +331,7 @@ pub fn account(ns: u64) {
     bump(header::TIMED, 1);
 }
 
-fn count_dropped() {
+pub fn count_dropped() {
     bump(header::DROPPED, 1);
 }
 

@@ -32,7 +32,9 @@ pub unsafe extern "C" fn dlopen(file: *const c_char, mode: c_int) -> *mut c_void
         && let Some(g) = Guard::enter()
     {
         let saved = sys::errno();
-        crate::modules::record_new(Some((&g, 0)));
+        if !crate::ownstack::run(|| crate::modules::record_new(Some((&g, 0)))) {
+            crate::ownstack::dropped();
+        }
         sys::set_errno(saved);
     }
     handle

@@ -165,8 +165,11 @@ fn inspect(ptr: *mut c_void, request: usize, via: Via) {
 #[cold]
 #[inline(never)]
 fn inspect_slowly(ptr: usize, request: usize, via: Via) {
+    // On a shim stack: the caller's may be a small thread's, already deep in printf.
     // SAFETY: as in inspect(), which passes only such pointers.
-    slow_path(unsafe { classify(ptr) }, ptr, request, via);
+    if !crate::ownstack::run(|| slow_path(unsafe { classify(ptr) }, ptr, request, via)) {
+        crate::ownstack::dropped();
+    }
 }
 
 /// Requests above this never come from the tcache (glibc's largest tcache chunk is 1032 bytes).
@@ -290,6 +293,12 @@ fn mapped_chunk(ptr: *mut c_void) -> Option<(usize, usize)> {
 /// Records that the mapped chunk at `ptr` (`[block, block + size)`) is gone.
 #[cold]
 fn record_free_large(ptr: *mut c_void, (block, size): (usize, usize), via: Via) {
+    if !crate::ownstack::run(|| record_free_large_here(ptr, (block, size), via)) {
+        crate::ownstack::dropped();
+    }
+}
+
+fn record_free_large_here(ptr: *mut c_void, (block, size): (usize, usize), via: Via) {
     if let Some(g) = Guard::enter() {
         let saved = sys::errno();
         record::note(&g, CallKind::FreeLarge, [block as u64, size as u64, ptr as u64, via as u64, 0, 0]);
@@ -311,6 +320,12 @@ fn after_heap_free(ptr: *mut c_void) {
 #[cold]
 #[inline(never)]
 fn probe_arena() {
+    if !crate::ownstack::run(probe_arena_here) {
+        crate::ownstack::dropped();
+    }
+}
+
+fn probe_arena_here() {
     let Some(g) = Guard::enter() else { return };
     let saved = sys::errno();
     if let Some(own) = probe() {

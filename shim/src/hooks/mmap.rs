@@ -3,14 +3,30 @@
 //! mappings (thread stacks, malloc arenas) use its internal mmap and are not.
 
 use crate::guard::Guard;
+use crate::ownstack::hook_entry;
 use crate::record::{Order, traced};
 use crate::syscall as sys;
 use libc::{c_int, c_void, off_t, size_t};
 use vmshim_trace::CallKind;
 
+hook_entry!(
+    "mmap",
+    fn mmap_entry(a: *mut c_void, l: size_t, p: c_int, f: c_int, d: c_int, o: off_t) -> *mut c_void,
+    mmap,
+    mmap_bare
+);
+hook_entry!(
+    "mmap64",
+    fn mmap64_entry(a: *mut c_void, l: size_t, p: c_int, f: c_int, d: c_int, o: off_t) -> *mut c_void,
+    mmap,
+    mmap_bare
+);
+
+/// The hook, on a shim stack ([`crate::ownstack`]).
+///
 /// # Safety
 /// As for mmap(2): the caller owns the consequences of the mapping it asks for.
-#[cfg_attr(not(test), unsafe(no_mangle))]
+#[cfg_attr(all(not(test), not(target_arch = "x86_64")), unsafe(no_mangle))]
 pub unsafe extern "C" fn mmap(
     addr: *mut c_void,
     length: size_t,
@@ -36,8 +52,30 @@ pub unsafe extern "C" fn mmap(
     super::finish(ret, saved) as *mut c_void
 }
 
+/// [`mmap`] when no shim stack is free: the real call, its record dropped.
+///
 /// # Safety
 /// As for [`mmap`].
+#[cfg_attr(test, allow(dead_code))]
+unsafe extern "C" fn mmap_bare(
+    addr: *mut c_void,
+    length: size_t,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    offset: off_t,
+) -> *mut c_void {
+    if flags & libc::MAP_FIXED != 0 {
+        crate::unwind::address_space_shrinks();
+    }
+    let saved = sys::errno();
+    crate::ownstack::dropped();
+    super::finish(sys::mmap(addr as usize, length, prot, flags, fd, offset), saved) as *mut c_void
+}
+
+/// # Safety
+/// As for [`mmap`].
+#[cfg(not(target_arch = "x86_64"))]
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn mmap64(
     addr: *mut c_void,

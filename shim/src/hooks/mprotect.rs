@@ -1,14 +1,24 @@
 //! `mprotect`. Changes permissions, not ownership: the report keeps a region's cause.
 
 use crate::guard::Guard;
+use crate::ownstack::hook_entry;
 use crate::record::{Order, traced};
 use crate::syscall as sys;
 use libc::{c_int, c_void, size_t};
 use vmshim_trace::CallKind;
 
+hook_entry!(
+    "mprotect",
+    fn mprotect_entry(a: *mut c_void, l: size_t, p: c_int) -> c_int,
+    mprotect,
+    mprotect_bare
+);
+
+/// The hook, on a shim stack ([`crate::ownstack`]).
+///
 /// # Safety
 /// As for mprotect(2).
-#[cfg_attr(not(test), unsafe(no_mangle))]
+#[cfg_attr(all(not(test), not(target_arch = "x86_64")), unsafe(no_mangle))]
 pub unsafe extern "C" fn mprotect(addr: *mut c_void, length: size_t, prot: c_int) -> c_int {
     if prot & libc::PROT_READ == 0 {
         // Memory that stops being readable.
@@ -27,4 +37,18 @@ pub unsafe extern "C" fn mprotect(addr: *mut c_void, length: size_t, prot: c_int
         None => real(),
     };
     super::finish(ret, saved) as c_int
+}
+
+/// [`mprotect`] when no shim stack is free: the real call, its record dropped.
+///
+/// # Safety
+/// As for mprotect(2).
+#[cfg_attr(test, allow(dead_code))]
+unsafe extern "C" fn mprotect_bare(addr: *mut c_void, length: size_t, prot: c_int) -> c_int {
+    if prot & libc::PROT_READ == 0 {
+        crate::unwind::address_space_shrinks();
+    }
+    let saved = sys::errno();
+    crate::ownstack::dropped();
+    super::finish(sys::mprotect(addr as usize, length, prot), saved) as c_int
 }

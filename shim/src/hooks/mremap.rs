@@ -4,14 +4,24 @@
 //! as a fixed one, and, like glibc, the hook reads `new_address` only when MREMAP_FIXED is set.
 
 use crate::guard::Guard;
+use crate::ownstack::hook_entry;
 use crate::record::{Order, traced};
 use crate::syscall as sys;
 use libc::{c_int, c_void, size_t};
 use vmshim_trace::CallKind;
 
+hook_entry!(
+    "mremap",
+    fn mremap_entry(o: *mut c_void, os: size_t, ns: size_t, f: c_int, na: *mut c_void) -> *mut c_void,
+    mremap,
+    mremap_bare
+);
+
+/// The hook, on a shim stack ([`crate::ownstack`]).
+///
 /// # Safety
 /// As for mremap(2).
-#[cfg_attr(not(test), unsafe(no_mangle))]
+#[cfg_attr(all(not(test), not(target_arch = "x86_64")), unsafe(no_mangle))]
 pub unsafe extern "C" fn mremap(
     old_address: *mut c_void,
     old_size: size_t,
@@ -32,4 +42,24 @@ pub unsafe extern "C" fn mremap(
         None => real(),
     };
     super::finish(ret, saved) as *mut c_void
+}
+
+/// [`mremap`] when no shim stack is free: the real call, its record dropped.
+///
+/// # Safety
+/// As for mremap(2).
+#[cfg_attr(test, allow(dead_code))]
+unsafe extern "C" fn mremap_bare(
+    old_address: *mut c_void,
+    old_size: size_t,
+    new_size: size_t,
+    flags: c_int,
+    new_address: *mut c_void,
+) -> *mut c_void {
+    crate::unwind::address_space_shrinks();
+    let saved = sys::errno();
+    let new_address = if flags & libc::MREMAP_FIXED != 0 { new_address as usize } else { 0 };
+    crate::ownstack::dropped();
+    super::finish(sys::mremap(old_address as usize, old_size, new_size, flags, new_address), saved)
+        as *mut c_void
 }

@@ -1,14 +1,19 @@
 //! `munmap`. Recorded in the order it was called, before the range can be reused.
 
 use crate::guard::Guard;
+use crate::ownstack::hook_entry;
 use crate::record::{Order, traced};
 use crate::syscall as sys;
 use libc::{c_int, c_void, size_t};
 use vmshim_trace::CallKind;
 
+hook_entry!("munmap", fn munmap_entry(a: *mut c_void, l: size_t) -> c_int, munmap, munmap_bare);
+
+/// The hook, on a shim stack ([`crate::ownstack`]).
+///
 /// # Safety
 /// As for munmap(2).
-#[cfg_attr(not(test), unsafe(no_mangle))]
+#[cfg_attr(all(not(test), not(target_arch = "x86_64")), unsafe(no_mangle))]
 pub unsafe extern "C" fn munmap(addr: *mut c_void, length: size_t) -> c_int {
     crate::unwind::address_space_shrinks();
     let saved = sys::errno();
@@ -20,4 +25,16 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, length: size_t) -> c_int {
         None => real(),
     };
     super::finish(ret, saved) as c_int
+}
+
+/// [`munmap`] when no shim stack is free: the real call, its record dropped.
+///
+/// # Safety
+/// As for munmap(2).
+#[cfg_attr(test, allow(dead_code))]
+unsafe extern "C" fn munmap_bare(addr: *mut c_void, length: size_t) -> c_int {
+    crate::unwind::address_space_shrinks();
+    let saved = sys::errno();
+    crate::ownstack::dropped();
+    super::finish(sys::munmap(addr as usize, length), saved) as c_int
 }

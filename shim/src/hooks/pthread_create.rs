@@ -6,6 +6,7 @@
 //! malloc anywhere, in particular none in the new thread (that alone would create a 64 MiB arena).
 
 use crate::guard::Guard;
+use crate::ownstack::hook_entry;
 use crate::record::{Order, traced};
 use crate::{syscall as sys, unwind, writer};
 use core::ffi::c_void;
@@ -61,9 +62,18 @@ fn take_slot() -> Option<usize> {
         .find(|&i| POOL[i].state.compare_exchange(FREE, TAKEN, Acquire, Relaxed).is_ok())
 }
 
+hook_entry!(
+    "pthread_create",
+    fn pthread_create_entry(t: *mut pthread_t, a: *const pthread_attr_t, s: StartRoutine, g: *mut c_void) -> c_int,
+    pthread_create,
+    pthread_create_bare
+);
+
+/// The hook, on a shim stack ([`crate::ownstack`]): glibc's pthread_create runs there too.
+///
 /// # Safety
 /// As for pthread_create(3).
-#[cfg_attr(not(test), unsafe(no_mangle))]
+#[cfg_attr(all(not(test), not(target_arch = "x86_64")), unsafe(no_mangle))]
 pub unsafe extern "C" fn pthread_create(
     thread: *mut pthread_t,
     attr: *const pthread_attr_t,
@@ -111,6 +121,26 @@ pub unsafe extern "C" fn pthread_create(
     });
     sys::set_errno(saved);
     ret as c_int
+}
+
+/// [`pthread_create`] when no shim stack is free: the real call, untracked, its record dropped.
+///
+/// # Safety
+/// As for pthread_create(3).
+#[cfg_attr(test, allow(dead_code))]
+unsafe extern "C" fn pthread_create_bare(
+    thread: *mut pthread_t,
+    attr: *const pthread_attr_t,
+    start: StartRoutine,
+    arg: *mut c_void,
+) -> c_int {
+    let real = resolve();
+    if real == 0 {
+        return libc::EAGAIN;
+    }
+    crate::ownstack::dropped();
+    // SAFETY: as in pthread_create: libc's function, the caller's arguments unchanged.
+    unsafe { core::mem::transmute::<usize, RealCreate>(real)(thread, attr, start, arg) }
 }
 
 /// Stack and guard sizes from the attribute, or (0, u64::MAX) for "glibc's defaults".
@@ -197,8 +227,20 @@ pub struct StartPair {
 extern "C" fn thread_prep(slot: *mut c_void) -> StartPair {
     let h = &POOL[slot as usize % SLOTS];
     let pair = StartPair { start: h.start.load(Relaxed), arg: h.arg.load(Relaxed) };
-    if let Some(_g) = Guard::enter() {
-        let sp = &pair as *const StartPair as u64;
+    // The new thread's stack may be small (PTHREAD_STACK_MIN): the record is built on a shim stack.
+    let sp = &pair as *const StartPair as u64;
+    if let Some(_g) = Guard::enter()
+        && !crate::ownstack::run(|| write_thread_start(h, sp, pair.start))
+    {
+        crate::ownstack::dropped();
+    }
+    h.state.store(FREE, Release);
+    pair
+}
+
+/// The ThreadStart record of the thread that runs on `sp`, from its handoff slot.
+fn write_thread_start(h: &Handoff, sp: u64, start: usize) {
+    {
         let mut buf = [0u8; 96 + MAX_FRAMES * 8];
         let mut e = Encoder::new(&mut buf, Kind::ThreadStart);
         e.put_u32(sys::gettid());
@@ -207,7 +249,7 @@ extern "C" fn thread_prep(slot: *mut c_void) -> StartPair {
         e.put_u64(sp);
         e.put_u64(h.stack_size.load(Relaxed));
         e.put_u64(h.guard_size.load(Relaxed));
-        e.put_u64(pair.start as u64);
+        e.put_u64(start as u64);
         let n = (h.nframes.load(Acquire) as usize).min(SLOT_FRAMES);
         e.put_u32(n as u32);
         for f in &h.frames[..n] {
@@ -217,6 +259,4 @@ extern "C" fn thread_prep(slot: *mut c_void) -> StartPair {
             writer::append(&buf[..len]);
         }
     }
-    h.state.store(FREE, Release);
-    pair
 }

@@ -123,8 +123,15 @@ impl<'a> Rec<'a> {
         }
     }
 
-    /// Writes the record, then records any image the call loaded (NSS modules).
+    /// Writes the record, then records any image the call loaded (NSS modules), on a shim stack
+    /// (the real call ran on the caller's).
     fn commit(&self) {
+        if !crate::ownstack::run(|| self.commit_here()) {
+            crate::ownstack::dropped();
+        }
+    }
+
+    fn commit_here(&self) {
         let Some(g) = Guard::enter() else { return };
         crate::ensure_started();
         if !writer::is_ready() {
