@@ -61,6 +61,12 @@ pub fn getenv(name: &str) -> Option<&'static [u8]> {
     None
 }
 
+/// Whether libc has set `environ` (it has not while a sanitizer's early initialiser runs).
+pub fn environ_ready() -> bool {
+    // SAFETY: reads the pointer's value only.
+    !unsafe { environ }.is_null()
+}
+
 /// `/proc/self/environ`, read once into static storage: the environment at exec, which is
 /// what `environ` holds before anything edits it. Read only before libc set `environ`, by the
 /// one thread that initialises the shim (nothing else runs that early); empty if unreadable.

@@ -4,7 +4,8 @@
 //! those calls back; what this module does is make the blind spot visible: at start-up it asks
 //! the loader which definition a call would reach and writes a `Config` record with one
 //! `shadowed.NAME=PATH` line per hooked function another library takes, which the report turns
-//! into a warning. Runs once, from the start-up, with a stack buffer of 1 KiB.
+//! into a warning. Runs once, from the start-up, with stack buffers of 2 KiB; it calls dlsym and
+//! dladdr only (never dlopen: a sanitizer intercepts it and may hold its own lock then).
 
 use crate::writer;
 use vmshim_trace::{Encoder, Kind};
@@ -21,13 +22,9 @@ pub fn record() {
     }
     let mut text = [0u8; 1024];
     let mut n = 0;
-    // The main program's handle: a lookup through it walks the global scope in the order the
-    // program's own calls bind (the executable, then LD_PRELOAD in order, then its libraries).
-    // (RTLD_DEFAULT from here answers with the shim's own definitions.) dlopen(NULL) only
-    // returns the main link map.
-    // SAFETY: dlopen with a null name and RTLD_NOLOAD loads nothing.
-    let main = unsafe { libc::dlopen(core::ptr::null(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
-    if main.is_null() {
+    // Before libc set `environ`, a sanitizer runtime's early initialiser is running (it comes
+    // first, as it must) and holds its locks: ask the loader nothing then.
+    if !crate::config::environ_ready() {
         return;
     }
     // Which image a definition lies in, by its base address. (The address of the shim's own
@@ -43,8 +40,8 @@ pub fn record() {
     };
     let (own_base, _) = image_of(record as *const () as usize);
     for name in HOOKED {
-        // SAFETY: dlsym with the main handle and a NUL-terminated name only reads loader state.
-        let first = unsafe { libc::dlsym(main, name.as_ptr()) } as usize;
+        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only reads loader state.
+        let first = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
         if first == 0 {
             continue;
         }
