@@ -99,27 +99,6 @@ fn the_exit_status_is_the_targets_when_no_trace_or_report_can_be_written() {
     assert_eq!(strict.status.code(), Some(2), "{}", text(&strict.stderr));
 }
 
-/// A mounted tmpfs of `size`, unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: std::path::PathBuf, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(&at).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&at)
-            .status();
-        assert!(st.is_ok_and(|s| s.success()), "mount a tmpfs at {} (the tests run as root)", at.display());
-        Tmpfs(at)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// Issue 11, case 5: on a full disk the target runs as bare, its status passes through, and
 /// the partial trace is reported with the count of what it dropped.
 #[test]
@@ -191,7 +170,7 @@ fn signals_sent_to_vmshim_reach_the_target_and_its_status_comes_back() {
     let harm = build_c("harm");
     let h = harm.to_str().unwrap();
     // Bare first: what the program does with SIGTERM sent to it.
-    let (mut bare, out, pid) = start_ready(&mut Command::new(&harm).arg("term"));
+    let (mut bare, out, pid) = start_ready(Command::new(&harm).arg("term"));
     send_signal(pid as i32, libc::SIGTERM);
     let bare_status = bare.wait().unwrap();
     let bare_out = rest(out);
@@ -210,7 +189,7 @@ fn signals_sent_to_vmshim_reach_the_target_and_its_status_comes_back() {
     // Each other signal: the program exits with its number, as bare.
     for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1] {
         // The readers stay open: the program prints before it exits.
-        let (mut bare, _bare_out, pid) = start_ready(&mut Command::new(&harm).arg("wait"));
+        let (mut bare, _bare_out, pid) = start_ready(Command::new(&harm).arg("wait"));
         send_signal(pid as i32, sig);
         let want = bare.wait().unwrap().code();
         assert_eq!(want, Some(sig));

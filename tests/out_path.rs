@@ -88,15 +88,6 @@ fn issue_11_a_trace_path_taken_by_a_fifo_directory_device_or_socket_is_refused_u
     }
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped (also when the test fails).
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// Issue 11: a trace the shim created but could not set up (fallocate fails on a full file
 /// system) was left behind as a 0-byte file. On a full 1 MiB tmpfs the target runs as bare and
 /// the file system holds only what it held before.
@@ -104,11 +95,7 @@ impl Drop for Mount {
 fn issue_11_a_full_file_system_leaves_no_empty_trace_behind() {
     let dir = TestDir::new("out_path_full_fs");
     let mnt = dir.join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let ok =
-        Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&mnt).status().unwrap();
-    assert!(ok.success(), "mount a tmpfs (the tests run as root)");
-    let _mount = Mount(mnt.clone());
+    let _fs = Tmpfs::mount(mnt.clone(), "1m");
     // Fill it: writes until ENOSPC.
     {
         use std::io::Write;

@@ -742,3 +742,24 @@ pub fn parse_call_lines(lines: &[String]) -> Vec<CallLine> {
         })
         .collect()
 }
+
+/// A mounted tmpfs of `size`, unmounted when dropped.
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: std::path::PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&at).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .status();
+        assert!(st.is_ok_and(|s| s.success()), "mount a tmpfs at {} (the tests run as root)", at.display());
+        Tmpfs(at)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
