@@ -376,15 +376,10 @@ fn run(a: cli::RunArgs) -> Result<u8, Failure> {
         }
         return Ok(code);
     };
-    if first != trace && a.out.is_some() && trace.parent() == first.parent() {
-        let taken = trace.file_name().is_some_and(|n| {
-            n.to_string_lossy()
-                .strip_prefix(&*first.file_name().unwrap_or_default().to_string_lossy())
-                .is_some()
-        });
-        if taken && read::start_of(&first).is_none_or(|s| s.pid != outcome.pid) {
-            eprintln!("vmshim: {} was taken; the trace is {}", first.display(), trace.display());
-        }
+    // last_image_trace only ever answers `first` or a `first.N`; a `.N` of an exec'd image
+    // follows a `first` of the same pid, which needs no word.
+    if a.out.is_some() && trace != first && read::start_of(&first).is_none_or(|s| s.pid != outcome.pid) {
+        eprintln!("vmshim: {} was taken; the trace is {}", first.display(), trace.display());
     }
     let fin = read::Final {
         smaps: outcome.final_smaps,
