@@ -308,7 +308,11 @@ fn asan_and_tsan_programs_run_as_bare_and_their_shadow_is_named() {
         let report = load_report(&dir.join("r.json"));
         let shadow = category_bytes(&report, "sanitizer_shadow");
         assert!(shadow >= 1 << 40, "{flag}: {shadow} bytes of shadow");
-        assert_eq!(report["vsz"]["kernel_final_bytes"].is_u64(), held, "{flag}: held with ptrace");
+        // ASan's leak check rules out ptrace; the exit watcher still sees its exit.
+        assert!(
+            report["vsz"]["kernel_final_bytes"].is_u64(),
+            "{flag} (held with ptrace: {held}): the exit map"
+        );
     }
 }
 

@@ -20,3 +20,4 @@ mod traces;
 mod trees;
 mod under_vmshim;
 mod views;
+mod watch;

@@ -64,6 +64,18 @@ pub struct RunArgs {
     /// of the target's status with a warning.
     #[arg(long)]
     pub strict: bool,
+    /// Do not trace the target with ptrace, so that a debugger can attach to it (`gdb -p`) and
+    /// everything it does with ptrace works as without vmshim. The kernel's map at exit then
+    /// comes from the exit watcher (needs root), and is missing when the target is killed by a
+    /// signal.
+    #[arg(long)]
+    pub attachable: bool,
+    /// Do not install the exit watcher (a seccomp filter that stops exit_group only): for a
+    /// target that installs a seccomp listener of its own (one per process) or uses seccomp
+    /// strict mode. Without it vmshim waits for the target only, and sees no other process's
+    /// map at exit.
+    #[arg(long)]
+    pub no_watch: bool,
     /// The command and its arguments.
     #[arg(required = true, last = true)]
     pub cmd: Vec<OsString>,

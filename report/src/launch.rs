@@ -324,6 +324,9 @@ pub struct Launch<'a> {
     /// Trace the main thread with ptrace to read the kernel's map at its exit stop. Without it
     /// the target is only waited for (stops and signals are still passed through).
     pub hold: bool,
+    /// Watch every process of the tree at its exit with `vmshim __watch`, this vmshim binary
+    /// ([`crate::watch`]); `vmshim run` then also waits for the tree's last process.
+    pub watch: Option<&'a Path>,
 }
 
 /// How the target ended.
@@ -341,6 +344,13 @@ pub struct Outcome {
     pub final_smaps: Option<Vec<u8>>,
     /// `(tid, comm)` of the threads present at that moment.
     pub thread_names: Vec<(u32, String)>,
+    /// Whether the tree's exits were watched, and if not why (None: not asked to).
+    pub watched: Option<crate::watch::State>,
+    /// The tree's other processes (and earlier images of the target's pid) caught at their
+    /// exit_group, in the order they left.
+    pub exits: Vec<crate::watch::Capture>,
+    /// The tree had processes left when vmshim stopped waiting for it (told so twice).
+    pub left_running: bool,
 }
 
 /// The signals sent to vmshim that it passes on to the target (when a user, systemd or `docker
@@ -392,6 +402,15 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
     let blocked = BlockedSignals::enter()?;
     let child_mask = blocked.original;
 
+    let mut watcher = match l.watch {
+        Some(vmshim) => Some(
+            crate::watch::Watcher::start(vmshim)
+                .map_err(|e| LaunchError::Io(format!("cannot start the exit watcher: {e}")))?,
+        ),
+        None => None,
+    };
+    let watch_fd = watcher.as_ref().map_or(-1, |w| w.target_fd());
+
     let mut command = Command::new(l.program);
     command.args(l.args);
     command.envs(l.env.iter().map(|(k, v)| (k, v)));
@@ -405,23 +424,74 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         // The target starts with the signal mask vmshim was started with, not vmshim's.
         // SAFETY: child_mask is a copy of a sigset_t that sigprocmask filled.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &child_mask, std::ptr::null_mut()) };
+        // Last, so that nothing of vmshim's own set-up is filtered.
+        if watch_fd >= 0 {
+            crate::watch::install_in_child(watch_fd);
+        }
         Ok(())
     };
     // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe calls
-    // are allowed: it makes plain system calls (ptrace, sigprocmask) on values captured by copy,
-    // and neither allocates nor takes a lock.
+    // are allowed: it makes plain system calls (ptrace, sigprocmask, seccomp, sendmsg) on values
+    // captured by copy and on stack data, and neither allocates nor takes a lock.
     unsafe { command.pre_exec(in_child) };
-    let child =
-        command.spawn().map_err(|e| LaunchError::Io(format!("cannot start {}: {e}", l.program.display())))?;
+    let spawned = command.spawn();
+    if let Some(w) = watcher.as_mut() {
+        w.spawned();
+    }
+    let child = spawned.map_err(|e| LaunchError::Io(format!("cannot start {}: {e}", l.program.display())))?;
     // `child` is not waited through std: its waitpid lacks __WALL and does not know ptrace stops.
     let pid = child.id() as libc::pid_t;
     drop(child);
 
-    let traced = Tracer::new(pid, &blocked, l.hold).run();
+    let mut tracer = Tracer::new(pid, &blocked, l.hold);
+    // `VMSHIM_RUN=<id>`, which every process of the tree inherits: how its processes are found.
+    tracer.marker = l.env.iter().find(|(k, _)| k == "VMSHIM_RUN").map(|(k, v)| {
+        let mut m = k.as_bytes().to_vec();
+        m.push(b'=');
+        m.extend_from_slice(v.as_bytes());
+        m
+    });
+    let traced = tracer.run();
+    let left_running = match (&traced, &watcher) {
+        (Ok(_), Some(w)) => !tracer.follow_tree(w),
+        _ => false,
+    };
+    let Tracer { final_smaps, final_at, names, .. } = tracer;
     drop(blocked);
-    let (raw_status, final_smaps, thread_names) = traced?;
+    let raw_status = traced?;
+    let (watched, mut exits) = match watcher {
+        Some(w) => {
+            let (state, exits) = w.finish();
+            (Some(state), exits)
+        }
+        None => (None, Vec::new()),
+    };
+    // The target's map at exit: the ptrace exit stop's, unless the watcher caught the same pid
+    // later (an exec from another thread replaced the traced leader, whose exit stop then showed
+    // the old image) or ptrace caught nothing.
+    let (mut final_smaps, mut thread_names) = (final_smaps, names);
+    let last_own = exits.iter().rposition(|c| c.pid == pid as u32);
+    if let Some(i) = last_own
+        && (final_smaps.is_none() || exits[i].mono_ns > final_at)
+        && !exits[i].smaps.is_empty()
+    {
+        let c = exits.remove(i);
+        (final_smaps, thread_names) = (Some(c.smaps), c.thread_names);
+    } else if let Some(i) = last_own {
+        exits.remove(i);
+    }
     let (how, exit_code) = describe_status(raw_status);
-    Ok(Outcome { pid: pid as u32, raw_status, how, exit_code, final_smaps, thread_names })
+    Ok(Outcome {
+        pid: pid as u32,
+        raw_status,
+        how,
+        exit_code,
+        final_smaps,
+        thread_names,
+        watched,
+        exits,
+        left_running,
+    })
 }
 
 /// The wait loop's state.
@@ -436,7 +506,11 @@ struct Tracer<'a> {
     /// The first stop after spawn is exec's SIGTRAP, which is vmshim's own.
     first_stop: bool,
     final_smaps: Option<Vec<u8>>,
+    /// CLOCK_MONOTONIC when `final_smaps` was read.
+    final_at: u64,
     names: Vec<(u32, String)>,
+    /// `VMSHIM_RUN=<id>` as found in the environment of the tree's processes.
+    marker: Option<Vec<u8>>,
 }
 
 impl<'a> Tracer<'a> {
@@ -448,14 +522,15 @@ impl<'a> Tracer<'a> {
             options_set: false,
             first_stop: true,
             final_smaps: None,
+            final_at: 0,
             names: Vec::new(),
+            marker: None,
         }
     }
 
     /// Waits on the tracee until it exits or dies, capturing smaps at its main thread's exit
     /// stop, and passes signals sent to vmshim on to it.
-    #[allow(clippy::type_complexity)]
-    fn run(mut self) -> Result<(i32, Option<Vec<u8>>, Vec<(u32, String)>), LaunchError> {
+    fn run(&mut self) -> Result<i32, LaunchError> {
         loop {
             // Every status that is there now, then wait for a signal: SIGCHLD for the next one,
             // or one to pass on. The timeout covers a SIGCHLD taken by another thread of this
@@ -476,7 +551,7 @@ impl<'a> Tracer<'a> {
                     return Err(LaunchError::Io(format!("waiting for process {}: {err}", self.pid)));
                 }
                 if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-                    return Ok((status, self.final_smaps, self.names));
+                    return Ok(status);
                 }
                 // After a PTRACE_TRACEME of its own the target is vmshim's tracee again.
                 if libc::WIFSTOPPED(status) && !self.traced && tracer_of(self.pid) == Some(std::process::id())
@@ -514,7 +589,7 @@ impl<'a> Tracer<'a> {
             // then the exec reports PTRACE_EVENT_EXEC instead.)
             if sig == libc::SIGTRAP && event == 0 { 0 } else { sig }
         } else if event == libc::PTRACE_EVENT_EXIT {
-            (self.final_smaps, self.names) = (read_smaps(pid), thread_names(pid));
+            self.capture();
             0
         } else if event == libc::PTRACE_EVENT_EXEC {
             // A new program image: what was captured belongs to the old one.
@@ -549,7 +624,7 @@ impl<'a> Tracer<'a> {
                     0
                 }
                 SignalStop::Exiting => {
-                    (self.final_smaps, self.names) = (read_smaps(pid), thread_names(pid));
+                    self.capture();
                     0
                 }
                 // Woken by SIGKILL; its next stop, if any, is the exit stop: wait for it rather
@@ -563,6 +638,50 @@ impl<'a> Tracer<'a> {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
             Err(e) => Err(LaunchError::Io(format!("ptrace(CONT) on {pid}: {e}"))),
         }
+    }
+
+    /// The map and thread names at the main thread's exit stop.
+    fn capture(&mut self) {
+        (self.final_smaps, self.names) = (read_smaps(self.pid), thread_names(self.pid));
+        self.final_at = crate::watch::monotonic_ns();
+    }
+
+    /// After the target has exited: waits for the rest of its tree (fork children, daemons) to
+    /// exit, as the watcher sees it, passing signals sent to vmshim on to every process of the
+    /// tree. A second such signal ends the wait (the watcher goes on serving the processes left).
+    /// True if the tree is done.
+    fn follow_tree(&self, watcher: &crate::watch::Watcher) -> bool {
+        let started = std::time::Instant::now();
+        let mut said = false;
+        let mut told = 0;
+        while !watcher.done() {
+            if !said && started.elapsed() > Duration::from_millis(500) {
+                said = true;
+                let left = tree_processes(self.pid, self.marker.as_deref());
+                eprintln!(
+                    "vmshim: process {} exited; waiting for the {} process{} of its tree still running ({}); \
+                     Ctrl-C or SIGTERM to vmshim passes the signal on, a second one stops the wait",
+                    self.pid,
+                    left.len(),
+                    if left.len() == 1 { "" } else { "es" },
+                    left.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
+                );
+            }
+            let Some(info) = self.signals.wait(Duration::from_millis(20)) else { continue };
+            let sig = info.si_signo;
+            if sig == libc::SIGCHLD || sig == libc::SIGCONT {
+                continue;
+            }
+            told += 1;
+            if told > 1 && matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT) {
+                return false;
+            }
+            for p in tree_processes(self.pid, self.marker.as_deref()) {
+                // SAFETY: kill takes no pointers; p was a process of the tree a moment ago.
+                unsafe { libc::kill(p as libc::pid_t, sig) };
+            }
+        }
+        true
     }
 
     /// A signal sent to vmshim while the target runs.
@@ -582,6 +701,27 @@ impl<'a> Tracer<'a> {
         // SAFETY: kill takes no pointers; pid is our child, not reaped before the loop ends.
         unsafe { libc::kill(self.pid, sig) };
     }
+}
+
+/// The processes of the target's tree that are still running: those whose environment at exec
+/// holds `marker` (`VMSHIM_RUN=<id>`, which vmshim gave the target and its tree inherits) and
+/// that are not zombies. A process that exec'd with a cleaned environment is not found.
+fn tree_processes(top: libc::pid_t, marker: Option<&[u8]>) -> Vec<u32> {
+    let Some(id) = marker else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut out: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| p != top as u32 && p != std::process::id())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let alive = stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'));
+            alive
+                && std::fs::read(format!("/proc/{p}/environ"))
+                    .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == id))
+        })
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// The `TracerPid:` of a process.
@@ -874,7 +1014,7 @@ mod tests {
         let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let l = Launch { program: &program, args: &args, env, hold: true };
+            let l = Launch { program: &program, args: &args, env, hold: true, watch: None };
             let _ = tx.send(launch(&l).map_err(|e| e.to_string()));
         });
         match rx.recv_timeout(TIMEOUT) {

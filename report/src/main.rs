@@ -22,6 +22,7 @@ mod render;
 mod replay;
 mod symbolize;
 mod tree;
+mod watch;
 
 use clap::Parser;
 use std::io::Write;
@@ -38,6 +39,10 @@ impl From<read::ReadError> for Failure {
 }
 
 fn main() -> ExitCode {
+    // The exit watcher's process (`vmshim run` starts it; not a command for users).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "__watch") {
+        return ExitCode::from(watch::serve());
+    }
     let cli = cli::Cli::parse();
     render::EXACT_BYTES.store(cli.bytes, std::sync::atomic::Ordering::Relaxed);
     NO_COLOR
@@ -253,6 +258,77 @@ fn last_image_trace(first: &Path, pid: u32, since: u64) -> Option<PathBuf> {
     last
 }
 
+/// A random id for one `vmshim run`, which the shim writes into every trace of the run.
+fn new_run_id() -> u64 {
+    use std::io::Read;
+    let mut id = [0u8; 8];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut id));
+    if random.is_err() {
+        // No entropy source: time and pid still tell runs apart.
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        return (t as u64) ^ ((std::process::id() as u64) << 40);
+    }
+    u64::from_le_bytes(id).max(1)
+}
+
+/// The traces of this run's processes other than `top`: in `first`'s directory, named after
+/// it (`first.*`, or `vmshim.*` for the default `vmshim.<pid>.trace`), begun since `since`.
+fn run_traces(first: &Path, since: u64, top: &Path) -> Vec<(vmshim_trace::decode::Start, PathBuf)> {
+    let dir = first.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = first.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let default = name.starts_with("vmshim.") && name.ends_with(".trace");
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p != top)
+        .filter(|p| {
+            let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if default {
+                n.starts_with("vmshim.") && n.contains(".trace")
+            } else {
+                n.starts_with(&format!("{name}."))
+            }
+        })
+        .filter_map(|p| read::start_of(&p).filter(|s| s.real_ns >= since).map(|s| (s, p)))
+        .collect()
+}
+
+/// Adds each watched exit's map to the trace of the process image that made it: the trace of
+/// that pid begun last before the exit.
+fn attach_exit_maps(
+    first: &Path,
+    since: u64,
+    top: &Path,
+    exits: &[watch::Capture],
+    strict: bool,
+    code: &mut u8,
+) {
+    if exits.is_empty() {
+        return;
+    }
+    let traces = run_traces(first, since, top);
+    for c in exits.iter().filter(|c| !c.smaps.is_empty()) {
+        let Some((_, path)) = traces
+            .iter()
+            .filter(|(s, _)| s.pid == c.pid && s.mono_ns <= c.mono_ns)
+            .max_by_key(|(s, _)| s.mono_ns)
+        else {
+            continue;
+        };
+        let status = (c.code & 0xff) << 8;
+        let fin = read::Final {
+            smaps: Some(c.smaps.clone()),
+            thread_names: c.thread_names.clone(),
+            raw_status: status,
+            how: format!("exited {}", c.code & 0xff),
+        };
+        if let Err(e) = read::append_final(path, &fin) {
+            warn(strict, code, &format!("cannot add the kernel's map at exit to {} ({e})", path.display()));
+        }
+    }
+}
+
 /// What kind of thing is at `p`, if it is not something a trace may be written beside or
 /// numbered after (a regular file, a symlink, nothing).
 fn not_a_trace_path(p: &Path) -> Option<&'static str> {
@@ -330,34 +406,43 @@ fn run(a: cli::RunArgs) -> Result<u8, Failure> {
         preload.push(old);
     }
     // Nothing can be recorded: the target runs as it would bare.
-    let env = if early_problem.is_some() {
-        Vec::new()
-    } else {
-        vec![
-            ("LD_PRELOAD".into(), preload),
-            ("VMSHIM_OUT".into(), template.clone().into_os_string()),
-            ("VMSHIM_TRACER".into(), std::process::id().to_string().into()),
-        ]
-    };
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        .saturating_sub(1_000_000_000);
+    let run_id = new_run_id();
     // LeakSanitizer stops the world at exit with ptrace on every thread, which fails on a thread
-    // vmshim traces: such a target is not traced (the shim's own map at exit stands in).
-    let hold = !sanitizer.as_ref().is_some_and(|r| r.uses_ptrace);
-    if let Some(r) = sanitizer.as_ref().filter(|r| r.uses_ptrace) {
+    // vmshim traces: such a target is not traced; the exit watcher sees its exit.
+    let hold = !a.attachable && !sanitizer.as_ref().is_some_and(|r| r.uses_ptrace);
+    if let Some(r) = sanitizer.as_ref().filter(|r| r.uses_ptrace && a.no_watch) {
         eprintln!(
             "vmshim: {} links {}, whose leak check stops the world with ptrace at exit: vmshim does \
-             not trace it, so the report replays the recorded calls without the kernel's map at exit \
-             (ASAN_OPTIONS=detect_leaks=0 keeps it)",
+             not trace it, and --no-watch leaves the exit watcher out, so the report replays the \
+             recorded calls without the kernel's map at exit (ASAN_OPTIONS=detect_leaks=0 keeps it)",
             a.cmd[0].to_string_lossy(),
             r.name
         );
     }
-    let l = launch::Launch { program: &program, args: &a.cmd[1..], env, hold };
+    let mut env = Vec::new();
+    if early_problem.is_none() {
+        env.push(("LD_PRELOAD".into(), preload));
+        env.push(("VMSHIM_OUT".into(), template.clone().into_os_string()));
+        env.push(("VMSHIM_RUN".into(), format!("{run_id:016x}").into()));
+        if hold {
+            env.push(("VMSHIM_TRACER".into(), std::process::id().to_string().into()));
+        }
+    }
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        .saturating_sub(1_000_000_000);
+    let me = std::env::current_exe().ok();
+    let watch = me.as_deref().filter(|_| !a.no_watch && early_problem.is_none());
+    let l = launch::Launch { program: &program, args: &a.cmd[1..], env, hold, watch };
     let outcome = launch::launch(&l).map_err(|e| Failure(2, e.to_string()))?;
     let mut code = outcome.exit_code.clamp(0, 255) as u8;
+    if let Some(watch::State::Unavailable(why)) = &outcome.watched {
+        eprintln!("vmshim: note: exits of the tree's other processes are not captured ({why})");
+    }
+    if outcome.left_running {
+        eprintln!("vmshim: stopped waiting for the tree; the processes left run on, unwatched from now");
+    }
     let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
     let Some(trace) = last_image_trace(&first, outcome.pid, since) else {
         if early_problem.is_none() {
@@ -381,6 +466,7 @@ fn run(a: cli::RunArgs) -> Result<u8, Failure> {
     if a.out.is_some() && trace != first && read::start_of(&first).is_none_or(|s| s.pid != outcome.pid) {
         eprintln!("vmshim: {} was taken; the trace is {}", first.display(), trace.display());
     }
+    attach_exit_maps(&first, since, &trace, &outcome.exits, a.strict, &mut code);
     let fin = read::Final {
         smaps: outcome.final_smaps,
         thread_names: outcome.thread_names,

@@ -446,6 +446,24 @@ impl Handshake {
         &self.lines
     }
 
+    /// The next stdout line after those read so far (also kept in [`Handshake::lines`]), waiting
+    /// up to the timeout; fails the test if stdout closes or nothing comes.
+    pub fn next_line(&mut self) -> String {
+        match self.stdout_lines.recv_timeout(self.timeout) {
+            Ok(line) => {
+                self.lines.push(line.clone());
+                line
+            }
+            Err(RecvTimeoutError::Timeout) => self.fail("no further line within the timeout"),
+            Err(RecvTimeoutError::Disconnected) => self.fail("stdout closed"),
+        }
+    }
+
+    /// Sends `sig` to the process this handshake spawned (vmshim under `vmshim run`).
+    pub fn signal_child(&self, sig: i32) {
+        send_signal(self.child_pid() as i32, sig);
+    }
+
     /// Sends `sig` to the target (the ready line's pid), e.g. `libc::SIGKILL`.
     pub fn signal_target(&self, sig: i32) {
         send_signal(self.pid as i32, sig);

@@ -1,0 +1,428 @@
+//! Seeing every process of the target's tree leave, with its address space still whole.
+//!
+//! ptrace gives vmshim the map of the one process it traces (the exit stop), and only while it
+//! traces it, which keeps debuggers and the target's own `PTRACE_TRACEME` out. The tree's other
+//! processes (fork children, daemons, exec'd programs) need another way, and so does a target
+//! vmshim must not trace. This one is a seccomp filter with a user-space listener
+//! (`SECCOMP_RET_USER_NOTIF`, Linux >= 5.5 for `SECCOMP_USER_NOTIF_FLAG_CONTINUE`), installed in
+//! the target between fork and exec and inherited by everything it starts. It stops exactly one
+//! system call, `exit_group` (every exit(3), `_exit` and Go's raw exit), at its entry, where the
+//! whole address space still exists; the watcher reads `/proc/TID/smaps` and the thread names,
+//! then lets the call go on unchanged. Nothing else is filtered; the target's memory is never
+//! read or written. The listener also reports when the last task that uses the filter is gone
+//! (POLLHUP): that is how `vmshim run` knows the tree is done, daemons included.
+//!
+//! The listener lives in a process of its own (`vmshim __watch`, in its own process group, deaf
+//! to the terminal's signals), not in `vmshim run`: a filtered call whose listener has gone fails
+//! with ENOSYS, so the listener must outlive every process of the tree even if `vmshim run` stops
+//! waiting or is killed. It sends each capture to `vmshim run` over a pipe and keeps serving,
+//! without capturing, once nobody reads.
+//!
+//! What the filter can change, and when it is not installed:
+//! - Installing a filter needs CAP_SYS_ADMIN (or no_new_privs, which would stop setuid programs
+//!   in the tree from gaining privileges: vmshim never sets it). Without the capability the
+//!   filter is not installed and only the traced process's exit is captured, as before.
+//! - A process in the tree that installs a seccomp listener of its own gets EBUSY (one listener
+//!   per filter chain), and one that asks for seccomp strict mode gets EINVAL; `--no-watch`
+//!   leaves the filter out for such programs.
+//! - The last thread leaving through a plain `exit` (a main thread that called pthread_exit
+//!   first) is not seen; a process killed by a signal is not seen either (it never calls
+//!   exit_group). The process vmshim traces is still captured at its ptrace exit stop then.
+
+#![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::thread::JoinHandle;
+
+/// One process caught at its `exit_group`.
+#[derive(Clone, Debug)]
+pub struct Capture {
+    /// Thread group id: the process.
+    pub pid: u32,
+    /// exit_group's argument: the exit status the process asks for.
+    pub code: i32,
+    /// CLOCK_MONOTONIC at the capture, in ns: the clock of the trace's start records.
+    pub mono_ns: u64,
+    pub smaps: Vec<u8>,
+    pub thread_names: Vec<(u32, String)>,
+}
+
+/// Whether the tree's exits are watched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// The filter is in place in the target.
+    Watching,
+    /// It could not be installed; the reason, for the report.
+    Unavailable(String),
+}
+
+/// The x86-64 system call numbers the filter stops, with the x32 ABI's twin.
+const NR_EXIT_GROUP: u32 = libc::SYS_exit_group as u32;
+const X32_BIT: u32 = 0x4000_0000;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+
+/// The filter: `exit_group` (native or x32) goes to the listener; everything else, and every
+/// other architecture's calls, are allowed untouched.
+fn filter() -> [libc::sock_filter; 7] {
+    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    // seccomp_data: nr at 0, arch at 4.
+    [
+        op(LD_W_ABS, 0, 0, 4),
+        op(JEQ_K, 0, 4, AUDIT_ARCH_X86_64),
+        op(LD_W_ABS, 0, 0, 0),
+        op(JEQ_K, 1, 0, NR_EXIT_GROUP),
+        op(JEQ_K, 0, 1, NR_EXIT_GROUP | X32_BIT),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_USER_NOTIF),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
+/// In the target, between fork and exec (async-signal-safe: plain system calls on stack data):
+/// installs the filter and hands the listener to the watcher through `sock`, or sends the errno
+/// that refused it. Never fails the launch: the target runs either way.
+pub fn install_in_child(sock: RawFd) {
+    let prog = filter();
+    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
+    // SAFETY: seccomp(SET_MODE_FILTER) reads the program through `fprog`, which points at `prog`,
+    // alive for the call; it returns a new descriptor (close-on-exec) or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &fprog as *const libc::sock_fprog,
+        )
+    } as i32;
+    let errno = if fd < 0 { io::Error::last_os_error().raw_os_error().unwrap_or(0) } else { 0 };
+    let mut byte = errno.to_le_bytes();
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: byte.len() };
+    // Room for one descriptor, aligned as a cmsghdr.
+    let mut control = [0u64; 4];
+    // SAFETY: msghdr is plain data; all-zero is "no name, no control".
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if fd >= 0 {
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE computes a size.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
+        // SAFETY: msg_control points at `control`, large enough for one cmsghdr with 4 bytes of
+        // data (CMSG_SPACE(4) = 24 <= 32); CMSG_FIRSTHDR/CMSG_DATA stay inside it.
+        unsafe {
+            let h = libc::CMSG_FIRSTHDR(&msg);
+            (*h).cmsg_level = libc::SOL_SOCKET;
+            (*h).cmsg_type = libc::SCM_RIGHTS;
+            (*h).cmsg_len = libc::CMSG_LEN(4) as usize;
+            std::ptr::copy_nonoverlapping(fd.to_le_bytes().as_ptr(), libc::CMSG_DATA(h), 4);
+        }
+    }
+    // SAFETY: msg and everything it points at are alive for the call; sock is our end of the
+    // socket pair. The listener is then closed here (the watcher has its own copy).
+    unsafe {
+        libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
+        if fd >= 0 {
+            libc::close(fd);
+        }
+    }
+}
+
+/// The watcher as `vmshim run` sees it.
+pub struct Watcher {
+    child: Child,
+    reader: Option<JoinHandle<(Option<State>, Vec<Capture>)>>,
+    /// The target's end of the socket pair, until the target has been spawned.
+    target_end: Option<OwnedFd>,
+}
+
+impl Watcher {
+    /// Starts `vmshim __watch` (the binary at `vmshim`); the target's end of the socket it listens
+    /// on is [`Watcher::target_fd`].
+    pub fn start(vmshim: &Path) -> io::Result<Watcher> {
+        let mut fds = [0; 2];
+        // SAFETY: socketpair writes two descriptors into `fds`.
+        if unsafe {
+            libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+        } != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors are new and owned by nobody else.
+        let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let listen_fd = ours.as_raw_fd();
+        let mut cmd = Command::new(vmshim);
+        cmd.arg("__watch").stdin(Stdio::null()).stdout(Stdio::piped()).env_remove("LD_PRELOAD");
+        let in_child = move || {
+            // SAFETY: between fork and exec: the socket goes to fd 3 without close-on-exec;
+            // setpgid moves the watcher out of the terminal's foreground group, so Ctrl-C and
+            // Ctrl-Z never reach it.
+            unsafe {
+                // dup2 onto itself keeps close-on-exec: clear it then.
+                let placed = if listen_fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0) == 0
+                } else {
+                    libc::dup2(listen_fd, 3) == 3
+                };
+                if !placed {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::setpgid(0, 0);
+            }
+            Ok(())
+        };
+        // SAFETY: the hook only makes async-signal-safe system calls on copied values.
+        unsafe { std::os::unix::process::CommandExt::pre_exec(&mut cmd, in_child) };
+        let mut child = cmd.spawn()?;
+        drop(ours);
+        let out = child.stdout.take().expect("stdout was piped");
+        let reader =
+            std::thread::Builder::new().name("vmshim-watch".into()).spawn(move || read_frames(out))?;
+        Ok(Watcher { child, reader: Some(reader), target_end: Some(theirs) })
+    }
+
+    /// The descriptor to pass to [`install_in_child`] in the target.
+    pub fn target_fd(&self) -> RawFd {
+        self.target_end.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+
+    /// After the target was spawned: drop vmshim's copy of its end, so that a target that never
+    /// reached its exec leaves the watcher with nothing to wait for.
+    pub fn spawned(&mut self) {
+        self.target_end = None;
+    }
+
+    /// Whether the watcher has said its last (the tree is gone, or it never started).
+    pub fn done(&self) -> bool {
+        self.reader.as_ref().is_none_or(|r| r.is_finished())
+    }
+
+    /// Everything captured so far if the tree is done; what was captured until now if not
+    /// (the watcher then keeps serving the rest of the tree on its own).
+    pub fn finish(mut self) -> (State, Vec<Capture>) {
+        let done = self.done();
+        let (state, captures) = match self.reader.take() {
+            Some(r) if done => r.join().unwrap_or((None, Vec::new())),
+            _ => (Some(State::Watching), Vec::new()),
+        };
+        if done {
+            let _ = self.child.wait();
+        }
+        (state.unwrap_or_else(|| State::Unavailable("the watcher stopped early".into())), captures)
+    }
+}
+
+const FRAME_STATE: u32 = 1;
+const FRAME_CAPTURE: u32 = 2;
+
+fn read_frames(mut out: ChildStdout) -> (Option<State>, Vec<Capture>) {
+    let mut state = None;
+    let mut captures = Vec::new();
+    let mut word = [0u8; 4];
+    while out.read_exact(&mut word).is_ok() {
+        match u32::from_le_bytes(word) {
+            FRAME_STATE => {
+                let Ok(errno) = read_u32(&mut out) else { break };
+                state = Some(match errno {
+                    0 => State::Watching,
+                    e if e == libc::EACCES as u32 => State::Unavailable(
+                        "installing the exit watcher needs CAP_SYS_ADMIN (run vmshim as root)".into(),
+                    ),
+                    e => State::Unavailable(format!(
+                        "seccomp refused the exit watcher: {}",
+                        io::Error::from_raw_os_error(e as i32)
+                    )),
+                });
+            }
+            FRAME_CAPTURE => match read_capture(&mut out) {
+                Ok(c) => captures.push(c),
+                Err(_) => break,
+            },
+            _ => break,
+        }
+    }
+    (state, captures)
+}
+
+fn read_u32(r: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn read_u64(r: &mut impl Read) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+fn read_blob(r: &mut impl Read) -> io::Result<Vec<u8>> {
+    let len = read_u32(r)? as usize;
+    let mut v = vec![0u8; len];
+    r.read_exact(&mut v)?;
+    Ok(v)
+}
+
+fn read_capture(r: &mut impl Read) -> io::Result<Capture> {
+    let pid = read_u32(r)?;
+    let _tid = read_u32(r)?;
+    let code = read_u32(r)? as i32;
+    let mono_ns = read_u64(r)?;
+    let smaps = read_blob(r)?;
+    let names = String::from_utf8_lossy(&read_blob(r)?).into_owned();
+    let thread_names = names
+        .lines()
+        .filter_map(|l| {
+            let (tid, name) = l.split_once('\t')?;
+            Some((tid.parse().ok()?, name.to_owned()))
+        })
+        .collect();
+    Ok(Capture { pid, code, mono_ns, smaps, thread_names })
+}
+
+fn put_blob(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// CLOCK_MONOTONIC in ns.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `vmshim __watch`: the listener process. Takes the listener from the socket at fd 3, answers
+/// every notification until the last process of the tree is gone, and writes what it captured
+/// to stdout. Exits 0.
+pub fn serve() -> u8 {
+    // SAFETY: signal() sets dispositions: this process must survive its reader going away and
+    // the terminal's signals, since the tree's exits depend on it.
+    unsafe {
+        for sig in [libc::SIGPIPE, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTERM, libc::SIGTSTP] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+    }
+    let mut out = io::stdout().lock();
+    let (listener, errno) = receive_listener(3);
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&FRAME_STATE.to_le_bytes());
+    frame.extend_from_slice(&(errno as u32).to_le_bytes());
+    let mut reading = out.write_all(&frame).and_then(|()| out.flush()).is_ok();
+    let Some(listener) = listener else { return 0 };
+    loop {
+        let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one live pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if r < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        if pfd.revents & libc::POLLIN != 0 {
+            if let Some(frame) = answer(listener.as_raw_fd(), reading) {
+                reading = out.write_all(&frame).and_then(|()| out.flush()).is_ok();
+            }
+        } else if pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            break;
+        }
+    }
+    0
+}
+
+/// The listener sent by [`install_in_child`], or the errno that refused it.
+fn receive_listener(sock: RawFd) -> (Option<OwnedFd>, i32) {
+    let mut word = [0u8; 4];
+    let mut iov = libc::iovec { iov_base: word.as_mut_ptr().cast(), iov_len: word.len() };
+    let mut control = [0u64; 4];
+    // SAFETY: plain data.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: msg and its buffers are alive for the call.
+    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    // SAFETY: closes our socket, which is not used again.
+    unsafe { libc::close(sock) };
+    if n != 4 {
+        // The target never got to its exec.
+        return (None, libc::ECHILD);
+    }
+    let errno = i32::from_le_bytes(word);
+    // SAFETY: CMSG_FIRSTHDR reads msg_control/msg_controllen set by recvmsg; the data of an
+    // SCM_RIGHTS header of CMSG_LEN(4) is one descriptor, now ours.
+    unsafe {
+        let h = libc::CMSG_FIRSTHDR(&msg);
+        if errno == 0
+            && !h.is_null()
+            && (*h).cmsg_level == libc::SOL_SOCKET
+            && (*h).cmsg_type == libc::SCM_RIGHTS
+            && (*h).cmsg_len == libc::CMSG_LEN(4) as usize
+        {
+            let mut fd = [0u8; 4];
+            std::ptr::copy_nonoverlapping(libc::CMSG_DATA(h), fd.as_mut_ptr(), 4);
+            return (Some(OwnedFd::from_raw_fd(i32::from_le_bytes(fd))), 0);
+        }
+    }
+    (None, if errno == 0 { libc::EPROTO } else { errno })
+}
+
+/// Takes one notification, captures the process when its reader still reads (`capture`), and
+/// lets the call continue. The frame to send, if any.
+fn answer(listener: RawFd, capture: bool) -> Option<Vec<u8>> {
+    // SAFETY: seccomp_notif is plain data; RECV wants it zeroed.
+    let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: RECV fills `req`.
+    if unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut req) } != 0 {
+        // The caller was killed before we took it (ENOENT), or interrupted: nothing to answer.
+        return None;
+    }
+    let frame = capture.then(|| capture_frame(req.pid, req.data.args[0] as i32));
+    let resp = libc::seccomp_notif_resp {
+        id: req.id,
+        val: 0,
+        error: 0,
+        flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+    };
+    // SAFETY: SEND reads `resp`. It fails only if the caller is gone (killed meanwhile).
+    let sent = unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) } == 0;
+    // A capture of a task that was killed while we read it may be of a reused pid: dropped.
+    frame.filter(|_| sent)
+}
+
+fn capture_frame(tid: u32, code: i32) -> Vec<u8> {
+    let mono_ns = monotonic_ns();
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+    let pid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(tid);
+    let smaps = std::fs::read(format!("/proc/{tid}/smaps")).unwrap_or_default();
+    let mut names = String::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for e in dir.flatten() {
+            let Some(t) = e.file_name().to_str().map(str::to_owned) else { continue };
+            if let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) {
+                names.push_str(&format!("{t}\t{}\n", comm.trim_end()));
+            }
+        }
+    }
+    let mut f = Vec::with_capacity(smaps.len() + names.len() + 40);
+    f.extend_from_slice(&FRAME_CAPTURE.to_le_bytes());
+    f.extend_from_slice(&pid.to_le_bytes());
+    f.extend_from_slice(&tid.to_le_bytes());
+    f.extend_from_slice(&(code as u32).to_le_bytes());
+    f.extend_from_slice(&mono_ns.to_le_bytes());
+    put_blob(&mut f, &smaps);
+    put_blob(&mut f, names.as_bytes());
+    f
+}

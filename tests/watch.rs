@@ -1,0 +1,163 @@
+//! The exit watcher (report/src/watch.rs): every process of the tree is seen at its exit_group
+//! with its address space whole, `vmshim run` waits for the tree's last process (a daemon
+//! included) and passes signals on to it, and `--attachable` leaves the target free for a
+//! debugger while the kernel's map at exit is still captured.
+
+use crate::common::*;
+use crate::under_vmshim::{TIMEOUT, load_report, u};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn vmshim_run(dir: &TestDir, args: &[&str], cmd: &[&str]) -> Command {
+    let mut c = Command::new(vmshim_bin());
+    c.current_dir(dir.path()).arg("run").args(args).arg("--").args(cmd);
+    c
+}
+
+/// The JSON report of the trace in `dir` (named `prefix*`) whose process is `pid`.
+fn report_of(dir: &Path, prefix: &str, pid: u32) -> (PathBuf, Value) {
+    let mut seen = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if !p.file_name().unwrap().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let out = run_with_timeout(Command::new(vmshim_bin()).arg("report").arg("--json").arg(&p), TIMEOUT);
+        let Ok(report) = serde_json::from_slice::<Value>(&out.stdout) else { continue };
+        if u(&report["process"]["pid"]) == pid as u64 {
+            return (p, report);
+        }
+        seen.push(format!("{} -> {}", p.display(), report["process"]["pid"]));
+    }
+    panic!("no trace of pid {pid} in {}: {seen:?}", dir.display())
+}
+
+fn field(lines: &[String], key: &str) -> u64 {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no '{key}' line in {lines:?}"))
+}
+
+/// Issue 12, item 4: `vmshim run` of a program that daemonizes (fork, fork, setsid, the parent
+/// exits) waits for the daemon, and the daemon's trace holds the kernel's map at its exit: the
+/// VSZ it read from /proc/self/statm just before exit(4).
+#[test]
+fn vmshim_run_follows_a_daemon_and_captures_its_exit_map() {
+    let dir = TestDir::new("watch_daemon");
+    let prog = build_c("daemon");
+    let mut h = Handshake::start(
+        &mut vmshim_run(
+            &dir,
+            &["--report", "/dev/null", "--out", "t.trace"],
+            &[prog.to_str().unwrap(), "timed"],
+        ),
+        TIMEOUT,
+    );
+    let top = h.pid();
+    let daemon = field(&[h.next_line()], "daemon ") as u32;
+    let out = h.finish();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the top process's status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<String> = stdout.lines().map(str::to_owned).collect();
+    let vsz = field(&lines, "vsz ");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "process {top} exited; waiting for the 1 process of its tree still running ({daemon})"
+        )),
+        "{err}"
+    );
+    let (path, report) = report_of(dir.path(), "t.trace.", daemon);
+    assert_eq!(
+        u(&report["vsz"]["kernel_final_bytes"]),
+        vsz,
+        "{}: the daemon's map at exit is the VSZ it read just before exit",
+        path.display()
+    );
+    assert!(
+        report["process"]["exit"].as_str().unwrap_or_default().contains("exited 4"),
+        "{}",
+        report["process"]
+    );
+}
+
+/// Issue 12, item 4: while vmshim waits for a daemon, a SIGTERM sent to vmshim reaches the
+/// daemon (whose handler makes it exit 5), and vmshim then exits with the top process's status.
+#[test]
+fn a_signal_to_vmshim_while_it_waits_reaches_the_daemon() {
+    let dir = TestDir::new("watch_daemon_term");
+    let prog = build_c("daemon");
+    let mut h = Handshake::start(
+        &mut vmshim_run(
+            &dir,
+            &["--report", "/dev/null", "--out", "t.trace"],
+            &[prog.to_str().unwrap(), "signal"],
+        ),
+        TIMEOUT,
+    );
+    let daemon = field(&[h.next_line()], "daemon ") as u32;
+    // The top process has exited once vmshim waits for the tree (it says so at 0.5 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(TIMEOUT);
+    while std::fs::metadata(format!("/proc/{}", h.pid())).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the top process did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    h.signal_child(libc::SIGTERM);
+    let out = h.finish();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    let vsz = field(&lines, "vsz ");
+    let (_, report) = report_of(dir.path(), "t.trace.", daemon);
+    assert_eq!(u(&report["vsz"]["kernel_final_bytes"]), vsz);
+    assert!(
+        report["process"]["exit"].as_str().unwrap_or_default().contains("exited 5"),
+        "{}",
+        report["process"]
+    );
+}
+
+/// Issue 11, case 4: under `vmshim run --attachable` a debugger attaches to the target
+/// (`gdb -p`), which then runs on and ends as it would bare; the kernel's map at its exit still
+/// comes with the report (from the exit watcher). Without the flag vmshim traces the target and
+/// the kernel lets no second tracer in.
+#[test]
+fn a_debugger_attaches_to_a_target_run_attachable() {
+    let dir = TestDir::new("watch_gdb");
+    let harm = build_c("harm");
+    for attachable in [true, false] {
+        let mut args = vec!["--json", "--report", "r.json", "--out", "t.trace"];
+        if attachable {
+            args.insert(0, "--attachable");
+        }
+        let _ = std::fs::remove_file(dir.join("t.trace"));
+        let h =
+            Handshake::start(&mut vmshim_run(&dir, &args, &[harm.to_str().unwrap(), "term"]), TIMEOUT);
+        let pid = h.pid().to_string();
+        let gdb = run_with_timeout(
+            Command::new("gdb").args(["-nx", "-batch", "-p", &pid, "-ex", "info inferiors"]),
+            TIMEOUT,
+        );
+        let said =
+            format!("{}{}", String::from_utf8_lossy(&gdb.stdout), String::from_utf8_lossy(&gdb.stderr));
+        if attachable {
+            assert!(said.contains(&format!("process {pid}")) && !said.contains("not permitted"), "{said}");
+        } else {
+            assert!(said.contains("not permitted"), "held with ptrace, a second tracer is refused: {said}");
+        }
+        h.signal_child(libc::SIGTERM);
+        let out = h.finish();
+        assert_eq!(out.status.code(), Some(3), "the handler ran: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("term"));
+        let report = load_report(&dir.join("r.json"));
+        assert!(u(&report["vsz"]["kernel_final_bytes"]) > 0, "attachable {attachable}: {}", report["vsz"]);
+        std::fs::remove_dir_all(dir.path()).ok();
+        std::fs::create_dir_all(dir.path()).unwrap();
+    }
+}
