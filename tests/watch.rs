@@ -137,8 +137,7 @@ fn a_debugger_attaches_to_a_target_run_attachable() {
             args.insert(0, "--attachable");
         }
         let _ = std::fs::remove_file(dir.join("t.trace"));
-        let h =
-            Handshake::start(&mut vmshim_run(&dir, &args, &[harm.to_str().unwrap(), "term"]), TIMEOUT);
+        let h = Handshake::start(&mut vmshim_run(&dir, &args, &[harm.to_str().unwrap(), "term"]), TIMEOUT);
         let pid = h.pid().to_string();
         let gdb = run_with_timeout(
             Command::new("gdb").args(["-nx", "-batch", "-p", &pid, "-ex", "info inferiors"]),
@@ -160,4 +159,27 @@ fn a_debugger_attaches_to_a_target_run_attachable() {
         std::fs::remove_dir_all(dir.path()).ok();
         std::fs::create_dir_all(dir.path()).unwrap();
     }
+}
+
+/// Issue 12, item 3: a program whose non-main thread execs /bin/sh is reported as sh, against
+/// sh's own map at exit (the old leader's exit stop showed the old image's map: 16,284 KiB
+/// with the exec'd-from thread's 8 MiB stack, where sh had 8,200 KiB).
+#[test]
+fn an_exec_from_a_thread_is_reconciled_against_the_new_images_map() {
+    let dir = TestDir::new("watch_threadexec");
+    let prog = build_c("threadexec");
+    let out = run_with_timeout(
+        &mut vmshim_run(
+            &dir,
+            &["--json", "--report", "r.json", "--out", "t.trace"],
+            &[prog.to_str().unwrap()],
+        ),
+        TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    let vsz = field(&lines, "pages ") * page_size();
+    let report = load_report(&dir.join("r.json"));
+    assert!(report["process"]["exe"].as_str().unwrap_or_default().ends_with("sh"), "{}", report["process"]);
+    assert_eq!(u(&report["vsz"]["kernel_final_bytes"]), vsz, "sh's own VSZ, read by sh before it exited");
 }
