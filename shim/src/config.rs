@@ -16,6 +16,10 @@ pub const VARS: &[(&str, &str)] = &[
         "VMSHIM_TRACER",
         "set by `vmshim run`: the launcher's pid, which traces the main thread; a PTRACE_TRACEME asks it to let go first",
     ),
+    (
+        "VMSHIM_RUN",
+        "set by `vmshim run`: the run's id, 16 hex digits, written into every trace of the tree (Start.run_id; 0 when unset or malformed)",
+    ),
     ("VMSHIM_DEPTH", "most frames recorded per stack (default 64, at most 128)"),
     (
         "VMSHIM_NAME_MAPPINGS",
@@ -109,6 +113,21 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
     })
 }
 
+/// `VMSHIM_RUN` as hex: 1 to 16 hex digits, else 0.
+pub fn run_id() -> u64 {
+    parse_hex(getenv("VMSHIM_RUN").unwrap_or(b""))
+}
+
+/// 1 to 16 hex digits as a number; 0 for anything else.
+pub fn parse_hex(s: &[u8]) -> u64 {
+    if s.is_empty() || s.len() > 16 {
+        return 0;
+    }
+    let digits: Option<u64> =
+        s.iter().try_fold(0u64, |acc, &c| Some(acc << 4 | (c as char).to_digit(16)? as u64));
+    digits.unwrap_or(0)
+}
+
 pub fn load() -> Config {
     let num = |name| getenv(name).and_then(parse_u64);
     let segment_bytes =
@@ -118,5 +137,17 @@ pub fn load() -> Config {
         segment_bytes,
         depth: num("VMSHIM_DEPTH").map_or(64, |d| d.clamp(1, vmshim_trace::MAX_FRAMES as u64) as usize),
         name_mappings: getenv("VMSHIM_NAME_MAPPINGS") == Some(b"1"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_ids_are_hex_or_zero() {
+        assert_eq!(super::parse_hex(b"0123456789abcdef"), 0x0123_4567_89ab_cdef);
+        assert_eq!(super::parse_hex(b"FF"), 255);
+        for bad in [&b""[..], b"12345678901234567", b"xyz", b"12 3"] {
+            assert_eq!(super::parse_hex(bad), 0);
+        }
     }
 }

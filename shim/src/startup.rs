@@ -56,6 +56,7 @@ fn record_start(scratch: &mut [u8]) {
     for a in cmd.split(|&b| b == 0).take(argc) {
         e.put_str(a, 4096);
     }
+    e.put_start_origin(crate::config::run_id(), None);
     if let Some(len) = e.finish() {
         writer::append(&buf[..len]);
     }

@@ -5,7 +5,7 @@
 //!
 //! | kind | body |
 //! |---|---|
-//! | Start | pid u32, ppid u32, page_size u32, 0 u32, mono_ns u64, real_ns u64, exe str, trace_path str, argc u32, argv str... |
+//! | Start | pid u32, ppid u32, page_size u32, 0 u32, mono_ns u64, real_ns u64, exe str, trace_path str, argc u32, argv str..., run_id u64, origin u32 (0 exec, 1 fork), and for origin 1: parent_tid u32, fork_mono_ns u64, frames (the forking call's stack). A trace written before run_id existed ends after argv (at most 7 bytes of padding follow) and reads as run_id 0, no fork. |
 //! | Maps | source u8, 0 u8 x3, chunk u32, text str |
 //! | Module | base u64, lo u64, hi u64, build_id str, path str |
 //! | Call | call u16, flags u16, tid u32, time_ns u64, args u64 x6, result u64, errno i32, 0 u32, frames (or, with CALL_FLAG_STACK_REF, the u64 file offset of a Stack record) |
@@ -33,7 +33,30 @@ pub struct Start {
     /// Where the shim wrote this trace; its mappings of the file are the shim's own.
     pub trace_path: String,
     pub argv: Vec<String>,
+    /// The run this process belongs to: `VMSHIM_RUN` parsed as hex, set by `vmshim run` for
+    /// every process of the tree; 0 when it was unset or malformed (or the trace predates it).
+    pub run_id: u64,
+    /// Set when the trace was created inside fork, in the child (origin 1); `None` for an image
+    /// that started from exec (origin 0), or a trace written before the field existed.
+    pub fork: Option<Fork>,
 }
+
+/// How a fork child came to be, noted in the parent as fork was called.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fork {
+    /// The parent's thread that called fork.
+    pub parent_tid: u32,
+    /// CLOCK_MONOTONIC when fork was called: the clock of `Start::mono_ns` and call records.
+    pub mono_ns: u64,
+    /// The forking call's stack: absolute return addresses in the parent (and child, which
+    /// shares its image), innermost first, as in call records.
+    pub stack: Vec<u64>,
+}
+
+/// `Start::fork`'s origin word: the image started from exec.
+pub const ORIGIN_EXEC: u32 = 0;
+/// `Start::fork`'s origin word: the trace was created in a fork child.
+pub const ORIGIN_FORK: u32 = 1;
 
 /// One chunk of a maps text; chunks of one source concatenate in `chunk` order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -294,7 +317,31 @@ fn decode_body(kind: Kind, r: &mut Reader<'_>) -> Result<Option<Event>, Error> {
                 return Err(r.err(format!("argc {argc} exceeds what the record can hold")));
             }
             let argv = (0..argc).map(|_| r.string()).collect::<Result<_, _>>()?;
-            Event::Start(Start { pid, ppid, page_size, mono_ns, real_ns, exe, trace_path, argv })
+            // Older traces end here; their record padding is under 8 bytes, shorter than
+            // run_id and origin together.
+            let (run_id, fork) = if r.buf.len() - r.pos < 12 {
+                (0, None)
+            } else {
+                let run_id = r.u64()?;
+                let fork = match r.u32()? {
+                    ORIGIN_EXEC => None,
+                    ORIGIN_FORK => Some(Fork { parent_tid: r.u32()?, mono_ns: r.u64()?, stack: r.frames()? }),
+                    o => return Err(r.err(format!("unknown process origin {o}"))),
+                };
+                (run_id, fork)
+            };
+            Event::Start(Start {
+                pid,
+                ppid,
+                page_size,
+                mono_ns,
+                real_ns,
+                exe,
+                trace_path,
+                argv,
+                run_id,
+                fork,
+            })
         }
         Kind::Maps => {
             let source = match r.u8()? {
@@ -778,6 +825,68 @@ mod tests {
                 g[i] ^= bit;
                 let _ = parse(&g);
             }
+        }
+    }
+
+    /// A Start record as the shim writes it, with the tail `tail` puts after argv.
+    fn start_record(argv: &[&str], tail: impl FnOnce(&mut Encoder<'_>)) -> Vec<u8> {
+        let mut buf = [0u8; 4096];
+        let mut e = Encoder::new(&mut buf, Kind::Start);
+        e.put_u32(1234);
+        e.put_u32(1);
+        e.put_u32(4096);
+        e.put_u32(0);
+        e.put_u64(111);
+        e.put_u64(222);
+        e.put_str(b"/bin/true", 4096);
+        e.put_str(b"/tmp/t.trace", 4096);
+        e.put_u32(argv.len() as u32);
+        for a in argv {
+            e.put_str(a.as_bytes(), 4096);
+        }
+        tail(&mut e);
+        let n = e.finish().unwrap();
+        buf[..n].to_vec()
+    }
+
+    fn only_start(f: &[u8]) -> Start {
+        match parse(f).unwrap().events.as_slice() {
+            [Event::Start(s)] => s.clone(),
+            other => panic!("not one Start: {other:?}"),
+        }
+    }
+
+    /// Issue 12: Start carries the run id and, for a trace created in a fork child, the
+    /// parent's forking thread, the fork's time and its stack; a Start written before these
+    /// fields existed still reads, as run 0 from exec.
+    #[test]
+    fn start_round_trips_run_id_and_fork_origin_and_old_starts_still_read() {
+        // Every argv length, so that the old record's padding takes each value 0..8.
+        for n in 0..9 {
+            let args: Vec<String> = (0..n).map(|i| "a".repeat(i + 1)).collect();
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            let old = only_start(&file_with(&[start_record(&argv, |_| {})]));
+            assert_eq!((old.run_id, old.fork.clone(), old.argv.len()), (0, None, n), "{n} args");
+            let exec = only_start(&file_with(&[start_record(&argv, |e| {
+                e.put_start_origin(0x0123_4567_89ab_cdef, None)
+            })]));
+            assert_eq!((exec.run_id, exec.fork, exec.argv), (0x0123_4567_89ab_cdef, None, args.clone()));
+            let fork = only_start(&file_with(&[start_record(&argv, |e| {
+                e.put_start_origin(u64::MAX, Some((4321, 99, &[7, 8, 9])))
+            })]));
+            assert_eq!(fork.run_id, u64::MAX);
+            assert_eq!(fork.fork, Some(Fork { parent_tid: 4321, mono_ns: 99, stack: vec![7, 8, 9] }));
+            assert_eq!((fork.pid, fork.ppid, fork.mono_ns, fork.argv), (1234, 1, 111, args));
+        }
+        let bad = start_record(&[], |e| {
+            e.put_u64(1);
+            e.put_u32(7);
+        });
+        let err = parse(&file_with(&[bad])).unwrap_err();
+        assert!(err.message.contains("unknown process origin 7"), "{err}");
+        let f = file_with(&[start_record(&["x"], |e| e.put_start_origin(5, Some((1, 2, &[3; 20]))))]);
+        for cut in 0..f.len() {
+            let _ = parse(&f[..cut]);
         }
     }
 

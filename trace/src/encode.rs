@@ -75,6 +75,22 @@ impl<'a> Encoder<'a> {
         }
     }
 
+    /// The tail of a [`Kind::Start`] record, after argv: the run id, then the origin — exec
+    /// (`fork: None`) or a fork child, with `(parent_tid, fork_mono_ns, forking stack)`.
+    #[inline]
+    pub fn put_start_origin(&mut self, run_id: u64, fork: Option<(u32, u64, &[u64])>) {
+        self.put_u64(run_id);
+        match fork {
+            None => self.put_u32(crate::decode::ORIGIN_EXEC),
+            Some((parent_tid, mono_ns, stack)) => {
+                self.put_u32(crate::decode::ORIGIN_FORK);
+                self.put_u32(parent_tid);
+                self.put_u64(mono_ns);
+                self.put_frames(stack);
+            }
+        }
+    }
+
     /// Overwrites 8 bytes at `at` (a position returned by [`Encoder::position`] before the field
     /// was put), for fields known only after the record's slot was reserved.
     #[inline]

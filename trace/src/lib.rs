@@ -28,7 +28,7 @@ use std::fmt;
 pub mod decode;
 mod encode;
 
-pub use decode::{Event, Stream, parse};
+pub use decode::{Event, Fork, Stream, parse};
 pub use encode::Encoder;
 
 /// First eight bytes of every trace file.
