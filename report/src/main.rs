@@ -231,33 +231,6 @@ fn shim_path() -> Result<PathBuf, Failure> {
     }
 }
 
-/// The trace of the program image that exited, among `first`, `first.1`, `first.2`, ... (the
-/// shim never writes over a file: a taken name gets the next free suffix, so an exec'd image
-/// and a fork child with the same name write `.N` files beside the first). Only traces whose
-/// start record names `pid` and came after `since` (Unix ns) count, so an older trace left
-/// under that name by an earlier run with the same pid is never taken.
-fn last_image_trace(first: &Path, pid: u32, since: u64) -> Option<PathBuf> {
-    let ours = |p: &Path| read::start_of(p).is_some_and(|s| s.pid == pid && s.real_ns >= since);
-    let mut last = ours(first).then(|| first.to_path_buf());
-    // Stale files from earlier runs can fill any numbers below ours: look past gaps a little.
-    let mut misses = 0;
-    for n in 1.. {
-        let next = PathBuf::from(format!("{}.{n}", first.display()));
-        if !next.exists() {
-            misses += 1;
-            if misses > 8 {
-                break;
-            }
-            continue;
-        }
-        misses = 0;
-        if ours(&next) {
-            last = Some(next);
-        }
-    }
-    last
-}
-
 /// A random id for one `vmshim run`, which the shim writes into every trace of the run.
 fn new_run_id() -> u64 {
     use std::io::Read;
@@ -272,46 +245,49 @@ fn new_run_id() -> u64 {
     u64::from_le_bytes(id).max(1)
 }
 
-/// The traces of this run's processes other than `top`: in `first`'s directory, named after
-/// it (`first.*`, or `vmshim.*` for the default `vmshim.<pid>.trace`), begun since `since`.
-fn run_traces(first: &Path, since: u64, top: &Path) -> Vec<(vmshim_trace::decode::Start, PathBuf)> {
+/// The traces of this run's processes, each with its start record: `first` and the files named
+/// after it in its directory (`first.*`, or `vmshim.*` for the default `vmshim.<pid>.trace`),
+/// begun since `since` (Unix ns), with the run's id. An older trace left there by an earlier run,
+/// even with the same pid, is never one of them.
+fn run_traces(first: &Path, since: u64, run_id: u64) -> Vec<(vmshim_trace::decode::Start, PathBuf)> {
     let dir = first.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = first.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let default = name.starts_with("vmshim.") && name.ends_with(".trace");
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p != top)
         .filter(|p| {
             let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             if default {
                 n.starts_with("vmshim.") && n.contains(".trace")
             } else {
-                n.starts_with(&format!("{name}."))
+                n == name || n.starts_with(&format!("{name}."))
             }
         })
-        .filter_map(|p| read::start_of(&p).filter(|s| s.real_ns >= since).map(|s| (s, p)))
+        .filter_map(|p| {
+            read::start_of(&p).filter(|s| s.real_ns >= since && s.run_id == run_id).map(|s| (s, p))
+        })
         .collect()
+}
+
+/// The trace of the image of `pid` that began last (the one that exited, after any exec).
+fn last_image_trace(traces: &[(vmshim_trace::decode::Start, PathBuf)], pid: u32) -> Option<PathBuf> {
+    traces.iter().filter(|(s, _)| s.pid == pid).max_by_key(|(s, _)| s.mono_ns).map(|(_, p)| p.clone())
 }
 
 /// Adds each watched exit's map to the trace of the process image that made it: the trace of
 /// that pid begun last before the exit.
 fn attach_exit_maps(
-    first: &Path,
-    since: u64,
+    traces: &[(vmshim_trace::decode::Start, PathBuf)],
     top: &Path,
     exits: &[watch::Capture],
     strict: bool,
     code: &mut u8,
 ) {
-    if exits.is_empty() {
-        return;
-    }
-    let traces = run_traces(first, since, top);
     for c in exits.iter().filter(|c| !c.smaps.is_empty()) {
         let Some((_, path)) = traces
             .iter()
-            .filter(|(s, _)| s.pid == c.pid && s.mono_ns <= c.mono_ns)
+            .filter(|(s, p)| s.pid == c.pid && s.mono_ns <= c.mono_ns && p != top)
             .max_by_key(|(s, _)| s.mono_ns)
         else {
             continue;
@@ -444,7 +420,8 @@ fn run(a: cli::RunArgs) -> Result<u8, Failure> {
         eprintln!("vmshim: stopped waiting for the tree; the processes left run on, unwatched from now");
     }
     let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
-    let Some(trace) = last_image_trace(&first, outcome.pid, since) else {
+    let traces = run_traces(&first, since, run_id);
+    let Some(trace) = last_image_trace(&traces, outcome.pid) else {
         if early_problem.is_none() {
             warn(
                 a.strict,
@@ -466,7 +443,7 @@ fn run(a: cli::RunArgs) -> Result<u8, Failure> {
     if a.out.is_some() && trace != first && read::start_of(&first).is_none_or(|s| s.pid != outcome.pid) {
         eprintln!("vmshim: {} was taken; the trace is {}", first.display(), trace.display());
     }
-    attach_exit_maps(&first, since, &trace, &outcome.exits, a.strict, &mut code);
+    attach_exit_maps(&traces, &trace, &outcome.exits, a.strict, &mut code);
     let fin = read::Final {
         smaps: outcome.final_smaps,
         thread_names: outcome.thread_names,
