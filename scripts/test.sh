@@ -13,6 +13,8 @@
 #               (alloc_new_heap, allocate_stack) from /usr/lib/debug/.build-id/
 #   chromium    renders the HTML report headless (tests/views.rs)
 #   libtcmalloc-minimal4  a library that exports mmap ahead of the shim (tests/harm.rs)
+#   nginx-light a master that forks workers which switch to nobody (tests/real_trees.rs)
+#   gdb         attaches to a target under `vmshim run --attachable` (tests/watch.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,8 @@ missing=()
 command -v go >/dev/null || missing+=(golang-go)
 command -v gcc >/dev/null || missing+=(gcc libc6-dev)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v gdb >/dev/null || missing+=(gdb)
+[[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
 for pkg in libc6-dbg libtcmalloc-minimal4; do
   if command -v dpkg-query >/dev/null &&
     [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]]; then
