@@ -183,3 +183,29 @@ fn an_exec_from_a_thread_is_reconciled_against_the_new_images_map() {
     assert!(report["process"]["exe"].as_str().unwrap_or_default().ends_with("sh"), "{}", report["process"]);
     assert_eq!(u(&report["vsz"]["kernel_final_bytes"]), vsz, "sh's own VSZ, read by sh before it exited");
 }
+
+/// Without CAP_SYS_ADMIN (vmshim run by nobody) the watcher cannot be installed, and vmshim
+/// never sets no_new_privs to get it: the target runs and ends as bare, vmshim says why the
+/// tree's other exits are not captured, and the target's own map at exit still comes (ptrace).
+#[test]
+fn without_the_capability_the_target_runs_as_bare_and_vmshim_says_why() {
+    let dir = TestDir::new("watch_nobody");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let harm = build_c("harm");
+    let bare = run_with_timeout(Command::new(&harm).arg("traceme"), TIMEOUT);
+    let out = run_with_timeout(
+        Command::new("setpriv")
+            .current_dir(dir.path())
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(vmshim_bin())
+            .args(["run", "--json", "--report", "r.json", "--out", "t.trace", "--"])
+            .arg(&harm)
+            .arg("traceme"),
+        TIMEOUT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), &out.stdout), (bare.status.code(), &bare.stdout), "{err}");
+    assert!(err.contains("the exit watcher needs CAP_SYS_ADMIN"), "{err}");
+    let report = load_report(&dir.join("r.json"));
+    assert!(u(&report["vsz"]["kernel_final_bytes"]) > 0, "{}", report["vsz"]);
+}

@@ -414,7 +414,7 @@ fn run(a: cli::RunArgs) -> Result<u8, Failure> {
     let outcome = launch::launch(&l).map_err(|e| Failure(2, e.to_string()))?;
     let mut code = outcome.exit_code.clamp(0, 255) as u8;
     if let Some(watch::State::Unavailable(why)) = &outcome.watched {
-        eprintln!("vmshim: note: exits of the tree's other processes are not captured ({why})");
+        eprintln!("vmshim: note: no other process of the tree has the kernel's map at exit: {why}");
     }
     if outcome.left_running {
         eprintln!("vmshim: stopped waiting for the tree; the processes left run on, unwatched from now");

@@ -230,9 +230,9 @@ fn read_frames(mut out: ChildStdout) -> (Option<State>, Vec<Capture>) {
                 let Ok(errno) = read_u32(&mut out) else { break };
                 state = Some(match errno {
                     0 => State::Watching,
-                    e if e == libc::EACCES as u32 => State::Unavailable(
-                        "installing the exit watcher needs CAP_SYS_ADMIN (run vmshim as root)".into(),
-                    ),
+                    e if e == libc::EACCES as u32 => {
+                        State::Unavailable("the exit watcher needs CAP_SYS_ADMIN: run vmshim as root".into())
+                    }
                     e => State::Unavailable(format!(
                         "seccomp refused the exit watcher: {}",
                         io::Error::from_raw_os_error(e as i32)
