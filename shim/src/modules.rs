@@ -16,6 +16,12 @@ static KNOWN: [(AtomicU64, AtomicU64); KNOWN_MAX] =
 static TEXT: [(AtomicU64, AtomicU64); KNOWN_MAX] =
     [const { (AtomicU64::new(0), AtomicU64::new(0)) }; KNOWN_MAX];
 static KNOWN_LEN: AtomicUsize = AtomicUsize::new(0);
+/// What a fork child needs to write each known image's record again without asking the loader
+/// (whose lock another thread of the parent may have held at the fork, and no fork handler
+/// resets): the load bias, where the build id lies in the image and its length, and the
+/// loader's name string. Read back with [`sys::read_own_memory_partial`], never dereferenced:
+/// an image the parent unloaded before the fork is gone.
+static INFO: [[AtomicU64; 4]; KNOWN_MAX] = [const { [const { AtomicU64::new(0) }; 4] }; KNOWN_MAX];
 
 fn known() -> &'static [(AtomicU64, AtomicU64)] {
     &KNOWN[..KNOWN_LEN.load(Acquire).min(KNOWN_MAX)]
@@ -30,6 +36,14 @@ pub fn in_image(addr: u64) -> bool {
     known().iter().any(|(lo, hi)| (lo.load(Relaxed)..hi.load(Relaxed)).contains(&addr))
 }
 
+/// The span of the executable segment of the recorded image that holds `addr`.
+pub fn text_of(addr: u64) -> Option<(u64, u64)> {
+    TEXT[..known().len()]
+        .iter()
+        .map(|(lo, hi)| (lo.load(Relaxed), hi.load(Relaxed)))
+        .find(|(lo, hi)| (*lo..*hi).contains(&addr))
+}
+
 /// Whether `addr` lies in a recorded image's executable segment (a plausible return address).
 pub fn in_text(addr: u64) -> bool {
     TEXT[..known().len()].iter().any(|(lo, hi)| (lo.load(Relaxed)..hi.load(Relaxed)).contains(&addr))
@@ -37,7 +51,10 @@ pub fn in_text(addr: u64) -> bool {
 
 fn remember(f: &Found) {
     let i = KNOWN_LEN.load(Acquire);
-    if let (Some(slot), Some(text)) = (KNOWN.get(i), TEXT.get(i)) {
+    if let (Some(slot), Some(text), Some(info)) = (KNOWN.get(i), TEXT.get(i), INFO.get(i)) {
+        for (w, v) in info.iter().zip([f.base, f.build_id.0 as u64, f.build_id.1 as u64, f.name as u64]) {
+            w.store(v, Relaxed);
+        }
         text.0.store(f.text.0, Relaxed);
         text.1.store(f.text.1, Relaxed);
         slot.1.store(f.hi, Relaxed);
@@ -128,6 +145,35 @@ pub fn record_new(via: Option<(&Guard, usize)>) {
     }
 }
 
+/// In a fork child, whose trace is new: writes a Module record for every image the parent
+/// knew, from what [`INFO`] kept (the parent's records are in the parent's file).
+pub fn record_known() {
+    let mut build_id = [0u8; 64];
+    let mut name = [0u8; 4096];
+    for (i, (lo, hi)) in known().iter().enumerate() {
+        let [base, bid, bid_len, name_at] = &INFO[i];
+        let (base, bid, bid_len, name_at) =
+            (base.load(Relaxed), bid.load(Relaxed), bid_len.load(Relaxed), name_at.load(Relaxed));
+        let b = if bid == 0 {
+            0
+        } else {
+            sys::read_own_memory_partial(bid as usize, &mut build_id[..(bid_len as usize).min(64)])
+        };
+        let n =
+            if name_at == 0 { 0 } else { sys::read_own_memory_partial(name_at as usize, &mut name[..4095]) };
+        let n = name[..n].iter().position(|&c| c == 0).unwrap_or(n);
+        let f = Found {
+            base,
+            lo: lo.load(Relaxed),
+            hi: hi.load(Relaxed),
+            text: (0, 0),
+            build_id: (build_id.as_ptr(), b),
+            name: core::ptr::null(),
+        };
+        write_module_with(&f, &build_id[..b], &name[..n]);
+    }
+}
+
 fn write_module(f: &Found) {
     // SAFETY: both point into a loaded image, which a dlclose could only remove after the
     // watched call returned to the program; dlpi_name is NUL-terminated (empty for the program).
@@ -140,6 +186,11 @@ fn write_module(f: &Found) {
         let n = if f.name.is_null() { &[][..] } else { core::ffi::CStr::from_ptr(f.name).to_bytes() };
         (b, n)
     };
+    write_module_with(f, build_id, name);
+}
+
+/// Writes the record of image `f` with its build id and loader name (empty for the program).
+fn write_module_with(f: &Found, build_id: &[u8], name: &[u8]) {
     let mut exe = [0u8; 4096];
     let path = if name.is_empty() {
         let n = sys::readlink(b"/proc/self/exe\0", &mut exe).max(0) as usize;

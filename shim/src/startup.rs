@@ -23,18 +23,23 @@ unsafe impl Sync for Scratch {}
 static SCRATCH: Scratch = Scratch(UnsafeCell::new([0; SCRATCH_BYTES]));
 
 /// Records the start-up state. Call only as the writer's single initialiser (after
-/// `writer::begin_init` returned true, before the writer is ready for anyone else).
-pub fn record_all() {
+/// `writer::begin_init` returned true, before the writer is ready for anyone else). `fork`:
+/// this is a fork child's trace, created in the fork; its modules are the parent's, written
+/// from what the parent recorded (the loader is not asked in a fork child).
+pub fn record_all(fork: Option<&crate::fork::Origin<'_>>) {
     // SAFETY: the caller is the single initialiser (see Scratch), and each step's borrow ends
     // before the next step starts.
     let scratch = unsafe { &mut *SCRATCH.0.get() };
-    record_start(scratch);
+    record_start(scratch, fork);
     record_config(scratch);
     record_maps(scratch);
-    crate::modules::record_new(None);
+    match fork {
+        None => crate::modules::record_new(None),
+        Some(_) => crate::modules::record_known(),
+    }
 }
 
-fn record_start(scratch: &mut [u8]) {
+fn record_start(scratch: &mut [u8], fork: Option<&crate::fork::Origin<'_>>) {
     let (exe, rest) = scratch.split_at_mut(4096);
     let (cmdline, buf) = rest.split_at_mut(16 << 10);
     let exe_len = sys::readlink(b"/proc/self/exe\0", exe).max(0) as usize;
@@ -56,7 +61,7 @@ fn record_start(scratch: &mut [u8]) {
     for a in cmd.split(|&b| b == 0).take(argc) {
         e.put_str(a, 4096);
     }
-    e.put_start_origin(crate::config::run_id(), None);
+    e.put_start_origin(crate::config::run_id(), fork.map(|f| (f.parent_tid, f.mono_ns, f.stack)));
     if let Some(len) = e.finish() {
         writer::append(&buf[..len]);
     }
