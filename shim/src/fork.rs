@@ -43,6 +43,8 @@ static NOTE: [Note; NOTES] = [const {
 
 /// How a fork child came to be, as its Start record says it.
 pub struct Origin<'a> {
+    /// The forking process (the child's parent at the fork).
+    pub parent_pid: u32,
     pub parent_tid: u32,
     pub mono_ns: u64,
     /// The forking call's stack, innermost first, beginning at the program's call (the frames
@@ -55,6 +57,7 @@ pub extern "C" fn before_fork() {
     let tid = sys::gettid();
     tls::set(Slot::ForkTid, tid as usize);
     tls::set(Slot::ForkNs, sys::monotonic_ns() as usize);
+    tls::set(Slot::ForkPid, crate::writer::own_pid() as usize);
     tls::set(Slot::ForkNote, 0);
     // A thread inside a hook already (a signal handler that forked) leaves the stack out: the
     // unwinder and its caches are in use.
@@ -101,6 +104,7 @@ pub fn origin_in_child() -> Option<Origin<'static>> {
         return None;
     }
     let mono_ns = tls::get(Slot::ForkNs) as u64;
+    let parent_pid = tls::get(Slot::ForkPid) as u32;
     let stack: &[u64] = match tls::get(Slot::ForkNote).checked_sub(1).and_then(|i| NOTE.get(i)) {
         // SAFETY: the child is single-threaded and has its own copy of the note, which its
         // parent thread finished writing before it forked; nothing writes it in the child.
@@ -115,5 +119,5 @@ pub fn origin_in_child() -> Option<Origin<'static>> {
     for note in &NOTE {
         note.owner.store(0, Relaxed);
     }
-    Some(Origin { parent_tid, mono_ns, stack })
+    Some(Origin { parent_pid, parent_tid, mono_ns, stack })
 }

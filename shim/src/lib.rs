@@ -116,7 +116,12 @@ extern "C" fn after_fork_in_child() {
         return;
     };
     if writer::begin_init() {
-        let origin = origin.unwrap_or(fork::Origin { parent_tid: 0, mono_ns: 0, stack: &[] });
+        let origin = origin.unwrap_or(fork::Origin {
+            parent_pid: syscall::getppid(),
+            parent_tid: 0,
+            mono_ns: 0,
+            stack: &[],
+        });
         // The forking thread's stack may be small: start-up runs on a shim stack.
         if !ownstack::run(|| start(Some(&origin))) {
             writer::abandon_init();

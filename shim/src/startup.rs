@@ -47,7 +47,9 @@ fn record_start(scratch: &mut [u8], fork: Option<&crate::fork::Origin<'_>>) {
     let cmd = &cmdline[..cmd_len];
     let mut e = Encoder::new(buf, Kind::Start);
     e.put_u32(writer::own_pid());
-    e.put_u32(sys::getppid());
+    // A fork child's parent is the process that forked, as it was at the fork: by now a
+    // daemon's intermediate child may have exited and the kernel names another parent.
+    e.put_u32(fork.map_or_else(sys::getppid, |f| f.parent_pid));
     // SAFETY: sysconf only reads a constant for _SC_PAGESIZE.
     e.put_u32(unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u32);
     e.put_u32(0);

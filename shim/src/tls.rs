@@ -4,7 +4,7 @@
 //! (1.9x on a malloc(32)/free loop). The shim is loaded at start-up (LD_PRELOAD), so its TLS
 //! is in the static TLS block and the initial-exec model applies: one `fs`-relative load.
 //!
-//! The block is twelve words: the reentrancy flag ([`crate::guard`]), the malloc hooks'
+//! The block is thirteen words: the reentrancy flag ([`crate::guard`]), the malloc hooks'
 //! `SEEN_HEAP` and `SEEN_FOREIGN` ([`crate::hooks::malloc`]), and the stack range the unwinder
 //! has found readable ([`crate::unwind`]), the thread's id, a second readable range
 //! with the generation it was found in, and what the thread noted as it called fork
@@ -32,12 +32,15 @@ pub enum Slot {
     ForkTid = 9,
     ForkNs = 10,
     ForkNote = 11,
+    /// The forking process's pid: the child's parent, whatever getppid says by the time the
+    /// child asks (a daemon's intermediate child may be gone already).
+    ForkPid = 12,
 }
 
 /// Words in the block.
-const WORDS: usize = 12;
+const WORDS: usize = 13;
 
-const _: () = assert!(WORDS * 8 == 96, "the block's size in the assembly below");
+const _: () = assert!(WORDS * 8 == 104, "the block's size in the assembly below");
 
 #[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(
@@ -47,9 +50,9 @@ core::arch::global_asm!(
     ".globl vmshim_tls_block",
     ".hidden vmshim_tls_block",
     ".type vmshim_tls_block, @object",
-    ".size vmshim_tls_block, 96",
+    ".size vmshim_tls_block, 104",
     "vmshim_tls_block:",
-    ".zero 96",
+    ".zero 104",
     ".popsection",
 );
 
