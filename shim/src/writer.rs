@@ -93,6 +93,9 @@ static SEGS: [AtomicPtr<u8>; MAX_SEGS] = [const { AtomicPtr::new(ptr::null_mut()
 /// Bytes of each segment whose writers are done with them; at the segment's capacity it is
 /// retired (unmapped) by the writer that got it there.
 static DONE: [AtomicU64; MAX_SEGS] = [const { AtomicU64::new(0) }; MAX_SEGS];
+/// One past the highest segment index ever mapped: how much of SEGS and DONE a fork child must
+/// look at (reading an untouched page of them faults in the zero page).
+static SEG_HIGH: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
 /// Segment mappings that exist now (including one that lost a race to map, until it is gone).
 static MAPPED: AtomicU32 = AtomicU32::new(0);
 
@@ -414,6 +417,7 @@ fn segment(i: usize) -> Option<*mut u8> {
     }
     let size = SEG_SIZE.load(Relaxed);
     MAPPED.fetch_update(AcqRel, Acquire, |m| (m < WINDOW).then_some(m + 1)).ok()?;
+    SEG_HIGH.fetch_max(i + 1, AcqRel);
     let m = trace_fd().and_then(|fd| map_segment(fd, i, size).ok());
     let Some(m) = m else {
         MAPPED.fetch_sub(1, AcqRel);
@@ -737,12 +741,17 @@ pub fn reset_after_fork() {
     }
     ALLOC.store(0, Relaxed);
     let size = SEG_SIZE.load(Relaxed) as usize;
-    for (s, d) in SEGS.iter().zip(DONE.iter()) {
-        let p = s.swap(ptr::null_mut(), AcqRel);
-        if !p.is_null() {
+    // Only what was used is written: a store to each of these pages would copy it (the child
+    // shares them with the parent copy-on-write), 32 page copies for two 4096-entry tables.
+    let high = SEG_HIGH.swap(1, AcqRel).min(MAX_SEGS);
+    for (s, d) in SEGS[..high].iter().zip(DONE[..high].iter()) {
+        if !s.load(Relaxed).is_null() {
+            let p = s.swap(ptr::null_mut(), AcqRel);
             sys::munmap(p as usize, size);
         }
-        d.store(0, Relaxed);
+        if d.load(Relaxed) != 0 {
+            d.store(0, Relaxed);
+        }
     }
     let h = HDR.swap(ptr::null_mut(), AcqRel);
     if !h.is_null() {
