@@ -41,9 +41,18 @@
 //!   socket or directory there is refused with one line on stderr, and the target runs on
 //!   untraced. A file the shim created but could not set up (a full disk) is removed again,
 //!   by its path, only while that path still names the very file it created.
-//! - **Fork and exec.** A fork child forgets the parent's trace (pthread_atfork) and opens its
-//!   own on its first recorded call; an exec'd image loads the shim afresh through LD_PRELOAD
-//!   and writes a new file (a taken name gets a numeric suffix, never an overwrite).
+//! - **Fork and exec.** A fork child forgets the parent's trace and creates its own inside fork
+//!   ([`fork`]: pthread_atfork; the child's Start names the forking process, thread, time and
+//!   stack), before the program can drop privileges, close descriptors or be re-parented; a
+//!   failure there prints nothing (the child's stderr is the program's). vfork and posix_spawn
+//!   children run no handler and share the parent's memory until they exec: untouched. An
+//!   exec'd image loads the shim afresh through LD_PRELOAD and writes a new file (a taken name
+//!   `T` gives way to `T.<pid>`, then `T.<pid>.<n>`, never an overwrite). An exec'd image that
+//!   cannot create its trace still says so in one line on stderr: run with plain LD_PRELOAD,
+//!   nothing else would tell the user that the program ran untraced.
+//! - **Start-up cost.** Nothing a process does not need before its first record: the TSC is
+//!   calibrated by the first record 200 us later, not waited for; the file grows as records
+//!   arrive; libgcc's unwinder is linked in (loading libgcc_s runs cpuid, which traps in a VM).
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod arena;

@@ -3,7 +3,7 @@
 //! its internal mmap, so this is how the trace learns of run-time loads and who caused them.
 
 use crate::guard::Guard;
-use crate::{record, startup::find_build_id, syscall as sys, unwind, writer};
+use crate::{record, startup::find_build_id, unwind, writer};
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 use vmshim_trace::{CallKind, Encoder, Kind};
@@ -217,7 +217,7 @@ impl Found {
 fn write_module_with(f: &Found, build_id: &[u8], name: &[u8]) {
     let mut exe = [0u8; 4096];
     let path = if name.is_empty() {
-        let n = sys::readlink(b"/proc/self/exe\0", &mut exe).max(0) as usize;
+        let n = crate::startup::exe_path(&mut exe);
         &exe[..n]
     } else {
         name

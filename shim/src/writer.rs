@@ -526,6 +526,12 @@ fn allocate(fd: i32, from: u64, to: u64) -> Result<(), i32> {
 /// 1023 (a higher number would make the kernel grow the descriptor table for nothing).
 /// Returns the descriptor to keep (`fd` itself when no higher one is free).
 fn keep_high(fd: i32) -> i32 {
+    // The usual limit first, without asking it (EINVAL when it is lower).
+    let r = sys::dup_cloexec_at_least(fd, 1023);
+    if r >= 0 {
+        sys::close(fd);
+        return r as i32;
+    }
     let top = sys::open_files_limit().min(1024) as i32;
     for min in [top - 1, top - 16, top / 2] {
         if min <= fd {
