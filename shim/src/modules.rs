@@ -171,7 +171,7 @@ pub fn record_new(via: Option<(&Guard, usize)>) {
 }
 
 /// In a fork child, whose trace is new: writes a Module record for every image the parent
-/// knew, from what [`INFO`] kept (the parent's records are in the parent's file).
+/// knew, from what `INFO` kept (the parent's records are in the parent's file).
 pub fn record_known() {
     // SAFETY: the entries below KNOWN_LEN were written before it was published (see Names).
     let names = unsafe { &*NAMES.0.get() };
