@@ -162,18 +162,22 @@ def loop_cost(shim, bare_env, rounds, n, tmp):
     """Issue 12: a bash loop of `n` /bin/true, bare and with LD_PRELOAD (bash and every child
     preloaded, traces into a temporary directory) in turn: medians, their ratio, and the traces
     one preloaded run leaves (count, blocks allocated)."""
-    out = os.path.join(tmp, "loop")
-    os.makedirs(out, exist_ok=True)
-    shim_env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=os.path.join(out, "vmshim.%p.trace"))
     script = ["/bin/bash", "-c", f"for ((i = 0; i < {n}; i++)); do /bin/true; done"]
     bare, pre, counts, sizes = [], [], [], []
-    for _ in range(rounds):
+    # A directory per round, all removed at the end: see start_cost on deleting between runs.
+    outs = []
+    for r in range(rounds):
+        out = os.path.join(tmp, f"loop{r}")
+        os.makedirs(out)
+        outs.append(out)
+        shim_env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=os.path.join(out, "vmshim.%p.trace"))
         bare.append(spawn_wall(script, bare_env, tmp))
         pre.append(spawn_wall(script, shim_env, tmp))
         files, size = disk(out)
         counts.append(files)
         sizes.append(size)
-        clear(out)
+    for out in outs:
+        shutil.rmtree(out)
     b, v = statistics.median(bare), statistics.median(pre)
     title = f"loop: bash, {n} x /bin/true, {rounds} rounds"
     print(f"{title:<48}{b:>12.3f} s bare{v:>11.3f} s shim   {v / b:.2f}x; {statistics.median(counts):.0f} traces, "
