@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks vmshim against a bare run, interleaved (A B A B ...), and prints medians and ratios.
 
-Usage: scripts/bench.py [--rounds N] [--quick]
+Usage: scripts/bench.py [--rounds N] [--quick] [--only start,loop,...]
 Builds bench/load.c, then for each workload runs it bare and under libvmshim.so (and, where
 installed, under strace -f -k, ltrace -f, heaptrack and massif) in alternation, ROUNDS times each, and reports the
 median of the work's own wall time (the program times itself, so process start and the shim's
@@ -107,6 +107,83 @@ def report_scaling(exe, shim, bare_env, events, rounds, tmp):
           f"{made:.0f} s; targets 10 s, 1 GiB)", flush=True)
 
 
+def spawn_wall(argv, env, cwd):
+    """Wall time of one run of `argv`, from posix_spawn to its reaping, in seconds."""
+    t0 = time.perf_counter()
+    pid = os.posix_spawn(argv[0], argv, env, file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+    _, status = os.waitpid(pid, 0)
+    elapsed = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv} failed: status {status}")
+    return elapsed
+
+
+def clear(directory):
+    for f in os.listdir(directory):
+        os.remove(os.path.join(directory, f))
+
+
+def disk(directory):
+    """(files, bytes allocated) in `directory`: st_blocks * 512, what du counts."""
+    names = os.listdir(directory)
+    return len(names), sum(os.lstat(os.path.join(directory, f)).st_blocks * 512 for f in names)
+
+
+def start_cost(shim, bare_env, pairs, tmp):
+    """Issue 12: what the shim adds to a process's start and exit: /bin/true bare and under
+    LD_PRELOAD in turn (A B A B), `pairs` times; the median of each pair's difference, the ratio
+    of the medians, and the trace the preloaded runs leave (allocated blocks)."""
+    out = os.path.join(tmp, "start")
+    os.makedirs(out, exist_ok=True)
+    shim_env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=os.path.join(out, "vmshim.%p.trace"))
+    bare, pre, added, sizes = [], [], [], []
+    seen = set()
+    for _ in range(pairs):
+        b = spawn_wall(["/bin/true"], bare_env, tmp)
+        v = spawn_wall(["/bin/true"], shim_env, tmp)
+        bare.append(b)
+        pre.append(v)
+        added.append(v - b)
+        # The trace this run left; the directory is cleared at the end only (on ext4, creating
+        # a file right after deleting many scans the recently deleted inodes: a cost of the
+        # benchmark's own deletions, not of the shim).
+        new = set(os.listdir(out)) - seen
+        sizes.append(sum(os.lstat(os.path.join(out, f)).st_blocks * 512 for f in new))
+        seen |= new
+    clear(out)
+    b, v = statistics.median(bare), statistics.median(pre)
+    title = f"start: /bin/true, {pairs} pairs"
+    print(f"{title:<48}{b * 1e3:>12.3f} ms bare{v * 1e3:>10.3f} ms shim   +{statistics.median(added) * 1e3:.3f} ms "
+          f"median of pairs, {v / b:.2f}x; trace {statistics.median(sizes) / 1024:.0f} KiB allocated "
+          f"(targets +0.3 ms, 64 KiB)", flush=True)
+
+
+def loop_cost(shim, bare_env, rounds, n, tmp):
+    """Issue 12: a bash loop of `n` /bin/true, bare and with LD_PRELOAD (bash and every child
+    preloaded, traces into a temporary directory) in turn: medians, their ratio, and the traces
+    one preloaded run leaves (count, blocks allocated)."""
+    script = ["/bin/bash", "-c", f"for ((i = 0; i < {n}; i++)); do /bin/true; done"]
+    bare, pre, counts, sizes = [], [], [], []
+    # A directory per round, all removed at the end: see start_cost on deleting between runs.
+    outs = []
+    for r in range(rounds):
+        out = os.path.join(tmp, f"loop{r}")
+        os.makedirs(out)
+        outs.append(out)
+        shim_env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=os.path.join(out, "vmshim.%p.trace"))
+        bare.append(spawn_wall(script, bare_env, tmp))
+        pre.append(spawn_wall(script, shim_env, tmp))
+        files, size = disk(out)
+        counts.append(files)
+        sizes.append(size)
+    for out in outs:
+        shutil.rmtree(out)
+    b, v = statistics.median(bare), statistics.median(pre)
+    title = f"loop: bash, {n} x /bin/true, {rounds} rounds"
+    print(f"{title:<48}{b:>12.3f} s bare{v:>11.3f} s shim   {v / b:.2f}x; {statistics.median(counts):.0f} traces, "
+          f"{statistics.median(sizes) / 2**20:.1f} MiB allocated (target 64 MiB)", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -115,7 +192,11 @@ def main():
     ap.add_argument("--anchors", action="store_true",
                     help="also strace -f -k, ltrace -f, heaptrack and massif --pages-as-heap where installed "
                          "(at 1/100 of the work, 1/1000 for malloc, against a bare run of that size)")
+    ap.add_argument("--only", default="",
+                    help="comma-separated benchmarks to run: work, events, report, http, start, loop (default: all)")
     args = ap.parse_args()
+    only = set(filter(None, args.only.split(",")))
+    want = lambda name: not only or name in only
     scale = 10 if args.quick else 1
     # (title, load.c mode, N, the fraction of N the other tools get: ltrace takes a minute for
     # 1/100 of the malloc loop)
@@ -138,6 +219,10 @@ def main():
         ]
         # (column, command prefix, environment, whether it runs the whole work or the anchors'
         # fraction of it)
+        if want("start"):
+            start_cost(shim, bare_env, 200 // scale, tmp)
+        if want("loop"):
+            loop_cost(shim, bare_env, max(1, args.rounds // 2 if args.quick else args.rounds), 1000, tmp)
         columns = [("bare", [], bare_env, True), ("vmshim", [], shim_env, True)]
         if args.anchors:
             columns.append(("bare/N", [], bare_env, False))
@@ -146,9 +231,10 @@ def main():
                     columns.append((name + " /N", prefix, bare_env, False))
                 else:
                     print(f"# {prefix[0]} is not installed: no {name} column")
-        print(f"# vmshim benchmark, {args.rounds} interleaved rounds, medians of the work's own wall time")
-        print(f"{'workload':<48}" + "".join(f"{name:>24}" for name, _, _, _ in columns))
-        for title, mode, n, div in workloads:
+        if want("work"):
+            print(f"# vmshim benchmark, {args.rounds} interleaved rounds, medians of the work's own wall time")
+            print(f"{'workload':<48}" + "".join(f"{name:>24}" for name, _, _, _ in columns))
+        for title, mode, n, div in workloads if want("work") else []:
             times = {name: [] for name, _, _, _ in columns}
             for _ in range(args.rounds):
                 for name, prefix, env, whole in columns:
@@ -161,9 +247,11 @@ def main():
             if args.anchors:
                 title = f"{title} (N={div})"
             print(f"{title:<48}" + "".join(f"{c:>24}" for c in cells), flush=True)
-        event_cost(exe, bare_env, shim_env, args.rounds, 1_000_000 // scale, tmp)
-        report_scaling(exe, shim, bare_env, args.events // scale, 3, tmp)
-        if shutil.which("go"):
+        if want("events"):
+            event_cost(exe, bare_env, shim_env, args.rounds, 1_000_000 // scale, tmp)
+        if want("report"):
+            report_scaling(exe, shim, bare_env, args.events // scale, 3, tmp)
+        if want("http") and shutil.which("go"):
             server, client = build_http(tmp)
             requests = 20000 // scale
             rps = {"bare": [], "vmshim": []}

@@ -8,6 +8,7 @@ mod arenas;
 mod dns;
 mod footprint;
 mod forged;
+mod fork_traces;
 mod go_targets;
 mod harm;
 mod harness;

@@ -41,14 +41,24 @@
 //!   socket or directory there is refused with one line on stderr, and the target runs on
 //!   untraced. A file the shim created but could not set up (a full disk) is removed again,
 //!   by its path, only while that path still names the very file it created.
-//! - **Fork and exec.** A fork child forgets the parent's trace (pthread_atfork) and opens its
-//!   own on its first recorded call; an exec'd image loads the shim afresh through LD_PRELOAD
-//!   and writes a new file (a taken name gets a numeric suffix, never an overwrite).
+//! - **Fork and exec.** A fork child forgets the parent's trace and creates its own inside fork
+//!   ([`fork`]: pthread_atfork; the child's Start names the forking process, thread, time and
+//!   stack), before the program can drop privileges, close descriptors or be re-parented; a
+//!   failure there prints nothing (the child's stderr is the program's). vfork and posix_spawn
+//!   children run no handler and share the parent's memory until they exec: untouched. An
+//!   exec'd image loads the shim afresh through LD_PRELOAD and writes a new file (a taken name
+//!   `T` gives way to `T.<pid>`, then `T.<pid>.<n>`, never an overwrite). An exec'd image that
+//!   cannot create its trace still says so in one line on stderr: run with plain LD_PRELOAD,
+//!   nothing else would tell the user that the program ran untraced.
+//! - **Start-up cost.** Nothing a process does not need before its first record: the TSC is
+//!   calibrated by the first record 200 us later, not waited for; the file grows as records
+//!   arrive; libgcc's unwinder is linked in (loading libgcc_s runs cpuid, which traps in a VM).
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod arena;
 pub mod cfi;
 pub mod config;
+pub mod fork;
 pub mod guard;
 pub mod hooks;
 pub mod modules;
@@ -81,24 +91,51 @@ pub fn ensure_started() {
     if writer::is_ready() || !writer::begin_init() {
         return;
     }
-    let mark = syscall::tsc_mark();
+    start(None);
+}
+
+/// Opens the trace and writes the start-up records; the caller won `writer::begin_init`.
+fn start(fork: Option<&fork::Origin<'_>>) {
     let cfg = config::load();
     DEPTH.store(cfg.depth, Relaxed);
     names::enable(cfg.name_mappings);
-    if writer::open(&cfg) {
-        startup::record_all();
-        shadowed::record();
-        syscall::calibrate_tsc(mark);
+    // A fork child's failure to create its trace says nothing: its stderr is the program's.
+    if writer::open(&cfg, fork.is_some()) {
+        startup::record_all(fork);
+        if fork.is_none() {
+            // The child has the parent's libraries and calibration.
+            shadowed::record();
+            syscall::begin_tsc_calibration();
+        }
     }
 }
 
+/// The atfork child handler: the child's own trace, created before fork returns.
 #[cfg_attr(test, allow(dead_code))]
 extern "C" fn after_fork_in_child() {
+    let origin = fork::origin_in_child();
     // The child's one thread has a new id.
     tls::set(tls::Slot::Tid, 0);
     writer::reset_after_fork();
     stacks::reset();
     ownstack::reset_after_fork();
+    let Some(_guard) = guard::Guard::enter() else {
+        // Forked from a signal handler that interrupted a hook: the first hook after that
+        // handler returns opens the trace, as before issue 12.
+        return;
+    };
+    if writer::begin_init() {
+        let origin = origin.unwrap_or(fork::Origin {
+            parent_pid: syscall::getppid(),
+            parent_tid: 0,
+            mono_ns: 0,
+            stack: &[],
+        });
+        // The forking thread's stack may be small: start-up runs on a shim stack.
+        if !ownstack::run(|| start(Some(&origin))) {
+            writer::abandon_init();
+        }
+    }
 }
 
 /// The constructor: runs when the loader initialises this library, before `main`.
@@ -109,9 +146,15 @@ extern "C" fn vmshim_init() {
     hooks::malloc::resolve();
     hooks::dlopen::resolve();
     hooks::ptrace::resolve();
-    // SAFETY: registers a plain function for the fork child; glibc keeps the first handlers in
-    // static storage, so this does not allocate.
-    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    // SAFETY: registers plain functions; glibc keeps the first handlers in static storage, so
+    // this does not allocate.
+    unsafe {
+        libc::pthread_atfork(
+            Some(fork::before_fork),
+            Some(fork::after_fork_in_parent),
+            Some(after_fork_in_child),
+        )
+    };
     ensure_started();
 }
 

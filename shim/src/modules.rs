@@ -3,7 +3,7 @@
 //! its internal mmap, so this is how the trace learns of run-time loads and who caused them.
 
 use crate::guard::Guard;
-use crate::{record, startup::find_build_id, syscall as sys, unwind, writer};
+use crate::{record, startup::find_build_id, unwind, writer};
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 use vmshim_trace::{CallKind, Encoder, Kind};
@@ -16,6 +16,35 @@ static KNOWN: [(AtomicU64, AtomicU64); KNOWN_MAX] =
 static TEXT: [(AtomicU64, AtomicU64); KNOWN_MAX] =
     [const { (AtomicU64::new(0), AtomicU64::new(0)) }; KNOWN_MAX];
 static KNOWN_LEN: AtomicUsize = AtomicUsize::new(0);
+/// What a fork child needs to write each known image's record again without asking the loader
+/// (whose lock another thread of the parent may have held at the fork, and no fork handler
+/// resets): the load bias, and where in [`NAMES`] its build id and loader name were copied
+/// (offset, build-id length, name length). Copies, not the loader's strings: an image the
+/// parent unloaded before the fork is gone, and reading it safely cost a system call each.
+static INFO: [[AtomicU64; 4]; KNOWN_MAX] = [const { [const { AtomicU64::new(0) }; 4] }; KNOWN_MAX];
+const NAMES_BYTES: usize = 64 << 10;
+struct Names(core::cell::UnsafeCell<[u8; NAMES_BYTES]>);
+// SAFETY: each copy's bytes are reserved by one fetch_add on NAMES_LEN and written once, by the
+// thread that reserved them, before the INFO entry that points at them is published (Release
+// on KNOWN_LEN); readers read only entries below KNOWN_LEN (Acquire).
+unsafe impl Sync for Names {}
+static NAMES: Names = Names(core::cell::UnsafeCell::new([0; NAMES_BYTES]));
+static NAMES_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Copies `build_id` then `name` into NAMES; (offset, build-id length, name length), or lengths
+/// of 0 when the copy does not fit (the image is then written without them in a fork child).
+fn keep_names(build_id: &[u8], name: &[u8]) -> (u64, u64, u64) {
+    let (b, n) = (build_id.len().min(64), name.len().min(4096));
+    let at = NAMES_LEN.fetch_add(b + n, Relaxed);
+    if at + b + n > NAMES_BYTES {
+        return (0, 0, 0);
+    }
+    // SAFETY: `at..at + b + n` was reserved above for this copy alone (see Names).
+    let dst = unsafe { &mut (&mut *NAMES.0.get())[at..at + b + n] };
+    dst[..b].copy_from_slice(&build_id[..b]);
+    dst[b..].copy_from_slice(&name[..n]);
+    (at as u64, b as u64, n as u64)
+}
 
 fn known() -> &'static [(AtomicU64, AtomicU64)] {
     &KNOWN[..KNOWN_LEN.load(Acquire).min(KNOWN_MAX)]
@@ -30,6 +59,14 @@ pub fn in_image(addr: u64) -> bool {
     known().iter().any(|(lo, hi)| (lo.load(Relaxed)..hi.load(Relaxed)).contains(&addr))
 }
 
+/// The span of the executable segment of the recorded image that holds `addr`.
+pub fn text_of(addr: u64) -> Option<(u64, u64)> {
+    TEXT[..known().len()]
+        .iter()
+        .map(|(lo, hi)| (lo.load(Relaxed), hi.load(Relaxed)))
+        .find(|(lo, hi)| (*lo..*hi).contains(&addr))
+}
+
 /// Whether `addr` lies in a recorded image's executable segment (a plausible return address).
 pub fn in_text(addr: u64) -> bool {
     TEXT[..known().len()].iter().any(|(lo, hi)| (lo.load(Relaxed)..hi.load(Relaxed)).contains(&addr))
@@ -37,7 +74,12 @@ pub fn in_text(addr: u64) -> bool {
 
 fn remember(f: &Found) {
     let i = KNOWN_LEN.load(Acquire);
-    if let (Some(slot), Some(text)) = (KNOWN.get(i), TEXT.get(i)) {
+    if let (Some(slot), Some(text), Some(info)) = (KNOWN.get(i), TEXT.get(i), INFO.get(i)) {
+        let (build_id, name) = f.strings();
+        let (at, b, n) = keep_names(build_id, name);
+        for (w, v) in info.iter().zip([f.base, at, b, n]) {
+            w.store(v, Relaxed);
+        }
         text.0.store(f.text.0, Relaxed);
         text.1.store(f.text.1, Relaxed);
         slot.1.store(f.hi, Relaxed);
@@ -128,21 +170,54 @@ pub fn record_new(via: Option<(&Guard, usize)>) {
     }
 }
 
-fn write_module(f: &Found) {
-    // SAFETY: both point into a loaded image, which a dlclose could only remove after the
-    // watched call returned to the program; dlpi_name is NUL-terminated (empty for the program).
-    let (build_id, name) = unsafe {
-        let b = if f.build_id.0.is_null() {
-            &[][..]
-        } else {
-            core::slice::from_raw_parts(f.build_id.0, f.build_id.1)
+/// In a fork child, whose trace is new: writes a Module record for every image the parent
+/// knew, from what `INFO` kept (the parent's records are in the parent's file).
+pub fn record_known() {
+    // SAFETY: the entries below KNOWN_LEN were written before it was published (see Names).
+    let names = unsafe { &*NAMES.0.get() };
+    for (i, (lo, hi)) in known().iter().enumerate() {
+        let [base, at, b, n] = INFO[i].each_ref().map(|w| w.load(Relaxed) as usize);
+        let Some(copy) = names.get(at..at + b + n) else { continue };
+        let f = Found {
+            base: base as u64,
+            lo: lo.load(Relaxed),
+            hi: hi.load(Relaxed),
+            text: (0, 0),
+            build_id: (core::ptr::null(), 0),
+            name: core::ptr::null(),
         };
-        let n = if f.name.is_null() { &[][..] } else { core::ffi::CStr::from_ptr(f.name).to_bytes() };
-        (b, n)
-    };
+        write_module_with(&f, &copy[..b], &copy[b..]);
+    }
+}
+
+fn write_module(f: &Found) {
+    let (build_id, name) = f.strings();
+    write_module_with(f, build_id, name);
+}
+
+impl Found {
+    /// The build id and the loader's name (empty for the program).
+    fn strings(&self) -> (&[u8], &[u8]) {
+        // SAFETY: both point into a loaded image, which a dlclose could only remove after the
+        // watched call returned to the program; dlpi_name is NUL-terminated.
+        unsafe {
+            let b = if self.build_id.0.is_null() {
+                &[][..]
+            } else {
+                core::slice::from_raw_parts(self.build_id.0, self.build_id.1)
+            };
+            let n =
+                if self.name.is_null() { &[][..] } else { core::ffi::CStr::from_ptr(self.name).to_bytes() };
+            (b, n)
+        }
+    }
+}
+
+/// Writes the record of image `f` with its build id and loader name (empty for the program).
+fn write_module_with(f: &Found, build_id: &[u8], name: &[u8]) {
     let mut exe = [0u8; 4096];
     let path = if name.is_empty() {
-        let n = sys::readlink(b"/proc/self/exe\0", &mut exe).max(0) as usize;
+        let n = crate::startup::exe_path(&mut exe);
         &exe[..n]
     } else {
         name

@@ -48,9 +48,13 @@ impl<const N: usize> Table<N> {
         if !self.used.swap(false, AcqRel) {
             return;
         }
+        // Only the slots in use are written: in a fork child each page written is a page
+        // copied from the parent.
         for e in &self.entries {
-            e.value.store(0, Relaxed);
-            e.key.store(0, Release);
+            if e.key.load(Relaxed) != 0 || e.value.load(Relaxed) != 0 {
+                e.value.store(0, Relaxed);
+                e.key.store(0, Release);
+            }
         }
     }
 }

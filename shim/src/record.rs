@@ -34,7 +34,7 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
         let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
         let (n, stack_ref) = unwind::capture_interned(&mut frames[..depth]);
         let r = encode_call(&mut buf, call, 0, t0, args, &frames[..n], stack_ref);
-        writer::account(sys::ticks_to_ns(sys::ticks_since(c0)));
+        writer::account(sys::ns_since(c0));
         r
     } else {
         // Unwound after the call in this order; encoded below.
@@ -49,7 +49,7 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
         if let Some(len) = enc.finish() {
             writer::append(&buf[..len]);
         }
-        writer::account(sys::ticks_to_ns(sys::ticks_since(c0)));
+        writer::account(sys::ns_since(c0));
         return ret;
     };
     let len = enc.position().next_multiple_of(8);
@@ -137,5 +137,5 @@ pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
     if let Some(len) = enc.finish() {
         writer::append(&buf[..len]);
     }
-    writer::account(sys::ticks_to_ns(sys::ticks_since(c0)));
+    writer::account(sys::ns_since(c0));
 }

@@ -23,26 +23,36 @@ unsafe impl Sync for Scratch {}
 static SCRATCH: Scratch = Scratch(UnsafeCell::new([0; SCRATCH_BYTES]));
 
 /// Records the start-up state. Call only as the writer's single initialiser (after
-/// `writer::begin_init` returned true, before the writer is ready for anyone else).
-pub fn record_all() {
+/// `writer::begin_init` returned true, before the writer is ready for anyone else). `fork`:
+/// this is a fork child's trace, created in the fork; its modules are the parent's, written
+/// from what the parent recorded (the loader is not asked in a fork child).
+pub fn record_all(fork: Option<&crate::fork::Origin<'_>>) {
     // SAFETY: the caller is the single initialiser (see Scratch), and each step's borrow ends
     // before the next step starts.
     let scratch = unsafe { &mut *SCRATCH.0.get() };
-    record_start(scratch);
+    record_start(scratch, fork);
     record_config(scratch);
     record_maps(scratch);
-    crate::modules::record_new(None);
+    match fork {
+        None => crate::modules::record_new(None),
+        Some(_) => crate::modules::record_known(),
+    }
 }
 
-fn record_start(scratch: &mut [u8]) {
+fn record_start(scratch: &mut [u8], fork: Option<&crate::fork::Origin<'_>>) {
     let (exe, rest) = scratch.split_at_mut(4096);
     let (cmdline, buf) = rest.split_at_mut(16 << 10);
     let exe_len = sys::readlink(b"/proc/self/exe\0", exe).max(0) as usize;
+    // SAFETY: the single initialiser (see ExePath).
+    unsafe { (&mut *EXE.0.get())[..exe_len].copy_from_slice(&exe[..exe_len]) };
+    EXE_LEN.store(exe_len, core::sync::atomic::Ordering::Release);
     let cmd_len = read_file(b"/proc/self/cmdline\0", cmdline);
     let cmd = &cmdline[..cmd_len];
     let mut e = Encoder::new(buf, Kind::Start);
     e.put_u32(writer::own_pid());
-    e.put_u32(sys::getppid());
+    // A fork child's parent is the process that forked, as it was at the fork: by now a
+    // daemon's intermediate child may have exited and the kernel names another parent.
+    e.put_u32(fork.map_or_else(sys::getppid, |f| f.parent_pid));
     // SAFETY: sysconf only reads a constant for _SC_PAGESIZE.
     e.put_u32(unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u32);
     e.put_u32(0);
@@ -56,7 +66,7 @@ fn record_start(scratch: &mut [u8]) {
     for a in cmd.split(|&b| b == 0).take(argc) {
         e.put_str(a, 4096);
     }
-    e.put_start_origin(crate::config::run_id(), None);
+    e.put_start_origin(crate::config::run_id(), fork.map(|f| (f.parent_tid, f.mono_ns, f.stack)));
     if let Some(len) = e.finish() {
         writer::append(&buf[..len]);
     }
@@ -112,9 +122,33 @@ fn read_file(path: &[u8], buf: &mut [u8]) -> usize {
             break;
         }
         n += r as usize;
+        // A short read of a regular file (or of /proc/self/cmdline, which copies all it has
+        // up to the count) is its end: no second read to hear it (issue 12, cheap start).
+        if n < buf.len() {
+            break;
+        }
     }
     sys::close(fd as i32);
     n
+}
+
+/// The executable's path as start-up read it, for its Module record (one readlink less).
+struct ExePath(UnsafeCell<[u8; 4096]>);
+// SAFETY: written by the single initialiser in record_start before EXE_LEN is published
+// (Release), read after an Acquire load; a fork child rewrites it single-threaded.
+unsafe impl Sync for ExePath {}
+static EXE: ExePath = ExePath(UnsafeCell::new([0; 4096]));
+static EXE_LEN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// The executable's path (`/proc/self/exe`), as read at start-up if it was.
+pub fn exe_path(buf: &mut [u8; 4096]) -> usize {
+    let n = EXE_LEN.load(core::sync::atomic::Ordering::Acquire);
+    if n > 0 {
+        // SAFETY: EXE[..n] was written before EXE_LEN was published (see ExePath).
+        buf[..n].copy_from_slice(unsafe { &(&*EXE.0.get())[..n] });
+        return n;
+    }
+    sys::readlink(b"/proc/self/exe\0", buf).max(0) as usize
 }
 
 fn record_maps(scratch: &mut [u8]) {

@@ -85,6 +85,16 @@ pub fn close(fd: i32) -> isize {
 pub fn fallocate(fd: i32, off: u64, len: u64) -> isize {
     sys!(libc::SYS_fallocate, fd, 0, off, len)
 }
+/// A copy of `fd` at the lowest free descriptor >= `min`, close-on-exec.
+pub fn dup_cloexec_at_least(fd: i32, min: i32) -> isize {
+    sys!(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, min)
+}
+/// The soft RLIMIT_NOFILE (0 when unknown).
+pub fn open_files_limit() -> u64 {
+    let mut lim = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    let r = sys!(libc::SYS_prlimit64, 0, libc::RLIMIT_NOFILE, 0, &mut lim as *mut libc::rlimit64);
+    if r == 0 { lim.rlim_cur } else { 0 }
+}
 pub fn ftruncate(fd: i32, len: u64) -> isize {
     sys!(libc::SYS_ftruncate, fd, len)
 }
@@ -209,14 +219,19 @@ static USE_TSC: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool:
 /// Nanoseconds per [`cycles`] tick, in 32.32 fixed point.
 static NS_PER_TICK_Q32: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1 << 32);
 
+/// Set in a [`cycles`] value read from the TSC (one from the monotonic clock has it clear), so
+/// that an interval that began before the TSC was calibrated and ends after counts 0, not the
+/// difference of two clocks. The TSC reaches 2^63 after a century.
+const TSC_TAG: u64 = 1 << 63;
+
 /// A tick count for the shim's own cost figures: the TSC where it may be read (a third of a
-/// clock_gettime here), else monotonic nanoseconds. [`ticks_to_ns`] converts.
+/// clock_gettime here) once calibrated, else monotonic nanoseconds. [`ns_since`] converts.
 #[inline(always)]
 pub fn cycles() -> u64 {
     #[cfg(target_arch = "x86_64")]
-    if USE_TSC.load(core::sync::atomic::Ordering::Relaxed) {
+    if USE_TSC.load(core::sync::atomic::Ordering::Acquire) {
         // SAFETY: rdtsc has no memory effects; USE_TSC is set only when it does not fault.
-        return unsafe { core::arch::x86_64::_rdtsc() };
+        return unsafe { core::arch::x86_64::_rdtsc() } | TSC_TAG;
     }
     monotonic_ns()
 }
@@ -224,9 +239,18 @@ pub fn cycles() -> u64 {
 /// Ticks from `c0` (an earlier [`cycles`]) to now; 0 if the clock reads lower than `c0`, as the
 /// TSC of another CPU can after the thread migrates: an unchecked subtraction would abort the
 /// target in a build with overflow checks (issue 11), and wrap to centuries in one without.
+/// Also 0 when the two were read from different clocks (the TSC's calibration came between).
 #[inline(always)]
 pub fn ticks_since(c0: u64) -> u64 {
-    elapsed(c0, cycles())
+    let now = cycles();
+    if (now ^ c0) & TSC_TAG != 0 { 0 } else { elapsed(c0 & !TSC_TAG, now & !TSC_TAG) }
+}
+
+/// Nanoseconds from `c0` (an earlier [`cycles`]) to now.
+#[inline(always)]
+pub fn ns_since(c0: u64) -> u64 {
+    let t = ticks_since(c0);
+    if c0 & TSC_TAG != 0 { ticks_to_ns(t) } else { t }
 }
 
 /// `now - then`, or 0 when `now` is lower.
@@ -240,45 +264,59 @@ pub fn ticks_to_ns(ticks: u64) -> u64 {
     ((ticks as u128 * NS_PER_TICK_Q32.load(core::sync::atomic::Ordering::Relaxed) as u128) >> 32) as u64
 }
 
-/// Measures the TSC's rate against the monotonic clock over at least 200 us from `from`
-/// (a [`tsc_mark`] taken earlier in start-up), and from then on lets [`cycles`] use it.
-pub fn calibrate_tsc(from: (u64, u64)) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut mode: libc::c_int = 0;
-        let r = sys!(libc::SYS_prctl, libc::PR_GET_TSC, &mut mode as *mut libc::c_int);
-        if r != 0 || mode != libc::PR_TSC_ENABLE || from.0 == 0 {
-            return;
-        }
-        let (mut tsc, mut ns) = tsc_mark();
-        while ns.saturating_sub(from.1) < 200_000 {
-            core::hint::spin_loop();
-            (tsc, ns) = tsc_mark();
-        }
-        let ticks = tsc.saturating_sub(from.0);
-        if ticks == 0 {
-            return;
-        }
-        let q = (((ns - from.1) as u128) << 32) / ticks as u128;
-        NS_PER_TICK_Q32.store(q as u64, core::sync::atomic::Ordering::Relaxed);
-        USE_TSC.store(true, core::sync::atomic::Ordering::Relaxed);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = from;
-}
+/// The TSC and the monotonic clock as start-up read them, for [`calibrate_when_ready`].
+static MARK_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static MARK_NS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// 0: no calibration (the TSC may not be read); 1: marked, waiting; 2: done.
+static CALIBRATION: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
 
-/// The TSC and the monotonic clock read together (0 for the TSC where it is not used).
-pub fn tsc_mark() -> (u64, u64) {
+/// Notes the TSC and the clock, if the process lets rdtsc run, for a calibration that
+/// [`calibrate_when_ready`] completes once 200 us have passed. Start-up used to wait those
+/// 200 us (issue 12: a process that records little should not pay for a precise clock).
+pub fn begin_tsc_calibration() {
     #[cfg(target_arch = "x86_64")]
     {
+        use core::sync::atomic::Ordering::*;
         let mut mode: libc::c_int = 0;
         let r = sys!(libc::SYS_prctl, libc::PR_GET_TSC, &mut mode as *mut libc::c_int);
         if r == 0 && mode == libc::PR_TSC_ENABLE {
             // SAFETY: as in cycles(); the process lets rdtsc run.
-            return (unsafe { core::arch::x86_64::_rdtsc() }, monotonic_ns());
+            MARK_TSC.store(unsafe { core::arch::x86_64::_rdtsc() }, Relaxed);
+            MARK_NS.store(monotonic_ns(), Relaxed);
+            CALIBRATION.store(1, Release);
         }
     }
-    (0, monotonic_ns())
+}
+
+/// Once at least 200 us have passed since [`begin_tsc_calibration`], measures the TSC's rate
+/// against the monotonic clock and from then on lets [`cycles`] use it. Costs one load while
+/// nothing is pending.
+#[inline(always)]
+pub fn calibrate_when_ready() {
+    if CALIBRATION.load(core::sync::atomic::Ordering::Acquire) == 1 {
+        calibrate();
+    }
+}
+
+#[cold]
+fn calibrate() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::sync::atomic::Ordering::*;
+        // SAFETY: as in cycles(); CALIBRATION is 1 only when rdtsc may run.
+        let (tsc, ns) = (unsafe { core::arch::x86_64::_rdtsc() }, monotonic_ns());
+        let (t0, n0) = (MARK_TSC.load(Relaxed), MARK_NS.load(Relaxed));
+        if ns.saturating_sub(n0) < 200_000 || CALIBRATION.compare_exchange(1, 2, AcqRel, Relaxed).is_err() {
+            return;
+        }
+        let ticks = tsc.saturating_sub(t0);
+        if ticks == 0 {
+            return;
+        }
+        let q = (((ns - n0) as u128) << 32) / ticks as u128;
+        NS_PER_TICK_Q32.store(q as u64, Relaxed);
+        USE_TSC.store(true, Release);
+    }
 }
 
 /// Monotonic nanoseconds (vDSO, no system call, no errno change on success).

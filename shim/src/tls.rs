@@ -4,10 +4,11 @@
 //! (1.9x on a malloc(32)/free loop). The shim is loaded at start-up (LD_PRELOAD), so its TLS
 //! is in the static TLS block and the initial-exec model applies: one `fs`-relative load.
 //!
-//! The block is nine words: the reentrancy flag ([`crate::guard`]), the malloc hooks'
+//! The block is thirteen words: the reentrancy flag ([`crate::guard`]), the malloc hooks'
 //! `SEEN_HEAP` and `SEEN_FOREIGN` ([`crate::hooks::malloc`]), and the stack range the unwinder
-//! has found readable ([`crate::unwind`]), the thread's id, and a second readable range
-//! with the generation it was found in. Zero at thread start.
+//! has found readable ([`crate::unwind`]), the thread's id, a second readable range
+//! with the generation it was found in, and what the thread noted as it called fork
+//! ([`crate::fork`]). Zero at thread start.
 
 #[derive(Clone, Copy)]
 #[repr(usize)]
@@ -25,7 +26,21 @@ pub enum Slot {
     AltLo = 6,
     AltHi = 7,
     AltGen = 8,
+    /// Written by the fork prepare handler in the forking thread, read in the child (whose one
+    /// thread has a copy of this block): the forking thread's id, the fork's monotonic time,
+    /// and 1 + the index of the note holding the forking call's stack (0: none).
+    ForkTid = 9,
+    ForkNs = 10,
+    ForkNote = 11,
+    /// The forking process's pid: the child's parent, whatever getppid says by the time the
+    /// child asks (a daemon's intermediate child may be gone already).
+    ForkPid = 12,
 }
+
+/// Words in the block.
+const WORDS: usize = 13;
+
+const _: () = assert!(WORDS * 8 == 104, "the block's size in the assembly below");
 
 #[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(
@@ -35,9 +50,9 @@ core::arch::global_asm!(
     ".globl vmshim_tls_block",
     ".hidden vmshim_tls_block",
     ".type vmshim_tls_block, @object",
-    ".size vmshim_tls_block, 72",
+    ".size vmshim_tls_block, 104",
     "vmshim_tls_block:",
-    ".zero 72",
+    ".zero 104",
     ".popsection",
 );
 
@@ -62,14 +77,14 @@ fn block() -> *mut usize {
 #[inline(always)]
 fn block() -> *mut usize {
     thread_local! {
-        static BLOCK: [core::cell::Cell<usize>; 9] = const { [const { core::cell::Cell::new(0) }; 9] };
+        static BLOCK: [core::cell::Cell<usize>; WORDS] = const { [const { core::cell::Cell::new(0) }; WORDS] };
     }
     BLOCK.with(|b| b.as_ptr() as *mut usize)
 }
 
 #[inline(always)]
 pub fn get(s: Slot) -> usize {
-    // SAFETY: the block is this thread's own, nine words long, and only this thread touches it.
+    // SAFETY: the block is this thread's own, WORDS words long, and only this thread touches it.
     unsafe { *block().add(s as usize) }
 }
 

@@ -28,12 +28,30 @@
 //! call: once it is gone another thread's mmap may reuse the range), so the report's replay
 //! removes it.
 //!
+//! # Disk
+//! The file's blocks are allocated as records arrive, never ahead of need by more than one
+//! growth step ([`grow`]: 16 KiB at first, a quarter of what the file holds later, at most
+//! 1 MiB), so a process that records little leaves a small file: `/bin/true` leaves 16 KiB.
+//! A segment is mapped whole, beyond the file's end; a store into a page past the end (or
+//! into a hole on a full disk) would raise SIGBUS in the target, so a writer stores only below
+//! [`ALLOC`], the end of what `fallocate` has allocated, and a record that cannot be allocated
+//! is counted as dropped.
+//!
+//! # The descriptor
+//! The shim keeps one descriptor of its file, close-on-exec and moved up out of the program's
+//! way (a program that expects `open` to return 3 still gets 3): a fork child that drops its
+//! privileges can no longer reopen a 0600 file by its path, but it can still grow and map
+//! the file it has open. The program may close it (daemons close every descriptor) or dup2
+//! over it: before each use the shim checks that the descriptor still names its file
+//! (`fstat`: device and inode), else reopens the file by path (which the same check guards),
+//! else drops the record, counted.
+//!
 //! This module must never block, allocate or touch `errno`: it runs inside hooks.
 
 use crate::syscall as sys;
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
 use vmshim_trace::{CallKind, FILE_MAGIC, HEADER_SIZE, Kind, VERSION, header, pad_check, record_word0};
 
 const UNINIT: u8 = 0;
@@ -59,7 +77,15 @@ static FILE_INO: AtomicU64 = AtomicU64::new(0);
 static PID: AtomicU32 = AtomicU32::new(0);
 static SEG_SIZE: AtomicU64 = AtomicU64::new(0);
 static LIMIT: AtomicU64 = AtomicU64::new(0);
-static FILE_SIZE: AtomicU64 = AtomicU64::new(0);
+/// The file's length known allocated by `fallocate` (or set by `ftruncate` where the file
+/// system has no fallocate): every byte below it may be stored to.
+static ALLOC: AtomicU64 = AtomicU64::new(0);
+/// The kept descriptor of the trace file (-1: none); see the module doc.
+static FD: AtomicI32 = AtomicI32::new(-1);
+/// Set in a fork child: a failure to create its trace prints nothing on the target's stderr.
+static QUIET: AtomicBool = AtomicBool::new(false);
+/// Taken (never waited for) by the one thread that grows a file without fallocate.
+static TRUNCATING: AtomicBool = AtomicBool::new(false);
 /// The file's first page (the header), mapped while the writer is READY.
 static HDR: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
 /// Each segment's mapping, null while it is not mapped (not yet, or retired).
@@ -67,6 +93,9 @@ static SEGS: [AtomicPtr<u8>; MAX_SEGS] = [const { AtomicPtr::new(ptr::null_mut()
 /// Bytes of each segment whose writers are done with them; at the segment's capacity it is
 /// retired (unmapped) by the writer that got it there.
 static DONE: [AtomicU64; MAX_SEGS] = [const { AtomicU64::new(0) }; MAX_SEGS];
+/// One past the highest segment index ever mapped: how much of SEGS and DONE a fork child must
+/// look at (reading an untouched page of them faults in the zero page).
+static SEG_HIGH: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
 /// Segment mappings that exist now (including one that lost a race to map, until it is gone).
 static MAPPED: AtomicU32 = AtomicU32::new(0);
 
@@ -106,14 +135,21 @@ pub fn begin_init() -> bool {
     STATE.compare_exchange(UNINIT, INITING, Acquire, Relaxed).is_ok()
 }
 
+/// Gives the right to initialise back, unused (a later hook may try again).
+pub fn abandon_init() {
+    let _ = STATE.compare_exchange(INITING, UNINIT, Release, Relaxed);
+}
+
 /// Opens the trace file and maps its header and first segment. On failure, prints one line
-/// on stderr and leaves the writer off: the target runs on untraced.
-pub fn open(cfg: &crate::config::Config) -> bool {
+/// on stderr (nothing when `quiet`: a fork child's stderr is the program's) and leaves the
+/// writer off: the target runs on untraced.
+pub fn open(cfg: &crate::config::Config, quiet: bool) -> bool {
     let pid = sys::getpid();
     PID.store(pid, Relaxed);
+    QUIET.store(quiet, Relaxed);
     SEG_SIZE.store(cfg.segment_bytes, Relaxed);
     LIMIT.store(cfg.max_bytes.min(cfg.segment_bytes * MAX_SEGS as u64), Relaxed);
-    FILE_SIZE.store(0, Relaxed);
+    ALLOC.store(0, Relaxed);
     // SAFETY: only the initialising thread gets here (begin_init), before READY.
     let buf = unsafe { &mut *PATH.0.get() };
     let template = crate::config::getenv("VMSHIM_OUT").unwrap_or(b"vmshim.%p.trace");
@@ -131,15 +167,25 @@ pub fn open(cfg: &crate::config::Config) -> bool {
     let Some(len) = expand(template, pid, &mut buf[start..]).map(|l| l + start) else {
         return fail(b"VMSHIM_OUT is too long", 0);
     };
-    let Some((fd, len)) = create(buf, len) else {
+    let has_pid = template.windows(2).any(|w| w == b"%p");
+    let Some((fd, len)) = create(buf, len, if has_pid { None } else { Some(pid) }) else {
         return false;
     };
     PATH_LEN.store(len as u32, Relaxed);
     let id = sys::file_id(fd).unwrap_or((0, 0));
     FILE_DEV.store(id.0, Relaxed);
     FILE_INO.store(id.1, Relaxed);
+    let fd = keep_high(fd);
     let size = cfg.segment_bytes;
-    let seg0 = match map_segment(fd, 0, size, size) {
+    // Not past RLIMIT_FSIZE (SIGXFSZ would kill the target), and at least the header's page.
+    let first = FIRST_STEP.min(LIMIT.load(Relaxed)).min(sys::file_size_limit() & !4095);
+    if first < 4096 {
+        return discard(fd, id, &buf[..=len], libc::EFBIG);
+    }
+    if let Err(e) = allocate(fd, 0, first) {
+        return discard(fd, id, &buf[..=len], e);
+    }
+    let seg0 = match map_segment(fd, 0, size) {
         Ok(m) => m,
         Err(e) => return discard(fd, id, &buf[..=len], e),
     };
@@ -150,7 +196,7 @@ pub fn open(cfg: &crate::config::Config) -> bool {
         sys::munmap(seg0 as usize, size as usize);
         return discard(fd, id, &buf[..=len], e);
     }
-    sys::close(fd);
+    FD.store(fd, Release);
     let hdr_ptr = h as *mut u8;
     // SAFETY: a fresh, writable mapping of the file's first page, which holds the header.
     let hdr = unsafe { core::slice::from_raw_parts_mut(hdr_ptr, HEADER_SIZE) };
@@ -171,15 +217,27 @@ pub fn open(cfg: &crate::config::Config) -> bool {
 }
 
 /// Creates the trace file at `buf[..len]` (not yet NUL-terminated), never destroying or
-/// following what is already there. A name taken by a regular file or a symlink (an exec'd
-/// image of the same pid, a fork child with a fixed VMSHIM_OUT) gets the first free `.N`
-/// suffix; a name taken by anything else (a device, FIFO, socket or directory) is a mistake in
-/// VMSHIM_OUT, and the shim refuses it rather than write a trace beside it. Returns the open
-/// descriptor and the final path's length, or None after one line on stderr.
-fn create(buf: &mut [u8; PATH_MAX], len: usize) -> Option<(i32, usize)> {
+/// following what is already there. A name `T` taken by a regular file or a symlink (an exec'd
+/// image of the same pid, a fork child with a fixed VMSHIM_OUT, a stale trace) gives way to
+/// `T.<pid>`, then `T.<pid>.1`, `T.<pid>.2`, ... with no cap (issue 12: a tree of a thousand
+/// processes under one fixed name loses none); `pid` is None when the template named the pid
+/// already (`%p`), and then the suffixes are `T.1`, `T.2`, .... A name taken by anything else
+/// (a device, FIFO, socket or directory) is a mistake in VMSHIM_OUT, and the shim refuses it
+/// rather than write a trace beside it. Returns the open descriptor and the final path's
+/// length, or None after one line on stderr.
+fn create(buf: &mut [u8; PATH_MAX], len: usize, pid: Option<u32>) -> Option<(i32, usize)> {
     let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    for n in 0..100u32 {
-        let l = if n == 0 { len } else { with_suffix(buf, len, n) };
+    let mut base = len;
+    for n in 0..u64::MAX {
+        let l = match (n, pid) {
+            (0, _) => len,
+            (1, Some(pid)) => {
+                base = with_suffix(buf, len, pid as u64);
+                base
+            }
+            (n, Some(_)) => with_suffix(buf, base, n - 1),
+            (n, None) => with_suffix(buf, len, n),
+        };
         if l + 1 > PATH_MAX {
             break;
         }
@@ -237,6 +295,9 @@ fn discard(fd: i32, id: (u64, u64), path: &[u8], errno: i32) -> bool {
 
 fn fail(what: &[u8], errno: i32) -> bool {
     STATE.store(OFF, Release);
+    if QUIET.load(Relaxed) {
+        return false;
+    }
     let mut num = [0u8; 20];
     let n = fmt_u64(errno as u64, &mut num);
     say(&[
@@ -249,8 +310,12 @@ fn fail(what: &[u8], errno: i32) -> bool {
     false
 }
 
-/// Writes the concatenated `parts` to stderr as one write (cut at 512 bytes).
+/// Writes the concatenated `parts` to stderr as one write (cut at 512 bytes); nothing in a
+/// fork child.
 fn say(parts: &[&[u8]]) {
+    if QUIET.load(Relaxed) {
+        return;
+    }
     let mut line = [0u8; 512];
     let mut n = 0;
     for part in parts {
@@ -281,9 +346,13 @@ fn expand(template: &[u8], pid: u32, out: &mut [u8]) -> Option<usize> {
     (n + 12 < out.len()).then_some(n)
 }
 
-fn with_suffix(buf: &mut [u8], base_len: usize, n: u32) -> usize {
+/// Writes `.n` after `buf[..base_len]`; returns the new length (PATH_MAX when it cannot fit).
+fn with_suffix(buf: &mut [u8], base_len: usize, n: u64) -> usize {
+    if base_len + 22 > buf.len() {
+        return PATH_MAX;
+    }
     buf[base_len] = b'.';
-    base_len + 1 + fmt_u64(n as u64, &mut buf[base_len + 1..])
+    base_len + 1 + fmt_u64(n, &mut buf[base_len + 1..])
 }
 
 /// Decimal digits of `v` into `out`; returns how many were written (0 if they do not fit).
@@ -329,6 +398,7 @@ fn bump(field: usize, n: u64) {
 pub fn account(ns: u64) {
     bump(header::RECORDING_NS, ns);
     bump(header::TIMED, 1);
+    sys::calibrate_when_ready();
 }
 
 pub fn count_dropped() {
@@ -346,18 +416,9 @@ fn segment(i: usize) -> Option<*mut u8> {
         return Some(p);
     }
     let size = SEG_SIZE.load(Relaxed);
-    let want = (i as u64 + 1) * size;
-    // Growing a file past RLIMIT_FSIZE raises SIGXFSZ, which would kill the target: stop
-    // recording instead.
-    if want > sys::file_size_limit() {
-        return None;
-    }
     MAPPED.fetch_update(AcqRel, Acquire, |m| (m < WINDOW).then_some(m + 1)).ok()?;
-    let m = reopen().and_then(|fd| {
-        let m = map_segment(fd, i, size, want).ok();
-        sys::close(fd);
-        m
-    });
+    SEG_HIGH.fetch_max(i + 1, AcqRel);
+    let m = trace_fd().and_then(|fd| map_segment(fd, i, size).ok());
     let Some(m) = m else {
         MAPPED.fetch_sub(1, AcqRel);
         return None;
@@ -400,6 +461,112 @@ fn leave(i: usize, bytes: u64) {
     }
 }
 
+/// The first growth step: room for the start-up records of a small program (its maps, its
+/// modules), so that `/bin/true` allocates 16 KiB once.
+const FIRST_STEP: u64 = 16 << 10;
+/// The largest growth step.
+const MAX_STEP: u64 = 1 << 20;
+
+/// Makes the file's blocks cover `..end`, allocating one growth step past it (a quarter of the
+/// file, between [`FIRST_STEP`] and [`MAX_STEP`]), and faults in the new part of segment
+/// `seg` (mapped at `base`) writable. False when that cannot be done now (no descriptor, a
+/// full disk, RLIMIT_FSIZE, VMSHIM_MAX_BYTES): the caller drops its record.
+fn ensure(end: u64, seg: usize, base: *mut u8) -> bool {
+    let have = ALLOC.load(Acquire);
+    if end <= have {
+        return true;
+    }
+    let step = (have / 4).clamp(FIRST_STEP, MAX_STEP);
+    let limit = LIMIT.load(Relaxed).next_multiple_of(FIRST_STEP);
+    // Growing a file past RLIMIT_FSIZE raises SIGXFSZ, which would kill the target.
+    let target = (end + step).next_multiple_of(FIRST_STEP).min(limit).min(sys::file_size_limit());
+    if target < end {
+        return false;
+    }
+    let Some(fd) = trace_fd() else { return false };
+    if allocate(fd, have, target).is_err() {
+        return false;
+    }
+    let size = SEG_SIZE.load(Relaxed);
+    let (lo, hi) = (seg as u64 * size, (seg as u64 + 1) * size);
+    let (from, to) = (have.max(lo), target.min(hi));
+    if from < to {
+        sys::madvise(base as usize + (from - lo) as usize, (to - from) as usize, MADV_POPULATE_WRITE);
+    }
+    true
+}
+
+/// Allocates the file's blocks over `from..to` and raises [`ALLOC`] to `to`; Err(errno) when
+/// neither fallocate nor (where the file system has no fallocate) ftruncate could.
+/// fallocate only ever grows a file, so racing threads cannot shrink it under a mapping (a
+/// shrink would turn a later store into SIGBUS in the target); ftruncate could, so only one
+/// thread at a time uses it, and never to shrink.
+fn allocate(fd: i32, from: u64, to: u64) -> Result<(), i32> {
+    let r = sys::fallocate(fd, from, to - from);
+    if r == -(libc::EOPNOTSUPP as isize) {
+        if TRUNCATING.swap(true, Acquire) {
+            return Err(libc::EAGAIN);
+        }
+        let r = if ALLOC.load(Acquire) < to { sys::ftruncate(fd, to) } else { 0 };
+        if r == 0 {
+            ALLOC.fetch_max(to, AcqRel);
+        }
+        TRUNCATING.store(false, Release);
+        return if r < 0 { Err((-r) as i32) } else { Ok(()) };
+    }
+    if r < 0 {
+        return Err((-r) as i32);
+    }
+    ALLOC.fetch_max(to, AcqRel);
+    Ok(())
+}
+
+/// Moves a fresh descriptor of the trace file up, out of the numbers a program expects to get
+/// from its own `open` (the lowest free one): to just under the soft RLIMIT_NOFILE, at most
+/// 1023 (a higher number would make the kernel grow the descriptor table for nothing).
+/// Returns the descriptor to keep (`fd` itself when no higher one is free).
+fn keep_high(fd: i32) -> i32 {
+    // The usual limit first, without asking it (EINVAL when it is lower).
+    let r = sys::dup_cloexec_at_least(fd, 1023);
+    if r >= 0 {
+        sys::close(fd);
+        return r as i32;
+    }
+    let top = sys::open_files_limit().min(1024) as i32;
+    for min in [top - 1, top - 16, top / 2] {
+        if min <= fd {
+            continue;
+        }
+        let r = sys::dup_cloexec_at_least(fd, min);
+        if r >= 0 {
+            sys::close(fd);
+            return r as i32;
+        }
+    }
+    fd
+}
+
+/// The kept descriptor, if it still names the trace file; else the file reopened by path (and
+/// kept from then on); None when neither works (the program closed it and the file is no
+/// longer reachable for this process: moved, or its privileges dropped).
+fn trace_fd() -> Option<i32> {
+    let id = (FILE_DEV.load(Relaxed), FILE_INO.load(Relaxed));
+    let fd = FD.load(Acquire);
+    if fd >= 0 && sys::file_id(fd) == Some(id) {
+        return Some(fd);
+    }
+    let new = keep_high(reopen()?);
+    match FD.compare_exchange(fd, new, AcqRel, Acquire) {
+        Ok(_) => Some(new),
+        Err(other) => {
+            // Another thread reopened it first: keep theirs. The old number is never closed:
+            // it is no longer the shim's.
+            sys::close(new);
+            (sys::file_id(other) == Some(id)).then_some(other)
+        }
+    }
+}
+
 /// Opens the trace file again by path, if it is still the file the shim created.
 fn reopen() -> Option<i32> {
     let path = path_for_reopen();
@@ -422,47 +589,23 @@ fn path_for_reopen() -> &'static [u8] {
     &all[..=(PATH_LEN.load(Relaxed) as usize).min(PATH_MAX - 1)]
 }
 
+/// Faults in writable what a growth step allocated ([`ensure`]). Otherwise the first store to
+/// each page of a shared file mapping takes a write fault (the file system tracks dirty
+/// pages), one per 40 records or so, each waiting on the mmap lock the target's own mmap calls
+/// hold. A step at a time, as records reach it: a short-lived process dirties no more of its
+/// file than it fills. An older kernel without MADV_POPULATE_WRITE (5.14) says EINVAL and the
+/// pages fault in as before.
 const MADV_POPULATE_WRITE: i32 = 23;
-/// How much of a segment is faulted in at a time.
-const POPULATE_CHUNK: u64 = 256 << 10;
 
-/// Faults in writable the chunk of the segment at `base` (`size` bytes) that starts at
-/// `offset`. Otherwise the first store to each page of a shared file mapping takes a write
-/// fault (the file system tracks dirty pages), one per 40 records or so, each waiting on the
-/// mmap lock the target's own mmap calls hold. A chunk at a time, as records reach it: a
-/// short-lived process dirties no more of its file than it fills. An older kernel without
-/// MADV_POPULATE_WRITE (5.14) says EINVAL and the pages fault in as before.
-fn populate(base: usize, offset: u64, size: u64) {
-    if offset < size {
-        sys::madvise(base + offset as usize, POPULATE_CHUNK.min(size - offset) as usize, MADV_POPULATE_WRITE);
-    }
-}
-
-/// Grows the file to hold segment `i` and maps it; Err(errno) when either fails.
-fn map_segment(fd: i32, i: usize, size: u64, want: u64) -> Result<*mut u8, i32> {
-    if FILE_SIZE.load(Relaxed) < want {
-        // fallocate only ever grows a file, so racing threads cannot shrink it under a mapping
-        // (a shrink would turn a later store into SIGBUS in the target).
-        let r = sys::fallocate(fd, i as u64 * size, size);
-        if r == -(libc::EOPNOTSUPP as isize) {
-            if FILE_SIZE.fetch_max(want, AcqRel) < want {
-                let r = sys::ftruncate(fd, want);
-                if r < 0 {
-                    return Err((-r) as i32);
-                }
-            }
-        } else if r < 0 {
-            return Err((-r) as i32);
-        }
-        FILE_SIZE.fetch_max(want, AcqRel);
-    }
+/// Maps segment `i` of the file (`size` bytes; it may reach past the file's end: nothing is
+/// stored there before [`ensure`] allocated it); Err(errno) when it cannot be mapped.
+fn map_segment(fd: i32, i: usize, size: u64) -> Result<*mut u8, i32> {
     let prot = libc::PROT_READ | libc::PROT_WRITE;
     let m = sys::mmap(0, size as usize, prot, libc::MAP_SHARED, fd, (i as u64 * size) as i64);
     let (_, e) = sys::split(m);
     if e != 0 {
         return Err(e);
     }
-    populate(m as usize, 0, size);
     Ok(m as *mut u8)
 }
 
@@ -517,18 +660,14 @@ pub fn reserve(len: usize) -> Option<Slot> {
         let seg = (off / size) as usize;
         let within = (off % size) as usize;
         if within + len <= size as usize {
-            let Some(base) = segment(seg) else {
-                // Given up unwritten (the reader skips it as torn), but given back, so that
-                // the segment can still be retired.
+            // Given up unwritten when the segment cannot be mapped or the file cannot hold the
+            // record (the reader skips it as torn, or it lies past the file's end), but given
+            // back, so that the segment can still be retired.
+            let Some(base) = segment(seg).filter(|&b| ensure(off + len as u64, seg, b)) else {
                 leave(seg, len as u64);
                 count_dropped();
                 return None;
             };
-            // The record enters the next chunk: fault it in before anything is stored there.
-            let (from, to) = (within as u64 / POPULATE_CHUNK, (within + len) as u64 / POPULATE_CHUNK);
-            if to != from {
-                populate(base as usize, to * POPULATE_CHUNK, size);
-            }
             // SAFETY: `within < size`, so the pointer stays inside the mapped segment.
             let at = unsafe { base.add(within) };
             return Some(Slot { at, len, offset: off, committed: false });
@@ -536,12 +675,14 @@ pub fn reserve(len: usize) -> Option<Slot> {
         // The record would straddle two segments: pad out what it took of both, give both
         // pieces back, then reserve again. (Unpadded, the spill into the next segment would
         // read as a torn record.)
+        // The pads are stored only where the file holds them (else left unwritten: the
+        // reader skips zeros, and never reads past the file's end).
         let (pad, spill) = (size as usize - within, within + len - size as usize);
-        if let Some(base) = segment(seg) {
+        if let Some(base) = segment(seg).filter(|&b| ensure(off + pad as u64, seg, b)) {
             // SAFETY: `within < size`, inside the mapped segment.
             write_pad(unsafe { base.add(within) }, pad);
         }
-        if let Some(next) = segment(seg + 1) {
+        if let Some(next) = segment(seg + 1).filter(|&b| ensure(off + len as u64, seg + 1, b)) {
             write_pad(next, spill);
         }
         leave(seg + 1, spill as u64);
@@ -600,13 +741,23 @@ pub fn append(record: &[u8]) -> Option<u64> {
 /// In the child of a fork: forget the parent's trace (its mappings and descriptor are the
 /// child's copies) so that the next initialisation opens the child's own file.
 pub fn reset_after_fork() {
+    let fd = FD.swap(-1, AcqRel);
+    if fd >= 0 && sys::file_id(fd) == Some((FILE_DEV.load(Relaxed), FILE_INO.load(Relaxed))) {
+        sys::close(fd);
+    }
+    ALLOC.store(0, Relaxed);
     let size = SEG_SIZE.load(Relaxed) as usize;
-    for (s, d) in SEGS.iter().zip(DONE.iter()) {
-        let p = s.swap(ptr::null_mut(), AcqRel);
-        if !p.is_null() {
+    // Only what was used is written: a store to each of these pages would copy it (the child
+    // shares them with the parent copy-on-write), 32 page copies for two 4096-entry tables.
+    let high = SEG_HIGH.swap(1, AcqRel).min(MAX_SEGS);
+    for (s, d) in SEGS[..high].iter().zip(DONE[..high].iter()) {
+        if !s.load(Relaxed).is_null() {
+            let p = s.swap(ptr::null_mut(), AcqRel);
             sys::munmap(p as usize, size);
         }
-        d.store(0, Relaxed);
+        if d.load(Relaxed) != 0 {
+            d.store(0, Relaxed);
+        }
     }
     let h = HDR.swap(ptr::null_mut(), AcqRel);
     if !h.is_null() {

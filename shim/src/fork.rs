@@ -1,0 +1,123 @@
+//! A fork child's trace is created inside fork, in the child, before fork returns to the
+//! program (issue 12): so a child that never makes a recorded call still has one, a child that
+//! drops its privileges next keeps writing into the file it already holds open (created 0600 by
+//! the parent's user), and its Start record names its real parent (read before a daemon's
+//! re-parenting) and the call that forked it.
+//!
+//! glibc's pthread_atfork handlers carry it: the prepare handler runs in the parent's forking
+//! thread and notes its thread id and the time in that thread's TLS block ([`crate::tls`]),
+//! and the forking call's stack in one of a few static notes, claimed by a compare-and-swap
+//! and released by the parent handler (no malloc, no lock; two threads that fork at once
+//! claim two notes; with every note taken the stack is left out). The child, whose one thread
+//! has a copy of the forking thread's TLS and of the notes, finds its note there and writes
+//! its trace's start-up records on a shim stack (the forking thread's stack may be small).
+//!
+//! vfork and posix_spawn children (CLONE_VM) run no atfork handler: they share the parent's
+//! memory until they exec, and the exec'd image makes its own trace; nothing here touches them.
+
+use crate::guard::Guard;
+use crate::tls::{self, Slot};
+use crate::{syscall as sys, unwind};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU32, Ordering::*};
+use vmshim_trace::MAX_FRAMES;
+
+/// How many threads may be between the prepare and the parent handler at once with their
+/// stacks noted (glibc runs the handlers of one fork at a time, under its atfork lock).
+const NOTES: usize = 8;
+
+struct Note {
+    /// The tid of the thread that holds the note; 0 when free.
+    owner: AtomicU32,
+    len: UnsafeCell<usize>,
+    frames: UnsafeCell<[u64; MAX_FRAMES]>,
+}
+
+// SAFETY: a note's cells are written only by the thread that claimed it through `owner`, and
+// read by that thread's fork child (a copy of the memory, single-threaded).
+unsafe impl Sync for Note {}
+
+static NOTE: [Note; NOTES] = [const {
+    Note { owner: AtomicU32::new(0), len: UnsafeCell::new(0), frames: UnsafeCell::new([0; MAX_FRAMES]) }
+}; NOTES];
+
+/// How a fork child came to be, as its Start record says it.
+pub struct Origin<'a> {
+    /// The forking process (the child's parent at the fork).
+    pub parent_pid: u32,
+    pub parent_tid: u32,
+    pub mono_ns: u64,
+    /// The forking call's stack, innermost first, beginning at the program's call (the frames
+    /// inside libc's fork are left out).
+    pub stack: &'a [u64],
+}
+
+/// The prepare handler: runs in the forking thread, before the fork.
+pub extern "C" fn before_fork() {
+    let tid = sys::gettid();
+    tls::set(Slot::ForkTid, tid as usize);
+    tls::set(Slot::ForkNs, sys::monotonic_ns() as usize);
+    tls::set(Slot::ForkPid, crate::writer::own_pid() as usize);
+    tls::set(Slot::ForkNote, 0);
+    // A thread inside a hook already (a signal handler that forked) leaves the stack out: the
+    // unwinder and its caches are in use.
+    let Some(_guard) = Guard::enter() else { return };
+    let Some(i) = (0..NOTES).find(|&i| NOTE[i].owner.compare_exchange(0, tid, Acquire, Relaxed).is_ok())
+    else {
+        return;
+    };
+    let note = &NOTE[i];
+    let ran = crate::ownstack::run(|| {
+        // SAFETY: this thread claimed the note above and holds it until after_fork_in_parent.
+        let frames = unsafe { &mut *note.frames.get() };
+        let n = unwind::capture(&mut frames[..crate::depth()]);
+        // Leave out __run_fork_handlers and fork itself (and daemon(), which forks in libc):
+        // the stack begins where the program called.
+        let libc = crate::modules::text_of(libc::fork as *const () as u64);
+        let skip =
+            frames[..n].iter().take_while(|&&f| libc.is_some_and(|(lo, hi)| (lo..hi).contains(&f))).count();
+        frames.copy_within(skip..n, 0);
+        // SAFETY: as above.
+        unsafe { *note.len.get() = n - skip };
+    });
+    if ran {
+        tls::set(Slot::ForkNote, i + 1);
+    } else {
+        note.owner.store(0, Release);
+    }
+}
+
+/// The parent handler: the fork is done; the note is free again.
+pub extern "C" fn after_fork_in_parent() {
+    if let Some(note) = tls::get(Slot::ForkNote).checked_sub(1).and_then(|i| NOTE.get(i)) {
+        note.owner.store(0, Release);
+    }
+    tls::set(Slot::ForkNote, 0);
+}
+
+/// In the child: what the parent's forking thread noted (found through the TLS block this
+/// thread copied from it), or None when the prepare handler did not run (the shim's handlers
+/// were registered by another fork's time, or `_Fork`).
+pub fn origin_in_child() -> Option<Origin<'static>> {
+    let parent_tid = tls::get(Slot::ForkTid) as u32;
+    if parent_tid == 0 {
+        return None;
+    }
+    let mono_ns = tls::get(Slot::ForkNs) as u64;
+    let parent_pid = tls::get(Slot::ForkPid) as u32;
+    let stack: &[u64] = match tls::get(Slot::ForkNote).checked_sub(1).and_then(|i| NOTE.get(i)) {
+        // SAFETY: the child is single-threaded and has its own copy of the note, which its
+        // parent thread finished writing before it forked; nothing writes it in the child.
+        Some(note) => unsafe {
+            let len = (*note.len.get()).min(MAX_FRAMES);
+            &(&*note.frames.get())[..len]
+        },
+        None => &[],
+    };
+    tls::set(Slot::ForkTid, 0);
+    tls::set(Slot::ForkNote, 0);
+    for note in &NOTE {
+        note.owner.store(0, Relaxed);
+    }
+    Some(Origin { parent_pid, parent_tid, mono_ns, stack })
+}
