@@ -30,13 +30,17 @@ fn an_existing_path_at_out_is_never_removed_truncated_or_followed() {
     let out = run_with_timeout(&mut vmshim_run(&dir, &["--out", "precious.txt"], &["/bin/true"]), TIMEOUT);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "data\n", "the file is untouched");
-    let trace = dir.join("precious.txt.1");
-    assert!(
-        vmshim_trace::parse(&std::fs::read(&trace).unwrap()).is_ok(),
-        "the trace went to {}",
-        trace.display()
-    );
-    assert!(text(&out.stderr).contains("precious.txt.1"), "vmshim says where: {}", text(&out.stderr));
+    // The name was taken, so the trace is `precious.txt.<pid>`, and vmshim says so.
+    let err = text(&out.stderr);
+    let said = err
+        .lines()
+        .find_map(|l| l.split_once("was taken; the trace is ").map(|(_, p)| p.trim().to_owned()))
+        .unwrap_or_else(|| panic!("vmshim says where: {err}"));
+    let trace = Path::new(&said);
+    let pid = trace.file_name().unwrap().to_string_lossy().strip_prefix("precious.txt.").map(str::to_owned);
+    assert!(pid.is_some_and(|p| p.parse::<u32>().is_ok()), "{said}: precious.txt.<pid>");
+    assert_eq!(trace.parent(), Some(dir.path()), "beside the taken name");
+    assert!(vmshim_trace::parse(&std::fs::read(trace).unwrap()).is_ok(), "the trace went to {said}");
     assert!(text(&out.stderr).contains("vmshim accounts for"), "and reports: {}", text(&out.stderr));
 
     // --out naming the program itself: it is not deleted and runs as it would bare.
