@@ -30,6 +30,7 @@ fn color(c: Category) -> &'static str {
         Category::SanitizerShadow => "#9c755f",
         Category::SanitizerAllocator => "#c9a58f",
         Category::Vmshim => "#d37295",
+        Category::Inherited => "#76b7b2",
         Category::Unattributed => "#000000",
     }
 }

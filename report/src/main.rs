@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 mod advice;
+mod analysis;
 mod attribute;
 mod cli;
 mod dns;
@@ -48,7 +49,14 @@ fn main() -> ExitCode {
         cli::Command::Report(a) if a.pprof.is_some() => {
             pprof_file(&a.trace, a.pprof.as_deref().unwrap_or(Path::new(""))).map(|()| 0)
         }
-        cli::Command::Report(a) => report(&a.trace, a.json, a.top, None, a.html.as_deref(), None).map(|()| 0),
+        cli::Command::Report(a) => {
+            let view = match (a.tree, a.pid) {
+                (true, _) => View::Tree,
+                (false, Some(pid)) => View::Pid(pid, a.image),
+                (false, None) => View::Answer,
+            };
+            report_view(&a.trace, a.json, a.top, None, a.html.as_deref(), None, view).map(|()| 0)
+        }
         cli::Command::Diff(a) => diff(&a).map(|()| 0),
         cli::Command::Events(a) => events(&a.trace, a.json).map(|()| 0),
     };
@@ -61,35 +69,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// A trace read, replayed and attributed.
-struct Analysis {
-    rec: read::Recording,
-    attr: attribute::Attribution,
-    sym: symbolize::Symbolizer,
-    /// VSZ over time as the hooks saw it.
-    series: Vec<(u64, u64)>,
-}
-
-fn analyse(trace: &Path) -> Result<Analysis, Failure> {
-    analyse_with(trace, None)
-}
-
-/// [`analyse`], with what `vmshim run` learnt at exit when it could not be added to the file.
-fn analyse_with(trace: &Path, fin: Option<read::Final>) -> Result<Analysis, Failure> {
-    let mut rec = read::load(trace)?;
-    if let Some(fin) = fin {
-        fin.apply(&mut rec);
-    }
-    if let Some((len, cursor)) = rec.truncated {
-        eprintln!(
-            "vmshim: warning: {} is cut short ({len} of the {cursor} bytes written): reporting what comes before the cut",
-            trace.display()
-        );
-    }
-    let replay = std::mem::take(&mut rec.replay);
-    let mut sym = symbolize::Symbolizer::new(attribute::modules(&rec));
-    let attr = attribute::attribute(&rec, &replay, &mut sym);
-    Ok(Analysis { rec, attr, sym, series: replay.series })
+/// The analysis `vmshim report T` answers with: the last image of T's process (the image
+/// `vmshim run` reports), with what it inherited in a fork.
+fn analyse(trace: &Path) -> Result<analysis::Analysis, Failure> {
+    Ok(match tree::find(trace) {
+        Some(run) => analysis::answer(&run, run.chosen, None)?,
+        None => analysis::of_image_alone(trace, None)?,
+    })
 }
 
 fn folded(trace: &Path) -> Result<(), Failure> {
@@ -106,10 +92,22 @@ fn pprof_file(trace: &Path, dest: &Path) -> Result<(), Failure> {
 }
 
 fn diff(args: &cli::DiffArgs) -> Result<(), Failure> {
-    let mut a = analyse(&args.a)?;
-    let mut b = analyse(&args.b)?;
+    // Each trace as it is: two images of one process compare too.
+    let mut a = analysis::of_trace(&args.a)?;
+    let mut b = analysis::of_trace(&args.b)?;
     let text = render::diff((&a.rec, &a.attr, &mut a.sym), (&b.rec, &b.attr, &mut b.sym), args.top);
     write_out(Dest::Stdout, text.as_bytes())
+}
+
+/// Which sections a report shows.
+#[derive(Clone, Copy)]
+enum View {
+    /// The given trace's process, as its last image ended.
+    Answer,
+    /// The process with this pid (its image N, 1-based, when given).
+    Pid(u32, Option<usize>),
+    /// Every process, in tree order.
+    Tree,
 }
 
 /// Builds the report of a trace and writes it to `dest` (stdout when `None`), and the HTML page
@@ -122,17 +120,122 @@ fn report(
     html: Option<&Path>,
     fin: Option<read::Final>,
 ) -> Result<(), Failure> {
-    let Analysis { rec, attr, mut sym, series } = analyse_with(trace, fin)?;
-    let pid = rec.start.as_ref().map_or(0, |s| s.pid);
-    let processes = tree::descendants(trace, pid);
-    let input = render::Input { rec: &rec, attr: &attr, top, processes: &processes };
+    report_view(trace, json, top, dest, html, fin, View::Answer)
+}
+
+/// [`report`] with the sections `view` asks for. Every process of the run is analysed once:
+/// its row of the process table, and its section when one is shown.
+fn report_view(
+    trace: &Path,
+    json: bool,
+    top: usize,
+    dest: Option<Dest>,
+    html: Option<&Path>,
+    fin: Option<read::Final>,
+    view: View,
+) -> Result<(), Failure> {
+    let Some(run) = tree::find(trace) else {
+        // No start record: loading says why.
+        analysis::of_image_alone(trace, fin)?;
+        return Err(Failure(2, format!("{}: no start record", trace.display())));
+    };
+    let wanted = match view {
+        View::Answer => run.chosen,
+        View::Pid(pid, _) => run.by_pid(pid).ok_or_else(|| {
+            let pids: Vec<String> = run.processes.iter().map(|p| p.pid.to_string()).collect();
+            Failure(
+                2,
+                format!(
+                    "no process {pid} in the run of {}: its processes are {}",
+                    trace.display(),
+                    pids.join(", ")
+                ),
+            )
+        })?,
+        View::Tree => run.chosen,
+    };
+    let image = match view {
+        View::Pid(_, Some(n)) => Some(n),
+        _ => None,
+    };
+    let mut fin = fin;
+    let mut rows = Vec::with_capacity(run.processes.len());
+    let mut main: Option<analysis::Analysis> = None;
+    // --tree: each section rendered as its process is analysed, then dropped.
+    let mut tree_sections: Vec<String> = Vec::new();
+    let mut tree_json: Vec<serde_json::Value> = Vec::new();
+    for p in 0..run.processes.len() {
+        let own_fin = if p == run.chosen { fin.take() } else { None };
+        let a = match analysis::answer(&run, p, own_fin) {
+            Ok(a) => a,
+            Err(e) if p != wanted => {
+                eprintln!("vmshim: warning: process {} left out: {e}", run.processes[p].pid);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        rows.push(analysis::row(&run, p, &a));
+        if matches!(view, View::Tree) {
+            let mut a = a;
+            let input = render::Input {
+                rec: &a.rec,
+                attr: &a.attr,
+                top,
+                context: &a.context,
+                processes: &[],
+                trace: "",
+            };
+            if json {
+                tree_json.push(render::json(&input, &mut a.sym));
+            } else {
+                tree_sections.push(render::text(&input, &mut a.sym));
+            }
+            if p == wanted && html.is_some() {
+                main = Some(a);
+            }
+        } else if p == wanted {
+            main = Some(a);
+        }
+    }
+    let mut main = match (image, main) {
+        (Some(n), _) => {
+            let count = run.processes[wanted].images.len();
+            if n == 0 || n > count + 1 {
+                return Err(Failure(
+                    2,
+                    format!("process {} has images 1 to {count}", run.processes[wanted].pid),
+                ));
+            }
+            if n <= count {
+                analysis::of_image(&run, wanted, n - 1, None)?
+            } else {
+                analysis::answer(&run, wanted, None)?
+            }
+        }
+        (None, Some(a)) => a,
+        (None, None) => analysis::answer(&run, wanted, None)?,
+    };
+    let rows: &[analysis::Row] = if rows.len() > 1 { &rows } else { &[] };
+    let shown = trace.display().to_string();
+    let input = render::Input {
+        rec: &main.rec,
+        attr: &main.attr,
+        top,
+        context: &main.context,
+        processes: rows,
+        trace: &shown,
+    };
     if let Some(path) = html {
-        let page = html::page(&input, &series, &mut sym);
+        let page = html::page(&input, &main.series, &mut main.sym);
         std::fs::write(path, page)
             .map_err(|e| Failure(1, format!("cannot write {}: {e}", path.display())))?;
     }
     let text = if json {
-        let mut s = serde_json::to_string_pretty(&render::json(&input, &mut sym)).unwrap_or_default();
+        let mut v = render::json(&input, &mut main.sym);
+        if matches!(view, View::Tree) {
+            v["sections"] = serde_json::Value::Array(tree_json);
+        }
+        let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
         s.push('\n');
         s
     } else {
@@ -142,7 +245,23 @@ fn report(
             Some(Dest::Stderr) => std::io::stderr().is_terminal(),
             Some(Dest::File(_)) => false,
         };
-        decorate(render::text(&input, &mut sym), tty)
+        let mut t = if matches!(view, View::Tree) {
+            // The table, then every section in tree order.
+            let mut t = String::new();
+            let table = render::Input { processes: rows, ..input };
+            t.push_str(&render::table(&table));
+            for s in tree_sections {
+                t.push('\n');
+                t.push_str(&s);
+            }
+            t
+        } else {
+            render::text(&input, &mut main.sym)
+        };
+        if t.is_empty() {
+            t.push('\n');
+        }
+        decorate(t, tty)
     };
     write_out(dest.unwrap_or(Dest::Stdout), text.as_bytes())
 }
@@ -226,31 +345,13 @@ fn shim_path() -> Result<PathBuf, Failure> {
     }
 }
 
-/// The trace of the program image that exited, among `first`, `first.1`, `first.2`, ... (the
-/// shim never writes over a file: a taken name gets the next free suffix, so an exec'd image
-/// and a fork child with the same name write `.N` files beside the first). Only traces whose
-/// start record names `pid` and came after `since` (Unix ns) count, so an older trace left
-/// under that name by an earlier run with the same pid is never taken.
+/// The trace of the program image that exited: the last image of the process whose first
+/// trace is `first` (or, when `first` was taken by an older file, the first free name after
+/// it), among its run's traces (`tree` lists them). Only traces whose start record names `pid`
+/// and came after `since` (Unix ns) count, so an older trace left under that name by an earlier
+/// run with the same pid is never taken. `vmshim report` picks the same image.
 fn last_image_trace(first: &Path, pid: u32, since: u64) -> Option<PathBuf> {
-    let ours = |p: &Path| read::start_of(p).is_some_and(|s| s.pid == pid && s.real_ns >= since);
-    let mut last = ours(first).then(|| first.to_path_buf());
-    // Stale files from earlier runs can fill any numbers below ours: look past gaps a little.
-    let mut misses = 0;
-    for n in 1.. {
-        let next = PathBuf::from(format!("{}.{n}", first.display()));
-        if !next.exists() {
-            misses += 1;
-            if misses > 8 {
-                break;
-            }
-            continue;
-        }
-        misses = 0;
-        if ours(&next) {
-            last = Some(next);
-        }
-    }
-    last
+    tree::last_image_of(first, pid, since)
 }
 
 /// What kind of thing is at `p`, if it is not something a trace may be written beside or
