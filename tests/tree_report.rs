@@ -327,21 +327,101 @@ fn pid_gives_one_section_and_tree_gives_the_table_then_every_section_in_tree_ord
         .filter_map(|l| l.strip_prefix("vmshim: pid "))
         .map(|l| l.split(' ').next().unwrap().parse().unwrap())
         .collect();
-    assert_eq!(heads, vec![t.parent, t.child1, t.child2, t.grandchild], "{tree}");
+    // Tree order: the parent, then each child followed by its own children (siblings in the
+    // order they started, which between the two children may go either way).
+    let c2 = heads.iter().position(|&p| p == t.child2).unwrap();
+    assert!(heads[0] == t.parent && heads.get(c2 + 1) == Some(&t.grandchild), "{heads:?}\n{tree}");
+    let mut sorted = heads.clone();
+    sorted.sort_unstable();
+    let mut made = vec![t.parent, t.child1, t.child2, t.grandchild];
+    made.sort_unstable();
+    assert_eq!(sorted, made);
     // The table's lines are in the same order, children indented under their parents.
+    let depth = |pid: u64| {
+        if pid == t.parent {
+            0
+        } else if pid == t.grandchild {
+            2
+        } else {
+            1
+        }
+    };
     let table: Vec<&str> = tree.lines().skip(2).take(4).collect();
-    for (line, (pid, depth)) in
-        table.iter().zip([(t.parent, 0), (t.child1, 1), (t.child2, 1), (t.grandchild, 2)])
-    {
-        assert!(line.starts_with(&format!("  {}{pid} ", "  ".repeat(depth))), "{line}");
+    for (line, pid) in table.iter().zip(&heads) {
+        assert!(line.starts_with(&format!("  {}{pid} ", "  ".repeat(depth(*pid)))), "{line}");
     }
     let json = report_json(&["--tree"], &top);
     let sections: Vec<u64> =
         json["sections"].as_array().unwrap().iter().map(|s| u(&s["process"]["pid"])).collect();
-    assert_eq!(sections, vec![t.parent, t.child1, t.child2, t.grandchild]);
+    assert_eq!(sections, heads);
+    // The page has the table too, a row per process.
+    let page = dir.join("tree.html");
+    report_text(&["--html", page.to_str().unwrap()], &top);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<table id=processes>"), "{html}");
+    for pid in &heads {
+        assert_eq!(html.matches(&format!("<tr data-pid=\"{pid}\">")).count(), 1, "{pid}");
+    }
     // A pid that is not in the run: a clear error naming the run's processes.
     let out = report(&["--pid", "1"], &top);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("no process 1") && err.contains(&t.grandchild.to_string()), "{err}");
+}
+
+/// `vmshim run --out T -- execstatic PROG` and then `vmshim report T`: (stdout, the run's JSON
+/// report, the later report's JSON, the later text report, the directory).
+fn run_exec(name: &str, prog: &Path) -> (String, Value, Value, String, TestDir) {
+    let dir = TestDir::new(name);
+    let mut cmd = vmshim_run_cmd(&dir, &build_c("execstatic"), &[prog.to_str().unwrap()]);
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let printed = load_report(&dir.join("report.json"));
+    let later = report_json(&[], &dir.join("t.trace"));
+    let text = report_text(&[], &dir.join("t.trace"));
+    (stdout, printed, later, text, dir)
+}
+
+/// execstatic's "static <pid> vsz <KiB>" line: (pid, VSZ in bytes).
+fn static_line(stdout: &str) -> (u64, u64) {
+    let w: Vec<&str> = stdout.lines().find(|l| l.starts_with("static ")).expect(stdout).split(' ').collect();
+    (w[1].parse().unwrap(), w[3].parse::<u64>().unwrap() * 1024)
+}
+
+#[test]
+fn report_of_an_exec_chain_answers_with_the_last_image_as_run_did() {
+    // A dynamic program that execs another dynamic one (what a wrapper script does).
+    let (stdout, printed, later, _, dir) = run_exec("tree_exec_dynamic", &build_c("execstatic"));
+    let (pid, vsz) = static_line(&stdout);
+    assert_eq!(later, printed, "vmshim report T gives the answer vmshim run gave");
+    let p = &later["process"];
+    assert_eq!((u(&p["pid"]), u(&p["image"]), p["images"].as_array().unwrap().len()), (pid, 2, 2), "{p}");
+    assert!(p["images"][0]["ended"].as_str().unwrap().starts_with("exec'd "), "{p}");
+    // Reconciled against the last image's own map at exit, as VmSize gave it then.
+    assert_eq!(u(&later["vsz"]["kernel_final_bytes"]), vsz);
+    assert!(later["attributed_fraction"].as_f64().unwrap() > 0.999, "{}", later["attributed_fraction"]);
+    // The first image is there on demand, replayed from its own calls.
+    let first = report_json(&["--pid", &pid.to_string(), "--image", "1"], &dir.join("t.trace"));
+    assert_eq!((u(&first["process"]["image"]), &first["vsz"]["kernel_final_bytes"]), (1, &Value::Null));
+}
+
+#[test]
+fn an_exec_into_a_static_program_says_its_memory_is_unattributed_and_why() {
+    let stat = build_c_with("execstatic", &["-static"]);
+    assert!(elf_interpreter(&stat).is_none(), "a static build");
+    let (stdout, printed, later, text, _) = run_exec("tree_exec_static", &stat);
+    let (pid, vsz) = static_line(&stdout);
+    assert_eq!(later, printed, "vmshim report T gives the answer vmshim run gave");
+    let p = &later["process"];
+    assert_eq!((u(&p["pid"]), u(&p["image"])), (pid, 2), "{p}");
+    assert_eq!(p["untraced_final"]["statically_linked"], Value::Bool(true), "{p}");
+    assert_eq!(u(&later["vsz"]["kernel_final_bytes"]), vsz);
+    // Its 4 MiB reservation: nothing recorded it.
+    let cat = |c: &str| {
+        later["categories"].as_array().unwrap().iter().find(|x| x["category"] == c).map(|x| u(&x["bytes"]))
+    };
+    assert!(cat("unattributed").unwrap() >= 4 << 20, "{}", later["categories"]);
+    assert!(text.contains(&format!("final image: {} is statically linked", stat.display())), "{text}");
+    assert!(text.contains("issue 15"), "{text}");
 }

@@ -304,7 +304,7 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
     o
 }
 
-/// What a final image without the shim means, in words.
+/// What a final image without the shim means, in words: why the shim is not in it.
 fn untraced_words(u: &Untraced) -> String {
     let why = match u.statically_linked {
         Some(true) => {
@@ -317,14 +317,15 @@ fn untraced_words(u: &Untraced) -> String {
             "has no shim in it (statically linked, or LD_PRELOAD was ignored; the file cannot be read now)"
         }
     };
-    format!(
-        "{} {why}, so nothing it did was recorded; a recorder for static programs (issue 15) does not exist yet",
-        u.exe
-    )
+    format!("{} {why}, so nothing it did was recorded", u.exe)
 }
 
-/// The lines under the heading that say where the image stands in its process.
-fn context_lines(o: &mut String, c: &Context, attr: &Attribution) {
+/// Said after [`untraced_words`] for a static image.
+const NO_STATIC_RECORDER: &str = "a recorder for static programs (issue 15) does not exist yet";
+
+/// The lines under the heading that say where the image stands in its process (each starts
+/// with two spaces; the HTML page shows them too).
+pub fn context_lines(o: &mut String, c: &Context, attr: &Attribution) {
     let u = unit();
     if c.images.len() > 1 {
         let chain: Vec<String> = c
@@ -355,18 +356,18 @@ fn context_lines(o: &mut String, c: &Context, attr: &Attribution) {
         let _ = match (this_one, un.map_known) {
             (true, _) => writeln!(
                 o,
-                "  final image: {}; only what the kernel's map at exit proves (images, heap, stacks) is explained",
+                "  final image: {}, and only what the kernel's map at exit proves (images, heap, stacks) is explained; {NO_STATIC_RECORDER}",
                 untraced_words(un)
             ),
             (false, true) => writeln!(
                 o,
-                "  then exec'd: {} (its map at exit is its own section: `--image {}`); this image is replayed from its calls",
+                "  then exec'd: {} (its map at exit is its own section: `--image {}`); this image is replayed from its calls; {NO_STATIC_RECORDER}",
                 untraced_words(un),
                 c.images.len()
             ),
             (false, false) => writeln!(
                 o,
-                "  then exec'd: {}; the map below is this image's, at the exec",
+                "  then exec'd: {}; the map below is this image's, at the exec; {NO_STATIC_RECORDER}",
                 untraced_words(un)
             ),
         };
@@ -515,7 +516,8 @@ fn inherited_json(i: Inherited) -> Value {
 }
 
 fn untraced_json(u: &Untraced) -> Value {
-    json!({"exe": u.exe, "statically_linked": u.statically_linked, "map_known": u.map_known, "why": untraced_words(u)})
+    json!({"exe": u.exe, "statically_linked": u.statically_linked, "map_known": u.map_known,
+           "why": format!("{}; {NO_STATIC_RECORDER}", untraced_words(u))})
 }
 
 /// A process table row (the first six fields are those of earlier reports).

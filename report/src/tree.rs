@@ -6,8 +6,9 @@
 //! Which traces: a run's traces are named `T` or `T.*` in T's directory (`vmshim.*.trace*` for
 //! the default `vmshim.%p.trace` template), and belong to the run iff their start record has
 //! the run's `run_id`. A trace written before run ids existed (run_id 0) falls back to parent
-//! pid links from the given trace, among traces that started after it: an older trace whose
-//! pid happens to be reused is never listed.
+//! pid links from the given trace, among traces that started after it (and the earlier images
+//! of its own process: same pid, same parent): an older trace whose pid happens to be reused
+//! is never listed.
 //!
 //! Processes are identified by (pid, image): an exec'd image of a pid is a new image of the
 //! same process, and the last image's map is the process's exit map. A fork child's trace
@@ -137,13 +138,20 @@ pub fn find(trace: &Path) -> Option<Run> {
             if run_id != 0 {
                 i.start.run_id == run_id
             } else {
-                // An old trace: only what started after the given one can descend from it.
-                i.start.run_id == 0 && i.start.real_ns >= given.start.real_ns
+                // An old trace: only what started after the given one can descend from it, and
+                // an earlier image of its own process has its pid and parent.
+                let earlier_image = i.start.pid == given.start.pid && i.start.ppid == given.start.ppid;
+                i.start.run_id == 0 && (i.start.real_ns >= given.start.real_ns || earlier_image)
             }
         })
         .collect();
     images.push(given.clone());
-    images.sort_by_key(|i| (i.start.mono_ns, i.start.real_ns));
+    // One run is on one boot: its monotonic clock orders it. Old traces may come from another.
+    if run_id != 0 {
+        images.sort_by_key(|i| (i.start.mono_ns, i.start.real_ns));
+    } else {
+        images.sort_by_key(|i| (i.start.real_ns, i.start.mono_ns));
+    }
     let mut procs = group(images);
     let chosen_at = |procs: &[Process]| {
         procs
@@ -205,7 +213,8 @@ fn tree_order(mut procs: Vec<Process>) -> Vec<Process> {
     if procs.is_empty() {
         return procs;
     }
-    let t0 = |p: &Process| p.first().start.mono_ns;
+    // A fork child came to be at the fork (its first record may come later).
+    let t0 = |p: &Process| p.fork().map_or(p.first().start.mono_ns, |f| f.mono_ns);
     let parents: Vec<Option<usize>> = (0..procs.len())
         .map(|i| {
             (0..procs.len())
