@@ -325,7 +325,6 @@ pub fn row(run: &Run, p: usize, a: &Analysis) -> Row {
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| s.map(|s| s.exe.clone()).unwrap_or_default());
     let inherited = attr.inherited_bytes();
-    let threads = if rec.thread_names.is_empty() { attr.threads.len() } else { rec.thread_names.len() };
     Row {
         pid: proc_.pid,
         ppid: proc_.ppid,
@@ -338,7 +337,7 @@ pub fn row(run: &Run, p: usize, a: &Analysis) -> Row {
         vsz_bytes: attr.final_bytes,
         vsz_from_kernel: attr.kernel_final_bytes.is_some(),
         rss_bytes: attr.rss_bytes,
-        threads,
+        threads: attr.threads.len(),
         ended: a.context.images.last().map_or("not observed".to_string(), |i| i.ended.clone()),
         inherited_bytes: inherited,
         own_bytes: attr.final_bytes.saturating_sub(inherited),

@@ -216,7 +216,8 @@ fn report_view(
         (None, None) => analysis::answer(&run, wanted, None)?,
     };
     let rows: &[analysis::Row] = if rows.len() > 1 { &rows } else { &[] };
-    let shown = trace.display().to_string();
+    // `vmshim report` of the run's first trace gives every section.
+    let shown = run.processes[0].first().trace.display().to_string();
     let input = render::Input {
         rec: &main.rec,
         attr: &main.attr,

@@ -120,7 +120,8 @@ fn candidates(trace: &Path) -> Vec<Image> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter(|e| e.file_name().to_str().is_some_and(|n| n != given && same_run_name(given, n)))
         .filter_map(|e| {
-            let p = dir.join(e.file_name());
+            // Named as the given trace is (`T.1` beside `T`, not `./T.1`).
+            let p = trace.with_file_name(e.file_name());
             read::start_of(&p).map(|start| Image { trace: p, start })
         })
         .collect();
@@ -132,16 +133,22 @@ fn candidates(trace: &Path) -> Vec<Image> {
 pub fn find(trace: &Path) -> Option<Run> {
     let given = Image { trace: trace.to_path_buf(), start: read::start_of(trace)? };
     let run_id = given.start.run_id;
-    let mut images: Vec<Image> = candidates(trace)
+    let all = candidates(trace);
+    // An old trace: an earlier image of its own process has its pid and parent, and only what
+    // started after the first of them can descend from it.
+    let own_image = |s: &Start| s.run_id == 0 && s.pid == given.start.pid && s.ppid == given.start.ppid;
+    let since = all
+        .iter()
+        .filter(|i| own_image(&i.start))
+        .map(|i| i.start.real_ns)
+        .fold(given.start.real_ns, u64::min);
+    let mut images: Vec<Image> = all
         .into_iter()
         .filter(|i| {
             if run_id != 0 {
                 i.start.run_id == run_id
             } else {
-                // An old trace: only what started after the given one can descend from it, and
-                // an earlier image of its own process has its pid and parent.
-                let earlier_image = i.start.pid == given.start.pid && i.start.ppid == given.start.ppid;
-                i.start.run_id == 0 && (i.start.real_ns >= given.start.real_ns || earlier_image)
+                i.start.run_id == 0 && (i.start.real_ns >= since || own_image(&i.start))
             }
         })
         .collect();
