@@ -421,8 +421,23 @@ fn malloc_category(call: CallKind) -> Option<Category> {
     }
 }
 
-/// The DT_NEEDED names of an ELF file (empty if it cannot be read).
+/// The DT_NEEDED names of an ELF file (empty if it cannot be read). A run's processes share
+/// their libraries: each file is read once per `vmshim` command.
 fn needed_libraries(path: &str) -> Vec<String> {
+    type Cache = std::sync::Mutex<HashMap<String, Vec<String>>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache.lock().ok().and_then(|c| c.get(path).cloned()) {
+        return v;
+    }
+    let v = read_needed_libraries(path);
+    if let Ok(mut c) = cache.lock() {
+        c.insert(path.to_string(), v.clone());
+    }
+    v
+}
+
+fn read_needed_libraries(path: &str) -> Vec<String> {
     use object::read::elf::ElfFile64;
     let Ok(data) = std::fs::read(path) else { return vec![] };
     let Ok(elf) = ElfFile64::<object::Endianness>::parse(&*data) else { return vec![] };
