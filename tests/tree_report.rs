@@ -425,3 +425,53 @@ fn an_exec_into_a_static_program_says_its_memory_is_unattributed_and_why() {
     assert!(text.contains(&format!("final image: {} is statically linked", stat.display())), "{text}");
     assert!(text.contains("issue 15"), "{text}");
 }
+
+/// Appends an Exit record to a finished trace, as `vmshim run` does for an image it saw exec.
+fn append_exit(path: &Path, raw_status: i32, how: &str) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let cursor = u64::from_le_bytes(bytes[24..32].try_into().unwrap()) as usize;
+    bytes.truncate(cursor);
+    let mut buf = vec![0u8; how.len() + 64];
+    let mut e = Encoder::new(&mut buf, Kind::Exit);
+    e.put_i32(raw_status);
+    e.put_u32(0);
+    e.put_str(how.as_bytes(), how.len());
+    let n = e.finish().unwrap();
+    bytes.extend_from_slice(&buf[..n]);
+    let end = bytes.len() as u64;
+    bytes[24..32].copy_from_slice(&end.to_le_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn an_image_that_exec_d_a_static_program_says_so_and_keeps_its_own_map() {
+    let stat = build_c_with("execstatic", &["-static"]);
+    let dir = TestDir::new("tree_exec_away");
+    let trace = dir.join("t.trace");
+    let out = run_with_timeout(
+        Command::new(build_c("execstatic"))
+            .arg(&stat)
+            .env("LD_PRELOAD", shim_lib())
+            .env("VMSHIM_OUT", &trace),
+        TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (pid, _) = static_line(&String::from_utf8_lossy(&out.stdout));
+    // What `vmshim run` adds to an image it saw exec (its map at the exec is left out here: the
+    // report then replays the image's calls).
+    append_exit(&trace, i32::MIN, &format!("exec'd {}", stat.display()));
+    let report = report_json(&[], &trace);
+    let p = &report["process"];
+    assert_eq!((u(&p["pid"]), u(&p["image"])), (pid, 1), "the traced image is the last one with a map: {p}");
+    assert_eq!(p["images"].as_array().unwrap().len(), 2, "{p}");
+    assert_eq!(p["images"][1]["trace"], Value::Null, "{p}");
+    let u_ = &p["untraced_final"];
+    assert_eq!(
+        (&u_["statically_linked"], &u_["map_known"]),
+        (&Value::Bool(true), &Value::Bool(false)),
+        "{p}"
+    );
+    assert_eq!(row(&report, pid)["ended"], format!("exec'd {}", stat.display()));
+    let text = report_text(&[], &trace);
+    assert!(text.contains(&format!("then exec'd: {} is statically linked", stat.display())), "{text}");
+}

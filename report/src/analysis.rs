@@ -338,7 +338,17 @@ pub fn row(run: &Run, p: usize, a: &Analysis) -> Row {
         vsz_from_kernel: attr.kernel_final_bytes.is_some(),
         rss_bytes: attr.rss_bytes,
         threads: attr.threads.len(),
-        ended: a.context.images.last().map_or("not observed".to_string(), |i| i.ended.clone()),
+        // After an exec into an image without the shim and without a map, the exec is the last
+        // thing seen.
+        ended: {
+            let images = &a.context.images;
+            let back = match &a.context.untraced_final {
+                Some(u) if !u.map_known => 2,
+                _ => 1,
+            };
+            let seen = images.len().checked_sub(back).and_then(|i| images.get(i));
+            seen.map_or("not observed".to_string(), |i| i.ended.clone())
+        },
         inherited_bytes: inherited,
         own_bytes: attr.final_bytes.saturating_sub(inherited),
         fork_of: a.context.fork_of,

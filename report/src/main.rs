@@ -215,9 +215,9 @@ fn report_view(
         (None, Some(a)) => a,
         (None, None) => analysis::answer(&run, wanted, None)?,
     };
-    let all_rows = rows;
-    // The table is for runs of more than one process (--tree shows it always).
-    let rows: &[analysis::Row] = if all_rows.len() > 1 { &all_rows } else { &[] };
+    // Every process is listed in the JSON; the text and HTML show the table for more than one
+    // (--tree always).
+    let rows: &[analysis::Row] = &rows;
     // `vmshim report` of the run's first trace gives every section.
     let shown = run.processes[0].first().trace.display().to_string();
     let input = render::Input {
@@ -251,7 +251,7 @@ fn report_view(
         let mut t = if matches!(view, View::Tree) {
             // The table, then every section in tree order.
             let mut t = String::new();
-            let table = render::Input { processes: &all_rows, ..input };
+            let table = render::Input { processes: rows, ..input };
             t.push_str(&render::table(&table));
             for s in tree_sections {
                 t.push('\n');

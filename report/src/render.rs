@@ -16,7 +16,7 @@ pub struct Input<'a> {
     pub top: usize,
     /// Where the image stands in its process (exec'd images, a fork, an untraced final image).
     pub context: &'a Context,
-    /// Every process of the run, in tree order, when there is more than one.
+    /// Every process of the run, in tree order (the text shows them for more than one).
     pub processes: &'a [Row],
     /// How to ask for another process's section (`vmshim report T`).
     pub trace: &'a str,
