@@ -198,11 +198,14 @@ fn the_process_table_lists_the_processes_the_program_made_with_their_parents() {
             assert_eq!(u(&r["ppid"]), ppid, "{r}");
         }
         assert_eq!(u(&r["depth"]), depth, "{r}");
-        // Each row is its own trace's figures: the section of that trace agrees.
+        // Each row is its own trace's figures: the trace reported alone has that address
+        // space, and the process's section in the run has the row's figures.
         let own = report_json(&[], &trace_of(&report, pid));
         assert_eq!(u(&own["process"]["pid"]), pid);
         assert_eq!(u(&r["vsz_bytes"]), u(&own["vsz"]["final_bytes"]), "{r}");
-        assert_eq!(r["explained_fraction"], own["attributed_fraction"], "{r}");
+        let section = report_json(&["--pid", &pid.to_string()], &dir.join("t.trace"));
+        assert_eq!(r["explained_fraction"], section["attributed_fraction"], "{r}");
+        assert_eq!(r["inherited_bytes"], section["process"]["inherited_bytes"], "{r}");
     }
     // The top's figures are the kernel's; a child's exit is observed or said not to be.
     let top = row(&report, t.parent);
