@@ -1,10 +1,12 @@
 //! `vmshim`: runs a program under libvmshim.so and explains where its address space came from.
 //!
-//! The data flows file to screen in module order: [`launch`] runs the target, [`read`] loads the
-//! trace, [`replay`] rebuilds the address space from the recorded calls, [`symbolize`] names
-//! addresses, [`attribute`] gives every byte a cause, [`render`] and [`events`] print. This file
-//! only dispatches and maps errors to exit codes: 2 for a bad trace or a target LD_PRELOAD cannot
-//! reach, the target's own status for `run`.
+//! The data flows file to screen in module order: [`launch`] runs the target, [`tree`] finds the
+//! run's traces and sorts them into processes and images, [`read`] loads a trace, [`replay`]
+//! rebuilds the address space from the recorded calls, [`symbolize`] names addresses,
+//! [`attribute`] gives every byte a cause, [`analysis`] does that once per process (what a fork
+//! child inherited included) and makes the process table, [`render`], [`html`] and [`events`]
+//! print. This file only dispatches and maps errors to exit codes: 2 for a bad trace or a target
+//! LD_PRELOAD cannot reach, the target's own status for `run`.
 // Only `launch` (fork, ptrace, waitpid) may use unsafe; it says why at its top.
 #![deny(unsafe_code)]
 
