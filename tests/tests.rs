@@ -18,6 +18,7 @@ mod robust;
 mod scale;
 mod small_stacks;
 mod traces;
+mod tree_report;
 mod trees;
 mod under_vmshim;
 mod views;

@@ -32,11 +32,14 @@ pub enum Category {
     /// A sanitizer runtime's own allocator reservation.
     SanitizerAllocator,
     Vmshim,
+    /// A fork child's memory from a parent that left no trace: where it came from is known,
+    /// why is not.
+    Inherited,
     Unattributed,
 }
 
 impl Category {
-    pub const ALL: [Category; 14] = [
+    pub const ALL: [Category; 15] = [
         Category::ThreadStack,
         Category::MallocArena,
         Category::MallocLarge,
@@ -50,6 +53,7 @@ impl Category {
         Category::SanitizerShadow,
         Category::SanitizerAllocator,
         Category::Vmshim,
+        Category::Inherited,
         Category::Unattributed,
     ];
 
@@ -68,6 +72,7 @@ impl Category {
             Category::SanitizerShadow => "sanitizer_shadow",
             Category::SanitizerAllocator => "sanitizer_allocator",
             Category::Vmshim => "vmshim",
+            Category::Inherited => "inherited",
             Category::Unattributed => "unattributed",
         }
     }
@@ -91,6 +96,29 @@ pub struct Attributed {
     pub stack: Vec<u64>,
     /// What made it: `mmap`, `mremap`, `pthread_create`, or `map` (known from the map alone).
     pub cause: &'static str,
+    /// In a fork child: the piece came from the parent at the fork (the cause, thread and
+    /// stack above are then the parent's).
+    pub inherited: Option<Inherited>,
+}
+
+/// Where an inherited piece of a fork child came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Inherited {
+    /// The parent's pid.
+    pub pid: u32,
+    /// The parent's thread the bytes belong to, when the parent's trace says.
+    pub tid: Option<u32>,
+    /// Whether the parent's trace was found (else only the child's own map explains it).
+    pub parent_traced: bool,
+}
+
+/// What a fork child's report knows about the address space it got in the fork.
+pub enum Inheritance {
+    /// The parent's attribution of the child's start-up map, replayed from the parent's trace
+    /// up to the fork: the parent's categories, threads and stacks, by address.
+    Parent { pid: u32, regions: Vec<Attributed> },
+    /// The parent left no trace in the run.
+    NotTraced { ppid: u32 },
 }
 
 impl Attributed {
@@ -147,11 +175,20 @@ impl Attribution {
     pub fn bytes_of(&self, c: Category) -> (u64, usize) {
         self.regions.iter().filter(|r| r.category == c).fold((0, 0), |(b, n), r| (b + r.size(), n + 1))
     }
+    /// What no evidence explains: `unattributed`, and what a fork child got from an untraced
+    /// parent.
+    pub fn unexplained_bytes(&self) -> u64 {
+        self.bytes_of(Category::Unattributed).0 + self.bytes_of(Category::Inherited).0
+    }
     pub fn attributed_fraction(&self) -> f64 {
         if self.final_bytes == 0 {
             return 1.0;
         }
-        1.0 - self.bytes_of(Category::Unattributed).0 as f64 / self.final_bytes as f64
+        1.0 - self.unexplained_bytes() as f64 / self.final_bytes as f64
+    }
+    /// Bytes a fork child still has from its parent.
+    pub fn inherited_bytes(&self) -> u64 {
+        self.regions.iter().filter(|r| r.inherited.is_some()).map(Attributed::size).sum()
     }
 }
 
@@ -184,7 +221,14 @@ fn is_go_runtime_frame(name: &str) -> bool {
     name.starts_with("runtime.") || name.starts_with("x_cgo_") || name.starts_with("_cgo_")
 }
 
-pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attribution {
+/// `inherited` is set for a fork child: the pieces its start-up map explains came from the
+/// parent, and are attributed as the parent's.
+pub fn attribute(
+    rec: &Recording,
+    replay: &Replay,
+    sym: &mut Symbolizer,
+    inherited: Option<&Inheritance>,
+) -> Attribution {
     let final_regions: Vec<Region> = match &rec.final_maps {
         Some(m) => m.clone(),
         None => replayed_regions(rec, replay),
@@ -204,7 +248,11 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
     let mut vmshim_rss = 0;
     for (ri, r) in final_regions.iter().enumerate() {
         let first_piece = out.len();
-        for (s, e, origin) in cut_at_module_ends(replay.space.pieces(r.start, r.end), &module_ends) {
+        let mut pieces = cut_at_module_ends(replay.space.pieces(r.start, r.end), &module_ends);
+        if let Some(Inheritance::Parent { regions, .. }) = inherited {
+            pieces = cut_at_parent_regions(pieces, regions);
+        }
+        for (s, e, origin) in pieces {
             let mut a = Attributed {
                 start: s,
                 end: e,
@@ -215,7 +263,42 @@ pub fn attribute(rec: &Recording, replay: &Replay, sym: &mut Symbolizer) -> Attr
                 creator_tid: None,
                 stack: vec![],
                 cause: "map",
+                inherited: None,
             };
+            // What the child's start-up map holds came from the parent at the fork.
+            if let (Some(Origin::Initial(_)), Some(inh)) = (origin, inherited) {
+                let parent = match inh {
+                    Inheritance::Parent { pid, regions } => parent_piece(regions, s).map(|p| (*pid, p)),
+                    Inheritance::NotTraced { .. } => None,
+                };
+                match parent {
+                    Some((pid, p)) => {
+                        (a.category, a.tid, a.creator_tid) = (p.category, p.tid, p.creator_tid);
+                        (a.stack, a.cause) = (p.stack.clone(), p.cause);
+                        // What the parent had inherited itself names the process it came from.
+                        a.inherited =
+                            Some(p.inherited.unwrap_or(Inherited { pid, tid: p.tid, parent_traced: true }));
+                    }
+                    None => {
+                        let ppid = match inh {
+                            Inheritance::Parent { pid, .. } => *pid,
+                            Inheritance::NotTraced { ppid } => *ppid,
+                        };
+                        a.category = if stacks.contains_key(&ri) {
+                            Category::ThreadStack
+                        } else {
+                            match by_map(r, s, &trace_path, &shim_libs, sym) {
+                                Category::Unattributed => Category::Inherited,
+                                c => c,
+                            }
+                        };
+                        a.cause = "fork";
+                        a.inherited = Some(Inherited { pid: ppid, tid: None, parent_traced: false });
+                    }
+                }
+                out.push(a);
+                continue;
+            }
             let call = match origin {
                 Some(Origin::Call(i)) => rec.call(i).map(|c| (i, c)),
                 _ => None,
@@ -338,8 +421,23 @@ fn malloc_category(call: CallKind) -> Option<Category> {
     }
 }
 
-/// The DT_NEEDED names of an ELF file (empty if it cannot be read).
+/// The DT_NEEDED names of an ELF file (empty if it cannot be read). A run's processes share
+/// their libraries: each file is read once per `vmshim` command.
 fn needed_libraries(path: &str) -> Vec<String> {
+    type Cache = std::sync::Mutex<HashMap<String, Vec<String>>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache.lock().ok().and_then(|c| c.get(path).cloned()) {
+        return v;
+    }
+    let v = read_needed_libraries(path);
+    if let Ok(mut c) = cache.lock() {
+        c.insert(path.to_string(), v.clone());
+    }
+    v
+}
+
+fn read_needed_libraries(path: &str) -> Vec<String> {
     use object::read::elf::ElfFile64;
     let Ok(data) = std::fs::read(path) else { return vec![] };
     let Ok(elf) = ElfFile64::<object::Endianness>::parse(&*data) else { return vec![] };
@@ -369,6 +467,38 @@ fn shim_only_libraries(modules: &[LoadedModule]) -> Vec<String> {
 /// map names `/usr/lib/x.so`).
 fn canonical(p: &str) -> String {
     std::fs::canonicalize(p).map_or_else(|_| p.to_string(), |c| c.to_string_lossy().into_owned())
+}
+
+/// Splits the start-up map's pieces where the parent's attribution of them changes.
+fn cut_at_parent_regions(
+    pieces: Vec<(u64, u64, Option<Origin>)>,
+    parent: &[Attributed],
+) -> Vec<(u64, u64, Option<Origin>)> {
+    let mut out = Vec::with_capacity(pieces.len());
+    for (s, e, o) in pieces {
+        if !matches!(o, Some(Origin::Initial(_))) {
+            out.push((s, e, o));
+            continue;
+        }
+        let mut at = s;
+        let first = parent.partition_point(|p| p.end <= s);
+        for p in parent[first..].iter().take_while(|p| p.start < e) {
+            for cut in [p.start, p.end] {
+                if cut > at && cut < e {
+                    out.push((at, cut, o));
+                    at = cut;
+                }
+            }
+        }
+        out.push((at, e, o));
+    }
+    out
+}
+
+/// The parent's attributed piece that holds `addr` (the parent's regions are in address order).
+fn parent_piece(parent: &[Attributed], addr: u64) -> Option<&Attributed> {
+    let i = parent.partition_point(|p| p.end <= addr);
+    parent.get(i).filter(|p| p.start <= addr)
 }
 
 /// Splits pieces at module span ends, so that an image's .bss and whatever the kernel merged
@@ -547,6 +677,7 @@ fn merge_adjacent(v: Vec<Attributed>) -> Vec<Attributed> {
             && last.perms == a.perms
             && last.path == a.path
             && last.stack == a.stack
+            && last.inherited == a.inherited
         {
             last.end = a.end;
             continue;

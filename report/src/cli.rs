@@ -13,6 +13,8 @@ Examples:
   vmshim events vmshim.1234.trace --json   every recorded call, one per line
   vmshim report T --folded | flamegraph.pl > vsz.svg
   vmshim report T --pprof vsz.pb.gz && go tool pprof -top vsz.pb.gz
+  vmshim report T --tree                   every process of the run, in tree order
+  vmshim report T --pid 1234               one process's section
   vmshim run --html ex6.html -- ./ex6      a page to open in a browser
   vmshim diff a.trace b.trace              e.g. ex6 against MALLOC_ARENA_MAX=2 ex6";
 
@@ -101,6 +103,16 @@ pub struct ReportArgs {
     /// category and thread) to FILE, for `go tool pprof`.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["json", "folded"])]
     pub pprof: Option<PathBuf>,
+    /// The full section of process PID of the trace's run (as its last image ended).
+    #[arg(long, value_name = "PID", conflicts_with_all = ["folded", "pprof"])]
+    pub pid: Option<u32>,
+    /// With --pid: image N of that process (1 = the program it began as; each exec starts the
+    /// next).
+    #[arg(long, value_name = "N", requires = "pid")]
+    pub image: Option<usize>,
+    /// Every process of the run: the process table, then each process's section in tree order.
+    #[arg(long, conflicts_with_all = ["folded", "pprof", "pid"])]
+    pub tree: bool,
 }
 
 #[derive(clap::Args)]

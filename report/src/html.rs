@@ -30,6 +30,7 @@ fn color(c: Category) -> &'static str {
         Category::SanitizerShadow => "#9c755f",
         Category::SanitizerAllocator => "#c9a58f",
         Category::Vmshim => "#d37295",
+        Category::Inherited => "#76b7b2",
         Category::Unattributed => "#000000",
     }
 }
@@ -123,6 +124,35 @@ fn map_svg(attr: &Attribution, sym: &mut Symbolizer) -> String {
     }
     o.push_str("</svg>");
     o
+}
+
+/// The run's processes in tree order, one row each.
+fn process_table(o: &mut String, rows: &[crate::analysis::Row]) {
+    let _ = write!(
+        o,
+        "<h2>Processes ({})</h2><table id=processes><tr><th>pid</th><th>ppid</th><th>VSZ</th><th>RSS</th><th>threads</th><th>inherited</th><th>own</th><th>explained</th><th>ended</th><th>command</th></tr>",
+        rows.len()
+    );
+    for r in rows {
+        let _ = write!(
+            o,
+            r#"<tr data-pid="{}"><td style="padding-left:{}px">{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td style="text-align:left">{}</td></tr>"#,
+            r.pid,
+            10 + 16 * r.depth.min(8),
+            r.pid,
+            r.ppid,
+            size(r.vsz_bytes),
+            if r.vsz_from_kernel { "" } else { " (replayed)" },
+            r.rss_bytes.map_or("-".to_string(), size),
+            r.threads,
+            size(r.inherited_bytes),
+            size(r.own_bytes),
+            r.explained_fraction * 100.0,
+            esc(&r.ended),
+            esc(&r.command)
+        );
+    }
+    o.push_str("</table>");
 }
 
 /// A node of the flame graph: bytes and children by frame name.
@@ -254,7 +284,7 @@ td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width
         esc(&title)
     );
     let exit = rec.exit.as_ref().map_or("unknown".to_string(), |e| e.how.clone());
-    let un = attr.bytes_of(Category::Unattributed).0;
+    let un = attr.unexplained_bytes();
     let _ = write!(o, "<h1>{}</h1><p>{} · VSZ <b>{}</b>", esc(&title), esc(&exit), size(attr.final_bytes));
     if let Some(r) = attr.rss_bytes {
         let _ = write!(o, " · RSS {}", size(r));
@@ -274,6 +304,14 @@ td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width
             );
         }
         None => o.push_str("<br>The kernel's map at exit was not captured; the map below is replayed from the recorded calls.</p>"),
+    }
+    let mut context = String::new();
+    crate::render::context_lines(&mut context, inp.context, attr);
+    for line in context.lines() {
+        let _ = write!(o, "<p class=context>{}</p>", esc(line.trim_start()));
+    }
+    if inp.processes.len() > 1 {
+        process_table(&mut o, inp.processes);
     }
     o.push_str("<p class=note>Virtual size (VSZ) is address space <i>reserved</i>; most of it is never touched and costs no memory. Each coloured block below is one mapping, drawn to scale; hover for its thread, size, permissions and the call stack that made it.</p>");
 
@@ -331,7 +369,7 @@ td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width
     if !dns.lines.is_empty() {
         let _ = write!(o, "<pre>{}</pre>", esc(&dns.lines.join("\n")));
     }
-    if un > 0 {
+    if attr.bytes_of(Category::Unattributed).1 > 0 {
         o.push_str("<h2>Unattributed</h2><pre>");
         for r in attr.regions.iter().filter(|r| r.category == Category::Unattributed) {
             let _ = writeln!(o, "{:#x}-{:#x} {} {}", r.start, r.end, r.perms, size(r.size()));

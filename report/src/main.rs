@@ -1,14 +1,17 @@
 //! `vmshim`: runs a program under libvmshim.so and explains where its address space came from.
 //!
-//! The data flows file to screen in module order: [`launch`] runs the target, [`read`] loads the
-//! trace, [`replay`] rebuilds the address space from the recorded calls, [`symbolize`] names
-//! addresses, [`attribute`] gives every byte a cause, [`render`] and [`events`] print. This file
-//! only dispatches and maps errors to exit codes: 2 for a bad trace or a target LD_PRELOAD cannot
-//! reach, the target's own status for `run`.
+//! The data flows file to screen in module order: [`launch`] runs the target, [`tree`] finds the
+//! run's traces and sorts them into processes and images, [`read`] loads a trace, [`replay`]
+//! rebuilds the address space from the recorded calls, [`symbolize`] names addresses,
+//! [`attribute`] gives every byte a cause, [`analysis`] does that once per process (what a fork
+//! child inherited included) and makes the process table, [`render`], [`html`] and [`events`]
+//! print. This file only dispatches and maps errors to exit codes: 2 for a bad trace or a target
+//! LD_PRELOAD cannot reach, the target's own status for `run`.
 // Only `launch` (fork, ptrace, waitpid) may use unsafe; it says why at its top.
 #![deny(unsafe_code)]
 
 mod advice;
+mod analysis;
 mod attribute;
 mod cli;
 mod dns;
@@ -53,7 +56,14 @@ fn main() -> ExitCode {
         cli::Command::Report(a) if a.pprof.is_some() => {
             pprof_file(&a.trace, a.pprof.as_deref().unwrap_or(Path::new(""))).map(|()| 0)
         }
-        cli::Command::Report(a) => report(&a.trace, a.json, a.top, None, a.html.as_deref(), None).map(|()| 0),
+        cli::Command::Report(a) => {
+            let view = match (a.tree, a.pid) {
+                (true, _) => View::Tree,
+                (false, Some(pid)) => View::Pid(pid, a.image),
+                (false, None) => View::Answer,
+            };
+            report_view(&a.trace, a.json, a.top, None, a.html.as_deref(), None, view).map(|()| 0)
+        }
         cli::Command::Diff(a) => diff(&a).map(|()| 0),
         cli::Command::Events(a) => events(&a.trace, a.json).map(|()| 0),
     };
@@ -66,35 +76,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// A trace read, replayed and attributed.
-struct Analysis {
-    rec: read::Recording,
-    attr: attribute::Attribution,
-    sym: symbolize::Symbolizer,
-    /// VSZ over time as the hooks saw it.
-    series: Vec<(u64, u64)>,
-}
-
-fn analyse(trace: &Path) -> Result<Analysis, Failure> {
-    analyse_with(trace, None)
-}
-
-/// [`analyse`], with what `vmshim run` learnt at exit when it could not be added to the file.
-fn analyse_with(trace: &Path, fin: Option<read::Final>) -> Result<Analysis, Failure> {
-    let mut rec = read::load(trace)?;
-    if let Some(fin) = fin {
-        fin.apply(&mut rec);
-    }
-    if let Some((len, cursor)) = rec.truncated {
-        eprintln!(
-            "vmshim: warning: {} is cut short ({len} of the {cursor} bytes written): reporting what comes before the cut",
-            trace.display()
-        );
-    }
-    let replay = std::mem::take(&mut rec.replay);
-    let mut sym = symbolize::Symbolizer::new(attribute::modules(&rec));
-    let attr = attribute::attribute(&rec, &replay, &mut sym);
-    Ok(Analysis { rec, attr, sym, series: replay.series })
+/// The analysis `vmshim report T` answers with: the last image of T's process (the image
+/// `vmshim run` reports), with what it inherited in a fork.
+fn analyse(trace: &Path) -> Result<analysis::Analysis, Failure> {
+    Ok(match tree::find(trace) {
+        Some(run) => analysis::answer(&run, run.chosen, None)?,
+        None => analysis::of_image_alone(trace, None)?,
+    })
 }
 
 fn folded(trace: &Path) -> Result<(), Failure> {
@@ -111,10 +99,22 @@ fn pprof_file(trace: &Path, dest: &Path) -> Result<(), Failure> {
 }
 
 fn diff(args: &cli::DiffArgs) -> Result<(), Failure> {
-    let mut a = analyse(&args.a)?;
-    let mut b = analyse(&args.b)?;
+    // Each trace as it is: two images of one process compare too.
+    let mut a = analysis::of_trace(&args.a)?;
+    let mut b = analysis::of_trace(&args.b)?;
     let text = render::diff((&a.rec, &a.attr, &mut a.sym), (&b.rec, &b.attr, &mut b.sym), args.top);
     write_out(Dest::Stdout, text.as_bytes())
+}
+
+/// Which sections a report shows.
+#[derive(Clone, Copy)]
+enum View {
+    /// The given trace's process, as its last image ended.
+    Answer,
+    /// The process with this pid (its image N, 1-based, when given).
+    Pid(u32, Option<usize>),
+    /// Every process, in tree order.
+    Tree,
 }
 
 /// Builds the report of a trace and writes it to `dest` (stdout when `None`), and the HTML page
@@ -127,17 +127,125 @@ fn report(
     html: Option<&Path>,
     fin: Option<read::Final>,
 ) -> Result<(), Failure> {
-    let Analysis { rec, attr, mut sym, series } = analyse_with(trace, fin)?;
-    let pid = rec.start.as_ref().map_or(0, |s| s.pid);
-    let processes = tree::descendants(trace, pid);
-    let input = render::Input { rec: &rec, attr: &attr, top, processes: &processes };
+    report_view(trace, json, top, dest, html, fin, View::Answer)
+}
+
+/// [`report`] with the sections `view` asks for. Every process of the run is analysed once:
+/// its row of the process table, and its section when one is shown.
+fn report_view(
+    trace: &Path,
+    json: bool,
+    top: usize,
+    dest: Option<Dest>,
+    html: Option<&Path>,
+    fin: Option<read::Final>,
+    view: View,
+) -> Result<(), Failure> {
+    let Some(run) = tree::find(trace) else {
+        // No start record: loading says why.
+        analysis::of_image_alone(trace, fin)?;
+        return Err(Failure(2, format!("{}: no start record", trace.display())));
+    };
+    let wanted = match view {
+        View::Answer => run.chosen,
+        View::Pid(pid, _) => run.by_pid(pid).ok_or_else(|| {
+            let pids: Vec<String> = run.processes.iter().map(|p| p.pid.to_string()).collect();
+            Failure(
+                2,
+                format!(
+                    "no process {pid} in the run of {}: its processes are {}",
+                    trace.display(),
+                    pids.join(", ")
+                ),
+            )
+        })?,
+        View::Tree => run.chosen,
+    };
+    let image = match view {
+        View::Pid(_, Some(n)) => Some(n),
+        _ => None,
+    };
+    let mut fin = fin;
+    let mut rows = Vec::with_capacity(run.processes.len());
+    let mut main: Option<analysis::Analysis> = None;
+    // --tree: each section rendered as its process is analysed, then dropped.
+    let mut tree_sections: Vec<String> = Vec::new();
+    let mut tree_json: Vec<serde_json::Value> = Vec::new();
+    for p in 0..run.processes.len() {
+        let own_fin = if p == run.chosen { fin.take() } else { None };
+        let a = match analysis::answer(&run, p, own_fin) {
+            Ok(a) => a,
+            Err(e) if p != wanted => {
+                eprintln!("vmshim: warning: process {} left out: {e}", run.processes[p].pid);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        rows.push(analysis::row(&run, p, &a));
+        if matches!(view, View::Tree) {
+            let mut a = a;
+            let input = render::Input {
+                rec: &a.rec,
+                attr: &a.attr,
+                top,
+                context: &a.context,
+                processes: &[],
+                trace: "",
+            };
+            if json {
+                tree_json.push(render::json(&input, &mut a.sym));
+            } else {
+                tree_sections.push(render::text(&input, &mut a.sym));
+            }
+            if p == wanted && html.is_some() {
+                main = Some(a);
+            }
+        } else if p == wanted {
+            main = Some(a);
+        }
+    }
+    let mut main = match (image, main) {
+        (Some(n), _) => {
+            let count = run.processes[wanted].images.len();
+            if n == 0 || n > count + 1 {
+                return Err(Failure(
+                    2,
+                    format!("process {} has images 1 to {count}", run.processes[wanted].pid),
+                ));
+            }
+            if n <= count {
+                analysis::of_image(&run, wanted, n - 1, None)?
+            } else {
+                analysis::answer(&run, wanted, None)?
+            }
+        }
+        (None, Some(a)) => a,
+        (None, None) => analysis::answer(&run, wanted, None)?,
+    };
+    // Every process is listed in the JSON; the text and HTML show the table for more than one
+    // (--tree always).
+    let rows: &[analysis::Row] = &rows;
+    // `vmshim report` of the run's first trace gives every section.
+    let shown = run.processes[0].first().trace.display().to_string();
+    let input = render::Input {
+        rec: &main.rec,
+        attr: &main.attr,
+        top,
+        context: &main.context,
+        processes: rows,
+        trace: &shown,
+    };
     if let Some(path) = html {
-        let page = html::page(&input, &series, &mut sym);
+        let page = html::page(&input, &main.series, &mut main.sym);
         std::fs::write(path, page)
             .map_err(|e| Failure(1, format!("cannot write {}: {e}", path.display())))?;
     }
     let text = if json {
-        let mut s = serde_json::to_string_pretty(&render::json(&input, &mut sym)).unwrap_or_default();
+        let mut v = render::json(&input, &mut main.sym);
+        if matches!(view, View::Tree) {
+            v["sections"] = serde_json::Value::Array(tree_json);
+        }
+        let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
         s.push('\n');
         s
     } else {
@@ -147,7 +255,23 @@ fn report(
             Some(Dest::Stderr) => std::io::stderr().is_terminal(),
             Some(Dest::File(_)) => false,
         };
-        decorate(render::text(&input, &mut sym), tty)
+        let mut t = if matches!(view, View::Tree) {
+            // The table, then every section in tree order.
+            let mut t = String::new();
+            let table = render::Input { processes: rows, ..input };
+            t.push_str(&render::table(&table));
+            for s in tree_sections {
+                t.push('\n');
+                t.push_str(&s);
+            }
+            t
+        } else {
+            render::text(&input, &mut main.sym)
+        };
+        if t.is_empty() {
+            t.push('\n');
+        }
+        decorate(t, tty)
     };
     write_out(dest.unwrap_or(Dest::Stdout), text.as_bytes())
 }
@@ -245,50 +369,20 @@ fn new_run_id() -> u64 {
     u64::from_le_bytes(id).max(1)
 }
 
-/// The traces of this run's processes, each with its start record: `first` and the files named
-/// after it in its directory (`first.*`, or `vmshim.*` for the default `vmshim.<pid>.trace`),
-/// begun since `since` (Unix ns), with the run's id. An older trace left there by an earlier run,
-/// even with the same pid, is never one of them.
-fn run_traces(first: &Path, since: u64, run_id: u64) -> Vec<(vmshim_trace::decode::Start, PathBuf)> {
-    let dir = first.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = first.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let default = name.starts_with("vmshim.") && name.ends_with(".trace");
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if default {
-                n.starts_with("vmshim.") && n.contains(".trace")
-            } else {
-                n == name || n.starts_with(&format!("{name}."))
-            }
-        })
-        .filter_map(|p| {
-            read::start_of(&p).filter(|s| s.real_ns >= since && s.run_id == run_id).map(|s| (s, p))
-        })
-        .collect()
-}
-
-/// The trace of the image of `pid` that began last (the one that exited, after any exec).
-fn last_image_trace(traces: &[(vmshim_trace::decode::Start, PathBuf)], pid: u32) -> Option<PathBuf> {
-    traces.iter().filter(|(s, _)| s.pid == pid).max_by_key(|(s, _)| s.mono_ns).map(|(_, p)| p.clone())
-}
-
 /// Adds each watched exit's map to the trace of the process image that made it: the trace of
 /// that pid begun last before the exit.
-fn attach_exit_maps(
-    traces: &[(vmshim_trace::decode::Start, PathBuf)],
-    top: &Path,
-    exits: &[watch::Capture],
-    strict: bool,
-    code: &mut u8,
-) {
+fn attach_exit_maps(top: &Path, exits: &[watch::Capture], strict: bool, code: &mut u8) {
+    if exits.is_empty() {
+        return;
+    }
+    let Some(run) = tree::find(top) else { return };
+    let images: Vec<&tree::Image> = run.processes.iter().flat_map(|p| p.images.iter()).collect();
     for c in exits.iter().filter(|c| !c.smaps.is_empty()) {
-        let Some((_, path)) = traces
+        let Some(path) = images
             .iter()
-            .filter(|(s, p)| s.pid == c.pid && s.mono_ns <= c.mono_ns && p != top)
-            .max_by_key(|(s, _)| s.mono_ns)
+            .filter(|i| i.start.pid == c.pid && i.start.mono_ns <= c.mono_ns && i.trace != top)
+            .max_by_key(|i| i.start.mono_ns)
+            .map(|i| &i.trace)
         else {
             continue;
         };
@@ -303,6 +397,15 @@ fn attach_exit_maps(
             warn(strict, code, &format!("cannot add the kernel's map at exit to {} ({e})", path.display()));
         }
     }
+}
+
+/// The trace of the program image that exited: the last image of the process whose first
+/// trace is `first` (or, when `first` was taken by an older file, the first free name after
+/// it), among its run's traces (`tree` lists them). Only traces whose start record names `pid`
+/// and came after `since` (Unix ns) count, so an older trace left under that name by an earlier
+/// run with the same pid is never taken. `vmshim report` picks the same image.
+fn last_image_trace(first: &Path, pid: u32, since: u64) -> Option<PathBuf> {
+    tree::last_image_of(first, pid, since)
 }
 
 /// What kind of thing is at `p`, if it is not something a trace may be written beside or
@@ -420,8 +523,7 @@ fn run(a: cli::RunArgs) -> Result<u8, Failure> {
         eprintln!("vmshim: stopped waiting for the tree; the processes left run on, unwatched from now");
     }
     let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
-    let traces = run_traces(&first, since, run_id);
-    let Some(trace) = last_image_trace(&traces, outcome.pid) else {
+    let Some(trace) = last_image_trace(&first, outcome.pid, since) else {
         if early_problem.is_none() {
             warn(
                 a.strict,
@@ -443,7 +545,7 @@ fn run(a: cli::RunArgs) -> Result<u8, Failure> {
     if a.out.is_some() && trace != first && read::start_of(&first).is_none_or(|s| s.pid != outcome.pid) {
         eprintln!("vmshim: {} was taken; the trace is {}", first.display(), trace.display());
     }
-    attach_exit_maps(&traces, &trace, &outcome.exits, a.strict, &mut code);
+    attach_exit_maps(&trace, &outcome.exits, a.strict, &mut code);
     let fin = read::Final {
         smaps: outcome.final_smaps,
         thread_names: outcome.thread_names,

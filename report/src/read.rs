@@ -117,7 +117,27 @@ fn may_explain_a_range(c: &Call) -> bool {
     matches!(c.call, CallKind::Mmap | CallKind::Mremap | CallKind::MallocLarge | CallKind::BrkGrow)
 }
 
+/// How the image of a trace ended, if `vmshim run` appended it (the trace is read through).
+pub fn exit_of(path: &Path) -> Option<Exit> {
+    let mut s = open(path).ok()?;
+    let mut exit = None;
+    while let Ok(Some(ev)) = next(&mut s, path) {
+        if let Event::Exit(e) = ev {
+            exit = Some(e);
+        }
+    }
+    exit
+}
+
 pub fn load(path: &Path) -> Result<Recording, ReadError> {
+    load_until(path, None)
+}
+
+/// [`load`], or with `until` (CLOCK_MONOTONIC ns) the process as it stood then: calls and
+/// threads from later are left out, and so is what `vmshim run` appended at its exit. For the
+/// parent of a fork child, replayed up to the fork.
+pub fn load_until(path: &Path, until: Option<u64>) -> Result<Recording, ReadError> {
+    let later = |t: u64| until.is_some_and(|u| t > u);
     let mut stream = open(path)?;
     let h = stream.header;
     let mut rec = Recording {
@@ -137,6 +157,17 @@ pub fn load(path: &Path) -> Result<Recording, ReadError> {
     let mut prune_at = 1 << 16;
     let mut seq = 0usize;
     while let Some(ev) = next(&mut stream, path)? {
+        let after = match &ev {
+            Event::Call(c) => later(c.time_ns),
+            Event::ThreadStart(t) => later(t.time_ns),
+            Event::Maps(m) => until.is_some() && m.source == MapsSource::KernelFinal,
+            Event::Exit(_) | Event::ThreadName(_) => until.is_some(),
+            Event::Resolve(r) => later(r.start_ns),
+            _ => false,
+        };
+        if after {
+            continue;
+        }
         rec.recorded += 1;
         match ev {
             Event::Start(s) => rec.start = rec.start.take().or(Some(s)),

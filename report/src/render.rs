@@ -1,7 +1,8 @@
 //! Rendering an attribution: the text report for people and the JSON report for programs.
 //! Nothing here computes a figure; it only arranges what `attribute` found.
 
-use crate::attribute::{Attributed, Attribution, Category};
+use crate::analysis::{Context, Row, Untraced};
+use crate::attribute::{Attributed, Attribution, Category, Inherited};
 use crate::read::Recording;
 use crate::symbolize::{Frame, Symbolizer};
 use serde_json::{Value, json};
@@ -13,8 +14,12 @@ pub struct Input<'a> {
     pub rec: &'a Recording,
     pub attr: &'a Attribution,
     pub top: usize,
-    /// Traced descendants of the process (fork children, programs it ran).
-    pub processes: &'a [crate::tree::Process],
+    /// Where the image stands in its process (exec'd images, a fork, an untraced final image).
+    pub context: &'a Context,
+    /// Every process of the run, in tree order (the text shows them for more than one).
+    pub processes: &'a [Row],
+    /// How to ask for another process's section (`vmshim report T`).
+    pub trace: &'a str,
 }
 
 /// `--bytes`: exact byte counts instead of KiB in the text report.
@@ -60,19 +65,25 @@ pub struct StackGroup {
     pub bytes: u64,
     pub regions: usize,
     pub tids: Vec<u32>,
+    /// Set for what a fork child inherited (the stack is the parent's).
+    pub inherited: Option<Inherited>,
 }
 
 /// Regions grouped by (category, call stack), largest first.
 pub fn top_stacks(attr: &Attribution) -> Vec<StackGroup> {
-    let mut groups: HashMap<(Category, &str, &[u64]), StackGroup> = HashMap::new();
+    // Keyed by what the regions have in common, the pid they were inherited from included.
+    type Key<'a> = (Category, &'static str, &'a [u64], Option<u32>);
+    let mut groups: HashMap<Key, StackGroup> = HashMap::new();
     for r in attr.regions.iter().filter(|r| !r.stack.is_empty()) {
-        let g = groups.entry((r.category, r.cause, &r.stack)).or_insert_with(|| StackGroup {
+        let key = (r.category, r.cause, r.stack.as_slice(), r.inherited.map(|i| i.pid));
+        let g = groups.entry(key).or_insert_with(|| StackGroup {
             category: r.category,
             cause: r.cause,
             stack: r.stack.clone(),
             bytes: 0,
             regions: 0,
             tids: vec![],
+            inherited: r.inherited,
         });
         g.bytes += r.size();
         g.regions += 1;
@@ -114,7 +125,7 @@ fn process_line(rec: &Recording) -> (u32, String, String) {
         .map(|s| s.argv.join(" "))
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| s.map(|s| s.exe.clone()).unwrap_or_default());
-    let exit = rec.exit.as_ref().map_or("unknown".to_string(), |e| e.how.clone());
+    let exit = rec.exit.as_ref().map_or("not observed".to_string(), |e| e.how.clone());
     (pid, cmd, exit)
 }
 
@@ -125,6 +136,7 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
     let (pid, cmd, exit) = process_line(rec);
     let vsz = attr.final_bytes;
     let _ = writeln!(o, "vmshim: pid {pid}  {cmd}  ({exit})");
+    context_lines(&mut o, inp.context, attr);
     let rss = match (attr.rss_bytes, attr.vmshim_rss_bytes) {
         (Some(r), Some(own)) => format!("{} {u} (vmshim's own {} {u})", kib(r), kib(own)),
         (Some(r), None) => format!("{} {u}", kib(r)),
@@ -138,7 +150,7 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         attr.threads.len(),
         kib(attr.peak_bytes)
     );
-    let unattributed = attr.bytes_of(Category::Unattributed).0;
+    let unattributed = attr.unexplained_bytes();
     match attr.kernel_final_bytes {
         Some(k) => {
             let _ = writeln!(
@@ -235,15 +247,18 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
     let _ = writeln!(o, "\nTop call stacks by reserved bytes");
     for (n, g) in top_stacks(attr).iter().take(inp.top).enumerate() {
         let tids: Vec<String> = g.tids.iter().map(u32::to_string).collect();
+        let whose = match g.inherited {
+            Some(i) => format!("inherited from pid {}, thread {}", i.pid, tids.join(",")),
+            None => format!("thread {}", tids.join(",")),
+        };
         let _ = writeln!(
             o,
-            "  #{} {} {} {u} ({:.1}%) in {} region(s), thread {}",
+            "  #{} {} {} {u} ({:.1}%) in {} region(s), {whose}",
             n + 1,
             g.category.name(),
             kib(g.bytes),
             pct(g.bytes, vsz),
             g.regions,
-            tids.join(",")
         );
         let _ = writeln!(o, "      {}()", g.cause);
         for f in frames(sym, &g.stack) {
@@ -251,20 +266,8 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         }
     }
 
-    if !inp.processes.is_empty() {
-        let _ = writeln!(o, "\nChild processes (each has its own trace; `vmshim report` it)");
-        for p in inp.processes {
-            let _ = writeln!(
-                o,
-                "  {:<8} parent {:<8} VSZ >= {:>10} {u}  {:>6} events  {}  {}",
-                p.pid,
-                p.ppid,
-                kib(p.vsz_bytes),
-                p.events,
-                p.exe,
-                p.trace.display()
-            );
-        }
+    if inp.processes.len() > 1 {
+        process_table(&mut o, inp.processes, inp.trace);
     }
 
     let advice = crate::advice::advise(attr);
@@ -283,18 +286,157 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
 
     let un: Vec<&Attributed> = attr.regions.iter().filter(|r| r.category == Category::Unattributed).collect();
     if !un.is_empty() {
-        let _ = writeln!(
-            o,
-            "\nUnattributed regions ({} {u}, {:.2}% of VSZ)",
-            kib(unattributed),
-            pct(unattributed, vsz)
-        );
+        let bytes = attr.bytes_of(Category::Unattributed).0;
+        let _ = writeln!(o, "\nUnattributed regions ({} {u}, {:.2}% of VSZ)", kib(bytes), pct(bytes, vsz));
         for r in un {
-            let _ =
-                writeln!(o, "  {:#x}-{:#x} {} {:>10} {u} {}", r.start, r.end, r.perms, kib(r.size()), r.path);
+            let from = r.inherited.map_or(String::new(), |i| format!("  (inherited from pid {})", i.pid));
+            let _ = writeln!(
+                o,
+                "  {:#x}-{:#x} {} {:>10} {u} {}{from}",
+                r.start,
+                r.end,
+                r.perms,
+                kib(r.size()),
+                r.path
+            );
         }
     }
     o
+}
+
+/// What a final image without the shim means, in words: why the shim is not in it.
+fn untraced_words(u: &Untraced) -> String {
+    let why = match u.statically_linked {
+        Some(true) => {
+            "is statically linked: the shim cannot load into it (LD_PRELOAD needs the dynamic loader)"
+        }
+        Some(false) => {
+            "has no shim in it although it is dynamically linked: LD_PRELOAD was ignored or removed (a setuid program, or one that cleared its environment)"
+        }
+        None => {
+            "has no shim in it (statically linked, or LD_PRELOAD was ignored; the file cannot be read now)"
+        }
+    };
+    format!("{} {why}, so nothing it did was recorded", u.exe)
+}
+
+/// Said after [`untraced_words`] for a static image.
+const NO_STATIC_RECORDER: &str = "a recorder for static programs (issue 15) does not exist yet";
+
+/// The lines under the heading that say where the image stands in its process (each starts
+/// with two spaces; the HTML page shows them too).
+pub fn context_lines(o: &mut String, c: &Context, attr: &Attribution) {
+    let u = unit();
+    if c.images.len() > 1 {
+        let chain: Vec<String> = c
+            .images
+            .iter()
+            .enumerate()
+            .map(|(i, im)| format!("{}. {} ({})", i + 1, im.exe, im.ended))
+            .collect();
+        let _ = writeln!(o, "  image {} of {}: {}", c.image + 1, c.images.len(), chain.join(", "));
+    }
+    if let Some(f) = &c.fork_of {
+        let inherited = attr.inherited_bytes();
+        let whose = if f.parent_traced {
+            format!("fork child of pid {} (thread {})", f.ppid, f.tid)
+        } else {
+            format!("fork child of pid {}: inherited (parent not traced)", f.ppid)
+        };
+        let _ = writeln!(
+            o,
+            "  {whose}: {} {u} ({:.1}%) inherited at the fork, {} {u} its own since",
+            kib(inherited),
+            pct(inherited, attr.final_bytes),
+            kib(attr.final_bytes.saturating_sub(inherited))
+        );
+    }
+    if let Some(un) = &c.untraced_final {
+        let this_one = c.image + 1 == c.images.len();
+        let _ = match (this_one, un.map_known) {
+            (true, _) => writeln!(
+                o,
+                "  final image: {}, and only what the kernel's map at exit proves (images, heap, stacks) is explained; {NO_STATIC_RECORDER}",
+                untraced_words(un)
+            ),
+            (false, true) => writeln!(
+                o,
+                "  then exec'd: {} (its map at exit is its own section: `--image {}`); this image is replayed from its calls; {NO_STATIC_RECORDER}",
+                untraced_words(un),
+                c.images.len()
+            ),
+            (false, false) => writeln!(
+                o,
+                "  then exec'd: {}; the map below is this image's, at the exec; {NO_STATIC_RECORDER}",
+                untraced_words(un)
+            ),
+        };
+    }
+}
+
+/// The process table alone (for `--tree`, ahead of the sections).
+pub fn table(inp: &Input) -> String {
+    let mut o = String::new();
+    process_table(&mut o, inp.processes, inp.trace);
+    o.trim_start().to_string()
+}
+
+/// The run's processes, one line each, in tree order.
+fn process_table(o: &mut String, rows: &[Row], trace: &str) {
+    let u = unit();
+    let _ = writeln!(
+        o,
+        "\nProcesses ({}; `vmshim report {trace} --pid N` for one, `--tree` for all)",
+        rows.len()
+    );
+    let _ = writeln!(
+        o,
+        "  {:<12} {:>8} {:>13} {:>11} {:>7} {:>13} {:>13} {:>9}  {:<22} command",
+        "pid",
+        "ppid",
+        format!("VSZ {u}"),
+        format!("RSS {u}"),
+        "threads",
+        format!("inherited {u}"),
+        format!("own {u}"),
+        "explained",
+        "ended"
+    );
+    let mut replayed = false;
+    for r in rows {
+        let pid = format!("{}{}", "  ".repeat(r.depth.min(4)), r.pid);
+        let mark = if r.vsz_from_kernel { "" } else { "*" };
+        replayed |= !r.vsz_from_kernel;
+        let inherited = match r.fork_of {
+            Some(f) if !f.parent_traced => format!("{} ?", kib(r.inherited_bytes)),
+            _ => kib(r.inherited_bytes),
+        };
+        let _ = writeln!(
+            o,
+            "  {pid:<12} {:>8} {:>13} {:>11} {:>7} {:>13} {:>13} {:>8.1}%  {:<22} {}",
+            r.ppid,
+            format!("{}{mark}", kib(r.vsz_bytes)),
+            r.rss_bytes.map_or("-".to_string(), kib),
+            r.threads,
+            inherited,
+            kib(r.own_bytes),
+            r.explained_fraction * 100.0,
+            r.ended,
+            r.command
+        );
+    }
+    if replayed {
+        let _ = writeln!(
+            o,
+            "  * replayed from the trace: the kernel's map at exit was not captured (a lower bound)"
+        );
+    }
+    if rows.iter().any(|r| r.fork_of.is_some_and(|f| !f.parent_traced)) {
+        let _ = writeln!(
+            o,
+            "  ? inherited from a parent that left no trace: where it came from is known, not why"
+        );
+    }
 }
 
 fn frames_json(sym: &mut Symbolizer, stack: &[u64]) -> Value {
@@ -327,7 +469,8 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         .iter()
         .map(|r| {
             json!({"start": r.start, "end": r.end, "prot": r.perms, "path": r.path, "category": r.category.name(),
-                   "tid": r.tid, "creator_tid": r.creator_tid, "cause": r.cause, "stack": frames_json(sym, &r.stack)})
+                   "tid": r.tid, "creator_tid": r.creator_tid, "cause": r.cause, "stack": frames_json(sym, &r.stack),
+                   "inherited": r.inherited.map(inherited_json)})
         })
         .collect();
     let stacks: Vec<Value> = top_stacks(attr)
@@ -335,12 +478,19 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         .take(inp.top)
         .map(|g| {
             json!({"category": g.category.name(), "cause": g.cause, "bytes": g.bytes, "regions": g.regions, "tids": g.tids,
-                   "stack": frames_json(sym, &g.stack)})
+                   "stack": frames_json(sym, &g.stack), "inherited": g.inherited.map(inherited_json)})
         })
         .collect();
     json!({
         "schema": "vmshim-report/1",
-        "process": {"pid": pid, "exe": s.map(|s| s.exe.clone()), "argv": s.map(|s| s.argv.clone()), "exit": exit},
+        "process": {"pid": pid, "exe": s.map(|s| s.exe.clone()), "argv": s.map(|s| s.argv.clone()), "exit": exit,
+                    "run_id": s.map(|s| format!("{:016x}", s.run_id)),
+                    "image": inp.context.image + 1,
+                    "images": inp.context.images.iter().map(|i| json!({"exe": i.exe,
+                        "trace": i.trace.as_ref().map(|t| t.display().to_string()), "ended": i.ended})).collect::<Vec<_>>(),
+                    "fork_of": inp.context.fork_of.map(|f| json!({"ppid": f.ppid, "tid": f.tid, "parent_traced": f.parent_traced})),
+                    "untraced_final": inp.context.untraced_final.as_ref().map(untraced_json),
+                    "inherited_bytes": attr.inherited_bytes()},
         "vsz": {"final_bytes": attr.final_bytes, "peak_bytes": attr.peak_bytes, "kernel_final_bytes": attr.kernel_final_bytes},
         "rss_bytes": attr.rss_bytes,
         "vmshim_rss_bytes": attr.vmshim_rss_bytes,
@@ -357,9 +507,31 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         "shadowed": rec.shadowed().iter().map(|(lib, fs)| json!({"library": lib, "functions": fs})).collect::<Vec<_>>(),
         "dns": crate::dns::analyse(rec, sym).json,
         "advice": crate::advice::advise(attr).iter().map(|a| json!({"text": a.text, "saves_bytes": a.saves_bytes, "how": a.how})).collect::<Vec<_>>(),
-        "processes": inp.processes.iter().map(|p| json!({"pid": p.pid, "ppid": p.ppid, "exe": p.exe,
-            "trace": p.trace.display().to_string(), "vsz_bytes": p.vsz_bytes, "events": p.events})).collect::<Vec<_>>(),
+        "processes": inp.processes.iter().map(row_json).collect::<Vec<_>>(),
     })
+}
+
+fn inherited_json(i: Inherited) -> Value {
+    json!({"pid": i.pid, "tid": i.tid, "parent_traced": i.parent_traced})
+}
+
+fn untraced_json(u: &Untraced) -> Value {
+    json!({"exe": u.exe, "statically_linked": u.statically_linked, "map_known": u.map_known,
+           "why": format!("{}; {NO_STATIC_RECORDER}", untraced_words(u))})
+}
+
+/// A process table row (the first six fields are those of earlier reports).
+pub fn row_json(r: &Row) -> Value {
+    json!({"pid": r.pid, "ppid": r.ppid, "exe": r.exe, "trace": r.trace.display().to_string(),
+           "vsz_bytes": r.vsz_bytes, "events": r.events,
+           "command": r.command, "depth": r.depth,
+           "traces": r.traces.iter().map(|t| t.display().to_string()).collect::<Vec<_>>(),
+           "images": r.images, "vsz_from_kernel": r.vsz_from_kernel, "rss_bytes": r.rss_bytes,
+           "threads": r.threads, "ended": r.ended, "inherited_bytes": r.inherited_bytes,
+           "own_bytes": r.own_bytes,
+           "fork_of": r.fork_of.map(|f| json!({"ppid": f.ppid, "tid": f.tid, "parent_traced": f.parent_traced})),
+           "explained_fraction": r.explained_fraction,
+           "untraced_final": r.untraced_final.as_ref().map(untraced_json)})
 }
 
 /// The frames of a stack as folded-stack text: outermost first, `;`-separated, without the

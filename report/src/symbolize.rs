@@ -122,7 +122,7 @@ pub struct Symbolizer {
     modules: Vec<LoadedModule>,
     /// For each module, its index in `debug_infos` once loaded.
     debug_info_of_module: Vec<Option<usize>>,
-    debug_infos: Vec<DebugInfo>,
+    debug_infos: Vec<std::rc::Rc<DebugInfo>>,
     /// (path, recorded build id) -> index in `debug_infos`, so a file mapped twice is read once.
     debug_info_by_file: HashMap<(String, Vec<u8>), usize>,
     /// (absolute address, is_return_address) -> the answer given.
@@ -195,7 +195,7 @@ impl Symbolizer {
         let loaded = match self.debug_info_by_file.get(&key) {
             Some(&loaded) => loaded,
             None => {
-                self.debug_infos.push(DebugInfo::load(module));
+                self.debug_infos.push(DebugInfo::shared(module));
                 let loaded = self.debug_infos.len() - 1;
                 self.debug_info_by_file.insert(key, loaded);
                 loaded
@@ -214,7 +214,32 @@ struct DebugInfo {
     symbols: SymbolTable,
 }
 
+/// Parsed debug information by (path, build id).
+type ParsedFiles = std::cell::RefCell<HashMap<(String, Vec<u8>), std::rc::Rc<DebugInfo>>>;
+
+thread_local! {
+    /// Debug information already parsed by this command, by (path, recorded build id): the
+    /// processes of a run share their libraries (and a fork child its parent's executable), so
+    /// each file is parsed once however many processes are reported.
+    static PARSED: ParsedFiles = std::cell::RefCell::new(HashMap::new());
+}
+
 impl DebugInfo {
+    /// The module's debug information, parsed once per command for a file with a build id (the
+    /// id names its contents; a file without one is read each time).
+    fn shared(module: &LoadedModule) -> std::rc::Rc<DebugInfo> {
+        if module.build_id.is_empty() {
+            return std::rc::Rc::new(DebugInfo::load(module));
+        }
+        let key = (module.path.clone(), module.build_id.clone());
+        if let Some(d) = PARSED.with(|p| p.borrow().get(&key).cloned()) {
+            return d;
+        }
+        let d = std::rc::Rc::new(DebugInfo::load(module));
+        PARSED.with(|p| p.borrow_mut().insert(key, d.clone()));
+        d
+    }
+
     fn load(module: &LoadedModule) -> DebugInfo {
         let path = Path::new(&module.path);
         let recorded_id = (!module.build_id.is_empty()).then_some(module.build_id.as_slice());

@@ -1,63 +1,307 @@
-//! The process tree around a trace. Every process that loads the shim writes its own trace: a
-//! fork child, and every program a child execs (LD_PRELOAD is inherited), beside the parent's
-//! (`vmshim.<pid>.trace`, or `TRACE.<n>` when the path is fixed). This module finds, in the
-//! trace's directory, the traces of the processes descended from the traced one.
+//! The processes of one run. Every process that loads the shim writes its own trace: a fork
+//! child, and every program a process execs (LD_PRELOAD is inherited). This module finds which
+//! traces belong to the run of a given trace and sorts them into processes and images; it
+//! reads start records only, never a whole trace.
+//!
+//! Which traces: a run's traces are named `T` or `T.*` in T's directory (`vmshim.*.trace*` for
+//! the default `vmshim.%p.trace` template), and belong to the run iff their start record has
+//! the run's `run_id`. A trace written before run ids existed (run_id 0) falls back to parent
+//! pid links from the given trace, among traces that started after it (and the earlier images
+//! of its own process: same pid, same parent): an older trace whose pid happens to be reused
+//! is never listed.
+//!
+//! Processes are identified by (pid, image): an exec'd image of a pid is a new image of the
+//! same process, and the last image's map is the process's exit map. A fork child's trace
+//! (origin fork) always starts a new process, as does a trace of a pid whose earlier image
+//! ended for good (an observed exit that was not an exec).
 
 use crate::read;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use vmshim_trace::decode::{Fork, Start};
 
-/// One traced process of the tree.
+/// `Exit::raw_status` of an image that exec'd another program.
+pub const EXEC_STATUS: i32 = i32::MIN;
+
+/// One program image of a process: one trace.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub trace: PathBuf,
+    pub start: Start,
+}
+
+/// One process of the run.
 #[derive(Clone, Debug)]
 pub struct Process {
     pub pid: u32,
+    /// The parent pid its first image recorded (in the fork, for a fork child).
     pub ppid: u32,
-    pub exe: String,
-    pub trace: PathBuf,
-    /// Its address space as its own trace replays it (without the kernel's final map, which
-    /// only the process `vmshim run` started gets): a lower bound.
-    pub vsz_bytes: u64,
-    pub events: u64,
+    /// Its images in start order; the last one's map is the process's exit map.
+    pub images: Vec<Image>,
+    /// Its parent's index in [`Run::processes`], when the parent is part of the run.
+    pub parent: Option<usize>,
+    /// 0 for the run's first process, 1 for its children, ...
+    pub depth: usize,
 }
 
-/// The descendants of `pid` that left traces next to `trace`, parents before children. An
-/// exec'd image of the same pid is the same process: its last trace is listed.
-pub fn descendants(trace: &Path, pid: u32) -> Vec<Process> {
-    let dir = trace.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
-    let mut by_pid: HashMap<u32, Process> = HashMap::new();
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(".trace")))
-        .filter(|p| p != trace)
-        .collect();
-    paths.sort();
-    // Start records only: the directory may hold large traces of unrelated processes.
-    for p in paths {
-        let Some(s) = read::start_of(&p) else { continue };
-        // Later images of one pid (exec) replace earlier ones: a later file name sorts later
-        // for TRACE.<n>; for vmshim.<pid>.trace there is only one per pid and image.
-        by_pid.insert(
-            s.pid,
-            Process { pid: s.pid, ppid: s.ppid, exe: s.exe, trace: p, vsz_bytes: 0, events: 0 },
+impl Process {
+    pub fn first(&self) -> &Image {
+        &self.images[0]
+    }
+    pub fn last(&self) -> &Image {
+        &self.images[self.images.len() - 1]
+    }
+    /// Set when the process began in a fork.
+    pub fn fork(&self) -> Option<&Fork> {
+        self.first().start.fork.as_ref()
+    }
+    /// The image that was running at monotonic time `t`.
+    pub fn image_at(&self, t: u64) -> &Image {
+        self.images.iter().rev().find(|i| i.start.mono_ns <= t).unwrap_or(self.first())
+    }
+}
+
+/// The processes of a run, in tree order (a parent before its children, siblings by start).
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub processes: Vec<Process>,
+    /// The process whose image the given trace is.
+    pub chosen: usize,
+    /// Which of its images the given trace is.
+    pub chosen_image: usize,
+}
+
+impl Run {
+    /// The process with pid `pid` (the first to start, if the run reused the pid).
+    pub fn by_pid(&self, pid: u32) -> Option<usize> {
+        self.processes.iter().position(|p| p.pid == pid)
+    }
+
+    /// The parent process of `i` and the image of it that forked `i`, for a fork child whose
+    /// parent is traced in the run.
+    pub fn forking_image(&self, i: usize) -> Option<(&Process, &Image)> {
+        let p = &self.processes[i];
+        let fork = p.fork()?;
+        let parent = &self.processes[p.parent?];
+        Some((parent, parent.image_at(fork.mono_ns)))
+    }
+}
+
+/// Whether `name` is a trace name that the run of the trace named `given` may have used.
+fn same_run_name(given: &str, name: &str) -> bool {
+    // Strip the `.N` (and `.PID.N`) suffixes a taken name gets.
+    let mut base = given;
+    while let Some((head, tail)) = base.rsplit_once('.')
+        && !tail.is_empty()
+        && tail.bytes().all(|b| b.is_ascii_digit())
+    {
+        base = head;
+    }
+    let numbers =
+        |rest: &str| rest.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let default_template = base
+        .strip_prefix("vmshim.")
+        .and_then(|r| r.strip_suffix(".trace"))
+        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+    if default_template {
+        return name.strip_prefix("vmshim.").and_then(|r| r.split_once(".trace")).is_some_and(
+            |(pid, rest)| numbers(pid) && (rest.is_empty() || rest.strip_prefix('.').is_some_and(numbers)),
         );
     }
-    let mut out = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(parent) = frontier.pop() {
-        let mut children: Vec<&Process> =
-            by_pid.values().filter(|c| c.ppid == parent && c.pid != pid).collect();
-        children.sort_by_key(|c| c.pid);
-        for c in children {
-            frontier.push(c.pid);
-            out.push(c.clone());
+    name == base || name.strip_prefix(base).and_then(|r| r.strip_prefix('.')).is_some_and(numbers)
+}
+
+/// The traces beside `trace` whose names its run may have used, with their start records.
+fn candidates(trace: &Path) -> Vec<Image> {
+    let dir = trace.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Some(given) = trace.file_name().and_then(|n| n.to_str()) else { return vec![] };
+    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
+    let mut out: Vec<Image> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n != given && same_run_name(given, n)))
+        .filter_map(|e| {
+            // Named as the given trace is (`T.1` beside `T`, not `./T.1`).
+            let p = trace.with_file_name(e.file_name());
+            read::start_of(&p).map(|start| Image { trace: p, start })
+        })
+        .collect();
+    out.sort_by(|a, b| a.trace.cmp(&b.trace));
+    out
+}
+
+/// The run the trace at `trace` is part of. `None` when it has no start record.
+pub fn find(trace: &Path) -> Option<Run> {
+    let given = Image { trace: trace.to_path_buf(), start: read::start_of(trace)? };
+    let run_id = given.start.run_id;
+    let all = candidates(trace);
+    // An old trace: an earlier image of its own process has its pid and parent, and only what
+    // started after the first of them can descend from it.
+    let own_image = |s: &Start| s.run_id == 0 && s.pid == given.start.pid && s.ppid == given.start.ppid;
+    let since = all
+        .iter()
+        .filter(|i| own_image(&i.start))
+        .map(|i| i.start.real_ns)
+        .fold(given.start.real_ns, u64::min);
+    let mut images: Vec<Image> = all
+        .into_iter()
+        .filter(|i| {
+            if run_id != 0 {
+                i.start.run_id == run_id
+            } else {
+                i.start.run_id == 0 && (i.start.real_ns >= since || own_image(&i.start))
+            }
+        })
+        .collect();
+    images.push(given.clone());
+    // One run is on one boot: its monotonic clock orders it. Old traces may come from another.
+    if run_id != 0 {
+        images.sort_by_key(|i| (i.start.mono_ns, i.start.real_ns));
+    } else {
+        images.sort_by_key(|i| (i.start.real_ns, i.start.mono_ns));
+    }
+    let mut procs = group(images);
+    let chosen_at = |procs: &[Process]| {
+        procs
+            .iter()
+            .enumerate()
+            .find_map(|(pi, p)| p.images.iter().position(|i| i.trace == given.trace).map(|ii| (pi, ii)))
+    };
+    if run_id == 0 {
+        // Without a run id, the run is the given trace's process and its descendants by pid.
+        let (root, _) = chosen_at(&procs)?;
+        let mut keep = vec![root];
+        let mut at = 0;
+        while at < keep.len() {
+            let parent = &procs[keep[at]];
+            let (pid, since) = (parent.pid, parent.first().start.mono_ns);
+            for (i, c) in procs.iter().enumerate() {
+                if c.ppid == pid && c.first().start.mono_ns >= since && !keep.contains(&i) {
+                    keep.push(i);
+                }
+            }
+            at += 1;
+        }
+        keep.sort_unstable();
+        procs = keep.into_iter().map(|i| procs[i].clone()).collect();
+    }
+    let procs = tree_order(procs);
+    let (chosen, chosen_image) = chosen_at(&procs)?;
+    Some(Run { processes: procs, chosen, chosen_image })
+}
+
+/// Sorts images (in start order) into processes.
+fn group(images: Vec<Image>) -> Vec<Process> {
+    let mut procs: Vec<Process> = Vec::new();
+    for img in images {
+        let continues = procs.iter().rposition(|p| p.pid == img.start.pid).filter(|&i| {
+            // A fork child is a new process; so is an image after one that ended for good (the
+            // pid was reused).
+            img.start.fork.is_none()
+                && read::exit_of(&procs[i].last().trace).is_none_or(|e| e.raw_status == EXEC_STATUS)
+        });
+        match continues {
+            Some(i) => procs[i].images.push(img),
+            None => procs.push(Process {
+                pid: img.start.pid,
+                ppid: img.start.ppid,
+                images: vec![img],
+                parent: None,
+                depth: 0,
+            }),
         }
     }
-    // Then each descendant's own trace, replayed.
-    for c in &mut out {
-        if let Ok(rec) = read::load(&c.trace) {
-            (c.vsz_bytes, c.events) = (rec.replay.space.total(), rec.recorded);
+    procs
+}
+
+/// Links each process to its parent (the process of its parent pid that started last before
+/// it) and orders them depth first from the first process; processes whose parent is not in
+/// the run (re-parented, or a child of an untraced process) follow under the first one.
+fn tree_order(mut procs: Vec<Process>) -> Vec<Process> {
+    if procs.is_empty() {
+        return procs;
+    }
+    // A fork child came to be at the fork (its first record may come later).
+    let t0 = |p: &Process| p.fork().map_or(p.first().start.mono_ns, |f| f.mono_ns);
+    let parents: Vec<Option<usize>> = (0..procs.len())
+        .map(|i| {
+            (0..procs.len())
+                .filter(|&j| j != i && procs[j].pid == procs[i].ppid && t0(&procs[j]) <= t0(&procs[i]))
+                .max_by_key(|&j| t0(&procs[j]))
+        })
+        .collect();
+    // The root: the first process to start (roots of their own come after it).
+    let root = (0..procs.len()).min_by_key(|&i| t0(&procs[i])).unwrap_or(0);
+    let mut order: Vec<(usize, usize)> = Vec::new();
+    let mut visit = vec![(root, 0)];
+    let mut seen = vec![false; procs.len()];
+    loop {
+        while let Some((i, depth)) = visit.pop() {
+            if std::mem::replace(&mut seen[i], true) {
+                continue;
+            }
+            order.push((i, depth));
+            let mut kids: Vec<usize> =
+                (0..procs.len()).filter(|&c| parents[c] == Some(i) && !seen[c]).collect();
+            kids.sort_by_key(|&c| std::cmp::Reverse(t0(&procs[c])));
+            visit.extend(kids.into_iter().map(|c| (c, depth + 1)));
         }
+        // The next process no link reaches, oldest first, under the root.
+        match (0..procs.len()).filter(|&i| !seen[i]).min_by_key(|&i| t0(&procs[i])) {
+            Some(i) => visit.push((i, 1)),
+            None => break,
+        }
+    }
+    let new_index: std::collections::HashMap<usize, usize> =
+        order.iter().enumerate().map(|(n, &(i, _))| (i, n)).collect();
+    let mut out = Vec::with_capacity(procs.len());
+    for &(i, depth) in &order {
+        let mut p = std::mem::replace(
+            &mut procs[i],
+            Process { pid: 0, ppid: 0, images: vec![], parent: None, depth: 0 },
+        );
+        p.parent = parents[i].and_then(|j| new_index.get(&j).copied());
+        p.depth = depth;
+        out.push(p);
     }
     out
+}
+
+/// The trace of the last image of the process that `first` (a run's top trace) is, among the
+/// traces its run wrote; only traces whose start record names `pid` and came after `since`
+/// (Unix ns) count, so an older trace left under a name by an earlier run is never taken.
+pub fn last_image_of(first: &Path, pid: u32, since: u64) -> Option<PathBuf> {
+    let ours = |s: &Start| s.pid == pid && s.real_ns >= since;
+    let top = match read::start_of(first).filter(ours) {
+        Some(start) => Image { trace: first.to_path_buf(), start },
+        // `first` was taken (a stale file): the top process wrote the first free name after it.
+        None => candidates(first).into_iter().filter(|i| ours(&i.start)).min_by_key(|i| i.start.mono_ns)?,
+    };
+    let run = find(&top.trace)?;
+    let p = &run.processes[run.chosen];
+    Some(p.last().trace.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_names_are_the_template_and_its_numbered_siblings() {
+        for (given, name, same) in [
+            ("t.trace", "t.trace", true),
+            ("t.trace", "t.trace.1234", true),
+            ("t.trace", "t.trace.1234.7", true),
+            ("t.trace.1234", "t.trace", true),
+            ("t.trace", "t.trace.json", false),
+            ("t.trace", "t.trace2", false),
+            ("t.trace", "t.trace.", false),
+            ("vmshim.99.trace", "vmshim.123.trace", true),
+            ("vmshim.99.trace", "vmshim.123.trace.2", true),
+            ("vmshim.99.trace.1", "vmshim.5.trace", true),
+            ("vmshim.99.trace", "vmshim.x.trace", false),
+            ("vmshim.99.trace", "other.trace", false),
+        ] {
+            assert_eq!(same_run_name(given, name), same, "{given} {name}");
+        }
+    }
 }

@@ -1,0 +1,359 @@
+//! The analysis of one process of a run, computed once for every renderer: its image read and
+//! replayed, what it inherited in a fork, attributed; where the image stands in its process
+//! (exec'd images, a final image without the shim); and the figures of the run's process
+//! table. Renderers take these values and compute nothing.
+//!
+//! A fork child's start-up map is the parent's address space at the fork: the parent's trace
+//! (the image that was running then) is replayed up to the fork's time and attributed against
+//! that map, so what the child inherited keeps the parent's category, thread and stack. The
+//! parent may itself be a fork child: its own inheritance is worked out the same way first.
+
+use crate::attribute::{self, Attributed, Attribution, Inheritance};
+use crate::maps::Region;
+use crate::read::{self, ReadError, Recording};
+use crate::symbolize::Symbolizer;
+use crate::tree::{self, EXEC_STATUS, Run};
+use std::path::{Path, PathBuf};
+
+/// One image analysed, with its place in its process.
+pub struct Analysis {
+    pub rec: Recording,
+    pub attr: Attribution,
+    pub sym: Symbolizer,
+    /// VSZ over time as the hooks saw it.
+    pub series: Vec<(u64, u64)>,
+    pub context: Context,
+}
+
+/// What the report says about where the analysed image stands.
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    /// Every image of the process, in order (a final image without the shim included).
+    pub images: Vec<ImageLine>,
+    /// Which of them this analysis is.
+    pub image: usize,
+    /// For the first image of a fork child: its parent, and whether the parent's trace was found.
+    pub fork_of: Option<ForkOf>,
+    /// The process's last image has no shim in it (a static program, or LD_PRELOAD ignored).
+    pub untraced_final: Option<Untraced>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ImageLine {
+    pub exe: String,
+    /// Its trace; `None` for an image the shim was not in.
+    pub trace: Option<PathBuf>,
+    /// How the image ended: `exited 0`, `killed by SIGKILL`, `exec'd PATH`, `not observed`.
+    pub ended: String,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ForkOf {
+    pub ppid: u32,
+    /// The parent's thread that called fork.
+    pub tid: u32,
+    pub parent_traced: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Untraced {
+    pub exe: String,
+    /// Whether the file has no PT_INTERP (unknown when it cannot be read now).
+    pub statically_linked: Option<bool>,
+    /// Whether the kernel's map at exit is this image's (else only the exec was seen).
+    pub map_known: bool,
+}
+
+/// One row of the run's process table.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub pid: u32,
+    pub ppid: u32,
+    pub depth: usize,
+    pub command: String,
+    pub exe: String,
+    /// The trace of the image the row's figures are about, and all the process's traces.
+    pub trace: PathBuf,
+    pub traces: Vec<PathBuf>,
+    pub images: usize,
+    pub vsz_bytes: u64,
+    /// Whether VSZ is the kernel's map at exit (else the replay's, a lower bound).
+    pub vsz_from_kernel: bool,
+    pub rss_bytes: Option<u64>,
+    pub threads: usize,
+    pub ended: String,
+    pub inherited_bytes: u64,
+    pub own_bytes: u64,
+    pub fork_of: Option<ForkOf>,
+    pub explained_fraction: f64,
+    pub events: u64,
+    pub untraced_final: Option<Untraced>,
+}
+
+/// How many generations of fork parents are replayed for one child's inheritance.
+const MAX_GENERATIONS: usize = 32;
+
+/// How an image ended, in words.
+fn ended(exit: Option<&vmshim_trace::decode::Exit>) -> String {
+    exit.map_or("not observed".to_string(), |e| e.how.clone())
+}
+
+fn has_shim(map: &[Region]) -> bool {
+    map.iter().any(|r| r.file_path().ends_with("/libvmshim.so"))
+}
+
+/// Whether the ELF file at `path` has no PT_INTERP (64-bit little-endian files only).
+fn statically_linked(path: &str) -> Option<bool> {
+    use std::io::Read;
+    const PT_INTERP: u32 = 3;
+    let mut head = vec![0u8; 64 << 10];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+    let head = &head[..n];
+    if head.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let word = |at: usize, len: usize| {
+        head.get(at..at + len).map(|b| b.iter().rev().fold(0u64, |v, &x| v << 8 | x as u64))
+    };
+    let (phoff, phentsize, phnum) =
+        (word(0x20, 8)? as usize, word(0x36, 2)? as usize, word(0x38, 2)? as usize);
+    if phentsize < 4 {
+        return None;
+    }
+    let mut interp = false;
+    for i in 0..phnum {
+        interp |= word(phoff.checked_add(i.checked_mul(phentsize)?)?, 4)? as u32 == PT_INTERP;
+    }
+    Some(!interp)
+}
+
+/// The executable of a map: its first file-backed region from offset 0 (the lowest image).
+fn exe_of_map(map: &[Region]) -> String {
+    map.iter().find(|r| r.is_file() && r.offset == 0).map_or("?".to_string(), |r| r.file_path().to_string())
+}
+
+/// The analysis of the given trace's own image, with what it inherited when it began in a fork.
+pub fn of_trace(trace: &Path) -> Result<Analysis, ReadError> {
+    match tree::find(trace) {
+        Some(run) => Ok(of_image(&run, run.chosen, run.chosen_image, None)?),
+        None => of_image_alone(trace, None),
+    }
+}
+
+/// The analysis of a trace outside any run listing (no start record: `load` says why).
+pub fn of_image_alone(trace: &Path, fin: Option<read::Final>) -> Result<Analysis, ReadError> {
+    let mut rec = read::load(trace)?;
+    if let Some(fin) = fin {
+        fin.apply(&mut rec);
+    }
+    warn_cut(&rec, trace);
+    let replay = std::mem::take(&mut rec.replay);
+    let mut sym = Symbolizer::new(attribute::modules(&rec));
+    let attr = attribute::attribute(&rec, &replay, &mut sym, None);
+    Ok(Analysis { rec, attr, sym, series: replay.series, context: Context::default() })
+}
+
+fn warn_cut(rec: &Recording, trace: &Path) {
+    if let Some((len, cursor)) = rec.truncated {
+        eprintln!(
+            "vmshim: warning: {} is cut short ({len} of the {cursor} bytes written): reporting what comes before the cut",
+            trace.display()
+        );
+    }
+}
+
+/// Reads image `image` of process `p`, with `fin` (what `vmshim run` could not add to the
+/// file) when it is the last image.
+fn load_image(run: &Run, p: usize, image: usize, fin: Option<read::Final>) -> Result<Recording, ReadError> {
+    let proc_ = &run.processes[p];
+    let trace = &proc_.images[image].trace;
+    let mut rec = read::load(trace)?;
+    if let Some(fin) = fin.filter(|_| image + 1 == proc_.images.len()) {
+        fin.apply(&mut rec);
+    }
+    warn_cut(&rec, trace);
+    Ok(rec)
+}
+
+/// The analysis that answers for process `p`: its last image, or the final image after it that
+/// the shim was not in, when the kernel's map at exit is that image's.
+pub fn answer(run: &Run, p: usize, fin: Option<read::Final>) -> Result<Analysis, ReadError> {
+    let last = run.processes[p].images.len() - 1;
+    let rec = load_image(run, p, last, fin)?;
+    if rec.final_maps.as_deref().is_some_and(|m| !has_shim(m)) {
+        return Ok(untraced_final(run, p, rec));
+    }
+    Ok(analyse(run, p, last, rec, None))
+}
+
+/// The analysis of image `image` of process `p`.
+pub fn of_image(run: &Run, p: usize, image: usize, fin: Option<read::Final>) -> Result<Analysis, ReadError> {
+    let last = run.processes[p].images.len() - 1;
+    let rec = load_image(run, p, image, fin)?;
+    let last_rec = if image == last { None } else { read::load(&run.processes[p].images[last].trace).ok() };
+    Ok(analyse(run, p, image, rec, last_rec.as_ref()))
+}
+
+/// Attributes a loaded image; `last_rec` is the process's last image when that is another one.
+fn analyse(run: &Run, p: usize, image: usize, mut rec: Recording, last_rec: Option<&Recording>) -> Analysis {
+    let proc_ = &run.processes[p];
+    let mut context = context_of(run, p, last_rec.unwrap_or(&rec));
+    context.image = image;
+    // A map at exit without the shim in it is a later image's (the shim is in every image it
+    // traced): this image is replayed from its own calls.
+    if rec.final_maps.as_deref().is_some_and(|m| !has_shim(m)) {
+        rec.final_maps = None;
+    }
+    let replay = std::mem::take(&mut rec.replay);
+    let mut sym = Symbolizer::new(attribute::modules(&rec));
+    let inheritance = if image == 0 { inheritance(run, p, &rec.initial_maps, &mut sym, 0) } else { None };
+    if let Some(inh) = &inheritance {
+        context.fork_of = proc_.fork().map(|f| ForkOf {
+            ppid: proc_.ppid,
+            tid: f.parent_tid,
+            parent_traced: matches!(inh, Inheritance::Parent { .. }),
+        });
+    }
+    let attr = attribute::attribute(&rec, &replay, &mut sym, inheritance.as_ref());
+    Analysis { rec, attr, sym, series: replay.series, context }
+}
+
+/// The final image the shim was not in, explained by the kernel's map at exit alone (`full`,
+/// the last traced image's recording, holds that map).
+fn untraced_final(run: &Run, p: usize, mut full: Recording) -> Analysis {
+    let mut context = context_of(run, p, &full);
+    context.image = context.images.len() - 1;
+    let map = full.final_maps.take().unwrap_or_default();
+    let mut start = full.start.take();
+    if let Some(s) = &mut start {
+        s.exe = exe_of_map(&map);
+        s.argv = vec![];
+    }
+    // Nothing recorded: only what the map proves (images, heap, stacks) is explained.
+    let rec = Recording {
+        start,
+        final_maps: Some(map),
+        exit: full.exit.take(),
+        thread_names: std::mem::take(&mut full.thread_names),
+        ..Recording::default()
+    };
+    let replay = crate::replay::Replay::default();
+    let mut sym = Symbolizer::new(attribute::modules(&rec));
+    let attr = attribute::attribute(&rec, &replay, &mut sym, None);
+    Analysis { rec, attr, sym, series: vec![], context }
+}
+
+/// The images of process `p` for the report, with the final untraced one when `last` (the
+/// last traced image's recording) shows it.
+fn context_of(run: &Run, p: usize, last_seen: &Recording) -> Context {
+    let proc_ = &run.processes[p];
+    let mut images: Vec<ImageLine> = proc_
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, img)| {
+            let exit =
+                if i + 1 == proc_.images.len() { last_seen.exit.clone() } else { read::exit_of(&img.trace) };
+            ImageLine {
+                exe: img.start.exe.clone(),
+                trace: Some(img.trace.clone()),
+                ended: match exit.as_ref() {
+                    None if i + 1 < proc_.images.len() => format!("exec'd {}", proc_.images[i + 1].start.exe),
+                    e => ended(e),
+                },
+            }
+        })
+        .collect();
+    let mut untraced = None;
+    if let Some(map) = last_seen.final_maps.as_deref().filter(|m| !has_shim(m)) {
+        let exe = exe_of_map(map);
+        untraced =
+            Some(Untraced { statically_linked: statically_linked(&exe), exe: exe.clone(), map_known: true });
+        if let Some(l) = images.last_mut() {
+            l.ended = format!("exec'd {exe}");
+        }
+        images.push(ImageLine { exe, trace: None, ended: ended(last_seen.exit.as_ref()) });
+    } else if let Some(e) = last_seen.exit.as_ref().filter(|e| e.raw_status == EXEC_STATUS) {
+        let exe = e.how.strip_prefix("exec'd ").unwrap_or(&e.how).to_string();
+        untraced =
+            Some(Untraced { statically_linked: statically_linked(&exe), exe: exe.clone(), map_known: false });
+        images.push(ImageLine { exe, trace: None, ended: "not observed".to_string() });
+    }
+    Context { images, image: 0, fork_of: None, untraced_final: untraced }
+}
+
+/// What the first image of process `p` got in its fork, by address over `map` (its start-up
+/// map, the parent's address space at the fork). `None` for a process that did not begin in a
+/// fork.
+fn inheritance(
+    run: &Run,
+    p: usize,
+    map: &[Region],
+    sym: &mut Symbolizer,
+    generation: usize,
+) -> Option<Inheritance> {
+    let proc_ = &run.processes[p];
+    let fork = proc_.fork()?;
+    let not_traced = Inheritance::NotTraced { ppid: proc_.ppid };
+    let (Some((parent, img)), true) = (run.forking_image(p), generation < MAX_GENERATIONS) else {
+        return Some(not_traced);
+    };
+    let Ok(mut prec) = read::load_until(&img.trace, Some(fork.mono_ns)) else { return Some(not_traced) };
+    let parent_index = proc_.parent?;
+    let first_image = std::ptr::eq(img, parent.first());
+    // The parent's own inheritance, over the same map (what it still had from its own parent).
+    let grand = if first_image {
+        inheritance(run, parent_index, &prec.initial_maps, sym, generation + 1)
+    } else {
+        None
+    };
+    prec.final_maps = Some(map.to_vec());
+    let replay = std::mem::take(&mut prec.replay);
+    let attr = attribute::attribute(&prec, &replay, sym, grand.as_ref());
+    let mut regions: Vec<Attributed> = attr.regions;
+    regions.sort_by_key(|r| r.start);
+    Some(Inheritance::Parent { pid: parent.pid, regions })
+}
+
+/// The process table's row for process `p`, from the analysis of its answer image.
+pub fn row(run: &Run, p: usize, a: &Analysis) -> Row {
+    let proc_ = &run.processes[p];
+    let (rec, attr) = (&a.rec, &a.attr);
+    let s = rec.start.as_ref();
+    let command = s
+        .map(|s| s.argv.join(" "))
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| s.map(|s| s.exe.clone()).unwrap_or_default());
+    let inherited = attr.inherited_bytes();
+    Row {
+        pid: proc_.pid,
+        ppid: proc_.ppid,
+        depth: proc_.depth,
+        command,
+        exe: s.map(|s| s.exe.clone()).unwrap_or_default(),
+        trace: proc_.images.get(a.context.image).unwrap_or(proc_.last()).trace.clone(),
+        traces: proc_.images.iter().map(|i| i.trace.clone()).collect(),
+        images: a.context.images.len(),
+        vsz_bytes: attr.final_bytes,
+        vsz_from_kernel: attr.kernel_final_bytes.is_some(),
+        rss_bytes: attr.rss_bytes,
+        threads: attr.threads.len(),
+        // After an exec into an image without the shim and without a map, the exec is the last
+        // thing seen.
+        ended: {
+            let images = &a.context.images;
+            let back = match &a.context.untraced_final {
+                Some(u) if !u.map_known => 2,
+                _ => 1,
+            };
+            let seen = images.len().checked_sub(back).and_then(|i| images.get(i));
+            seen.map_or("not observed".to_string(), |i| i.ended.clone())
+        },
+        inherited_bytes: inherited,
+        own_bytes: attr.final_bytes.saturating_sub(inherited),
+        fork_of: a.context.fork_of,
+        explained_fraction: attr.attributed_fraction(),
+        events: rec.recorded,
+        untraced_final: a.context.untraced_final.clone(),
+    }
+}
