@@ -14,6 +14,7 @@ mod harm;
 mod harness;
 mod hostile;
 mod out_path;
+mod real_trees;
 mod robust;
 mod scale;
 mod small_stacks;
