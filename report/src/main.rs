@@ -13,6 +13,7 @@ mod attribute;
 mod cli;
 mod dns;
 mod events;
+mod gosym;
 mod html;
 mod launch;
 mod maps;
