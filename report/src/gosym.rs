@@ -133,7 +133,8 @@ impl GoTable {
         let moduledata = find_moduledata(&image, table_vaddr, &go, table.len());
         // Go 1.18-1.25 also keep the text address in the header (relocated in a PIE); 1.26
         // stopped writing it, so only `moduledata.text` has it there.
-        let header_text = image.word_at(table_vaddr + 8 + 2 * ptr_size as u64).filter(|&t| t != 0);
+        let header_text =
+            image.word_at(table_vaddr.wrapping_add(8 + 2 * ptr_size as u64)).filter(|&t| t != 0);
         go.text = match (&moduledata, header_text) {
             (Some(words), _) => words[MODULEDATA_TEXT],
             (None, Some(text)) => text,
@@ -142,7 +143,8 @@ impl GoTable {
             }
         };
         if let Some(words) = &moduledata {
-            let index = gofunc_index(format, version.as_deref(), words, table_vaddr + table.len() as u64);
+            let index =
+                gofunc_index(format, version.as_deref(), words, table_vaddr.wrapping_add(table.len() as u64));
             let gofunc = words.get(index).copied().unwrap_or(0);
             go.gofunc = image.bytes_to_section_end(&elf, gofunc).map(|bytes| (gofunc, bytes.to_vec()));
         }
@@ -474,7 +476,7 @@ impl<'a> Image<'a> {
         let section_end = elf
             .sections()
             .find(|s| s.address() <= vaddr && vaddr - s.address() < s.size() && s.address() != 0)
-            .map(|s| s.address() + s.size());
+            .map(|s| s.address().saturating_add(s.size()));
         match section_end {
             Some(end) => bytes.get(..usize::try_from(end - vaddr).ok()?),
             None => Some(bytes),
@@ -517,7 +519,7 @@ fn find_pclntab<'a>(elf: &object::File<'a>, image: &Image<'a>) -> Option<(u64, &
         for at in (0..data.len().saturating_sub(64)).step_by(image.ptr_size) {
             if matches!(r.u32(data, at), Some(MAGIC_GO118 | MAGIC_GO120)) && plausible_header(&data[at..], r)
             {
-                return Some((vaddr + at as u64, &data[at..]));
+                return Some((vaddr.wrapping_add(at as u64), &data[at..]));
             }
         }
     }
@@ -555,16 +557,17 @@ const MODULEDATA_WORDS: usize = 45;
 fn find_moduledata(image: &Image, table_vaddr: u64, go: &GoTable, table_len: usize) -> Option<Vec<u64>> {
     let ptr = image.ptr_size as u64;
     let check = |at: u64| -> Option<Vec<u64>> {
-        let words: Vec<u64> =
-            (0..MODULEDATA_WORDS as u64).map(|i| image.word_at(at + i * ptr)).collect::<Option<_>>()?;
-        let fits = words[1] == table_vaddr + go.funcname_offset as u64
-            && words[4] == table_vaddr + go.cu_offset as u64
-            && words[7] == table_vaddr + go.filetab_offset as u64
-            && words[10] == table_vaddr + go.pctab_offset as u64
-            && words[13] == table_vaddr + go.pcln_offset as u64
+        let words: Vec<u64> = (0..MODULEDATA_WORDS as u64)
+            .map(|i| image.word_at(at.wrapping_add(i * ptr)))
+            .collect::<Option<_>>()?;
+        let fits = words[1] == table_vaddr.wrapping_add(go.funcname_offset as u64)
+            && words[4] == table_vaddr.wrapping_add(go.cu_offset as u64)
+            && words[7] == table_vaddr.wrapping_add(go.filetab_offset as u64)
+            && words[10] == table_vaddr.wrapping_add(go.pctab_offset as u64)
+            && words[13] == table_vaddr.wrapping_add(go.pcln_offset as u64)
             && words[17] == go.nfunc as u64 + 1
             && words[MODULEDATA_TEXT] < words[MODULEDATA_TEXT + 1]
-            && (words[13] - table_vaddr) as usize <= table_len;
+            && words[13].wrapping_sub(table_vaddr) as usize <= table_len;
         fits.then_some(words)
     };
     // Relocated pointers (PIE) first: their file bytes may be zero.
@@ -589,7 +592,7 @@ fn find_moduledata(image: &Image, table_vaddr: u64, go: &GoTable, table_len: usi
         };
         for at in (0..data.len()).step_by(image.ptr_size) {
             if r.word(data, at, image.ptr_size) == Some(table_vaddr)
-                && let Some(words) = check(vaddr + at as u64)
+                && let Some(words) = check(vaddr.wrapping_add(at as u64))
             {
                 return Some(words);
             }
@@ -647,9 +650,12 @@ pub fn go_version(elf_bytes: &[u8]) -> Option<String> {
             return None;
         }
         // A pointer to the version's string header {data, len}.
-        let header = r.word(data, 16, ptr_size).filter(|&p| p != 0).or_else(|| image.word_at(vaddr + 16))?;
+        let header = r
+            .word(data, 16, ptr_size)
+            .filter(|&p| p != 0)
+            .or_else(|| image.word_at(vaddr.wrapping_add(16)))?;
         let string_data = image.word_at(header)?;
-        let len = usize::try_from(image.word_at(header + ptr_size as u64)?).ok()?;
+        let len = usize::try_from(image.word_at(header.wrapping_add(ptr_size as u64))?).ok()?;
         image.bytes_at(string_data)?.get(..len)?.to_vec()
     };
     let version = String::from_utf8(version).ok()?;
@@ -674,7 +680,7 @@ fn find_buildinfo<'a>(image: &Image<'a>) -> Option<(u64, &'a [u8])> {
         let first = (16 - vaddr % 16) % 16;
         for at in (first as usize..data.len()).step_by(16) {
             if data[at..].starts_with(BUILDINFO_MAGIC) {
-                return Some((vaddr + at as u64, &data[at..]));
+                return Some((vaddr.wrapping_add(at as u64), &data[at..]));
             }
         }
     }
@@ -1082,6 +1088,16 @@ mod tests {
         }
         out.extend(entry(table.nfunc));
         out
+    }
+
+    /// A C program and a file that is not ELF are "not Go", not an error.
+    #[test]
+    fn non_go_files_have_no_table() {
+        let true_bytes = std::fs::read("/bin/true").unwrap();
+        assert!(matches!(GoTable::parse(&true_bytes), Ok(None)));
+        assert_eq!(go_version(&true_bytes), None);
+        assert!(matches!(GoTable::parse(b"#!/bin/sh\necho not ELF\n"), Ok(None)));
+        assert!(matches!(GoTable::parse(&true_bytes[..200]), Ok(None)));
     }
 
     /// A corrupt table gives an error or fewer frames, never a panic: the file truncated at many
