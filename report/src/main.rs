@@ -16,6 +16,7 @@ mod attribute;
 mod cli;
 mod dns;
 mod events;
+mod gosym;
 mod html;
 mod launch;
 mod maps;
