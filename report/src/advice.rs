@@ -62,10 +62,12 @@ pub fn advise(attr: &Attribution) -> Vec<Advice> {
     let go_total: u64 = go.iter().map(|r| r.size()).sum();
     if go_total >= 64 * MIB {
         let rw: u64 = go.iter().filter(|r| r.perms.contains('w')).map(|r| r.size()).sum();
+        let none: u64 = go.iter().filter(|r| r.perms.starts_with("---")).map(|r| r.size()).sum();
         out.push(Advice {
             text: format!(
-                "the Go runtime reserved {} of which {} is read-write: reservations cost address space, not memory (RSS)",
+                "the Go runtime reserved {}: {} of it is PROT_NONE reservation (address space only, nothing can be stored there until Go commits it) and {} is read-write; reservations cost address space, not memory (RSS)",
                 mib(go_total),
+                mib(none),
                 mib(rw)
             ),
             saves_bytes: 0,

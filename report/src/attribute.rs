@@ -11,7 +11,7 @@
 use crate::maps::Region;
 use crate::read::Recording;
 use crate::replay::{Origin, Replay};
-use crate::symbolize::{LoadedModule, Symbolizer};
+use crate::symbolize::{Frame, LoadedModule, Symbolizer};
 use std::collections::{BTreeMap, HashMap};
 use vmshim_trace::{CALL_FLAG_OWN, CallKind};
 
@@ -99,6 +99,19 @@ pub struct Attributed {
     /// In a fork child: the piece came from the parent at the fork (the cause, thread and
     /// stack above are then the parent's).
     pub inherited: Option<Inherited>,
+    /// For `go_runtime`: what Go reserved it for, in the runtime's own words
+    /// ([`crate::gopurpose`]), from the kernel's name for the mapping or the asking function.
+    pub purpose: Option<String>,
+}
+
+/// One line of the Go runtime's reservations by purpose.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GoPurpose {
+    pub purpose: String,
+    pub bytes: u64,
+    /// Readable or writable: committed, as opposed to a PROT_NONE reservation.
+    pub rw_bytes: u64,
+    pub regions: usize,
 }
 
 /// Where an inherited piece of a fork child came from.
@@ -186,6 +199,24 @@ impl Attribution {
         }
         1.0 - self.unexplained_bytes() as f64 / self.final_bytes as f64
     }
+    /// The `go_runtime` regions by purpose, largest first.
+    pub fn go_purposes(&self) -> Vec<GoPurpose> {
+        let mut by: BTreeMap<&str, GoPurpose> = BTreeMap::new();
+        for r in self.regions.iter().filter(|r| r.category == Category::GoRuntime) {
+            let words = r.purpose.as_deref().unwrap_or("other");
+            let row = by
+                .entry(words)
+                .or_insert_with(|| GoPurpose { purpose: words.to_owned(), ..Default::default() });
+            row.bytes += r.size();
+            if r.perms.contains('r') || r.perms.contains('w') {
+                row.rw_bytes += r.size();
+            }
+            row.regions += 1;
+        }
+        let mut rows: Vec<GoPurpose> = by.into_values().collect();
+        rows.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.purpose.cmp(&b.purpose)));
+        rows
+    }
     /// Bytes a fork child still has from its parent.
     pub fn inherited_bytes(&self) -> u64 {
         self.regions.iter().filter(|r| r.inherited.is_some()).map(Attributed::size).sum()
@@ -217,8 +248,14 @@ pub fn modules(rec: &Recording) -> Vec<LoadedModule> {
     out
 }
 
-fn is_go_runtime_frame(name: &str) -> bool {
-    name.starts_with("runtime.") || name.starts_with("x_cgo_") || name.starts_with("_cgo_")
+/// Whether a recorded call came from Go's runtime, and if so what for (Go's words for it, or
+/// `other (FUNCTION)`): a runtime function asked for it, the first named frame above the memory
+/// primitives (frames are named by the binary's Go table even when it is stripped, so this does
+/// not depend on a symbol such as `x_cgo_mmap` being present).
+fn go_purpose(sym: &mut Symbolizer, stack: &[u64]) -> Option<String> {
+    let frames: Vec<Frame> = stack.iter().flat_map(|&f| sym.symbolize(f, true)).collect();
+    let names: Vec<Option<&str>> = frames.iter().map(|fr| fr.function.as_deref()).collect();
+    crate::gopurpose::from_stack(&names).map(|(words, _)| words)
 }
 
 /// `inherited` is set for a fork child: the pieces its start-up map explains came from the
@@ -236,7 +273,8 @@ pub fn attribute(
     let pid = rec.start.as_ref().map_or(0, |s| s.pid);
     let trace_path = rec.start.as_ref().map(|s| s.trace_path.clone()).unwrap_or_default();
     let stacks = thread_stacks(rec, &final_regions);
-    let mut go_stack: HashMap<usize, bool> = HashMap::new();
+    // Per recorded call: None when no Go runtime frame is on its stack, else the purpose.
+    let mut go_stack: HashMap<usize, Option<String>> = HashMap::new();
     let shim_libs = shim_only_libraries(sym.modules());
     // The kernel merges an image's .bss with anonymous memory mapped right after it (the
     // loader's TLS block, say); an image's span ends at its last PT_LOAD, page-rounded.
@@ -264,6 +302,7 @@ pub fn attribute(
                 stack: vec![],
                 cause: "map",
                 inherited: None,
+                purpose: None,
             };
             // What the child's start-up map holds came from the parent at the fork.
             if let (Some(Origin::Initial(_)), Some(inh)) = (origin, inherited) {
@@ -328,13 +367,11 @@ pub fn attribute(
                         Category::Vmshim
                     } else if r.is_file() {
                         by_map(r, s, &trace_path, &shim_libs, sym)
-                    } else if *go_stack.entry(i).or_insert_with(|| {
-                        c.stack.iter().any(|&f| {
-                            sym.symbolize(f, true)
-                                .iter()
-                                .any(|fr| fr.function.as_deref().is_some_and(is_go_runtime_frame))
-                        })
-                    }) {
+                    } else if let Some(purpose) =
+                        go_stack.entry(i).or_insert_with(|| go_purpose(sym, &c.stack))
+                    {
+                        a.purpose =
+                            Some(crate::gopurpose::from_kernel_name(&r.path).unwrap_or(purpose.clone()));
                         Category::GoRuntime
                     } else {
                         Category::AnonMmap

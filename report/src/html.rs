@@ -105,7 +105,9 @@ fn map_svg(attr: &Attribution, sym: &mut Symbolizer) -> String {
                 r.end,
                 r.perms,
                 size(r.size()),
-                r.category.name(),
+                r.purpose
+                    .as_ref()
+                    .map_or(r.category.name().to_owned(), |p| format!("{} ({p})", r.category.name())),
                 r.cause,
                 r.tid.map_or(String::new(), |t| format!(" · thread {t}")),
                 if r.path.is_empty() { String::new() } else { format!("\n{}", r.path) },
@@ -331,6 +333,22 @@ td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width
         }
     }
     o.push_str("</table>");
+    let go = attr.go_purposes();
+    if !go.is_empty() {
+        o.push_str("<h2>Go runtime by purpose</h2><p class=note>In the Go runtime's own words, from the runtime function that asked for the memory (or the kernel's name for the mapping). Read-write is committed; the rest is PROT_NONE reservation.</p><table id=go_runtime><tr><th>purpose</th><th>reserved</th><th>read-write</th><th>regions</th></tr>");
+        for g in &go {
+            let _ = write!(
+                o,
+                r#"<tr data-bytes="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+                g.bytes,
+                esc(&g.purpose),
+                size(g.bytes),
+                size(g.rw_bytes),
+                g.regions
+            );
+        }
+        o.push_str("</table>");
+    }
 
     o.push_str("<h2>The address space</h2>");
     o.push_str(&map_svg(attr, sym));

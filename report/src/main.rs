@@ -16,6 +16,7 @@ mod attribute;
 mod cli;
 mod dns;
 mod events;
+mod gopurpose;
 mod gosym;
 mod html;
 mod launch;

@@ -1,7 +1,7 @@
 //! `--pprof FILE`: the attribution as a gzipped pprof profile (profile.proto), so Go users can
 //! open it with the tool they already use (`go tool pprof -top FILE`, `-http`). Two sample
 //! types, reserved bytes and regions; every region is one sample, its call stack the
-//! locations, with `category` and `thread` labels. The protobuf is written by hand: a few
+//! locations, with `category`, `thread` and (for the Go runtime's) `purpose` labels. The protobuf is written by hand: a few
 //! message types, varints and length-delimited fields.
 
 use crate::attribute::Attribution;
@@ -156,6 +156,12 @@ pub fn write(attr: &Attribution, sym: &mut Symbolizer, out: &mut dyn Write) -> s
         label.uint(1, strings.id("category"));
         label.uint(2, strings.id(cat));
         sample.msg(3, label);
+        if let Some(purpose) = &r.purpose {
+            let mut label = Msg::default();
+            label.uint(1, strings.id("purpose"));
+            label.uint(2, strings.id(purpose));
+            sample.msg(3, label);
+        }
         if let Some(tid) = r.tid {
             let mut label = Msg::default();
             label.uint(1, strings.id("thread"));

@@ -206,6 +206,24 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         let _ = writeln!(o, "  {:<name_w$} {:>num_w$} {:>6.1}% {:>8}", c.name(), kib(b), pct(b, vsz), n);
     }
 
+    let go = attr.go_purposes();
+    if !go.is_empty() {
+        let w = go.iter().map(|g| g.purpose.len()).max().unwrap_or(0).max(24);
+        let rw = format!("read-write {u}");
+        let _ =
+            writeln!(o, "\n{:<w2$}{u:>12} {rw:>15} {:>8}", "Go runtime by purpose", "regions", w2 = w + 3);
+        for g in &go {
+            let _ = writeln!(
+                o,
+                "  {:<w$} {:>12} {:>15} {:>8}",
+                g.purpose,
+                kib(g.bytes),
+                kib(g.rw_bytes),
+                g.regions
+            );
+        }
+    }
+
     let _ = writeln!(
         o,
         "\nBy thread      name             creator   stack {u}   arena {u}  reserved {u}  arenas used"
@@ -468,7 +486,7 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         .regions
         .iter()
         .map(|r| {
-            json!({"start": r.start, "end": r.end, "prot": r.perms, "path": r.path, "category": r.category.name(),
+            json!({"start": r.start, "end": r.end, "prot": r.perms, "path": r.path, "category": r.category.name(), "purpose": r.purpose,
                    "tid": r.tid, "creator_tid": r.creator_tid, "cause": r.cause, "stack": frames_json(sym, &r.stack),
                    "inherited": r.inherited.map(inherited_json)})
         })
@@ -496,6 +514,8 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         "vmshim_rss_bytes": attr.vmshim_rss_bytes,
         "attributed_fraction": attr.attributed_fraction(),
         "categories": categories,
+        "go_runtime": attr.go_purposes().iter().map(|g| json!({"purpose": g.purpose, "bytes": g.bytes,
+            "read_write_bytes": g.rw_bytes, "regions": g.regions})).collect::<Vec<_>>(),
         "threads": threads,
         "arenas": attr.arenas.iter().map(|a| json!({"arena": arena_name(a.id), "address": a.address,
             "creator_tid": a.creator, "tids": a.tids, "heaps": a.heaps, "bytes": a.bytes})).collect::<Vec<_>>(),

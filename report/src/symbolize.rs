@@ -212,6 +212,9 @@ impl Symbolizer {
 struct DebugInfo {
     dwarf: Option<addr2line::Context<DwarfReader>>,
     symbols: SymbolTable,
+    /// A Go binary's own table (`.gopclntab`), which stripping keeps: it names Go frames, with
+    /// their inlined calls, whether or not DWARF and symtab are there.
+    go: Option<crate::gosym::GoTable>,
 }
 
 /// Parsed debug information by (path, build id).
@@ -244,6 +247,7 @@ impl DebugInfo {
         let path = Path::new(&module.path);
         let recorded_id = (!module.build_id.is_empty()).then_some(module.build_id.as_slice());
         let mut collected = Collected::default();
+        let mut go = None;
         let read_module_file = with_elf(path, |elf| {
             let on_disk_id = build_id_of(elf);
             if recorded_id.is_some_and(|recorded| on_disk_id != Some(recorded)) {
@@ -255,6 +259,7 @@ impl DebugInfo {
             let debuglink = elf.gnu_debuglink().ok().flatten();
             collected.read_separate_debug_file(path, build_id, debuglink);
             collected.read(elf, path);
+            go = go_table(elf, path);
             Some(())
         });
         if read_module_file.is_none()
@@ -264,7 +269,7 @@ impl DebugInfo {
             // still describes exactly the code that ran.
             collected.read_separate_debug_file(path, Some(recorded_id), None);
         }
-        DebugInfo { dwarf: collected.dwarf, symbols: SymbolTable::new(collected.symbols) }
+        DebugInfo { dwarf: collected.dwarf, symbols: SymbolTable::new(collected.symbols), go }
     }
 
     /// The frames for `module_relative` (already `- 1` for return addresses), labelled with the
@@ -277,6 +282,15 @@ impl DebugInfo {
             line,
             module: Some(module_path.to_owned()),
         };
+        // Go's own table first where it covers the address: a stripped build and an unstripped
+        // one then name their frames alike (symtab calls assembly functions `F.abi0`, DWARF
+        // spells generic instances differently).
+        if let Some(go) = &self.go {
+            let found = go.lookup(module_relative);
+            if !found.is_empty() {
+                return found.into_iter().map(|f| frame(Some(f.function), f.file, f.line)).collect();
+            }
+        }
         let mut frames = Vec::new();
         if let Some(dwarf) = &self.dwarf
             && let Ok(mut found) = dwarf.find_frames(module_relative).skip_all_loads()
@@ -306,6 +320,17 @@ impl DebugInfo {
         }
         frames
     }
+}
+
+/// The Go table of a Go binary (one with a `.gopclntab` or `.go.buildinfo` section: an
+/// externally linked PIE folds the table into `.data.rel.ro`), read whole; None for any other
+/// file, or a Go table this reader does not know (then DWARF and symtab are all there is).
+fn go_table(elf: &ElfFile<'_>, path: &Path) -> Option<crate::gosym::GoTable> {
+    let go = elf.section_by_name(".gopclntab").is_some() || elf.section_by_name(".go.buildinfo").is_some();
+    if !go {
+        return None;
+    }
+    crate::gosym::GoTable::parse(&std::fs::read(path).ok()?).ok().flatten()
 }
 
 /// Demangles an Itanium C++ (`_Z`) or Rust (`_R`, legacy `_ZN..h<hash>E`) symbol and leaves any
@@ -952,6 +977,7 @@ mod tests {
                 (0x3000, 0x10, None, false, "runtime.sysReserve"),
                 (0x4000, 0x10, None, false, "f"),
             ]),
+            go: None,
         };
         let name = |addr| info.frames(addr, addr, "m").pop().unwrap().function;
         assert_eq!(name(0x1000).as_deref(), Some("foo::bar"));
