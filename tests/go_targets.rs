@@ -5,8 +5,12 @@ use crate::common::*;
 use crate::under_vmshim::*;
 use serde_json::Value;
 
-/// The Go heap arena's first address on 64-bit Linux (the runtime's arena hint).
-const GO_HEAP: u64 = 0xc0_0000_0000;
+/// The Go heap's address as the program printed it (`ex6 heap 0x...`): Go >= 1.27 randomizes
+/// it, so nothing assumes 0xc000000000.
+fn go_heap(lines: &[String]) -> u64 {
+    let hex = lines.iter().find_map(|l| l.strip_prefix("ex6 heap ")).expect("the heap line");
+    parse_hex(hex)
+}
 
 #[test]
 fn ex6_reconciles_and_explains_go_reservations_and_thread_stacks() {
@@ -15,9 +19,10 @@ fn ex6_reconciles_and_explains_go_reservations_and_thread_stacks() {
     assert_reconciles(&run);
     let r = &run.report;
 
-    // The Go heap at 0xc000000000: the runtime reserved it through x_cgo_mmap (sysAlloc), then
-    // mapped what it uses over the reservation (sysMap from mheap.grow): the later call wins.
-    let heap = run.maps.iter().find(|m| m.start == GO_HEAP).expect("the Go heap arena is mapped");
+    // The Go heap: the runtime reserved it through x_cgo_mmap (sysAlloc), then mapped what it
+    // uses over the reservation (sysMap from mheap.grow): the later call wins.
+    let object = go_heap(&run.lines);
+    let heap = run.maps.iter().find(|m| m.start <= object && object < m.end).expect("the Go heap is mapped");
     assert_eq!(bytes_in(r, heap.start, heap.end, "go_runtime"), heap.len());
     for reg in regions_in(r, heap.start, heap.end) {
         let f = functions(reg);
