@@ -229,7 +229,6 @@ fn ex1_serves_one_request_to_itself() {
     assert_eq!(lines[1], "body hello from ex1");
     let maps = read_maps(pid);
     assert!(maps.iter().any(|r| r.path.ends_with("/libc.so.6")), "cgo links libc");
-    assert!(region_covering(&maps, GO_HEAP_ARENA, GO_HEAP_ARENA + 1).is_some());
     assert_exit_ok(&h.finish(), "ex1");
 }
 
