@@ -83,31 +83,51 @@ fn check(version: &str, what: &str, run: &Run) -> Purposes {
     purposes
 }
 
-#[test]
-fn every_go_version_stripped_or_not_names_the_runtimes_reservations_alike() {
+/// Builds `program` with every toolchain of the matrix, unstripped, stripped and as a stripped
+/// PIE, runs each under vmshim and holds them against each other and against Go 1.19.
+fn matrix(program: &str) {
     let mut go_119 = 0;
     for version in VERSIONS {
         let go = go_toolchain(version);
-        let full = build_go_with("ex6", &go, true, &[]);
-        let stripped = build_go_with("ex6", &go, true, &["-ldflags=-s -w"]);
-        let dir = TestDir::new(&format!("go_matrix_{version}"));
+        let full = build_go_with(program, &go, true, &[]);
+        let stripped = build_go_with(program, &go, true, &["-ldflags=-s -w"]);
+        let pie = build_go_with(program, &go, true, &["-ldflags=-s -w", "-buildmode=pie"]);
+        let dir = TestDir::new(&format!("go_matrix_{program}_{version}"));
         let a = run_handshake_settled(&dir, &full, &[], &[]);
         let b = run_handshake_settled(&dir, &stripped, &[], &[]);
+        let c = run_handshake_settled(&dir, &pie, &[], &[]);
         let pa = check(version, "unstripped", &a);
         let pb = check(version, "stripped", &b);
-        assert_eq!(categories(&a.report), categories(&b.report), "{version}: the same categories");
-        assert_eq!(pa, pb, "{version}: stripped and unstripped give the same purposes and askers");
-        assert_eq!(summary_frames(&a.report), summary_frames(&b.report), "{version}: the same Go frames");
+        let pc = check(version, "stripped PIE", &c);
+        for (what, other) in [("stripped", &b), ("stripped PIE", &c)] {
+            assert_eq!(
+                categories(&a.report),
+                categories(&other.report),
+                "{program} {version} {what}: the same categories"
+            );
+            assert_eq!(
+                summary_frames(&a.report),
+                summary_frames(&other.report),
+                "{program} {version} {what}: the same Go frames"
+            );
+        }
+        assert_eq!(pa, pb, "{program} {version}: stripped and unstripped give the same purposes and askers");
+        assert_eq!(pb, pc, "{program} {version}: a PIE gives the same purposes and askers");
         let go_bytes = category_bytes(&b.report, "go_runtime");
         if version == "1.19" {
             go_119 = category_bytes(&a.report, "go_runtime");
         } else {
-            assert!(go_bytes >= go_119, "{version}: go_runtime {go_bytes} below 1.19's {go_119}");
-        }
-        if version == "1.27.3" {
-            let pie = build_go_with("ex6", &go, true, &["-ldflags=-s -w", "-buildmode=pie"]);
-            let c = run_handshake_settled(&dir, &pie, &[], &[]);
-            assert_eq!(check(version, "stripped PIE", &c), pb, "{version}: a PIE names them alike");
+            assert!(go_bytes >= go_119, "{program} {version}: go_runtime {go_bytes} below 1.19's {go_119}");
         }
     }
+}
+
+#[test]
+fn ex6_on_every_go_version_stripped_or_not_names_the_runtimes_reservations_alike() {
+    matrix("ex6");
+}
+
+#[test]
+fn ex1_on_every_go_version_stripped_or_not_names_the_runtimes_reservations_alike() {
+    matrix("ex1");
 }
