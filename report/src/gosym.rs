@@ -405,6 +405,13 @@ struct Image<'a> {
 }
 
 impl<'a> Image<'a> {
+    /// The file's bytes `offset..offset + size`, when they are all in the file.
+    fn file_bytes(&self, offset: u64, size: u64) -> Option<&'a [u8]> {
+        let from = usize::try_from(offset).ok()?;
+        let to = usize::try_from(offset.saturating_add(size)).ok()?;
+        self.bytes.get(from..to)
+    }
+
     fn new(elf: &object::File<'a>, bytes: &'a [u8]) -> Image<'a> {
         let segments = elf
             .segments()
@@ -508,11 +515,7 @@ fn find_pclntab<'a>(elf: &object::File<'a>, image: &Image<'a>) -> Option<(u64, &
     let mut segments = image.segments.clone();
     segments.sort_by_key(|&(_, _, _, writable)| writable);
     for (vaddr, offset, size, _) in segments {
-        let Some(data) = usize::try_from(offset)
-            .ok()
-            .zip(usize::try_from(offset.saturating_add(size)).ok())
-            .and_then(|(from, to)| image.bytes.get(from..to))
-        else {
+        let Some(data) = image.file_bytes(offset, size) else {
             continue;
         };
         // The linker aligns the table to the pointer size.
@@ -583,11 +586,7 @@ fn find_moduledata(image: &Image, table_vaddr: u64, go: &GoTable, table_len: usi
         if !writable {
             continue;
         }
-        let Some(data) = usize::try_from(offset)
-            .ok()
-            .zip(usize::try_from(offset.saturating_add(size)).ok())
-            .and_then(|(from, to)| image.bytes.get(from..to))
-        else {
+        let Some(data) = image.file_bytes(offset, size) else {
             continue;
         };
         for at in (0..data.len()).step_by(image.ptr_size) {
@@ -666,11 +665,7 @@ pub fn go_version(elf_bytes: &[u8]) -> Option<String> {
 /// writable segment.
 fn find_buildinfo<'a>(image: &Image<'a>) -> Option<(u64, &'a [u8])> {
     for &(vaddr, offset, size, writable) in &image.segments {
-        let Some(data) = usize::try_from(offset)
-            .ok()
-            .zip(usize::try_from(offset.saturating_add(size)).ok())
-            .and_then(|(from, to)| image.bytes.get(from..to))
-        else {
+        let Some(data) = image.file_bytes(offset, size) else {
             continue;
         };
         if !writable {
