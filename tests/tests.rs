@@ -11,6 +11,7 @@ mod forged;
 mod fork_traces;
 mod go_matrix;
 mod go_targets;
+mod golden;
 mod harm;
 mod harness;
 mod hostile;

@@ -94,7 +94,17 @@ pub fn top_stacks(attr: &Attribution) -> Vec<StackGroup> {
         }
     }
     let mut v: Vec<StackGroup> = groups.into_values().collect();
-    v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.stack.cmp(&b.stack)));
+    for g in &mut v {
+        g.tids.sort_unstable();
+    }
+    // Ties broken by what stays the same from run to run (threads, not addresses) first.
+    v.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then(a.category.name().cmp(b.category.name()))
+            .then(a.tids.cmp(&b.tids))
+            .then(a.stack.cmp(&b.stack))
+    });
     v
 }
 
