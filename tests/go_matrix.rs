@@ -83,6 +83,55 @@ fn check(version: &str, what: &str, run: &Run) -> Purposes {
     purposes
 }
 
+/// Every (address, function) of the frames of the report's regions inside `binary`: the
+/// inlined frames of one address are kept in order.
+fn frame_names(report: &Value, binary: &str) -> BTreeMap<u64, Vec<Option<String>>> {
+    let mut out: BTreeMap<u64, Vec<Option<String>>> = BTreeMap::new();
+    for r in regions(report) {
+        let mut last = None;
+        for f in r["stack"].as_array().unwrap() {
+            if f["module"].as_str() != Some(binary) {
+                continue;
+            }
+            let addr = u(&f["addr"]);
+            let name = f["function"].as_str().map(str::to_owned);
+            if last != Some(addr) {
+                out.insert(addr, Vec::new());
+            }
+            if let Some(names) = out.get_mut(&addr)
+                && names.len() < 64
+                && !(last == Some(addr) && names.contains(&name))
+            {
+                names.push(name);
+            }
+            last = Some(addr);
+        }
+    }
+    out
+}
+
+/// Of the Go frames the unstripped build names (Go names have a package: `runtime.mmap`,
+/// `main.main`; cgo's C helpers do not), the share the stripped build names alike at the same
+/// address (a non-PIE stripped build keeps every address), and how many it names differently.
+fn named_alike(full: &Value, full_bin: &str, stripped: &Value, stripped_bin: &str) -> (usize, usize, usize) {
+    let a = frame_names(full, full_bin);
+    let b = frame_names(stripped, stripped_bin);
+    let (mut go, mut same, mut wrong) = (0, 0, 0);
+    for (addr, names) in &a {
+        let Some(other) = b.get(addr) else { continue };
+        for (i, n) in names.iter().enumerate() {
+            let Some(n) = n.as_deref().filter(|n| n.contains('.') && !n.starts_with('_')) else { continue };
+            go += 1;
+            match other.get(i).and_then(Option::as_deref) {
+                Some(m) if m == n => same += 1,
+                Some(_) => wrong += 1,
+                None => {}
+            }
+        }
+    }
+    (go, same, wrong)
+}
+
 /// Builds `program` with every toolchain of the matrix, unstripped, stripped and as a stripped
 /// PIE, runs each under vmshim and holds them against each other and against Go 1.19.
 fn matrix(program: &str) {
@@ -112,6 +161,12 @@ fn matrix(program: &str) {
             );
         }
         assert_eq!(pa, pb, "{program} {version}: stripped and unstripped give the same purposes and askers");
+        let (go_frames, same, wrong) =
+            named_alike(&a.report, &full.display().to_string(), &b.report, &stripped.display().to_string());
+        eprintln!("{program} {version}: stripped names {same} of {go_frames} Go frames alike, {wrong} differently");
+        assert!(go_frames > 0, "{program} {version}: frames at the same addresses in both builds");
+        assert_eq!(wrong, 0, "{program} {version}: a stripped frame named differently");
+        assert!(same * 100 >= go_frames * 99, "{program} {version}: {same} of {go_frames} Go frames named");
         assert_eq!(pb, pc, "{program} {version}: a PIE gives the same purposes and askers");
         let go_bytes = category_bytes(&b.report, "go_runtime");
         if version == "1.19" {
