@@ -221,3 +221,20 @@ pub fn mmapped_chunks(mem: &Memory, start: u64, end: u64, page: u64) -> Vec<(u64
     }
     out
 }
+
+/// The thread's TCB (its `struct pthread`, which the thread pointer `fs` points to) for a thread
+/// whose registers were not read: glibc puts it at the top of the stack it allocated, and its
+/// first word (`header.tcb`) and third (`header.self`) hold its own address. Searched in the
+/// last 16 KiB of the stack mapping `[lo, hi)`, at the 64-byte alignment of static TLS.
+pub fn tcb_in(mem: &Memory, lo: u64, hi: u64) -> Option<u64> {
+    let from = hi.saturating_sub(16 << 10).max(lo);
+    let mut buf = vec![0u8; (hi - from) as usize];
+    if !mem.read(from, &mut buf) {
+        return None;
+    }
+    let word = |off: usize| buf.get(off..off + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    (0..buf.len()).step_by(64).rev().find_map(|off| {
+        let at = from + off as u64;
+        (word(off) == Some(at) && word(off + 16) == Some(at)).then_some(at)
+    })
+}

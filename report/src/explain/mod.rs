@@ -128,6 +128,14 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
         })
         .map(|m| (m.path.clone(), m.base));
     let mem = stop::Memory { pid };
+    let mut stopped = stopped;
+    // A thread read without stopping has no registers: its thread pointer is the TCB at the top
+    // of its stack.
+    for t in stopped.threads.iter_mut().filter(|t| t.fs_base.is_none()) {
+        if let Some(r) = regions.iter().find(|r| r.start <= t.sp && t.sp < r.end) {
+            t.fs_base = glibc::tcb_in(&mem, r.start, r.end);
+        }
+    }
     let malloc =
         glibc::read(&mem, &regions, page, libc.as_ref().map(|(p, b)| (p.as_str(), *b)), &stopped.threads);
     let exe =
