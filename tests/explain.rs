@@ -47,7 +47,9 @@ fn workers(lines: &[String]) -> Vec<Worker> {
         .iter()
         .filter_map(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
-            let ["thread", tid, "stack", range, "guard", g, "arena-chunk", chunk] = w.as_slice() else { return None };
+            let ["thread", tid, "stack", range, "guard", g, "arena-chunk", chunk] = w.as_slice() else {
+                return None;
+            };
             let (lo, hi) = range.split_once('-')?;
             Some(Worker {
                 tid: tid.parse().ok()?,
@@ -121,7 +123,12 @@ fn c_program_with_64_threads_and_8_arenas_against_proc() {
     let ws = workers(&lines);
     assert_eq!(ws.len(), 64);
     for w in &ws {
-        assert_eq!(owned(&r, w.lo - w.guard, w.hi, "thread_stack", w.tid as u64), w.hi - w.lo + w.guard, "tid {}", w.tid);
+        assert_eq!(
+            owned(&r, w.lo - w.guard, w.hi, "thread_stack", w.tid as u64),
+            w.hi - w.lo + w.guard,
+            "tid {}",
+            w.tid
+        );
         let other: u64 = regions(&r)
             .iter()
             .filter(|x| x["tid"].as_u64().is_some_and(|t| t != w.tid as u64))
@@ -147,7 +154,8 @@ fn c_program_with_64_threads_and_8_arenas_against_proc() {
             bases.insert(m.start & !(HEAP_MAX - 1));
         }
     }
-    let arenas: Vec<&Value> = r["arenas"].as_array().unwrap().iter().filter(|a| a["arena"] != "main").collect();
+    let arenas: Vec<&Value> =
+        r["arenas"].as_array().unwrap().iter().filter(|a| a["arena"] != "main").collect();
     assert_eq!(bases.len(), 8);
     assert_eq!(arenas.len(), bases.len());
     assert_eq!(category_bytes(&r, "malloc_arena"), arenas.iter().map(|a| u(&a["bytes"])).sum::<u64>());
@@ -156,10 +164,11 @@ fn c_program_with_64_threads_and_8_arenas_against_proc() {
         r["threads"].as_array().unwrap().iter().map(|t| (u(&t["tid"]), t)).collect();
     for w in &ws {
         let used = threads[&(w.tid as u64)]["arenas"].as_array().unwrap();
-        let want = match arenas.iter().find(|a| u(&a["address"]) & !(HEAP_MAX - 1) == w.chunk & !(HEAP_MAX - 1)) {
-            Some(a) => a["arena"].clone(),
-            None => Value::from("main"),
-        };
+        let want =
+            match arenas.iter().find(|a| u(&a["address"]) & !(HEAP_MAX - 1) == w.chunk & !(HEAP_MAX - 1)) {
+                Some(a) => a["arena"].clone(),
+                None => Value::from("main"),
+            };
         assert_eq!(used, &vec![want], "tid {} chunk {:#x}", w.tid, w.chunk);
     }
     // The 8 MiB malloc of the main thread: an mmapped chunk, by its header.
@@ -256,11 +265,17 @@ fn already_traced_by_strace_says_so_then_works_once_it_is_gone() {
         .expect("strace");
     let tracer = strace.id();
     wait_for("strace to attach", || {
-        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap().contains(&format!("TracerPid:\t{tracer}\n"))
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .contains(&format!("TracerPid:\t{tracer}\n"))
     });
     let out = run_with_timeout(&mut explain_cmd(pid, &[]), TIMEOUT);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains(&format!("already traced by process {tracer} (strace)")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("already traced by process {tracer} (strace)")),
+        "{}",
+        stderr(&out)
+    );
     send_signal(tracer as i32, libc::SIGINT);
     strace.wait().unwrap();
     wait_for("strace to detach", || {
@@ -354,6 +369,29 @@ fn ex6_explained_from_outside() {
     assert!(tasks >= 2);
     for reg in regions(&r).iter().filter(|x| x["category"] == "thread_stack" && x["prot"] == "rw-p") {
         let tid = reg["tid"].as_u64().expect("a thread on it");
-        assert!(reg["evidence"].as_str().unwrap().contains(&format!("thread {tid}'s stack pointer")), "{reg}");
+        assert!(
+            reg["evidence"].as_str().unwrap().contains(&format!("thread {tid}'s stack pointer")),
+            "{reg}"
+        );
     }
+}
+
+/// `--watch`: a bounded number of rounds, each saying what appeared since the last: here a
+/// 64 MiB shared anonymous mapping (the kernel shows it as /dev/zero) that a Python process makes after the first snapshot.
+#[test]
+fn watch_prints_what_appeared_between_snapshots() {
+    let script = "import mmap, os, sys, time\nprint('ready', os.getpid(), flush=True)\ntime.sleep(0.6)\n\
+                  m = mmap.mmap(-1, 64 << 20)\nsys.stdin.read()\n";
+    let h = Handshake::start(Command::new("python3").args(["-c", script]), TIMEOUT);
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.args(["explain", "--watch", "400ms", "--rounds", "3"]).arg(h.pid().to_string());
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    drop(h);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("Round 3:"), "{text}");
+    assert!(!text.contains("Round 4:"), "{text}");
+    let grown: Vec<&str> =
+        text.lines().filter(|l| l.starts_with("  + ") && l.contains(" 65536 KiB ")).collect();
+    assert_eq!(grown.len(), 1, "the 64 MiB mapping appears once: {text}");
 }
