@@ -120,12 +120,16 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
     };
     let map_moved = crate::maps::vsz(&after) as i64 - crate::maps::vsz(&regions) as i64;
     let mut sym = crate::symbolize::Symbolizer::new(snapshot::modules(&regions));
+    // Where malloc lives: libc, or in a static program the executable itself.
+    let exe =
+        std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
     let libc = sym
         .modules()
         .iter()
         .find(|m| {
             m.path.rsplit('/').next().is_some_and(|f| f.starts_with("libc.so") || f.starts_with("libc-"))
         })
+        .or_else(|| sym.modules().iter().find(|m| m.path == exe))
         .map(|m| (m.path.clone(), m.base));
     let mem = stop::Memory { pid };
     let mut stopped = stopped;
@@ -138,8 +142,6 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
     }
     let malloc =
         glibc::read(&mem, &regions, page, libc.as_ref().map(|(p, b)| (p.as_str(), *b)), &stopped.threads);
-    let exe =
-        std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
     let go = std::fs::read(format!("/proc/{pid}/exe")).ok().and_then(|b| crate::gosym::go_version(&b));
     let names: BTreeMap<u32, String> = stopped
         .threads

@@ -185,21 +185,38 @@ pub fn task_ids(pid: u32) -> Option<Vec<u32>> {
     Some(v)
 }
 
+/// The state letter of /proc/PID/task/TID/stat.
+fn state(pid: u32, tid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    s.rsplit_once(") ")?.1.chars().next()
+}
+
+fn zombie(pid: u32, tid: u32) -> bool {
+    matches!(state(pid, tid), Some('Z' | 'X'))
+}
+
+/// The process is there and not a zombie.
+fn alive(pid: u32) -> bool {
+    !matches!(state(pid, pid), None | Some('Z' | 'X'))
+        || task_ids(pid).is_some_and(|t| t.iter().any(|&t| !zombie(pid, t)))
+}
+
 /// `TracerPid:` of /proc/PID/status (0 when not traced).
 pub fn tracer_of(pid: u32) -> Option<u32> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines().find_map(|l| l.strip_prefix("TracerPid:")).and_then(|v| v.trim().parse().ok())
 }
 
-/// Waits for `tid`'s stop after PTRACE_INTERRUPT: Ok(signal to hand back at detach).
-fn wait_stop(tid: u32, deadline: Instant) -> Result<i32, StopError> {
+/// Waits for `tid`'s stop after PTRACE_INTERRUPT: Ok(Some(signal to hand back at detach)), or
+/// Ok(None) when the thread ended meanwhile.
+fn wait_stop(tid: u32, deadline: Instant) -> Result<Option<i32>, StopError> {
     let mut pending = 0;
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes the status into `status`, a live local.
         let r = unsafe { libc::waitpid(tid as libc::pid_t, &mut status, libc::__WALL | libc::WNOHANG) };
         if r == -1 {
-            return Err(StopError::Exited);
+            return Ok(None);
         }
         if r == 0 {
             if Instant::now() > deadline {
@@ -209,7 +226,7 @@ fn wait_stop(tid: u32, deadline: Instant) -> Result<i32, StopError> {
             continue;
         }
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            return Err(StopError::Exited);
+            return Ok(None);
         }
         if libc::WIFSTOPPED(status) {
             let event = status >> 16;
@@ -219,7 +236,7 @@ fn wait_stop(tid: u32, deadline: Instant) -> Result<i32, StopError> {
                 // The thread is stopped now, which is all the registers need.
                 pending = sig;
             }
-            return Ok(pending);
+            return Ok(Some(pending));
         }
     }
 }
@@ -245,6 +262,20 @@ pub fn stop_and_read(pid: u32, regions: &[Region], hold: Option<Duration>) -> Re
                 break;
             }
             for tid in new {
+                // A thread that has exited but not yet been reaped (a main thread that called
+                // pthread_exit) never stops: it has no registers to read.
+                if zombie(pid, tid) {
+                    unstopped.push(ThreadState {
+                        tid,
+                        sp: 0,
+                        pc: 0,
+                        fs_base: None,
+                        syscall: None,
+                        stack: vec![],
+                        not_stopped: true,
+                    });
+                    continue;
+                }
                 if let Some((nr, sp, pc)) = blocked_in(pid, tid)
                     && EINTR_AFTER_STOP.iter().any(|(n, _)| *n == nr)
                 {
@@ -286,14 +317,27 @@ pub fn stop_and_read(pid: u32, regions: &[Region], hold: Option<Duration>) -> Re
             }
         }
         for s in seized.iter_mut() {
-            s.1 = wait_stop(s.0, deadline)?;
+            match wait_stop(s.0, deadline)? {
+                Some(sig) => s.1 = sig,
+                // A thread that ended is left out; the process must still be there.
+                None => s.1 = -1,
+            }
+        }
+        seized.retain(|s| s.1 >= 0);
+        if !alive(pid) {
+            return Err(StopError::Exited);
         }
         if let Some(h) = hold {
             std::thread::sleep(h);
         }
         let mut out = Vec::new();
         for &(tid, _) in &seized {
-            let regs = get_regs(tid).ok_or(StopError::Exited)?;
+            let Some(regs) = get_regs(tid) else {
+                if alive(pid) {
+                    continue;
+                }
+                return Err(StopError::Exited);
+            };
             let syscall = blocked_syscall(&mem, &regs);
             let stack = unwind(&mem, regs.rip, regs.rsp, Some(regs.rbp), syscall.is_some(), regions);
             out.push(ThreadState {
@@ -315,7 +359,9 @@ pub fn stop_and_read(pid: u32, regions: &[Region], hold: Option<Duration>) -> Re
     let stop = started.elapsed();
     let mut threads = result?;
     for mut u in unstopped {
-        u.stack = unwind(&mem, u.pc, u.sp, None, true, regions);
+        if u.sp != 0 {
+            u.stack = unwind(&mem, u.pc, u.sp, None, true, regions);
+        }
         threads.push(u);
     }
     if threads.is_empty() {
