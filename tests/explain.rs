@@ -66,9 +66,10 @@ fn word_after(lines: &[String], key: &str) -> Option<u64> {
     lines.iter().find_map(|l| l.strip_prefix(key)?.split_whitespace().next().map(parse_hex))
 }
 
+/// The kernel's VSZ from a map, as the trace report counts it (without [vsyscall]); checked
+/// against the kernel's own VmSize.
 fn maps_vsz(m: &[MapsRegion]) -> u64 {
-    // The report sums every line of the map ([vsyscall] included), as the trace report does.
-    m.iter().map(MapsRegion::len).sum()
+    vsz_bytes(m)
 }
 
 /// Every byte of `[start, end)` is in regions of `category` owned by `tid`.
@@ -104,6 +105,7 @@ fn c_program_with_64_threads_and_8_arenas_against_proc() {
     let smaps = read_smaps_flags(pid);
     let r = explain(pid);
     let after = read_maps(pid);
+    assert_eq!(maps_vsz(&after), status_vsz_bytes(pid));
     let lines = h.lines().to_vec();
     let out = h.finish();
     assert_completed(&out, 0);

@@ -85,7 +85,13 @@ fn already_traced(pid: u32, tracer: u32) -> Failure {
 fn read_smaps(pid: u32) -> Result<Vec<crate::maps::Region>, Failure> {
     match std::fs::read_to_string(format!("/proc/{pid}/smaps")) {
         Ok(t) if t.is_empty() => Err(gone(pid)),
-        Ok(t) => Ok(crate::maps::parse(&t)),
+        Ok(t) => {
+            let mut r = crate::maps::parse(&t);
+            // As the trace report counts VSZ: [vsyscall] is the kernel's gate page, outside the
+            // process's mm (VmSize leaves it out too).
+            r.retain(|r| r.path != "[vsyscall]");
+            Ok(r)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             Err(not_permitted(pid, "read the map of"))
         }
@@ -115,7 +121,11 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
         stop::StopError::Other(m) => Failure(2, format!("cannot stop process {pid}: {m}")),
     })?;
     let after = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
-        Ok(t) if !t.is_empty() => crate::maps::parse(&t),
+        Ok(t) if !t.is_empty() => {
+            let mut r = crate::maps::parse(&t);
+            r.retain(|r| r.path != "[vsyscall]");
+            r
+        }
         _ => return Err(gone(pid)),
     };
     let map_moved = crate::maps::vsz(&after) as i64 - crate::maps::vsz(&regions) as i64;
