@@ -321,8 +321,8 @@ fn arena_rows(m: &Malloc, regions: &[Attributed]) -> Vec<ArenaRow> {
     for r in &mut rows {
         r.tids.sort_unstable();
     }
-    // Without the main arena's users nothing is known of it beyond the brk heap.
-    if rows[0].tids.is_empty() && m.thread_arena.is_empty() {
+    // The main arena with no thread known to use it says nothing the brk heap does not.
+    if rows[0].tids.is_empty() {
         rows.remove(0);
     }
     rows
