@@ -81,6 +81,24 @@ fn owned(report: &Value, start: u64, end: u64, category: &str, tid: u64) -> u64 
         .sum()
 }
 
+/// Each worker's arena (its `thread_arena`, read through its TLS) is the one whose heap holds the
+/// chunk it malloc'd (the brk heap: the main arena).
+fn assert_thread_arenas(r: &Value, ws: &[Worker]) {
+    let arenas: Vec<&Value> =
+        r["arenas"].as_array().unwrap().iter().filter(|a| a["arena"] != "main").collect();
+    let threads: BTreeMap<u64, &Value> =
+        r["threads"].as_array().unwrap().iter().map(|t| (u(&t["tid"]), t)).collect();
+    for w in ws {
+        let used = threads[&(w.tid as u64)]["arenas"].as_array().unwrap();
+        let want =
+            match arenas.iter().find(|a| u(&a["address"]) & !(HEAP_MAX - 1) == w.chunk & !(HEAP_MAX - 1)) {
+                Some(a) => a["arena"].clone(),
+                None => Value::from("main"),
+            };
+        assert_eq!(used, &vec![want], "tid {} chunk {:#x}", w.tid, w.chunk);
+    }
+}
+
 fn start_threads(n: &str, mode: &str, arena_max: &str) -> Handshake {
     let prog = build_c("explain_threads");
     let mut cmd = Command::new(&prog);
@@ -161,18 +179,7 @@ fn c_program_with_64_threads_and_8_arenas_against_proc() {
     assert_eq!(bases.len(), 8);
     assert_eq!(arenas.len(), bases.len());
     assert_eq!(category_bytes(&r, "malloc_arena"), arenas.iter().map(|a| u(&a["bytes"])).sum::<u64>());
-    // Each worker's arena (thread_arena, read through its TLS) holds the chunk it malloc'd.
-    let threads: BTreeMap<u64, &Value> =
-        r["threads"].as_array().unwrap().iter().map(|t| (u(&t["tid"]), t)).collect();
-    for w in &ws {
-        let used = threads[&(w.tid as u64)]["arenas"].as_array().unwrap();
-        let want =
-            match arenas.iter().find(|a| u(&a["address"]) & !(HEAP_MAX - 1) == w.chunk & !(HEAP_MAX - 1)) {
-                Some(a) => a["arena"].clone(),
-                None => Value::from("main"),
-            };
-        assert_eq!(used, &vec![want], "tid {} chunk {:#x}", w.tid, w.chunk);
-    }
+    assert_thread_arenas(&r, &ws);
     // The 8 MiB malloc of the main thread: an mmapped chunk, by its header.
     let large = word_after(&lines, &format!("main {pid} large ")).expect("large line");
     assert!(bytes_in(&r, large - 16, large + (8 << 20), "malloc_large") >= 8 << 20);
@@ -396,4 +403,66 @@ fn watch_prints_what_appeared_between_snapshots() {
     let grown: Vec<&str> =
         text.lines().filter(|l| l.starts_with("  + ") && l.contains(" 65536 KiB ")).collect();
     assert_eq!(grown.len(), 1, "the 64 MiB mapping appears once: {text}");
+}
+
+/// A static program: malloc's state is in the executable, thread_arena at a link-time offset.
+#[test]
+fn static_c_program_with_arenas() {
+    let prog = build_c_with("explain_threads", &["-static"]);
+    let mut cmd = Command::new(&prog);
+    cmd.args(["12", "mix"]).env("MALLOC_ARENA_MAX", "5");
+    let h = Handshake::start(&mut cmd, TIMEOUT);
+    let pid = h.pid();
+    let smaps = read_smaps_flags(pid);
+    let r = explain(pid);
+    let lines = h.lines().to_vec();
+    assert_completed(&h.finish(), 0);
+    let ws = workers(&lines);
+    assert_eq!(ws.len(), 12);
+    for w in &ws {
+        assert_eq!(owned(&r, w.lo - w.guard, w.hi, "thread_stack", w.tid as u64), w.hi - w.lo + w.guard);
+    }
+    let heaps: BTreeSet<u64> = smaps
+        .iter()
+        .filter(|(m, f)| m.path.is_empty() && f.iter().any(|f| f == "nr"))
+        .map(|(m, _)| m.start & !(HEAP_MAX - 1))
+        .collect();
+    assert_eq!(heaps.len(), 4);
+    assert_eq!(r["arenas"].as_array().unwrap().iter().filter(|a| a["arena"] != "main").count(), 4);
+    assert_thread_arenas(&r, &ws);
+    assert!(category_bytes(&r, "unattributed") * 100 <= u(&r["vsz"]["final_bytes"]));
+}
+
+/// ex6 explained at its handshake and reported by `vmshim run --attachable` at its exit a second
+/// later: the same process, so the same thread stacks (by tid) and arena heaps; Go's own
+/// reservations, which explain knows by layout only, hold at least what the trace names Go's.
+#[test]
+fn ex6_agrees_with_vmshim_run() {
+    let dir = TestDir::new("explain_ex6_vs_run");
+    let prog = build_go("ex6", true, &[]);
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.current_dir(dir.path())
+        .args(["run", "--attachable", "--json", "--top", "1000", "--out"])
+        .arg(dir.join("t.trace"))
+        .arg("--report")
+        .arg(dir.join("report.json"))
+        .arg("--")
+        .arg(&prog);
+    let h = Handshake::start(&mut cmd, TIMEOUT);
+    let e = explain(h.pid());
+    let out = h.finish();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = load_report(&dir.join("report.json"));
+    for c in ["thread_stack", "malloc_arena"] {
+        assert!(category_bytes(&r, c) > 0, "{c}");
+        assert_eq!(category_bytes(&e, c), category_bytes(&r, c), "{c}");
+    }
+    let stacks = |rep: &Value| -> BTreeMap<u64, u64> {
+        rep["threads"].as_array().unwrap().iter().map(|t| (u(&t["tid"]), u(&t["stack_bytes"]))).collect()
+    };
+    let (es, rs) = (stacks(&e), stacks(&r));
+    for (tid, b) in rs.iter().filter(|(_, b)| **b > 0) {
+        assert_eq!(es.get(tid), Some(b), "tid {tid}");
+    }
+    assert!(category_bytes(&e, "go_runtime") >= category_bytes(&r, "go_runtime"));
 }

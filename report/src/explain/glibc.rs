@@ -186,19 +186,58 @@ pub fn read(
             "the arena list from main_arena does not match the heaps found; arenas in address order".into(),
         );
     }
-    if let Some(slot) = tpoff_slot(path, syms.thread_arena_tls)
-        && let Some(tpoff) = mem.u64(bias + slot)
+    // libc.so reaches thread_arena through a GOT slot the loader fills with its offset from the
+    // thread pointer; a static program's offset is fixed at link time (local-exec).
+    let tpoffs: Vec<u64> = match tpoff_slot(path, syms.thread_arena_tls).and_then(|slot| mem.u64(bias + slot))
     {
+        Some(t) => vec![t],
+        None => static_tpoffs(path, syms.thread_arena_tls),
+    };
+    let valid = |a: u64| a == 0 || a == main || m.arenas.contains(&a);
+    // The offset under which every thread's value is 0 or an arena found (the static
+    // candidates differ only in how the TLS block's alignment is rounded).
+    let all_valid = |tpoff: u64| {
+        threads.iter().filter_map(|t| t.fs_base).all(|fs| mem.u64(fs.wrapping_add(tpoff)).is_some_and(valid))
+    };
+    let best = match tpoffs.as_slice() {
+        [one] => Some(*one),
+        many => many.iter().copied().find(|&t| all_valid(t)),
+    };
+    let mut found = vec![];
+    if let Some(tpoff) = best {
         for t in threads {
-            let Some(fs) = t.fs_base else { continue };
-            if let Some(a) = mem.u64(fs.wrapping_add(tpoff))
-                && (a == 0 || a == main || m.arenas.contains(&a))
+            if let Some(fs) = t.fs_base
+                && let Some(a) = mem.u64(fs.wrapping_add(tpoff)).filter(|&a| valid(a))
             {
-                m.thread_arena.insert(t.tid, a);
+                found.push((t.tid, a));
             }
         }
     }
+    m.thread_arena.extend(found);
     m
+}
+
+/// In a static program, the executable's TLS block ends at the thread pointer (x86_64 TLS
+/// variant II): a variable's offset is its place in PT_TLS minus the block's size, rounded to
+/// the segment's alignment (two roundings glibc has used: plain, and with the first byte's
+/// misalignment kept).
+fn static_tpoffs(path: &str, tls_offset: u64) -> Vec<u64> {
+    let Ok(data) = std::fs::read(path) else { return vec![] };
+    let Ok(elf) = object::read::elf::ElfFile64::<object::Endianness>::parse(&*data) else { return vec![] };
+    use object::read::elf::ProgramHeader;
+    let e = elf.endian();
+    let Some(tls) = elf.elf_program_headers().iter().find(|p| p.p_type(e) == object::elf::PT_TLS) else {
+        return vec![];
+    };
+    let (memsz, align, vaddr) = (tls.p_memsz(e), tls.p_align(e).max(1), tls.p_vaddr(e));
+    let first = vaddr.wrapping_neg() & (align - 1);
+    let plain = memsz.div_ceil(align) * align;
+    let kept = memsz.saturating_sub(first).div_ceil(align) * align + first;
+    let mut v = vec![tls_offset.wrapping_sub(plain)];
+    if kept != plain {
+        v.push(tls_offset.wrapping_sub(kept));
+    }
+    v
 }
 
 /// The mmapped chunks that tile `[start, end)` from its start: (start, end) of each, as long as
