@@ -434,12 +434,12 @@ fn static_c_program_with_arenas() {
 }
 
 /// ex6 explained at its handshake and reported by `vmshim run --attachable` at its exit a second
-/// later: the same process, so the same thread stacks (by tid) and arena heaps; Go's own
-/// reservations, which explain knows by layout only, hold at least what the trace names Go's.
-#[test]
-fn ex6_agrees_with_vmshim_run() {
-    let dir = TestDir::new("explain_ex6_vs_run");
-    let prog = build_go("ex6", true, &[]);
+/// later: the same process, so the same thread stacks (by tid) and arena heaps, and the Go
+/// runtime's reservations that explain finds by their layout in `runtime.mheap_` have the bytes
+/// the trace names with the same words (page summary, page alloc, scavenge index, heap index,
+/// heap, heap reservation). Go's other regions (metadata) are `go_runtime` by layout only.
+fn ex6_agrees_with_vmshim_run(name: &str, prog: &std::path::Path) {
+    let dir = TestDir::new(name);
     let mut cmd = Command::new(vmshim_bin());
     cmd.current_dir(dir.path())
         .args(["run", "--attachable", "--json", "--top", "1000", "--out"])
@@ -447,7 +447,7 @@ fn ex6_agrees_with_vmshim_run() {
         .arg("--report")
         .arg(dir.join("report.json"))
         .arg("--")
-        .arg(&prog);
+        .arg(prog);
     let h = Handshake::start(&mut cmd, TIMEOUT);
     let e = explain(h.pid());
     let out = h.finish();
@@ -464,5 +464,34 @@ fn ex6_agrees_with_vmshim_run() {
     for (tid, b) in rs.iter().filter(|(_, b)| **b > 0) {
         assert_eq!(es.get(tid), Some(b), "tid {tid}");
     }
+    let purposes = |rep: &Value| -> BTreeMap<String, (u64, u64)> {
+        rep["go_runtime"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (g["purpose"].as_str().unwrap().to_string(), (u(&g["bytes"]), u(&g["read_write_bytes"])))
+            })
+            .collect()
+    };
+    let (ep, rp) = (purposes(&e), purposes(&r));
+    for p in ["page summary", "page alloc", "scavenge index", "heap index", "heap", "heap reservation"] {
+        assert!(rp.contains_key(p), "the trace names no {p}: {rp:?}");
+        assert_eq!(ep.get(p), rp.get(p), "{p}: explain {ep:?}\nrun {rp:?}");
+    }
     assert!(category_bytes(&e, "go_runtime") >= category_bytes(&r, "go_runtime"));
+}
+
+#[test]
+fn ex6_on_go_1_19_agrees_with_vmshim_run() {
+    ex6_agrees_with_vmshim_run("explain_ex6_vs_run", &build_go("ex6", true, &[]));
+}
+
+#[test]
+fn ex6_on_go_1_27_stripped_agrees_with_vmshim_run() {
+    let go = go_toolchain("1.27.3");
+    ex6_agrees_with_vmshim_run(
+        "explain_ex6_127_vs_run",
+        &build_go_with("ex6", &go, true, &["-ldflags=-s -w"]),
+    );
 }

@@ -1,11 +1,12 @@
 //! `vmshim explain PID`: the report of a process that is already running, built from evidence
 //! read outside it, with no restart and no shim: the kernel's map ([`crate::maps`]), a bounded
 //! stop that reads every thread's registers and current stack ([`stop`]), glibc's heaps, arenas
-//! and large chunks ([`glibc`]), then the same [`crate::attribute::Attribution`] the trace report
+//! and large chunks ([`glibc`]), the Go runtime's reservations by their layout ([`golang`]), then the same [`crate::attribute::Attribution`] the trace report
 //! renders ([`snapshot`]). It never writes into the target, and every failure (no such process,
 //! not permitted, already traced, gone mid-snapshot) is a sentence and exit 2.
 
 mod glibc;
+mod golang;
 mod snapshot;
 mod stop;
 
@@ -161,6 +162,10 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
             Some((t.tid, n.trim().to_string()))
         })
         .collect();
+    let go_ranges = match &go {
+        Some(v) => golang::read(&mem, &regions, &exe, v),
+        None => vec![],
+    };
     let facts = snapshot::Facts {
         pid,
         page,
@@ -168,6 +173,7 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
         names: &names,
         malloc: &malloc,
         go,
+        go_ranges: &go_ranges,
         peak: status_bytes(pid, "VmPeak:"),
     };
     let attr = snapshot::attribute(&regions, &facts, &mut sym);

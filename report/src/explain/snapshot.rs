@@ -21,6 +21,8 @@ pub struct Facts<'a> {
     pub malloc: &'a Malloc,
     /// The Go version that built the executable, when it is a Go program.
     pub go: Option<String>,
+    /// The Go runtime's reservations found by their layout.
+    pub go_ranges: &'a [super::golang::GoRange],
     pub peak: Option<u64>,
 }
 
@@ -98,7 +100,12 @@ pub fn attribute(regions: &[Region], facts: &Facts, sym: &mut Symbolizer) -> Att
         let t = thread_in(facts.threads, r);
         let shaped = stack_shaped(regions, i, page);
         let go_heap = facts.go.is_some() && !shaped;
-        if i > 0 && is_guard(&regions[i - 1], r, page) && (t.is_some() && !go_heap || r.has_flag("nh")) {
+        let go_claims = facts.go_ranges.iter().any(|g| g.start < r.end && g.end > r.start);
+        if i > 0
+            && is_guard(&regions[i - 1], r, page)
+            && !go_claims
+            && (t.is_some() && !go_heap || r.has_flag("nh"))
+        {
             let who = t.map(|t| t.tid);
             guard_of.insert(i - 1, (who, format!("guard page below the stack at {:#x}", r.start)));
         }
@@ -173,7 +180,11 @@ pub fn attribute(regions: &[Region], facts: &Facts, sym: &mut Symbolizer) -> Att
         }
         let t = thread_in(facts.threads, r);
         let shaped = stack_shaped(regions, i, page);
-        match t {
+        // What the Go runtime's layout claims is not a stack, whatever its VmFlags say (Go
+        // marks some of its reservations MADV_NOHUGEPAGE, which shows as `nh` too).
+        let go_claims = facts.go_ranges.iter().any(|g| g.start < r.end && g.end > r.start);
+        let guarded = i > 0 && is_guard(&regions[i - 1], r, page);
+        match t.filter(|_| !go_claims) {
             Some(t) if facts.go.is_none() || shaped => {
                 let mut a = whole(
                     Category::ThreadStack,
@@ -190,7 +201,12 @@ pub fn attribute(regions: &[Region], facts: &Facts, sym: &mut Symbolizer) -> Att
                 out.push(a);
                 continue;
             }
-            None if r.has_flag("nh") && r.perms.starts_with("rw") && !r.has_flag("nr") => {
+            None if !go_claims
+                && (facts.go.is_none() || guarded)
+                && r.has_flag("nh")
+                && r.perms.starts_with("rw")
+                && !r.has_flag("nr") =>
+            {
                 out.push(whole(
                     Category::ThreadStack,
                     "MAP_STACK (VmFlags nh) with no thread's stack pointer in it: a stack glibc keeps cached for reuse"
@@ -242,6 +258,35 @@ fn anonymous(
         out.push(piece(r, start, end, Category::Library, format!("inside {}'s span (its .bss)", mm.path)));
         return;
     }
+    // The Go runtime's own layout first: its heap's rw pages must not be taken for a chunk.
+    let mut at = start;
+    for g in facts.go_ranges.iter().filter(|g| g.start < end && g.end > start) {
+        let (s, e) = (g.start.max(start), g.end.min(end));
+        if s > at {
+            anonymous_rest(mem, r, at, s, facts, page, out);
+        }
+        let mut a = piece(r, s, e, Category::GoRuntime, g.evidence.clone());
+        let mapped = r.perms.starts_with('r') || r.perms.as_bytes().get(1) == Some(&b'w');
+        a.purpose = Some(if mapped { g.mapped } else { g.reserved }.to_string());
+        out.push(a);
+        at = e;
+    }
+    if at < end {
+        anonymous_rest(mem, r, at, end, facts, page, out);
+    }
+}
+
+/// What neither a glibc heap, a stack, an image nor the Go layout explains: a large chunk by its
+/// header, else memory known by layout only.
+fn anonymous_rest(
+    mem: &Memory,
+    r: &Region,
+    start: u64,
+    end: u64,
+    facts: &Facts,
+    page: u64,
+    out: &mut Vec<Attributed>,
+) {
     let mut at = start;
     if r.perms.starts_with("rw") {
         for (s, e) in glibc::mmapped_chunks(mem, start, end, page) {
