@@ -495,3 +495,22 @@ fn ex6_on_go_1_27_stripped_agrees_with_vmshim_run() {
         &build_go_with("ex6", &go, true, &["-ldflags=-s -w"]),
     );
 }
+
+/// A static Go program (no libc): the runtime's layout is read all the same, and nothing is said
+/// about a glibc malloc it does not have.
+#[test]
+fn static_go_program_ex2() {
+    let prog = build_go("ex2", false, &[]);
+    let h = Handshake::start(&mut Command::new(&prog), TIMEOUT);
+    let r = explain(h.pid());
+    assert!(h.finish().status.success());
+    let vsz = u(&r["vsz"]["final_bytes"]);
+    assert!(category_bytes(&r, "unattributed") * 100 <= vsz);
+    assert!(category_bytes(&r, "go_runtime") * 100 >= vsz * 95, "a static Go program is mostly Go's");
+    let purposes: Vec<&str> =
+        r["go_runtime"].as_array().unwrap().iter().map(|g| g["purpose"].as_str().unwrap()).collect();
+    for p in ["page summary", "heap index", "heap"] {
+        assert!(purposes.contains(&p), "{p} missing: {purposes:?}");
+    }
+    assert_eq!(r["explain"]["notes"], serde_json::json!([]));
+}

@@ -1,8 +1,8 @@
 //! `vmshim explain PID`: the report of a process that is already running, built from evidence
 //! read outside it, with no restart and no shim: the kernel's map ([`crate::maps`]), a bounded
 //! stop that reads every thread's registers and current stack ([`stop`]), glibc's heaps, arenas
-//! and large chunks ([`glibc`]), the Go runtime's reservations by their layout ([`golang`]), then the same [`crate::attribute::Attribution`] the trace report
-//! renders ([`snapshot`]). It never writes into the target, and every failure (no such process,
+//! and large chunks ([`glibc`]), the Go runtime's reservations by their layout ([`golang`]),
+//! then the same [`crate::attribute::Attribution`] the trace report renders ([`snapshot`]). It never writes into the target, and every failure (no such process,
 //! not permitted, already traced, gone mid-snapshot) is a sentence and exit 2.
 
 mod glibc;
@@ -131,7 +131,10 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
     };
     let map_moved = crate::maps::vsz(&after) as i64 - crate::maps::vsz(&regions) as i64;
     let mut sym = crate::symbolize::Symbolizer::new(snapshot::modules(&regions));
-    // Where malloc lives: libc, or in a static program the executable itself.
+    let go = std::fs::read(format!("/proc/{pid}/exe")).ok().and_then(|b| crate::gosym::go_version(&b));
+    // A static Go program has no glibc malloc to read.
+    let go_program = go.is_some();
+    // Where malloc lives: libc, or in a static C program the executable itself.
     let exe =
         std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
     let libc = sym
@@ -140,7 +143,7 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
         .find(|m| {
             m.path.rsplit('/').next().is_some_and(|f| f.starts_with("libc.so") || f.starts_with("libc-"))
         })
-        .or_else(|| sym.modules().iter().find(|m| m.path == exe))
+        .or_else(|| sym.modules().iter().find(|m| m.path == exe && !go_program))
         .map(|m| (m.path.clone(), m.base));
     let mem = stop::Memory { pid };
     let mut stopped = stopped;
@@ -153,7 +156,6 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
     }
     let malloc =
         glibc::read(&mem, &regions, page, libc.as_ref().map(|(p, b)| (p.as_str(), *b)), &stopped.threads);
-    let go = std::fs::read(format!("/proc/{pid}/exe")).ok().and_then(|b| crate::gosym::go_version(&b));
     let names: BTreeMap<u32, String> = stopped
         .threads
         .iter()
@@ -206,7 +208,9 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
         final_maps: Some(regions),
         ..Default::default()
     };
-    let mut notes: Vec<String> = malloc.note.iter().cloned().collect();
+    // A Go program without libc has no glibc malloc to miss.
+    let mut notes: Vec<String> =
+        malloc.note.iter().filter(|_| !(go_program && libc.is_none())).cloned().collect();
     if map_moved != 0 {
         notes.push(format!("the map changed by {map_moved} bytes of VSZ while it was read"));
     }
