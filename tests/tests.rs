@@ -6,6 +6,7 @@ mod common;
 
 mod arenas;
 mod dns;
+mod explain;
 mod footprint;
 mod forged;
 mod fork_traces;

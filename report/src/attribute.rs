@@ -102,6 +102,9 @@ pub struct Attributed {
     /// For `go_runtime`: what Go reserved it for, in the runtime's own words
     /// ([`crate::gopurpose`]), from the kernel's name for the mapping or the asking function.
     pub purpose: Option<String>,
+    /// What the category rests on, in words (`vmshim explain`: "heap_info at 0x.. -> arena #3",
+    /// "thread 1240's stack pointer"); `None` in a trace report, whose evidence is the call.
+    pub evidence: Option<String>,
 }
 
 /// One line of the Go runtime's reservations by purpose.
@@ -303,6 +306,7 @@ pub fn attribute(
                 cause: "map",
                 inherited: None,
                 purpose: None,
+                evidence: None,
             };
             // What the child's start-up map holds came from the parent at the fork.
             if let (Some(Origin::Initial(_)), Some(inh)) = (origin, inherited) {

@@ -16,7 +16,8 @@ Examples:
   vmshim report T --tree                   every process of the run, in tree order
   vmshim report T --pid 1234               one process's section
   vmshim run --html ex6.html -- ./ex6      a page to open in a browser
-  vmshim diff a.trace b.trace              e.g. ex6 against MALLOC_ARENA_MAX=2 ex6";
+  vmshim diff a.trace b.trace              e.g. ex6 against MALLOC_ARENA_MAX=2 ex6
+  vmshim explain 1234                      a process that is already running";
 
 #[derive(Parser)]
 #[command(name = "vmshim", version, about = "Explains where a process's virtual memory came from", after_help = EXAMPLES)]
@@ -41,6 +42,56 @@ pub enum Command {
     Events(EventsArgs),
     /// What changed between two traces: by category, by call stack, threads and arenas.
     Diff(DiffArgs),
+    /// Explain a process that is already running, from outside: stops it for a moment (ptrace),
+    /// reads its threads, glibc's heaps and the kernel's map; nothing is written into it.
+    Explain(ExplainArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    /// The running process.
+    pub pid: u32,
+    /// Print the report as JSON (with an `explain` section: the stop's length, the evidence).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained HTML page of the report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Also write a gzipped pprof profile to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+    /// How many call stacks to show.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// After the report, take a snapshot every DURATION (`10s`, `500ms`) and print what grew,
+    /// appeared or went.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub watch: Option<std::time::Duration>,
+    /// With --watch: stop after N rounds (default: until interrupted).
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub rounds: Option<usize>,
+    /// For tests: keep the threads stopped this long before reading them.
+    #[arg(long, hide = true, value_name = "MS")]
+    pub hold_stopped_ms: Option<u64>,
+}
+
+/// `10s`, `500ms`, `2m`, or a number of seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("not a duration: {s} (say 10s or 500ms)"))?;
+    let secs = match unit {
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("not a duration: {s} (say 10s or 500ms)")),
+    };
+    if !(secs > 0.0 && secs < 86_400.0) {
+        return Err(format!("not a duration: {s} (between 1ms and a day)"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(clap::Args)]

@@ -16,6 +16,7 @@ mod attribute;
 mod cli;
 mod dns;
 mod events;
+mod explain;
 mod gopurpose;
 mod gosym;
 mod html;
@@ -68,6 +69,7 @@ fn main() -> ExitCode {
         }
         cli::Command::Diff(a) => diff(&a).map(|()| 0),
         cli::Command::Events(a) => events(&a.trace, a.json).map(|()| 0),
+        cli::Command::Explain(a) => explain::explain(&a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

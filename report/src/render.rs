@@ -266,7 +266,8 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
                 o,
                 "  {:<6} created by {:<8} used by {}{shared}: {size}",
                 arena_name(a.id),
-                a.creator,
+                // 0: not known (`vmshim explain` sees arenas, not who made them).
+                if a.creator == 0 { "?".to_string() } else { a.creator.to_string() },
                 users.join(",")
             );
         }
@@ -498,7 +499,7 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         .map(|r| {
             json!({"start": r.start, "end": r.end, "prot": r.perms, "path": r.path, "category": r.category.name(), "purpose": r.purpose,
                    "tid": r.tid, "creator_tid": r.creator_tid, "cause": r.cause, "stack": frames_json(sym, &r.stack),
-                   "inherited": r.inherited.map(inherited_json)})
+                   "inherited": r.inherited.map(inherited_json), "evidence": r.evidence})
         })
         .collect();
     let stacks: Vec<Value> = top_stacks(attr)

@@ -1,0 +1,366 @@
+//! `vmshim explain PID`: the report of a process that is already running, built from evidence
+//! read outside it, with no restart and no shim: the kernel's map ([`crate::maps`]), a bounded
+//! stop that reads every thread's registers and current stack ([`stop`]), glibc's heaps, arenas
+//! and large chunks ([`glibc`]), the Go runtime's reservations by their layout ([`golang`]),
+//! then the same [`crate::attribute::Attribution`] the trace report renders ([`snapshot`]). It never writes into the target, and every failure (no such process,
+//! not permitted, already traced, gone mid-snapshot) is a sentence and exit 2.
+
+mod glibc;
+mod golang;
+mod snapshot;
+mod stop;
+
+use crate::Failure;
+use crate::cli::ExplainArgs;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use vmshim_trace::decode::{Exit, Start};
+
+/// One snapshot and what it cost the target.
+struct Snapshot {
+    attr: crate::attribute::Attribution,
+    rec: crate::read::Recording,
+    sym: crate::symbolize::Symbolizer,
+    stop: Duration,
+    stopped: usize,
+    not_stopped: Vec<(u32, &'static str)>,
+    /// VSZ of the map read after the stop minus the one explained (what moved meanwhile).
+    map_moved: i64,
+    notes: Vec<String>,
+}
+
+fn gone(pid: u32) -> Failure {
+    Failure(2, format!("process {pid} exited during the snapshot; nothing to explain"))
+}
+
+fn uid_of(pid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+fn not_permitted(pid: u32, what: &str) -> Failure {
+    let me = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(str::to_string))
+        })
+        .unwrap_or_else(|| "?".into());
+    let owner = uid_of(pid).map_or("?".to_string(), |u| u.to_string());
+    let scope = match std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope") {
+        Ok(v) if v.trim() != "0" => format!(
+            "; kernel.yama.ptrace_scope is {} (1 lets a process trace only its descendants: `sysctl kernel.yama.ptrace_scope=0`, or CAP_SYS_PTRACE)",
+            v.trim()
+        ),
+        Ok(_) => "; kernel.yama.ptrace_scope is 0".into(),
+        Err(_) => "; this kernel has no Yama ptrace_scope".into(),
+    };
+    Failure(
+        2,
+        format!(
+            "not permitted to {what} process {pid} ({}, owned by uid {owner}; vmshim runs as uid {me}): run vmshim as \
+             that user or as root, or give it CAP_SYS_PTRACE (`sudo`, `setcap cap_sys_ptrace+ep`, or in a container \
+             `--cap-add SYS_PTRACE`){scope}",
+            comm(pid)
+        ),
+    )
+}
+
+fn already_traced(pid: u32, tracer: u32) -> Failure {
+    Failure(
+        2,
+        format!(
+            "process {pid} ({}) is already traced by process {tracer} ({}): ptrace allows one tracer at a time; \
+             detach it (quit strace -p or gdb) and try again",
+            comm(pid),
+            comm(tracer)
+        ),
+    )
+}
+
+fn read_smaps(pid: u32) -> Result<Vec<crate::maps::Region>, Failure> {
+    match std::fs::read_to_string(format!("/proc/{pid}/smaps")) {
+        Ok(t) if t.is_empty() => Err(gone(pid)),
+        Ok(t) => {
+            let mut r = crate::maps::parse(&t);
+            // As the trace report counts VSZ: [vsyscall] is the kernel's gate page, outside the
+            // process's mm (VmSize leaves it out too).
+            r.retain(|r| r.path != "[vsyscall]");
+            Ok(r)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(not_permitted(pid, "read the map of"))
+        }
+        Err(_) => Err(gone(pid)),
+    }
+}
+
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let v = s.lines().find_map(|l| l.strip_prefix(field))?;
+    v.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024)
+}
+
+fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(Failure(2, format!("no process {pid}")));
+    }
+    if let Some(t) = stop::tracer_of(pid).filter(|&t| t != 0) {
+        return Err(already_traced(pid, t));
+    }
+    let regions = read_smaps(pid)?;
+    let page = 4096;
+    let stopped = stop::stop_and_read(pid, &regions, hold).map_err(|e| match e {
+        stop::StopError::Exited => gone(pid),
+        stop::StopError::AlreadyTraced(t) => already_traced(pid, t),
+        stop::StopError::NotPermitted => not_permitted(pid, "trace"),
+        stop::StopError::Other(m) => Failure(2, format!("cannot stop process {pid}: {m}")),
+    })?;
+    let after = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+        Ok(t) if !t.is_empty() => {
+            let mut r = crate::maps::parse(&t);
+            r.retain(|r| r.path != "[vsyscall]");
+            r
+        }
+        _ => return Err(gone(pid)),
+    };
+    let map_moved = crate::maps::vsz(&after) as i64 - crate::maps::vsz(&regions) as i64;
+    let mut sym = crate::symbolize::Symbolizer::new(snapshot::modules(&regions));
+    let go = std::fs::read(format!("/proc/{pid}/exe")).ok().and_then(|b| crate::gosym::go_version(&b));
+    // A static Go program has no glibc malloc to read.
+    let go_program = go.is_some();
+    // Where malloc lives: libc, or in a static C program the executable itself.
+    let exe =
+        std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
+    let libc = sym
+        .modules()
+        .iter()
+        .find(|m| {
+            m.path.rsplit('/').next().is_some_and(|f| f.starts_with("libc.so") || f.starts_with("libc-"))
+        })
+        .or_else(|| sym.modules().iter().find(|m| m.path == exe && !go_program))
+        .map(|m| (m.path.clone(), m.base));
+    let mem = stop::Memory { pid };
+    let mut stopped = stopped;
+    // A thread read without stopping has no registers: its thread pointer is the TCB at the top
+    // of its stack.
+    for t in stopped.threads.iter_mut().filter(|t| t.fs_base.is_none()) {
+        if let Some(r) = regions.iter().find(|r| r.start <= t.sp && t.sp < r.end) {
+            t.fs_base = glibc::tcb_in(&mem, r.start, r.end);
+        }
+    }
+    let malloc =
+        glibc::read(&mem, &regions, page, libc.as_ref().map(|(p, b)| (p.as_str(), *b)), &stopped.threads);
+    let names: BTreeMap<u32, String> = stopped
+        .threads
+        .iter()
+        .filter_map(|t| {
+            let n = std::fs::read_to_string(format!("/proc/{pid}/task/{}/comm", t.tid)).ok()?;
+            Some((t.tid, n.trim().to_string()))
+        })
+        .collect();
+    let go_ranges = match &go {
+        Some(v) => golang::read(&mem, &regions, &exe, v),
+        None => vec![],
+    };
+    let facts = snapshot::Facts {
+        pid,
+        page,
+        threads: &stopped.threads,
+        names: &names,
+        malloc: &malloc,
+        go,
+        go_ranges: &go_ranges,
+        peak: status_bytes(pid, "VmPeak:"),
+    };
+    let attr = snapshot::attribute(&regions, &facts, &mut sym);
+    let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0);
+    let rec = crate::read::Recording {
+        start: Some(Start {
+            pid,
+            ppid,
+            page_size: page as u32,
+            mono_ns: 0,
+            real_ns: 0,
+            exe,
+            trace_path: String::new(),
+            argv,
+            run_id: 0,
+            fork: None,
+        }),
+        exit: Some(Exit { raw_status: 0, how: "running; explained from outside".into() }),
+        final_maps: Some(regions),
+        ..Default::default()
+    };
+    // A Go program without libc has no glibc malloc to miss.
+    let mut notes: Vec<String> =
+        malloc.note.iter().filter(|_| !(go_program && libc.is_none())).cloned().collect();
+    if map_moved != 0 {
+        notes.push(format!("the map changed by {map_moved} bytes of VSZ while it was read"));
+    }
+    let not_stopped: Vec<(u32, &'static str)> = stopped
+        .threads
+        .iter()
+        .filter(|t| t.not_stopped)
+        .map(|t| (t.tid, t.syscall.map_or("?", stop::syscall_name)))
+        .collect();
+    Ok(Snapshot {
+        attr,
+        rec,
+        sym,
+        stop: stopped.stop,
+        stopped: stopped.threads.len() - not_stopped.len(),
+        not_stopped,
+        map_moved,
+        notes,
+    })
+}
+
+/// The line that says what the stop cost.
+fn stop_line(s: &Snapshot) -> String {
+    let mut l = format!("stopped {} thread(s) for {:.2} ms", s.stopped, s.stop.as_secs_f64() * 1e3);
+    if !s.not_stopped.is_empty() {
+        let mut by: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (t, c) in &s.not_stopped {
+            by.entry(c).or_default().push(t.to_string());
+        }
+        let what: Vec<String> = by
+            .iter()
+            .map(|(c, ts)| {
+                let more = if ts.len() > 4 { format!(" and {} more", ts.len() - 4) } else { String::new() };
+                format!("{} in {c} ({}{more})", ts.len(), ts[..ts.len().min(4)].join(", "))
+            })
+            .collect();
+        l.push_str(&format!(
+            "; {} read without stopping, since their call would return EINTR after a stop: {}",
+            s.not_stopped.len(),
+            what.join("; ")
+        ));
+    }
+    l
+}
+
+pub fn explain(a: &ExplainArgs) -> Result<u8, Failure> {
+    let hold = a.hold_stopped_ms.map(Duration::from_millis);
+    let mut s = take(a.pid, hold)?;
+    let context = crate::analysis::Context::default();
+    let input = crate::render::Input {
+        rec: &s.rec,
+        attr: &s.attr,
+        top: a.top,
+        context: &context,
+        processes: &[],
+        trace: "",
+    };
+    if let Some(path) = &a.html {
+        let page = crate::html::page(&input, &[], &mut s.sym);
+        std::fs::write(path, page)
+            .map_err(|e| Failure(1, format!("cannot write {}: {e}", path.display())))?;
+    }
+    if let Some(path) = &a.pprof {
+        let mut f = std::fs::File::create(path)
+            .map_err(|e| Failure(1, format!("cannot create {}: {e}", path.display())))?;
+        crate::pprof::write(&s.attr, &mut s.sym, &mut f)
+            .map_err(|e| Failure(1, format!("cannot write {}: {e}", path.display())))?;
+    }
+    let text = if a.json {
+        let mut v = crate::render::json(&input, &mut s.sym);
+        v["explain"] = serde_json::json!({
+            "stop_ns": s.stop.as_nanos() as u64,
+            "threads_stopped": s.stopped,
+            "threads_not_stopped": s.not_stopped.iter().map(|(t, c)| serde_json::json!({"tid": t, "syscall": c})).collect::<Vec<_>>(),
+            "map_moved_bytes": s.map_moved,
+            "notes": s.notes,
+        });
+        let mut t = serde_json::to_string_pretty(&v).unwrap_or_default();
+        t.push('\n');
+        t
+    } else {
+        let mut t = crate::render::text(&input, &mut s.sym);
+        t.push_str(&format!("\nExplained from outside: {}\n", stop_line(&s)));
+        for n in &s.notes {
+            t.push_str(&format!("  note: {n}\n"));
+        }
+        t
+    };
+    crate::write_out(crate::Dest::Stdout, text.as_bytes())?;
+    if let Some(every) = a.watch {
+        watch(a, every, s, hold)?;
+    }
+    Ok(0)
+}
+
+/// `--watch`: a snapshot every `every`, printing what grew, appeared or went since the last.
+fn watch(a: &ExplainArgs, every: Duration, first: Snapshot, hold: Option<Duration>) -> Result<(), Failure> {
+    let mut prev = first.attr;
+    let mut round = 0;
+    while a.rounds.is_none_or(|n| round < n) {
+        round += 1;
+        std::thread::sleep(every);
+        let s = take(a.pid, hold)?;
+        let text = changes(&prev, &s.attr, round, &stop_line(&s));
+        crate::write_out(crate::Dest::Stdout, text.as_bytes())?;
+        prev = s.attr;
+    }
+    Ok(())
+}
+
+/// What changed between two snapshots: VSZ by category, and regions that appeared or went.
+fn changes(
+    a: &crate::attribute::Attribution,
+    b: &crate::attribute::Attribution,
+    round: usize,
+    stop: &str,
+) -> String {
+    use crate::attribute::Category;
+    let mut o = format!(
+        "\nRound {round}: VSZ {} KiB ({:+} KiB); {stop}\n",
+        b.final_bytes / 1024,
+        (b.final_bytes as i64 - a.final_bytes as i64) / 1024
+    );
+    for c in Category::ALL {
+        let (x, y) = (a.bytes_of(c).0 as i64, b.bytes_of(c).0 as i64);
+        if x != y {
+            o.push_str(&format!("  {:<16} {:>+12} KiB\n", c.name(), (y - x) / 1024));
+        }
+    }
+    let key = |r: &crate::attribute::Attributed| (r.start, r.end, r.category);
+    let old: std::collections::HashSet<_> = a.regions.iter().map(key).collect();
+    let new: std::collections::HashSet<_> = b.regions.iter().map(key).collect();
+    for r in b.regions.iter().filter(|r| !old.contains(&key(r))) {
+        o.push_str(&format!(
+            "  + {:#x}-{:#x} {:>10} KiB {}  {}\n",
+            r.start,
+            r.end,
+            r.size() / 1024,
+            r.category.name(),
+            r.evidence.as_deref().unwrap_or("")
+        ));
+    }
+    for r in a.regions.iter().filter(|r| !new.contains(&key(r))) {
+        o.push_str(&format!(
+            "  - {:#x}-{:#x} {:>10} KiB {}\n",
+            r.start,
+            r.end,
+            r.size() / 1024,
+            r.category.name()
+        ));
+    }
+    o
+}

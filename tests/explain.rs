@@ -1,0 +1,516 @@
+//! Issue 16: `vmshim explain PID` on real programs started by the test and explained from
+//! outside, held against /proc read around the snapshot, against what the programs print of
+//! themselves (their threads' stacks, their chunks), and against `vmshim run`'s report of the
+//! same process. The targets must go on as if nothing happened: every blocked call completes,
+//! no signal is lost. Every refusal is a sentence and exit 2.
+
+use crate::common::*;
+use crate::under_vmshim::{TIMEOUT, bytes_in, category_bytes, load_report, regions, u};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const HEAP_MAX: u64 = 64 << 20;
+
+fn explain_cmd(pid: u32, extra: &[&str]) -> Command {
+    let mut c = Command::new(vmshim_bin());
+    c.args(["explain", "--json", "--top", "1000"]).args(extra).arg(pid.to_string());
+    c
+}
+
+fn explain(pid: u32) -> Value {
+    let out = run_with_timeout(&mut explain_cmd(pid, &[]), TIMEOUT);
+    parse(&out)
+}
+
+fn parse(out: &Output) -> Value {
+    assert!(out.status.success(), "vmshim explain failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e})"))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// explain_threads.c: `thread TID stack LO-HI guard BYTES arena-chunk ADDR`.
+struct Worker {
+    tid: u32,
+    lo: u64,
+    hi: u64,
+    guard: u64,
+    chunk: u64,
+}
+
+fn workers(lines: &[String]) -> Vec<Worker> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let ["thread", tid, "stack", range, "guard", g, "arena-chunk", chunk] = w.as_slice() else {
+                return None;
+            };
+            let (lo, hi) = range.split_once('-')?;
+            Some(Worker {
+                tid: tid.parse().ok()?,
+                lo: parse_hex(lo),
+                hi: parse_hex(hi),
+                guard: g.parse().ok()?,
+                chunk: parse_hex(chunk),
+            })
+        })
+        .collect()
+}
+
+fn word_after(lines: &[String], key: &str) -> Option<u64> {
+    lines.iter().find_map(|l| l.strip_prefix(key)?.split_whitespace().next().map(parse_hex))
+}
+
+/// The kernel's VSZ from a map, as the trace report counts it (without [vsyscall]); checked
+/// against the kernel's own VmSize.
+fn maps_vsz(m: &[MapsRegion]) -> u64 {
+    vsz_bytes(m)
+}
+
+/// Every byte of `[start, end)` is in regions of `category` owned by `tid`.
+fn owned(report: &Value, start: u64, end: u64, category: &str, tid: u64) -> u64 {
+    regions(report)
+        .iter()
+        .filter(|r| r["category"] == category && r["tid"].as_u64() == Some(tid))
+        .map(|r| u(&r["end"]).min(end).saturating_sub(u(&r["start"]).max(start)))
+        .sum()
+}
+
+/// Each worker's arena (its `thread_arena`, read through its TLS) is the one whose heap holds the
+/// chunk it malloc'd (the brk heap: the main arena).
+fn assert_thread_arenas(r: &Value, ws: &[Worker]) {
+    let arenas: Vec<&Value> =
+        r["arenas"].as_array().unwrap().iter().filter(|a| a["arena"] != "main").collect();
+    let threads: BTreeMap<u64, &Value> =
+        r["threads"].as_array().unwrap().iter().map(|t| (u(&t["tid"]), t)).collect();
+    for w in ws {
+        let used = threads[&(w.tid as u64)]["arenas"].as_array().unwrap();
+        let want =
+            match arenas.iter().find(|a| u(&a["address"]) & !(HEAP_MAX - 1) == w.chunk & !(HEAP_MAX - 1)) {
+                Some(a) => a["arena"].clone(),
+                None => Value::from("main"),
+            };
+        assert_eq!(used, &vec![want], "tid {} chunk {:#x}", w.tid, w.chunk);
+    }
+}
+
+fn start_threads(n: &str, mode: &str, arena_max: &str) -> Handshake {
+    let prog = build_c("explain_threads");
+    let mut cmd = Command::new(&prog);
+    cmd.args([n, mode]).env("MALLOC_ARENA_MAX", arena_max);
+    Handshake::start(&mut cmd, TIMEOUT)
+}
+
+/// What a program that ran to the end after being explained says: every call completed.
+fn assert_completed(out: &Output, usr1: u32) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the target failed after the snapshot:\n{stdout}");
+    assert!(stdout.contains("done bad 0"), "{stdout}");
+    assert!(stdout.contains(&format!("usr1 {usr1}\n")), "signals lost or doubled:\n{stdout}");
+}
+
+#[test]
+fn c_program_with_64_threads_and_8_arenas_against_proc() {
+    // MALLOC_ARENA_MAX counts the main arena: 9 allows 8 more.
+    let h = start_threads("64", "mix", "9");
+    let pid = h.pid();
+    let before = read_maps(pid);
+    let smaps = read_smaps_flags(pid);
+    let r = explain(pid);
+    let after = read_maps(pid);
+    assert_eq!(maps_vsz(&after), status_vsz_bytes(pid));
+    let lines = h.lines().to_vec();
+    let out = h.finish();
+    assert_completed(&out, 0);
+
+    // The map did not move around the snapshot, and the report is that map.
+    assert_eq!(maps_vsz(&before), maps_vsz(&after));
+    let vsz = maps_vsz(&before);
+    assert_eq!(u(&r["vsz"]["final_bytes"]), vsz);
+    let un = category_bytes(&r, "unattributed");
+    assert!(un * 100 <= vsz, "{un} of {vsz} bytes unattributed");
+    assert!(r["attributed_fraction"].as_f64().unwrap() >= 0.99);
+    for reg in regions(&r) {
+        assert!(reg["evidence"].as_str().is_some_and(|e| !e.is_empty()), "no evidence: {reg}");
+    }
+
+    // Every thread's stack (and its guard) is its own, by the ranges it printed.
+    let ws = workers(&lines);
+    assert_eq!(ws.len(), 64);
+    for w in &ws {
+        assert_eq!(
+            owned(&r, w.lo - w.guard, w.hi, "thread_stack", w.tid as u64),
+            w.hi - w.lo + w.guard,
+            "tid {}",
+            w.tid
+        );
+        let other: u64 = regions(&r)
+            .iter()
+            .filter(|x| x["tid"].as_u64().is_some_and(|t| t != w.tid as u64))
+            .map(|x| u(&x["end"]).min(w.hi).saturating_sub(u(&x["start"]).max(w.lo)))
+            .sum();
+        assert_eq!(other, 0, "tid {}'s stack attributed to another thread", w.tid);
+    }
+    let main_sp_region = regions(&r).iter().find(|x| x["category"] == "main_stack").expect("main stack");
+    assert_eq!(main_sp_region["tid"].as_u64(), Some(pid as u64));
+    let names: Vec<String> = main_sp_region["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["function"].as_str().map(str::to_string))
+        .collect();
+    assert!(names.iter().any(|n| n == "main"), "the main thread is in main(): {names:?}");
+
+    // Every arena heap the kernel shows (MAP_NORESERVE) is found, as its arena's.
+    let mut bases = BTreeSet::new();
+    for (m, flags) in &smaps {
+        if m.path.is_empty() && flags.iter().any(|f| f == "nr") {
+            assert_eq!(bytes_in(&r, m.start, m.end, "malloc_arena"), m.len(), "{m:?}");
+            bases.insert(m.start & !(HEAP_MAX - 1));
+        }
+    }
+    let arenas: Vec<&Value> =
+        r["arenas"].as_array().unwrap().iter().filter(|a| a["arena"] != "main").collect();
+    assert_eq!(bases.len(), 8);
+    assert_eq!(arenas.len(), bases.len());
+    assert_eq!(category_bytes(&r, "malloc_arena"), arenas.iter().map(|a| u(&a["bytes"])).sum::<u64>());
+    assert_thread_arenas(&r, &ws);
+    // The 8 MiB malloc of the main thread: an mmapped chunk, by its header.
+    let large = word_after(&lines, &format!("main {pid} large ")).expect("large line");
+    assert!(bytes_in(&r, large - 16, large + (8 << 20), "malloc_large") >= 8 << 20);
+
+    // Threads in epoll_wait are read without stopping them; the others were stopped briefly.
+    let ex = &r["explain"];
+    assert_eq!(u(&ex["threads_stopped"]) as usize + ex["threads_not_stopped"].as_array().unwrap().len(), 65);
+    assert!(ex["threads_not_stopped"].as_array().unwrap().iter().all(|t| t["syscall"] == "epoll_wait"));
+}
+
+#[test]
+fn the_stop_of_100_threads_is_short() {
+    let h = start_threads("100", "read", "2");
+    let r = explain(h.pid());
+    let out = h.finish();
+    assert_completed(&out, 0);
+    let ex = &r["explain"];
+    assert_eq!(u(&ex["threads_stopped"]), 101);
+    let ms = u(&ex["stop_ns"]) as f64 / 1e6;
+    eprintln!("stop of 101 threads: {ms:.2} ms");
+    assert!(ms <= 50.0, "the stop took {ms:.2} ms");
+}
+
+/// The threads were stopped: /proc/PID/task/TID/stat state `t` (tracing stop).
+fn all_stopped(pid: u32) -> bool {
+    task_ids(pid).iter().any(|t| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{t}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('t')))
+            .unwrap_or(false)
+    })
+}
+
+fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn blocked_calls_complete_and_a_signal_sent_during_the_stop_is_delivered() {
+    let h = start_threads("9", "mix", "4");
+    let pid = h.pid();
+    // Held stopped for a second, while SIGUSR1 arrives (only the main thread takes it).
+    let mut cmd = explain_cmd(pid, &["--hold-stopped-ms", "1000"]);
+    let child = std::thread::spawn(move || run_with_timeout(&mut cmd, TIMEOUT));
+    wait_for("the stop", || all_stopped(pid));
+    h.signal_target(libc::SIGUSR1);
+    let out = child.join().unwrap();
+    parse(&out);
+    // Twice more: the process goes on each time.
+    explain(pid);
+    explain(pid);
+    assert_completed(&h.finish(), 1);
+}
+
+#[test]
+fn no_such_process() {
+    // Above the kernel's largest pid_max (2^22): never a process.
+    let pid = 999_999_999u32;
+    let out = run_with_timeout(&mut explain_cmd(pid, &[]), TIMEOUT);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(&format!("no process {pid}")), "{}", stderr(&out));
+}
+
+#[test]
+fn not_permitted_names_the_cause_and_the_fix() {
+    use std::os::unix::process::CommandExt;
+    let h = start_threads("2", "read", "2");
+    let mut cmd = explain_cmd(h.pid(), &[]);
+    cmd.uid(65534).gid(65534);
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let e = stderr(&out);
+    for w in ["not permitted", "owned by uid 0", "uid 65534", "CAP_SYS_PTRACE", "ptrace_scope"] {
+        assert!(e.contains(w), "{w:?} missing: {e}");
+    }
+    assert!(!e.contains("panicked"));
+    assert_completed(&h.finish(), 0);
+}
+
+#[test]
+fn already_traced_by_strace_says_so_then_works_once_it_is_gone() {
+    let h = start_threads("3", "read", "2");
+    let pid = h.pid();
+    let mut strace = Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "-p", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("strace");
+    let tracer = strace.id();
+    wait_for("strace to attach", || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .contains(&format!("TracerPid:\t{tracer}\n"))
+    });
+    let out = run_with_timeout(&mut explain_cmd(pid, &[]), TIMEOUT);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("already traced by process {tracer} (strace)")),
+        "{}",
+        stderr(&out)
+    );
+    send_signal(tracer as i32, libc::SIGINT);
+    strace.wait().unwrap();
+    wait_for("strace to detach", || {
+        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap().contains("TracerPid:\t0\n")
+    });
+    explain(pid);
+    assert_completed(&h.finish(), 0);
+}
+
+#[test]
+fn the_process_exits_mid_snapshot() {
+    let h = start_threads("4", "read", "2");
+    let pid = h.pid();
+    let mut cmd = explain_cmd(pid, &["--hold-stopped-ms", "2000"]);
+    let child = std::thread::spawn(move || run_with_timeout(&mut cmd, TIMEOUT));
+    wait_for("the stop", || all_stopped(pid));
+    h.signal_target(libc::SIGKILL);
+    let out = child.join().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("process {pid} exited during the snapshot")), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"));
+    drop(h);
+}
+
+/// The same process, explained from outside at its handshake and reported by `vmshim run` at its
+/// exit (the threads still blocked, so the exit map holds what the snapshot saw). Matched by
+/// category and by tid: the thread stacks, arena heaps and the large chunk are the same bytes;
+/// what differs is the shim's own cost (its library and trace file), which explain files as
+/// library and file_mmap, and nothing else.
+#[test]
+fn agrees_with_vmshim_run_of_the_same_process() {
+    let dir = TestDir::new("explain_vs_run");
+    let prog = build_c("explain_threads");
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.current_dir(dir.path())
+        .args(["run", "--attachable", "--json", "--top", "1000", "--out"])
+        .arg(dir.join("t.trace"))
+        .arg("--report")
+        .arg(dir.join("report.json"))
+        .arg("--")
+        .arg(&prog)
+        .args(["16", "read", "stay"])
+        .env("MALLOC_ARENA_MAX", "5");
+    let h = Handshake::start(&mut cmd, TIMEOUT);
+    let e = explain(h.pid());
+    let out = h.finish();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = load_report(&dir.join("report.json"));
+    for c in ["thread_stack", "malloc_arena", "malloc_large", "main_stack"] {
+        assert!(category_bytes(&r, c) > 0, "{c}: nothing to compare");
+        assert_eq!(category_bytes(&e, c), category_bytes(&r, c), "{c}");
+    }
+    let stacks = |rep: &Value| -> BTreeMap<u64, u64> {
+        rep["threads"].as_array().unwrap().iter().map(|t| (u(&t["tid"]), u(&t["stack_bytes"]))).collect()
+    };
+    assert_eq!(stacks(&e), stacks(&r));
+    let heaps = |rep: &Value| -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = rep["arenas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["arena"] != "main")
+            .map(|a| (u(&a["heaps"]), u(&a["bytes"])))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(heaps(&e), heaps(&r));
+    // The rest of the VSZ: the shim's mappings, which the trace report files as vmshim.
+    let (ev, rv) = (u(&e["vsz"]["final_bytes"]), u(&r["vsz"]["final_bytes"]));
+    let shim = category_bytes(&r, "vmshim");
+    assert!(ev.abs_diff(rv) <= shim, "explain {ev}, run {rv}, the shim's own {shim}");
+}
+
+#[test]
+fn ex6_explained_from_outside() {
+    let prog = build_go("ex6", true, &[]);
+    let h = Handshake::start(&mut Command::new(&prog), TIMEOUT);
+    let pid = h.pid();
+    let before = read_maps(pid);
+    let r = explain(pid);
+    let tasks = r["threads"].as_array().unwrap().len();
+    let out = h.finish();
+    assert!(out.status.success());
+    let vsz = maps_vsz(&before);
+    assert!(u(&r["vsz"]["final_bytes"]).abs_diff(vsz) <= 64 << 20, "the map moved by more than an arena");
+    let un = category_bytes(&r, "unattributed");
+    assert!(un * 100 <= u(&r["vsz"]["final_bytes"]), "{un} unattributed");
+    assert!(category_bytes(&r, "go_runtime") > 0);
+    // Every cgo thread's glibc stack is its own thread's, and every thread is listed.
+    assert!(tasks >= 2);
+    for reg in regions(&r).iter().filter(|x| x["category"] == "thread_stack" && x["prot"] == "rw-p") {
+        let tid = reg["tid"].as_u64().expect("a thread on it");
+        assert!(
+            reg["evidence"].as_str().unwrap().contains(&format!("thread {tid}'s stack pointer")),
+            "{reg}"
+        );
+    }
+}
+
+/// `--watch`: a bounded number of rounds, each saying what appeared since the last: here a
+/// 64 MiB shared anonymous mapping (the kernel shows it as /dev/zero) that a Python process makes after the first snapshot.
+#[test]
+fn watch_prints_what_appeared_between_snapshots() {
+    let script = "import mmap, os, sys, time\nprint('ready', os.getpid(), flush=True)\ntime.sleep(0.6)\n\
+                  m = mmap.mmap(-1, 64 << 20)\nsys.stdin.read()\n";
+    let h = Handshake::start(Command::new("python3").args(["-c", script]), TIMEOUT);
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.args(["explain", "--watch", "400ms", "--rounds", "3"]).arg(h.pid().to_string());
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    drop(h);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("Round 3:"), "{text}");
+    assert!(!text.contains("Round 4:"), "{text}");
+    let grown: Vec<&str> =
+        text.lines().filter(|l| l.starts_with("  + ") && l.contains(" 65536 KiB ")).collect();
+    assert_eq!(grown.len(), 1, "the 64 MiB mapping appears once: {text}");
+}
+
+/// A static program: malloc's state is in the executable, thread_arena at a link-time offset.
+#[test]
+fn static_c_program_with_arenas() {
+    let prog = build_c_with("explain_threads", &["-static"]);
+    let mut cmd = Command::new(&prog);
+    cmd.args(["12", "mix"]).env("MALLOC_ARENA_MAX", "5");
+    let h = Handshake::start(&mut cmd, TIMEOUT);
+    let pid = h.pid();
+    let smaps = read_smaps_flags(pid);
+    let r = explain(pid);
+    let lines = h.lines().to_vec();
+    assert_completed(&h.finish(), 0);
+    let ws = workers(&lines);
+    assert_eq!(ws.len(), 12);
+    for w in &ws {
+        assert_eq!(owned(&r, w.lo - w.guard, w.hi, "thread_stack", w.tid as u64), w.hi - w.lo + w.guard);
+    }
+    let heaps: BTreeSet<u64> = smaps
+        .iter()
+        .filter(|(m, f)| m.path.is_empty() && f.iter().any(|f| f == "nr"))
+        .map(|(m, _)| m.start & !(HEAP_MAX - 1))
+        .collect();
+    assert_eq!(heaps.len(), 4);
+    assert_eq!(r["arenas"].as_array().unwrap().iter().filter(|a| a["arena"] != "main").count(), 4);
+    assert_thread_arenas(&r, &ws);
+    assert!(category_bytes(&r, "unattributed") * 100 <= u(&r["vsz"]["final_bytes"]));
+}
+
+/// ex6 explained at its handshake and reported by `vmshim run --attachable` at its exit a second
+/// later: the same process, so the same thread stacks (by tid) and arena heaps, and the Go
+/// runtime's reservations that explain finds by their layout in `runtime.mheap_` have the bytes
+/// the trace names with the same words (page summary, page alloc, scavenge index, heap index,
+/// heap, heap reservation). Go's other regions (metadata) are `go_runtime` by layout only.
+fn ex6_agrees_with_vmshim_run(name: &str, prog: &std::path::Path) {
+    let dir = TestDir::new(name);
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.current_dir(dir.path())
+        .args(["run", "--attachable", "--json", "--top", "1000", "--out"])
+        .arg(dir.join("t.trace"))
+        .arg("--report")
+        .arg(dir.join("report.json"))
+        .arg("--")
+        .arg(prog);
+    let h = Handshake::start(&mut cmd, TIMEOUT);
+    let e = explain(h.pid());
+    let out = h.finish();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = load_report(&dir.join("report.json"));
+    for c in ["thread_stack", "malloc_arena"] {
+        assert!(category_bytes(&r, c) > 0, "{c}");
+        assert_eq!(category_bytes(&e, c), category_bytes(&r, c), "{c}");
+    }
+    let stacks = |rep: &Value| -> BTreeMap<u64, u64> {
+        rep["threads"].as_array().unwrap().iter().map(|t| (u(&t["tid"]), u(&t["stack_bytes"]))).collect()
+    };
+    let (es, rs) = (stacks(&e), stacks(&r));
+    for (tid, b) in rs.iter().filter(|(_, b)| **b > 0) {
+        assert_eq!(es.get(tid), Some(b), "tid {tid}");
+    }
+    let purposes = |rep: &Value| -> BTreeMap<String, (u64, u64)> {
+        rep["go_runtime"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (g["purpose"].as_str().unwrap().to_string(), (u(&g["bytes"]), u(&g["read_write_bytes"])))
+            })
+            .collect()
+    };
+    let (ep, rp) = (purposes(&e), purposes(&r));
+    for p in ["page summary", "page alloc", "scavenge index", "heap index", "heap", "heap reservation"] {
+        assert!(rp.contains_key(p), "the trace names no {p}: {rp:?}");
+        assert_eq!(ep.get(p), rp.get(p), "{p}: explain {ep:?}\nrun {rp:?}");
+    }
+    assert!(category_bytes(&e, "go_runtime") >= category_bytes(&r, "go_runtime"));
+}
+
+#[test]
+fn ex6_on_go_1_19_agrees_with_vmshim_run() {
+    ex6_agrees_with_vmshim_run("explain_ex6_vs_run", &build_go("ex6", true, &[]));
+}
+
+#[test]
+fn ex6_on_go_1_27_stripped_agrees_with_vmshim_run() {
+    let go = go_toolchain("1.27.3");
+    ex6_agrees_with_vmshim_run(
+        "explain_ex6_127_vs_run",
+        &build_go_with("ex6", &go, true, &["-ldflags=-s -w"]),
+    );
+}
+
+/// A static Go program (no libc): the runtime's layout is read all the same, and nothing is said
+/// about a glibc malloc it does not have.
+#[test]
+fn static_go_program_ex2() {
+    let prog = build_go("ex2", false, &[]);
+    let h = Handshake::start(&mut Command::new(&prog), TIMEOUT);
+    let r = explain(h.pid());
+    assert!(h.finish().status.success());
+    let vsz = u(&r["vsz"]["final_bytes"]);
+    assert!(category_bytes(&r, "unattributed") * 100 <= vsz);
+    assert!(category_bytes(&r, "go_runtime") * 100 >= vsz * 95, "a static Go program is mostly Go's");
+    let purposes: Vec<&str> =
+        r["go_runtime"].as_array().unwrap().iter().map(|g| g["purpose"].as_str().unwrap()).collect();
+    for p in ["page summary", "heap index", "heap"] {
+        assert!(purposes.contains(&p), "{p} missing: {purposes:?}");
+    }
+    assert_eq!(r["explain"]["notes"], serde_json::json!([]));
+}
