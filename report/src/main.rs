@@ -7,7 +7,9 @@
 //! child inherited included) and makes the process table, [`render`], [`html`] and [`events`]
 //! print. This file only dispatches and maps errors to exit codes: 2 for a bad trace or a target
 //! LD_PRELOAD cannot reach, the target's own status for `run`.
-// Only `launch` (fork, ptrace, waitpid) may use unsafe; it says why at its top.
+// Only the modules that talk to the kernel about other processes may use unsafe, each saying why
+// at its top: `launch` (fork, ptrace, waitpid), `watch` (seccomp, SCM_RIGHTS) and `explain::stop`
+// (ptrace of a running process).
 #![deny(unsafe_code)]
 
 mod advice;
