@@ -196,10 +196,6 @@ pub fn open(cfg: &crate::config::Config, quiet: bool) -> bool {
         sys::munmap(seg0 as usize, size as usize);
         return discard(fd, id, &buf[..=len], e);
     }
-    // The first growth step and the header page faulted in writable in two calls, not one
-    // write fault per page as the start-up records arrive (see MADV_POPULATE_WRITE).
-    sys::madvise(seg0 as usize, first as usize, MADV_POPULATE_WRITE);
-    sys::madvise(h as usize, HEADER_SIZE, MADV_POPULATE_WRITE);
     FD.store(fd, Release);
     let hdr_ptr = h as *mut u8;
     // SAFETY: a fresh, writable mapping of the file's first page, which holds the header.
