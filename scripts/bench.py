@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks vmshim against a bare run, interleaved (A B A B ...), and prints medians and ratios.
 
-Usage: scripts/bench.py [--rounds N] [--quick] [--only start,loop,...] [--bin DIR]
+Usage: scripts/bench.py [--rounds N] [--quick] [--only start,loop,...] [--bin DIR] [--trace-dir DIR]
 Builds bench/load.c, then for each workload runs it bare and under libvmshim.so (and, where
 installed, under strace -f -k, ltrace -f, heaptrack and massif) in alternation, ROUNDS times each, and reports the
 median of the work's own wall time (the program times itself, so process start and the shim's
@@ -162,12 +162,18 @@ def start_cost(shim, bare_env, pairs, tmp):
           f"(targets +0.3 ms, 64 KiB)", flush=True)
 
 
-def loop_cost(shim, bare_env, rounds, n, tmp):
+def loop_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
     """Issue 12: a bash loop of `n` /bin/true, bare, with LD_PRELOAD (bash and every child
     preloaded, traces into a temporary directory) and under `vmshim run` (the exit watcher, the
     ptrace hold, and the end of the run: exit maps attached, the report over every process,
     written to /dev/null), in turn (A B C A B C): medians, their ratios to bare, and the traces
-    one run of each leaves (count, blocks allocated)."""
+    one run of each leaves (count, blocks allocated).
+
+    Where the traces go matters on this machine's ext4 (no journal): each file creation scans
+    the inodes of its block group deleted in the last 1-6 minutes (fs/ext4/ialloc.c,
+    recently_deleted), 15 us per creation on a quiet file system, 170-750 us after a few
+    thousand deletions (an earlier run of this benchmark, a test suite). Two loops in a row
+    measure the file system's past; --trace-dir /dev/shm measures vmshim alone."""
     script = ["/bin/bash", "-c", f"for ((i = 0; i < {n}; i++)); do /bin/true; done"]
     vmshim = os.path.join(os.path.dirname(shim), "vmshim")
     times = {"bare": [], "preload": [], "run": []}
@@ -176,10 +182,10 @@ def loop_cost(shim, bare_env, rounds, n, tmp):
     # A directory per round and variant, all removed at the end: see start_cost on deleting
     # between runs.
     outs = []
+    where = trace_dir or tmp
     for r in range(rounds):
-        pre_out, run_out = os.path.join(tmp, f"loop{r}"), os.path.join(tmp, f"run{r}")
-        os.makedirs(pre_out)
-        os.makedirs(run_out)
+        pre_out = tempfile.mkdtemp(prefix=f"loop{r}.", dir=where)
+        run_out = tempfile.mkdtemp(prefix=f"run{r}.", dir=where)
         outs += [pre_out, run_out]
         shim_env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=os.path.join(pre_out, "vmshim.%p.trace"))
         run_cmd = [vmshim, "run", "--report", os.devnull, "--out", os.path.join(run_out, "t"), "--"] + script
@@ -211,6 +217,8 @@ def main():
                          "(at 1/100 of the work, 1/1000 for malloc, against a bare run of that size)")
     ap.add_argument("--only", default="",
                     help="comma-separated benchmarks to run: work, events, report, http, start, loop (default: all)")
+    ap.add_argument("--trace-dir", default=None,
+                    help="where the loop's traces go (default: the benchmark's temporary directory; see loop_cost)")
     ap.add_argument("--bin", default=None,
                     help="use the vmshim and libvmshim.so in this directory instead of building the workspace")
     args = ap.parse_args()
@@ -241,7 +249,7 @@ def main():
         if want("start"):
             start_cost(shim, bare_env, 200 // scale, tmp)
         if want("loop"):
-            loop_cost(shim, bare_env, max(1, args.rounds // 2 if args.quick else args.rounds), 1000, tmp)
+            loop_cost(shim, bare_env, max(1, args.rounds // 2 if args.quick else args.rounds), 1000, tmp, args.trace_dir)
         columns = [("bare", [], bare_env, True), ("vmshim", [], shim_env, True)]
         if args.anchors:
             columns.append(("bare/N", [], bare_env, False))
