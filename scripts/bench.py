@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks vmshim against a bare run, interleaved (A B A B ...), and prints medians and ratios.
 
-Usage: scripts/bench.py [--rounds N] [--quick] [--only start,loop,...]
+Usage: scripts/bench.py [--rounds N] [--quick] [--only start,loop,...] [--bin DIR] [--trace-dir DIR]
 Builds bench/load.c, then for each workload runs it bare and under libvmshim.so (and, where
 installed, under strace -f -k, ltrace -f, heaptrack and massif) in alternation, ROUNDS times each, and reports the
 median of the work's own wall time (the program times itself, so process start and the shim's
@@ -12,11 +12,15 @@ import argparse, json, os, statistics, subprocess, sys, tempfile, shutil, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def build(tmp):
-    subprocess.run(["cargo", "build", "--release", "--workspace", "-q"], cwd=ROOT, check=True)
+def build(tmp, bin_dir):
+    """bench/load.c, and the workspace unless `bin_dir` (a directory holding a build's `vmshim`
+    and `libvmshim.so`, to measure an older build against a newer one) is given."""
+    if bin_dir is None:
+        subprocess.run(["cargo", "build", "--release", "--workspace", "-q"], cwd=ROOT, check=True)
+        bin_dir = os.path.join(ROOT, "target", "release")
     exe = os.path.join(tmp, "load")
     subprocess.run(["gcc", "-O2", "-pthread", "-o", exe, os.path.join(ROOT, "bench", "load.c")], check=True)
-    return exe, os.path.join(ROOT, "target", "release", "libvmshim.so")
+    return exe, os.path.join(os.path.abspath(bin_dir), "libvmshim.so")
 
 
 def build_http(tmp):
@@ -86,7 +90,7 @@ def report_scaling(exe, shim, bare_env, events, rounds, tmp):
     t0 = time.monotonic()
     subprocess.run([exe, "maps", str(events // 2)], env=env, cwd=tmp, check=True, stdout=subprocess.DEVNULL)
     made = time.monotonic() - t0
-    vmshim = os.path.join(ROOT, "target", "release", "vmshim")
+    vmshim = os.path.join(os.path.dirname(shim), "vmshim")
     try:
         out = subprocess.run([vmshim, "report", "--json", trace], capture_output=True, text=True, check=True)
         recorded = json.loads(out.stdout)["events"]["recorded"]
@@ -158,30 +162,49 @@ def start_cost(shim, bare_env, pairs, tmp):
           f"(targets +0.3 ms, 64 KiB)", flush=True)
 
 
-def loop_cost(shim, bare_env, rounds, n, tmp):
-    """Issue 12: a bash loop of `n` /bin/true, bare and with LD_PRELOAD (bash and every child
-    preloaded, traces into a temporary directory) in turn: medians, their ratio, and the traces
-    one preloaded run leaves (count, blocks allocated)."""
+def loop_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
+    """Issue 12: a bash loop of `n` /bin/true, bare, with LD_PRELOAD (bash and every child
+    preloaded, traces into a temporary directory) and under `vmshim run` (the exit watcher, the
+    ptrace hold, and the end of the run: exit maps attached, the report over every process,
+    written to /dev/null), in turn (A B C A B C): medians, their ratios to bare, and the traces
+    one run of each leaves (count, blocks allocated).
+
+    Where the traces go matters on this machine's ext4 (no journal): each file creation scans
+    the inodes of its block group deleted in the last 1-6 minutes (fs/ext4/ialloc.c,
+    recently_deleted), 15 us per creation on a quiet file system, 170-750 us after a few
+    thousand deletions (an earlier run of this benchmark, a test suite). Two loops in a row
+    measure the file system's past; --trace-dir /dev/shm measures vmshim alone."""
     script = ["/bin/bash", "-c", f"for ((i = 0; i < {n}; i++)); do /bin/true; done"]
-    bare, pre, counts, sizes = [], [], [], []
-    # A directory per round, all removed at the end: see start_cost on deleting between runs.
+    vmshim = os.path.join(os.path.dirname(shim), "vmshim")
+    times = {"bare": [], "preload": [], "run": []}
+    counts = {"preload": [], "run": []}
+    sizes = {"preload": [], "run": []}
+    # A directory per round and variant, all removed at the end: see start_cost on deleting
+    # between runs.
     outs = []
+    where = trace_dir or tmp
     for r in range(rounds):
-        out = os.path.join(tmp, f"loop{r}")
-        os.makedirs(out)
-        outs.append(out)
-        shim_env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=os.path.join(out, "vmshim.%p.trace"))
-        bare.append(spawn_wall(script, bare_env, tmp))
-        pre.append(spawn_wall(script, shim_env, tmp))
-        files, size = disk(out)
-        counts.append(files)
-        sizes.append(size)
+        pre_out = tempfile.mkdtemp(prefix=f"loop{r}.", dir=where)
+        run_out = tempfile.mkdtemp(prefix=f"run{r}.", dir=where)
+        outs += [pre_out, run_out]
+        shim_env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=os.path.join(pre_out, "vmshim.%p.trace"))
+        run_cmd = [vmshim, "run", "--report", os.devnull, "--out", os.path.join(run_out, "t"), "--"] + script
+        times["bare"].append(spawn_wall(script, bare_env, tmp))
+        times["preload"].append(spawn_wall(script, shim_env, tmp))
+        times["run"].append(spawn_wall(run_cmd, bare_env, tmp))
+        for name, out in (("preload", pre_out), ("run", run_out)):
+            files, size = disk(out)
+            counts[name].append(files)
+            sizes[name].append(size)
     for out in outs:
         shutil.rmtree(out)
-    b, v = statistics.median(bare), statistics.median(pre)
-    title = f"loop: bash, {n} x /bin/true, {rounds} rounds"
-    print(f"{title:<48}{b:>12.3f} s bare{v:>11.3f} s shim   {v / b:.2f}x; {statistics.median(counts):.0f} traces, "
-          f"{statistics.median(sizes) / 2**20:.1f} MiB allocated (target 64 MiB)", flush=True)
+    b = statistics.median(times["bare"])
+    for name, target in (("preload", ""), ("run", ", target 1.3x")):
+        v = statistics.median(times[name])
+        title = f"loop: bash, {n} x /bin/true, {rounds} rounds, {name}"
+        print(f"{title:<48}{b:>12.3f} s bare{v:>11.3f} s {name:<8} {v / b:.2f}x; "
+              f"{statistics.median(counts[name]):.0f} traces, {statistics.median(sizes[name]) / 2**20:.1f} MiB "
+              f"allocated (target 64 MiB{target})", flush=True)
 
 
 def main():
@@ -194,6 +217,10 @@ def main():
                          "(at 1/100 of the work, 1/1000 for malloc, against a bare run of that size)")
     ap.add_argument("--only", default="",
                     help="comma-separated benchmarks to run: work, events, report, http, start, loop (default: all)")
+    ap.add_argument("--trace-dir", default=None,
+                    help="where the loop's traces go (default: the benchmark's temporary directory; see loop_cost)")
+    ap.add_argument("--bin", default=None,
+                    help="use the vmshim and libvmshim.so in this directory instead of building the workspace")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     want = lambda name: not only or name in only
@@ -206,7 +233,7 @@ def main():
         ("pthread create/join", "threads", 2000 // scale, 100),
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        exe, shim = build(tmp)
+        exe, shim = build(tmp, args.bin)
         bare_env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "VMSHIM_OUT")}
         shim_env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=os.path.join(tmp, "vmshim.%p.trace"))
         # The tools people use instead, each where it is installed, at 1/N of the work (they are
@@ -222,7 +249,7 @@ def main():
         if want("start"):
             start_cost(shim, bare_env, 200 // scale, tmp)
         if want("loop"):
-            loop_cost(shim, bare_env, max(1, args.rounds // 2 if args.quick else args.rounds), 1000, tmp)
+            loop_cost(shim, bare_env, max(1, args.rounds // 2 if args.quick else args.rounds), 1000, tmp, args.trace_dir)
         columns = [("bare", [], bare_env, True), ("vmshim", [], shim_env, True)]
         if args.anchors:
             columns.append(("bare/N", [], bare_env, False))

@@ -376,12 +376,12 @@ fn new_run_id() -> u64 {
 }
 
 /// Adds each watched exit's map to the trace of the process image that made it: the trace of
-/// that pid begun last before the exit.
-fn attach_exit_maps(top: &Path, exits: &[watch::Capture], strict: bool, code: &mut u8) {
+/// that pid begun last before the exit, among the images of `run` (the run's listing that
+/// found `top`, reused: a second listing of a thousand traces cost ~20 ms).
+fn attach_exit_maps(top: &Path, run: &tree::Run, exits: &[watch::Capture], strict: bool, code: &mut u8) {
     if exits.is_empty() {
         return;
     }
-    let Some(run) = tree::find(top) else { return };
     let images: Vec<&tree::Image> = run.processes.iter().flat_map(|p| p.images.iter()).collect();
     for c in exits.iter().filter(|c| !c.smaps.is_empty()) {
         let Some(path) = images
@@ -410,7 +410,7 @@ fn attach_exit_maps(top: &Path, exits: &[watch::Capture], strict: bool, code: &m
 /// it), among its run's traces (`tree` lists them). Only traces whose start record names `pid`
 /// and came after `since` (Unix ns) count, so an older trace left under that name by an earlier
 /// run with the same pid is never taken. `vmshim report` picks the same image.
-fn last_image_trace(first: &Path, pid: u32, since: u64) -> Option<PathBuf> {
+fn last_image_trace(first: &Path, pid: u32, since: u64) -> Option<(PathBuf, tree::Run)> {
     tree::last_image_of(first, pid, since)
 }
 
@@ -529,7 +529,7 @@ fn run(a: cli::RunArgs) -> Result<u8, Failure> {
         eprintln!("vmshim: stopped waiting for the tree; the processes left run on, unwatched from now");
     }
     let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
-    let Some(trace) = last_image_trace(&first, outcome.pid, since) else {
+    let Some((trace, run)) = last_image_trace(&first, outcome.pid, since) else {
         if early_problem.is_none() {
             warn(
                 a.strict,
@@ -551,7 +551,7 @@ fn run(a: cli::RunArgs) -> Result<u8, Failure> {
     if a.out.is_some() && trace != first && read::start_of(&first).is_none_or(|s| s.pid != outcome.pid) {
         eprintln!("vmshim: {} was taken; the trace is {}", first.display(), trace.display());
     }
-    attach_exit_maps(&trace, &outcome.exits, a.strict, &mut code);
+    attach_exit_maps(&trace, &run, &outcome.exits, a.strict, &mut code);
     let fin = read::Final {
         smaps: outcome.final_smaps,
         thread_names: outcome.thread_names,

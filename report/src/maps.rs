@@ -59,7 +59,11 @@ fn parse_line(line: &str) -> Option<Region> {
 pub fn parse(text: &str) -> Vec<Region> {
     let mut out: Vec<Region> = Vec::new();
     for line in text.lines() {
-        if let Some(r) = parse_line(line) {
+        // A region's line starts with its address in lowercase hex; smaps' field lines
+        // (`Size:`, `Rss:`, ...) with a capital letter, and are not tried as regions.
+        let region_line =
+            line.as_bytes().first().is_some_and(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+        if let Some(r) = region_line.then(|| parse_line(line)).flatten() {
             out.push(r);
         } else if let Some(last) = out.last_mut() {
             if let Some(v) = line.strip_prefix("VmFlags:") {

@@ -3,10 +3,12 @@
 
 use crate::maps::{self, Region};
 use crate::replay::{Replay, Replayer};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 use vmshim_trace::decode::{Call, Exit, Module, Resolve, Start, ThreadStart};
 use vmshim_trace::{CallKind, Stream};
 use vmshim_trace::{Encoder, Event, HEADER_SIZE, Kind, MapsSource, header};
@@ -96,15 +98,41 @@ pub fn next(stream: &mut Stream<fs::File>, path: &Path) -> Result<Option<Event>,
 }
 
 /// The start record of a trace, reading no further than it (it follows at most the record of
-/// the trace's own first mapping).
+/// the trace's own first mapping). Remembered for the rest of the command by the file's identity
+/// (device, inode): a start record is the first thing a trace gets and is never rewritten, and
+/// `vmshim run` lists a run of a thousand traces three times (issue 12, the 1,000-process loop).
 pub fn start_of(path: &Path) -> Option<Start> {
-    let mut s = open(path).ok()?;
+    let f = fs::File::open(path).ok()?;
+    let meta = f.metadata().ok()?;
+    let id = (meta.dev(), meta.ino());
+    if let Some(s) = memo().lock().ok().and_then(|m| m.starts.get(&id).cloned()) {
+        return Some(s);
+    }
+    let mut s = Stream::new(f, meta.len()).ok()?;
     for _ in 0..16 {
         if let Event::Start(st) = next(&mut s, path).ok()?? {
+            if let Ok(mut m) = memo().lock() {
+                m.starts.insert(id, st.clone());
+            }
             return Some(st);
         }
     }
     None
+}
+
+/// What the listing of a run ([`start_of`], [`exit_of`]) has read from each trace during this
+/// command.
+#[derive(Default)]
+struct Memo {
+    /// By (device, inode).
+    starts: HashMap<(u64, u64), Start>,
+    /// By (device, inode, file length, header cursor): an appended record moves the cursor.
+    exits: HashMap<(u64, u64, u64, u64), Option<Exit>>,
+}
+
+fn memo() -> &'static Mutex<Memo> {
+    static MEMO: OnceLock<Mutex<Memo>> = OnceLock::new();
+    MEMO.get_or_init(Mutex::default)
 }
 
 /// Whether a call can matter after the replay whatever the map says at the end.
@@ -117,14 +145,24 @@ fn may_explain_a_range(c: &Call) -> bool {
     matches!(c.call, CallKind::Mmap | CallKind::Mremap | CallKind::MallocLarge | CallKind::BrkGrow)
 }
 
-/// How the image of a trace ended, if `vmshim run` appended it (the trace is read through).
+/// How the image of a trace ended, if `vmshim run` appended it (the trace is read through, once
+/// per state of the file in a command: see [`Memo`]).
 pub fn exit_of(path: &Path) -> Option<Exit> {
-    let mut s = open(path).ok()?;
+    let f = fs::File::open(path).ok()?;
+    let meta = f.metadata().ok()?;
+    let mut s = Stream::new(f, meta.len()).ok()?;
+    let id = (meta.dev(), meta.ino(), meta.len(), s.header.cursor);
+    if let Some(e) = memo().lock().ok().and_then(|m| m.exits.get(&id).cloned()) {
+        return e;
+    }
     let mut exit = None;
     while let Ok(Some(ev)) = next(&mut s, path) {
         if let Event::Exit(e) = ev {
             exit = Some(e);
         }
+    }
+    if let Ok(mut m) = memo().lock() {
+        m.exits.insert(id, exit.clone());
     }
     exit
 }
@@ -266,7 +304,10 @@ fn prune(rec: &mut Recording, r: &Replayer) {
 /// Joins maps text chunks in order and parses them.
 fn join(mut chunks: Vec<(u32, Vec<u8>)>) -> Vec<Region> {
     chunks.sort_by_key(|c| c.0);
-    let text: Vec<u8> = chunks.into_iter().flat_map(|c| c.1).collect();
+    let mut text = Vec::with_capacity(chunks.iter().map(|c| c.1.len()).sum());
+    for (_, c) in &chunks {
+        text.extend_from_slice(c);
+    }
     let mut regions = maps::parse(&String::from_utf8_lossy(&text));
     // [vsyscall] is the kernel's fixed gate page, listed in every maps file but not part of
     // the process's address space: VmSize, and so ps's VSZ, leaves it out.

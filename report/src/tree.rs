@@ -268,8 +268,9 @@ fn tree_order(mut procs: Vec<Process>) -> Vec<Process> {
 
 /// The trace of the last image of the process that `first` (a run's top trace) is, among the
 /// traces its run wrote; only traces whose start record names `pid` and came after `since`
-/// (Unix ns) count, so an older trace left under a name by an earlier run is never taken.
-pub fn last_image_of(first: &Path, pid: u32, since: u64) -> Option<PathBuf> {
+/// (Unix ns) count, so an older trace left under a name by an earlier run is never taken. With
+/// it, the run's listing, for the caller to reuse.
+pub fn last_image_of(first: &Path, pid: u32, since: u64) -> Option<(PathBuf, Run)> {
     let ours = |s: &Start| s.pid == pid && s.real_ns >= since;
     let top = match read::start_of(first).filter(ours) {
         Some(start) => Image { trace: first.to_path_buf(), start },
@@ -277,8 +278,8 @@ pub fn last_image_of(first: &Path, pid: u32, since: u64) -> Option<PathBuf> {
         None => candidates(first).into_iter().filter(|i| ours(&i.start)).min_by_key(|i| i.start.mono_ns)?,
     };
     let run = find(&top.trace)?;
-    let p = &run.processes[run.chosen];
-    Some(p.last().trace.clone())
+    let last = run.processes[run.chosen].last().trace.clone();
+    Some((last, run))
 }
 
 #[cfg(test)]

@@ -15,8 +15,9 @@
 //! The listener lives in a process of its own (`vmshim __watch`, in its own process group, deaf
 //! to the terminal's signals), not in `vmshim run`: a filtered call whose listener has gone fails
 //! with ENOSYS, so the listener must outlive every process of the tree even if `vmshim run` stops
-//! waiting or is killed. It sends each capture to `vmshim run` over a pipe and keeps serving,
-//! without capturing, once nobody reads.
+//! waiting or is killed. It sends the captures to `vmshim run` over a pipe, in batches (one
+//! write per 4 MiB, or after 50 ms without an exit, and at the end: `vmshim run` reads them
+//! once the tree is done), and keeps serving, without capturing, once nobody reads.
 //!
 //! What the filter can change, and when it is not installed:
 //! - Installing a filter needs CAP_SYS_ADMIN (or no_new_privs, which would stop setuid programs
@@ -220,7 +221,8 @@ impl Watcher {
 const FRAME_STATE: u32 = 1;
 const FRAME_CAPTURE: u32 = 2;
 
-fn read_frames(mut out: ChildStdout) -> (Option<State>, Vec<Capture>) {
+fn read_frames(out: ChildStdout) -> (Option<State>, Vec<Capture>) {
+    let mut out = io::BufReader::with_capacity(1 << 16, out);
     let mut state = None;
     let mut captures = Vec::new();
     let mut word = [0u8; 4];
@@ -316,10 +318,15 @@ pub fn serve() -> u8 {
     frame.extend_from_slice(&(errno as u32).to_le_bytes());
     let mut reading = out.write_all(&frame).and_then(|()| out.flush()).is_ok();
     let Some(listener) = listener else { return 0 };
+    // Captures are sent in batches: `vmshim run` reads them only once the tree is done, and a
+    // write per exit would wake its reader a thousand times in a 1,000-process loop (issue 12).
+    // A batch goes out when it holds BATCH_BYTES, or when no exit came for FLUSH_MS.
+    let mut pending: Vec<u8> = Vec::new();
     loop {
         let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let wait = if pending.is_empty() { -1 } else { FLUSH_MS };
         // SAFETY: one live pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+        let r = unsafe { libc::poll(&mut pfd, 1, wait) };
         if r < 0 {
             if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
@@ -327,14 +334,33 @@ pub fn serve() -> u8 {
             break;
         }
         if pfd.revents & libc::POLLIN != 0 {
+            // The exiting process waits for the answer; the batch is written after it.
             if let Some(frame) = answer(listener.as_raw_fd(), reading) {
-                reading = out.write_all(&frame).and_then(|()| out.flush()).is_ok();
+                pending.extend_from_slice(&frame);
             }
         } else if pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
             break;
         }
+        if r == 0 || pending.len() >= BATCH_BYTES {
+            reading = reading && send(&mut out, &mut pending);
+        }
+    }
+    if reading {
+        send(&mut out, &mut pending);
     }
     0
+}
+
+/// A batch of captures no larger than this is kept before it is written.
+const BATCH_BYTES: usize = 4 << 20;
+/// How long a batch waits for more captures before it is written.
+const FLUSH_MS: i32 = 50;
+
+/// Writes the batch out and empties it; false once the reader is gone.
+fn send(out: &mut impl Write, pending: &mut Vec<u8>) -> bool {
+    let ok = out.write_all(pending).and_then(|()| out.flush()).is_ok();
+    pending.clear();
+    ok
 }
 
 /// The listener sent by [`install_in_child`], or the errno that refused it.
@@ -400,20 +426,26 @@ fn answer(listener: RawFd, capture: bool) -> Option<Vec<u8>> {
 
 fn capture_frame(tid: u32, code: i32) -> Vec<u8> {
     let mono_ns = monotonic_ns();
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
-    let pid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(tid);
+    // The calling thread's group lists its threads; a group of one is the thread itself, and
+    // needs no status read for its tgid (most exits: one file less per exit; issue 12).
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{tid}/task"))
+        .map(|dir| dir.flatten().filter_map(|e| e.file_name().to_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    let pid = if threads.len() == 1 && threads[0] == tid.to_string() {
+        tid
+    } else {
+        let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(tid)
+    };
     let smaps = std::fs::read(format!("/proc/{tid}/smaps")).unwrap_or_default();
     let mut names = String::new();
-    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for e in dir.flatten() {
-            let Some(t) = e.file_name().to_str().map(str::to_owned) else { continue };
-            if let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) {
-                names.push_str(&format!("{t}\t{}\n", comm.trim_end()));
-            }
+    for t in &threads {
+        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/task/{t}/comm")) {
+            names.push_str(&format!("{t}\t{}\n", comm.trim_end()));
         }
     }
     let mut f = Vec::with_capacity(smaps.len() + names.len() + 40);

@@ -116,7 +116,9 @@ pub fn origin_in_child() -> Option<Origin<'static>> {
     };
     tls::set(Slot::ForkTid, 0);
     tls::set(Slot::ForkNote, 0);
-    for note in &NOTE {
+    // Only a note that is held is written: a store to each would copy every page of the table
+    // (the child shares them with the parent copy-on-write).
+    for note in NOTE.iter().filter(|n| n.owner.load(Relaxed) != 0) {
         note.owner.store(0, Relaxed);
     }
     Some(Origin { parent_pid, parent_tid, mono_ns, stack })

@@ -52,7 +52,11 @@
 //!   nothing else would tell the user that the program ran untraced.
 //! - **Start-up cost.** Nothing a process does not need before its first record: the TSC is
 //!   calibrated by the first record 200 us later, not waited for; the file grows as records
-//!   arrive; libgcc's unwinder is linked in (loading libgcc_s runs cpuid, which traps in a VM).
+//!   arrive; libgcc's unwinder is linked in
+//!   (loading libgcc_s runs cpuid, which traps in a VM). A fork child writes the executable's
+//!   path and the resolver configuration its parent read at its own start (the fork changes
+//!   neither, and the child resolves with the parent's libc state), reading only its command
+//!   line and its map afresh.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod arena;

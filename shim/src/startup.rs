@@ -31,7 +31,9 @@ pub fn record_all(fork: Option<&crate::fork::Origin<'_>>) {
     // before the next step starts.
     let scratch = unsafe { &mut *SCRATCH.0.get() };
     record_start(scratch, fork);
-    record_config(scratch);
+    if fork.is_none() || !record_config_of_parent(scratch) {
+        record_config(scratch);
+    }
     record_maps(scratch);
     match fork {
         None => crate::modules::record_new(None),
@@ -42,10 +44,20 @@ pub fn record_all(fork: Option<&crate::fork::Origin<'_>>) {
 fn record_start(scratch: &mut [u8], fork: Option<&crate::fork::Origin<'_>>) {
     let (exe, rest) = scratch.split_at_mut(4096);
     let (cmdline, buf) = rest.split_at_mut(16 << 10);
-    let exe_len = sys::readlink(b"/proc/self/exe\0", exe).max(0) as usize;
-    // SAFETY: the single initialiser (see ExePath).
-    unsafe { (&mut *EXE.0.get())[..exe_len].copy_from_slice(&exe[..exe_len]) };
-    EXE_LEN.store(exe_len, core::sync::atomic::Ordering::Release);
+    // A fork child runs the parent's executable: the path the parent read at its start stands
+    // (one readlink less in every fork; issue 12, cheap start).
+    let known = EXE_LEN.load(core::sync::atomic::Ordering::Acquire).min(4096);
+    let exe: &[u8] = if fork.is_some() && known > 0 {
+        // SAFETY: EXE[..known] was written before EXE_LEN was published (see ExePath); nothing
+        // writes it in a fork child, which is single-threaded here.
+        unsafe { &(&*EXE.0.get())[..known] }
+    } else {
+        let n = sys::readlink(b"/proc/self/exe\0", exe).max(0) as usize;
+        // SAFETY: the single initialiser (see ExePath).
+        unsafe { (&mut *EXE.0.get())[..n].copy_from_slice(&exe[..n]) };
+        EXE_LEN.store(n, core::sync::atomic::Ordering::Release);
+        &exe[..n]
+    };
     let cmd_len = read_file(b"/proc/self/cmdline\0", cmdline);
     let cmd = &cmdline[..cmd_len];
     let mut e = Encoder::new(buf, Kind::Start);
@@ -58,7 +70,7 @@ fn record_start(scratch: &mut [u8], fork: Option<&crate::fork::Origin<'_>>) {
     e.put_u32(0);
     e.put_u64(sys::monotonic_ns());
     e.put_u64(sys::realtime_ns());
-    e.put_str(&exe[..exe_len], 4096);
+    e.put_str(exe, 4096);
     e.put_str(writer::path(), 4096);
     // cmdline is NUL-terminated arguments back to back.
     let argc = cmd.iter().filter(|&&b| b == 0).count();
@@ -102,8 +114,30 @@ fn record_config(scratch: &mut [u8]) {
             put(&[b"env.", var.as_bytes(), b"=", v, b"\n"]);
         }
     }
+    // SAFETY: the single initialiser (see ConfigText).
+    unsafe { (&mut *CONFIG.0.get())[..n].copy_from_slice(&text[..n]) };
+    CONFIG_LEN.store(n + 1, core::sync::atomic::Ordering::Release);
+    write_config(&text[..n], buf);
+}
+
+/// A fork child's Config record: the text its parent recorded at its own start, without
+/// reading the files again (two opens less in every fork; issue 12, cheap start). The child
+/// resolves names with the state its parent's libc read, so that is its configuration too; an
+/// exec'd image reads the files afresh. False when the parent recorded none.
+fn record_config_of_parent(scratch: &mut [u8]) -> bool {
+    let Some(n) = CONFIG_LEN.load(core::sync::atomic::Ordering::Acquire).checked_sub(1) else {
+        return false;
+    };
+    // SAFETY: CONFIG[..n] was written before CONFIG_LEN was published (see ConfigText); nothing
+    // writes it in a fork child, which is single-threaded here.
+    let text = unsafe { &(&*CONFIG.0.get())[..n.min(4096)] };
+    write_config(text, &mut scratch[..4096 + 64]);
+    true
+}
+
+fn write_config(text: &[u8], buf: &mut [u8]) {
     let mut e = Encoder::new(buf, Kind::Config);
-    e.put_str(&text[..n], 4096);
+    e.put_str(text, 4096);
     if let Some(len) = e.finish() {
         writer::append(&buf[..len]);
     }
@@ -131,6 +165,15 @@ fn read_file(path: &[u8], buf: &mut [u8]) -> usize {
     sys::close(fd as i32);
     n
 }
+
+/// The Config text as start-up wrote it, for a fork child's Config record.
+struct ConfigText(UnsafeCell<[u8; 4096]>);
+// SAFETY: written by the single initialiser in record_config before CONFIG_LEN is published
+// (Release), read after an Acquire load; a fork child reads its copy single-threaded.
+unsafe impl Sync for ConfigText {}
+static CONFIG: ConfigText = ConfigText(UnsafeCell::new([0; 4096]));
+/// The text's length plus one; 0 while none was recorded.
+static CONFIG_LEN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// The executable's path as start-up read it, for its Module record (one readlink less).
 struct ExePath(UnsafeCell<[u8; 4096]>);
