@@ -163,7 +163,9 @@ fn matrix(program: &str) {
         assert_eq!(pa, pb, "{program} {version}: stripped and unstripped give the same purposes and askers");
         let (go_frames, same, wrong) =
             named_alike(&a.report, &full.display().to_string(), &b.report, &stripped.display().to_string());
-        eprintln!("{program} {version}: stripped names {same} of {go_frames} Go frames alike, {wrong} differently");
+        eprintln!(
+            "{program} {version}: stripped names {same} of {go_frames} Go frames alike, {wrong} differently"
+        );
         assert!(go_frames > 0, "{program} {version}: frames at the same addresses in both builds");
         assert_eq!(wrong, 0, "{program} {version}: a stripped frame named differently");
         assert!(same * 100 >= go_frames * 99, "{program} {version}: {same} of {go_frames} Go frames named");

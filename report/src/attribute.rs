@@ -374,8 +374,15 @@ pub fn attribute(
                     } else if let Some(purpose) =
                         go_stack.entry(i).or_insert_with(|| go_purpose(sym, &c.stack))
                     {
-                        a.purpose =
-                            Some(crate::gopurpose::from_kernel_name(&r.path).unwrap_or(purpose.clone()));
+                        // The kernel's own name for the mapping (Go >= 1.25 names it) wins, and
+                        // the region says that is where its purpose came from.
+                        a.purpose = Some(match crate::gopurpose::from_kernel_name(&r.path) {
+                            Some(words) => {
+                                a.evidence = Some(format!("kernel name {}", r.path));
+                                words
+                            }
+                            None => purpose.clone(),
+                        });
                         Category::GoRuntime
                     } else {
                         Category::AnonMmap
