@@ -799,9 +799,9 @@ fn http_client(
 }
 
 /// A cgo HTTP server (ex1) explained three times while four clients load it: each snapshot has
-/// >= 99% of the VSZ categorized, every glibc arena heap the kernel showed before it found, and
-/// every pthread stack given to a thread given by that thread's stack pointer; the requests go on
-/// being answered after each stop, and every one completes.
+/// at least 99% of the VSZ categorized, every glibc arena heap the kernel showed before it found,
+/// and every pthread stack given to a thread given by that thread's stack pointer; the requests
+/// go on being answered after each stop, and every one completes.
 #[test]
 fn cgo_http_server_explained_while_it_serves() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -847,4 +847,76 @@ fn cgo_http_server_explained_while_it_serves() {
     eprintln!("requests answered while explained: {per:?}");
     let out = h.finish();
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The mappings of explain_mapped's own lines: the library dlopen loaded (by its load bias) and
+/// the same file mapped again by mmap.
+fn mapped_lines(lines: &[String]) -> (u64, String, u64, u64) {
+    let dl = lines.iter().find_map(|l| l.strip_prefix("dlopen ")).expect("dlopen line");
+    let (bias, path) = dl.split_once(' ').unwrap();
+    let mm: Vec<u64> = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("mmap "))
+        .expect("mmap line")
+        .split(' ')
+        .map(parse_hex)
+        .collect();
+    (parse_hex(bias), path.to_string(), mm[0], mm[1].div_ceil(page_size()) * page_size())
+}
+
+/// The bytes of `[start, end)` in regions the trace says `cause` made (`dlopen`, `mmap`).
+fn made_by(report: &Value, start: u64, end: u64, cause: &str) -> u64 {
+    regions(report)
+        .iter()
+        .filter(|r| r["cause"] == cause)
+        .map(|r| u(&r["end"]).min(end).saturating_sub(u(&r["start"]).max(start)))
+        .sum()
+}
+
+/// The same library twice in one process, loaded by dlopen and mapped by a plain mmap of its
+/// file: only the loader's link map (`_r_debug` through the executable's DT_DEBUG) tells them
+/// apart. Every mapping of the loaded image is a library, on the link map's evidence; every byte
+/// of the plain mapping is a file mapping; and `vmshim run` of the same process, which saw the
+/// calls, says dlopen made the first and mmap the second (the trace report files both under
+/// `library`, by the file; explain files the plain mapping as `file_mmap`).
+#[test]
+fn a_dlopened_library_and_the_same_file_mapped_by_mmap_are_told_apart() {
+    let dir = TestDir::new("explain_mapped");
+    let prog = build_c("explain_mapped");
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.current_dir(dir.path())
+        .args(["run", "--attachable", "--json", "--top", "1000", "--out"])
+        .arg(dir.join("t.trace"))
+        .arg("--report")
+        .arg(dir.join("report.json"))
+        .arg("--")
+        .arg(&prog);
+    let h = Handshake::start(&mut cmd, TIMEOUT);
+    let pid = h.pid();
+    let maps = read_maps(pid);
+    let e = explain(pid);
+    let (bias, _, mlo, mhi) = mapped_lines(h.lines());
+    let out = h.finish();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = load_report(&dir.join("report.json"));
+
+    // The loaded image: the mappings of the file that start at or above its load bias and are not
+    // the plain mapping (the kernel's map, read at the snapshot).
+    let lib = maps.iter().find(|m| m.start == bias).expect("the loaded image's first mapping").path.clone();
+    let loaded: Vec<&MapsRegion> = maps
+        .iter()
+        .filter(|m| m.path == lib && m.start >= bias && !(mlo <= m.start && m.end <= mhi))
+        .collect();
+    assert!(loaded.len() >= 3, "{loaded:?}");
+    for m in &loaded {
+        assert_eq!(bytes_in(&e, m.start, m.end, "library"), m.len(), "{m:?}");
+        assert_eq!(made_by(&r, m.start, m.end, "dlopen"), m.len(), "the trace: {m:?}");
+        let reg = regions(&e).iter().find(|x| u(&x["start"]) == m.start).unwrap().clone();
+        assert!(reg["evidence"].as_str().unwrap().contains("link map"), "{reg}");
+    }
+    assert!(maps.iter().any(|m| m.path == lib && m.start == mlo), "the plain mapping is of the same file");
+    assert_eq!(bytes_in(&e, mlo, mhi, "file_mmap"), mhi - mlo);
+    assert_eq!(made_by(&r, mlo, mhi, "mmap"), mhi - mlo, "the trace");
+    let reg = regions(&e).iter().find(|x| u(&x["start"]) == mlo).unwrap().clone();
+    assert!(reg["evidence"].as_str().unwrap().contains("link map does not hold"), "{reg}");
 }

@@ -23,6 +23,8 @@ pub struct Facts<'a> {
     pub go: Option<String>,
     /// The Go runtime's reservations found by their layout.
     pub go_ranges: &'a [super::golang::GoRange],
+    /// The loader's link map (None for a static executable, or when it could not be read).
+    pub link_map: Option<&'a super::linkmap::LinkMap>,
     pub peak: Option<u64>,
 }
 
@@ -158,11 +160,30 @@ pub fn attribute(regions: &[Region], facts: &Facts, sym: &mut Symbolizer) -> Att
             _ => {}
         }
         if r.is_file() {
-            let (c, ev) = match sym.module_of(r.start) {
-                Some(mm) => {
+            let (c, ev) = match (sym.module_of(r.start), facts.link_map) {
+                (Some(mm), None) => {
                     (Category::Library, format!("ELF image {} (its program headers span it)", mm.path))
                 }
-                None => (Category::FileMmap, format!("file {}", r.file_path())),
+                (Some(mm), Some(lm)) => match lm.entry_of(mm) {
+                    Some(o) => (
+                        Category::Library,
+                        format!(
+                            "the loader's link map ({}, _r_debug at {:#x}): {} loaded at {:#x}",
+                            lm.found_by,
+                            lm.r_debug,
+                            if o.name.is_empty() { "the executable" } else { o.name.as_str() },
+                            o.bias
+                        ),
+                    ),
+                    None => (
+                        Category::FileMmap,
+                        format!(
+                            "file {}: an ELF image the loader's link map does not hold (mapped by mmap, not loaded)",
+                            r.file_path()
+                        ),
+                    ),
+                },
+                (None, _) => (Category::FileMmap, format!("file {}", r.file_path())),
             };
             out.push(whole(c, ev));
             continue;
