@@ -920,3 +920,40 @@ fn a_dlopened_library_and_the_same_file_mapped_by_mmap_are_told_apart() {
     let reg = regions(&e).iter().find(|x| u(&x["start"]) == mlo).unwrap().clone();
     assert!(reg["evidence"].as_str().unwrap().contains("link map does not hold"), "{reg}");
 }
+
+/// The text and HTML reports of a live process say what they are: the kernel's VSZ now (read
+/// at the snapshot, as /proc/PID/status says it), not "at exit", and no "events: 0 recorded" for
+/// a process in which nothing was recorded.
+#[test]
+fn the_text_report_of_a_live_process_says_now_not_at_exit() {
+    let dir = TestDir::new("explain_live_words");
+    let h = start_threads("2", "read", "2");
+    let pid = h.pid();
+    let vsz = status_vsz_bytes(pid);
+    let html = dir.join("r.html");
+    let out = run_with_timeout(
+        Command::new(vmshim_bin()).arg("explain").arg("--html").arg(&html).arg(pid.to_string()),
+        TIMEOUT,
+    );
+    assert_completed(&h.finish(), 0);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kib = (vsz / 1024).to_string();
+    let grouped: String = kib
+        .chars()
+        .rev()
+        .collect::<Vec<_>>()
+        .chunks(3)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join(",")
+        .chars()
+        .rev()
+        .collect();
+    assert!(text.contains(&format!("kernel VSZ now {grouped} KiB")), "{text}");
+    assert!(!text.contains("at exit"), "{text}");
+    assert!(!text.contains("events:"), "{text}");
+    assert!(text.contains("no calls recorded"), "{text}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("The kernel's map now:") && !page.contains("map at exit"));
+}

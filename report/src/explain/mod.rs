@@ -268,7 +268,7 @@ fn stop_line(s: &Snapshot) -> String {
 pub fn explain(a: &ExplainArgs) -> Result<u8, Failure> {
     let hold = a.hold_stopped_ms.map(Duration::from_millis);
     let mut s = take(a.pid, hold)?;
-    let context = crate::analysis::Context::default();
+    let context = crate::analysis::Context { live: true, ..Default::default() };
     let input = crate::render::Input {
         rec: &s.rec,
         attr: &s.attr,
