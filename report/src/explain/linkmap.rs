@@ -10,9 +10,10 @@
 use super::stop::Memory;
 use crate::maps::Region;
 use crate::symbolize::LoadedModule;
-use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Object, ObjectSymbol};
 
+/// `PT_DYNAMIC`: the program header of the dynamic section.
+const PT_DYNAMIC: u32 = 2;
 /// `DT_DEBUG`: the dynamic entry whose value ld.so sets to `&_r_debug`.
 const DT_DEBUG: u64 = 21;
 /// At most this many objects are followed in `r_map` (a loop or a torn list ends the walk).
@@ -47,14 +48,37 @@ fn readable(regions: &[Region], addr: u64, len: u64) -> bool {
     regions.iter().any(|r| r.start <= addr && addr.saturating_add(len) <= r.end && r.perms.starts_with('r'))
 }
 
-/// The address of the executable's dynamic section in memory, if it has one (a static
-/// executable has none, and no loader).
+/// The address and size of the executable's dynamic section in memory, if it has one (a static
+/// executable has none, and no loader). Only the ELF header and program headers are read (the
+/// first pages of the file, not all of a large Go binary): this runs once a second under
+/// `--watch` and in the benchmark.
 fn dynamic_of(exe: &LoadedModule) -> Option<(u64, u64)> {
-    let data = std::fs::read(&exe.path).ok()?;
-    let elf = ElfFile64::<object::Endianness>::parse(&*data).ok()?;
-    let e = elf.endian();
-    let d = elf.elf_program_headers().iter().find(|p| p.p_type(e) == object::elf::PT_DYNAMIC)?;
-    Some((exe.base.wrapping_add(d.p_vaddr(e)), d.p_memsz(e)))
+    use std::io::Read;
+    let mut head = vec![0u8; 64 << 10];
+    let mut f = std::fs::File::open(&exe.path).ok()?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return None,
+        }
+    }
+    let head = &head[..n];
+    let u16_at = |o: usize| Some(u16::from_le_bytes(head.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(head.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(head.get(o..o + 8)?.try_into().ok()?));
+    // A little-endian ELF64 (x86_64): e_phoff at 0x20, e_phentsize at 0x36, e_phnum at 0x38.
+    if head.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
+        return None;
+    }
+    let (phoff, entsize, phnum) = (u64_at(0x20)? as usize, u16_at(0x36)? as usize, u16_at(0x38)? as usize);
+    (0..phnum).find_map(|i| {
+        let p = phoff + i * entsize;
+        // p_type at 0, p_vaddr at 0x10, p_memsz at 0x28.
+        (u32_at(p)? == PT_DYNAMIC)
+            .then(|| Some((exe.base.wrapping_add(u64_at(p + 0x10)?), u64_at(p + 0x28)?)))?
+    })
 }
 
 /// `&_r_debug` from the executable's DT_DEBUG entry, read in memory.
