@@ -691,7 +691,8 @@ fn glibc_heaps(smaps: &[(MapsRegion, Vec<String>)]) -> Vec<(u64, u64)> {
 /// with its threads still parked: the same process. Matched by tid and category: the arena
 /// heaps, large chunks and main stack are the same bytes; a thread's stack in explain is the
 /// trace's thread stack plus the JVM's guard zones at its bottom, which the trace files as the
-/// anonymous mmap of StackOverflow::create_stack_guard_pages that made them, for that tid. The
+/// anonymous mmap of StackOverflow::create_stack_guard_pages that made them (or of
+/// remove_stack_guard_pages, for a thread on its way out as the JVM halts), for that tid. The
 /// rest of the VSZ differs by the shim's own mappings.
 #[test]
 fn jvm_agrees_with_vmshim_run_of_the_same_process() {
@@ -722,9 +723,11 @@ fn jvm_agrees_with_vmshim_run_of_the_same_process() {
             .iter()
             .filter(|x| {
                 x["tid"].as_u64() == Some(tid)
-                    && x["stack"].as_array().unwrap().iter().any(|f| {
-                        f["function"].as_str().is_some_and(|n| n.contains("create_stack_guard_pages"))
-                    })
+                    && x["stack"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|f| f["function"].as_str().is_some_and(|n| n.contains("_stack_guard_pages")))
             })
             .map(|x| u(&x["end"]) - u(&x["start"]))
             .sum()

@@ -152,7 +152,9 @@ pub fn read(
         objects.push(Loaded { bias, name });
         next = l_next;
     }
-    (!objects.is_empty()).then_some(LinkMap { r_debug, found_by, objects })
+    // A walk that did not reach the list's end (a torn list, mid-dlopen) would call the objects
+    // it missed not loaded: no link map then, and the images are told by their headers alone.
+    (next == 0 && !objects.is_empty()).then_some(LinkMap { r_debug, found_by, objects })
 }
 
 /// Whether `path` is a dynamic loader by its file name (`ld-linux-x86-64.so.2`, `ld-2.36.so`).
