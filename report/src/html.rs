@@ -299,7 +299,8 @@ td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width
         Some(k) => {
             let _ = write!(
                 o,
-                "<br>The kernel's map at exit: {}; vmshim explains {} ({:.1}%).</p>",
+                "<br>The kernel's map {}: {}; vmshim explains {} ({:.1}%).</p>",
+                if inp.context.live { "now" } else { "at exit" },
                 size(k),
                 size(k.saturating_sub(un)),
                 k.saturating_sub(un) as f64 * 100.0 / k.max(1) as f64

@@ -161,11 +161,12 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         kib(attr.peak_bytes)
     );
     let unattributed = attr.unexplained_bytes();
+    let when = if inp.context.live { "now" } else { "at exit" };
     match attr.kernel_final_bytes {
         Some(k) => {
             let _ = writeln!(
                 o,
-                "  kernel VSZ at exit {} {u}; vmshim accounts for {} {u} ({:.1}%)",
+                "  kernel VSZ {when} {} {u}; vmshim accounts for {} {u} ({:.1}%)",
                 kib(k),
                 kib(k.saturating_sub(unattributed)),
                 pct(k.saturating_sub(unattributed), k)
@@ -187,8 +188,18 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
     } else {
         String::new()
     };
-    let _ =
-        writeln!(o, "  events: {} recorded, {} dropped, {} torn{lost}", rec.recorded, rec.dropped, rec.torn);
+    if inp.context.live {
+        let _ = writeln!(
+            o,
+            "  no calls recorded: each region's category rests on the evidence read from the process"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "  events: {} recorded, {} dropped, {} torn{lost}",
+            rec.recorded, rec.dropped, rec.torn
+        );
+    }
     for (lib, fs) in rec.shadowed() {
         let _ = writeln!(
             o,

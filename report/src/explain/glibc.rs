@@ -252,11 +252,62 @@ pub fn mmapped_chunks(mem: &Memory, start: u64, end: u64, page: u64) -> Vec<(u64
         if size & 2 == 0 || size & 4 != 0 || prev_size >= page || total == 0 || !total.is_multiple_of(page) {
             break;
         }
-        if at + total > end {
+        if at.saturating_add(total) > end {
             break;
         }
         out.push((at, at + total));
         at += total;
+    }
+    out
+}
+
+/// glibc's smallest mmap threshold (DEFAULT_MMAP_THRESHOLD_MIN): an mmapped chunk found away
+/// from its mapping's start must be at least this big, which keeps a stray word pair in other
+/// memory from passing for a header.
+const MMAP_THRESHOLD_MIN: u64 = 128 << 10;
+
+/// The largest mapping searched page by page for mmapped chunks that the kernel merged into a
+/// neighbouring anonymous mapping (one 16-byte read per page, 1024 pages a call).
+const SEARCHED_MAX: u64 = 64 << 20;
+
+/// The mmapped chunks anywhere in `[start, end)`: those that tile it from its start
+/// ([`mmapped_chunks`]), then, in a mapping of at most [`SEARCHED_MAX`], those at a page start
+/// further in: mmap places each new mapping right below the last and the kernel merges
+/// anonymous neighbours, so a chunk mapped before another anonymous mapping ends up at the top
+/// of their merged mapping. Away from a mapping's start a header must say prev_size 0 and at
+/// least [`MMAP_THRESHOLD_MIN`] bytes, and its chunks must reach the mapping's end exactly (a
+/// word pair that passes for a header in other memory, the JVM's Metaspace say, rarely does).
+pub fn mmapped_chunks_in(mem: &Memory, start: u64, end: u64, page: u64) -> Vec<(u64, u64)> {
+    let mut out = mmapped_chunks(mem, start, end, page);
+    let at = out.last().map_or(start, |c| c.1);
+    if at == end || end - start > SEARCHED_MAX {
+        return out;
+    }
+    let mut p = at.div_ceil(page) * page;
+    while p < end && out.len() < 4096 {
+        let addrs: Vec<u64> = (0..1024).map(|i| p + i * page).take_while(|&a| a < end).collect();
+        let heads = mem.pairs(&addrs);
+        let next = addrs.last().map_or(end, |&a| a + page);
+        for (&a, h) in addrs.iter().zip(&heads) {
+            let Some((prev_size, size)) = *h else { continue };
+            let total = size & !7;
+            if prev_size != 0
+                || size & 2 == 0
+                || size & 4 != 0
+                || total < MMAP_THRESHOLD_MIN
+                || !total.is_multiple_of(page)
+                || a.saturating_add(total) > end
+            {
+                continue;
+            }
+            let run = mmapped_chunks(mem, a, end, page);
+            if run.last().map(|c| c.1) != Some(end) {
+                continue;
+            }
+            out.extend(run);
+            return out;
+        }
+        p = next;
     }
     out
 }

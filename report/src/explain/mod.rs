@@ -2,11 +2,13 @@
 //! read outside it, with no restart and no shim: the kernel's map ([`crate::maps`]), a bounded
 //! stop that reads every thread's registers and current stack ([`stop`]), glibc's heaps, arenas
 //! and large chunks ([`glibc`]), the Go runtime's reservations by their layout ([`golang`]),
+//! the loader's link map, which tells a loaded library from a file merely mapped ([`linkmap`]),
 //! then the same [`crate::attribute::Attribution`] the trace report renders ([`snapshot`]). It never writes into the target, and every failure (no such process,
 //! not permitted, already traced, gone mid-snapshot) is a sentence and exit 2.
 
 mod glibc;
 mod golang;
+mod linkmap;
 mod snapshot;
 mod stop;
 
@@ -168,6 +170,12 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
         Some(v) => golang::read(&mem, &regions, &exe, v),
         None => vec![],
     };
+    let link_map = linkmap::read(
+        &mem,
+        &regions,
+        sym.modules().iter().find(|m| m.path == exe),
+        sym.modules().iter().find(|m| linkmap::is_loader(&m.path)),
+    );
     let facts = snapshot::Facts {
         pid,
         page,
@@ -176,6 +184,7 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
         malloc: &malloc,
         go,
         go_ranges: &go_ranges,
+        link_map: link_map.as_ref(),
         peak: status_bytes(pid, "VmPeak:"),
     };
     let attr = snapshot::attribute(&regions, &facts, &mut sym);
@@ -259,7 +268,7 @@ fn stop_line(s: &Snapshot) -> String {
 pub fn explain(a: &ExplainArgs) -> Result<u8, Failure> {
     let hold = a.hold_stopped_ms.map(Duration::from_millis);
     let mut s = take(a.pid, hold)?;
-    let context = crate::analysis::Context::default();
+    let context = crate::analysis::Context { live: true, ..Default::default() };
     let input = crate::render::Input {
         rec: &s.rec,
         attr: &s.attr,

@@ -23,6 +23,8 @@ pub struct Facts<'a> {
     pub go: Option<String>,
     /// The Go runtime's reservations found by their layout.
     pub go_ranges: &'a [super::golang::GoRange],
+    /// The loader's link map (None for a static executable, or when it could not be read).
+    pub link_map: Option<&'a super::linkmap::LinkMap>,
     pub peak: Option<u64>,
 }
 
@@ -93,6 +95,9 @@ pub fn attribute(regions: &[Region], facts: &Facts, sym: &mut Symbolizer) -> Att
     let mut out: Vec<Attributed> = vec![];
     // Guard pages owned by the stack above them.
     let mut guard_of: BTreeMap<usize, (Option<u32>, String)> = BTreeMap::new();
+    // HotSpot gives a Java thread no glibc guard page and protects the bottom of its stack itself
+    // (StackOverflow::create_stack_guard_pages: the reserved, yellow and red zones).
+    let jvm = sym.modules().iter().any(|mm| mm.path.ends_with("/libjvm.so"));
     for (i, r) in regions.iter().enumerate() {
         if !r.is_anonymous() || r.path.starts_with("[anon:") && r.path.contains("Go:") {
             continue;
@@ -107,7 +112,17 @@ pub fn attribute(regions: &[Region], facts: &Facts, sym: &mut Symbolizer) -> Att
             && (t.is_some() && !go_heap || r.has_flag("nh"))
         {
             let who = t.map(|t| t.tid);
-            guard_of.insert(i - 1, (who, format!("guard page below the stack at {:#x}", r.start)));
+            let g = &regions[i - 1];
+            let ev = if jvm && g.size() > page {
+                format!(
+                    "the JVM's stack guard zones (reserved, yellow, red; {} KiB) at the bottom of the stack at {:#x}",
+                    g.size() / 1024,
+                    r.start
+                )
+            } else {
+                format!("guard page below the stack at {:#x}", r.start)
+            };
+            guard_of.insert(i - 1, (who, ev));
         }
     }
     for (i, r) in regions.iter().enumerate() {
@@ -145,11 +160,30 @@ pub fn attribute(regions: &[Region], facts: &Facts, sym: &mut Symbolizer) -> Att
             _ => {}
         }
         if r.is_file() {
-            let (c, ev) = match sym.module_of(r.start) {
-                Some(mm) => {
+            let (c, ev) = match (sym.module_of(r.start), facts.link_map) {
+                (Some(mm), None) => {
                     (Category::Library, format!("ELF image {} (its program headers span it)", mm.path))
                 }
-                None => (Category::FileMmap, format!("file {}", r.file_path())),
+                (Some(mm), Some(lm)) => match lm.entry_of(mm) {
+                    Some(o) => (
+                        Category::Library,
+                        format!(
+                            "the loader's link map ({}, _r_debug at {:#x}): {} loaded at {:#x}",
+                            lm.found_by,
+                            lm.r_debug,
+                            if o.name.is_empty() { "the executable" } else { o.name.as_str() },
+                            o.bias
+                        ),
+                    ),
+                    None => (
+                        Category::FileMmap,
+                        format!(
+                            "file {}: an ELF image the loader's link map does not hold (mapped by mmap, not loaded)",
+                            r.file_path()
+                        ),
+                    ),
+                },
+                (None, _) => (Category::FileMmap, format!("file {}", r.file_path())),
             };
             out.push(whole(c, ev));
             continue;
@@ -289,7 +323,10 @@ fn anonymous_rest(
 ) {
     let mut at = start;
     if r.perms.starts_with("rw") {
-        for (s, e) in glibc::mmapped_chunks(mem, start, end, page) {
+        for (s, e) in glibc::mmapped_chunks_in(mem, start, end, page) {
+            if s > at {
+                out.push(layout_only(r, at, s, facts));
+            }
             let mut a = piece(
                 r,
                 s,
@@ -302,9 +339,13 @@ fn anonymous_rest(
             at = e;
         }
     }
-    if at >= end {
-        return;
+    if at < end {
+        out.push(layout_only(r, at, end, facts));
     }
+}
+
+/// Anonymous memory `[at, end)` known by its layout only.
+fn layout_only(r: &Region, at: u64, end: u64, facts: &Facts) -> Attributed {
     let goroutine = facts.threads.iter().find(|t| at <= t.sp && t.sp < end);
     let (c, ev) = match (&facts.go, goroutine) {
         (Some(v), Some(t)) => (
@@ -326,7 +367,7 @@ fn anonymous_rest(
                 .into(),
         ),
     };
-    out.push(piece(r, at, end, c, ev));
+    piece(r, at, end, c, ev)
 }
 
 fn arena_rows(m: &Malloc, regions: &[Attributed]) -> Vec<ArenaRow> {
