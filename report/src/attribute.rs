@@ -138,6 +138,25 @@ pub enum Inheritance {
 }
 
 impl Attributed {
+    /// `start..end` of the kernel's region `r`, filed under `category` on the map's word alone
+    /// (no call, thread or stack yet).
+    pub fn of_map(r: &Region, start: u64, end: u64, category: Category) -> Attributed {
+        Attributed {
+            start,
+            end,
+            perms: r.perms.clone(),
+            path: r.path.clone(),
+            category,
+            tid: None,
+            creator_tid: None,
+            stack: vec![],
+            cause: "map",
+            inherited: None,
+            purpose: None,
+            evidence: None,
+        }
+    }
+
     pub fn size(&self) -> u64 {
         self.end - self.start
     }
@@ -294,20 +313,7 @@ pub fn attribute(
             pieces = cut_at_parent_regions(pieces, regions);
         }
         for (s, e, origin) in pieces {
-            let mut a = Attributed {
-                start: s,
-                end: e,
-                perms: r.perms.clone(),
-                path: r.path.clone(),
-                category: Category::Unattributed,
-                tid: None,
-                creator_tid: None,
-                stack: vec![],
-                cause: "map",
-                inherited: None,
-                purpose: None,
-                evidence: None,
-            };
+            let mut a = Attributed::of_map(r, s, e, Category::Unattributed);
             // What the child's start-up map holds came from the parent at the fork.
             if let (Some(Origin::Initial(_)), Some(inh)) = (origin, inherited) {
                 let parent = match inh {

@@ -42,22 +42,7 @@ pub fn modules(regions: &[Region]) -> Vec<LoadedModule> {
 }
 
 fn piece(r: &Region, start: u64, end: u64, category: Category, evidence: String) -> Attributed {
-    let mut a = Attributed {
-        start,
-        end,
-        perms: r.perms.clone(),
-        path: r.path.clone(),
-        category,
-        tid: None,
-        creator_tid: None,
-        stack: vec![],
-        cause: "map",
-        inherited: None,
-        purpose: None,
-        evidence: None,
-    };
-    a.evidence = Some(evidence);
-    a
+    Attributed { evidence: Some(evidence), ..Attributed::of_map(r, start, end, category) }
 }
 
 /// The thread whose stack pointer is in `r`, if any.
