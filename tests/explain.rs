@@ -29,6 +29,28 @@ fn parse(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e})"))
 }
 
+/// Explain's report `e` and `vmshim run`'s `r` of one process: the same non-main arena heaps
+/// (count and bytes each), and the same VSZ but for the shim's own mappings, which the trace
+/// report files as vmshim. Returns explain's VSZ.
+fn assert_same_heaps_and_vsz_but_the_shim(e: &Value, r: &Value) -> u64 {
+    let heaps = |rep: &Value| -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = rep["arenas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["arena"] != "main")
+            .map(|a| (u(&a["heaps"]), u(&a["bytes"])))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(heaps(e), heaps(r));
+    let (ev, rv) = (u(&e["vsz"]["final_bytes"]), u(&r["vsz"]["final_bytes"]));
+    let shim = category_bytes(r, "vmshim");
+    assert!(ev.abs_diff(rv) <= shim, "explain {ev}, run {rv}, the shim's own {shim}");
+    ev
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -341,22 +363,7 @@ fn agrees_with_vmshim_run_of_the_same_process() {
         rep["threads"].as_array().unwrap().iter().map(|t| (u(&t["tid"]), u(&t["stack_bytes"]))).collect()
     };
     assert_eq!(stacks(&e), stacks(&r));
-    let heaps = |rep: &Value| -> Vec<(u64, u64)> {
-        let mut v: Vec<(u64, u64)> = rep["arenas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["arena"] != "main")
-            .map(|a| (u(&a["heaps"]), u(&a["bytes"])))
-            .collect();
-        v.sort_unstable();
-        v
-    };
-    assert_eq!(heaps(&e), heaps(&r));
-    // The rest of the VSZ: the shim's mappings, which the trace report files as vmshim.
-    let (ev, rv) = (u(&e["vsz"]["final_bytes"]), u(&r["vsz"]["final_bytes"]));
-    let shim = category_bytes(&r, "vmshim");
-    assert!(ev.abs_diff(rv) <= shim, "explain {ev}, run {rv}, the shim's own {shim}");
+    assert_same_heaps_and_vsz_but_the_shim(&e, &r);
 }
 
 #[test]
@@ -744,21 +751,7 @@ fn jvm_agrees_with_vmshim_run_of_the_same_process() {
     }
     assert!(zones > 0, "no JVM guard zones in the trace");
     assert_eq!(category_bytes(&e, "thread_stack"), category_bytes(&r, "thread_stack") + zones);
-    let heaps = |rep: &Value| -> Vec<(u64, u64)> {
-        let mut v: Vec<(u64, u64)> = rep["arenas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["arena"] != "main")
-            .map(|a| (u(&a["heaps"]), u(&a["bytes"])))
-            .collect();
-        v.sort_unstable();
-        v
-    };
-    assert_eq!(heaps(&e), heaps(&r));
-    let (ev, rv) = (u(&e["vsz"]["final_bytes"]), u(&r["vsz"]["final_bytes"]));
-    let shim = category_bytes(&r, "vmshim");
-    assert!(ev.abs_diff(rv) <= shim, "explain {ev}, run {rv}, the shim's own {shim}");
+    let ev = assert_same_heaps_and_vsz_but_the_shim(&e, &r);
     assert!(category_bytes(&e, "unattributed") * 100 <= ev);
 }
 
