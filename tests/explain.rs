@@ -51,6 +51,19 @@ fn assert_same_heaps_and_vsz_but_the_shim(e: &Value, r: &Value) -> u64 {
     ev
 }
 
+/// `vmshim run --attachable --json --top 1000` in `dir`, trace `t.trace`, report
+/// `report.json`, the program to follow: the run that explain is held against.
+fn run_attachable(dir: &TestDir) -> Command {
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.current_dir(dir.path())
+        .args(["run", "--attachable", "--json", "--top", "1000", "--out"])
+        .arg(dir.join("t.trace"))
+        .arg("--report")
+        .arg(dir.join("report.json"))
+        .arg("--");
+    cmd
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -340,16 +353,8 @@ fn the_process_exits_mid_snapshot() {
 fn agrees_with_vmshim_run_of_the_same_process() {
     let dir = TestDir::new("explain_vs_run");
     let prog = build_c("explain_threads");
-    let mut cmd = Command::new(vmshim_bin());
-    cmd.current_dir(dir.path())
-        .args(["run", "--attachable", "--json", "--top", "1000", "--out"])
-        .arg(dir.join("t.trace"))
-        .arg("--report")
-        .arg(dir.join("report.json"))
-        .arg("--")
-        .arg(&prog)
-        .args(["16", "read", "stay"])
-        .env("MALLOC_ARENA_MAX", "5");
+    let mut cmd = run_attachable(&dir);
+    cmd.arg(&prog).args(["16", "read", "stay"]).env("MALLOC_ARENA_MAX", "5");
     let h = Handshake::start(&mut cmd, TIMEOUT);
     let e = explain(h.pid());
     let out = h.finish();
@@ -447,14 +452,8 @@ fn static_c_program_with_arenas() {
 /// heap, heap reservation). Go's other regions (metadata) are `go_runtime` by layout only.
 fn ex6_agrees_with_vmshim_run(name: &str, prog: &std::path::Path) {
     let dir = TestDir::new(name);
-    let mut cmd = Command::new(vmshim_bin());
-    cmd.current_dir(dir.path())
-        .args(["run", "--attachable", "--json", "--top", "1000", "--out"])
-        .arg(dir.join("t.trace"))
-        .arg("--report")
-        .arg(dir.join("report.json"))
-        .arg("--")
-        .arg(prog);
+    let mut cmd = run_attachable(&dir);
+    cmd.arg(prog);
     let h = Handshake::start(&mut cmd, TIMEOUT);
     let e = explain(h.pid());
     let out = h.finish();
@@ -879,14 +878,8 @@ fn made_by(report: &Value, start: u64, end: u64, cause: &str) -> u64 {
 fn a_dlopened_library_and_the_same_file_mapped_by_mmap_are_told_apart() {
     let dir = TestDir::new("explain_mapped");
     let prog = build_c("explain_mapped");
-    let mut cmd = Command::new(vmshim_bin());
-    cmd.current_dir(dir.path())
-        .args(["run", "--attachable", "--json", "--top", "1000", "--out"])
-        .arg(dir.join("t.trace"))
-        .arg("--report")
-        .arg(dir.join("report.json"))
-        .arg("--")
-        .arg(&prog);
+    let mut cmd = run_attachable(&dir);
+    cmd.arg(&prog);
     let h = Handshake::start(&mut cmd, TIMEOUT);
     let pid = h.pid();
     let maps = read_maps(pid);
@@ -934,18 +927,7 @@ fn the_text_report_of_a_live_process_says_now_not_at_exit() {
     assert_completed(&h.finish(), 0);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    let kib = (vsz / 1024).to_string();
-    let grouped: String = kib
-        .chars()
-        .rev()
-        .collect::<Vec<_>>()
-        .chunks(3)
-        .map(|c| c.iter().collect::<String>())
-        .collect::<Vec<_>>()
-        .join(",")
-        .chars()
-        .rev()
-        .collect();
+    let grouped = kib_grouped(vsz);
     assert!(text.contains(&format!("kernel VSZ now {grouped} KiB")), "{text}");
     assert!(!text.contains("at exit"), "{text}");
     assert!(!text.contains("events:"), "{text}");

@@ -186,17 +186,6 @@ fn issue_11_the_reports_vmshim_rss_is_the_rss_of_its_vmshim_regions_at_exit() {
     assert!(own > 0 && own < u(&report["rss_bytes"]), "{own} of {}", report["rss_bytes"]);
     let text = run_with_timeout(Command::new(vmshim_bin()).arg("report").arg(dir.join("t.trace")), TIMEOUT);
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
-    let kib = (own / 1024).to_string();
-    let grouped: String = kib
-        .chars()
-        .rev()
-        .collect::<Vec<_>>()
-        .chunks(3)
-        .map(|c| c.iter().collect::<String>())
-        .collect::<Vec<_>>()
-        .join(",")
-        .chars()
-        .rev()
-        .collect();
+    let grouped = kib_grouped(own);
     assert!(text.contains(&format!("(vmshim's own {grouped} KiB)")), "{text}");
 }

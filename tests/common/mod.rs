@@ -54,6 +54,20 @@ pub fn programs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/programs")
 }
 
+/// `bytes` in KiB with thousands separated by commas, as the text report prints them
+/// (`1,007,600`).
+pub fn kib_grouped(bytes: u64) -> String {
+    let digits = (bytes / 1024).to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
 /// The system page size, from `sysconf(_SC_PAGESIZE)`.
 pub fn page_size() -> u64 {
     // SAFETY: sysconf reads a constant of the C library; no memory is involved.
