@@ -181,7 +181,10 @@ __attribute__((noinline)) static long measure(int what) {
     one_call(what);
     uint64_t *w = (uint64_t *)(((uintptr_t)depth_lo + 7) & ~7UL);
     while ((char *)w < below && *w == PATTERN) w++;
-    return below - (char *)w;
+    /* The scan goes in words and may step past an unaligned `below` when the call touched
+     * nothing under it: that is 0 bytes, not a negative count. */
+    long used = below - (char *)w;
+    return used < 0 ? 0 : used;
 }
 
 static void *depth_thread(void *arg) {
