@@ -12,7 +12,9 @@ pub struct Entry {
     pub value: AtomicU64,
 }
 
-/// `N` entries (a power of two), probed linearly from a home slot.
+/// `N` entries (a power of two), probed linearly from a home slot. Page-aligned, so that a fork
+/// child can drop its copy of the entries without writing to them ([`Table::forget`]).
+#[repr(C, align(4096))]
 pub struct Table<const N: usize> {
     entries: [Entry; N],
     /// Whether any slot was claimed since the last [`Table::clear`].
@@ -40,6 +42,31 @@ impl<const N: usize> Table<N> {
             self.used.store(true, Release);
         }
         r
+    }
+
+    /// Empties the table in a fork child (one thread, the parent's entries shared with it
+    /// copy-on-write): `MADV_DONTNEED` drops the child's view of the entries' pages, which then
+    /// read as zeros (the table is in .bss, private anonymous memory; were it in .data, they would
+    /// read as the file's bytes, its zero initial value, alike), so no page is copied. Clearing
+    /// slot by slot copied every page the parent had used: 64 page copies per fork for the
+    /// stack table, the largest share of what the shim added to a fork (issue 12). Falls back
+    /// to [`Table::clear`] where the entries do not fill whole pages.
+    pub fn forget(&self) {
+        if !self.used.load(Acquire) {
+            return;
+        }
+        let (addr, len) = (self.entries.as_ptr() as usize, core::mem::size_of_val(&self.entries));
+        // SAFETY: getauxval reads the auxiliary vector the kernel gave the process.
+        let page = unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize;
+        // `used` stays set (writing it would copy its page): a later clear finds nothing to do.
+        if page.is_power_of_two()
+            && addr % page == 0
+            && len % page == 0
+            && crate::syscall::madvise(addr, len, libc::MADV_DONTNEED) == 0
+        {
+            return;
+        }
+        self.clear();
     }
 
     /// Empties the table. An untouched table stays untouched: clearing it would fault in all of

@@ -29,7 +29,7 @@ pub fn epoch() -> u64 {
 /// In a fork child, before its first record: forget the parent's file offsets.
 pub fn reset() {
     EPOCH.fetch_add(1, AcqRel);
-    TABLE.clear();
+    TABLE.forget();
 }
 
 fn hash(frames: &[u64]) -> u64 {
