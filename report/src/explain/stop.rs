@@ -245,9 +245,11 @@ pub fn tracer_of(pid: u32) -> Option<u32> {
 
 /// Waits for `tid`'s stop after PTRACE_INTERRUPT: Ok(Some(signal to hand back at detach)), or
 /// Ok(None) when the thread ended meanwhile.
-fn wait_stop(tid: u32, deadline: Instant) -> Result<Option<i32>, StopError> {
+fn wait_stop(pid: u32, tid: u32, deadline: Instant) -> Result<Option<i32>, StopError> {
     let mut pending = 0;
+    let mut polls = 0u32;
     loop {
+        polls = polls.wrapping_add(1);
         let mut status = 0;
         // SAFETY: waitpid writes the status into `status`, a live local.
         let r = unsafe { libc::waitpid(tid as libc::pid_t, &mut status, libc::__WALL | libc::WNOHANG) };
@@ -257,6 +259,13 @@ fn wait_stop(tid: u32, deadline: Instant) -> Result<Option<i32>, StopError> {
         if r == 0 {
             if Instant::now() > deadline {
                 return Err(StopError::Other(format!("thread {tid} did not stop within 5 s")));
+            }
+            // A thread killed before its stop was collected (SIGKILL to the process) never
+            // reports one, and a killed main thread reports its exit only once the other threads
+            // are reaped, which waits on this loop: one that is a zombie now has ended. Seen as
+            // a 5 s wait and "did not stop" when the test killed the process in that window.
+            if polls % 20 == 0 && matches!(state(pid, tid), None | Some('Z' | 'X')) {
+                return Ok(None);
             }
             std::thread::sleep(Duration::from_micros(50));
             continue;
@@ -353,7 +362,7 @@ pub fn stop_and_read(pid: u32, regions: &[Region], hold: Option<Duration>) -> Re
             }
         }
         for s in seized.iter_mut() {
-            match wait_stop(s.0, deadline)? {
+            match wait_stop(pid, s.0, deadline)? {
                 Some(sig) => s.1 = sig,
                 // A thread that ended is left out; the process must still be there.
                 None => s.1 = -1,
