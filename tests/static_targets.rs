@@ -165,3 +165,65 @@ fn static_glibc_threads_are_recorded_and_reconcile() {
 fn static_musl_threads_are_recorded_and_reconcile() {
     static_c("musl-gcc");
 }
+
+/// The static C target of the failure-mode tests.
+fn static_threads() -> std::path::PathBuf {
+    build_c_with("static_threads", &["-static"])
+}
+
+/// Issue 15, failure modes: ptrace not permitted (here a seccomp policy that denies it, as in a
+/// container) is a clear error naming the cause, exit 2, and the target never runs.
+#[test]
+fn ptrace_not_permitted_is_a_clear_error() {
+    let dir = TestDir::new("static_noptrace");
+    let wrapper = build_c("noptrace");
+    let mut cmd = Command::new(&wrapper);
+    cmd.arg(vmshim_bin())
+        .args(["run", "--out"])
+        .arg(dir.join("t.trace"))
+        .arg("--")
+        .arg(static_threads())
+        .arg("1");
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("PTRACE_TRACEME") && err.contains("not permitted"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "the target did not run");
+}
+
+/// Issue 15, failure modes: the target killed by SIGKILL mid-run leaves a trace that reads up to
+/// the kill, and vmshim passes the status on (128 + 9).
+#[test]
+fn a_killed_target_leaves_a_readable_trace() {
+    let dir = TestDir::new("static_sigkill");
+    let h = Handshake::start(&mut vmshim_run_cmd(&dir, &static_threads(), &["2"]), TIMEOUT);
+    h.signal_target(libc::SIGKILL);
+    let out = h.finish();
+    assert_eq!(out.status.code(), Some(128 + libc::SIGKILL), "{}", String::from_utf8_lossy(&out.stderr));
+    let trace = vmshim_trace::parse(&std::fs::read(dir.join("t.trace")).unwrap()).expect("a readable trace");
+    let starts = trace.events.iter().filter(|e| matches!(e, vmshim_trace::Event::ThreadStart(_))).count();
+    assert_eq!(starts, 2, "both threads' starts were recorded before the kill");
+    let report = run_with_timeout(Command::new(vmshim_bin()).arg("report").arg(dir.join("t.trace")), TIMEOUT);
+    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+}
+
+/// Issue 15, failure modes: vmshim itself killed leaves no target stopped forever
+/// (PTRACE_O_EXITKILL kills the traced tree with it).
+#[test]
+fn the_tracer_killed_takes_the_target_with_it() {
+    let dir = TestDir::new("static_tracer_killed");
+    let h = Handshake::start(&mut vmshim_run_cmd(&dir, &static_threads(), &["2"]), TIMEOUT);
+    let pid = h.pid();
+    h.signal_child(libc::SIGKILL);
+    let _ = h.finish();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Gone, or a zombie whose parent (vmshim) is dead until init reaps it.
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+    };
+    while alive() {
+        assert!(std::time::Instant::now() < deadline, "the target {pid} outlived its tracer");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
