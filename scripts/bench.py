@@ -256,6 +256,48 @@ def explain_cost(shim, server, client, env, rounds, requests, tmp):
           f"process explained instead: {c:.0f} req/s {c / b:.2f}x", flush=True)
 
 
+def syscalls_cost(bin_dir, load_c, rounds, n, tmp):
+    """Issue 15, the syscall recorder: (1) what `vmshim run` adds to a static Go program that exits
+    at once (recording and the report, paired runs); (2) the cost per recorded call, on
+    bench/load.c's mmap loop built -static (2 recorded calls an iteration), against
+    `strace -f --seccomp-bpf -k` on the same work; both from the work's own wall time."""
+    vmshim = os.path.join(bin_dir, "vmshim")
+    src = os.path.join(tmp, "quick.go")
+    with open(src, "w") as f:
+        f.write("package main\n\nfunc main() {}\n")
+    quick = os.path.join(tmp, "quick-static")
+    env = dict(os.environ, GO111MODULE="off", GOFLAGS="", CGO_ENABLED="0")
+    subprocess.run(["go", "build", "-o", quick, src], env=env, check=True)
+    out = os.path.join(tmp, "rec")
+    os.makedirs(out, exist_ok=True)
+    run = lambda prog: [vmshim, "run", "--out", os.path.join(out, "t.trace"), "--report", os.devnull, "--", *prog]
+    added, bare = [], []
+    for _ in range(max(10, rounds * 4)):
+        b = spawn_wall([quick], os.environ, tmp)
+        v = spawn_wall(run([quick]), os.environ, tmp)
+        clear(out)
+        bare.append(b)
+        added.append(v - b)
+    print(f"{'start: static Go, exits at once (vmshim run)':<48}{statistics.median(bare) * 1e3:>12.3f} ms bare"
+          f"   +{statistics.median(added) * 1e3:.1f} ms median of pairs (target <= 20 ms)", flush=True)
+    static_load = os.path.join(tmp, "load-static")
+    subprocess.run(["gcc", "-O2", "-static", "-pthread", "-o", static_load, load_c], check=True)
+    cols = [("bare", []), ("vmshim run", None)]
+    if shutil.which("strace"):
+        cols.append(("strace --seccomp-bpf -k", ["strace", "-f", "--seccomp-bpf", "-k", "-qq", "-o", os.devnull, "-e", "trace=memory"]))
+    times = {name: [] for name, _ in cols}
+    for _ in range(rounds):
+        for name, prefix in cols:
+            cmd = run([static_load, "mmap", str(n)]) if prefix is None else prefix + [static_load, "mmap", str(n)]
+            times[name].append(timed(cmd, os.environ, tmp))
+            clear(out)
+    b = statistics.median(times["bare"])
+    calls = 2 * n
+    cells = "".join(f"{name}: {statistics.median(t):.4f}s ({(statistics.median(t) - b) / calls * 1e6:.1f} us/call)   "
+                    for name, t in times.items() if name != "bare")
+    print(f"{'static mmap+munmap loop, ' + str(n) + ' iterations':<48}bare {b:.4f}s   {cells}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -265,7 +307,7 @@ def main():
                     help="also strace -f -k, ltrace -f, heaptrack and massif --pages-as-heap where installed "
                          "(at 1/100 of the work, 1/1000 for malloc, against a bare run of that size)")
     ap.add_argument("--only", default="",
-                    help="comma-separated benchmarks to run: work, events, report, http, start, loop, explain (default: all)")
+                    help="comma-separated benchmarks to run: work, events, report, http, start, loop, explain, syscalls (default: all)")
     ap.add_argument("--trace-dir", default=None,
                     help="where the loop's traces go (default: the benchmark's temporary directory; see loop_cost)")
     ap.add_argument("--bin", default=None,
@@ -337,6 +379,8 @@ def main():
             b, v = statistics.median(rps["bare"]), statistics.median(rps["vmshim"])
             title = f"ex1-style server, {requests} requests (req/s)"
             print(f"{title:<48}{b:>15.0f} req/s{v:>15.0f} req/s {v / b:5.2f}x", flush=True)
+        if want("syscalls") and shutil.which("go"):
+            syscalls_cost(os.path.dirname(shim), os.path.join(ROOT, "bench", "load.c"), args.rounds, 2000 // scale, tmp)
         if want("explain") and shutil.which("go"):
             server, client = build_http(tmp)
             explain_cost(shim, server, client, bare_env, args.rounds, 100_000 // scale, tmp)

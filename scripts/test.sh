@@ -29,6 +29,8 @@ command -v gdb >/dev/null || missing+=(gdb)
 command -v javac >/dev/null || missing+=(default-jdk-headless)
 [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+# Issue 15: the syscall recorder's tests build static C programs with musl too.
+command -v musl-gcc >/dev/null || missing+=(musl-tools)
 for pkg in libc6-dbg libtcmalloc-minimal4; do
   if command -v dpkg-query >/dev/null &&
     [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]]; then

@@ -1,5 +1,5 @@
 //! Go targets: the cgo programs of the original investigation under `vmshim run`, and the
-//! static one it must refuse.
+//! static one (issue 15: recorded by the syscall recorder).
 
 use crate::common::*;
 use crate::under_vmshim::*;
@@ -91,12 +91,13 @@ fn ex1_serves_a_request_under_vmshim_and_reconciles() {
     assert!(category_bytes(&run.report, "thread_stack") > 0);
 }
 
+/// Issue 15: the static ex2 runs under the syscall recorder (tests/static_targets.rs holds its
+/// report against /proc); its stdout and exit status pass through.
 #[test]
-fn a_static_go_binary_is_refused_with_the_reason() {
+fn a_static_go_binary_runs_under_the_syscall_recorder() {
     let dir = TestDir::new("go_ex2");
     let out = run_with_timeout(&mut vmshim_run_cmd(&dir, &build_go("ex2", false, &[]), &[]), TIMEOUT);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("statically linked") && err.contains("LD_PRELOAD"), "{err}");
-    assert!(out.stdout.is_empty(), "the target did not run");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ex2 ready "), "the target ran");
 }

@@ -21,6 +21,7 @@ mod real_trees;
 mod robust;
 mod scale;
 mod small_stacks;
+mod static_targets;
 mod traces;
 mod tree_report;
 mod trees;

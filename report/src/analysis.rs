@@ -101,8 +101,10 @@ fn ended(exit: Option<&vmshim_trace::decode::Exit>) -> String {
     exit.map_or("not observed".to_string(), |e| e.how.clone())
 }
 
-fn has_shim(map: &[Region]) -> bool {
-    map.iter().any(|r| r.file_path().ends_with("/libvmshim.so"))
+/// Whether the image whose map this is was recorded: the shim is in it, or (issue 15) the
+/// syscall recorder wrote `rec` from outside.
+fn has_shim(map: &[Region], rec: &Recording) -> bool {
+    crate::recorder::recorded(rec) || map.iter().any(|r| r.file_path().ends_with("/libvmshim.so"))
 }
 
 /// Whether the ELF file at `path` has no PT_INTERP (64-bit little-endian files only).
@@ -183,7 +185,7 @@ fn load_image(run: &Run, p: usize, image: usize, fin: Option<read::Final>) -> Re
 pub fn answer(run: &Run, p: usize, fin: Option<read::Final>) -> Result<Analysis, ReadError> {
     let last = run.processes[p].images.len() - 1;
     let rec = load_image(run, p, last, fin)?;
-    if rec.final_maps.as_deref().is_some_and(|m| !has_shim(m)) {
+    if rec.final_maps.as_deref().is_some_and(|m| !has_shim(m, &rec)) {
         return Ok(untraced_final(run, p, rec));
     }
     Ok(analyse(run, p, last, rec, None))
@@ -204,7 +206,7 @@ fn analyse(run: &Run, p: usize, image: usize, mut rec: Recording, last_rec: Opti
     context.image = image;
     // A map at exit without the shim in it is a later image's (the shim is in every image it
     // traced): this image is replayed from its own calls.
-    if rec.final_maps.as_deref().is_some_and(|m| !has_shim(m)) {
+    if rec.final_maps.as_deref().is_some_and(|m| !has_shim(m, &rec)) {
         rec.final_maps = None;
     }
     let replay = std::mem::take(&mut rec.replay);
@@ -268,7 +270,7 @@ fn context_of(run: &Run, p: usize, last_seen: &Recording) -> Context {
         })
         .collect();
     let mut untraced = None;
-    if let Some(map) = last_seen.final_maps.as_deref().filter(|m| !has_shim(m)) {
+    if let Some(map) = last_seen.final_maps.as_deref().filter(|m| !has_shim(m, last_seen)) {
         let exe = exe_of_map(map);
         untraced =
             Some(Untraced { statically_linked: statically_linked(&exe), exe: exe.clone(), map_known: true });

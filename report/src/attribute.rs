@@ -377,6 +377,12 @@ pub fn attribute(
                         Category::Vmshim
                     } else if r.is_file() {
                         by_map(r, s, &trace_path, &shim_libs, sym)
+                    } else if let Some(t) = recorded_stack(rec, c, stacks.get(&ri), sym) {
+                        // Issue 15: the syscall recorder sees libc map a thread's stack; the
+                        // thread that started on it owns it, the mapping call says who made it.
+                        (a.tid, a.creator_tid) = (t.tid, t.creator);
+                        a.cause = "pthread_create";
+                        Category::ThreadStack
                     } else if let Some(purpose) =
                         go_stack.entry(i).or_insert_with(|| go_purpose(sym, &c.stack))
                     {
@@ -630,6 +636,22 @@ struct StackOwner {
     tid: Option<u32>,
     creator: Option<u32>,
     creator_stack: Vec<u64>,
+}
+
+/// The thread whose stack a region mapped by a call `c` is, in a trace of the syscall recorder
+/// (where libc's own stack mappings are recorded calls): a thread started on it, and the call
+/// is an anonymous mmap made outside the Go runtime (a Go thread's stack lies in the Go heap).
+fn recorded_stack<'s>(
+    rec: &Recording,
+    c: &vmshim_trace::decode::Call,
+    owner: Option<&'s StackOwner>,
+    sym: &mut Symbolizer,
+) -> Option<&'s StackOwner> {
+    let anon = c.call == CallKind::Mmap && c.args[3] & libc::MAP_ANONYMOUS as u64 != 0;
+    (crate::recorder::recorded(rec) && anon && owner.is_some_and(|o| o.tid.is_some()))
+        .then_some(owner)
+        .flatten()
+        .filter(|_| go_purpose(sym, &c.stack).is_none())
 }
 
 /// Final-map region index -> the thread whose stack it is (its rw part and its guard page).

@@ -129,6 +129,10 @@ pub struct RunArgs {
     /// map at exit.
     #[arg(long)]
     pub no_watch: bool,
+    /// Record with the syscall recorder (ptrace + seccomp-bpf, from outside the target) instead
+    /// of libvmshim.so: what static and static-pie programs get by themselves (issue 15).
+    #[arg(long, conflicts_with = "attachable")]
+    pub syscalls: bool,
     /// The command and its arguments.
     #[arg(required = true, last = true)]
     pub cmd: Vec<OsString>,

@@ -732,7 +732,7 @@ fn tracer_of(pid: libc::pid_t) -> Option<u32> {
 
 /// Stops this process with `sig` (a stop signal, default action), the way the target stopped;
 /// returns once something continues it.
-fn stop_self(sig: libc::c_int) {
+pub(crate) fn stop_self(sig: libc::c_int) {
     let sig = if matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) { sig } else { libc::SIGSTOP };
     let mut dfl = zeroed_sigaction();
     dfl.sa_sigaction = libc::SIG_DFL;
@@ -771,14 +771,14 @@ fn resume_stopped_threads(pid: libc::pid_t) {
 /// them with [`BlockedSignals::wait`]; dropping it takes what is still pending (so that a
 /// Ctrl-C that already reached the target does not kill vmshim before it reports) and restores
 /// the mask.
-struct BlockedSignals {
+pub(crate) struct BlockedSignals {
     set: libc::sigset_t,
     /// The thread's mask before: what the target starts with.
-    original: libc::sigset_t,
+    pub(crate) original: libc::sigset_t,
 }
 
 impl BlockedSignals {
-    fn enter() -> Result<BlockedSignals, LaunchError> {
+    pub(crate) fn enter() -> Result<BlockedSignals, LaunchError> {
         // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it; pthread_sigmask
         // reads `set` and writes the old mask into `original`.
         unsafe {
@@ -797,7 +797,7 @@ impl BlockedSignals {
     }
 
     /// The next blocked signal, waiting at most `timeout`.
-    fn wait(&self, timeout: Duration) -> Option<libc::siginfo_t> {
+    pub(crate) fn wait(&self, timeout: Duration) -> Option<libc::siginfo_t> {
         let ts = libc::timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos() as _ };
         let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::uninit();
         // SAFETY: set is initialised; info points at one siginfo_t; ts is a live timespec.
@@ -818,13 +818,13 @@ impl Drop for BlockedSignals {
 /// Reads smaps at the main thread's exit stop: it is exiting (its own exit, an exit_group from any
 /// thread, or a fatal signal) but has not yet released the address space. Empty means the address
 /// space was already gone, which counts as not captured.
-fn read_smaps(pid: libc::pid_t) -> Option<Vec<u8>> {
+pub(crate) fn read_smaps(pid: libc::pid_t) -> Option<Vec<u8>> {
     std::fs::read(format!("/proc/{pid}/smaps")).ok().filter(|text| !text.is_empty())
 }
 
 /// The names (`comm`) of the threads still there at the exit stop; threads that already left
 /// (an exit_group reaps the others first) are missing.
-fn thread_names(pid: libc::pid_t) -> Vec<(u32, String)> {
+pub(crate) fn thread_names(pid: libc::pid_t) -> Vec<(u32, String)> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
     dir.filter_map(|e| {
         let tid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
@@ -895,7 +895,7 @@ fn signal_stop_now(pid: libc::pid_t) -> SignalStop {
 }
 
 /// The words for a wait status, and the exit code that passes it through (128+signal, as shells do).
-fn describe_status(status: i32) -> (String, i32) {
+pub(crate) fn describe_status(status: i32) -> (String, i32) {
     if libc::WIFEXITED(status) {
         let code = libc::WEXITSTATUS(status);
         (format!("exited {code}"), code)

@@ -26,6 +26,7 @@ mod launch;
 mod maps;
 mod pprof;
 mod read;
+mod recorder;
 mod render;
 mod replay;
 mod symbolize;
@@ -467,8 +468,14 @@ fn warn(strict: bool, code: &mut u8, msg: &str) {
 }
 
 fn run(a: cli::RunArgs) -> Result<u8, Failure> {
-    let program = launch::resolve_target(&a.cmd[0]).map_err(|e| Failure(2, e.to_string()))?;
-    let lib = shim_path()?;
+    // Issue 15: what LD_PRELOAD cannot reach (static, static-pie) and `--syscalls` go to the
+    // syscall recorder.
+    let (program, recorded) = match launch::resolve_target(&a.cmd[0]) {
+        Ok(p) => (p, a.syscalls),
+        Err(launch::LaunchError::NotDynamic { .. }) => (recorder::program_path(&a.cmd[0]), true),
+        Err(e) => return Err(Failure(2, e.to_string())),
+    };
+    let lib = if recorded { PathBuf::new() } else { shim_path()? };
     let sanitizer = launch::sanitizer_runtime(&program);
     let cwd = std::env::current_dir().map_err(|e| Failure(2, format!("no working directory: {e}")))?;
     let (template, early_problem) = match &a.out {
@@ -520,7 +527,13 @@ fn run(a: cli::RunArgs) -> Result<u8, Failure> {
     let me = std::env::current_exe().ok();
     let watch = me.as_deref().filter(|_| !a.no_watch && early_problem.is_none());
     let l = launch::Launch { program: &program, args: &a.cmd[1..], env, hold, watch };
-    let outcome = launch::launch(&l).map_err(|e| Failure(2, e.to_string()))?;
+    let outcome = if recorded {
+        let req = recorder::Request { program: &program, args: &a.cmd[1..], template: &template, run_id };
+        recorder::run(&req)
+    } else {
+        launch::launch(&l)
+    }
+    .map_err(|e| Failure(2, e.to_string()))?;
     let mut code = outcome.exit_code.clamp(0, 255) as u8;
     if let Some(watch::State::Unavailable(why)) = &outcome.watched {
         eprintln!("vmshim: note: no other process of the tree has the kernel's map at exit: {why}");

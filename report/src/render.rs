@@ -207,10 +207,16 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
             fs.join(", ")
         );
     }
+    // Issue 15: which recorder wrote the trace, and whose cost the line after is.
+    let recorder = crate::recorder::name_of(rec);
+    if let Some(name) = recorder {
+        let _ = writeln!(o, "  recorder: {name}");
+    }
     if rec.timed > 0 {
         let _ = writeln!(
             o,
-            "  shim cost: {:.2} ms recording {} calls ({} ns each, stacks included)",
+            "  {} cost: {:.2} ms recording {} calls ({} ns each, stacks included)",
+            if recorder.is_some() { "recorder" } else { "shim" },
             rec.recording_ns as f64 / 1e6,
             rec.timed,
             rec.recording_ns / rec.timed
@@ -546,6 +552,7 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
         "events": {"recorded": rec.recorded, "dropped": rec.dropped, "torn": rec.torn,
                    "unresolved_stacks": rec.unresolved_stacks,
                    "recording_ns": rec.recording_ns, "timed": rec.timed},
+        "recorder": crate::recorder::name_of(rec).unwrap_or("shim"),
         "shadowed": rec.shadowed().iter().map(|(lib, fs)| json!({"library": lib, "functions": fs})).collect::<Vec<_>>(),
         "dns": crate::dns::analyse(rec, sym).json,
         "advice": crate::advice::advise(attr).iter().map(|a| json!({"text": a.text, "saves_bytes": a.saves_bytes, "how": a.how})).collect::<Vec<_>>(),

@@ -1,0 +1,107 @@
+//! The seccomp-bpf program the syscall recorder installs in the target between fork and exec:
+//! `SECCOMP_RET_TRACE` (a ptrace stop in vmshim) for the calls that shape the address space or
+//! make threads and processes, `SECCOMP_RET_ALLOW` for everything else, which then runs at full
+//! speed without ever waking vmshim. Calls of another architecture (an i386 `int 0x80`, x32) are
+//! allowed untouched: the recorder reads x86-64 registers only.
+//!
+//! A filter stays for the life of every process that inherits it, and `SECCOMP_RET_TRACE` with no
+//! tracer fails the call with ENOSYS: the recorder must therefore trace every process of the tree
+//! until it is gone (`PTRACE_O_EXITKILL` covers vmshim's own death).
+
+/// System calls stopped at every call.
+pub const TRACED: [libc::c_long; 10] = [
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_mprotect,
+    libc::SYS_brk,
+    libc::SYS_clone,
+    libc::SYS_clone3,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    libc::SYS_execve,
+];
+
+/// `madvise` advice values that free memory (the only ones stopped).
+pub const FREEING_ADVICE: [u32; 3] =
+    [libc::MADV_DONTNEED as u32, libc::MADV_FREE as u32, libc::MADV_REMOVE as u32];
+
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+
+/// The program. `seccomp_data`: nr at 0, arch at 4, args at 16 (8 bytes each, little-endian:
+/// an argument's low word is at its own offset).
+pub fn program() -> Vec<libc::sock_filter> {
+    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    // Instruction indices, for the jumps (a jump's offset counts from the next instruction).
+    let n = TRACED.len();
+    let madvise_at = 3 + n;
+    let allow_at = madvise_at + 2 + FREEING_ADVICE.len();
+    let trace_at = allow_at + 1;
+    let to = |from: usize, target: usize| (target - from - 1) as u8;
+    let mut p =
+        vec![op(LD_W_ABS, 0, 0, 4), op(JEQ_K, 0, to(1, allow_at), AUDIT_ARCH_X86_64), op(LD_W_ABS, 0, 0, 0)];
+    for (i, nr) in TRACED.iter().enumerate() {
+        p.push(op(JEQ_K, to(3 + i, trace_at), 0, *nr as u32));
+    }
+    p.push(op(JEQ_K, 0, to(madvise_at, allow_at), libc::SYS_madvise as u32));
+    // The advice, args[2]'s low word.
+    p.push(op(LD_W_ABS, 0, 0, 16 + 2 * 8));
+    for (i, advice) in FREEING_ADVICE.iter().enumerate() {
+        p.push(op(JEQ_K, to(madvise_at + 2 + i, trace_at), 0, *advice));
+    }
+    p.push(op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW));
+    p.push(op(RET_K, 0, 0, libc::SECCOMP_RET_TRACE));
+    debug_assert_eq!(p.len(), trace_at + 1);
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny interpreter of the instructions `program` uses, to check every jump lands.
+    fn run(p: &[libc::sock_filter], nr: u32, arch: u32, advice: u32) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&nr.to_le_bytes());
+        data[4..8].copy_from_slice(&arch.to_le_bytes());
+        data[32..36].copy_from_slice(&advice.to_le_bytes());
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = p[pc];
+            match i.code as u32 {
+                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => {
+                    let k = i.k as usize;
+                    acc = u32::from_le_bytes(data[k..k + 4].try_into().unwrap());
+                    pc += 1;
+                }
+                c if c == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K => {
+                    pc += 1 + if acc == i.k { i.jt } else { i.jf } as usize;
+                }
+                c if c == libc::BPF_RET | libc::BPF_K => return i.k,
+                c => panic!("unexpected opcode {c:#x}"),
+            }
+        }
+    }
+
+    #[test]
+    fn traces_exactly_the_memory_and_thread_calls() {
+        let p = program();
+        for nr in TRACED {
+            assert_eq!(run(&p, nr as u32, AUDIT_ARCH_X86_64, 0), libc::SECCOMP_RET_TRACE, "nr {nr}");
+            assert_eq!(run(&p, nr as u32, 0x4000_0003, 0), libc::SECCOMP_RET_ALLOW, "i386 nr {nr}");
+        }
+        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_futex, libc::SYS_openat] {
+            assert_eq!(run(&p, nr as u32, AUDIT_ARCH_X86_64, 0), libc::SECCOMP_RET_ALLOW);
+        }
+        let madvise = libc::SYS_madvise as u32;
+        for a in FREEING_ADVICE {
+            assert_eq!(run(&p, madvise, AUDIT_ARCH_X86_64, a), libc::SECCOMP_RET_TRACE);
+        }
+        for a in [libc::MADV_WILLNEED, libc::MADV_HUGEPAGE, libc::MADV_NORMAL] {
+            assert_eq!(run(&p, madvise, AUDIT_ARCH_X86_64, a as u32), libc::SECCOMP_RET_ALLOW);
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! One process image's trace file, written by vmshim itself in the format the shim writes
+//! (`vmshim-trace`), so that every reader of traces works unchanged.
+//!
+//! Each record goes to the file with one positioned write and then the header's cursor moves
+//! past it (a second write): a trace is readable up to its last record whenever vmshim or the
+//! target is killed, with nothing to flush. The file is created the way the shim creates its
+//! own: never replacing, truncating or following what is there (`O_EXCL|O_NOFOLLOW`, then the
+//! same `NAME.<pid>`, `NAME.N` numbering), mode 0600.
+//!
+//! Each record kind is encoded by one function here, through [`vmshim_trace::Encoder`].
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use vmshim_trace::{CallKind, Encoder, FILE_MAGIC, HEADER_SIZE, Kind, MapsSource, VERSION, header};
+
+/// A maps text is cut into records of at most this many bytes, as the shim cuts its own.
+const MAPS_CHUNK: usize = 16 << 10;
+
+pub struct TraceOut {
+    file: File,
+    pub path: PathBuf,
+    /// The next free byte: the header's cursor.
+    at: u64,
+    recording_ns: u64,
+    timed: u64,
+    /// A write failed (full disk): nothing more is written, the trace ends at the last record.
+    failed: bool,
+}
+
+impl TraceOut {
+    /// Creates the trace of process `pid` from the template (`%p` is the pid).
+    pub fn create(template: &Path, pid: u32) -> io::Result<TraceOut> {
+        let t = template.to_string_lossy();
+        let has_pid = t.contains("%p");
+        let first = PathBuf::from(t.replace("%p", &pid.to_string()));
+        let mut n = 0u64;
+        loop {
+            let path = match (n, has_pid) {
+                (0, _) => first.clone(),
+                (1, false) => suffixed(&first, &pid.to_string()),
+                (n, false) => suffixed(&first, &format!("{pid}.{}", n - 1)),
+                (n, true) => suffixed(&first, &n.to_string()),
+            };
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path);
+            match opened {
+                Ok(file) => return TraceOut::start_file(file, path),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+            }
+        }
+    }
+
+    fn start_file(file: File, path: PathBuf) -> io::Result<TraceOut> {
+        let mut h = [0u8; HEADER_SIZE];
+        h[header::MAGIC..header::MAGIC + 8].copy_from_slice(&FILE_MAGIC);
+        h[header::VERSION..header::VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
+        h[header::HEADER_SIZE..header::HEADER_SIZE + 4].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
+        // No segments: records follow each other to the end of the file.
+        h[header::SEGMENT_SIZE..header::SEGMENT_SIZE + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        h[header::CURSOR..header::CURSOR + 8].copy_from_slice(&(HEADER_SIZE as u64).to_le_bytes());
+        h[header::LIMIT..header::LIMIT + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        file.write_all_at(&h, 0)?;
+        Ok(TraceOut { file, path, at: HEADER_SIZE as u64, recording_ns: 0, timed: 0, failed: false })
+    }
+
+    /// Appends one encoded record and moves the cursor (and the cost counters) past it.
+    fn append(&mut self, record: &[u8]) {
+        if self.failed {
+            return;
+        }
+        let mut tail = [0u8; HEADER_SIZE - header::CURSOR];
+        let end = self.at + record.len() as u64;
+        tail[0..8].copy_from_slice(&end.to_le_bytes());
+        let ns_at = header::RECORDING_NS - header::CURSOR;
+        tail[ns_at..ns_at + 8].copy_from_slice(&self.recording_ns.to_le_bytes());
+        let timed_at = header::TIMED - header::CURSOR;
+        tail[timed_at..timed_at + 8].copy_from_slice(&self.timed.to_le_bytes());
+        let ok = self.file.write_all_at(record, self.at).is_ok()
+            && self.file.write_all_at(&tail, header::CURSOR as u64).is_ok();
+        if ok {
+            self.at = end;
+        } else {
+            self.failed = true;
+        }
+    }
+
+    /// The recorder's own cost for one recorded call, shown like the shim's.
+    pub fn account(&mut self, ns: u64) {
+        self.recording_ns += ns;
+        self.timed += 1;
+    }
+
+    pub fn start(&mut self, s: &StartInfo<'_>) {
+        let mut buf = vec![
+            0u8;
+            64 + s.exe.len()
+                + s.trace_path.len()
+                + s.argv.iter().map(|a| a.len() + 8).sum::<usize>()
+                + 8 * vmshim_trace::MAX_FRAMES
+                + 64
+        ];
+        let mut e = Encoder::new(&mut buf, Kind::Start);
+        e.put_u32(s.pid);
+        e.put_u32(s.ppid);
+        e.put_u32(s.page_size);
+        e.put_u32(0);
+        e.put_u64(s.mono_ns);
+        e.put_u64(s.real_ns);
+        e.put_str(s.exe.as_bytes(), 4096);
+        e.put_str(s.trace_path.as_bytes(), 4096);
+        e.put_u32(s.argv.len() as u32);
+        for a in s.argv {
+            e.put_str(a, 4096);
+        }
+        e.put_start_origin(s.run_id, s.fork);
+        self.finish(e.finish(), &buf);
+    }
+
+    pub fn config(&mut self, text: &str) {
+        let mut buf = vec![0u8; text.len() + 64];
+        let mut e = Encoder::new(&mut buf, Kind::Config);
+        e.put_str(text.as_bytes(), 4096);
+        self.finish(e.finish(), &buf);
+    }
+
+    /// The map at the image's start (`/proc/PID/maps`), in chunks.
+    pub fn initial_maps(&mut self, text: &[u8]) {
+        for (i, chunk) in text.chunks(MAPS_CHUNK).enumerate() {
+            let mut buf = vec![0u8; chunk.len() + 64];
+            let mut e = Encoder::new(&mut buf, Kind::Maps);
+            e.put_u8(MapsSource::Initial as u8);
+            e.put_bytes(&[0; 3]);
+            e.put_u32(i as u32);
+            e.put_str(chunk, MAPS_CHUNK);
+            self.finish(e.finish(), &buf);
+        }
+    }
+
+    pub fn module(&mut self, m: &super::image::Module) {
+        let mut buf = vec![0u8; m.path.len() + m.build_id.len() + 64];
+        let mut e = Encoder::new(&mut buf, Kind::Module);
+        e.put_u64(m.base);
+        e.put_u64(m.lo);
+        e.put_u64(m.hi);
+        e.put_str(&m.build_id, 256);
+        e.put_str(m.path.as_bytes(), 4096);
+        self.finish(e.finish(), &buf);
+    }
+
+    pub fn call(&mut self, c: &CallInfo<'_>) {
+        let mut buf = vec![0u8; 128 + 8 * c.stack.len()];
+        let mut e = Encoder::new(&mut buf, Kind::Call);
+        e.put_u16(c.call as u16);
+        e.put_u16(0);
+        e.put_u32(c.tid);
+        e.put_u64(c.time_ns);
+        for a in c.args {
+            e.put_u64(a);
+        }
+        e.put_u64(c.result);
+        e.put_i32(c.errno);
+        e.put_u32(0);
+        e.put_frames(c.stack);
+        self.finish(e.finish(), &buf);
+    }
+
+    pub fn thread_start(&mut self, t: &ThreadInfo<'_>) {
+        let mut buf = vec![0u8; 128 + 8 * t.creator_stack.len()];
+        let mut e = Encoder::new(&mut buf, Kind::ThreadStart);
+        e.put_u32(t.tid);
+        e.put_u32(t.creator_tid);
+        e.put_u64(t.time_ns);
+        e.put_u64(t.sp);
+        e.put_u64(t.stack_size);
+        e.put_u64(t.guard_size);
+        e.put_u64(t.start_routine);
+        e.put_frames(t.creator_stack);
+        self.finish(e.finish(), &buf);
+    }
+
+    fn finish(&mut self, len: Option<usize>, buf: &[u8]) {
+        if let Some(n) = len {
+            self.append(&buf[..n]);
+        }
+    }
+}
+
+/// `NAME.suffix` beside NAME.
+fn suffixed(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".");
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+pub struct StartInfo<'a> {
+    pub pid: u32,
+    pub ppid: u32,
+    pub page_size: u32,
+    pub mono_ns: u64,
+    pub real_ns: u64,
+    pub exe: &'a str,
+    pub trace_path: &'a str,
+    pub argv: &'a [Vec<u8>],
+    pub run_id: u64,
+    /// A fork child: (the forking thread, when, its stack).
+    pub fork: Option<(u32, u64, &'a [u64])>,
+}
+
+pub struct CallInfo<'a> {
+    pub call: CallKind,
+    pub tid: u32,
+    pub time_ns: u64,
+    pub args: [u64; 6],
+    pub result: u64,
+    pub errno: i32,
+    pub stack: &'a [u64],
+}
+
+pub struct ThreadInfo<'a> {
+    pub tid: u32,
+    pub creator_tid: u32,
+    pub time_ns: u64,
+    pub sp: u64,
+    pub stack_size: u64,
+    pub guard_size: u64,
+    pub start_routine: u64,
+    pub creator_stack: &'a [u64],
+}

@@ -1,0 +1,229 @@
+//! Issue 15: static targets under `vmshim run`, recorded by the syscall recorder (ptrace +
+//! seccomp-bpf) since LD_PRELOAD cannot reach them. Each report is held against /proc read at the
+//! target's handshake, the same moment the kernel's map at exit shows (the targets map nothing
+//! after it).
+
+use crate::common::*;
+use crate::under_vmshim::*;
+use serde_json::Value;
+use std::process::Command;
+
+/// What every recorded static target's report must satisfy against /proc read at its handshake.
+fn assert_recorded_reconciles(run: &Run) {
+    let r = &run.report;
+    let vsz = vsz_bytes(&run.maps);
+    assert!(r["recorder"].as_str().is_some_and(|s| s.starts_with("syscalls")), "recorder: {}", r["recorder"]);
+    assert_eq!(u(&r["vsz"]["final_bytes"]), vsz, "report VSZ vs /proc/{}/maps", run.pid);
+    assert_eq!(u(&r["vsz"]["kernel_final_bytes"]), vsz, "kernel VSZ at exit vs /proc/{}/maps", run.pid);
+    let cats: u64 = r["categories"].as_array().unwrap().iter().map(|c| u(&c["bytes"])).sum();
+    assert_eq!(cats, vsz, "categories add up to VSZ");
+    for m in run.maps.iter().filter(|m| m.path != "[vsyscall]") {
+        let covering: u64 = regions_in(r, m.start, m.end)
+            .iter()
+            .inspect(|x| assert_eq!(x["prot"], m.perms.as_str(), "{m:?}"))
+            .map(|x| u(&x["end"]).min(m.end) - u(&x["start"]).max(m.start))
+            .sum();
+        assert_eq!(covering, m.len(), "{m:?} is covered exactly once");
+    }
+    // >= 99.9% attributed.
+    let unattributed = category_bytes(r, "unattributed");
+    assert!(unattributed * 1000 <= vsz, "{unattributed} of {vsz} bytes unattributed");
+    assert_eq!(r["process"]["pid"], run.pid);
+    assert_eq!(r["process"]["exit"], "exited 0");
+    assert_eq!(u(&r["events"]["dropped"]), 0);
+    assert!(u(&r["events"]["timed"]) > 0 && u(&r["events"]["recording_ns"]) > 0, "{}", r["events"]);
+    for m in run.maps.iter().filter(|m| m.path == "[stack]") {
+        assert_eq!(bytes_in(r, m.start, m.end, "main_stack"), m.len());
+    }
+    // Every thread /proc listed has its row, made by a thread of the process.
+    let rows = r["threads"].as_array().unwrap();
+    for tid in &run.tasks {
+        let row = rows.iter().find(|t| t["tid"] == *tid).unwrap_or_else(|| panic!("no row for thread {tid}"));
+        if *tid != run.pid {
+            let creator =
+                row["creator_tid"].as_u64().unwrap_or_else(|| panic!("thread {tid} has no creator"));
+            assert!(run.tasks.contains(&(creator as u32)), "thread {tid}'s creator {creator}");
+        }
+    }
+}
+
+fn static_go(version: &str) {
+    let dir = TestDir::new(&format!("static_ex2_{version}"));
+    let prog = build_go_with("ex2", &go_toolchain(version), false, &[]);
+    assert_eq!(elf_interpreter(&prog), None, "ex2 built CGO_ENABLED=0 is static");
+    let run = run_handshake_settled(&dir, &prog, &[], &[]);
+    assert_recorded_reconciles(&run);
+    let r = &run.report;
+    // The Go runtime's reservations are Go's, each with its purpose and the runtime's stack.
+    let go: Vec<&Value> = regions(r).iter().filter(|x| x["category"] == "go_runtime").collect();
+    let go_bytes: u64 = go.iter().map(|x| u(&x["end"]) - u(&x["start"])).sum();
+    // Every anonymous mapping but the binary's .bss (right after its last file page) is the
+    // runtime's.
+    let image_ends: Vec<u64> = run.maps.iter().filter(|m| m.path.starts_with('/')).map(|m| m.end).collect();
+    let anon: u64 = run
+        .maps
+        .iter()
+        .filter(|m| m.path.is_empty() && !image_ends.contains(&m.start))
+        .map(|m| m.len())
+        .sum();
+    assert_eq!(go_bytes, anon, "every anonymous mapping of a static Go program is the runtime's");
+    for reg in &go {
+        assert!(reg["purpose"].as_str().is_some_and(|p| !p.is_empty()), "{reg}");
+        let f = functions(reg);
+        assert!(f.iter().any(|f| f.starts_with("runtime.sys")), "{f:?}");
+    }
+    let purposes: Vec<&str> =
+        r["go_runtime"].as_array().unwrap().iter().filter_map(|g| g["purpose"].as_str()).collect();
+    assert!(purposes.contains(&"heap reservation") || purposes.contains(&"heap"), "{purposes:?}");
+    // Go's threads come from runtime.newosproc's clone: each has its start record, with the
+    // creating thread and a stack that the recorder unwound through Go's frame pointers.
+    let trace = vmshim_trace::parse(&std::fs::read(&run.trace).unwrap()).expect("a readable trace");
+    let starts: Vec<&vmshim_trace::decode::ThreadStart> = trace
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            vmshim_trace::Event::ThreadStart(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    let others: Vec<&u32> = run.tasks.iter().filter(|t| **t != run.pid).collect();
+    assert!(!others.is_empty(), "Go starts threads of its own");
+    for tid in others {
+        let s = starts.iter().find(|s| s.tid == *tid).unwrap_or_else(|| panic!("no thread start for {tid}"));
+        assert!(run.tasks.contains(&s.creator_tid), "thread {tid}: creator {}", s.creator_tid);
+        assert!(s.creator_stack.len() >= 4, "thread {tid}: creator stack {:x?}", s.creator_stack);
+        assert_ne!(s.sp, 0, "thread {tid}: its stack pointer from clone's arguments");
+    }
+}
+
+#[test]
+fn static_go_ex2_current_go_is_recorded_and_reconciles() {
+    static_go("1.27.3");
+}
+
+#[test]
+fn static_go_ex2_go_1_19_is_recorded_and_reconciles() {
+    static_go("1.19");
+}
+
+/// A static C program with threads that are alive at exit: every thread's stack is its own,
+/// made in pthread_create, seen as the system call it is.
+fn static_c(compiler: &str) {
+    let dir = TestDir::new(&format!("static_c_{compiler}"));
+    let prog = dir.join("static_threads");
+    let src = programs_dir().join("static_threads.c");
+    let mut cc = Command::new(compiler);
+    cc.args(["-std=gnu11", "-O0", "-g", "-static", "-pthread", "-o"]).arg(&prog).arg(&src);
+    let out = run_with_timeout(&mut cc, 120);
+    assert!(
+        out.status.success(),
+        "{compiler}: {} (scripts/test.sh installs musl-tools)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(elf_interpreter(&prog), None, "-static gives a static program");
+    let run = run_handshake(&dir, &prog, &["3"]);
+    assert_recorded_reconciles(&run);
+    let r = &run.report;
+    let threads = parse_thread_lines(&run.lines);
+    assert_eq!(threads.len(), 3);
+    for t in &threads {
+        assert_eq!(bytes_in(r, t.lo, t.hi, "thread_stack"), t.hi - t.lo, "thread {}'s stack", t.tid);
+        for reg in regions_in(r, t.lo, t.hi) {
+            assert_eq!(reg["tid"], t.tid, "{reg}");
+            assert_eq!(reg["creator_tid"], run.pid, "{reg}");
+            // Static libc code keeps no frame pointers: without `.eh_frame` unwinding (not done
+            // yet) the stack ends in libc, at the call that made or started the thread.
+            let f = functions(reg);
+            assert!(
+                f.iter()
+                    .any(|f| ["mmap", "__mmap", "clone", "clone3", "__clone_internal"].contains(&f.as_str())),
+                "{f:?}"
+            );
+        }
+    }
+    if compiler == "gcc" {
+        // glibc's arenas (one per thread that called malloc) are its own mmaps, seen with their
+        // caller; the kernel's MAP_NORESERVE mark says which regions they are.
+        let arenas: Vec<&MapsRegion> =
+            run.smaps.iter().filter(|(_, f)| f.iter().any(|f| f == "nr")).map(|(m, _)| m).collect();
+        assert!(!arenas.is_empty(), "glibc made arenas");
+        for m in arenas {
+            for reg in regions_in(r, m.start, m.end) {
+                let f = functions(reg);
+                assert!(f.iter().any(|f| f == "alloc_new_heap" || f == "new_heap"), "{m:?}: {f:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn static_glibc_threads_are_recorded_and_reconcile() {
+    static_c("gcc");
+}
+
+#[test]
+fn static_musl_threads_are_recorded_and_reconcile() {
+    static_c("musl-gcc");
+}
+
+/// The static C target of the failure-mode tests.
+fn static_threads() -> std::path::PathBuf {
+    build_c_with("static_threads", &["-static"])
+}
+
+/// Issue 15, failure modes: ptrace not permitted (here a seccomp policy that denies it, as in a
+/// container) is a clear error naming the cause, exit 2, and the target never runs.
+#[test]
+fn ptrace_not_permitted_is_a_clear_error() {
+    let dir = TestDir::new("static_noptrace");
+    let wrapper = build_c("noptrace");
+    let mut cmd = Command::new(&wrapper);
+    cmd.arg(vmshim_bin())
+        .args(["run", "--out"])
+        .arg(dir.join("t.trace"))
+        .arg("--")
+        .arg(static_threads())
+        .arg("1");
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("PTRACE_TRACEME") && err.contains("not permitted"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "the target did not run");
+}
+
+/// Issue 15, failure modes: the target killed by SIGKILL mid-run leaves a trace that reads up to
+/// the kill, and vmshim passes the status on (128 + 9).
+#[test]
+fn a_killed_target_leaves_a_readable_trace() {
+    let dir = TestDir::new("static_sigkill");
+    let h = Handshake::start(&mut vmshim_run_cmd(&dir, &static_threads(), &["2"]), TIMEOUT);
+    h.signal_target(libc::SIGKILL);
+    let out = h.finish();
+    assert_eq!(out.status.code(), Some(128 + libc::SIGKILL), "{}", String::from_utf8_lossy(&out.stderr));
+    let trace = vmshim_trace::parse(&std::fs::read(dir.join("t.trace")).unwrap()).expect("a readable trace");
+    let starts = trace.events.iter().filter(|e| matches!(e, vmshim_trace::Event::ThreadStart(_))).count();
+    assert_eq!(starts, 2, "both threads' starts were recorded before the kill");
+    let report = run_with_timeout(Command::new(vmshim_bin()).arg("report").arg(dir.join("t.trace")), TIMEOUT);
+    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+}
+
+/// Issue 15, failure modes: vmshim itself killed leaves no target stopped forever
+/// (PTRACE_O_EXITKILL kills the traced tree with it).
+#[test]
+fn the_tracer_killed_takes_the_target_with_it() {
+    let dir = TestDir::new("static_tracer_killed");
+    let h = Handshake::start(&mut vmshim_run_cmd(&dir, &static_threads(), &["2"]), TIMEOUT);
+    let pid = h.pid();
+    h.signal_child(libc::SIGKILL);
+    let _ = h.finish();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Gone, or a zombie whose parent (vmshim) is dead until init reaps it.
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+    };
+    while alive() {
+        assert!(std::time::Instant::now() < deadline, "the target {pid} outlived its tracer");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
