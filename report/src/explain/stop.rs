@@ -264,7 +264,7 @@ fn wait_stop(pid: u32, tid: u32, deadline: Instant) -> Result<Option<i32>, StopE
             // reports one, and a killed main thread reports its exit only once the other threads
             // are reaped, which waits on this loop: one that is a zombie now has ended. Seen as
             // a 5 s wait and "did not stop" when the test killed the process in that window.
-            if polls % 20 == 0 && matches!(state(pid, tid), None | Some('Z' | 'X')) {
+            if polls.is_multiple_of(20) && matches!(state(pid, tid), None | Some('Z' | 'X')) {
                 return Ok(None);
             }
             std::thread::sleep(Duration::from_micros(50));
