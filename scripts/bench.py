@@ -113,13 +113,20 @@ def report_scaling(exe, shim, bare_env, events, rounds, tmp):
 
 def spawn_wall(argv, env, cwd):
     """Wall time of one run of `argv`, from posix_spawn to its reaping, in seconds."""
+    return spawn_costs(argv, env, cwd)[0]
+
+
+def spawn_costs(argv, env, cwd):
+    """(wall, CPU) of one run of `argv`, in seconds: wall from posix_spawn to its reaping; CPU
+    the user + system time of it and of every descendant it reaped (wait4's rusage), which other
+    load on a shared machine inflates far less than wall time."""
     t0 = time.perf_counter()
     pid = os.posix_spawn(argv[0], argv, env, file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
-    _, status = os.waitpid(pid, 0)
+    _, status, usage = os.wait4(pid, 0)
     elapsed = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{argv} failed: status {status}")
-    return elapsed
+    return elapsed, usage.ru_utime + usage.ru_stime
 
 
 def clear(directory):
@@ -177,6 +184,7 @@ def loop_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
     script = ["/bin/bash", "-c", f"for ((i = 0; i < {n}; i++)); do /bin/true; done"]
     vmshim = os.path.join(os.path.dirname(shim), "vmshim")
     times = {"bare": [], "preload": [], "run": []}
+    cpu = {"bare": [], "preload": [], "run": []}
     counts = {"preload": [], "run": []}
     sizes = {"preload": [], "run": []}
     # A directory per round and variant, all removed at the end: see start_cost on deleting
@@ -189,22 +197,23 @@ def loop_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
         outs += [pre_out, run_out]
         shim_env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=os.path.join(pre_out, "vmshim.%p.trace"))
         run_cmd = [vmshim, "run", "--report", os.devnull, "--out", os.path.join(run_out, "t"), "--"] + script
-        times["bare"].append(spawn_wall(script, bare_env, tmp))
-        times["preload"].append(spawn_wall(script, shim_env, tmp))
-        times["run"].append(spawn_wall(run_cmd, bare_env, tmp))
+        for name, cmd, env in (("bare", script, bare_env), ("preload", script, shim_env), ("run", run_cmd, bare_env)):
+            wall, used = spawn_costs(cmd, env, tmp)
+            times[name].append(wall)
+            cpu[name].append(used)
         for name, out in (("preload", pre_out), ("run", run_out)):
             files, size = disk(out)
             counts[name].append(files)
             sizes[name].append(size)
     for out in outs:
         shutil.rmtree(out)
-    b = statistics.median(times["bare"])
+    b, bc = statistics.median(times["bare"]), statistics.median(cpu["bare"])
     for name, target in (("preload", ""), ("run", ", target 1.3x")):
-        v = statistics.median(times[name])
+        v, vc = statistics.median(times[name]), statistics.median(cpu[name])
         title = f"loop: bash, {n} x /bin/true, {rounds} rounds, {name}"
-        print(f"{title:<48}{b:>12.3f} s bare{v:>11.3f} s {name:<8} {v / b:.2f}x; "
-              f"{statistics.median(counts[name]):.0f} traces, {statistics.median(sizes[name]) / 2**20:.1f} MiB "
-              f"allocated (target 64 MiB{target})", flush=True)
+        print(f"{title:<48}{b:>12.3f} s bare{v:>11.3f} s {name:<8} {v / b:.2f}x; CPU {bc:.3f} s bare, "
+              f"{vc:.3f} s {name}, {vc / bc:.2f}x; {statistics.median(counts[name]):.0f} traces, "
+              f"{statistics.median(sizes[name]) / 2**20:.1f} MiB allocated (target 64 MiB{target})", flush=True)
 
 
 def explain_cost(shim, server, client, env, rounds, requests, tmp):
