@@ -308,7 +308,13 @@ fn join(mut chunks: Vec<(u32, Vec<u8>)>) -> Vec<Region> {
     for (_, c) in &chunks {
         text.extend_from_slice(c);
     }
-    let mut regions = maps::parse(&String::from_utf8_lossy(&text));
+    // The kernel's text is UTF-8 but for odd file names: the whole-text check is several times
+    // faster than the lossy conversion's chunk walk, which was 8% of reporting a 1,001-process
+    // tree (issue 12).
+    let mut regions = match std::str::from_utf8(&text) {
+        Ok(t) => maps::parse(t),
+        Err(_) => maps::parse(&String::from_utf8_lossy(&text)),
+    };
     // [vsyscall] is the kernel's fixed gate page, listed in every maps file but not part of
     // the process's address space: VmSize, and so ps's VSZ, leaves it out.
     regions.retain(|r| r.path != "[vsyscall]");
