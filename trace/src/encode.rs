@@ -1,4 +1,6 @@
-//! The writing half: fills a caller-provided buffer, never allocates, never panics.
+//! The field writer the record encoders in [`crate::record`] share: fills a caller-provided
+//! buffer, never allocates, never panics. Private to the crate, so that no record is put together
+//! field by field anywhere else.
 
 use crate::{Kind, MAX_FRAMES, RECORD_HEADER, checksum, record_word0};
 
@@ -75,8 +77,8 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    /// The tail of a [`Kind::Start`] record, after argv: the run id, then the origin — exec
-    /// (`fork: None`) or a fork child, with `(parent_tid, fork_mono_ns, forking stack)`.
+    /// The tail of a [`Kind::Start`] record, after argv (kept until the shim's start-up uses
+    /// [`crate::record::start::encode`]).
     #[inline]
     pub fn put_start_origin(&mut self, run_id: u64, fork: Option<(u32, u64, &[u64])>) {
         self.put_u64(run_id);
