@@ -63,12 +63,14 @@ pub struct Pending<'a> {
 const RESULT_AT: usize = RECORD_HEADER + 64;
 
 /// Encodes `c` into `buf`; the record's length, or `None` if it does not fit.
+#[inline]
 pub fn encode(buf: &mut [u8], c: &CallRecord<'_>) -> Option<usize> {
     begin(buf, c).finish(c.result, c.errno)
 }
 
 /// Encodes `c` but leaves its result open: [`Pending::room`] says how much room the record will
 /// take, [`Pending::finish`] writes the result and seals it.
+#[inline]
 pub fn begin<'a>(buf: &'a mut [u8], c: &CallRecord<'_>) -> Pending<'a> {
     let mut e = Encoder::new(buf, Kind::Call);
     let flags = match c.stack {
@@ -94,12 +96,14 @@ pub fn begin<'a>(buf: &'a mut [u8], c: &CallRecord<'_>) -> Pending<'a> {
 
 impl Pending<'_> {
     /// The record's total length once finished (padding included).
+    #[inline]
     pub fn room(&self) -> usize {
         self.e.position().next_multiple_of(8)
     }
 
     /// Writes the result and errno and seals the record; its length, or `None` if it did not
     /// fit.
+    #[inline]
     pub fn finish(mut self, result: u64, errno: i32) -> Option<usize> {
         self.e.patch_u64(RESULT_AT, result);
         self.e.patch_u64(RESULT_AT + 8, errno as u32 as u64);

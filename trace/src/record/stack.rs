@@ -13,6 +13,7 @@ pub const MAX_LEN: usize = RECORD_HEADER + 8 + MAX_FRAMES * 8;
 
 /// Encodes `frames` (absolute return addresses, innermost first; at most [`MAX_FRAMES`] are
 /// kept) into `buf`; the record's length, or `None` if it does not fit.
+#[inline]
 pub fn encode(buf: &mut [u8], frames: &[u64]) -> Option<usize> {
     let mut e = Encoder::new(buf, Kind::Stack);
     e.put_frames(frames);
