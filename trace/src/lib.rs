@@ -32,11 +32,7 @@ mod reader;
 pub mod record;
 
 pub use decode::{Event, Fork, Stream, parse};
-/// Public until the shim and the report call the record encoders.
-pub use encode::Encoder;
 pub use record::Record;
-/// Kept until the shim's writer uses [`record::pad::words`].
-pub use record::pad::check as pad_check;
 
 /// First eight bytes of every trace file.
 pub const FILE_MAGIC: [u8; 8] = *b"VMSHIMT1";
