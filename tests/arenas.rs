@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-const HEAP_MAX: u64 = 64 << 20;
+use vmshim_trace::HEAP_MAX;
 
 /// Arena heaps the kernel shows: MAP_NORESERVE anonymous regions (VmFlags `nr`), grouped by
 /// their 64 MiB-aligned heap base: base -> bytes.

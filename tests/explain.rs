@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const HEAP_MAX: u64 = 64 << 20;
+use vmshim_trace::HEAP_MAX;
 
 fn explain_cmd(pid: u32, extra: &[&str]) -> Command {
     let mut c = Command::new(vmshim_bin());

@@ -9,8 +9,9 @@ use crate::under_vmshim::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use vmshim_trace::decode::Start;
-use vmshim_trace::{Encoder, Event, HEADER_SIZE, Kind, RECORD_HEADER, checksum};
+use vmshim_trace::decode::{Fork, Start};
+use vmshim_trace::record::{call, exit, start};
+use vmshim_trace::{Event, HEADER_SIZE, Kind, RECORD_HEADER, Record};
 
 /// What proctree printed: the pids, the parent's 8 MiB reservation and the fork times.
 struct Tree {
@@ -97,21 +98,9 @@ fn rewrite_start(path: &Path, edit: impl FnOnce(&mut Start, &mut Option<(u32, u6
         .unwrap();
     let mut fork = start.fork.as_ref().map(|f| (f.parent_tid, f.mono_ns));
     edit(&mut start, &mut fork);
+    start.fork = fork.map(|(parent_tid, mono_ns)| Fork { parent_tid, mono_ns, stack: Vec::new() });
     let mut buf = vec![0u8; 64 << 10];
-    let mut e = Encoder::new(&mut buf, Kind::Start);
-    for v in [start.pid, start.ppid, start.page_size, 0] {
-        e.put_u32(v);
-    }
-    e.put_u64(start.mono_ns);
-    e.put_u64(start.real_ns);
-    e.put_str(start.exe.as_bytes(), 4096);
-    e.put_str(start.trace_path.as_bytes(), 4096);
-    e.put_u32(start.argv.len() as u32);
-    for a in &start.argv {
-        e.put_str(a.as_bytes(), 4096);
-    }
-    e.put_start_origin(start.run_id, fork.map(|(tid, t)| (tid, t, &[][..])));
-    let n = e.finish().unwrap();
+    let n = start::encode(&mut buf, &start.record()).unwrap();
     let recs = records(&bytes);
     let &(at, _, len) = recs.iter().find(|r| r.1 == Kind::Start as u16).unwrap();
     let delta = n as i64 - len as i64;
@@ -120,15 +109,13 @@ fn rewrite_start(path: &Path, edit: impl FnOnce(&mut Start, &mut Option<(u32, u6
     out.extend_from_slice(&buf[..n]);
     for &(r, kind, rlen) in recs.iter().filter(|r| r.0 > at) {
         let mut rec = bytes[r..r + rlen].to_vec();
-        // Call body: call u16, flags u16, tid u32, time u64, args u64 x6, result u64, errno
-        // i32, 0 u32, then the stack reference (with CALL_FLAG_STACK_REF).
-        let flags = u16::from_le_bytes(rec[RECORD_HEADER + 2..RECORD_HEADER + 4].try_into().unwrap());
-        if kind == Kind::Call as u16 && flags & vmshim_trace::CALL_FLAG_STACK_REF != 0 {
-            let o = RECORD_HEADER + 80;
-            let refd = u64::from_le_bytes(rec[o..o + 8].try_into().unwrap());
-            rec[o..o + 8].copy_from_slice(&((refd as i64 + delta) as u64).to_le_bytes());
-            let sum = checksum(&rec[RECORD_HEADER..], rlen as u32);
-            rec[8..16].copy_from_slice(&sum.to_le_bytes());
+        if kind == Kind::Call as u16
+            && let Ok(Record::Call(mut c)) = Record::decode(Kind::Call, &rec[RECORD_HEADER..], 0)
+            && c.flags & vmshim_trace::CALL_FLAG_STACK_REF != 0
+        {
+            c.stack_ref = (c.stack_ref as i64 + delta) as u64;
+            let n = call::encode(&mut rec, &c.record()).unwrap();
+            assert_eq!(n, rlen, "a moved reference keeps the record's length");
         }
         out.extend_from_slice(&rec);
     }
@@ -435,11 +422,7 @@ fn append_exit(path: &Path, raw_status: i32, how: &str) {
     let cursor = u64::from_le_bytes(bytes[24..32].try_into().unwrap()) as usize;
     bytes.truncate(cursor);
     let mut buf = vec![0u8; how.len() + 64];
-    let mut e = Encoder::new(&mut buf, Kind::Exit);
-    e.put_i32(raw_status);
-    e.put_u32(0);
-    e.put_str(how.as_bytes(), how.len());
-    let n = e.finish().unwrap();
+    let n = exit::encode(&mut buf, raw_status, how.as_bytes()).unwrap();
     bytes.extend_from_slice(&buf[..n]);
     let end = bytes.len() as u64;
     bytes[24..32].copy_from_slice(&end.to_le_bytes());

@@ -10,8 +10,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use vmshim_trace::decode::{Call, Exit, Module, Resolve, Start, ThreadStart};
+use vmshim_trace::record::maps::MapsRecord;
+use vmshim_trace::record::{exit, thread_name};
 use vmshim_trace::{CallKind, Stream};
-use vmshim_trace::{Encoder, Event, HEADER_SIZE, Kind, MapsSource, header};
+use vmshim_trace::{Event, HEADER_SIZE, MapsSource, header};
 
 /// A trace, sorted into what each stage needs, with its calls already replayed. Only the
 /// calls that can still matter are kept: those that explain a range still mapped at the end,
@@ -412,33 +414,21 @@ pub fn append_final(path: &Path, fin: &Final) -> std::io::Result<()> {
     let mut records: Vec<Vec<u8>> = Vec::new();
     for (i, chunk) in final_smaps.unwrap_or_default().chunks(256 << 10).enumerate() {
         let mut buf = vec![0u8; chunk.len() + 64];
-        let mut e = Encoder::new(&mut buf, Kind::Maps);
-        e.put_u8(MapsSource::KernelFinal as u8);
-        e.put_bytes(&[0; 3]);
-        e.put_u32(i as u32);
-        e.put_str(chunk, chunk.len());
-        if let Some(n) = e.finish() {
+        let m = MapsRecord { source: MapsSource::KernelFinal, chunk: i as u32, text: chunk };
+        if let Some(n) = vmshim_trace::record::maps::encode(&mut buf, &m) {
             buf.truncate(n);
             records.push(buf);
         }
     }
     for (tid, name) in thread_names {
         let mut buf = vec![0u8; name.len() + 64];
-        let mut e = Encoder::new(&mut buf, Kind::ThreadName);
-        e.put_u32(*tid);
-        e.put_u32(0);
-        e.put_str(name.as_bytes(), name.len());
-        if let Some(n) = e.finish() {
+        if let Some(n) = thread_name::encode(&mut buf, *tid, name.as_bytes()) {
             buf.truncate(n);
             records.push(buf);
         }
     }
     let mut buf = vec![0u8; how.len() + 64];
-    let mut e = Encoder::new(&mut buf, Kind::Exit);
-    e.put_i32(raw_status);
-    e.put_u32(0);
-    e.put_str(how.as_bytes(), how.len());
-    if let Some(n) = e.finish() {
+    if let Some(n) = exit::encode(&mut buf, raw_status, how.as_bytes()) {
         buf.truncate(n);
         records.push(buf);
     }

@@ -9,8 +9,9 @@
 //! Reading these words is safe for any pointer glibc's malloc returned (they are inside the
 //! chunk, or inside the heap's first page). This module must only be given such pointers.
 
-/// HEAP_MAX_SIZE on 64-bit glibc: 2 * DEFAULT_MMAP_THRESHOLD_MAX (2 * 4 MiB * sizeof(long)).
-pub const HEAP_MAX: usize = 64 << 20;
+/// glibc's HEAP_MAX_SIZE, as the trace format defines it for both sides (a usize here for address
+/// arithmetic).
+pub const HEAP_MAX: usize = vmshim_trace::HEAP_MAX as usize;
 pub const IS_MMAPPED: usize = 0x2;
 pub const NON_MAIN_ARENA: usize = 0x4;
 const SIZE_BITS: usize = 0x7;

@@ -6,7 +6,8 @@ use crate::guard::Guard;
 use crate::{record, startup::find_build_id, unwind, writer};
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
-use vmshim_trace::{CallKind, Encoder, Kind};
+use vmshim_trace::CallKind;
+use vmshim_trace::record::module::{self, ModuleRecord};
 
 /// Spans `[lo, hi)` of the images already recorded.
 const KNOWN_MAX: usize = 1024;
@@ -223,13 +224,8 @@ fn write_module_with(f: &Found, build_id: &[u8], name: &[u8]) {
         name
     };
     let mut buf = [0u8; 8192 + 256];
-    let mut e = Encoder::new(&mut buf, Kind::Module);
-    e.put_u64(f.base);
-    e.put_u64(f.lo);
-    e.put_u64(f.hi);
-    e.put_str(build_id, 64);
-    e.put_str(path, 8192);
-    if let Some(len) = e.finish() {
+    let m = ModuleRecord { base: f.base, lo: f.lo, hi: f.hi, build_id, path };
+    if let Some(len) = module::encode(&mut buf, &m) {
         writer::append(&buf[..len]);
     }
 }

@@ -4,10 +4,11 @@
 
 use crate::guard::Guard;
 use crate::{syscall as sys, unwind, writer};
-use vmshim_trace::{CALL_FLAG_OWN, CALL_FLAG_STACK_REF, CallKind, Encoder, Kind, MAX_FRAMES, RECORD_HEADER};
+use vmshim_trace::record::call::{self, CallRecord, CallStack};
+use vmshim_trace::{CALL_FLAG_OWN, CallKind, MAX_FRAMES};
 
 /// Room for the largest call record: header, fixed fields, a full stack.
-pub const CALL_BUF: usize = RECORD_HEADER + 96 + 4 + MAX_FRAMES * 8 + 8;
+pub const CALL_BUF: usize = call::MAX_LEN;
 
 /// When the record's place in the trace is taken, relative to the real call.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -30,12 +31,12 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
     let mut frames = [0u64; MAX_FRAMES];
     let depth = crate::depth();
     let mut buf = [0u8; CALL_BUF];
-    let (result_at, mut enc) = if order == Order::Before {
+    let pending = if order == Order::Before {
         let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
         let (n, stack_ref) = unwind::capture_interned(&mut frames[..depth]);
-        let r = encode_call(&mut buf, call, 0, t0, args, &frames[..n], stack_ref);
+        let p = call::begin(&mut buf, &call_record(call, 0, t0, args, &frames[..n], stack_ref));
         writer::account(sys::ns_since(c0));
-        r
+        p
     } else {
         // Unwound after the call in this order; encoded below.
         let ret = op();
@@ -44,73 +45,63 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
         }
         let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
         let (n, stack_ref) = unwind::capture_interned(&mut frames[..depth]);
-        let (at, mut enc) = encode_call(&mut buf, call, 0, t0, args, &frames[..n], stack_ref);
-        patch_result(&mut enc, at, call, ret);
-        if let Some(len) = enc.finish() {
+        let (result, errno) = result_of(call, ret);
+        let c = CallRecord { result, errno, ..call_record(call, 0, t0, args, &frames[..n], stack_ref) };
+        if let Some(len) = call::encode(&mut buf, &c) {
             writer::append(&buf[..len]);
         }
         writer::account(sys::ns_since(c0));
         return ret;
     };
-    let len = enc.position().next_multiple_of(8);
-    let slot = writer::reserve(len);
+    let slot = writer::reserve(pending.room());
     let ret = op();
-    patch_result(&mut enc, result_at, call, ret);
-    if let (Some(slot), Some(len)) = (slot, enc.finish()) {
+    let (result, errno) = result_of(call, ret);
+    if let (Some(slot), Some(len)) = (slot, pending.finish(result, errno)) {
         slot.commit(&buf[..len]);
     }
     ret
 }
 
-/// Encodes a call record; returns the position of its result field and the open encoder.
-fn encode_call<'a>(
-    buf: &'a mut [u8],
+/// A call record of this thread with result 0; the stack is the Stack record at `stack_ref`
+/// if that is not 0, else `frames`.
+fn call_record<'a>(
     call: CallKind,
     flags: u16,
     time_ns: u64,
     args: [u64; 6],
-    frames: &[u64],
+    frames: &'a [u64],
     stack_ref: u64,
-) -> (usize, Encoder<'a>) {
-    let mut e = Encoder::new(buf, Kind::Call);
-    e.put_u16(call as u16);
-    e.put_u16(if stack_ref != 0 { flags | CALL_FLAG_STACK_REF } else { flags });
-    e.put_u32(sys::gettid());
-    e.put_u64(time_ns);
-    for a in args {
-        e.put_u64(a);
+) -> CallRecord<'a> {
+    CallRecord {
+        call,
+        flags,
+        tid: sys::gettid(),
+        time_ns,
+        args,
+        result: 0,
+        errno: 0,
+        stack: if stack_ref != 0 { CallStack::Ref(stack_ref) } else { CallStack::Inline(frames) },
     }
-    let at = e.position();
-    e.put_u64(0); // result
-    e.put_u64(0); // errno, 0
-    if stack_ref != 0 {
-        e.put_u64(stack_ref);
-    } else {
-        e.put_frames(frames);
-    }
-    (at, e)
 }
 
-fn patch_result(e: &mut Encoder<'_>, at: usize, call: CallKind, ret: isize) {
-    let (value, errno) = match call {
+/// The result and errno a call record holds for the real call's raw result.
+fn result_of(call: CallKind, ret: isize) -> (u64, i32) {
+    match call {
         // pthread_create returns an error number and leaves errno alone.
         CallKind::PthreadCreate => (ret as u64, 0),
         _ => {
             let (v, e) = sys::split(ret);
             (v as u64, e)
         }
-    };
-    e.patch_u64(at, value);
-    e.patch_u64(at + 8, errno as u32 as u64);
+    }
 }
 
 /// Records a mapping the shim made (`Mmap`) or removed (`Munmap`) for itself (a trace
 /// segment); no stack.
 pub fn own_mapping(call: CallKind, args: [u64; 6], result: u64) {
     let mut buf = [0u8; CALL_BUF];
-    let (at, mut e) = encode_call(&mut buf, call, CALL_FLAG_OWN, sys::monotonic_ns(), args, &[], 0);
-    e.patch_u64(at, result);
-    if let Some(len) = e.finish() {
+    let c = CallRecord { result, ..call_record(call, CALL_FLAG_OWN, sys::monotonic_ns(), args, &[], 0) };
+    if let Some(len) = call::encode(&mut buf, &c) {
         writer::append(&buf[..len]);
     }
 }
@@ -124,7 +115,7 @@ pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
     }
     match call {
         CallKind::ArenaAttach if args[0] != 0 => {
-            crate::names::name(args[0], crate::arena::HEAP_MAX as u64, "arena", sys::gettid())
+            crate::names::name(args[0], vmshim_trace::HEAP_MAX, "arena", sys::gettid())
         }
         CallKind::MallocLarge => crate::names::name(args[0], args[1], "malloc", sys::gettid()),
         _ => {}
@@ -133,8 +124,7 @@ pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
     let mut frames = [0u64; MAX_FRAMES];
     let (n, stack_ref) = unwind::capture_interned(&mut frames[..crate::depth()]);
     let mut buf = [0u8; CALL_BUF];
-    let (_, mut enc) = encode_call(&mut buf, call, 0, t0, args, &frames[..n], stack_ref);
-    if let Some(len) = enc.finish() {
+    if let Some(len) = call::encode(&mut buf, &call_record(call, 0, t0, args, &frames[..n], stack_ref)) {
         writer::append(&buf[..len]);
     }
     writer::account(sys::ns_since(c0));

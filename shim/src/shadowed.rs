@@ -8,7 +8,7 @@
 //! dladdr only (never dlopen: a sanitizer intercepts it and may hold its own lock then).
 
 use crate::writer;
-use vmshim_trace::{Encoder, Kind};
+use vmshim_trace::record::config;
 
 /// The hooked functions a program calls directly.
 const HOOKED: [&core::ffi::CStr; 7] =
@@ -65,9 +65,7 @@ pub fn record() {
         return;
     }
     let mut buf = [0u8; 1024 + 64];
-    let mut e = Encoder::new(&mut buf, Kind::Config);
-    e.put_str(&text[..n], 1024);
-    if let Some(len) = e.finish() {
+    if let Some(len) = config::encode(&mut buf, &text[..n]) {
         writer::append(&buf[..len]);
     }
 }

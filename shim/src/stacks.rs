@@ -10,7 +10,7 @@
 
 use crate::writer;
 use core::sync::atomic::{AtomicU64, Ordering::*};
-use vmshim_trace::{Encoder, Kind, MAX_FRAMES, RECORD_HEADER};
+use vmshim_trace::record::stack;
 
 const SLOTS: usize = 1 << 14;
 const PROBES: usize = 16;
@@ -75,9 +75,7 @@ pub fn intern(frames: &[u64]) -> Option<u64> {
 }
 
 fn write(frames: &[u64]) -> Option<u64> {
-    let mut buf = [0u8; RECORD_HEADER + 8 + MAX_FRAMES * 8];
-    let mut e = Encoder::new(&mut buf, Kind::Stack);
-    e.put_frames(frames);
-    let len = e.finish()?;
+    let mut buf = [0u8; stack::MAX_LEN];
+    let len = stack::encode(&mut buf, frames)?;
     writer::append(&buf[..len])
 }

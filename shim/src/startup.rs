@@ -8,7 +8,9 @@
 
 use crate::{syscall as sys, writer};
 use core::cell::UnsafeCell;
-use vmshim_trace::{Encoder, Kind, MapsSource};
+use vmshim_trace::MapsSource;
+use vmshim_trace::record::start::{self, Argv, ForkRecord, StartRecord};
+use vmshim_trace::record::{config, maps};
 
 const START_BUF: usize = 24 << 10;
 const MAPS_CHUNK: usize = 16 << 10;
@@ -60,26 +62,22 @@ fn record_start(scratch: &mut [u8], fork: Option<&crate::fork::Origin<'_>>) {
     };
     let cmd_len = read_file(b"/proc/self/cmdline\0", cmdline);
     let cmd = &cmdline[..cmd_len];
-    let mut e = Encoder::new(buf, Kind::Start);
-    e.put_u32(writer::own_pid());
-    // A fork child's parent is the process that forked, as it was at the fork: by now a
-    // daemon's intermediate child may have exited and the kernel names another parent.
-    e.put_u32(fork.map_or_else(sys::getppid, |f| f.parent_pid));
-    // SAFETY: sysconf only reads a constant for _SC_PAGESIZE.
-    e.put_u32(unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u32);
-    e.put_u32(0);
-    e.put_u64(sys::monotonic_ns());
-    e.put_u64(sys::realtime_ns());
-    e.put_str(exe, 4096);
-    e.put_str(writer::path(), 4096);
-    // cmdline is NUL-terminated arguments back to back.
-    let argc = cmd.iter().filter(|&&b| b == 0).count();
-    e.put_u32(argc as u32);
-    for a in cmd.split(|&b| b == 0).take(argc) {
-        e.put_str(a, 4096);
-    }
-    e.put_start_origin(crate::config::run_id(), fork.map(|f| (f.parent_tid, f.mono_ns, f.stack)));
-    if let Some(len) = e.finish() {
+    let s = StartRecord {
+        pid: writer::own_pid(),
+        // A fork child's parent is the process that forked, as it was at the fork: by now a
+        // daemon's intermediate child may have exited and the kernel names another parent.
+        ppid: fork.map_or_else(sys::getppid, |f| f.parent_pid),
+        // SAFETY: sysconf only reads a constant for _SC_PAGESIZE.
+        page_size: unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u32,
+        mono_ns: sys::monotonic_ns(),
+        real_ns: sys::realtime_ns(),
+        exe,
+        trace_path: writer::path(),
+        argv: Argv::Cmdline(cmd),
+        run_id: crate::config::run_id(),
+        fork: fork.map(|f| ForkRecord { parent_tid: f.parent_tid, mono_ns: f.mono_ns, stack: f.stack }),
+    };
+    if let Some(len) = start::encode(buf, &s) {
         writer::append(&buf[..len]);
     }
 }
@@ -136,9 +134,7 @@ fn record_config_of_parent(scratch: &mut [u8]) -> bool {
 }
 
 fn write_config(text: &[u8], buf: &mut [u8]) {
-    let mut e = Encoder::new(buf, Kind::Config);
-    e.put_str(text, 4096);
-    if let Some(len) = e.finish() {
+    if let Some(len) = config::encode(buf, text) {
         writer::append(&buf[..len]);
     }
 }
@@ -207,12 +203,8 @@ fn record_maps(scratch: &mut [u8]) {
         if r <= 0 {
             break;
         }
-        let mut e = Encoder::new(buf, Kind::Maps);
-        e.put_u8(MapsSource::Initial as u8);
-        e.put_bytes(&[0; 3]);
-        e.put_u32(chunk);
-        e.put_str(&text[..r as usize], MAPS_CHUNK);
-        if let Some(len) = e.finish() {
+        let m = maps::MapsRecord { source: MapsSource::Initial, chunk, text: &text[..r as usize] };
+        if let Some(len) = maps::encode(buf, &m) {
             writer::append(&buf[..len]);
         }
         chunk += 1;

@@ -52,7 +52,7 @@ use crate::syscall as sys;
 use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
-use vmshim_trace::{CallKind, FILE_MAGIC, HEADER_SIZE, Kind, VERSION, header, pad_check, record_word0};
+use vmshim_trace::{CallKind, FILE_MAGIC, HEADER_SIZE, VERSION, header};
 
 const UNINIT: u8 = 0;
 const INITING: u8 = 1;
@@ -694,10 +694,11 @@ pub fn reserve(len: usize) -> Option<Slot> {
 fn write_pad(at: *mut u8, len: usize) {
     // SAFETY: the caller reserved `at..at+len` in a mapped segment for this pad alone.
     unsafe {
-        if len >= 16 {
-            ptr::write_unaligned(at.add(8) as *mut u64, pad_check(len as u32));
+        let (word0, word1) = vmshim_trace::record::pad::words(len as u32);
+        if let Some(word1) = word1 {
+            ptr::write_unaligned(at.add(8) as *mut u64, word1);
         }
-        (*(at as *const AtomicU64)).store(record_word0(Kind::Pad, len as u32), Release);
+        (*(at as *const AtomicU64)).store(word0, Release);
     }
 }
 

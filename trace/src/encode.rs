@@ -1,10 +1,12 @@
-//! The writing half: fills a caller-provided buffer, never allocates, never panics.
+//! The field writer the record encoders in [`crate::record`] share: fills a caller-provided
+//! buffer, never allocates, never panics. Private to the crate, so that no record is put together
+//! field by field anywhere else.
 
 use crate::{Kind, MAX_FRAMES, RECORD_HEADER, checksum, record_word0};
 
 /// Builds one record in a caller-provided buffer. Every `put_*` on a full buffer sets an overflow
 /// flag instead of panicking; [`Encoder::finish`] then returns `None`.
-pub struct Encoder<'a> {
+pub(crate) struct Encoder<'a> {
     buf: &'a mut [u8],
     pos: usize,
     overflow: bool,
@@ -72,22 +74,6 @@ impl<'a> Encoder<'a> {
         self.put_u32(frames.len() as u32);
         for &f in frames {
             self.put_u64(f);
-        }
-    }
-
-    /// The tail of a [`Kind::Start`] record, after argv: the run id, then the origin — exec
-    /// (`fork: None`) or a fork child, with `(parent_tid, fork_mono_ns, forking stack)`.
-    #[inline]
-    pub fn put_start_origin(&mut self, run_id: u64, fork: Option<(u32, u64, &[u64])>) {
-        self.put_u64(run_id);
-        match fork {
-            None => self.put_u32(crate::decode::ORIGIN_EXEC),
-            Some((parent_tid, mono_ns, stack)) => {
-                self.put_u32(crate::decode::ORIGIN_FORK);
-                self.put_u32(parent_tid);
-                self.put_u64(mono_ns);
-                self.put_frames(stack);
-            }
         }
     }
 

@@ -2,8 +2,9 @@
 //! report (which reads it afterwards).
 //!
 //! This crate owns the byte layout and nothing else: no I/O, no allocation on the writing side.
-//! The writer half ([`Encoder`], [`record_word0`], [`checksum`]) only fills caller-provided
-//! buffers, so the shim can use it inside an `mmap` hook. The reader half ([`parse`]) never
+//! The writer half (an encoder per record kind in [`record`]) only fills caller-provided
+//! buffers, so the shim can use it inside an `mmap` hook; nothing outside this crate writes
+//! record bytes. The reader half ([`parse`]) never
 //! panics and never trusts a length it has not bounded: any byte sequence gives either events or
 //! an [`Error`] that names the byte offset.
 //!
@@ -27,9 +28,11 @@ use std::fmt;
 
 pub mod decode;
 mod encode;
+mod reader;
+pub mod record;
 
 pub use decode::{Event, Fork, Stream, parse};
-pub use encode::Encoder;
+pub use record::Record;
 
 /// First eight bytes of every trace file.
 pub const FILE_MAGIC: [u8; 8] = *b"VMSHIMT1";
@@ -229,6 +232,11 @@ pub const LOADING_FUNCTIONS: &[&str] = &[
     "freeaddrinfo",
 ];
 
+/// glibc's HEAP_MAX_SIZE on 64-bit (2 * DEFAULT_MMAP_THRESHOLD_MAX = 2 * 4 MiB * sizeof(long)):
+/// a non-main malloc arena's heaps are this large and aligned to it, so the heap a chunk lies
+/// in is its address rounded down to it. The `heap_size` of an ArenaAttach call says the same.
+pub const HEAP_MAX: u64 = 64 << 20;
+
 /// Most addresses a Resolve record carries.
 pub const MAX_ADDRS: usize = 16;
 
@@ -278,11 +286,6 @@ pub fn checksum(body: &[u8], total_len: u32) -> u64 {
         lanes[i] = mix(lanes[i], u64::from_le_bytes(w));
     }
     lanes.into_iter().fold(0, mix)
-}
-
-/// word1 of a [`Kind::Pad`] record, whose body is never written (it is whatever the file held).
-pub fn pad_check(total_len: u32) -> u64 {
-    !(total_len as u64) ^ 0x5041_4450_4144_5041
 }
 
 /// Why a trace could not be read.

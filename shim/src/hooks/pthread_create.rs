@@ -12,7 +12,8 @@ use crate::{syscall as sys, unwind, writer};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use libc::{c_int, pthread_attr_t, pthread_t};
-use vmshim_trace::{CallKind, Encoder, Kind, MAX_FRAMES};
+use vmshim_trace::CallKind;
+use vmshim_trace::record::thread_start::{self, ThreadStartRecord};
 
 type StartRoutine = extern "C-unwind" fn(*mut c_void) -> *mut c_void;
 type RealCreate =
@@ -241,21 +242,23 @@ extern "C" fn thread_prep(slot: *mut c_void) -> StartPair {
 /// The ThreadStart record of the thread that runs on `sp`, from its handoff slot.
 fn write_thread_start(h: &Handoff, sp: u64, start: usize) {
     {
-        let mut buf = [0u8; 96 + MAX_FRAMES * 8];
-        let mut e = Encoder::new(&mut buf, Kind::ThreadStart);
-        e.put_u32(sys::gettid());
-        e.put_u32(h.creator.load(Relaxed));
-        e.put_u64(sys::monotonic_ns());
-        e.put_u64(sp);
-        e.put_u64(h.stack_size.load(Relaxed));
-        e.put_u64(h.guard_size.load(Relaxed));
-        e.put_u64(start as u64);
+        let mut buf = [0u8; thread_start::MAX_LEN];
+        let mut frames = [0u64; SLOT_FRAMES];
         let n = (h.nframes.load(Acquire) as usize).min(SLOT_FRAMES);
-        e.put_u32(n as u32);
-        for f in &h.frames[..n] {
-            e.put_u64(f.load(Relaxed));
+        for (to, f) in frames.iter_mut().zip(&h.frames[..n]) {
+            *to = f.load(Relaxed);
         }
-        if let Some(len) = e.finish() {
+        let t = ThreadStartRecord {
+            tid: sys::gettid(),
+            creator_tid: h.creator.load(Relaxed),
+            time_ns: sys::monotonic_ns(),
+            sp,
+            stack_size: h.stack_size.load(Relaxed),
+            guard_size: h.guard_size.load(Relaxed),
+            start_routine: start as u64,
+            creator_stack: &frames[..n],
+        };
+        if let Some(len) = thread_start::encode(&mut buf, &t) {
             writer::append(&buf[..len]);
         }
     }

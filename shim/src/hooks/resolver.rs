@@ -13,7 +13,8 @@ use crate::guard::Guard;
 use crate::{modules, syscall as sys, unwind, writer};
 use core::ffi::{CStr, c_char, c_int, c_void};
 use libc::{addrinfo, hostent, sockaddr, socklen_t};
-use vmshim_trace::{Encoder, Kind, MAX_ADDRS, MAX_FRAMES};
+use vmshim_trace::record::resolve::{self, ResolveRecord};
+use vmshim_trace::{MAX_ADDRS, MAX_FRAMES};
 
 use crate::real::real;
 
@@ -140,29 +141,22 @@ impl<'a> Rec<'a> {
         let saved = sys::errno();
         let mut frames = [0u64; MAX_FRAMES];
         let n = unwind::capture(&mut frames[..crate::depth()]);
-        let mut buf = [0u8; 1024 + MAX_ADDRS * 24 + MAX_FRAMES * 8];
-        let mut e = Encoder::new(&mut buf, Kind::Resolve);
-        e.put_u16(self.api as u16);
-        e.put_u16(0);
-        e.put_u32(sys::gettid());
-        e.put_u64(self.start_ns);
-        e.put_u64(sys::monotonic_ns());
-        for h in self.hints {
-            e.put_i32(h);
-        }
-        e.put_i32(self.ret);
-        e.put_i32(self.error);
-        e.put_u64(self.handle);
-        e.put_str(self.name, 255);
-        e.put_str(self.service, 64);
-        e.put_u32(self.naddrs as u32);
-        for (family, a) in &self.addrs[..self.naddrs] {
-            e.put_u16(*family);
-            e.put_bytes(&[0; 6]);
-            e.put_bytes(a);
-        }
-        e.put_frames(&frames[..n]);
-        if let Some(len) = e.finish() {
+        let mut buf = [0u8; resolve::MAX_LEN];
+        let q = ResolveRecord {
+            api: self.api as u16,
+            tid: sys::gettid(),
+            start_ns: self.start_ns,
+            end_ns: sys::monotonic_ns(),
+            hints: self.hints,
+            ret: self.ret,
+            error: self.error,
+            handle: self.handle,
+            name: self.name,
+            service: self.service,
+            addrs: &self.addrs[..self.naddrs],
+            stack: &frames[..n],
+        };
+        if let Some(len) = resolve::encode(&mut buf, &q) {
             writer::append(&buf[..len]);
         }
         modules::record_new(Some((&g, self.api as usize)));
