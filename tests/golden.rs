@@ -136,8 +136,96 @@ fn blank_library_regions(text: &str) -> String {
     format!("{}<td>…{}", &t[..cell], &t[end..])
 }
 
+/// What the shim's own size moves: every change to the shim that crosses a page boundary moves
+/// its mappings' size, so the VSZ totals, the `vmshim` row and every share of the total; the
+/// target's own rows keep their bytes and region counts.
+fn blank_shim_size(text: &str) -> String {
+    let mut t = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        match line.strip_prefix("  vmshim ") {
+            // The text row: `  vmshim  KiB  %  regions`.
+            Some(rest) => {
+                let regions = rest.split_whitespace().last().unwrap_or("");
+                t.push_str(&format!("  vmshim  …  …  {regions}\n"));
+            }
+            None => t.push_str(line),
+        }
+    }
+    // The text report's lines hold no `<`; the HTML page's do (it is a few long lines).
+    let text_markers =
+        [("  VSZ ", " KiB"), ("peak VSZ ", " KiB"), ("at exit ", " KiB"), ("accounts for ", " KiB")];
+    let html_markers = [
+        ("VSZ <b>", "</b>"),
+        ("peak VSZ ", "<br>"),
+        ("map at exit: ", ";"),
+        ("explains ", " ("),
+        ("data-category=\"vmshim\" data-bytes=\"", "\""),
+    ];
+    t = t
+        .split_inclusive('\n')
+        .map(|line| {
+            let markers: &[(&str, &str)] = if line.contains('<') { &html_markers } else { &text_markers };
+            markers.iter().fold(line.to_owned(), |l, (marker, until)| blank_every(&l, marker, until))
+        })
+        .collect();
+    // The vmshim row's size cell, and every share of the total (`9.1%`).
+    if let Some(at) = t.find("data-category=\"vmshim\"")
+        && let Some(cell) =
+            t[at..].find("<td>").and_then(|c| t[at + c + 4..].find("<td>").map(|d| at + c + 4 + d + 4))
+        && let Some(end) = t[cell..].find("</td>")
+    {
+        t.replace_range(cell..cell + end, "…");
+    }
+    blank_percentages(&t)
+}
+
+/// Like [`blank_after`], for every occurrence on a line.
+fn blank_every(text: &str, marker: &str, until: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(marker) {
+        let from = at + marker.len();
+        out.push_str(&rest[..from]);
+        rest = &rest[from..];
+        let line_end = rest.find('\n').unwrap_or(rest.len());
+        if let Some(end) = rest[..line_end].find(until) {
+            out.push('…');
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every `D.D%` (one decimal) as `…%`.
+fn blank_percentages(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i >= 3
+            && b[i - 1].is_ascii_digit()
+            && b[i - 2] == b'.'
+            && b[i - 3].is_ascii_digit()
+        {
+            let mut start = i - 3;
+            while start > copied && b[start - 1].is_ascii_digit() {
+                start -= 1;
+            }
+            out.push_str(&text[copied..start]);
+            out.push('…');
+            copied = i;
+        }
+        i += 1;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 fn normalise(text: &str, ids: &[(u64, String)], trace: &str) -> String {
-    let mut t = blank_library_regions(&blank_drawings(&text.replace(trace, "TRACE")));
+    let mut t = blank_shim_size(&blank_library_regions(&blank_drawings(&text.replace(trace, "TRACE"))));
     t = blank_after(&t, "shim cost: ", "\n");
     t = blank_after(&t, "RSS ", "   threads");
     t = blank_after(&t, "RSS ", " · 3 threads");

@@ -7,13 +7,13 @@
 //! own: never replacing, truncating or following what is there (`O_EXCL|O_NOFOLLOW`, then the
 //! same `NAME.<pid>`, `NAME.N` numbering), mode 0600.
 //!
-//! Each record kind is encoded by one function here, through [`vmshim_trace::Encoder`].
+//! Each record kind is encoded by one function here, through its encoder in `vmshim_trace::record`.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use vmshim_trace::{CallKind, Encoder, FILE_MAGIC, HEADER_SIZE, Kind, MapsSource, VERSION, header};
+use vmshim_trace::{CallKind, FILE_MAGIC, HEADER_SIZE, MapsSource, VERSION, header};
 
 /// A maps text is cut into records of at most this many bytes, as the shim cuts its own.
 const MAPS_CHUNK: usize = 16 << 10;
@@ -99,91 +99,86 @@ impl TraceOut {
     }
 
     pub fn start(&mut self, s: &StartInfo<'_>) {
+        use vmshim_trace::record::start::{self, Argv, ForkRecord, StartRecord};
+        // As /proc/PID/cmdline holds it: each argument NUL-terminated.
+        let cmdline: Vec<u8> = s.argv.iter().flat_map(|a| a.iter().copied().chain([0])).collect();
         let mut buf = vec![
             0u8;
             64 + s.exe.len()
                 + s.trace_path.len()
-                + s.argv.iter().map(|a| a.len() + 8).sum::<usize>()
+                + 8 * s.argv.len()
+                + cmdline.len()
                 + 8 * vmshim_trace::MAX_FRAMES
                 + 64
         ];
-        let mut e = Encoder::new(&mut buf, Kind::Start);
-        e.put_u32(s.pid);
-        e.put_u32(s.ppid);
-        e.put_u32(s.page_size);
-        e.put_u32(0);
-        e.put_u64(s.mono_ns);
-        e.put_u64(s.real_ns);
-        e.put_str(s.exe.as_bytes(), 4096);
-        e.put_str(s.trace_path.as_bytes(), 4096);
-        e.put_u32(s.argv.len() as u32);
-        for a in s.argv {
-            e.put_str(a, 4096);
-        }
-        e.put_start_origin(s.run_id, s.fork);
-        self.finish(e.finish(), &buf);
+        let r = StartRecord {
+            pid: s.pid,
+            ppid: s.ppid,
+            page_size: s.page_size,
+            mono_ns: s.mono_ns,
+            real_ns: s.real_ns,
+            exe: s.exe.as_bytes(),
+            trace_path: s.trace_path.as_bytes(),
+            argv: Argv::Cmdline(&cmdline),
+            run_id: s.run_id,
+            fork: s.fork.map(|(parent_tid, mono_ns, stack)| ForkRecord { parent_tid, mono_ns, stack }),
+        };
+        self.finish(start::encode(&mut buf, &r), &buf);
     }
 
     pub fn config(&mut self, text: &str) {
         let mut buf = vec![0u8; text.len() + 64];
-        let mut e = Encoder::new(&mut buf, Kind::Config);
-        e.put_str(text.as_bytes(), 4096);
-        self.finish(e.finish(), &buf);
+        self.finish(vmshim_trace::record::config::encode(&mut buf, text.as_bytes()), &buf);
     }
 
     /// The map at the image's start (`/proc/PID/maps`), in chunks.
     pub fn initial_maps(&mut self, text: &[u8]) {
+        use vmshim_trace::record::maps::{self, MapsRecord};
         for (i, chunk) in text.chunks(MAPS_CHUNK).enumerate() {
             let mut buf = vec![0u8; chunk.len() + 64];
-            let mut e = Encoder::new(&mut buf, Kind::Maps);
-            e.put_u8(MapsSource::Initial as u8);
-            e.put_bytes(&[0; 3]);
-            e.put_u32(i as u32);
-            e.put_str(chunk, MAPS_CHUNK);
-            self.finish(e.finish(), &buf);
+            let r = MapsRecord { source: MapsSource::Initial, chunk: i as u32, text: chunk };
+            self.finish(maps::encode(&mut buf, &r), &buf);
         }
     }
 
     pub fn module(&mut self, m: &super::image::Module) {
+        use vmshim_trace::record::module::{self, ModuleRecord};
         let mut buf = vec![0u8; m.path.len() + m.build_id.len() + 64];
-        let mut e = Encoder::new(&mut buf, Kind::Module);
-        e.put_u64(m.base);
-        e.put_u64(m.lo);
-        e.put_u64(m.hi);
-        e.put_str(&m.build_id, 256);
-        e.put_str(m.path.as_bytes(), 4096);
-        self.finish(e.finish(), &buf);
+        let r =
+            ModuleRecord { base: m.base, lo: m.lo, hi: m.hi, build_id: &m.build_id, path: m.path.as_bytes() };
+        self.finish(module::encode(&mut buf, &r), &buf);
     }
 
     pub fn call(&mut self, c: &CallInfo<'_>) {
+        use vmshim_trace::record::call::{self, CallRecord, CallStack};
         let mut buf = vec![0u8; 128 + 8 * c.stack.len()];
-        let mut e = Encoder::new(&mut buf, Kind::Call);
-        e.put_u16(c.call as u16);
-        e.put_u16(0);
-        e.put_u32(c.tid);
-        e.put_u64(c.time_ns);
-        for a in c.args {
-            e.put_u64(a);
-        }
-        e.put_u64(c.result);
-        e.put_i32(c.errno);
-        e.put_u32(0);
-        e.put_frames(c.stack);
-        self.finish(e.finish(), &buf);
+        let r = CallRecord {
+            call: c.call,
+            flags: 0,
+            tid: c.tid,
+            time_ns: c.time_ns,
+            args: c.args,
+            result: c.result,
+            errno: c.errno,
+            stack: CallStack::Inline(c.stack),
+        };
+        self.finish(call::encode(&mut buf, &r), &buf);
     }
 
     pub fn thread_start(&mut self, t: &ThreadInfo<'_>) {
+        use vmshim_trace::record::thread_start::{self, ThreadStartRecord};
         let mut buf = vec![0u8; 128 + 8 * t.creator_stack.len()];
-        let mut e = Encoder::new(&mut buf, Kind::ThreadStart);
-        e.put_u32(t.tid);
-        e.put_u32(t.creator_tid);
-        e.put_u64(t.time_ns);
-        e.put_u64(t.sp);
-        e.put_u64(t.stack_size);
-        e.put_u64(t.guard_size);
-        e.put_u64(t.start_routine);
-        e.put_frames(t.creator_stack);
-        self.finish(e.finish(), &buf);
+        let r = ThreadStartRecord {
+            tid: t.tid,
+            creator_tid: t.creator_tid,
+            time_ns: t.time_ns,
+            sp: t.sp,
+            stack_size: t.stack_size,
+            guard_size: t.guard_size,
+            start_routine: t.start_routine,
+            creator_stack: t.creator_stack,
+        };
+        self.finish(thread_start::encode(&mut buf, &r), &buf);
     }
 
     fn finish(&mut self, len: Option<usize>, buf: &[u8]) {
