@@ -177,7 +177,7 @@ pub fn rule_at<M: Memory + ?Sized>(mem: &mut M, f: &Fde, pc: u64) -> Option<Rule
     }
     let rbp_slot = match st.rbp {
         Reg::Same => 0,
-        Reg::At(off) if off < 0 && off % 8 == 0 && -off / 8 <= 255 => (-off / 8) as u8,
+        Reg::At(off) if (-8 * 255..0).contains(&off) && off % 8 == 0 => (-off / 8) as u8,
         _ => return None,
     };
     Some(Rule::Step { cfa_rbp: st.cfa_reg == REG_RBP, cfa_off, rbp_slot })

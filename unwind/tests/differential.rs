@@ -68,7 +68,7 @@ fn reduce(cie_ok: bool, row: &gimli::UnwindTableRow<usize>) -> Rule {
     }
     let rbp_slot = match row.register(Register(6)) {
         None | Some(RegisterRule::SameValue) => 0,
-        Some(RegisterRule::Offset(off)) if off < 0 && off % 8 == 0 && -off / 8 <= 255 => (-off / 8) as u8,
+        Some(RegisterRule::Offset(off)) if (-8 * 255..0).contains(&off) && off % 8 == 0 => (-off / 8) as u8,
         _ => return Rule::Complex,
     };
     Rule::Step { cfa_rbp, cfa_off, rbp_slot }
