@@ -131,8 +131,8 @@ fn static_c(compiler: &str) {
         for reg in regions_in(r, t.lo, t.hi) {
             assert_eq!(reg["tid"], t.tid, "{reg}");
             assert_eq!(reg["creator_tid"], run.pid, "{reg}");
-            // Static libc code keeps no frame pointers: without `.eh_frame` unwinding (not done
-            // yet) the stack ends in libc, at the call that made or started the thread.
+            // The stack starts in libc, at the call that made or started the thread (how far
+            // it goes on is static_c_stacks's matter).
             let f = functions(reg);
             assert!(
                 f.iter()
@@ -164,6 +164,63 @@ fn static_glibc_threads_are_recorded_and_reconcile() {
 #[test]
 fn static_musl_threads_are_recorded_and_reconcile() {
     static_c("musl-gcc");
+}
+
+/// Issue 15: the recorder unwinds static libc code by its `.eh_frame` rules (glibc's libc.a has
+/// them) or, where it has none (musl's libc.a is built without unwind tables or frame
+/// pointers), by a scan for the next return address into code that has rules; either way a
+/// stack made in libc reaches the program's function that called into it, and main.
+fn static_c_stacks(compiler: &str) {
+    let dir = TestDir::new(&format!("static_callers_{compiler}"));
+    let prog = dir.join("static_callers");
+    let mut cc = Command::new(compiler);
+    cc.args(["-std=gnu11", "-O0", "-g", "-static", "-pthread", "-o"])
+        .arg(&prog)
+        .arg(programs_dir().join("static_callers.c"));
+    let out = run_with_timeout(&mut cc, 120);
+    assert!(out.status.success(), "{compiler}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(elf_interpreter(&prog), None, "-static gives a static program");
+    let run = run_handshake(&dir, &prog, &[]);
+    assert_recorded_reconciles(&run);
+    let r = &run.report;
+    let reaches = |f: &[String], caller: &str| {
+        let at = f.iter().position(|f| f == caller);
+        at.is_some() && f.iter().skip(at.unwrap_or(0)).any(|f| f == "main")
+    };
+    // Each thread's stack, with the call stack that created the thread.
+    let others: Vec<&u32> = run.tasks.iter().filter(|t| **t != run.pid).collect();
+    assert_eq!(others.len(), 2, "the program's two threads");
+    for tid in others {
+        let stacks: Vec<&Value> =
+            regions(r).iter().filter(|x| x["category"] == "thread_stack" && x["tid"] == *tid).collect();
+        assert!(!stacks.is_empty(), "thread {tid} has its stack");
+        for reg in stacks {
+            let f = functions(reg);
+            assert!(reaches(&f, "start_worker_threads"), "thread {tid}'s stack was made by {f:?}");
+        }
+    }
+    // The 8 MiB malloc: libc maps its chunk, with the program's caller on the stack.
+    let big = run
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix("big 0x"))
+        .and_then(|a| u64::from_str_radix(a, 16).ok())
+        .expect("the program prints its block's address");
+    let chunk = regions_in(r, big, big + 1);
+    assert_eq!(chunk.len(), 1, "one region holds the block: {chunk:?}");
+    let f = functions(chunk[0]);
+    assert!(reaches(&f, "reserve_big_block"), "the block's mapping was made by {f:?}");
+    assert_ne!(f[0], "reserve_big_block", "the first frame is libc's system call: {f:?}");
+}
+
+#[test]
+fn static_glibc_stacks_reach_the_programs_callers() {
+    static_c_stacks("gcc");
+}
+
+#[test]
+fn static_musl_stacks_reach_the_programs_callers() {
+    static_c_stacks("musl-gcc");
 }
 
 /// The static C target of the failure-mode tests.

@@ -6,9 +6,9 @@
 //! and exec. Only the calls that shape the address space or make threads stop (mmap, munmap,
 //! mremap, mprotect, brk, freeing madvise, clone, clone3, exit, exit_group, execve); everything
 //! else runs at full speed. At each stop the recorder reads the registers (the arguments),
-//! unwinds the calling thread's stack by frame pointers ([`unwind`], reading with
-//! `process_vm_readv`: the target is never faulted), lets the call run to its syscall-exit stop
-//! for the result, and writes a call record ([`out`]). Every process of the tree is followed
+//! unwinds the calling thread's stack by `.eh_frame` rules and frame pointers ([`unwind`],
+//! reading with `process_vm_readv`: the target is never faulted), lets the call run to its
+//! syscall-exit stop for the result, and writes a call record ([`out`]). Every process of the tree is followed
 //! (`PTRACE_O_TRACEFORK|VFORK|CLONE`) and each program image gets its own trace, named as the
 //! shim names its own; the main thread's exit stop gives the kernel's map at exit, as in
 //! [`crate::launch`].
@@ -42,7 +42,7 @@ use std::time::Duration;
 use vmshim_trace::CallKind;
 
 /// The words the report and `Config` record use for this recorder.
-pub const NAME: &str = "syscalls (ptrace + seccomp-bpf, frame-pointer stacks)";
+pub const NAME: &str = "syscalls (ptrace + seccomp-bpf, .eh_frame and frame-pointer stacks)";
 
 /// What to run and where its traces go.
 pub struct Request<'a> {
@@ -299,6 +299,8 @@ struct Tracer<'a> {
     exits: Vec<crate::watch::Capture>,
     top_status: Option<i32>,
     page_size: u32,
+    /// The modules' unwind tables, read once for the whole recording.
+    unwinder: unwind::Unwinder,
 }
 
 impl<'a> Tracer<'a> {
@@ -317,6 +319,7 @@ impl<'a> Tracer<'a> {
             exits: Vec::new(),
             top_status: None,
             page_size,
+            unwinder: unwind::Unwinder::default(),
         }
     }
 
@@ -505,8 +508,9 @@ impl<'a> Tracer<'a> {
             return;
         }
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
-        let exec = self.procs.get(&tgid).map(|p| p.exec.as_slice()).unwrap_or_default();
-        let stack = unwind::frames(tid, &regs, exec);
+        let (exec, modules) =
+            self.procs.get(&tgid).map(|p| (p.exec.as_slice(), p.modules.as_slice())).unwrap_or_default();
+        let stack = unwind::frames(tid, &regs, exec, modules, &mut self.unwinder);
         let clone3 = (nr == libc::SYS_clone3).then(|| {
             let mut a = [0u8; 56];
             let ok = remote::read(tid, args[0], &mut a);
