@@ -1,9 +1,8 @@
-// server.go: the ex1 shape (a cgo net/http server on 127.0.0.1) kept serving for a load test.
-// Prints "port N" and serves until its stdin closes.
+// server.go: the ex1 shape (a net/http server on 127.0.0.1) kept serving for a load test.
+// Prints "port N" and serves until its stdin closes. Built with server_cgo.go and CGO_ENABLED=1
+// it is the cgo server of the seed (libc loaded, pthreads, glibc's arenas); built with
+// CGO_ENABLED=0, which leaves server_cgo.go out, the same server static (issue 15).
 package main
-
-// #include <stdlib.h>
-import "C"
 
 import (
 	"fmt"
@@ -14,7 +13,6 @@ import (
 )
 
 func main() {
-	_ = C.abs(1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Println("error", err)

@@ -23,17 +23,22 @@ def build(tmp, bin_dir):
     return exe, os.path.join(os.path.abspath(bin_dir), "libvmshim.so")
 
 
-def build_http(tmp):
+def build_http(tmp, static=False):
+    """The load test's server (cgo, or `static`: the same source with CGO_ENABLED=0, which leaves
+    bench/server_cgo.go out) and client."""
     env = dict(os.environ, GO111MODULE="off", GOFLAGS="")
-    server, client = os.path.join(tmp, "server"), os.path.join(tmp, "client")
-    subprocess.run(["go", "build", "-o", server, os.path.join(ROOT, "bench", "server.go")], env=dict(env, CGO_ENABLED="1"), check=True)
+    server, client = os.path.join(tmp, "server-static" if static else "server"), os.path.join(tmp, "client")
+    sources = [os.path.join(ROOT, "bench", f) for f in ("server.go", "server_cgo.go")]
+    subprocess.run(["go", "build", "-o", server, *sources], env=dict(env, CGO_ENABLED="0" if static else "1"), check=True)
     subprocess.run(["go", "build", "-o", client, os.path.join(ROOT, "bench", "client.go")], env=dict(env, CGO_ENABLED="0"), check=True)
     return server, client
 
 
 def http_rps(server, client, env, requests, tmp):
-    """Starts the server (under `env`), loads it from the client, returns requests/s."""
-    srv = subprocess.Popen([server], env=env, cwd=tmp, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    """Starts the server (a path, or an argv list: the server under `vmshim run`; under `env`),
+    loads it from the client, returns requests/s."""
+    argv = server if isinstance(server, list) else [server]
+    srv = subprocess.Popen(argv, env=env, cwd=tmp, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         port = srv.stdout.readline().split()[1]
         out = subprocess.run([client, port, str(requests), "8"], capture_output=True, text=True, check=True)
@@ -305,6 +310,18 @@ def syscalls_cost(bin_dir, load_c, rounds, n, tmp):
     cells = "".join(f"{name}: {statistics.median(t):.4f}s ({(statistics.median(t) - b) / calls * 1e6:.1f} us/call)   "
                     for name, t in times.items() if name != "bare")
     print(f"{'static mmap+munmap loop, ' + str(n) + ' iterations':<48}bare {b:.4f}s   {cells}", flush=True)
+    # The ex1-style server built static, under load, recorded by the syscall recorder (the
+    # memory calls are rare once it serves), against bare: A B A B.
+    server, client = build_http(tmp, static=True)
+    requests = 20000
+    rps = {"bare": [], "recorded": []}
+    for _ in range(rounds):
+        rps["bare"].append(http_rps(server, client, os.environ, requests, tmp))
+        rps["recorded"].append(http_rps(run([server]), client, os.environ, requests, tmp))
+        clear(out)
+    b, v = statistics.median(rps["bare"]), statistics.median(rps["recorded"])
+    print(f"{'static ex1-style server, ' + str(requests) + ' requests (req/s)':<48}{b:>12.0f} req/s{v:>12.0f} req/s "
+          f"recorded {v / b:.2f}x (target 0.95x)", flush=True)
 
 
 def main():
