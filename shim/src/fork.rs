@@ -5,7 +5,7 @@
 //! re-parenting) and the call that forked it.
 //!
 //! glibc's pthread_atfork handlers carry it: the prepare handler runs in the parent's forking
-//! thread and notes its thread id and the time in that thread's TLS block ([`crate::tls`]),
+//! thread and notes its thread id and the time in that thread's TLS block ([`crate::os::tls`]),
 //! and the forking call's stack in one of a few static notes, claimed by a compare-and-swap
 //! and released by the parent handler (no malloc, no lock; two threads that fork at once
 //! claim two notes; with every note taken the stack is left out). The child, whose one thread
@@ -15,9 +15,9 @@
 //! vfork and posix_spawn children (CLONE_VM) run no atfork handler: they share the parent's
 //! memory until they exec, and the exec'd image makes its own trace; nothing here touches them.
 
-use crate::guard::Guard;
-use crate::tls::{self, Slot};
-use crate::{syscall as sys, unwind};
+use crate::os::guard::Guard;
+use crate::os::tls::{self, Slot};
+use crate::{os::syscall as sys, unwind};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, Ordering::*};
 use vmshim_trace::MAX_FRAMES;
@@ -57,7 +57,7 @@ pub extern "C" fn before_fork() {
     let tid = sys::gettid();
     tls::set(Slot::ForkTid, tid as usize);
     tls::set(Slot::ForkNs, sys::monotonic_ns() as usize);
-    tls::set(Slot::ForkPid, crate::writer::own_pid() as usize);
+    tls::set(Slot::ForkPid, sys::own_pid() as usize);
     tls::set(Slot::ForkNote, 0);
     // A thread inside a hook already (a signal handler that forked) leaves the stack out: the
     // unwinder and its caches are in use.
@@ -67,7 +67,7 @@ pub extern "C" fn before_fork() {
         return;
     };
     let note = &NOTE[i];
-    let ran = crate::ownstack::run(|| {
+    let ran = crate::os::ownstack::run(|| {
         // SAFETY: this thread claimed the note above and holds it until after_fork_in_parent.
         let frames = unsafe { &mut *note.frames.get() };
         let n = unwind::capture(&mut frames[..crate::depth()]);

@@ -7,8 +7,8 @@
 //!   a signal handler. It never calls glibc's malloc (a malloc in a fresh thread creates a
 //!   64 MiB arena: the tool would create what it measures), takes no blocking lock, does no std
 //!   I/O, never panics (`panic = "abort"`, and no code path indexes out of bounds by design),
-//!   never recurses (see [`guard`]), and returns exactly the real call's value with errno
-//!   exactly as the real call left it. The real calls are raw system calls ([`syscall`]):
+//!   never recurses (see [`os::guard`]), and returns exactly the real call's value with errno
+//!   exactly as the real call left it. The real calls are raw system calls ([`os::syscall`]):
 //!   `__mmap` and friends are GLIBC_PRIVATE.
 //! - **The stack budget.** A hook may run on a 16 KiB (PTHREAD_STACK_MIN) thread stack or in
 //!   a signal handler on a minimal sigaltstack, so it keeps its work off the caller's stack
@@ -18,9 +18,9 @@
 //!   anything else. The malloc family, `dlopen` and the resolver functions run the real call on
 //!   the caller's stack (it may run program code) and use at most 1024 bytes more than it does
 //!   there before they switch for the recording. Start-up's buffers are static (one
-//!   initialiser at a time). The recording needs at most [`ownstack::RECORDING_MAX`] of a shim
+//!   initialiser at a time). The recording needs at most [`os::ownstack::RECORDING_MAX`] of a shim
 //!   stack; a signal handler that interrupts a hook there has the rest,
-//!   [`ownstack::HEADROOM`] (32 KiB). When all stacks are taken, the real call runs unrecorded
+//!   [`os::ownstack::HEADROOM`] (32 KiB). When all stacks are taken, the real call runs unrecorded
 //!   and the record is counted as dropped. `tests/small_stacks.rs` measures all of this.
 //! - **No helper thread.** Records go straight into a shared file mapping ([`writer`]), so
 //!   nothing needs flushing: Go's raw `exit_group` and SIGKILL lose no committed record.
@@ -63,19 +63,15 @@ pub mod arena;
 pub mod cfi;
 pub mod config;
 pub mod fork;
-pub mod guard;
 pub mod hooks;
 pub mod modules;
 pub mod names;
-pub mod ownstack;
+pub mod os;
 pub mod pairs;
-pub mod real;
 pub mod record;
 pub mod shadowed;
 pub mod stacks;
 pub mod startup;
-pub mod syscall;
-pub mod tls;
 pub mod unwind;
 pub mod writer;
 
@@ -109,7 +105,7 @@ fn start(fork: Option<&fork::Origin<'_>>) {
         if fork.is_none() {
             // The child has the parent's libraries and calibration.
             shadowed::record();
-            syscall::begin_tsc_calibration();
+            os::syscall::begin_tsc_calibration();
         }
     }
 }
@@ -119,24 +115,24 @@ fn start(fork: Option<&fork::Origin<'_>>) {
 extern "C" fn after_fork_in_child() {
     let origin = fork::origin_in_child();
     // The child's one thread has a new id.
-    tls::set(tls::Slot::Tid, 0);
+    os::tls::set(os::tls::Slot::Tid, 0);
     writer::reset_after_fork();
     stacks::reset();
-    ownstack::reset_after_fork();
-    let Some(_guard) = guard::Guard::enter() else {
+    os::ownstack::reset_after_fork();
+    let Some(_guard) = os::guard::Guard::enter() else {
         // Forked from a signal handler that interrupted a hook: the first hook after that
         // handler returns opens the trace, as before issue 12.
         return;
     };
     if writer::begin_init() {
         let origin = origin.unwrap_or(fork::Origin {
-            parent_pid: syscall::getppid(),
+            parent_pid: os::syscall::getppid(),
             parent_tid: 0,
             mono_ns: 0,
             stack: &[],
         });
         // The forking thread's stack may be small: start-up runs on a shim stack.
-        if !ownstack::run(|| start(Some(&origin))) {
+        if !os::ownstack::run(|| start(Some(&origin))) {
             writer::abandon_init();
         }
     }
@@ -145,7 +141,7 @@ extern "C" fn after_fork_in_child() {
 /// The constructor: runs when the loader initialises this library, before `main`.
 #[cfg_attr(test, allow(dead_code))]
 extern "C" fn vmshim_init() {
-    let _guard = guard::Guard::enter();
+    let _guard = os::guard::Guard::enter();
     hooks::pthread_create::resolve();
     hooks::malloc::resolve();
     hooks::dlopen::resolve();
@@ -186,7 +182,7 @@ mod tests {
         assert!(writer::is_ready(), "the writer opened {}", out.display());
 
         let len = 3 * 4096;
-        syscall::set_errno(1234);
+        os::syscall::set_errno(1234);
         // SAFETY: an anonymous private mapping of `len` bytes, unmapped below.
         let p = unsafe {
             hooks::mmap::mmap(
@@ -199,7 +195,7 @@ mod tests {
             )
         };
         assert_ne!(p, libc::MAP_FAILED);
-        assert_eq!(syscall::errno(), 1234, "success leaves errno as it was");
+        assert_eq!(os::syscall::errno(), 1234, "success leaves errno as it was");
         // SAFETY: an invalid length fails with EINVAL and maps nothing.
         let bad = unsafe {
             hooks::mmap::mmap(
@@ -211,7 +207,7 @@ mod tests {
                 0,
             )
         };
-        assert_eq!((bad, syscall::errno()), (libc::MAP_FAILED, libc::EINVAL));
+        assert_eq!((bad, os::syscall::errno()), (libc::MAP_FAILED, libc::EINVAL));
         // SAFETY: unmaps the mapping made above.
         assert_eq!(unsafe { hooks::munmap::munmap(p, len) }, 0);
 

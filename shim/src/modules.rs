@@ -2,7 +2,7 @@
 //! resolver call that pulls in NSS modules) may have loaded more. The loader maps images with
 //! its internal mmap, so this is how the trace learns of run-time loads and who caused them.
 
-use crate::guard::Guard;
+use crate::os::guard::Guard;
 use crate::{record, startup::find_build_id, unwind, writer};
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};

@@ -62,7 +62,7 @@ impl<const N: usize> Table<N> {
         if page.is_power_of_two()
             && addr % page == 0
             && len % page == 0
-            && crate::syscall::madvise(addr, len, libc::MADV_DONTNEED) == 0
+            && crate::os::syscall::madvise(addr, len, libc::MADV_DONTNEED) == 0
         {
             return;
         }

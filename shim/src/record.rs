@@ -2,8 +2,8 @@
 //! [`traced`] with the real call as a closure; everything here is plain code that unit tests can
 //! drive without LD_PRELOAD.
 
-use crate::guard::Guard;
-use crate::{syscall as sys, unwind, writer};
+use crate::os::guard::Guard;
+use crate::{os::syscall as sys, unwind, writer};
 use vmshim_trace::record::call::{self, CallRecord, CallStack};
 use vmshim_trace::{CALL_FLAG_OWN, CallKind, MAX_FRAMES};
 

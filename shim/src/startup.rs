@@ -6,7 +6,7 @@
 //! calls into one static scratch area, no malloc, and nothing large on the stack: the first hook
 //! of a fork child may come on a small stack (issue 11).
 
-use crate::{syscall as sys, writer};
+use crate::{os::syscall as sys, writer};
 use core::cell::UnsafeCell;
 use vmshim_trace::MapsSource;
 use vmshim_trace::record::start::{self, Argv, ForkRecord, StartRecord};
@@ -63,7 +63,7 @@ fn record_start(scratch: &mut [u8], fork: Option<&crate::fork::Origin<'_>>) {
     let cmd_len = read_file(b"/proc/self/cmdline\0", cmdline);
     let cmd = &cmdline[..cmd_len];
     let s = StartRecord {
-        pid: writer::own_pid(),
+        pid: sys::own_pid(),
         // A fork child's parent is the process that forked, as it was at the fork: by now a
         // daemon's intermediate child may have exited and the kernel names another parent.
         ppid: fork.map_or_else(sys::getppid, |f| f.parent_pid),

@@ -15,7 +15,7 @@
 //! `frames[0]` is the return address into the hook's caller.
 
 use crate::cfi;
-use crate::tls::{self, Slot};
+use crate::os::tls::{self, Slot};
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{
     AtomicUsize,
@@ -153,7 +153,7 @@ impl<'w> SafeReader<'w> {
             (r.lo, r.hi) = (lo, hi);
         } else if sp != 0 {
             let page = sp & !4095;
-            let n = crate::syscall::read_own_pages(page, PROBE_PAGES, r.buf.as_mut_ptr().cast());
+            let n = crate::os::syscall::read_own_pages(page, PROBE_PAGES, r.buf.as_mut_ptr().cast());
             if n > 0 {
                 (r.lo, r.hi) = (page, page + n);
                 tls::set(Slot::StackLo, r.lo);
@@ -183,7 +183,7 @@ impl<'w> SafeReader<'w> {
         ALT_IN_USE.store(true, SeqCst);
         let generation = SHRINK_GEN.load(SeqCst);
         let page = addr & !4095;
-        let n = crate::syscall::read_own_pages(page, ALT_PROBE_PAGES, self.buf.as_mut_ptr().cast());
+        let n = crate::os::syscall::read_own_pages(page, ALT_PROBE_PAGES, self.buf.as_mut_ptr().cast());
         self.len = 0; // the window's contents were overwritten
         if n > 0 {
             (self.alt_lo, self.alt_hi) = (page, page + n);
@@ -271,7 +271,7 @@ impl<'w> SafeReader<'w> {
             self.log = None;
         }
         if !(addr >= self.base && end <= self.base + self.len) {
-            let n = crate::syscall::read_own_memory_raw(addr, self.buf.as_mut_ptr().cast(), 4096);
+            let n = crate::os::syscall::read_own_memory_raw(addr, self.buf.as_mut_ptr().cast(), 4096);
             if n < 16 {
                 self.len = 0;
                 return None;
@@ -454,10 +454,10 @@ fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
             options(nomem, nostack, preserves_flags),
         );
     }
-    // On a shim stack ([`crate::ownstack`]) the walk starts where the thread left its own: at the
+    // On a shim stack ([`crate::os::ownstack`]) the walk starts where the thread left its own: at the
     // return address its stack pointer pointed at when it switched (the walk reads it, so that a
     // memo of this walk checks it too).
-    let from_return = match crate::ownstack::caller() {
+    let from_return = match crate::os::ownstack::caller() {
         Some((caller_sp, caller_fp)) => {
             (pc, sp, fp) = (0, caller_sp + 8, caller_fp);
             true
@@ -467,7 +467,7 @@ fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
     // The fallback reads' window, outside the reader so that nothing copies its 4 KiB.
     let mut window = core::mem::MaybeUninit::uninit();
     let mut mem = SafeReader::new(sp, &mut window);
-    let mut slot = memo::Guard::try_take(crate::syscall::gettid());
+    let mut slot = memo::Guard::try_take(crate::os::syscall::gettid());
     let Some(ways) = slot.as_mut().map(|g| g.data()).filter(|_| frames.len() <= memo::FRAMES) else {
         let n = walk(frames, pc, sp, fp, from_return, &mut mem)?.0;
         return Some((n, interned(&frames[..n])));

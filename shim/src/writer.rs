@@ -48,7 +48,8 @@
 //!
 //! This module must never block, allocate or touch `errno`: it runs inside hooks.
 
-use crate::syscall as sys;
+use crate::os::fmt::fmt_u64;
+use crate::os::syscall as sys;
 use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
@@ -74,7 +75,6 @@ static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 /// checks it is still the same file.
 static FILE_DEV: AtomicU64 = AtomicU64::new(0);
 static FILE_INO: AtomicU64 = AtomicU64::new(0);
-static PID: AtomicU32 = AtomicU32::new(0);
 static SEG_SIZE: AtomicU64 = AtomicU64::new(0);
 static LIMIT: AtomicU64 = AtomicU64::new(0);
 /// The file's length known allocated by `fallocate` (or set by `ftruncate` where the file
@@ -107,14 +107,6 @@ unsafe impl Sync for PathBuf {}
 static PATH: PathBuf = PathBuf(UnsafeCell::new([0; PATH_MAX]));
 static PATH_LEN: AtomicU32 = AtomicU32::new(0);
 
-/// This process's pid, as of the last (re)initialisation: the child of a fork gets its own.
-pub fn own_pid() -> u32 {
-    match PID.load(Relaxed) {
-        0 => sys::getpid(),
-        p => p,
-    }
-}
-
 /// The trace file's path (empty before initialisation).
 pub fn path() -> &'static [u8] {
     if STATE.load(Acquire) != READY {
@@ -145,7 +137,7 @@ pub fn abandon_init() {
 /// writer off: the target runs on untraced.
 pub fn open(cfg: &crate::config::Config, quiet: bool) -> bool {
     let pid = sys::getpid();
-    PID.store(pid, Relaxed);
+    sys::set_own_pid(pid);
     QUIET.store(quiet, Relaxed);
     SEG_SIZE.store(cfg.segment_bytes, Relaxed);
     LIMIT.store(cfg.max_bytes.min(cfg.segment_bytes * MAX_SEGS as u64), Relaxed);
@@ -355,28 +347,6 @@ fn with_suffix(buf: &mut [u8], base_len: usize, n: u64) -> usize {
     base_len + 1 + fmt_u64(n, &mut buf[base_len + 1..])
 }
 
-/// Decimal digits of `v` into `out`; returns how many were written (0 if they do not fit).
-pub fn fmt_u64(mut v: u64, out: &mut [u8]) -> usize {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let digits = &tmp[i..];
-    match out.get_mut(..digits.len()) {
-        Some(dst) => {
-            dst.copy_from_slice(digits);
-            digits.len()
-        }
-        None => 0,
-    }
-}
-
 fn cursor() -> &'static AtomicU64 {
     let hdr = HDR.load(Acquire);
     // SAFETY: the header page stays mapped while the writer is READY (callers check); the
@@ -401,6 +371,8 @@ pub fn account(ns: u64) {
     sys::calibrate_when_ready();
 }
 
+/// Counts one record as dropped: the window or the file was full, or a hook whose caller's
+/// stack could not be left ([`crate::os::ownstack`]) ran its call unrecorded.
 pub fn count_dropped() {
     bump(header::DROPPED, 1);
 }
@@ -765,6 +737,6 @@ pub fn reset_after_fork() {
         sys::munmap(h as usize, HEADER_SIZE);
     }
     MAPPED.store(0, Relaxed);
-    PID.store(0, Relaxed);
+    sys::set_own_pid(0);
     STATE.store(UNINIT, Release);
 }

@@ -23,10 +23,10 @@
 use crate::arena::{
     Chunk, HEAP_MAX, IS_MMAPPED, NON_MAIN_ARENA, classify, heap_info, main_chunk_end, size_word,
 };
-use crate::guard::Guard;
+use crate::os::guard::Guard;
+use crate::os::syscall as sys;
+use crate::os::tls::{self, Slot};
 use crate::record;
-use crate::syscall as sys;
-use crate::tls::{self, Slot};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
 use libc::{c_int, size_t};
@@ -96,7 +96,7 @@ pub fn resolve() {
     if NEXT_KIND.compare_exchange(UNKNOWN, RESOLVING, AcqRel, Acquire).is_err() {
         return;
     }
-    let m = crate::real::next(c"malloc", &NEXT_MALLOC);
+    let m = crate::os::real::next(c"malloc", &NEXT_MALLOC);
     let glibc = m == 0 || m == __libc_malloc as *const () as usize;
     if !glibc {
         for (name, cache) in [
@@ -109,7 +109,7 @@ pub fn resolve() {
             (c"valloc", &NEXT_VALLOC),
             (c"pvalloc", &NEXT_PVALLOC),
         ] {
-            crate::real::next(name, cache);
+            crate::os::real::next(name, cache);
         }
     }
     NEXT_KIND.store(if glibc { GLIBC } else { FOREIGN }, Release);
@@ -167,8 +167,8 @@ fn inspect(ptr: *mut c_void, request: usize, via: Via) {
 fn inspect_slowly(ptr: usize, request: usize, via: Via) {
     // On a shim stack: the caller's may be a small thread's, already deep in printf.
     // SAFETY: as in inspect(), which passes only such pointers.
-    if !crate::ownstack::run(|| slow_path(unsafe { classify(ptr) }, ptr, request, via)) {
-        crate::ownstack::dropped();
+    if !crate::os::ownstack::run(|| slow_path(unsafe { classify(ptr) }, ptr, request, via)) {
+        crate::writer::count_dropped();
     }
 }
 
@@ -293,8 +293,8 @@ fn mapped_chunk(ptr: *mut c_void) -> Option<(usize, usize)> {
 /// Records that the mapped chunk at `ptr` (`[block, block + size)`) is gone.
 #[cold]
 fn record_free_large(ptr: *mut c_void, (block, size): (usize, usize), via: Via) {
-    if !crate::ownstack::run(|| record_free_large_here(ptr, (block, size), via)) {
-        crate::ownstack::dropped();
+    if !crate::os::ownstack::run(|| record_free_large_here(ptr, (block, size), via)) {
+        crate::writer::count_dropped();
     }
 }
 
@@ -320,8 +320,8 @@ fn after_heap_free(ptr: *mut c_void) {
 #[cold]
 #[inline(never)]
 fn probe_arena() {
-    if !crate::ownstack::run(probe_arena_here) {
-        crate::ownstack::dropped();
+    if !crate::os::ownstack::run(probe_arena_here) {
+        crate::writer::count_dropped();
     }
 }
 

@@ -12,7 +12,7 @@ pub mod pthread_create;
 pub mod ptrace;
 pub mod resolver;
 
-use crate::syscall as sys;
+use crate::os::syscall as sys;
 
 /// Restores `saved` (errno at entry) on success, sets the kernel's error on failure; returns the
 /// value libc's wrapper would have returned (`-1` / `MAP_FAILED` on failure).

@@ -1,15 +1,15 @@
 //! `munmap`. Recorded in the order it was called, before the range can be reused.
 
-use crate::guard::Guard;
-use crate::ownstack::hook_entry;
+use crate::os::guard::Guard;
+use crate::os::ownstack::hook_entry;
+use crate::os::syscall as sys;
 use crate::record::{Order, traced};
-use crate::syscall as sys;
 use libc::{c_int, c_void, size_t};
 use vmshim_trace::CallKind;
 
 hook_entry!("munmap", fn munmap_entry(a: *mut c_void, l: size_t) -> c_int, munmap, munmap_bare);
 
-/// The hook, on a shim stack ([`crate::ownstack`]).
+/// The hook, on a shim stack ([`crate::os::ownstack`]).
 ///
 /// # Safety
 /// As for munmap(2).
@@ -35,6 +35,6 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, length: size_t) -> c_int {
 unsafe extern "C" fn munmap_bare(addr: *mut c_void, length: size_t) -> c_int {
     crate::unwind::address_space_shrinks();
     let saved = sys::errno();
-    crate::ownstack::dropped();
+    crate::writer::count_dropped();
     super::finish(sys::munmap(addr as usize, length), saved) as c_int
 }

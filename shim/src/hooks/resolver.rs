@@ -9,14 +9,14 @@
 //! Which of these ran is the evidence for "did this Go binary resolve names with libc (cgo) or
 //! with Go's own resolver?": Go's resolver makes no libc call at all.
 
-use crate::guard::Guard;
-use crate::{modules, syscall as sys, unwind, writer};
+use crate::os::guard::Guard;
+use crate::{modules, os::syscall as sys, unwind, writer};
 use core::ffi::{CStr, c_char, c_int, c_void};
 use libc::{addrinfo, hostent, sockaddr, socklen_t};
 use vmshim_trace::record::resolve::{self, ResolveRecord};
 use vmshim_trace::{MAX_ADDRS, MAX_FRAMES};
 
-use crate::real::real;
+use crate::os::real::real;
 
 unsafe extern "C" {
     fn __h_errno_location() -> *mut c_int;
@@ -127,8 +127,8 @@ impl<'a> Rec<'a> {
     /// Writes the record, then records any image the call loaded (NSS modules), on a shim stack
     /// (the real call ran on the caller's).
     fn commit(&self) {
-        if !crate::ownstack::run(|| self.commit_here()) {
-            crate::ownstack::dropped();
+        if !crate::os::ownstack::run(|| self.commit_here()) {
+            crate::writer::count_dropped();
         }
     }
 
