@@ -22,7 +22,7 @@
 //!   stack; a signal handler that interrupts a hook there has the rest,
 //!   [`os::ownstack::HEADROOM`] (32 KiB). When all stacks are taken, the real call runs unrecorded
 //!   and the record is counted as dropped. `tests/small_stacks.rs` measures all of this.
-//! - **No helper thread.** Records go straight into a shared file mapping ([`writer`]), so
+//! - **No helper thread.** Records go straight into a shared file mapping ([`out::writer`]), so
 //!   nothing needs flushing: Go's raw `exit_group` and SIGKILL lose no committed record.
 //! - **libc's blind spots.** glibc maps thread stacks, malloc arenas and large malloc chunks
 //!   with its internal mmap, which no interposed `mmap` sees. Thread stacks are covered by
@@ -31,9 +31,9 @@
 //!   left to the report, which lists what it cannot attribute as `unattributed`.
 //! - **Own mappings.** The trace segments the shim maps are recorded with `CALL_FLAG_OWN` and
 //!   the trace path, so the report files them, and this library's image, under `vmshim`.
-//! - **Bounded footprint.** The trace is mapped through a window ([`writer`]): a segment is
+//! - **Bounded footprint.** The trace is mapped through a window ([`out::writer`]): a segment is
 //!   unmapped (and the unmap recorded, `CALL_FLAG_OWN`) once its last writer is done with it.
-//!   At most 4 segments (`writer::WINDOW` x `VMSHIM_SEGMENT_BYTES`) plus the header page are
+//!   At most 4 segments (`out::writer::WINDOW` x `VMSHIM_SEGMENT_BYTES`) plus the header page are
 //!   mapped at any time — 16 MiB + 4 KiB of VSZ, and no more RSS, with the default 4 MiB —
 //!   however long the target runs; one or two segments in practice.
 //! - **The trace path never destroys anything.** An existing name is never removed, truncated
@@ -67,13 +67,11 @@ pub mod hooks;
 pub mod modules;
 pub mod names;
 pub mod os;
-pub mod pairs;
+pub mod out;
 pub mod record;
 pub mod shadowed;
-pub mod stacks;
 pub mod startup;
 pub mod unwind;
-pub mod writer;
 
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -88,19 +86,19 @@ pub fn depth() -> usize {
 /// each fork child). Safe to call from any hook: exactly one caller initialises; callers that
 /// race it find the writer not yet ready and pass their call through unrecorded.
 pub fn ensure_started() {
-    if writer::is_ready() || !writer::begin_init() {
+    if out::writer::is_ready() || !out::writer::begin_init() {
         return;
     }
     start(None);
 }
 
-/// Opens the trace and writes the start-up records; the caller won `writer::begin_init`.
+/// Opens the trace and writes the start-up records; the caller won `out::writer::begin_init`.
 fn start(fork: Option<&fork::Origin<'_>>) {
     let cfg = config::load();
     DEPTH.store(cfg.depth, Relaxed);
     names::enable(cfg.name_mappings);
     // A fork child's failure to create its trace says nothing: its stderr is the program's.
-    if writer::open(&cfg, fork.is_some()) {
+    if out::writer::open(&cfg, fork.is_some()) {
         startup::record_all(fork);
         if fork.is_none() {
             // The child has the parent's libraries and calibration.
@@ -116,15 +114,15 @@ extern "C" fn after_fork_in_child() {
     let origin = fork::origin_in_child();
     // The child's one thread has a new id.
     os::tls::set(os::tls::Slot::Tid, 0);
-    writer::reset_after_fork();
-    stacks::reset();
+    out::writer::reset_after_fork();
+    out::stacks::reset();
     os::ownstack::reset_after_fork();
     let Some(_guard) = os::guard::Guard::enter() else {
         // Forked from a signal handler that interrupted a hook: the first hook after that
         // handler returns opens the trace, as before issue 12.
         return;
     };
-    if writer::begin_init() {
+    if out::writer::begin_init() {
         let origin = origin.unwrap_or(fork::Origin {
             parent_pid: os::syscall::getppid(),
             parent_tid: 0,
@@ -133,7 +131,7 @@ extern "C" fn after_fork_in_child() {
         });
         // The forking thread's stack may be small: start-up runs on a shim stack.
         if !os::ownstack::run(|| start(Some(&origin))) {
-            writer::abandon_init();
+            out::writer::abandon_init();
         }
     }
 }
@@ -179,7 +177,7 @@ mod tests {
         // shim; this is the only test that sets it.
         unsafe { std::env::set_var("VMSHIM_OUT", &out) };
         ensure_started();
-        assert!(writer::is_ready(), "the writer opened {}", out.display());
+        assert!(out::writer::is_ready(), "the writer opened {}", out.display());
 
         let len = 3 * 4096;
         os::syscall::set_errno(1234);

@@ -3,7 +3,7 @@
 //! its internal mmap, so this is how the trace learns of run-time loads and who caused them.
 
 use crate::os::guard::Guard;
-use crate::{record, startup::find_build_id, unwind, writer};
+use crate::{out::writer, record, startup::find_build_id, unwind};
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 use vmshim_trace::CallKind;

@@ -3,9 +3,9 @@
 //! drive without LD_PRELOAD.
 
 use crate::os::guard::Guard;
-use crate::{os::syscall as sys, unwind, writer};
+use crate::{os::syscall as sys, out::writer, unwind};
 use vmshim_trace::record::call::{self, CallRecord, CallStack};
-use vmshim_trace::{CALL_FLAG_OWN, CallKind, MAX_FRAMES};
+use vmshim_trace::{CallKind, MAX_FRAMES};
 
 /// Room for the largest call record: header, fixed fields, a full stack.
 pub const CALL_BUF: usize = call::MAX_LEN;
@@ -93,16 +93,6 @@ fn result_of(call: CallKind, ret: isize) -> (u64, i32) {
             let (v, e) = sys::split(ret);
             (v as u64, e)
         }
-    }
-}
-
-/// Records a mapping the shim made (`Mmap`) or removed (`Munmap`) for itself (a trace
-/// segment); no stack.
-pub fn own_mapping(call: CallKind, args: [u64; 6], result: u64) {
-    let mut buf = [0u8; CALL_BUF];
-    let c = CallRecord { result, ..call_record(call, CALL_FLAG_OWN, sys::monotonic_ns(), args, &[], 0) };
-    if let Some(len) = call::encode(&mut buf, &c) {
-        writer::append(&buf[..len]);
     }
 }
 

@@ -6,7 +6,7 @@
 //! calls into one static scratch area, no malloc, and nothing large on the stack: the first hook
 //! of a fork child may come on a small stack (issue 11).
 
-use crate::{os::syscall as sys, writer};
+use crate::{os::syscall as sys, out::writer};
 use core::cell::UnsafeCell;
 use vmshim_trace::MapsSource;
 use vmshim_trace::record::start::{self, Argv, ForkRecord, StartRecord};

@@ -318,7 +318,7 @@ pub fn capture(frames: &mut [u64]) -> usize {
 }
 
 /// As [`capture`], and also returns the file offset of the trace's Stack record for the frames
-/// ([`crate::stacks`]; 0 when there is none: write them inline).
+/// ([`crate::out::stacks`]; 0 when there is none: write them inline).
 pub fn capture_interned(frames: &mut [u64]) -> (usize, u64) {
     capture_with(frames, true)
 }
@@ -333,7 +333,7 @@ fn capture_with(frames: &mut [u64], intern: bool) -> (usize, u64) {
         return r;
     }
     let n = capture_libgcc(frames);
-    (n, if intern { crate::stacks::intern(&frames[..n]).unwrap_or(0) } else { 0 })
+    (n, if intern { crate::out::stacks::intern(&frames[..n]).unwrap_or(0) } else { 0 })
 }
 
 /// The last walk made on a slot's threads, to be replayed when the next one would read the
@@ -367,7 +367,7 @@ mod memo {
         pub reads: [(usize, usize); READS],
         pub nframes: usize,
         pub frames: [u64; FRAMES],
-        /// The frames' Stack record in the trace ([`crate::stacks`]), 0 if none, and the
+        /// The frames' Stack record in the trace ([`crate::out::stacks`]), 0 if none, and the
         /// epoch of that reference.
         pub stack_ref: u64,
         pub stack_epoch: u64,
@@ -439,7 +439,7 @@ mod memo {
 #[cfg(target_arch = "x86_64")]
 #[inline(never)]
 fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
-    let interned = |frames: &[u64]| if intern { crate::stacks::intern(frames).unwrap_or(0) } else { 0 };
+    let interned = |frames: &[u64]| if intern { crate::out::stacks::intern(frames).unwrap_or(0) } else { 0 };
     let (mut pc, mut sp, mut fp): (usize, usize, usize);
     // SAFETY: reads this instruction's address and the stack and frame pointers; the unwind
     // rule at the `lea`'s successor describes this function's frame with exactly these values.
@@ -493,7 +493,7 @@ fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
         if !intern {
             return Some((m.nframes, 0));
         }
-        let epoch = crate::stacks::epoch();
+        let epoch = crate::out::stacks::epoch();
         if m.stack_ref == 0 || m.stack_epoch != epoch {
             m.stack_ref = interned(&frames[..m.nframes]);
             m.stack_epoch = epoch;
@@ -506,7 +506,7 @@ fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
     m.valid = false;
     mem.log = Some((&mut m.reads, 0));
     let (n, need_fp) = walk(frames, pc, sp, fp, from_return, &mut mem)?;
-    let epoch = crate::stacks::epoch();
+    let epoch = crate::out::stacks::epoch();
     let stack_ref = interned(&frames[..n]);
     if let Some((_, nreads)) = mem.log.take() {
         m.frames[..n].copy_from_slice(&frames[..n]);

@@ -33,7 +33,7 @@ pub unsafe extern "C" fn dlopen(file: *const c_char, mode: c_int) -> *mut c_void
     {
         let saved = sys::errno();
         if !crate::os::ownstack::run(|| crate::modules::record_new(Some((&g, 0)))) {
-            crate::writer::count_dropped();
+            crate::out::writer::count_dropped();
         }
         sys::set_errno(saved);
     }

@@ -168,7 +168,7 @@ fn inspect_slowly(ptr: usize, request: usize, via: Via) {
     // On a shim stack: the caller's may be a small thread's, already deep in printf.
     // SAFETY: as in inspect(), which passes only such pointers.
     if !crate::os::ownstack::run(|| slow_path(unsafe { classify(ptr) }, ptr, request, via)) {
-        crate::writer::count_dropped();
+        crate::out::writer::count_dropped();
     }
 }
 
@@ -294,7 +294,7 @@ fn mapped_chunk(ptr: *mut c_void) -> Option<(usize, usize)> {
 #[cold]
 fn record_free_large(ptr: *mut c_void, (block, size): (usize, usize), via: Via) {
     if !crate::os::ownstack::run(|| record_free_large_here(ptr, (block, size), via)) {
-        crate::writer::count_dropped();
+        crate::out::writer::count_dropped();
     }
 }
 
@@ -321,7 +321,7 @@ fn after_heap_free(ptr: *mut c_void) {
 #[inline(never)]
 fn probe_arena() {
     if !crate::os::ownstack::run(probe_arena_here) {
-        crate::writer::count_dropped();
+        crate::out::writer::count_dropped();
     }
 }
 

@@ -69,7 +69,7 @@ unsafe extern "C" fn mmap_bare(
         crate::unwind::address_space_shrinks();
     }
     let saved = sys::errno();
-    crate::writer::count_dropped();
+    crate::out::writer::count_dropped();
     super::finish(sys::mmap(addr as usize, length, prot, flags, fd, offset), saved) as *mut c_void
 }
 

@@ -49,6 +49,6 @@ unsafe extern "C" fn mprotect_bare(addr: *mut c_void, length: size_t, prot: c_in
         crate::unwind::address_space_shrinks();
     }
     let saved = sys::errno();
-    crate::writer::count_dropped();
+    crate::out::writer::count_dropped();
     super::finish(sys::mprotect(addr as usize, length, prot), saved) as c_int
 }

@@ -59,7 +59,7 @@ unsafe extern "C" fn mremap_bare(
     crate::unwind::address_space_shrinks();
     let saved = sys::errno();
     let new_address = if flags & libc::MREMAP_FIXED != 0 { new_address as usize } else { 0 };
-    crate::writer::count_dropped();
+    crate::out::writer::count_dropped();
     super::finish(sys::mremap(old_address as usize, old_size, new_size, flags, new_address), saved)
         as *mut c_void
 }

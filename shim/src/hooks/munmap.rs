@@ -35,6 +35,6 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, length: size_t) -> c_int {
 unsafe extern "C" fn munmap_bare(addr: *mut c_void, length: size_t) -> c_int {
     crate::unwind::address_space_shrinks();
     let saved = sys::errno();
-    crate::writer::count_dropped();
+    crate::out::writer::count_dropped();
     super::finish(sys::munmap(addr as usize, length), saved) as c_int
 }

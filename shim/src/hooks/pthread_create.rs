@@ -8,7 +8,7 @@
 use crate::os::guard::Guard;
 use crate::os::ownstack::hook_entry;
 use crate::record::{Order, traced};
-use crate::{os::syscall as sys, unwind, writer};
+use crate::{os::syscall as sys, out::writer, unwind};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use libc::{c_int, pthread_attr_t, pthread_t};
@@ -139,7 +139,7 @@ unsafe extern "C" fn pthread_create_bare(
     if real == 0 {
         return libc::EAGAIN;
     }
-    crate::writer::count_dropped();
+    crate::out::writer::count_dropped();
     // SAFETY: as in pthread_create: libc's function, the caller's arguments unchanged.
     unsafe { core::mem::transmute::<usize, RealCreate>(real)(thread, attr, start, arg) }
 }
@@ -233,7 +233,7 @@ extern "C" fn thread_prep(slot: *mut c_void) -> StartPair {
     if let Some(_g) = Guard::enter()
         && !crate::os::ownstack::run(|| write_thread_start(h, sp, pair.start))
     {
-        crate::writer::count_dropped();
+        crate::out::writer::count_dropped();
     }
     h.state.store(FREE, Release);
     pair

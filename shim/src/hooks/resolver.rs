@@ -10,7 +10,7 @@
 //! with Go's own resolver?": Go's resolver makes no libc call at all.
 
 use crate::os::guard::Guard;
-use crate::{modules, os::syscall as sys, unwind, writer};
+use crate::{modules, os::syscall as sys, out::writer, unwind};
 use core::ffi::{CStr, c_char, c_int, c_void};
 use libc::{addrinfo, hostent, sockaddr, socklen_t};
 use vmshim_trace::record::resolve::{self, ResolveRecord};
@@ -128,7 +128,7 @@ impl<'a> Rec<'a> {
     /// (the real call ran on the caller's).
     fn commit(&self) {
         if !crate::os::ownstack::run(|| self.commit_here()) {
-            crate::writer::count_dropped();
+            crate::out::writer::count_dropped();
         }
     }
 

@@ -1,6 +1,6 @@
 //! A fixed table of `(key, value)` word pairs in the shim's .bss, the storage of two lock-free
-//! caches: [`crate::cfi`] (code address -> unwind rule) and [`crate::stacks`] (stack hash -> file
-//! offset of its Stack record). Key 0 marks an empty slot; a cache claims a slot with
+//! caches: the unwinder's rule cache (code address -> unwind rule) and [`super::stacks`] (stack
+//! hash -> file offset of its Stack record). Key 0 marks an empty slot; a cache claims a slot with
 //! [`Table::claim`] and publishes the value its own way.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};

@@ -53,7 +53,8 @@ use crate::os::syscall as sys;
 use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
-use vmshim_trace::{CallKind, FILE_MAGIC, HEADER_SIZE, VERSION, header};
+use vmshim_trace::record::call::{self, CallRecord, CallStack};
+use vmshim_trace::{CALL_FLAG_OWN, CallKind, FILE_MAGIC, HEADER_SIZE, VERSION, header};
 
 const UNINIT: u8 = 0;
 const INITING: u8 = 1;
@@ -203,7 +204,7 @@ pub fn open(cfg: &crate::config::Config, quiet: bool) -> bool {
     MAPPED.store(1, Release);
     STATE.store(READY, Release);
     let header_args = [h as u64, HEADER_SIZE as u64, prot as u64, libc::MAP_SHARED as u64, u64::MAX, 0];
-    crate::record::own_mapping(CallKind::Mmap, header_args, h as u64);
+    record_own_mapping(CallKind::Mmap, header_args, h as u64);
     record_own_segment(CallKind::Mmap, 0, seg0);
     true
 }
@@ -598,7 +599,27 @@ fn record_own_segment(call: CallKind, i: usize, base: *mut u8) {
     } else {
         ([base as u64, size, 0, 0, 0, 0], 0)
     };
-    crate::record::own_mapping(call, args, result);
+    record_own_mapping(call, args, result);
+}
+
+/// Records a mapping the writer made (`Mmap`) or removed (`Munmap`) for itself, the header page
+/// or a segment: `CALL_FLAG_OWN`, no stack. Here and not in the recording layer, which is built
+/// on this one: the writer must not ask it to record the writer's own work.
+fn record_own_mapping(call: CallKind, args: [u64; 6], result: u64) {
+    let mut buf = [0u8; call::MAX_LEN];
+    let c = CallRecord {
+        call,
+        flags: CALL_FLAG_OWN,
+        tid: sys::gettid(),
+        time_ns: sys::monotonic_ns(),
+        args,
+        result,
+        errno: 0,
+        stack: CallStack::Inline(&[]),
+    };
+    if let Some(len) = call::encode(&mut buf, &c) {
+        append(&buf[..len]);
+    }
 }
 
 /// Space for one record, reserved in cursor order; published by [`Slot::commit`]. Dropped
