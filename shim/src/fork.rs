@@ -17,7 +17,7 @@
 
 use crate::os::guard::Guard;
 use crate::os::tls::{self, Slot};
-use crate::{os::syscall as sys, unwind};
+use crate::{os::syscall as sys, unwind::walk};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, Ordering::*};
 use vmshim_trace::MAX_FRAMES;
@@ -70,10 +70,10 @@ pub extern "C" fn before_fork() {
     let ran = crate::os::ownstack::run(|| {
         // SAFETY: this thread claimed the note above and holds it until after_fork_in_parent.
         let frames = unsafe { &mut *note.frames.get() };
-        let n = unwind::capture(&mut frames[..crate::depth()]);
+        let n = walk::capture(&mut frames[..crate::depth()]);
         // Leave out __run_fork_handlers and fork itself (and daemon(), which forks in libc):
         // the stack begins where the program called.
-        let libc = crate::modules::text_of(libc::fork as *const () as u64);
+        let libc = crate::unwind::images::text_of(libc::fork as *const () as u64);
         let skip =
             frames[..n].iter().take_while(|&&f| libc.is_some_and(|(lo, hi)| (lo..hi).contains(&f))).count();
         frames.copy_within(skip..n, 0);

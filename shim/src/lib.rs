@@ -60,7 +60,6 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod arena;
-pub mod cfi;
 pub mod config;
 pub mod fork;
 pub mod hooks;

@@ -3,7 +3,7 @@
 //! drive without LD_PRELOAD.
 
 use crate::os::guard::Guard;
-use crate::{os::syscall as sys, out::writer, unwind};
+use crate::{os::syscall as sys, out::writer, unwind::walk};
 use vmshim_trace::record::call::{self, CallRecord, CallStack};
 use vmshim_trace::{CallKind, MAX_FRAMES};
 
@@ -33,7 +33,7 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
     let mut buf = [0u8; CALL_BUF];
     let pending = if order == Order::Before {
         let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
-        let (n, stack_ref) = unwind::capture_interned(&mut frames[..depth]);
+        let (n, stack_ref) = walk::capture_interned(&mut frames[..depth]);
         let p = call::begin(&mut buf, &call_record(call, 0, t0, args, &frames[..n], stack_ref));
         writer::account(sys::ns_since(c0));
         p
@@ -44,7 +44,7 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
             crate::names::name(ret as u64, args[1], "mmap", sys::gettid());
         }
         let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
-        let (n, stack_ref) = unwind::capture_interned(&mut frames[..depth]);
+        let (n, stack_ref) = walk::capture_interned(&mut frames[..depth]);
         let (result, errno) = result_of(call, ret);
         let c = CallRecord { result, errno, ..call_record(call, 0, t0, args, &frames[..n], stack_ref) };
         if let Some(len) = call::encode(&mut buf, &c) {
@@ -112,7 +112,7 @@ pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
     }
     let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
     let mut frames = [0u64; MAX_FRAMES];
-    let (n, stack_ref) = unwind::capture_interned(&mut frames[..crate::depth()]);
+    let (n, stack_ref) = walk::capture_interned(&mut frames[..crate::depth()]);
     let mut buf = [0u8; CALL_BUF];
     if let Some(len) = call::encode(&mut buf, &call_record(call, 0, t0, args, &frames[..n], stack_ref)) {
         writer::append(&buf[..len]);

@@ -8,7 +8,7 @@
 use crate::os::guard::Guard;
 use crate::os::ownstack::hook_entry;
 use crate::record::{Order, traced};
-use crate::{os::syscall as sys, out::writer, unwind};
+use crate::{os::syscall as sys, out::writer, unwind::walk};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use libc::{c_int, pthread_attr_t, pthread_t};
@@ -105,7 +105,7 @@ pub unsafe extern "C" fn pthread_create(
             h.stack_size.store(stack_size, Relaxed);
             h.guard_size.store(guard_size, Relaxed);
             let mut frames = [0u64; SLOT_FRAMES];
-            let n = unwind::capture(&mut frames[..crate::depth().min(SLOT_FRAMES)]);
+            let n = walk::capture(&mut frames[..crate::depth().min(SLOT_FRAMES)]);
             for (dst, &f) in h.frames.iter().zip(&frames[..n]) {
                 dst.store(f, Relaxed);
             }

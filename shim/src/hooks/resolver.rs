@@ -10,7 +10,7 @@
 //! with Go's own resolver?": Go's resolver makes no libc call at all.
 
 use crate::os::guard::Guard;
-use crate::{modules, os::syscall as sys, out::writer, unwind};
+use crate::{modules, os::syscall as sys, out::writer, unwind::walk};
 use core::ffi::{CStr, c_char, c_int, c_void};
 use libc::{addrinfo, hostent, sockaddr, socklen_t};
 use vmshim_trace::record::resolve::{self, ResolveRecord};
@@ -140,7 +140,7 @@ impl<'a> Rec<'a> {
         }
         let saved = sys::errno();
         let mut frames = [0u64; MAX_FRAMES];
-        let n = unwind::capture(&mut frames[..crate::depth()]);
+        let n = walk::capture(&mut frames[..crate::depth()]);
         let mut buf = [0u8; resolve::MAX_LEN];
         let q = ResolveRecord {
             api: self.api as u16,

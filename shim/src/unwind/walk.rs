@@ -14,7 +14,7 @@
 //! fail, never a SIGSEGV in the target. Frames inside the shim itself are left out, so
 //! `frames[0]` is the return address into the hook's caller.
 
-use crate::cfi;
+use super::{cfi, images};
 use crate::os::tls::{self, Slot};
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{
@@ -292,8 +292,8 @@ impl<'w> SafeReader<'w> {
 fn plausible_frame(mem: &mut SafeReader<'_>, fp: usize) -> bool {
     fp != 0
         && fp.is_multiple_of(8)
-        && !crate::modules::in_image(fp as u64)
-        && mem.pair(fp).is_some_and(|(_, ret)| crate::modules::in_text(ret as u64))
+        && !images::in_image(fp as u64)
+        && mem.pair(fp).is_some_and(|(_, ret)| images::in_text(ret as u64))
 }
 
 /// A frame without unwind information that used the frame-pointer register for itself (a cgo
