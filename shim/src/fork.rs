@@ -15,6 +15,7 @@
 //! vfork and posix_spawn children (CLONE_VM) run no atfork handler: they share the parent's
 //! memory until they exec, and the exec'd image makes its own trace; nothing here touches them.
 
+use crate::know::startup::Origin;
 use crate::os::guard::Guard;
 use crate::os::tls::{self, Slot};
 use crate::{os::syscall as sys, unwind::walk};
@@ -40,17 +41,6 @@ unsafe impl Sync for Note {}
 static NOTE: [Note; NOTES] = [const {
     Note { owner: AtomicU32::new(0), len: UnsafeCell::new(0), frames: UnsafeCell::new([0; MAX_FRAMES]) }
 }; NOTES];
-
-/// How a fork child came to be, as its Start record says it.
-pub struct Origin<'a> {
-    /// The forking process (the child's parent at the fork).
-    pub parent_pid: u32,
-    pub parent_tid: u32,
-    pub mono_ns: u64,
-    /// The forking call's stack, innermost first, beginning at the program's call (the frames
-    /// inside libc's fork are left out).
-    pub stack: &'a [u64],
-}
 
 /// The prepare handler: runs in the forking thread, before the fork.
 pub extern "C" fn before_fork() {

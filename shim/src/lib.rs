@@ -59,17 +59,13 @@
 //!   line and its map afresh.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
-pub mod arena;
 pub mod config;
 pub mod fork;
 pub mod hooks;
-pub mod modules;
-pub mod names;
+pub mod know;
 pub mod os;
 pub mod out;
 pub mod record;
-pub mod shadowed;
-pub mod startup;
 pub mod unwind;
 
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -92,16 +88,16 @@ pub fn ensure_started() {
 }
 
 /// Opens the trace and writes the start-up records; the caller won `out::writer::begin_init`.
-fn start(fork: Option<&fork::Origin<'_>>) {
+fn start(fork: Option<&know::startup::Origin<'_>>) {
     let cfg = config::load();
     DEPTH.store(cfg.depth, Relaxed);
-    names::enable(cfg.name_mappings);
+    know::names::enable(cfg.name_mappings);
     // A fork child's failure to create its trace says nothing: its stderr is the program's.
     if out::writer::open(&cfg, fork.is_some()) {
-        startup::record_all(fork);
+        know::startup::record_all(fork);
         if fork.is_none() {
             // The child has the parent's libraries and calibration.
-            shadowed::record();
+            know::shadowed::record();
             os::syscall::begin_tsc_calibration();
         }
     }
@@ -122,7 +118,7 @@ extern "C" fn after_fork_in_child() {
         return;
     };
     if out::writer::begin_init() {
-        let origin = origin.unwrap_or(fork::Origin {
+        let origin = origin.unwrap_or(know::startup::Origin {
             parent_pid: os::syscall::getppid(),
             parent_tid: 0,
             mono_ns: 0,

@@ -41,7 +41,7 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
         // Unwound after the call in this order; encoded below.
         let ret = op();
         if call == CallKind::Mmap && args[3] & libc::MAP_ANONYMOUS as u64 != 0 && sys::split(ret).1 == 0 {
-            crate::names::name(ret as u64, args[1], "mmap", sys::gettid());
+            crate::know::names::name(ret as u64, args[1], "mmap", sys::gettid());
         }
         let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
         let (n, stack_ref) = walk::capture_interned(&mut frames[..depth]);
@@ -105,9 +105,9 @@ pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
     }
     match call {
         CallKind::ArenaAttach if args[0] != 0 => {
-            crate::names::name(args[0], vmshim_trace::HEAP_MAX, "arena", sys::gettid())
+            crate::know::names::name(args[0], vmshim_trace::HEAP_MAX, "arena", sys::gettid())
         }
-        CallKind::MallocLarge => crate::names::name(args[0], args[1], "malloc", sys::gettid()),
+        CallKind::MallocLarge => crate::know::names::name(args[0], args[1], "malloc", sys::gettid()),
         _ => {}
     }
     let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
@@ -118,4 +118,13 @@ pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
         writer::append(&buf[..len]);
     }
     writer::account(sys::ns_since(c0));
+}
+
+/// Records the images loaded since the last scan ([`crate::know::modules`]) and, after each
+/// one's Module record, a ModuleLoad event naming the watched call that loaded it (`via`, an
+/// index into `vmshim_trace::LOADING_FUNCTIONS`) with the current stack.
+pub fn new_modules(g: &Guard, via: usize) {
+    crate::know::modules::record_new(|base, lo, hi| {
+        note(g, CallKind::ModuleLoad, [base, lo, hi, via as u64, 0, 0]);
+    });
 }

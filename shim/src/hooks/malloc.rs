@@ -1,7 +1,7 @@
 //! The malloc family: `malloc`, `free`, `calloc`, `realloc`, `memalign`, `posix_memalign`,
 //! `aligned_alloc`, `valloc`, `pvalloc`, in one file because they share one job. Each forwards
 //! to glibc's exported `__libc_*` entry point and then looks at the chunk it returned
-//! ([`crate::arena`]) to see what glibc did with its internal mmap and sbrk:
+//! ([`crate::know::arena`]) to see what glibc did with its internal mmap and sbrk:
 //! - the first chunk a thread gets from an arena heap it was not using before: glibc created
 //!   or attached that arena inside this call (`ArenaAttach`, with this call's stack);
 //! - a chunk that is its own mapping (`MallocLarge`), and its free (`FreeLarge`);
@@ -20,7 +20,7 @@
 //! The fast path (no event) is a thread-local read, one load of the chunk's size word and a
 //! compare: it must stay that way, since every allocation pays for it.
 
-use crate::arena::{
+use crate::know::arena::{
     Chunk, HEAP_MAX, IS_MMAPPED, NON_MAIN_ARENA, classify, heap_info, main_chunk_end, size_word,
 };
 use crate::os::guard::Guard;

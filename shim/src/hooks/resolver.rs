@@ -10,7 +10,7 @@
 //! with Go's own resolver?": Go's resolver makes no libc call at all.
 
 use crate::os::guard::Guard;
-use crate::{modules, os::syscall as sys, out::writer, unwind::walk};
+use crate::{os::syscall as sys, out::writer, unwind::walk};
 use core::ffi::{CStr, c_char, c_int, c_void};
 use libc::{addrinfo, hostent, sockaddr, socklen_t};
 use vmshim_trace::record::resolve::{self, ResolveRecord};
@@ -159,7 +159,7 @@ impl<'a> Rec<'a> {
         if let Some(len) = resolve::encode(&mut buf, &q) {
             writer::append(&buf[..len]);
         }
-        modules::record_new(Some((&g, self.api as usize)));
+        crate::record::new_modules(&g, self.api as usize);
         sys::set_errno(saved);
     }
 }

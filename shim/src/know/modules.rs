@@ -2,12 +2,12 @@
 //! resolver call that pulls in NSS modules) may have loaded more. The loader maps images with
 //! its internal mmap, so this is how the trace learns of run-time loads and who caused them.
 
-use crate::os::guard::Guard;
+use crate::os::syscall as sys;
+use crate::out::writer;
 use crate::unwind::{images, walk};
-use crate::{out::writer, record, startup::find_build_id};
+use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
-use vmshim_trace::CallKind;
 use vmshim_trace::record::module::{self, ModuleRecord};
 
 /// What a fork child needs to write each known image's record again without asking the loader
@@ -106,10 +106,10 @@ unsafe extern "C" fn on_module(info: *mut libc::dl_phdr_info, _size: usize, data
     0
 }
 
-/// Records every loaded image not recorded yet. `via` (a guard and an index into
-/// `vmshim_trace::LOADING_FUNCTIONS`) says which watched call loaded them: each new image then
-/// also gets a ModuleLoad event with the current call stack.
-pub fn record_new(via: Option<(&Guard, usize)>) {
+/// Records every loaded image not recorded yet, and calls `loaded(base, lo, hi)` after each
+/// one's Module record: a watched call's hook (dlopen, a resolver call that pulls in NSS
+/// modules) records there which call loaded it, through the recording layer above.
+pub fn record_new(mut loaded: impl FnMut(u64, u64, u64)) {
     let empty = Found {
         base: 0,
         lo: 0,
@@ -128,9 +128,7 @@ pub fn record_new(via: Option<(&Guard, usize)>) {
     for f in &scan.found[..scan.n] {
         remember(f);
         write_module(f);
-        if let Some((g, via)) = via {
-            record::note(g, CallKind::ModuleLoad, [f.base, f.lo, f.hi, via as u64, 0, 0]);
-        }
+        loaded(f.base, f.lo, f.hi);
     }
 }
 
@@ -181,7 +179,7 @@ impl Found {
 fn write_module_with(f: &Found, build_id: &[u8], name: &[u8]) {
     let mut exe = [0u8; 4096];
     let path = if name.is_empty() {
-        let n = crate::startup::exe_path(&mut exe);
+        let n = exe_path(&mut exe);
         &exe[..n]
     } else {
         name
@@ -191,4 +189,60 @@ fn write_module_with(f: &Found, build_id: &[u8], name: &[u8]) {
     if let Some(len) = module::encode(&mut buf, &m) {
         writer::append(&buf[..len]);
     }
+}
+
+/// The executable's path as start-up read it ([`keep_exe_path`]), for its Module record (one
+/// readlink less) and a fork child's Start record. Kept here, with the images, so that
+/// start-up (which reads it) and this module (which names the program's image by it) do not
+/// call each other.
+struct ExePath(UnsafeCell<[u8; 4096]>);
+// SAFETY: written by start-up's single initialiser (keep_exe_path) before EXE_LEN is published
+// (Release), read after an Acquire load; a fork child rewrites it single-threaded.
+unsafe impl Sync for ExePath {}
+static EXE: ExePath = ExePath(UnsafeCell::new([0; 4096]));
+static EXE_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Keeps `path` as the executable's path. Only start-up's single initialiser calls this.
+pub fn keep_exe_path(path: &[u8]) {
+    let n = path.len().min(4096);
+    // SAFETY: the single initialiser (see ExePath).
+    unsafe { (&mut *EXE.0.get())[..n].copy_from_slice(&path[..n]) };
+    EXE_LEN.store(n, Release);
+}
+
+/// Copies the path [`keep_exe_path`] kept into `buf`; its length, 0 when none was kept.
+pub fn kept_exe_path(buf: &mut [u8]) -> usize {
+    let n = EXE_LEN.load(Acquire).min(4096).min(buf.len());
+    if n > 0 {
+        // SAFETY: EXE[..n] was written before EXE_LEN was published (see ExePath).
+        buf[..n].copy_from_slice(unsafe { &(&*EXE.0.get())[..n] });
+    }
+    n
+}
+
+/// The executable's path (`/proc/self/exe`), as read at start-up if it was.
+pub fn exe_path(buf: &mut [u8]) -> usize {
+    match kept_exe_path(buf) {
+        0 => sys::readlink(b"/proc/self/exe\0", buf).max(0) as usize,
+        n => n,
+    }
+}
+
+/// The NT_GNU_BUILD_ID descriptor in a run of ELF notes, or an empty slice.
+pub fn find_build_id(mut notes: &[u8]) -> &[u8] {
+    let word = |b: &[u8], i: usize| {
+        b.get(i..i + 4).map(|w| u32::from_le_bytes(w.try_into().unwrap_or_default()) as usize)
+    };
+    while let (Some(namesz), Some(descsz), Some(kind)) = (word(notes, 0), word(notes, 4), word(notes, 8)) {
+        let name_end = 12 + namesz.next_multiple_of(4);
+        let desc_end = name_end + descsz.next_multiple_of(4);
+        if desc_end > notes.len() {
+            break;
+        }
+        if kind == 3 && notes.get(12..12 + namesz) == Some(b"GNU\0") {
+            return &notes[name_end..name_end + descsz];
+        }
+        notes = &notes[desc_end..];
+    }
+    &[]
 }
