@@ -12,7 +12,7 @@
 //!   `__mmap` and friends are GLIBC_PRIVATE.
 //! - **The stack budget.** A hook may run on a 16 KiB (PTHREAD_STACK_MIN) thread stack or in
 //!   a signal handler on a minimal sigaltstack, so it keeps its work off the caller's stack
-//!   ([`ownstack`]: a pool of 64 stacks of 64 KiB in .bss). `mmap`, `mmap64`, `munmap`,
+//!   ([`os::ownstack`]: a pool of 64 stacks of 64 KiB in .bss). `mmap`, `mmap64`, `munmap`,
 //!   `mremap`, `mprotect` and `pthread_create` use 0 bytes of the caller's stack beyond the
 //!   return address its call pushed, as glibc's own functions do: they switch stacks before
 //!   anything else. The malloc family, `dlopen` and the resolver functions run the real call on
@@ -42,7 +42,7 @@
 //!   untraced. A file the shim created but could not set up (a full disk) is removed again,
 //!   by its path, only while that path still names the very file it created.
 //! - **Fork and exec.** A fork child forgets the parent's trace and creates its own inside fork
-//!   ([`fork`]: pthread_atfork; the child's Start names the forking process, thread, time and
+//!   ([`record::fork`]: pthread_atfork; the child's Start names the forking process, thread, time and
 //!   stack), before the program can drop privileges, close descriptors or be re-parented; a
 //!   failure there prints nothing (the child's stderr is the program's). vfork and posix_spawn
 //!   children run no handler and share the parent's memory until they exec: untouched. An
@@ -59,77 +59,29 @@
 //!   line and its map afresh.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
-pub mod config;
-pub mod fork;
-pub mod hooks;
-pub mod know;
+// The layers, lowest first. A module names (`crate::` paths, doc links included) only its own
+// layer and those below; `layers::no_crate_path_points_up` below holds that.
+
+/// 1. The operating system: raw system calls, clock, TLS, pid/tid, the guard, own stacks.
 pub mod os;
+
+/// 2. The configuration: `VMSHIM_*` variables.
+pub mod config;
+
+/// 3. The trace's output: the file's segments, each stack written once.
 pub mod out;
-pub mod record;
+
+/// 4. The unwinder: the walk, `.eh_frame` rules, frame pointers, the bounds-checked reader.
 pub mod unwind;
 
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+/// 5. What the shim knows of the process: start-up, modules, malloc chunks, mapping names.
+pub mod know;
 
-static DEPTH: AtomicUsize = AtomicUsize::new(64);
+/// 6. Recording: a call into a record, the start of the recording, fork.
+pub mod record;
 
-/// Most frames to record per stack.
-pub fn depth() -> usize {
-    DEPTH.load(Relaxed)
-}
-
-/// Opens the trace and records the start-up state, once per process image (and once more in
-/// each fork child). Safe to call from any hook: exactly one caller initialises; callers that
-/// race it find the writer not yet ready and pass their call through unrecorded.
-pub fn ensure_started() {
-    if out::writer::is_ready() || !out::writer::begin_init() {
-        return;
-    }
-    start(None);
-}
-
-/// Opens the trace and writes the start-up records; the caller won `out::writer::begin_init`.
-fn start(fork: Option<&know::startup::Origin<'_>>) {
-    let cfg = config::load();
-    DEPTH.store(cfg.depth, Relaxed);
-    know::names::enable(cfg.name_mappings);
-    // A fork child's failure to create its trace says nothing: its stderr is the program's.
-    if out::writer::open(&cfg, fork.is_some()) {
-        know::startup::record_all(fork);
-        if fork.is_none() {
-            // The child has the parent's libraries and calibration.
-            know::shadowed::record();
-            os::syscall::begin_tsc_calibration();
-        }
-    }
-}
-
-/// The atfork child handler: the child's own trace, created before fork returns.
-#[cfg_attr(test, allow(dead_code))]
-extern "C" fn after_fork_in_child() {
-    let origin = fork::origin_in_child();
-    // The child's one thread has a new id.
-    os::tls::set(os::tls::Slot::Tid, 0);
-    out::writer::reset_after_fork();
-    out::stacks::reset();
-    os::ownstack::reset_after_fork();
-    let Some(_guard) = os::guard::Guard::enter() else {
-        // Forked from a signal handler that interrupted a hook: the first hook after that
-        // handler returns opens the trace, as before issue 12.
-        return;
-    };
-    if out::writer::begin_init() {
-        let origin = origin.unwrap_or(know::startup::Origin {
-            parent_pid: os::syscall::getppid(),
-            parent_tid: 0,
-            mono_ns: 0,
-            stack: &[],
-        });
-        // The forking thread's stack may be small: start-up runs on a shim stack.
-        if !os::ownstack::run(|| start(Some(&origin))) {
-            out::writer::abandon_init();
-        }
-    }
-}
+/// 7. The hooks: a file per interposed libc symbol.
+pub mod hooks;
 
 /// The constructor: runs when the loader initialises this library, before `main`.
 #[cfg_attr(test, allow(dead_code))]
@@ -143,12 +95,12 @@ extern "C" fn vmshim_init() {
     // this does not allocate.
     unsafe {
         libc::pthread_atfork(
-            Some(fork::before_fork),
-            Some(fork::after_fork_in_parent),
-            Some(after_fork_in_child),
+            Some(record::fork::before_fork),
+            Some(record::fork::after_fork_in_parent),
+            Some(record::fork::after_fork_in_child),
         )
     };
-    ensure_started();
+    record::start::ensure_started();
 }
 
 #[cfg(not(test))]
@@ -171,7 +123,7 @@ mod tests {
         // SAFETY: set before any thread of this test binary reads the environment through the
         // shim; this is the only test that sets it.
         unsafe { std::env::set_var("VMSHIM_OUT", &out) };
-        ensure_started();
+        record::start::ensure_started();
         assert!(out::writer::is_ready(), "the writer opened {}", out.display());
 
         let len = 3 * 4096;

@@ -32,7 +32,7 @@ pub unsafe extern "C" fn dlopen(file: *const c_char, mode: c_int) -> *mut c_void
         && let Some(g) = Guard::enter()
     {
         let saved = sys::errno();
-        if !crate::os::ownstack::run(|| crate::record::new_modules(&g, 0)) {
+        if !crate::os::ownstack::run(|| crate::record::call::new_modules(&g, 0)) {
             crate::out::writer::count_dropped();
         }
         sys::set_errno(saved);

@@ -26,7 +26,7 @@ use crate::know::arena::{
 use crate::os::guard::Guard;
 use crate::os::syscall as sys;
 use crate::os::tls::{self, Slot};
-use crate::record;
+use crate::record::call;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
 use libc::{c_int, size_t};
@@ -184,7 +184,7 @@ fn slow_path(chunk: Chunk, ptr: usize, request: usize, via: Via) {
     let saved = sys::errno();
     match chunk {
         Chunk::Mapped { block, size } => {
-            record::note(
+            call::note(
                 &g,
                 CallKind::MallocLarge,
                 [block as u64, size as u64, ptr as u64, request as u64, via as u64, 0],
@@ -260,7 +260,7 @@ fn note_arena(g: &Guard, own: Chunk, via: Via) {
         }
         _ => [0, 0, 0, via as u64, 0, 0],
     };
-    record::note(g, CallKind::ArenaAttach, args);
+    call::note(g, CallKind::ArenaAttach, args);
 }
 
 /// Records main-arena growth past the highest break seen so far.
@@ -273,7 +273,7 @@ fn note_brk(g: &Guard, end: usize, via: Via) {
     if BRK_SEEN.compare_exchange(seen, now.max(end), AcqRel, Relaxed).is_ok() {
         // The first main-arena chunk (seen == 0) records the break as it stands: the heap up
         // to there is in the start-up map or was grown by this very call.
-        record::note(g, CallKind::BrkGrow, [seen as u64, now as u64, via as u64, 0, 0, 0]);
+        call::note(g, CallKind::BrkGrow, [seen as u64, now as u64, via as u64, 0, 0, 0]);
     }
 }
 
@@ -301,7 +301,7 @@ fn record_free_large(ptr: *mut c_void, (block, size): (usize, usize), via: Via) 
 fn record_free_large_here(ptr: *mut c_void, (block, size): (usize, usize), via: Via) {
     if let Some(g) = Guard::enter() {
         let saved = sys::errno();
-        record::note(&g, CallKind::FreeLarge, [block as u64, size as u64, ptr as u64, via as u64, 0, 0]);
+        call::note(&g, CallKind::FreeLarge, [block as u64, size as u64, ptr as u64, via as u64, 0, 0]);
         sys::set_errno(saved);
     }
 }

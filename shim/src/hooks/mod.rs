@@ -1,5 +1,5 @@
 //! The exported libc symbols, one file each. A hook enters the guard, runs the real call through
-//! [`crate::record::traced`] and gives the caller exactly what the real call gave: the same
+//! [`crate::record::call::traced`] and gives the caller exactly what the real call gave: the same
 //! return value and, on failure, the same errno; on success errno is left as it was.
 
 pub mod dlopen;

@@ -6,7 +6,7 @@
 use crate::os::guard::Guard;
 use crate::os::ownstack::hook_entry;
 use crate::os::syscall as sys;
-use crate::record::{Order, traced};
+use crate::record::call::{Order, traced};
 use libc::{c_int, c_void, size_t};
 use vmshim_trace::CallKind;
 

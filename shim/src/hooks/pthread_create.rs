@@ -7,7 +7,7 @@
 
 use crate::os::guard::Guard;
 use crate::os::ownstack::hook_entry;
-use crate::record::{Order, traced};
+use crate::record::call::{Order, traced};
 use crate::{os::syscall as sys, out::writer, unwind::walk};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
@@ -92,7 +92,7 @@ pub unsafe extern "C" fn pthread_create(
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(thread, attr, start, arg) };
     };
-    crate::ensure_started();
+    crate::record::start::ensure_started();
     let (stack_size, guard_size) = attr_sizes(attr);
     let slot = if writer::is_ready() { take_slot() } else { None };
     let args = [thread as u64, attr as u64, start as usize as u64, arg as u64, stack_size, guard_size];
@@ -105,7 +105,7 @@ pub unsafe extern "C" fn pthread_create(
             h.stack_size.store(stack_size, Relaxed);
             h.guard_size.store(guard_size, Relaxed);
             let mut frames = [0u64; SLOT_FRAMES];
-            let n = walk::capture(&mut frames[..crate::depth().min(SLOT_FRAMES)]);
+            let n = walk::capture(&mut frames[..crate::record::start::depth().min(SLOT_FRAMES)]);
             for (dst, &f) in h.frames.iter().zip(&frames[..n]) {
                 dst.store(f, Relaxed);
             }

@@ -134,13 +134,13 @@ impl<'a> Rec<'a> {
 
     fn commit_here(&self) {
         let Some(g) = Guard::enter() else { return };
-        crate::ensure_started();
+        crate::record::start::ensure_started();
         if !writer::is_ready() {
             return;
         }
         let saved = sys::errno();
         let mut frames = [0u64; MAX_FRAMES];
-        let n = walk::capture(&mut frames[..crate::depth()]);
+        let n = walk::capture(&mut frames[..crate::record::start::depth()]);
         let mut buf = [0u8; resolve::MAX_LEN];
         let q = ResolveRecord {
             api: self.api as u16,
@@ -159,7 +159,7 @@ impl<'a> Rec<'a> {
         if let Some(len) = resolve::encode(&mut buf, &q) {
             writer::append(&buf[..len]);
         }
-        crate::record::new_modules(&g, self.api as usize);
+        crate::record::call::new_modules(&g, self.api as usize);
         sys::set_errno(saved);
     }
 }

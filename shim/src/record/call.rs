@@ -24,12 +24,12 @@ pub enum Order {
 /// Runs `op` (the real call, returning the kernel's raw result) and records it, unless the
 /// trace is not open. Returns `op`'s raw result untouched.
 pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl FnOnce() -> isize) -> isize {
-    crate::ensure_started();
+    crate::record::start::ensure_started();
     if !writer::is_ready() {
         return op();
     }
     let mut frames = [0u64; MAX_FRAMES];
-    let depth = crate::depth();
+    let depth = crate::record::start::depth();
     let mut buf = [0u8; CALL_BUF];
     let pending = if order == Order::Before {
         let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
@@ -99,7 +99,7 @@ fn result_of(call: CallKind, ret: isize) -> (u64, i32) {
 /// Records an event the shim inferred (no real call of its own to run): its stack is the
 /// current one, its result 0.
 pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
-    crate::ensure_started();
+    crate::record::start::ensure_started();
     if !writer::is_ready() {
         return;
     }
@@ -112,7 +112,7 @@ pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
     }
     let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
     let mut frames = [0u64; MAX_FRAMES];
-    let (n, stack_ref) = walk::capture_interned(&mut frames[..crate::depth()]);
+    let (n, stack_ref) = walk::capture_interned(&mut frames[..crate::record::start::depth()]);
     let mut buf = [0u8; CALL_BUF];
     if let Some(len) = call::encode(&mut buf, &call_record(call, 0, t0, args, &frames[..n], stack_ref)) {
         writer::append(&buf[..len]);

@@ -60,7 +60,7 @@ pub extern "C" fn before_fork() {
     let ran = crate::os::ownstack::run(|| {
         // SAFETY: this thread claimed the note above and holds it until after_fork_in_parent.
         let frames = unsafe { &mut *note.frames.get() };
-        let n = walk::capture(&mut frames[..crate::depth()]);
+        let n = walk::capture(&mut frames[..crate::record::start::depth()]);
         // Leave out __run_fork_handlers and fork itself (and daemon(), which forks in libc):
         // the stack begins where the program called.
         let libc = crate::unwind::images::text_of(libc::fork as *const () as u64);
@@ -112,4 +112,27 @@ pub fn origin_in_child() -> Option<Origin<'static>> {
         note.owner.store(0, Relaxed);
     }
     Some(Origin { parent_pid, parent_tid, mono_ns, stack })
+}
+
+/// The atfork child handler: the child's own trace, created before fork returns.
+pub extern "C" fn after_fork_in_child() {
+    let origin = origin_in_child();
+    // The child's one thread has a new id.
+    tls::set(Slot::Tid, 0);
+    crate::out::writer::reset_after_fork();
+    crate::out::stacks::reset();
+    crate::os::ownstack::reset_after_fork();
+    let Some(_guard) = Guard::enter() else {
+        // Forked from a signal handler that interrupted a hook: the first hook after that
+        // handler returns opens the trace, as before issue 12.
+        return;
+    };
+    if crate::out::writer::begin_init() {
+        let origin =
+            origin.unwrap_or(Origin { parent_pid: sys::getppid(), parent_tid: 0, mono_ns: 0, stack: &[] });
+        // The forking thread's stack may be small: start-up runs on a shim stack.
+        if !crate::os::ownstack::run(|| super::start::start(Some(&origin))) {
+            crate::out::writer::abandon_init();
+        }
+    }
 }
