@@ -4,7 +4,7 @@
 //! (1.9x on a malloc(32)/free loop). The shim is loaded at start-up (LD_PRELOAD), so its TLS
 //! is in the static TLS block and the initial-exec model applies: one `fs`-relative load.
 //!
-//! The block is thirteen words: the reentrancy flag ([`super::guard`]), the malloc hooks'
+//! The block is thirteen words: the reentrancy flag (the guard's), the malloc hooks'
 //! `SEEN_HEAP` and `SEEN_FOREIGN`, the stack range the unwinder has found readable, the
 //! thread's id, a second readable range with the generation it was found in, and what the
 //! thread noted as it called fork. Zero at thread start. The slots are named here, at the
@@ -19,7 +19,7 @@ pub enum Slot {
     /// The current thread's stack range known readable, for the unwinder.
     StackLo = 3,
     StackHi = 4,
-    /// The thread's id, once asked ([`crate::os::syscall::gettid`]); cleared in a fork child.
+    /// The thread's id, once asked (`syscall::gettid`); cleared in a fork child.
     Tid = 5,
     /// A second range known readable (a Go goroutine stack), and the unwinder's shrink
     /// generation (bumped by each hooked call that may take memory away) it was found in.

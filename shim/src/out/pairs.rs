@@ -1,5 +1,5 @@
 //! A fixed table of `(key, value)` word pairs in the shim's .bss, the storage of two lock-free
-//! caches: the unwinder's rule cache (code address -> unwind rule) and [`super::stacks`] (stack
+//! caches: the unwinder's rule cache (code address -> unwind rule) and the stack table (stack
 //! hash -> file offset of its Stack record). Key 0 marks an empty slot; a cache claims a slot with
 //! [`Table::claim`] and publishes the value its own way.
 

@@ -25,7 +25,7 @@ pub fn ensure_started() {
 }
 
 /// Opens the trace and writes the start-up records; the caller won [`writer::begin_init`]:
-/// [`ensure_started`], or a fork child's handler ([`super::fork::after_fork_in_child`]).
+/// [`ensure_started`], or the fork child's handler in `fork.rs`.
 pub fn start(fork: Option<&startup::Origin<'_>>) {
     let cfg = crate::config::load();
     DEPTH.store(cfg.depth, Relaxed);
