@@ -283,7 +283,9 @@ fn the_check_sees_what_it_must() {
     let has = |from: &str, to: &str| edges.iter().any(|e| e.from == from && e.to == to);
     assert!(has("os/guard.rs", "os/tls.rs"), "a `use crate::os::tls::{{...}}`");
     assert!(has("hooks/mmap.rs", "hooks/mod.rs"), "a `super::finish`");
-    assert!(has("unwind/walk.rs", "unwind/images.rs"), "a `use super::{{cfi, images}}`");
+    assert!(has("unwind/fp.rs", "unwind/images.rs"), "a `use super::images`");
+    assert!(has("hooks/ptrace.rs", "config.rs"), "a group `use crate::{{config, os::syscall as sys}}`");
+    assert!(has("record/call.rs", "out/writer.rs"), "an item of a group, `out::writer`");
     assert!(has("know/startup.rs", "config.rs"), "a `crate::config::getenv`");
     assert!(!has("config.rs", "lib.rs"), "config's tests name super:: inside `mod tests`: config itself");
 }

@@ -37,7 +37,7 @@ pub unsafe extern "C" fn mmap(
 ) -> *mut c_void {
     if flags & libc::MAP_FIXED != 0 {
         // A fixed mapping replaces whatever lay there.
-        crate::unwind::walk::address_space_shrinks();
+        crate::unwind::reader::address_space_shrinks();
     }
     let saved = sys::errno();
     let real = || sys::mmap(addr as usize, length, prot, flags, fd, offset);
@@ -66,7 +66,7 @@ unsafe extern "C" fn mmap_bare(
     offset: off_t,
 ) -> *mut c_void {
     if flags & libc::MAP_FIXED != 0 {
-        crate::unwind::walk::address_space_shrinks();
+        crate::unwind::reader::address_space_shrinks();
     }
     let saved = sys::errno();
     crate::out::writer::count_dropped();

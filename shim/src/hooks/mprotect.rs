@@ -22,7 +22,7 @@ hook_entry!(
 pub unsafe extern "C" fn mprotect(addr: *mut c_void, length: size_t, prot: c_int) -> c_int {
     if prot & libc::PROT_READ == 0 {
         // Memory that stops being readable.
-        crate::unwind::walk::address_space_shrinks();
+        crate::unwind::reader::address_space_shrinks();
     }
     let saved = sys::errno();
     let real = || sys::mprotect(addr as usize, length, prot);
@@ -46,7 +46,7 @@ pub unsafe extern "C" fn mprotect(addr: *mut c_void, length: size_t, prot: c_int
 #[cfg_attr(test, allow(dead_code))]
 unsafe extern "C" fn mprotect_bare(addr: *mut c_void, length: size_t, prot: c_int) -> c_int {
     if prot & libc::PROT_READ == 0 {
-        crate::unwind::walk::address_space_shrinks();
+        crate::unwind::reader::address_space_shrinks();
     }
     let saved = sys::errno();
     crate::out::writer::count_dropped();

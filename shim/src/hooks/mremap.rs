@@ -29,7 +29,7 @@ pub unsafe extern "C" fn mremap(
     flags: c_int,
     new_address: *mut c_void,
 ) -> *mut c_void {
-    crate::unwind::walk::address_space_shrinks();
+    crate::unwind::reader::address_space_shrinks();
     let saved = sys::errno();
     let new_address = if flags & libc::MREMAP_FIXED != 0 { new_address as usize } else { 0 };
     let real = || sys::mremap(old_address as usize, old_size, new_size, flags, new_address);
@@ -56,7 +56,7 @@ unsafe extern "C" fn mremap_bare(
     flags: c_int,
     new_address: *mut c_void,
 ) -> *mut c_void {
-    crate::unwind::walk::address_space_shrinks();
+    crate::unwind::reader::address_space_shrinks();
     let saved = sys::errno();
     let new_address = if flags & libc::MREMAP_FIXED != 0 { new_address as usize } else { 0 };
     crate::out::writer::count_dropped();

@@ -15,7 +15,7 @@ hook_entry!("munmap", fn munmap_entry(a: *mut c_void, l: size_t) -> c_int, munma
 /// As for munmap(2).
 #[cfg_attr(all(not(test), not(target_arch = "x86_64")), unsafe(no_mangle))]
 pub unsafe extern "C" fn munmap(addr: *mut c_void, length: size_t) -> c_int {
-    crate::unwind::walk::address_space_shrinks();
+    crate::unwind::reader::address_space_shrinks();
     let saved = sys::errno();
     let real = || sys::munmap(addr as usize, length);
     let ret = match Guard::enter() {
@@ -33,7 +33,7 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, length: size_t) -> c_int {
 /// As for munmap(2).
 #[cfg_attr(test, allow(dead_code))]
 unsafe extern "C" fn munmap_bare(addr: *mut c_void, length: size_t) -> c_int {
-    crate::unwind::walk::address_space_shrinks();
+    crate::unwind::reader::address_space_shrinks();
     let saved = sys::errno();
     crate::out::writer::count_dropped();
     super::finish(sys::munmap(addr as usize, length), saved) as c_int
