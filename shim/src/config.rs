@@ -86,17 +86,17 @@ fn initial_env() -> &'static [u8] {
     if len == usize::MAX {
         // SAFETY: only the initialising thread reaches this before LEN is set (see above).
         let buf = unsafe { &mut *BUF.0.get() };
-        let fd = crate::syscall::open(b"/proc/self/environ\0", libc::O_RDONLY | libc::O_CLOEXEC, 0);
+        let fd = crate::os::syscall::open(b"/proc/self/environ\0", libc::O_RDONLY | libc::O_CLOEXEC, 0);
         len = 0;
         if fd >= 0 {
             while len < ENV_MAX {
-                let n = crate::syscall::read(fd as i32, &mut buf[len..]);
+                let n = crate::os::syscall::read(fd as i32, &mut buf[len..]);
                 if n <= 0 {
                     break;
                 }
                 len += n as usize;
             }
-            crate::syscall::close(fd as i32);
+            crate::os::syscall::close(fd as i32);
         }
         LEN.store(len, Release);
     }

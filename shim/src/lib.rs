@@ -7,22 +7,22 @@
 //!   a signal handler. It never calls glibc's malloc (a malloc in a fresh thread creates a
 //!   64 MiB arena: the tool would create what it measures), takes no blocking lock, does no std
 //!   I/O, never panics (`panic = "abort"`, and no code path indexes out of bounds by design),
-//!   never recurses (see [`guard`]), and returns exactly the real call's value with errno
-//!   exactly as the real call left it. The real calls are raw system calls ([`syscall`]):
+//!   never recurses (see [`os::guard`]), and returns exactly the real call's value with errno
+//!   exactly as the real call left it. The real calls are raw system calls ([`os::syscall`]):
 //!   `__mmap` and friends are GLIBC_PRIVATE.
 //! - **The stack budget.** A hook may run on a 16 KiB (PTHREAD_STACK_MIN) thread stack or in
 //!   a signal handler on a minimal sigaltstack, so it keeps its work off the caller's stack
-//!   ([`ownstack`]: a pool of 64 stacks of 64 KiB in .bss). `mmap`, `mmap64`, `munmap`,
+//!   ([`os::ownstack`]: a pool of 64 stacks of 64 KiB in .bss). `mmap`, `mmap64`, `munmap`,
 //!   `mremap`, `mprotect` and `pthread_create` use 0 bytes of the caller's stack beyond the
 //!   return address its call pushed, as glibc's own functions do: they switch stacks before
 //!   anything else. The malloc family, `dlopen` and the resolver functions run the real call on
 //!   the caller's stack (it may run program code) and use at most 1024 bytes more than it does
 //!   there before they switch for the recording. Start-up's buffers are static (one
-//!   initialiser at a time). The recording needs at most [`ownstack::RECORDING_MAX`] of a shim
+//!   initialiser at a time). The recording needs at most [`os::ownstack::RECORDING_MAX`] of a shim
 //!   stack; a signal handler that interrupts a hook there has the rest,
-//!   [`ownstack::HEADROOM`] (32 KiB). When all stacks are taken, the real call runs unrecorded
+//!   [`os::ownstack::HEADROOM`] (32 KiB). When all stacks are taken, the real call runs unrecorded
 //!   and the record is counted as dropped. `tests/small_stacks.rs` measures all of this.
-//! - **No helper thread.** Records go straight into a shared file mapping ([`writer`]), so
+//! - **No helper thread.** Records go straight into a shared file mapping ([`out::writer`]), so
 //!   nothing needs flushing: Go's raw `exit_group` and SIGKILL lose no committed record.
 //! - **libc's blind spots.** glibc maps thread stacks, malloc arenas and large malloc chunks
 //!   with its internal mmap, which no interposed `mmap` sees. Thread stacks are covered by
@@ -31,9 +31,9 @@
 //!   left to the report, which lists what it cannot attribute as `unattributed`.
 //! - **Own mappings.** The trace segments the shim maps are recorded with `CALL_FLAG_OWN` and
 //!   the trace path, so the report files them, and this library's image, under `vmshim`.
-//! - **Bounded footprint.** The trace is mapped through a window ([`writer`]): a segment is
+//! - **Bounded footprint.** The trace is mapped through a window ([`out::writer`]): a segment is
 //!   unmapped (and the unmap recorded, `CALL_FLAG_OWN`) once its last writer is done with it.
-//!   At most 4 segments (`writer::WINDOW` x `VMSHIM_SEGMENT_BYTES`) plus the header page are
+//!   At most 4 segments (`out::writer::WINDOW` x `VMSHIM_SEGMENT_BYTES`) plus the header page are
 //!   mapped at any time — 16 MiB + 4 KiB of VSZ, and no more RSS, with the default 4 MiB —
 //!   however long the target runs; one or two segments in practice.
 //! - **The trace path never destroys anything.** An existing name is never removed, truncated
@@ -42,7 +42,7 @@
 //!   untraced. A file the shim created but could not set up (a full disk) is removed again,
 //!   by its path, only while that path still names the very file it created.
 //! - **Fork and exec.** A fork child forgets the parent's trace and creates its own inside fork
-//!   ([`fork`]: pthread_atfork; the child's Start names the forking process, thread, time and
+//!   ([`record::fork`]: pthread_atfork; the child's Start names the forking process, thread, time and
 //!   stack), before the program can drop privileges, close descriptors or be re-parented; a
 //!   failure there prints nothing (the child's stderr is the program's). vfork and posix_spawn
 //!   children run no handler and share the parent's memory until they exec: untouched. An
@@ -59,93 +59,37 @@
 //!   line and its map afresh.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
-pub mod arena;
-pub mod cfi;
+// The layers, lowest first. A module names (`crate::` paths, doc links included) only its own
+// layer and those below; the tests in `layers.rs` hold that.
+
+/// 1. The operating system: raw system calls, clock, TLS, pid/tid, the guard, own stacks.
+pub mod os;
+
+/// 2. The configuration: `VMSHIM_*` variables.
 pub mod config;
-pub mod fork;
-pub mod guard;
-pub mod hooks;
-pub mod modules;
-pub mod names;
-pub mod ownstack;
-pub mod pairs;
-pub mod real;
-pub mod record;
-pub mod shadowed;
-pub mod stacks;
-pub mod startup;
-pub mod syscall;
-pub mod tls;
+
+/// 3. The trace's output: the file's segments, each stack written once.
+pub mod out;
+
+/// 4. The unwinder: the walk, `.eh_frame` rules, frame pointers, the bounds-checked reader.
 pub mod unwind;
-pub mod writer;
 
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+/// 5. What the shim knows of the process: start-up, modules, malloc chunks, mapping names.
+pub mod know;
 
-static DEPTH: AtomicUsize = AtomicUsize::new(64);
+/// 6. Recording: a call into a record, the start of the recording, fork.
+pub mod record;
 
-/// Most frames to record per stack.
-pub fn depth() -> usize {
-    DEPTH.load(Relaxed)
-}
+/// 7. The hooks: a file per interposed libc symbol.
+pub mod hooks;
 
-/// Opens the trace and records the start-up state, once per process image (and once more in
-/// each fork child). Safe to call from any hook: exactly one caller initialises; callers that
-/// race it find the writer not yet ready and pass their call through unrecorded.
-pub fn ensure_started() {
-    if writer::is_ready() || !writer::begin_init() {
-        return;
-    }
-    start(None);
-}
-
-/// Opens the trace and writes the start-up records; the caller won `writer::begin_init`.
-fn start(fork: Option<&fork::Origin<'_>>) {
-    let cfg = config::load();
-    DEPTH.store(cfg.depth, Relaxed);
-    names::enable(cfg.name_mappings);
-    // A fork child's failure to create its trace says nothing: its stderr is the program's.
-    if writer::open(&cfg, fork.is_some()) {
-        startup::record_all(fork);
-        if fork.is_none() {
-            // The child has the parent's libraries and calibration.
-            shadowed::record();
-            syscall::begin_tsc_calibration();
-        }
-    }
-}
-
-/// The atfork child handler: the child's own trace, created before fork returns.
-#[cfg_attr(test, allow(dead_code))]
-extern "C" fn after_fork_in_child() {
-    let origin = fork::origin_in_child();
-    // The child's one thread has a new id.
-    tls::set(tls::Slot::Tid, 0);
-    writer::reset_after_fork();
-    stacks::reset();
-    ownstack::reset_after_fork();
-    let Some(_guard) = guard::Guard::enter() else {
-        // Forked from a signal handler that interrupted a hook: the first hook after that
-        // handler returns opens the trace, as before issue 12.
-        return;
-    };
-    if writer::begin_init() {
-        let origin = origin.unwrap_or(fork::Origin {
-            parent_pid: syscall::getppid(),
-            parent_tid: 0,
-            mono_ns: 0,
-            stack: &[],
-        });
-        // The forking thread's stack may be small: start-up runs on a shim stack.
-        if !ownstack::run(|| start(Some(&origin))) {
-            writer::abandon_init();
-        }
-    }
-}
+#[cfg(test)]
+mod layers;
 
 /// The constructor: runs when the loader initialises this library, before `main`.
 #[cfg_attr(test, allow(dead_code))]
 extern "C" fn vmshim_init() {
-    let _guard = guard::Guard::enter();
+    let _guard = os::guard::Guard::enter();
     hooks::pthread_create::resolve();
     hooks::malloc::resolve();
     hooks::dlopen::resolve();
@@ -154,12 +98,12 @@ extern "C" fn vmshim_init() {
     // this does not allocate.
     unsafe {
         libc::pthread_atfork(
-            Some(fork::before_fork),
-            Some(fork::after_fork_in_parent),
-            Some(after_fork_in_child),
+            Some(record::fork::before_fork),
+            Some(record::fork::after_fork_in_parent),
+            Some(record::fork::after_fork_in_child),
         )
     };
-    ensure_started();
+    record::start::ensure_started();
 }
 
 #[cfg(not(test))]
@@ -182,11 +126,11 @@ mod tests {
         // SAFETY: set before any thread of this test binary reads the environment through the
         // shim; this is the only test that sets it.
         unsafe { std::env::set_var("VMSHIM_OUT", &out) };
-        ensure_started();
-        assert!(writer::is_ready(), "the writer opened {}", out.display());
+        record::start::ensure_started();
+        assert!(out::writer::is_ready(), "the writer opened {}", out.display());
 
         let len = 3 * 4096;
-        syscall::set_errno(1234);
+        os::syscall::set_errno(1234);
         // SAFETY: an anonymous private mapping of `len` bytes, unmapped below.
         let p = unsafe {
             hooks::mmap::mmap(
@@ -199,7 +143,7 @@ mod tests {
             )
         };
         assert_ne!(p, libc::MAP_FAILED);
-        assert_eq!(syscall::errno(), 1234, "success leaves errno as it was");
+        assert_eq!(os::syscall::errno(), 1234, "success leaves errno as it was");
         // SAFETY: an invalid length fails with EINVAL and maps nothing.
         let bad = unsafe {
             hooks::mmap::mmap(
@@ -211,7 +155,7 @@ mod tests {
                 0,
             )
         };
-        assert_eq!((bad, syscall::errno()), (libc::MAP_FAILED, libc::EINVAL));
+        assert_eq!((bad, os::syscall::errno()), (libc::MAP_FAILED, libc::EINVAL));
         // SAFETY: unmaps the mapping made above.
         assert_eq!(unsafe { hooks::munmap::munmap(p, len) }, 0);
 

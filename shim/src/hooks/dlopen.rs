@@ -1,8 +1,8 @@
 //! `dlopen`. The loader maps the image (and its dependencies) with its internal mmap; after the
 //! real call the hook records every image that appeared, with the call stack that loaded it.
 
-use crate::guard::Guard;
-use crate::syscall as sys;
+use crate::os::guard::Guard;
+use crate::os::syscall as sys;
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::AtomicUsize;
 
@@ -11,7 +11,7 @@ static REAL: AtomicUsize = AtomicUsize::new(0);
 
 /// Looks up the next `dlopen` (libc's) once; called from the constructor.
 pub fn resolve() -> usize {
-    crate::real::next(c"dlopen", &REAL)
+    crate::os::real::next(c"dlopen", &REAL)
 }
 
 /// # Safety
@@ -32,8 +32,8 @@ pub unsafe extern "C" fn dlopen(file: *const c_char, mode: c_int) -> *mut c_void
         && let Some(g) = Guard::enter()
     {
         let saved = sys::errno();
-        if !crate::ownstack::run(|| crate::modules::record_new(Some((&g, 0)))) {
-            crate::ownstack::dropped();
+        if !crate::os::ownstack::run(|| crate::record::call::new_modules(&g, 0)) {
+            crate::out::writer::count_dropped();
         }
         sys::set_errno(saved);
     }

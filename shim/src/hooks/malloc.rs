@@ -1,7 +1,7 @@
 //! The malloc family: `malloc`, `free`, `calloc`, `realloc`, `memalign`, `posix_memalign`,
 //! `aligned_alloc`, `valloc`, `pvalloc`, in one file because they share one job. Each forwards
 //! to glibc's exported `__libc_*` entry point and then looks at the chunk it returned
-//! ([`crate::arena`]) to see what glibc did with its internal mmap and sbrk:
+//! ([`crate::know::arena`]) to see what glibc did with its internal mmap and sbrk:
 //! - the first chunk a thread gets from an arena heap it was not using before: glibc created
 //!   or attached that arena inside this call (`ArenaAttach`, with this call's stack);
 //! - a chunk that is its own mapping (`MallocLarge`), and its free (`FreeLarge`);
@@ -20,13 +20,13 @@
 //! The fast path (no event) is a thread-local read, one load of the chunk's size word and a
 //! compare: it must stay that way, since every allocation pays for it.
 
-use crate::arena::{
+use crate::know::arena::{
     Chunk, HEAP_MAX, IS_MMAPPED, NON_MAIN_ARENA, classify, heap_info, main_chunk_end, size_word,
 };
-use crate::guard::Guard;
-use crate::record;
-use crate::syscall as sys;
-use crate::tls::{self, Slot};
+use crate::os::guard::Guard;
+use crate::os::syscall as sys;
+use crate::os::tls::{self, Slot};
+use crate::record::call;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
 use libc::{c_int, size_t};
@@ -96,7 +96,7 @@ pub fn resolve() {
     if NEXT_KIND.compare_exchange(UNKNOWN, RESOLVING, AcqRel, Acquire).is_err() {
         return;
     }
-    let m = crate::real::next(c"malloc", &NEXT_MALLOC);
+    let m = crate::os::real::next(c"malloc", &NEXT_MALLOC);
     let glibc = m == 0 || m == __libc_malloc as *const () as usize;
     if !glibc {
         for (name, cache) in [
@@ -109,7 +109,7 @@ pub fn resolve() {
             (c"valloc", &NEXT_VALLOC),
             (c"pvalloc", &NEXT_PVALLOC),
         ] {
-            crate::real::next(name, cache);
+            crate::os::real::next(name, cache);
         }
     }
     NEXT_KIND.store(if glibc { GLIBC } else { FOREIGN }, Release);
@@ -167,8 +167,8 @@ fn inspect(ptr: *mut c_void, request: usize, via: Via) {
 fn inspect_slowly(ptr: usize, request: usize, via: Via) {
     // On a shim stack: the caller's may be a small thread's, already deep in printf.
     // SAFETY: as in inspect(), which passes only such pointers.
-    if !crate::ownstack::run(|| slow_path(unsafe { classify(ptr) }, ptr, request, via)) {
-        crate::ownstack::dropped();
+    if !crate::os::ownstack::run(|| slow_path(unsafe { classify(ptr) }, ptr, request, via)) {
+        crate::out::writer::count_dropped();
     }
 }
 
@@ -184,7 +184,7 @@ fn slow_path(chunk: Chunk, ptr: usize, request: usize, via: Via) {
     let saved = sys::errno();
     match chunk {
         Chunk::Mapped { block, size } => {
-            record::note(
+            call::note(
                 &g,
                 CallKind::MallocLarge,
                 [block as u64, size as u64, ptr as u64, request as u64, via as u64, 0],
@@ -260,7 +260,7 @@ fn note_arena(g: &Guard, own: Chunk, via: Via) {
         }
         _ => [0, 0, 0, via as u64, 0, 0],
     };
-    record::note(g, CallKind::ArenaAttach, args);
+    call::note(g, CallKind::ArenaAttach, args);
 }
 
 /// Records main-arena growth past the highest break seen so far.
@@ -273,7 +273,7 @@ fn note_brk(g: &Guard, end: usize, via: Via) {
     if BRK_SEEN.compare_exchange(seen, now.max(end), AcqRel, Relaxed).is_ok() {
         // The first main-arena chunk (seen == 0) records the break as it stands: the heap up
         // to there is in the start-up map or was grown by this very call.
-        record::note(g, CallKind::BrkGrow, [seen as u64, now as u64, via as u64, 0, 0, 0]);
+        call::note(g, CallKind::BrkGrow, [seen as u64, now as u64, via as u64, 0, 0, 0]);
     }
 }
 
@@ -293,15 +293,15 @@ fn mapped_chunk(ptr: *mut c_void) -> Option<(usize, usize)> {
 /// Records that the mapped chunk at `ptr` (`[block, block + size)`) is gone.
 #[cold]
 fn record_free_large(ptr: *mut c_void, (block, size): (usize, usize), via: Via) {
-    if !crate::ownstack::run(|| record_free_large_here(ptr, (block, size), via)) {
-        crate::ownstack::dropped();
+    if !crate::os::ownstack::run(|| record_free_large_here(ptr, (block, size), via)) {
+        crate::out::writer::count_dropped();
     }
 }
 
 fn record_free_large_here(ptr: *mut c_void, (block, size): (usize, usize), via: Via) {
     if let Some(g) = Guard::enter() {
         let saved = sys::errno();
-        record::note(&g, CallKind::FreeLarge, [block as u64, size as u64, ptr as u64, via as u64, 0, 0]);
+        call::note(&g, CallKind::FreeLarge, [block as u64, size as u64, ptr as u64, via as u64, 0, 0]);
         sys::set_errno(saved);
     }
 }
@@ -320,8 +320,8 @@ fn after_heap_free(ptr: *mut c_void) {
 #[cold]
 #[inline(never)]
 fn probe_arena() {
-    if !crate::ownstack::run(probe_arena_here) {
-        crate::ownstack::dropped();
+    if !crate::os::ownstack::run(probe_arena_here) {
+        crate::out::writer::count_dropped();
     }
 }
 

@@ -2,10 +2,10 @@
 //! this through `x_cgo_mmap`, so its heap and arena reservations are seen here; glibc's own
 //! mappings (thread stacks, malloc arenas) use its internal mmap and are not.
 
-use crate::guard::Guard;
-use crate::ownstack::hook_entry;
-use crate::record::{Order, traced};
-use crate::syscall as sys;
+use crate::os::guard::Guard;
+use crate::os::ownstack::hook_entry;
+use crate::os::syscall as sys;
+use crate::record::call::{Order, traced};
 use libc::{c_int, c_void, off_t, size_t};
 use vmshim_trace::CallKind;
 
@@ -22,7 +22,7 @@ hook_entry!(
     mmap_bare
 );
 
-/// The hook, on a shim stack ([`crate::ownstack`]).
+/// The hook, on a shim stack ([`crate::os::ownstack`]).
 ///
 /// # Safety
 /// As for mmap(2): the caller owns the consequences of the mapping it asks for.
@@ -37,7 +37,7 @@ pub unsafe extern "C" fn mmap(
 ) -> *mut c_void {
     if flags & libc::MAP_FIXED != 0 {
         // A fixed mapping replaces whatever lay there.
-        crate::unwind::address_space_shrinks();
+        crate::unwind::reader::address_space_shrinks();
     }
     let saved = sys::errno();
     let real = || sys::mmap(addr as usize, length, prot, flags, fd, offset);
@@ -66,10 +66,10 @@ unsafe extern "C" fn mmap_bare(
     offset: off_t,
 ) -> *mut c_void {
     if flags & libc::MAP_FIXED != 0 {
-        crate::unwind::address_space_shrinks();
+        crate::unwind::reader::address_space_shrinks();
     }
     let saved = sys::errno();
-    crate::ownstack::dropped();
+    crate::out::writer::count_dropped();
     super::finish(sys::mmap(addr as usize, length, prot, flags, fd, offset), saved) as *mut c_void
 }
 

@@ -1,5 +1,5 @@
 //! The exported libc symbols, one file each. A hook enters the guard, runs the real call through
-//! [`crate::record::traced`] and gives the caller exactly what the real call gave: the same
+//! [`crate::record::call::traced`] and gives the caller exactly what the real call gave: the same
 //! return value and, on failure, the same errno; on success errno is left as it was.
 
 pub mod dlopen;
@@ -12,7 +12,7 @@ pub mod pthread_create;
 pub mod ptrace;
 pub mod resolver;
 
-use crate::syscall as sys;
+use crate::os::syscall as sys;
 
 /// Restores `saved` (errno at entry) on success, sets the kernel's error on failure; returns the
 /// value libc's wrapper would have returned (`-1` / `MAP_FAILED` on failure).

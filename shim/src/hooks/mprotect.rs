@@ -1,9 +1,9 @@
 //! `mprotect`. Changes permissions, not ownership: the report keeps a region's cause.
 
-use crate::guard::Guard;
-use crate::ownstack::hook_entry;
-use crate::record::{Order, traced};
-use crate::syscall as sys;
+use crate::os::guard::Guard;
+use crate::os::ownstack::hook_entry;
+use crate::os::syscall as sys;
+use crate::record::call::{Order, traced};
 use libc::{c_int, c_void, size_t};
 use vmshim_trace::CallKind;
 
@@ -14,7 +14,7 @@ hook_entry!(
     mprotect_bare
 );
 
-/// The hook, on a shim stack ([`crate::ownstack`]).
+/// The hook, on a shim stack ([`crate::os::ownstack`]).
 ///
 /// # Safety
 /// As for mprotect(2).
@@ -22,7 +22,7 @@ hook_entry!(
 pub unsafe extern "C" fn mprotect(addr: *mut c_void, length: size_t, prot: c_int) -> c_int {
     if prot & libc::PROT_READ == 0 {
         // Memory that stops being readable.
-        crate::unwind::address_space_shrinks();
+        crate::unwind::reader::address_space_shrinks();
     }
     let saved = sys::errno();
     let real = || sys::mprotect(addr as usize, length, prot);
@@ -46,9 +46,9 @@ pub unsafe extern "C" fn mprotect(addr: *mut c_void, length: size_t, prot: c_int
 #[cfg_attr(test, allow(dead_code))]
 unsafe extern "C" fn mprotect_bare(addr: *mut c_void, length: size_t, prot: c_int) -> c_int {
     if prot & libc::PROT_READ == 0 {
-        crate::unwind::address_space_shrinks();
+        crate::unwind::reader::address_space_shrinks();
     }
     let saved = sys::errno();
-    crate::ownstack::dropped();
+    crate::out::writer::count_dropped();
     super::finish(sys::mprotect(addr as usize, length, prot), saved) as c_int
 }

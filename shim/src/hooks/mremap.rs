@@ -3,10 +3,10 @@
 //! the x86_64 and aarch64 calling conventions a variadic argument travels in the same register
 //! as a fixed one, and, like glibc, the hook reads `new_address` only when MREMAP_FIXED is set.
 
-use crate::guard::Guard;
-use crate::ownstack::hook_entry;
-use crate::record::{Order, traced};
-use crate::syscall as sys;
+use crate::os::guard::Guard;
+use crate::os::ownstack::hook_entry;
+use crate::os::syscall as sys;
+use crate::record::call::{Order, traced};
 use libc::{c_int, c_void, size_t};
 use vmshim_trace::CallKind;
 
@@ -17,7 +17,7 @@ hook_entry!(
     mremap_bare
 );
 
-/// The hook, on a shim stack ([`crate::ownstack`]).
+/// The hook, on a shim stack ([`crate::os::ownstack`]).
 ///
 /// # Safety
 /// As for mremap(2).
@@ -29,7 +29,7 @@ pub unsafe extern "C" fn mremap(
     flags: c_int,
     new_address: *mut c_void,
 ) -> *mut c_void {
-    crate::unwind::address_space_shrinks();
+    crate::unwind::reader::address_space_shrinks();
     let saved = sys::errno();
     let new_address = if flags & libc::MREMAP_FIXED != 0 { new_address as usize } else { 0 };
     let real = || sys::mremap(old_address as usize, old_size, new_size, flags, new_address);
@@ -56,10 +56,10 @@ unsafe extern "C" fn mremap_bare(
     flags: c_int,
     new_address: *mut c_void,
 ) -> *mut c_void {
-    crate::unwind::address_space_shrinks();
+    crate::unwind::reader::address_space_shrinks();
     let saved = sys::errno();
     let new_address = if flags & libc::MREMAP_FIXED != 0 { new_address as usize } else { 0 };
-    crate::ownstack::dropped();
+    crate::out::writer::count_dropped();
     super::finish(sys::mremap(old_address as usize, old_size, new_size, flags, new_address), saved)
         as *mut c_void
 }

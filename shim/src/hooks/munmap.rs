@@ -1,21 +1,21 @@
 //! `munmap`. Recorded in the order it was called, before the range can be reused.
 
-use crate::guard::Guard;
-use crate::ownstack::hook_entry;
-use crate::record::{Order, traced};
-use crate::syscall as sys;
+use crate::os::guard::Guard;
+use crate::os::ownstack::hook_entry;
+use crate::os::syscall as sys;
+use crate::record::call::{Order, traced};
 use libc::{c_int, c_void, size_t};
 use vmshim_trace::CallKind;
 
 hook_entry!("munmap", fn munmap_entry(a: *mut c_void, l: size_t) -> c_int, munmap, munmap_bare);
 
-/// The hook, on a shim stack ([`crate::ownstack`]).
+/// The hook, on a shim stack ([`crate::os::ownstack`]).
 ///
 /// # Safety
 /// As for munmap(2).
 #[cfg_attr(all(not(test), not(target_arch = "x86_64")), unsafe(no_mangle))]
 pub unsafe extern "C" fn munmap(addr: *mut c_void, length: size_t) -> c_int {
-    crate::unwind::address_space_shrinks();
+    crate::unwind::reader::address_space_shrinks();
     let saved = sys::errno();
     let real = || sys::munmap(addr as usize, length);
     let ret = match Guard::enter() {
@@ -33,8 +33,8 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, length: size_t) -> c_int {
 /// As for munmap(2).
 #[cfg_attr(test, allow(dead_code))]
 unsafe extern "C" fn munmap_bare(addr: *mut c_void, length: size_t) -> c_int {
-    crate::unwind::address_space_shrinks();
+    crate::unwind::reader::address_space_shrinks();
     let saved = sys::errno();
-    crate::ownstack::dropped();
+    crate::out::writer::count_dropped();
     super::finish(sys::munmap(addr as usize, length), saved) as c_int
 }

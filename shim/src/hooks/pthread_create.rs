@@ -5,10 +5,10 @@
 //! the program's start routine. The creator's data crosses over in a fixed pool of slots: no
 //! malloc anywhere, in particular none in the new thread (that alone would create a 64 MiB arena).
 
-use crate::guard::Guard;
-use crate::ownstack::hook_entry;
-use crate::record::{Order, traced};
-use crate::{syscall as sys, unwind, writer};
+use crate::os::guard::Guard;
+use crate::os::ownstack::hook_entry;
+use crate::record::call::{Order, traced};
+use crate::{os::syscall as sys, out::writer, unwind::walk};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use libc::{c_int, pthread_attr_t, pthread_t};
@@ -23,7 +23,7 @@ static REAL: AtomicUsize = AtomicUsize::new(0);
 
 /// Looks up the next `pthread_create` (libc's) once; called from the constructor.
 pub fn resolve() -> usize {
-    crate::real::next(c"pthread_create", &REAL)
+    crate::os::real::next(c"pthread_create", &REAL)
 }
 
 const SLOTS: usize = 256;
@@ -70,7 +70,7 @@ hook_entry!(
     pthread_create_bare
 );
 
-/// The hook, on a shim stack ([`crate::ownstack`]): glibc's pthread_create runs there too.
+/// The hook, on a shim stack ([`crate::os::ownstack`]): glibc's pthread_create runs there too.
 ///
 /// # Safety
 /// As for pthread_create(3).
@@ -92,7 +92,7 @@ pub unsafe extern "C" fn pthread_create(
         // SAFETY: forwarding the caller's arguments unchanged.
         return unsafe { real(thread, attr, start, arg) };
     };
-    crate::ensure_started();
+    crate::record::start::ensure_started();
     let (stack_size, guard_size) = attr_sizes(attr);
     let slot = if writer::is_ready() { take_slot() } else { None };
     let args = [thread as u64, attr as u64, start as usize as u64, arg as u64, stack_size, guard_size];
@@ -105,7 +105,7 @@ pub unsafe extern "C" fn pthread_create(
             h.stack_size.store(stack_size, Relaxed);
             h.guard_size.store(guard_size, Relaxed);
             let mut frames = [0u64; SLOT_FRAMES];
-            let n = unwind::capture(&mut frames[..crate::depth().min(SLOT_FRAMES)]);
+            let n = walk::capture(&mut frames[..crate::record::start::depth().min(SLOT_FRAMES)]);
             for (dst, &f) in h.frames.iter().zip(&frames[..n]) {
                 dst.store(f, Relaxed);
             }
@@ -139,7 +139,7 @@ unsafe extern "C" fn pthread_create_bare(
     if real == 0 {
         return libc::EAGAIN;
     }
-    crate::ownstack::dropped();
+    crate::out::writer::count_dropped();
     // SAFETY: as in pthread_create: libc's function, the caller's arguments unchanged.
     unsafe { core::mem::transmute::<usize, RealCreate>(real)(thread, attr, start, arg) }
 }
@@ -231,9 +231,9 @@ extern "C" fn thread_prep(slot: *mut c_void) -> StartPair {
     // The new thread's stack may be small (PTHREAD_STACK_MIN): the record is built on a shim stack.
     let sp = &pair as *const StartPair as u64;
     if let Some(_g) = Guard::enter()
-        && !crate::ownstack::run(|| write_thread_start(h, sp, pair.start))
+        && !crate::os::ownstack::run(|| write_thread_start(h, sp, pair.start))
     {
-        crate::ownstack::dropped();
+        crate::out::writer::count_dropped();
     }
     h.state.store(FREE, Release);
     pair

@@ -10,7 +10,7 @@
 //!
 //! Every other request passes through untouched: it is the caller's tracee, not vmshim's.
 
-use crate::{config, syscall as sys};
+use crate::{config, os::syscall as sys};
 use core::ffi::{c_int, c_long, c_void};
 
 /// Must equal the launcher's `launch::RELEASE_MAGIC`: "let go of me".
@@ -24,7 +24,7 @@ type RealPtrace = unsafe extern "C" fn(c_int, libc::pid_t, *mut c_void, *mut c_v
 /// Looks up libc's `ptrace` once; called from the constructor.
 pub fn resolve() -> usize {
     static REAL: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-    crate::real::next(c"ptrace", &REAL)
+    crate::os::real::next(c"ptrace", &REAL)
 }
 
 /// glibc declares `long ptrace(enum __ptrace_request, ...)`; on x86_64 and aarch64 its variadic

@@ -9,14 +9,14 @@
 //! Which of these ran is the evidence for "did this Go binary resolve names with libc (cgo) or
 //! with Go's own resolver?": Go's resolver makes no libc call at all.
 
-use crate::guard::Guard;
-use crate::{modules, syscall as sys, unwind, writer};
+use crate::os::guard::Guard;
+use crate::{os::syscall as sys, out::writer, unwind::walk};
 use core::ffi::{CStr, c_char, c_int, c_void};
 use libc::{addrinfo, hostent, sockaddr, socklen_t};
 use vmshim_trace::record::resolve::{self, ResolveRecord};
 use vmshim_trace::{MAX_ADDRS, MAX_FRAMES};
 
-use crate::real::real;
+use crate::os::real::real;
 
 unsafe extern "C" {
     fn __h_errno_location() -> *mut c_int;
@@ -127,20 +127,20 @@ impl<'a> Rec<'a> {
     /// Writes the record, then records any image the call loaded (NSS modules), on a shim stack
     /// (the real call ran on the caller's).
     fn commit(&self) {
-        if !crate::ownstack::run(|| self.commit_here()) {
-            crate::ownstack::dropped();
+        if !crate::os::ownstack::run(|| self.commit_here()) {
+            crate::out::writer::count_dropped();
         }
     }
 
     fn commit_here(&self) {
         let Some(g) = Guard::enter() else { return };
-        crate::ensure_started();
+        crate::record::start::ensure_started();
         if !writer::is_ready() {
             return;
         }
         let saved = sys::errno();
         let mut frames = [0u64; MAX_FRAMES];
-        let n = unwind::capture(&mut frames[..crate::depth()]);
+        let n = walk::capture(&mut frames[..crate::record::start::depth()]);
         let mut buf = [0u8; resolve::MAX_LEN];
         let q = ResolveRecord {
             api: self.api as u16,
@@ -159,7 +159,7 @@ impl<'a> Rec<'a> {
         if let Some(len) = resolve::encode(&mut buf, &q) {
             writer::append(&buf[..len]);
         }
-        modules::record_new(Some((&g, self.api as usize)));
+        crate::record::call::new_modules(&g, self.api as usize);
         sys::set_errno(saved);
     }
 }

@@ -9,18 +9,16 @@
 //! architectures go through libgcc's `_Unwind_Backtrace` (which finds unwind tables with
 //! `_dl_find_object`: no lock, no malloc).
 //!
-//! Every stack read is bounds-checked ([`SafeReader`]): inside a range known readable, or
+//! Every stack read is bounds-checked ([`SafeReader`], in `reader.rs`): inside a range known readable, or
 //! through `process_vm_readv` on this process, so a stale or garbage frame pointer makes a read
 //! fail, never a SIGSEGV in the target. Frames inside the shim itself are left out, so
 //! `frames[0]` is the return address into the hook's caller.
 
-use crate::cfi;
-use crate::tls::{self, Slot};
+use super::cfi;
+use super::fp::follow_frame_pointers;
+use super::reader::SafeReader;
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{
-    AtomicUsize,
-    Ordering::{Relaxed, SeqCst},
-};
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 const URC_NO_REASON: c_int = 0;
 const URC_END_OF_STACK: c_int = 5;
@@ -83,242 +81,13 @@ extern "C" fn on_frame(ctx: *mut c_void, arg: *mut c_void) -> c_int {
 
 /// Bounds-checked reads of this process's memory for one stack walk.
 ///
-/// Words inside the current thread's stack range known readable (`lo..hi`, kept in TLS across
-/// walks) are read directly: a thread's own stack stays mapped while it runs on it. So are words
-/// in a second range found readable by a probe during a frame-pointer walk (a Go goroutine
-/// stack, which lives in Go's heap and stays mapped), for as long as no munmap, mremap, MAP_FIXED
-/// mmap or mprotect that takes away read access has run since ([`address_space_shrinks`]). Anything else goes through
-/// `process_vm_readv`, which fails on an unmapped address instead of faulting: each miss copies
-/// up to a page-sized window starting at the address (a short read stops at the first unmapped
-/// page), and words that follow in the same window cost nothing more.
-struct SafeReader<'w> {
-    lo: usize,
-    hi: usize,
-    alt_lo: usize,
-    alt_hi: usize,
-    /// Whether this walk has probed for the second range already.
-    alt_probed: bool,
-    base: usize,
-    len: usize,
-    /// Where the words read in known ranges are logged for a memo, and how many so far; None
-    /// once a read went anywhere else or the log filled up (the walk is then not memoized).
-    #[cfg(target_arch = "x86_64")]
-    log: Option<(&'w mut [(usize, usize); memo::READS], usize)>,
-    /// The window; only its first `len` bytes were ever written.
-    buf: &'w mut core::mem::MaybeUninit<[u8; 4096]>,
-}
-
-/// Most of a stack, above the address probed, that one probe declares readable.
-const PROBE_PAGES: usize = 64;
-/// The same for the second range: a goroutine's frames above a cgo call rarely span more.
-const ALT_PROBE_PAGES: usize = 8;
-
-/// Bumped before every call that can unmap or protect memory: a range found readable in an
-/// earlier generation is not trusted any more.
-static SHRINK_GEN: AtomicUsize = AtomicUsize::new(1);
-
-/// Called by the hooks before a call that may take memory away (munmap, mremap, MAP_FIXED mmap,
-/// mprotect without PROT_READ).
-pub fn address_space_shrinks() {
-    // A read-modify-write on one shared line per munmap costs every thread that unmaps; it
-    // only matters once some thread holds a second range (a program with code without unwind
-    // information).
-    if ALT_IN_USE.load(SeqCst) {
-        SHRINK_GEN.fetch_add(1, SeqCst);
-    }
-}
-
-/// Set for good by the first probe of a second range.
-static ALT_IN_USE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-impl<'w> SafeReader<'w> {
-    /// A reader for a walk starting at stack pointer `sp`. The first walk on a thread (or on a
-    /// stack the thread switched to) probes how far its stack reaches above `sp`.
-    #[inline(always)]
-    fn new(sp: usize, window: &'w mut core::mem::MaybeUninit<[u8; 4096]>) -> SafeReader<'w> {
-        let mut r = SafeReader {
-            lo: 0,
-            hi: 0,
-            alt_lo: 0,
-            alt_hi: 0,
-            alt_probed: false,
-            #[cfg(target_arch = "x86_64")]
-            log: None,
-            base: 0,
-            len: 0,
-            buf: window,
-        };
-        let (lo, hi) = (tls::get(Slot::StackLo), tls::get(Slot::StackHi));
-        if (lo..hi).contains(&sp) {
-            (r.lo, r.hi) = (lo, hi);
-        } else if sp != 0 {
-            let page = sp & !4095;
-            let n = crate::syscall::read_own_pages(page, PROBE_PAGES, r.buf.as_mut_ptr().cast());
-            if n > 0 {
-                (r.lo, r.hi) = (page, page + n);
-                tls::set(Slot::StackLo, r.lo);
-                tls::set(Slot::StackHi, r.hi);
-            }
-        }
-        if tls::get(Slot::AltGen) == SHRINK_GEN.load(Relaxed) {
-            (r.alt_lo, r.alt_hi) = (tls::get(Slot::AltLo), tls::get(Slot::AltHi));
-        }
-        r
-    }
-
-    /// Whether `[addr, addr + len)` lies in a range known readable.
-    fn known(&self, addr: usize, len: usize) -> bool {
-        addr.is_multiple_of(8)
-            && addr.checked_add(len).is_some_and(|end| {
-                (addr >= self.lo && end <= self.hi) || (addr >= self.alt_lo && end <= self.alt_hi)
-            })
-    }
-
-    /// Probes the pages from `addr` up as the second range (once per walk).
-    fn probe_alt(&mut self, addr: usize) {
-        if self.alt_probed {
-            return;
-        }
-        self.alt_probed = true;
-        ALT_IN_USE.store(true, SeqCst);
-        let generation = SHRINK_GEN.load(SeqCst);
-        let page = addr & !4095;
-        let n = crate::syscall::read_own_pages(page, ALT_PROBE_PAGES, self.buf.as_mut_ptr().cast());
-        self.len = 0; // the window's contents were overwritten
-        if n > 0 {
-            (self.alt_lo, self.alt_hi) = (page, page + n);
-            tls::set(Slot::AltLo, page);
-            tls::set(Slot::AltHi, page + n);
-            tls::set(Slot::AltGen, generation);
-        }
-    }
-
-    /// The word at `addr`, or None if it is not mapped readable.
-    fn word(&mut self, addr: usize) -> Option<usize> {
-        if self.known(addr, 8) {
-            // SAFETY: inside a range known readable (see the type's doc).
-            let v = unsafe { (addr as *const usize).read() };
-            self.logged(addr, v);
-            return Some(v);
-        }
-        self.pair(addr).map(|p| p.0)
-    }
-
-    /// The word at `addr` and whether it lay in a known range, without logging it for the memo
-    /// ([`SafeReader::log_word`] does that if the value turns out to matter).
-    fn word_unlogged(&mut self, addr: usize) -> Option<(usize, bool)> {
-        #[cfg(target_arch = "x86_64")]
-        let log = self.log.take();
-        let v = self.word(addr);
-        #[cfg(target_arch = "x86_64")]
-        {
-            self.log = log;
-        }
-        Some((v?, self.known(addr, 8)))
-    }
-
-    /// Logs a word read earlier by [`SafeReader::word_unlogged`].
-    fn log_word(&mut self, addr: usize, v: usize, known: bool) {
-        if known {
-            self.logged(addr, v);
-        } else {
-            #[cfg(target_arch = "x86_64")]
-            {
-                self.log = None;
-            }
-        }
-    }
-
-    /// Adds a word read in a known range to the memo log.
-    #[inline(always)]
-    fn logged(&mut self, _addr: usize, _v: usize) {
-        #[cfg(target_arch = "x86_64")]
-        if let Some((log, n)) = &mut self.log {
-            match log.get_mut(*n) {
-                Some(e) => {
-                    *e = (_addr, _v);
-                    *n += 1;
-                }
-                None => self.log = None,
-            }
-        }
-    }
-
-    /// The two words at `addr`, or None if they are not mapped readable.
-    fn pair(&mut self, addr: usize) -> Option<(usize, usize)> {
-        // Small integers and non-canonical values, common in a register used for data, are no
-        // address of this process: no system call to find that out.
-        if !(0x10000..1 << 47).contains(&addr) {
-            return None;
-        }
-        let end = addr.checked_add(16)?;
-        if !self.known(addr, 16)
-            && addr.is_multiple_of(8)
-            && !(addr >= self.base && end <= self.base + self.len)
-        {
-            self.probe_alt(addr);
-        }
-        if self.known(addr, 16) {
-            // SAFETY: as in word().
-            let (a, b) = unsafe { ((addr as *const usize).read(), (addr as *const usize).add(1).read()) };
-            self.logged(addr, a);
-            self.logged(addr + 8, b);
-            return Some((a, b));
-        }
-        // A read outside the known ranges cannot be checked again without a system call.
-        #[cfg(target_arch = "x86_64")]
-        {
-            self.log = None;
-        }
-        if !(addr >= self.base && end <= self.base + self.len) {
-            let n = crate::syscall::read_own_memory_raw(addr, self.buf.as_mut_ptr().cast(), 4096);
-            if n < 16 {
-                self.len = 0;
-                return None;
-            }
-            (self.base, self.len) = (addr, n);
-        }
-        let at = addr - self.base;
-        let base = self.buf.as_ptr() as *const u8;
-        // SAFETY: `at + 16 <= len`, and the kernel wrote the window's first `len` bytes.
-        let word = |i: usize| unsafe { (base.add(i) as *const usize).read_unaligned() };
-        Some((word(at), word(at + 8)))
-    }
-}
-
-/// Whether `fp` looks like a frame pointer: it points at a stack, not into a loaded image (a
-/// register used for data often holds an image address), and its saved return address lies in
-/// a loaded image's code.
-fn plausible_frame(mem: &mut SafeReader<'_>, fp: usize) -> bool {
-    fp != 0
-        && fp.is_multiple_of(8)
-        && !crate::modules::in_image(fp as u64)
-        && mem.pair(fp).is_some_and(|(_, ret)| crate::modules::in_text(ret as u64))
-}
-
-/// A frame without unwind information that used the frame-pointer register for itself (a cgo
-/// C wrapper compiled with -O2 and linked without .eh_frame, as Go's internal linker does)
-/// leaves no chain to follow; it did save the caller's frame pointer in its own small frame.
-/// Looks at the first words above `sp` for a value that is a plausible frame pointer.
-fn scan_for_frame_pointer(mem: &mut SafeReader<'_>, sp: usize) -> usize {
-    if sp == 0 {
-        return 0;
-    }
-    let mut words = [0usize; 32];
-    for i in (0..words.len()).step_by(2) {
-        let Some((a, b)) = mem.pair(sp + i * 8) else { break };
-        (words[i], words[i + 1]) = (a, b);
-    }
-    words.into_iter().find(|&v| plausible_frame(mem, v)).unwrap_or(0)
-}
-
 /// Fills `frames` with return addresses, innermost first; returns how many.
 pub fn capture(frames: &mut [u64]) -> usize {
     capture_with(frames, false).0
 }
 
 /// As [`capture`], and also returns the file offset of the trace's Stack record for the frames
-/// ([`crate::stacks`]; 0 when there is none: write them inline).
+/// ([`crate::out::stacks`]; 0 when there is none: write them inline).
 pub fn capture_interned(frames: &mut [u64]) -> (usize, u64) {
     capture_with(frames, true)
 }
@@ -333,7 +102,7 @@ fn capture_with(frames: &mut [u64], intern: bool) -> (usize, u64) {
         return r;
     }
     let n = capture_libgcc(frames);
-    (n, if intern { crate::stacks::intern(&frames[..n]).unwrap_or(0) } else { 0 })
+    (n, if intern { crate::out::stacks::intern(&frames[..n]).unwrap_or(0) } else { 0 })
 }
 
 /// The last walk made on a slot's threads, to be replayed when the next one would read the
@@ -350,7 +119,7 @@ mod memo {
     use core::cell::UnsafeCell;
     use core::sync::atomic::{AtomicBool, Ordering::*};
 
-    pub const READS: usize = 96;
+    pub const READS: usize = crate::unwind::reader::LOG_WORDS;
     pub const FRAMES: usize = 64;
     /// Walks kept per slot: a loop's mmap and munmap, say, come from different stacks in turn.
     pub const WAYS: usize = 4;
@@ -367,7 +136,7 @@ mod memo {
         pub reads: [(usize, usize); READS],
         pub nframes: usize,
         pub frames: [u64; FRAMES],
-        /// The frames' Stack record in the trace ([`crate::stacks`]), 0 if none, and the
+        /// The frames' Stack record in the trace ([`crate::out::stacks`]), 0 if none, and the
         /// epoch of that reference.
         pub stack_ref: u64,
         pub stack_epoch: u64,
@@ -439,7 +208,7 @@ mod memo {
 #[cfg(target_arch = "x86_64")]
 #[inline(never)]
 fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
-    let interned = |frames: &[u64]| if intern { crate::stacks::intern(frames).unwrap_or(0) } else { 0 };
+    let interned = |frames: &[u64]| if intern { crate::out::stacks::intern(frames).unwrap_or(0) } else { 0 };
     let (mut pc, mut sp, mut fp): (usize, usize, usize);
     // SAFETY: reads this instruction's address and the stack and frame pointers; the unwind
     // rule at the `lea`'s successor describes this function's frame with exactly these values.
@@ -454,10 +223,10 @@ fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
             options(nomem, nostack, preserves_flags),
         );
     }
-    // On a shim stack ([`crate::ownstack`]) the walk starts where the thread left its own: at the
+    // On a shim stack ([`crate::os::ownstack`]) the walk starts where the thread left its own: at the
     // return address its stack pointer pointed at when it switched (the walk reads it, so that a
     // memo of this walk checks it too).
-    let from_return = match crate::ownstack::caller() {
+    let from_return = match crate::os::ownstack::caller() {
         Some((caller_sp, caller_fp)) => {
             (pc, sp, fp) = (0, caller_sp + 8, caller_fp);
             true
@@ -467,7 +236,7 @@ fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
     // The fallback reads' window, outside the reader so that nothing copies its 4 KiB.
     let mut window = core::mem::MaybeUninit::uninit();
     let mut mem = SafeReader::new(sp, &mut window);
-    let mut slot = memo::Guard::try_take(crate::syscall::gettid());
+    let mut slot = memo::Guard::try_take(crate::os::syscall::gettid());
     let Some(ways) = slot.as_mut().map(|g| g.data()).filter(|_| frames.len() <= memo::FRAMES) else {
         let n = walk(frames, pc, sp, fp, from_return, &mut mem)?.0;
         return Some((n, interned(&frames[..n])));
@@ -493,7 +262,7 @@ fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
         if !intern {
             return Some((m.nframes, 0));
         }
-        let epoch = crate::stacks::epoch();
+        let epoch = crate::out::stacks::epoch();
         if m.stack_ref == 0 || m.stack_epoch != epoch {
             m.stack_ref = interned(&frames[..m.nframes]);
             m.stack_epoch = epoch;
@@ -506,7 +275,7 @@ fn capture_cached(frames: &mut [u64], intern: bool) -> Option<(usize, u64)> {
     m.valid = false;
     mem.log = Some((&mut m.reads, 0));
     let (n, need_fp) = walk(frames, pc, sp, fp, from_return, &mut mem)?;
-    let epoch = crate::stacks::epoch();
+    let epoch = crate::out::stacks::epoch();
     let stack_ref = interned(&frames[..n]);
     if let Some((_, nreads)) = mem.log.take() {
         m.frames[..n].copy_from_slice(&frames[..n]);
@@ -622,40 +391,6 @@ fn capture_libgcc(frames: &mut [u64]) -> usize {
     let mut window = core::mem::MaybeUninit::uninit();
     let mut mem = SafeReader::new(w.cfa, &mut window);
     follow_frame_pointers(frames, n, w.last_fp, w.cfa, &mut mem)
-}
-
-/// Continues a walk whose last frame (`frames[n - 1]`, code without unwind information) had
-/// frame pointer `fp` and stack pointer `sp`, along the frame-pointer chain.
-fn follow_frame_pointers(
-    frames: &mut [u64],
-    mut n: usize,
-    fp: usize,
-    sp: usize,
-    mem: &mut SafeReader<'_>,
-) -> usize {
-    let mut fp = fp;
-    if !plausible_frame(mem, fp) {
-        fp = scan_for_frame_pointer(mem, sp);
-    }
-    let mut backwards = 0;
-    while n < frames.len() && fp != 0 && fp.is_multiple_of(8) {
-        let Some((next, ret)) = mem.pair(fp) else { break };
-        if ret < 4096 {
-            break;
-        }
-        frames[n] = ret as u64;
-        n += 1;
-        // Stacks grow down, so callers' frames sit higher; a jump down is a stack switch (Go's
-        // g0 and goroutine stacks). Allow a few, never a loop.
-        if next <= fp {
-            backwards += 1;
-            if backwards > 4 {
-                break;
-            }
-        }
-        fp = next;
-    }
-    n
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

@@ -24,7 +24,7 @@ pub fn next(name: &CStr, cache: &AtomicUsize) -> usize {
 macro_rules! real {
     ($name:literal, $ty:ty) => {{
         static CACHE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-        let p = $crate::real::next(
+        let p = $crate::os::real::next(
             // SAFETY: the literal gets its NUL here and has none inside.
             unsafe { core::ffi::CStr::from_bytes_with_nul_unchecked(concat!($name, "\0").as_bytes()) },
             &CACHE,

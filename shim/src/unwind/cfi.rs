@@ -50,7 +50,7 @@ const MAX_CFA_OFF: u32 = (1 << 20) - 1;
 /// key's low 32 bits so that a reader racing with the store sees a miss, never another key's rule.
 const SLOTS: usize = 1 << 14;
 const PROBES: usize = 16;
-static TABLE: crate::pairs::Table<SLOTS> = crate::pairs::Table::new();
+static TABLE: crate::out::pairs::Table<SLOTS> = crate::out::pairs::Table::new();
 
 fn home(addr: u64) -> usize {
     (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as usize & (SLOTS - 1)

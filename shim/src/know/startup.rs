@@ -6,7 +6,8 @@
 //! calls into one static scratch area, no malloc, and nothing large on the stack: the first hook
 //! of a fork child may come on a small stack (issue 11).
 
-use crate::{syscall as sys, writer};
+use super::modules;
+use crate::{os::syscall as sys, out::writer};
 use core::cell::UnsafeCell;
 use vmshim_trace::MapsSource;
 use vmshim_trace::record::start::{self, Argv, ForkRecord, StartRecord};
@@ -24,11 +25,22 @@ struct Scratch(UnsafeCell<[u8; SCRATCH_BYTES]>);
 unsafe impl Sync for Scratch {}
 static SCRATCH: Scratch = Scratch(UnsafeCell::new([0; SCRATCH_BYTES]));
 
+/// How a fork child came to be, as its Start record says it.
+pub struct Origin<'a> {
+    /// The forking process (the child's parent at the fork).
+    pub parent_pid: u32,
+    pub parent_tid: u32,
+    pub mono_ns: u64,
+    /// The forking call's stack, innermost first, beginning at the program's call (the frames
+    /// inside libc's fork are left out).
+    pub stack: &'a [u64],
+}
+
 /// Records the start-up state. Call only as the writer's single initialiser (after
 /// `writer::begin_init` returned true, before the writer is ready for anyone else). `fork`:
 /// this is a fork child's trace, created in the fork; its modules are the parent's, written
 /// from what the parent recorded (the loader is not asked in a fork child).
-pub fn record_all(fork: Option<&crate::fork::Origin<'_>>) {
+pub fn record_all(fork: Option<&Origin<'_>>) {
     // SAFETY: the caller is the single initialiser (see Scratch), and each step's borrow ends
     // before the next step starts.
     let scratch = unsafe { &mut *SCRATCH.0.get() };
@@ -38,32 +50,29 @@ pub fn record_all(fork: Option<&crate::fork::Origin<'_>>) {
     }
     record_maps(scratch);
     match fork {
-        None => crate::modules::record_new(None),
-        Some(_) => crate::modules::record_known(),
+        None => modules::record_new(|_, _, _| {}),
+        Some(_) => modules::record_known(),
     }
 }
 
-fn record_start(scratch: &mut [u8], fork: Option<&crate::fork::Origin<'_>>) {
+fn record_start(scratch: &mut [u8], fork: Option<&Origin<'_>>) {
     let (exe, rest) = scratch.split_at_mut(4096);
     let (cmdline, buf) = rest.split_at_mut(16 << 10);
     // A fork child runs the parent's executable: the path the parent read at its start stands
     // (one readlink less in every fork; issue 12, cheap start).
-    let known = EXE_LEN.load(core::sync::atomic::Ordering::Acquire).min(4096);
-    let exe: &[u8] = if fork.is_some() && known > 0 {
-        // SAFETY: EXE[..known] was written before EXE_LEN was published (see ExePath); nothing
-        // writes it in a fork child, which is single-threaded here.
-        unsafe { &(&*EXE.0.get())[..known] }
+    let known = if fork.is_some() { modules::kept_exe_path(exe) } else { 0 };
+    let n = if known > 0 {
+        known
     } else {
         let n = sys::readlink(b"/proc/self/exe\0", exe).max(0) as usize;
-        // SAFETY: the single initialiser (see ExePath).
-        unsafe { (&mut *EXE.0.get())[..n].copy_from_slice(&exe[..n]) };
-        EXE_LEN.store(n, core::sync::atomic::Ordering::Release);
-        &exe[..n]
+        modules::keep_exe_path(&exe[..n]);
+        n
     };
+    let exe = &exe[..n];
     let cmd_len = read_file(b"/proc/self/cmdline\0", cmdline);
     let cmd = &cmdline[..cmd_len];
     let s = StartRecord {
-        pid: writer::own_pid(),
+        pid: sys::own_pid(),
         // A fork child's parent is the process that forked, as it was at the fork: by now a
         // daemon's intermediate child may have exited and the kernel names another parent.
         ppid: fork.map_or_else(sys::getppid, |f| f.parent_pid),
@@ -171,25 +180,6 @@ static CONFIG: ConfigText = ConfigText(UnsafeCell::new([0; 4096]));
 /// The text's length plus one; 0 while none was recorded.
 static CONFIG_LEN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
-/// The executable's path as start-up read it, for its Module record (one readlink less).
-struct ExePath(UnsafeCell<[u8; 4096]>);
-// SAFETY: written by the single initialiser in record_start before EXE_LEN is published
-// (Release), read after an Acquire load; a fork child rewrites it single-threaded.
-unsafe impl Sync for ExePath {}
-static EXE: ExePath = ExePath(UnsafeCell::new([0; 4096]));
-static EXE_LEN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-
-/// The executable's path (`/proc/self/exe`), as read at start-up if it was.
-pub fn exe_path(buf: &mut [u8; 4096]) -> usize {
-    let n = EXE_LEN.load(core::sync::atomic::Ordering::Acquire);
-    if n > 0 {
-        // SAFETY: EXE[..n] was written before EXE_LEN was published (see ExePath).
-        buf[..n].copy_from_slice(unsafe { &(&*EXE.0.get())[..n] });
-        return n;
-    }
-    sys::readlink(b"/proc/self/exe\0", buf).max(0) as usize
-}
-
 fn record_maps(scratch: &mut [u8]) {
     let fd = sys::open(b"/proc/self/maps\0", libc::O_RDONLY | libc::O_CLOEXEC, 0);
     if fd < 0 {
@@ -210,23 +200,4 @@ fn record_maps(scratch: &mut [u8]) {
         chunk += 1;
     }
     sys::close(fd as i32);
-}
-
-/// The NT_GNU_BUILD_ID descriptor in a run of ELF notes, or an empty slice.
-pub fn find_build_id(mut notes: &[u8]) -> &[u8] {
-    let word = |b: &[u8], i: usize| {
-        b.get(i..i + 4).map(|w| u32::from_le_bytes(w.try_into().unwrap_or_default()) as usize)
-    };
-    while let (Some(namesz), Some(descsz), Some(kind)) = (word(notes, 0), word(notes, 4), word(notes, 8)) {
-        let name_end = 12 + namesz.next_multiple_of(4);
-        let desc_end = name_end + descsz.next_multiple_of(4);
-        if desc_end > notes.len() {
-            break;
-        }
-        if kind == 3 && notes.get(12..12 + namesz) == Some(b"GNU\0") {
-            return &notes[name_end..name_end + descsz];
-        }
-        notes = &notes[desc_end..];
-    }
-    &[]
 }

@@ -4,7 +4,7 @@
 //! merge with unnamed neighbours, which changes the map the tool measures. Where the kernel
 //! refuses, one line on stderr and naming stops; nothing else changes.
 
-use crate::syscall as sys;
+use crate::os::syscall as sys;
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 static ON: AtomicBool = AtomicBool::new(false);
@@ -28,7 +28,7 @@ pub fn name(addr: u64, len: u64, what: &str, tid: u32) {
         buf[n..n + part.len()].copy_from_slice(part);
         n += part.len();
     }
-    n += crate::writer::fmt_u64(tid as u64, &mut buf[n..63]);
+    n += crate::os::fmt::fmt_u64(tid as u64, &mut buf[n..63]);
     buf[n] = 0;
     // SAFETY: prctl reads the NUL-terminated name; the range is the caller's own mapping.
     let r = unsafe {

@@ -4,11 +4,11 @@
 //! (1.9x on a malloc(32)/free loop). The shim is loaded at start-up (LD_PRELOAD), so its TLS
 //! is in the static TLS block and the initial-exec model applies: one `fs`-relative load.
 //!
-//! The block is thirteen words: the reentrancy flag ([`crate::guard`]), the malloc hooks'
-//! `SEEN_HEAP` and `SEEN_FOREIGN` ([`crate::hooks::malloc`]), and the stack range the unwinder
-//! has found readable ([`crate::unwind`]), the thread's id, a second readable range
-//! with the generation it was found in, and what the thread noted as it called fork
-//! ([`crate::fork`]). Zero at thread start.
+//! The block is thirteen words: the reentrancy flag (the guard's), the malloc hooks'
+//! `SEEN_HEAP` and `SEEN_FOREIGN`, the stack range the unwinder has found readable, the
+//! thread's id, a second readable range with the generation it was found in, and what the
+//! thread noted as it called fork. Zero at thread start. The slots are named here, at the
+//! bottom, and their users above name them; this module knows none of its users.
 
 #[derive(Clone, Copy)]
 #[repr(usize)]
@@ -16,13 +16,13 @@ pub enum Slot {
     InHook = 0,
     SeenHeap = 1,
     SeenForeign = 2,
-    /// The current thread's stack range known readable, for the unwinder ([`crate::unwind`]).
+    /// The current thread's stack range known readable, for the unwinder.
     StackLo = 3,
     StackHi = 4,
-    /// The thread's id, once asked ([`crate::syscall::gettid`]); cleared in a fork child.
+    /// The thread's id, once asked (`syscall::gettid`); cleared in a fork child.
     Tid = 5,
-    /// A second range known readable (a Go goroutine stack), and the shrink generation
-    /// ([`crate::unwind::address_space_shrinks`]) it was found in.
+    /// A second range known readable (a Go goroutine stack), and the unwinder's shrink
+    /// generation (bumped by each hooked call that may take memory away) it was found in.
     AltLo = 6,
     AltHi = 7,
     AltGen = 8,

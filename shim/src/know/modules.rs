@@ -2,32 +2,25 @@
 //! resolver call that pulls in NSS modules) may have loaded more. The loader maps images with
 //! its internal mmap, so this is how the trace learns of run-time loads and who caused them.
 
-use crate::guard::Guard;
-use crate::{record, startup::find_build_id, unwind, writer};
+use crate::os::syscall as sys;
+use crate::out::writer;
+use crate::unwind::{images, walk};
+use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
-use vmshim_trace::CallKind;
 use vmshim_trace::record::module::{self, ModuleRecord};
 
-/// Spans `[lo, hi)` of the images already recorded.
-const KNOWN_MAX: usize = 1024;
-static KNOWN: [(AtomicU64, AtomicU64); KNOWN_MAX] =
-    [const { (AtomicU64::new(0), AtomicU64::new(0)) }; KNOWN_MAX];
-/// The executable (PF_X) part of each, by the same index.
-static TEXT: [(AtomicU64, AtomicU64); KNOWN_MAX] =
-    [const { (AtomicU64::new(0), AtomicU64::new(0)) }; KNOWN_MAX];
-static KNOWN_LEN: AtomicUsize = AtomicUsize::new(0);
 /// What a fork child needs to write each known image's record again without asking the loader
 /// (whose lock another thread of the parent may have held at the fork, and no fork handler
 /// resets): the load bias, and where in [`NAMES`] its build id and loader name were copied
 /// (offset, build-id length, name length). Copies, not the loader's strings: an image the
 /// parent unloaded before the fork is gone, and reading it safely cost a system call each.
-static INFO: [[AtomicU64; 4]; KNOWN_MAX] = [const { [const { AtomicU64::new(0) }; 4] }; KNOWN_MAX];
+static INFO: [[AtomicU64; 4]; images::MAX] = [const { [const { AtomicU64::new(0) }; 4] }; images::MAX];
 const NAMES_BYTES: usize = 64 << 10;
 struct Names(core::cell::UnsafeCell<[u8; NAMES_BYTES]>);
 // SAFETY: each copy's bytes are reserved by one fetch_add on NAMES_LEN and written once, by the
 // thread that reserved them, before the INFO entry that points at them is published (Release
-// on KNOWN_LEN); readers read only entries below KNOWN_LEN (Acquire).
+// in images::publish); readers read only entries of published images (Acquire).
 unsafe impl Sync for Names {}
 static NAMES: Names = Names(core::cell::UnsafeCell::new([0; NAMES_BYTES]));
 static NAMES_LEN: AtomicUsize = AtomicUsize::new(0);
@@ -47,45 +40,15 @@ fn keep_names(build_id: &[u8], name: &[u8]) -> (u64, u64, u64) {
     (at as u64, b as u64, n as u64)
 }
 
-fn known() -> &'static [(AtomicU64, AtomicU64)] {
-    &KNOWN[..KNOWN_LEN.load(Acquire).min(KNOWN_MAX)]
-}
-
-fn is_known(lo: u64) -> bool {
-    known().iter().any(|k| k.0.load(Relaxed) == lo)
-}
-
-/// Whether `addr` lies in a recorded image (code or data).
-pub fn in_image(addr: u64) -> bool {
-    known().iter().any(|(lo, hi)| (lo.load(Relaxed)..hi.load(Relaxed)).contains(&addr))
-}
-
-/// The span of the executable segment of the recorded image that holds `addr`.
-pub fn text_of(addr: u64) -> Option<(u64, u64)> {
-    TEXT[..known().len()]
-        .iter()
-        .map(|(lo, hi)| (lo.load(Relaxed), hi.load(Relaxed)))
-        .find(|(lo, hi)| (*lo..*hi).contains(&addr))
-}
-
-/// Whether `addr` lies in a recorded image's executable segment (a plausible return address).
-pub fn in_text(addr: u64) -> bool {
-    TEXT[..known().len()].iter().any(|(lo, hi)| (lo.load(Relaxed)..hi.load(Relaxed)).contains(&addr))
-}
-
 fn remember(f: &Found) {
-    let i = KNOWN_LEN.load(Acquire);
-    if let (Some(slot), Some(text), Some(info)) = (KNOWN.get(i), TEXT.get(i), INFO.get(i)) {
+    let Some(i) = images::next_index() else { return };
+    if let Some(info) = INFO.get(i) {
         let (build_id, name) = f.strings();
         let (at, b, n) = keep_names(build_id, name);
         for (w, v) in info.iter().zip([f.base, at, b, n]) {
             w.store(v, Relaxed);
         }
-        text.0.store(f.text.0, Relaxed);
-        text.1.store(f.text.1, Relaxed);
-        slot.1.store(f.hi, Relaxed);
-        slot.0.store(f.lo, Relaxed);
-        KNOWN_LEN.store(i + 1, Release);
+        images::publish(i, f.lo, f.hi, f.text);
     }
 }
 
@@ -130,12 +93,12 @@ unsafe extern "C" fn on_module(info: *mut libc::dl_phdr_info, _size: usize, data
             build_id = find_build_id(notes);
         }
     }
-    if lo >= hi || is_known(lo) || scan.n == scan.found.len() {
+    if lo >= hi || images::is_known(lo) || scan.n == scan.found.len() {
         return 0;
     }
     let me = on_module as *const () as u64;
     if (lo..hi).contains(&me) {
-        unwind::set_self_range(lo as usize, hi as usize);
+        walk::set_self_range(lo as usize, hi as usize);
     }
     scan.found[scan.n] =
         Found { base, lo, hi, text, build_id: (build_id.as_ptr(), build_id.len()), name: info.dlpi_name };
@@ -143,10 +106,10 @@ unsafe extern "C" fn on_module(info: *mut libc::dl_phdr_info, _size: usize, data
     0
 }
 
-/// Records every loaded image not recorded yet. `via` (a guard and an index into
-/// `vmshim_trace::LOADING_FUNCTIONS`) says which watched call loaded them: each new image then
-/// also gets a ModuleLoad event with the current call stack.
-pub fn record_new(via: Option<(&Guard, usize)>) {
+/// Records every loaded image not recorded yet, and calls `loaded(base, lo, hi)` after each
+/// one's Module record: a watched call's hook (dlopen, a resolver call that pulls in NSS
+/// modules) records there which call loaded it, through the recording layer above.
+pub fn record_new(mut loaded: impl FnMut(u64, u64, u64)) {
     let empty = Found {
         base: 0,
         lo: 0,
@@ -160,23 +123,21 @@ pub fn record_new(via: Option<(&Guard, usize)>) {
     unsafe { libc::dl_iterate_phdr(Some(on_module), &mut scan as *mut Scan as *mut c_void) };
     if scan.n > 0 {
         // A new image may sit where an unloaded one lay: its addresses' cached rules are stale.
-        crate::cfi::invalidate();
+        crate::unwind::cfi::invalidate();
     }
     for f in &scan.found[..scan.n] {
         remember(f);
         write_module(f);
-        if let Some((g, via)) = via {
-            record::note(g, CallKind::ModuleLoad, [f.base, f.lo, f.hi, via as u64, 0, 0]);
-        }
+        loaded(f.base, f.lo, f.hi);
     }
 }
 
 /// In a fork child, whose trace is new: writes a Module record for every image the parent
 /// knew, from what `INFO` kept (the parent's records are in the parent's file).
 pub fn record_known() {
-    // SAFETY: the entries below KNOWN_LEN were written before it was published (see Names).
+    // SAFETY: the entries of published images were written before they were (see Names).
     let names = unsafe { &*NAMES.0.get() };
-    for (i, (lo, hi)) in known().iter().enumerate() {
+    for (i, (lo, hi)) in images::spans().iter().enumerate() {
         let [base, at, b, n] = INFO[i].each_ref().map(|w| w.load(Relaxed) as usize);
         let Some(copy) = names.get(at..at + b + n) else { continue };
         let f = Found {
@@ -218,7 +179,7 @@ impl Found {
 fn write_module_with(f: &Found, build_id: &[u8], name: &[u8]) {
     let mut exe = [0u8; 4096];
     let path = if name.is_empty() {
-        let n = crate::startup::exe_path(&mut exe);
+        let n = exe_path(&mut exe);
         &exe[..n]
     } else {
         name
@@ -228,4 +189,60 @@ fn write_module_with(f: &Found, build_id: &[u8], name: &[u8]) {
     if let Some(len) = module::encode(&mut buf, &m) {
         writer::append(&buf[..len]);
     }
+}
+
+/// The executable's path as start-up read it ([`keep_exe_path`]), for its Module record (one
+/// readlink less) and a fork child's Start record. Kept here, with the images, so that
+/// start-up (which reads it) and this module (which names the program's image by it) do not
+/// call each other.
+struct ExePath(UnsafeCell<[u8; 4096]>);
+// SAFETY: written by start-up's single initialiser (keep_exe_path) before EXE_LEN is published
+// (Release), read after an Acquire load; a fork child rewrites it single-threaded.
+unsafe impl Sync for ExePath {}
+static EXE: ExePath = ExePath(UnsafeCell::new([0; 4096]));
+static EXE_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Keeps `path` as the executable's path. Only start-up's single initialiser calls this.
+pub fn keep_exe_path(path: &[u8]) {
+    let n = path.len().min(4096);
+    // SAFETY: the single initialiser (see ExePath).
+    unsafe { (&mut *EXE.0.get())[..n].copy_from_slice(&path[..n]) };
+    EXE_LEN.store(n, Release);
+}
+
+/// Copies the path [`keep_exe_path`] kept into `buf`; its length, 0 when none was kept.
+pub fn kept_exe_path(buf: &mut [u8]) -> usize {
+    let n = EXE_LEN.load(Acquire).min(4096).min(buf.len());
+    if n > 0 {
+        // SAFETY: EXE[..n] was written before EXE_LEN was published (see ExePath).
+        buf[..n].copy_from_slice(unsafe { &(&*EXE.0.get())[..n] });
+    }
+    n
+}
+
+/// The executable's path (`/proc/self/exe`), as read at start-up if it was.
+pub fn exe_path(buf: &mut [u8]) -> usize {
+    match kept_exe_path(buf) {
+        0 => sys::readlink(b"/proc/self/exe\0", buf).max(0) as usize,
+        n => n,
+    }
+}
+
+/// The NT_GNU_BUILD_ID descriptor in a run of ELF notes, or an empty slice.
+pub fn find_build_id(mut notes: &[u8]) -> &[u8] {
+    let word = |b: &[u8], i: usize| {
+        b.get(i..i + 4).map(|w| u32::from_le_bytes(w.try_into().unwrap_or_default()) as usize)
+    };
+    while let (Some(namesz), Some(descsz), Some(kind)) = (word(notes, 0), word(notes, 4), word(notes, 8)) {
+        let name_end = 12 + namesz.next_multiple_of(4);
+        let desc_end = name_end + descsz.next_multiple_of(4);
+        if desc_end > notes.len() {
+            break;
+        }
+        if kind == 3 && notes.get(12..12 + namesz) == Some(b"GNU\0") {
+            return &notes[name_end..name_end + descsz];
+        }
+        notes = &notes[desc_end..];
+    }
+    &[]
 }

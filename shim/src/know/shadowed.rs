@@ -7,7 +7,7 @@
 //! into a warning. Runs once, from the start-up, with stack buffers of 2 KiB; it calls dlsym and
 //! dladdr only (never dlopen: a sanitizer intercepts it and may hold its own lock then).
 
-use crate::writer;
+use crate::out::writer;
 use vmshim_trace::record::config;
 
 /// The hooked functions a program calls directly.

@@ -2,10 +2,10 @@
 //! [`traced`] with the real call as a closure; everything here is plain code that unit tests can
 //! drive without LD_PRELOAD.
 
-use crate::guard::Guard;
-use crate::{syscall as sys, unwind, writer};
+use crate::os::guard::Guard;
+use crate::{os::syscall as sys, out::writer, unwind::walk};
 use vmshim_trace::record::call::{self, CallRecord, CallStack};
-use vmshim_trace::{CALL_FLAG_OWN, CallKind, MAX_FRAMES};
+use vmshim_trace::{CallKind, MAX_FRAMES};
 
 /// Room for the largest call record: header, fixed fields, a full stack.
 pub const CALL_BUF: usize = call::MAX_LEN;
@@ -24,16 +24,16 @@ pub enum Order {
 /// Runs `op` (the real call, returning the kernel's raw result) and records it, unless the
 /// trace is not open. Returns `op`'s raw result untouched.
 pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl FnOnce() -> isize) -> isize {
-    crate::ensure_started();
+    crate::record::start::ensure_started();
     if !writer::is_ready() {
         return op();
     }
     let mut frames = [0u64; MAX_FRAMES];
-    let depth = crate::depth();
+    let depth = crate::record::start::depth();
     let mut buf = [0u8; CALL_BUF];
     let pending = if order == Order::Before {
         let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
-        let (n, stack_ref) = unwind::capture_interned(&mut frames[..depth]);
+        let (n, stack_ref) = walk::capture_interned(&mut frames[..depth]);
         let p = call::begin(&mut buf, &call_record(call, 0, t0, args, &frames[..n], stack_ref));
         writer::account(sys::ns_since(c0));
         p
@@ -41,10 +41,10 @@ pub fn traced(_g: &Guard, call: CallKind, args: [u64; 6], order: Order, op: impl
         // Unwound after the call in this order; encoded below.
         let ret = op();
         if call == CallKind::Mmap && args[3] & libc::MAP_ANONYMOUS as u64 != 0 && sys::split(ret).1 == 0 {
-            crate::names::name(ret as u64, args[1], "mmap", sys::gettid());
+            crate::know::names::name(ret as u64, args[1], "mmap", sys::gettid());
         }
         let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
-        let (n, stack_ref) = unwind::capture_interned(&mut frames[..depth]);
+        let (n, stack_ref) = walk::capture_interned(&mut frames[..depth]);
         let (result, errno) = result_of(call, ret);
         let c = CallRecord { result, errno, ..call_record(call, 0, t0, args, &frames[..n], stack_ref) };
         if let Some(len) = call::encode(&mut buf, &c) {
@@ -96,36 +96,35 @@ fn result_of(call: CallKind, ret: isize) -> (u64, i32) {
     }
 }
 
-/// Records a mapping the shim made (`Mmap`) or removed (`Munmap`) for itself (a trace
-/// segment); no stack.
-pub fn own_mapping(call: CallKind, args: [u64; 6], result: u64) {
-    let mut buf = [0u8; CALL_BUF];
-    let c = CallRecord { result, ..call_record(call, CALL_FLAG_OWN, sys::monotonic_ns(), args, &[], 0) };
-    if let Some(len) = call::encode(&mut buf, &c) {
-        writer::append(&buf[..len]);
-    }
-}
-
 /// Records an event the shim inferred (no real call of its own to run): its stack is the
 /// current one, its result 0.
 pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
-    crate::ensure_started();
+    crate::record::start::ensure_started();
     if !writer::is_ready() {
         return;
     }
     match call {
         CallKind::ArenaAttach if args[0] != 0 => {
-            crate::names::name(args[0], vmshim_trace::HEAP_MAX, "arena", sys::gettid())
+            crate::know::names::name(args[0], vmshim_trace::HEAP_MAX, "arena", sys::gettid())
         }
-        CallKind::MallocLarge => crate::names::name(args[0], args[1], "malloc", sys::gettid()),
+        CallKind::MallocLarge => crate::know::names::name(args[0], args[1], "malloc", sys::gettid()),
         _ => {}
     }
     let (c0, t0) = (sys::cycles(), sys::monotonic_ns());
     let mut frames = [0u64; MAX_FRAMES];
-    let (n, stack_ref) = unwind::capture_interned(&mut frames[..crate::depth()]);
+    let (n, stack_ref) = walk::capture_interned(&mut frames[..crate::record::start::depth()]);
     let mut buf = [0u8; CALL_BUF];
     if let Some(len) = call::encode(&mut buf, &call_record(call, 0, t0, args, &frames[..n], stack_ref)) {
         writer::append(&buf[..len]);
     }
     writer::account(sys::ns_since(c0));
+}
+
+/// Records the images loaded since the last scan ([`crate::know::modules`]) and, after each
+/// one's Module record, a ModuleLoad event naming the watched call that loaded it (`via`, an
+/// index into `vmshim_trace::LOADING_FUNCTIONS`) with the current stack.
+pub fn new_modules(g: &Guard, via: usize) {
+    crate::know::modules::record_new(|base, lo, hi| {
+        note(g, CallKind::ModuleLoad, [base, lo, hi, via as u64, 0, 0]);
+    });
 }

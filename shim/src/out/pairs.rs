@@ -1,6 +1,6 @@
 //! A fixed table of `(key, value)` word pairs in the shim's .bss, the storage of two lock-free
-//! caches: [`crate::cfi`] (code address -> unwind rule) and [`crate::stacks`] (stack hash -> file
-//! offset of its Stack record). Key 0 marks an empty slot; a cache claims a slot with
+//! caches: the unwinder's rule cache (code address -> unwind rule) and the stack table (stack
+//! hash -> file offset of its Stack record). Key 0 marks an empty slot; a cache claims a slot with
 //! [`Table::claim`] and publishes the value its own way.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
@@ -62,7 +62,7 @@ impl<const N: usize> Table<N> {
         if page.is_power_of_two()
             && addr % page == 0
             && len % page == 0
-            && crate::syscall::madvise(addr, len, libc::MADV_DONTNEED) == 0
+            && crate::os::syscall::madvise(addr, len, libc::MADV_DONTNEED) == 0
         {
             return;
         }

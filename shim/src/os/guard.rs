@@ -1,7 +1,7 @@
 //! The reentrancy guard. Anything a hook calls (the unwinder, the writer) may itself map
 //! memory; a thread already inside a hook passes straight through to the real call.
 
-use crate::tls::{self, Slot};
+use crate::os::tls::{self, Slot};
 
 /// Proof that the current thread is inside exactly one hook. Recording functions take `&Guard`.
 pub struct Guard(());

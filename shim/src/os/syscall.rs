@@ -149,13 +149,30 @@ pub fn brk_now() -> usize {
 pub fn getpid() -> u32 {
     sys!(libc::SYS_getpid) as u32
 }
+
+/// This process's pid as the trace writer last noted it ([`set_own_pid`]): 0 until then.
+static PID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// This process's pid, as of the last (re)initialisation: the child of a fork gets its own.
+pub fn own_pid() -> u32 {
+    match PID.load(core::sync::atomic::Ordering::Relaxed) {
+        0 => getpid(),
+        p => p,
+    }
+}
+
+/// Notes the pid [`own_pid`] answers with (the writer, as it opens a trace); 0 forgets it (a
+/// fork child, until it opens its own).
+pub fn set_own_pid(pid: u32) {
+    PID.store(pid, core::sync::atomic::Ordering::Relaxed);
+}
 pub fn getppid() -> u32 {
     sys!(libc::SYS_getppid) as u32
 }
 /// The calling thread's id, asked of the kernel once per thread (a system call per event
 /// was a tenth of an event's cost).
 pub fn gettid() -> u32 {
-    use crate::tls::{self, Slot};
+    use crate::os::tls::{self, Slot};
     match tls::get(Slot::Tid) {
         0 => {
             let tid = sys!(libc::SYS_gettid) as u32;
@@ -178,7 +195,7 @@ pub fn read_own_memory_partial(addr: usize, dst: &mut [u8]) -> usize {
 pub fn read_own_memory_raw(addr: usize, dst: *mut u8, len: usize) -> usize {
     let local = libc::iovec { iov_base: dst.cast(), iov_len: len };
     let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
-    let pid = crate::writer::own_pid();
+    let pid = own_pid();
     let n = sys!(
         libc::SYS_process_vm_readv,
         pid,
@@ -202,15 +219,7 @@ pub fn read_own_pages(addr: usize, pages: usize, scratch: *mut u8) -> usize {
         l.iov_base = scratch.wrapping_add(i * 8).cast();
         r.iov_base = addr.wrapping_add(i * 4096) as *mut libc::c_void;
     }
-    let n = sys!(
-        libc::SYS_process_vm_readv,
-        crate::writer::own_pid(),
-        local.as_ptr(),
-        pages,
-        remote.as_ptr(),
-        pages,
-        0
-    );
+    let n = sys!(libc::SYS_process_vm_readv, own_pid(), local.as_ptr(), pages, remote.as_ptr(), pages, 0);
     (n.max(0) as usize / 8) * 4096
 }
 /// Whether the cost figures may read the TSC: not when the process asked rdtsc to fault

@@ -5,7 +5,7 @@
 //! re-parenting) and the call that forked it.
 //!
 //! glibc's pthread_atfork handlers carry it: the prepare handler runs in the parent's forking
-//! thread and notes its thread id and the time in that thread's TLS block ([`crate::tls`]),
+//! thread and notes its thread id and the time in that thread's TLS block ([`crate::os::tls`]),
 //! and the forking call's stack in one of a few static notes, claimed by a compare-and-swap
 //! and released by the parent handler (no malloc, no lock; two threads that fork at once
 //! claim two notes; with every note taken the stack is left out). The child, whose one thread
@@ -15,9 +15,10 @@
 //! vfork and posix_spawn children (CLONE_VM) run no atfork handler: they share the parent's
 //! memory until they exec, and the exec'd image makes its own trace; nothing here touches them.
 
-use crate::guard::Guard;
-use crate::tls::{self, Slot};
-use crate::{syscall as sys, unwind};
+use crate::know::startup::Origin;
+use crate::os::guard::Guard;
+use crate::os::tls::{self, Slot};
+use crate::{os::syscall as sys, unwind::walk};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, Ordering::*};
 use vmshim_trace::MAX_FRAMES;
@@ -41,23 +42,12 @@ static NOTE: [Note; NOTES] = [const {
     Note { owner: AtomicU32::new(0), len: UnsafeCell::new(0), frames: UnsafeCell::new([0; MAX_FRAMES]) }
 }; NOTES];
 
-/// How a fork child came to be, as its Start record says it.
-pub struct Origin<'a> {
-    /// The forking process (the child's parent at the fork).
-    pub parent_pid: u32,
-    pub parent_tid: u32,
-    pub mono_ns: u64,
-    /// The forking call's stack, innermost first, beginning at the program's call (the frames
-    /// inside libc's fork are left out).
-    pub stack: &'a [u64],
-}
-
 /// The prepare handler: runs in the forking thread, before the fork.
 pub extern "C" fn before_fork() {
     let tid = sys::gettid();
     tls::set(Slot::ForkTid, tid as usize);
     tls::set(Slot::ForkNs, sys::monotonic_ns() as usize);
-    tls::set(Slot::ForkPid, crate::writer::own_pid() as usize);
+    tls::set(Slot::ForkPid, sys::own_pid() as usize);
     tls::set(Slot::ForkNote, 0);
     // A thread inside a hook already (a signal handler that forked) leaves the stack out: the
     // unwinder and its caches are in use.
@@ -67,13 +57,13 @@ pub extern "C" fn before_fork() {
         return;
     };
     let note = &NOTE[i];
-    let ran = crate::ownstack::run(|| {
+    let ran = crate::os::ownstack::run(|| {
         // SAFETY: this thread claimed the note above and holds it until after_fork_in_parent.
         let frames = unsafe { &mut *note.frames.get() };
-        let n = unwind::capture(&mut frames[..crate::depth()]);
+        let n = walk::capture(&mut frames[..crate::record::start::depth()]);
         // Leave out __run_fork_handlers and fork itself (and daemon(), which forks in libc):
         // the stack begins where the program called.
-        let libc = crate::modules::text_of(libc::fork as *const () as u64);
+        let libc = crate::unwind::images::text_of(libc::fork as *const () as u64);
         let skip =
             frames[..n].iter().take_while(|&&f| libc.is_some_and(|(lo, hi)| (lo..hi).contains(&f))).count();
         frames.copy_within(skip..n, 0);
@@ -122,4 +112,27 @@ pub fn origin_in_child() -> Option<Origin<'static>> {
         note.owner.store(0, Relaxed);
     }
     Some(Origin { parent_pid, parent_tid, mono_ns, stack })
+}
+
+/// The atfork child handler: the child's own trace, created before fork returns.
+pub extern "C" fn after_fork_in_child() {
+    let origin = origin_in_child();
+    // The child's one thread has a new id.
+    tls::set(Slot::Tid, 0);
+    crate::out::writer::reset_after_fork();
+    crate::out::stacks::reset();
+    crate::os::ownstack::reset_after_fork();
+    let Some(_guard) = Guard::enter() else {
+        // Forked from a signal handler that interrupted a hook: the first hook after that
+        // handler returns opens the trace, as before issue 12.
+        return;
+    };
+    if crate::out::writer::begin_init() {
+        let origin =
+            origin.unwrap_or(Origin { parent_pid: sys::getppid(), parent_tid: 0, mono_ns: 0, stack: &[] });
+        // The forking thread's stack may be small: start-up runs on a shim stack.
+        if !crate::os::ownstack::run(|| super::start::start(Some(&origin))) {
+            crate::out::writer::abandon_init();
+        }
+    }
 }

@@ -152,11 +152,6 @@ pub fn reset_after_fork() {
     TAKEN.store(mine | NOT_A_STACK, Release);
 }
 
-/// A hook whose caller's stack could not be left: its record is counted as dropped.
-pub fn dropped() {
-    crate::writer::count_dropped();
-}
-
 #[cfg(target_arch = "x86_64")]
 unsafe extern "C" {
     fn vmshim_run_on(arg: *mut core::ffi::c_void, f: extern "C" fn(*mut core::ffi::c_void), top: usize);
@@ -199,7 +194,7 @@ core::arch::global_asm!(
 /// exports would hook the test harness); elsewhere `$hook` itself is exported.
 macro_rules! hook_entry {
     ($export:literal, fn $entry:ident($($arg:ident: $ty:ty),*) -> $ret:ty, $hook:path, $bare:path) => {
-        /// The exported entry: switches to a shim stack ([`crate::ownstack`]) and runs the hook there.
+        /// The exported entry: switches to a shim stack ([`crate::os::ownstack`]) and runs the hook there.
         ///
         /// # Safety
         /// As for the libc function of the same name.
@@ -236,11 +231,11 @@ macro_rules! hook_entry {
                 concat!(".Lvmshim_full_", $export, ":"),
                 "jmp {bare}",
                 ".cfi_endproc",
-                taken = sym $crate::ownstack::TAKEN,
-                pool = sym $crate::ownstack::POOL,
-                shift = const $crate::ownstack::SHIFT,
-                bytes = const $crate::ownstack::STACK_BYTES,
-                header = const $crate::ownstack::HEADER_BYTES,
+                taken = sym $crate::os::ownstack::TAKEN,
+                pool = sym $crate::os::ownstack::POOL,
+                shift = const $crate::os::ownstack::SHIFT,
+                bytes = const $crate::os::ownstack::STACK_BYTES,
+                header = const $crate::os::ownstack::HEADER_BYTES,
                 hook = sym $hook,
                 bare = sym $bare,
             )

@@ -48,11 +48,13 @@
 //!
 //! This module must never block, allocate or touch `errno`: it runs inside hooks.
 
-use crate::syscall as sys;
+use crate::os::fmt::fmt_u64;
+use crate::os::syscall as sys;
 use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
-use vmshim_trace::{CallKind, FILE_MAGIC, HEADER_SIZE, VERSION, header};
+use vmshim_trace::record::call::{self, CallRecord, CallStack};
+use vmshim_trace::{CALL_FLAG_OWN, CallKind, FILE_MAGIC, HEADER_SIZE, VERSION, header};
 
 const UNINIT: u8 = 0;
 const INITING: u8 = 1;
@@ -74,7 +76,6 @@ static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 /// checks it is still the same file.
 static FILE_DEV: AtomicU64 = AtomicU64::new(0);
 static FILE_INO: AtomicU64 = AtomicU64::new(0);
-static PID: AtomicU32 = AtomicU32::new(0);
 static SEG_SIZE: AtomicU64 = AtomicU64::new(0);
 static LIMIT: AtomicU64 = AtomicU64::new(0);
 /// The file's length known allocated by `fallocate` (or set by `ftruncate` where the file
@@ -107,14 +108,6 @@ unsafe impl Sync for PathBuf {}
 static PATH: PathBuf = PathBuf(UnsafeCell::new([0; PATH_MAX]));
 static PATH_LEN: AtomicU32 = AtomicU32::new(0);
 
-/// This process's pid, as of the last (re)initialisation: the child of a fork gets its own.
-pub fn own_pid() -> u32 {
-    match PID.load(Relaxed) {
-        0 => sys::getpid(),
-        p => p,
-    }
-}
-
 /// The trace file's path (empty before initialisation).
 pub fn path() -> &'static [u8] {
     if STATE.load(Acquire) != READY {
@@ -145,7 +138,7 @@ pub fn abandon_init() {
 /// writer off: the target runs on untraced.
 pub fn open(cfg: &crate::config::Config, quiet: bool) -> bool {
     let pid = sys::getpid();
-    PID.store(pid, Relaxed);
+    sys::set_own_pid(pid);
     QUIET.store(quiet, Relaxed);
     SEG_SIZE.store(cfg.segment_bytes, Relaxed);
     LIMIT.store(cfg.max_bytes.min(cfg.segment_bytes * MAX_SEGS as u64), Relaxed);
@@ -211,7 +204,7 @@ pub fn open(cfg: &crate::config::Config, quiet: bool) -> bool {
     MAPPED.store(1, Release);
     STATE.store(READY, Release);
     let header_args = [h as u64, HEADER_SIZE as u64, prot as u64, libc::MAP_SHARED as u64, u64::MAX, 0];
-    crate::record::own_mapping(CallKind::Mmap, header_args, h as u64);
+    record_own_mapping(CallKind::Mmap, header_args, h as u64);
     record_own_segment(CallKind::Mmap, 0, seg0);
     true
 }
@@ -355,28 +348,6 @@ fn with_suffix(buf: &mut [u8], base_len: usize, n: u64) -> usize {
     base_len + 1 + fmt_u64(n, &mut buf[base_len + 1..])
 }
 
-/// Decimal digits of `v` into `out`; returns how many were written (0 if they do not fit).
-pub fn fmt_u64(mut v: u64, out: &mut [u8]) -> usize {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let digits = &tmp[i..];
-    match out.get_mut(..digits.len()) {
-        Some(dst) => {
-            dst.copy_from_slice(digits);
-            digits.len()
-        }
-        None => 0,
-    }
-}
-
 fn cursor() -> &'static AtomicU64 {
     let hdr = HDR.load(Acquire);
     // SAFETY: the header page stays mapped while the writer is READY (callers check); the
@@ -401,6 +372,8 @@ pub fn account(ns: u64) {
     sys::calibrate_when_ready();
 }
 
+/// Counts one record as dropped: the window or the file was full, or a hook whose caller's
+/// stack could not be left ([`crate::os::ownstack`]) ran its call unrecorded.
 pub fn count_dropped() {
     bump(header::DROPPED, 1);
 }
@@ -626,7 +599,27 @@ fn record_own_segment(call: CallKind, i: usize, base: *mut u8) {
     } else {
         ([base as u64, size, 0, 0, 0, 0], 0)
     };
-    crate::record::own_mapping(call, args, result);
+    record_own_mapping(call, args, result);
+}
+
+/// Records a mapping the writer made (`Mmap`) or removed (`Munmap`) for itself, the header page
+/// or a segment: `CALL_FLAG_OWN`, no stack. Here and not in the recording layer, which is built
+/// on this one: the writer must not ask it to record the writer's own work.
+fn record_own_mapping(call: CallKind, args: [u64; 6], result: u64) {
+    let mut buf = [0u8; call::MAX_LEN];
+    let c = CallRecord {
+        call,
+        flags: CALL_FLAG_OWN,
+        tid: sys::gettid(),
+        time_ns: sys::monotonic_ns(),
+        args,
+        result,
+        errno: 0,
+        stack: CallStack::Inline(&[]),
+    };
+    if let Some(len) = call::encode(&mut buf, &c) {
+        append(&buf[..len]);
+    }
 }
 
 /// Space for one record, reserved in cursor order; published by [`Slot::commit`]. Dropped
@@ -765,6 +758,6 @@ pub fn reset_after_fork() {
         sys::munmap(h as usize, HEADER_SIZE);
     }
     MAPPED.store(0, Relaxed);
-    PID.store(0, Relaxed);
+    sys::set_own_pid(0);
     STATE.store(UNINIT, Release);
 }

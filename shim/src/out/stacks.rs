@@ -8,7 +8,7 @@
 //! compare-and-swap on its hash after the Stack record was committed, so a reference is only
 //! ever handed out for a record already in the file, before any record that refers to it.
 
-use crate::writer;
+use crate::out::writer;
 use core::sync::atomic::{AtomicU64, Ordering::*};
 use vmshim_trace::record::stack;
 
@@ -16,7 +16,7 @@ const SLOTS: usize = 1 << 14;
 const PROBES: usize = 16;
 
 /// Stack hash (key) to the file offset of its Stack record (value).
-static TABLE: crate::pairs::Table<SLOTS> = crate::pairs::Table::new();
+static TABLE: crate::out::pairs::Table<SLOTS> = crate::out::pairs::Table::new();
 
 /// Bumped when the table is cleared (a fork child starts its own trace file): references taken
 /// in an earlier epoch name records of another file.
