@@ -9,10 +9,10 @@
 //! parent may itself be a fork child: its own inheritance is worked out the same way first.
 
 use crate::attribute::{self, Attributed, Attribution, Inheritance};
-use crate::maps::Region;
-use crate::read::{self, ReadError, Recording};
+use crate::load::maps::Region;
+use crate::load::read::{self, ReadError, Recording};
 use crate::symbolize::Symbolizer;
-use crate::tree::{self, EXEC_STATUS, Run};
+use crate::load::tree::{self, EXEC_STATUS, Run};
 use std::path::{Path, PathBuf};
 
 /// One image analysed, with its place in its process.

@@ -8,8 +8,8 @@
 //! itself proves (path, permissions, adjacency, VmFlags) and the threads' reported stack
 //! addresses; whatever no evidence explains is `unattributed`, listed, never dropped.
 
-use crate::maps::Region;
-use crate::read::Recording;
+use crate::load::maps::Region;
+use crate::load::read::Recording;
 use crate::replay::{Origin, Replay};
 use crate::symbolize::{Frame, LoadedModule, Symbolizer};
 use std::collections::{BTreeMap, HashMap};
@@ -443,7 +443,7 @@ pub fn attribute(
         threads,
         arenas,
         final_bytes,
-        kernel_final_bytes: rec.final_maps.as_ref().map(|m| crate::maps::vsz(m)),
+        kernel_final_bytes: rec.final_maps.as_ref().map(|m| crate::load::maps::vsz(m)),
         peak_bytes: (replay.peak + unseen).max(final_bytes),
         rss_bytes,
         vmshim_rss_bytes: rss_bytes.map(|_| vmshim_rss),

@@ -5,7 +5,7 @@
 //! (GODEBUG, LOCALDOMAIN, RES_OPTIONS, HOSTALIASES, nsswitch.conf's `hosts:` line) say what the
 //! Go runtime should have chosen; the verdict says what ran and whether the two agree.
 
-use crate::read::Recording;
+use crate::load::read::Recording;
 use crate::symbolize::Symbolizer;
 use serde_json::{Value, json};
 use std::fmt::Write;

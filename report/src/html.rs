@@ -5,7 +5,7 @@
 //! by call stack, VSZ over time with the peak marked, the DNS verdict and the advice.
 
 use crate::attribute::{Attribution, Category};
-use crate::read::Recording;
+use crate::load::read::Recording;
 use crate::render::Input;
 use crate::symbolize::Symbolizer;
 use std::collections::BTreeMap;

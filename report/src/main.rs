@@ -23,16 +23,15 @@ mod gopurpose;
 mod gosym;
 mod html;
 mod launch;
-mod maps;
+mod load;
 mod pprof;
-mod read;
 mod render;
 mod replay;
 mod symbolize;
-mod tree;
 mod watch;
 
 use clap::Parser;
+use load::{read, tree};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

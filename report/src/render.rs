@@ -3,7 +3,7 @@
 
 use crate::analysis::{Context, Row, Untraced};
 use crate::attribute::{Attributed, Attribution, Category, Inherited};
-use crate::read::Recording;
+use crate::load::read::Recording;
 use crate::symbolize::{Frame, Symbolizer};
 use serde_json::{Value, json};
 use std::collections::HashMap;

@@ -133,7 +133,7 @@ pub struct Replayer {
 
 impl Replayer {
     /// Starts from the initial snapshot.
-    pub fn new(page: u64, start_ns: u64, initial: &[crate::maps::Region]) -> Replayer {
+    pub fn new(page: u64, start_ns: u64, initial: &[crate::load::maps::Region]) -> Replayer {
         let mut space = Space::default();
         for (i, r) in initial.iter().enumerate() {
             space.insert(r.start, r.end, Origin::Initial(i));

@@ -13,7 +13,7 @@
 //! reservation's read-write parts are what its grower mapped. Only reads.
 
 use super::stop::Memory;
-use crate::maps::Region;
+use crate::load::maps::Region;
 
 /// A range of the Go runtime's with its purpose for the PROT_NONE part and the mapped part.
 #[derive(Clone, Debug)]

@@ -1,5 +1,5 @@
 //! `vmshim explain PID`: the report of a process that is already running, built from evidence
-//! read outside it, with no restart and no shim: the kernel's map ([`crate::maps`]), a bounded
+//! read outside it, with no restart and no shim: the kernel's map ([`crate::load::maps`]), a bounded
 //! stop that reads every thread's registers and current stack ([`stop`]), glibc's heaps, arenas
 //! and large chunks ([`glibc`]), the Go runtime's reservations by their layout ([`golang`]),
 //! the loader's link map, which tells a loaded library from a file merely mapped ([`linkmap`]),
@@ -21,7 +21,7 @@ use vmshim_trace::decode::{Exit, Start};
 /// One snapshot and what it cost the target.
 struct Snapshot {
     attr: crate::attribute::Attribution,
-    rec: crate::read::Recording,
+    rec: crate::load::read::Recording,
     sym: crate::symbolize::Symbolizer,
     stop: Duration,
     stopped: usize,
@@ -85,11 +85,11 @@ fn already_traced(pid: u32, tracer: u32) -> Failure {
     )
 }
 
-fn read_smaps(pid: u32) -> Result<Vec<crate::maps::Region>, Failure> {
+fn read_smaps(pid: u32) -> Result<Vec<crate::load::maps::Region>, Failure> {
     match std::fs::read_to_string(format!("/proc/{pid}/smaps")) {
         Ok(t) if t.is_empty() => Err(gone(pid)),
         Ok(t) => {
-            let mut r = crate::maps::parse(&t);
+            let mut r = crate::load::maps::parse(&t);
             // As the trace report counts VSZ: [vsyscall] is the kernel's gate page, outside the
             // process's mm (VmSize leaves it out too).
             r.retain(|r| r.path != "[vsyscall]");
@@ -125,13 +125,13 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
     })?;
     let after = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
         Ok(t) if !t.is_empty() => {
-            let mut r = crate::maps::parse(&t);
+            let mut r = crate::load::maps::parse(&t);
             r.retain(|r| r.path != "[vsyscall]");
             r
         }
         _ => return Err(gone(pid)),
     };
-    let map_moved = crate::maps::vsz(&after) as i64 - crate::maps::vsz(&regions) as i64;
+    let map_moved = crate::load::maps::vsz(&after) as i64 - crate::load::maps::vsz(&regions) as i64;
     let mut sym = crate::symbolize::Symbolizer::new(snapshot::modules(&regions));
     let go = std::fs::read(format!("/proc/{pid}/exe")).ok().and_then(|b| crate::gosym::go_version(&b));
     // A static Go program has no glibc malloc to read.
@@ -200,7 +200,7 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
         .ok()
         .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok()))
         .unwrap_or(0);
-    let rec = crate::read::Recording {
+    let rec = crate::load::read::Recording {
         start: Some(Start {
             pid,
             ppid,

@@ -7,7 +7,7 @@
 use super::glibc::{self, Malloc};
 use super::stop::{Memory, ThreadState, syscall_name};
 use crate::attribute::{ArenaRow, Attributed, Attribution, Category, ThreadRow};
-use crate::maps::Region;
+use crate::load::maps::Region;
 use crate::replay::HEAP_MAX;
 use crate::symbolize::{LoadedModule, Symbolizer};
 use std::collections::BTreeMap;
@@ -246,7 +246,7 @@ pub fn attribute(regions: &[Region], facts: &Facts, sym: &mut Symbolizer) -> Att
         }
     }
     out.sort_by_key(|a| a.start);
-    let final_bytes = crate::maps::vsz(regions);
+    let final_bytes = crate::load::maps::vsz(regions);
     let arenas = arena_rows(m, &out);
     let threads = thread_rows(facts, &out, &arenas);
     Attribution {
