@@ -20,7 +20,6 @@ mod dns;
 mod events;
 mod explain;
 mod gopurpose;
-mod gosym;
 mod html;
 mod launch;
 mod load;

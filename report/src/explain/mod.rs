@@ -133,7 +133,7 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
     };
     let map_moved = crate::load::maps::vsz(&after) as i64 - crate::load::maps::vsz(&regions) as i64;
     let mut sym = crate::symbolize::Symbolizer::new(snapshot::modules(&regions));
-    let go = std::fs::read(format!("/proc/{pid}/exe")).ok().and_then(|b| crate::gosym::go_version(&b));
+    let go = std::fs::read(format!("/proc/{pid}/exe")).ok().and_then(|b| crate::symbolize::gosym::go_version(&b));
     // A static Go program has no glibc malloc to read.
     let go_program = go.is_some();
     // Where malloc lives: libc, or in a static C program the executable itself.
