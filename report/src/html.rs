@@ -4,7 +4,7 @@
 //! hover (SVG `<title>`), the category, thread and arena tables, a flame graph of reserved bytes
 //! by call stack, VSZ over time with the peak marked, the DNS verdict and the advice.
 
-use crate::attribute::{Attribution, Category};
+use crate::analyze::attribute::{Attribution, Category};
 use crate::load::read::Recording;
 use crate::render::Input;
 use crate::symbolize::Symbolizer;
@@ -129,7 +129,7 @@ fn map_svg(attr: &Attribution, sym: &mut Symbolizer) -> String {
 }
 
 /// The run's processes in tree order, one row each.
-fn process_table(o: &mut String, rows: &[crate::analysis::Row]) {
+fn process_table(o: &mut String, rows: &[crate::analyze::Row]) {
     let _ = write!(
         o,
         "<h2>Processes ({})</h2><table id=processes><tr><th>pid</th><th>ppid</th><th>VSZ</th><th>RSS</th><th>threads</th><th>inherited</th><th>own</th><th>explained</th><th>ended</th><th>command</th></tr>",
@@ -375,7 +375,7 @@ td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width
     }
     o.push_str("</table>");
 
-    let advice = crate::advice::advise(attr);
+    let advice = crate::analyze::advice::advise(attr);
     if !advice.is_empty() {
         o.push_str("<h2>What would change it</h2><ul>");
         for a in &advice {
@@ -383,7 +383,7 @@ td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width
         }
         o.push_str("</ul>");
     }
-    let dns = crate::dns::analyse(rec, sym);
+    let dns = crate::analyze::dns::analyse(rec, sym);
     let _ = write!(o, "<h2>DNS</h2><p>{}</p>", esc(&dns.verdict));
     if !dns.lines.is_empty() {
         let _ = write!(o, "<pre>{}</pre>", esc(&dns.lines.join("\n")));

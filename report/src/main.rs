@@ -12,14 +12,10 @@
 // (ptrace of a running process).
 #![deny(unsafe_code)]
 
-mod advice;
-mod analysis;
-mod attribute;
+mod analyze;
 mod cli;
-mod dns;
 mod events;
 mod explain;
-mod gopurpose;
 mod html;
 mod launch;
 mod load;
@@ -82,10 +78,10 @@ fn main() -> ExitCode {
 
 /// The analysis `vmshim report T` answers with: the last image of T's process (the image
 /// `vmshim run` reports), with what it inherited in a fork.
-fn analyse(trace: &Path) -> Result<analysis::Analysis, Failure> {
+fn analyse(trace: &Path) -> Result<analyze::Analysis, Failure> {
     Ok(match tree::find(trace) {
-        Some(run) => analysis::answer(&run, run.chosen, None)?,
-        None => analysis::of_image_alone(trace, None)?,
+        Some(run) => analyze::answer(&run, run.chosen, None)?,
+        None => analyze::of_image_alone(trace, None)?,
     })
 }
 
@@ -104,8 +100,8 @@ fn pprof_file(trace: &Path, dest: &Path) -> Result<(), Failure> {
 
 fn diff(args: &cli::DiffArgs) -> Result<(), Failure> {
     // Each trace as it is: two images of one process compare too.
-    let mut a = analysis::of_trace(&args.a)?;
-    let mut b = analysis::of_trace(&args.b)?;
+    let mut a = analyze::of_trace(&args.a)?;
+    let mut b = analyze::of_trace(&args.b)?;
     let text = render::diff((&a.rec, &a.attr, &mut a.sym), (&b.rec, &b.attr, &mut b.sym), args.top);
     write_out(Dest::Stdout, text.as_bytes())
 }
@@ -147,7 +143,7 @@ fn report_view(
 ) -> Result<(), Failure> {
     let Some(run) = tree::find(trace) else {
         // No start record: loading says why.
-        analysis::of_image_alone(trace, fin)?;
+        analyze::of_image_alone(trace, fin)?;
         return Err(Failure(2, format!("{}: no start record", trace.display())));
     };
     let wanted = match view {
@@ -171,13 +167,13 @@ fn report_view(
     };
     let mut fin = fin;
     let mut rows = Vec::with_capacity(run.processes.len());
-    let mut main: Option<analysis::Analysis> = None;
+    let mut main: Option<analyze::Analysis> = None;
     // --tree: each section rendered as its process is analysed, then dropped.
     let mut tree_sections: Vec<String> = Vec::new();
     let mut tree_json: Vec<serde_json::Value> = Vec::new();
     for p in 0..run.processes.len() {
         let own_fin = if p == run.chosen { fin.take() } else { None };
-        let a = match analysis::answer(&run, p, own_fin) {
+        let a = match analyze::answer(&run, p, own_fin) {
             Ok(a) => a,
             Err(e) if p != wanted => {
                 eprintln!("vmshim: warning: process {} left out: {e}", run.processes[p].pid);
@@ -185,7 +181,7 @@ fn report_view(
             }
             Err(e) => return Err(e.into()),
         };
-        rows.push(analysis::row(&run, p, &a));
+        rows.push(analyze::row(&run, p, &a));
         if matches!(view, View::Tree) {
             let mut a = a;
             let input = render::Input {
@@ -218,17 +214,17 @@ fn report_view(
                 ));
             }
             if n <= count {
-                analysis::of_image(&run, wanted, n - 1, None)?
+                analyze::of_image(&run, wanted, n - 1, None)?
             } else {
-                analysis::answer(&run, wanted, None)?
+                analyze::answer(&run, wanted, None)?
             }
         }
         (None, Some(a)) => a,
-        (None, None) => analysis::answer(&run, wanted, None)?,
+        (None, None) => analyze::answer(&run, wanted, None)?,
     };
     // Every process is listed in the JSON; the text and HTML show the table for more than one
     // (--tree always).
-    let rows: &[analysis::Row] = &rows;
+    let rows: &[analyze::Row] = &rows;
     // `vmshim report` of the run's first trace gives every section.
     let shown = run.processes[0].first().trace.display().to_string();
     let input = render::Input {
@@ -327,7 +323,7 @@ fn write_out(dest: Dest, bytes: &[u8]) -> Result<(), Failure> {
 fn events(trace: &Path, json: bool) -> Result<(), Failure> {
     // A first pass for the modules that name addresses, then the events as they stream by.
     let rec = read::load(trace)?;
-    let mut sym = symbolize::Symbolizer::new(attribute::modules(&rec));
+    let mut sym = symbolize::Symbolizer::new(analyze::attribute::modules(&rec));
     let mut stream = read::open(trace)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut seq = 0;

@@ -4,7 +4,7 @@
 //! locations, with `category`, `thread` and (for the Go runtime's) `purpose` labels. The protobuf is written by hand: a few
 //! message types, varints and length-delimited fields.
 
-use crate::attribute::Attribution;
+use crate::analyze::attribute::Attribution;
 use crate::symbolize::Symbolizer;
 use std::collections::HashMap;
 use std::io::Write;

@@ -1,8 +1,8 @@
 //! Rendering an attribution: the text report for people and the JSON report for programs.
 //! Nothing here computes a figure; it only arranges what `attribute` found.
 
-use crate::analysis::{Context, Row, Untraced};
-use crate::attribute::{Attributed, Attribution, Category, Inherited};
+use crate::analyze::{Context, Row, Untraced};
+use crate::analyze::attribute::{Attributed, Attribution, Category, Inherited};
 use crate::load::read::Recording;
 use crate::symbolize::{Frame, Symbolizer};
 use serde_json::{Value, json};
@@ -310,7 +310,7 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         process_table(&mut o, inp.processes, inp.trace);
     }
 
-    let advice = crate::advice::advise(attr);
+    let advice = crate::analyze::advice::advise(attr);
     if !advice.is_empty() {
         let _ = writeln!(o, "\nWhat would change it");
         for a in &advice {
@@ -318,7 +318,7 @@ pub fn text(inp: &Input, sym: &mut Symbolizer) -> String {
         }
     }
 
-    let dns = crate::dns::analyse(rec, sym);
+    let dns = crate::analyze::dns::analyse(rec, sym);
     let _ = writeln!(o, "\nDNS: {}", dns.verdict);
     for l in &dns.lines {
         let _ = writeln!(o, "  {l}");
@@ -547,8 +547,8 @@ pub fn json(inp: &Input, sym: &mut Symbolizer) -> Value {
                    "unresolved_stacks": rec.unresolved_stacks,
                    "recording_ns": rec.recording_ns, "timed": rec.timed},
         "shadowed": rec.shadowed().iter().map(|(lib, fs)| json!({"library": lib, "functions": fs})).collect::<Vec<_>>(),
-        "dns": crate::dns::analyse(rec, sym).json,
-        "advice": crate::advice::advise(attr).iter().map(|a| json!({"text": a.text, "saves_bytes": a.saves_bytes, "how": a.how})).collect::<Vec<_>>(),
+        "dns": crate::analyze::dns::analyse(rec, sym).json,
+        "advice": crate::analyze::advice::advise(attr).iter().map(|a| json!({"text": a.text, "saves_bytes": a.saves_bytes, "how": a.how})).collect::<Vec<_>>(),
         "processes": inp.processes.iter().map(row_json).collect::<Vec<_>>(),
     })
 }

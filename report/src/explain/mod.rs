@@ -3,7 +3,7 @@
 //! stop that reads every thread's registers and current stack ([`stop`]), glibc's heaps, arenas
 //! and large chunks ([`glibc`]), the Go runtime's reservations by their layout ([`golang`]),
 //! the loader's link map, which tells a loaded library from a file merely mapped ([`linkmap`]),
-//! then the same [`crate::attribute::Attribution`] the trace report renders ([`snapshot`]). It never writes into the target, and every failure (no such process,
+//! then the same [`crate::analyze::attribute::Attribution`] the trace report renders ([`snapshot`]). It never writes into the target, and every failure (no such process,
 //! not permitted, already traced, gone mid-snapshot) is a sentence and exit 2.
 
 mod glibc;
@@ -20,7 +20,7 @@ use vmshim_trace::decode::{Exit, Start};
 
 /// One snapshot and what it cost the target.
 struct Snapshot {
-    attr: crate::attribute::Attribution,
+    attr: crate::analyze::attribute::Attribution,
     rec: crate::load::read::Recording,
     sym: crate::symbolize::Symbolizer,
     stop: Duration,
@@ -268,7 +268,7 @@ fn stop_line(s: &Snapshot) -> String {
 pub fn explain(a: &ExplainArgs) -> Result<u8, Failure> {
     let hold = a.hold_stopped_ms.map(Duration::from_millis);
     let mut s = take(a.pid, hold)?;
-    let context = crate::analysis::Context { live: true, ..Default::default() };
+    let context = crate::analyze::Context { live: true, ..Default::default() };
     let input = crate::render::Input {
         rec: &s.rec,
         attr: &s.attr,
@@ -332,12 +332,12 @@ fn watch(a: &ExplainArgs, every: Duration, first: Snapshot, hold: Option<Duratio
 
 /// What changed between two snapshots: VSZ by category, and regions that appeared or went.
 fn changes(
-    a: &crate::attribute::Attribution,
-    b: &crate::attribute::Attribution,
+    a: &crate::analyze::attribute::Attribution,
+    b: &crate::analyze::attribute::Attribution,
     round: usize,
     stop: &str,
 ) -> String {
-    use crate::attribute::Category;
+    use crate::analyze::attribute::Category;
     let mut o = format!(
         "\nRound {round}: VSZ {} KiB ({:+} KiB); {stop}\n",
         b.final_bytes / 1024,
@@ -349,7 +349,7 @@ fn changes(
             o.push_str(&format!("  {:<16} {:>+12} KiB\n", c.name(), (y - x) / 1024));
         }
     }
-    let key = |r: &crate::attribute::Attributed| (r.start, r.end, r.category);
+    let key = |r: &crate::analyze::attribute::Attributed| (r.start, r.end, r.category);
     let old: std::collections::HashSet<_> = a.regions.iter().map(key).collect();
     let new: std::collections::HashSet<_> = b.regions.iter().map(key).collect();
     for r in b.regions.iter().filter(|r| !old.contains(&key(r))) {

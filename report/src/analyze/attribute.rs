@@ -100,7 +100,7 @@ pub struct Attributed {
     /// stack above are then the parent's).
     pub inherited: Option<Inherited>,
     /// For `go_runtime`: what Go reserved it for, in the runtime's own words
-    /// ([`crate::gopurpose`]), from the kernel's name for the mapping or the asking function.
+    /// ([`crate::analyze::gopurpose`]), from the kernel's name for the mapping or the asking function.
     pub purpose: Option<String>,
     /// What the category rests on, in words (`vmshim explain`: "heap_info at 0x.. -> arena #3",
     /// "thread 1240's stack pointer"); `None` in a trace report, whose evidence is the call.
@@ -277,7 +277,7 @@ pub fn modules(rec: &Recording) -> Vec<LoadedModule> {
 fn go_purpose(sym: &mut Symbolizer, stack: &[u64]) -> Option<String> {
     let frames: Vec<Frame> = stack.iter().flat_map(|&f| sym.symbolize(f, true)).collect();
     let names: Vec<Option<&str>> = frames.iter().map(|fr| fr.function.as_deref()).collect();
-    crate::gopurpose::from_stack(&names).map(|(words, _)| words)
+    crate::analyze::gopurpose::from_stack(&names).map(|(words, _)| words)
 }
 
 /// `inherited` is set for a fork child: the pieces its start-up map explains came from the
@@ -382,7 +382,7 @@ pub fn attribute(
                     {
                         // The kernel's own name for the mapping (Go >= 1.25 names it) wins, and
                         // the region says that is where its purpose came from.
-                        a.purpose = Some(match crate::gopurpose::from_kernel_name(&r.path) {
+                        a.purpose = Some(match crate::analyze::gopurpose::from_kernel_name(&r.path) {
                             Some(words) => {
                                 a.evidence = Some(format!("kernel name {}", r.path));
                                 words

@@ -8,7 +8,12 @@
 //! that map, so what the child inherited keeps the parent's category, thread and stack. The
 //! parent may itself be a fork child: its own inheritance is worked out the same way first.
 
-use crate::attribute::{self, Attributed, Attribution, Inheritance};
+pub mod advice;
+pub mod attribute;
+pub mod dns;
+pub mod gopurpose;
+
+use attribute::{Attributed, Attribution, Inheritance};
 use crate::load::maps::Region;
 use crate::load::read::{self, ReadError, Recording};
 use crate::symbolize::Symbolizer;
