@@ -14,12 +14,9 @@
 
 mod analyze;
 mod cli;
-mod events;
 mod explain;
-mod html;
 mod launch;
 mod load;
-mod pprof;
 mod render;
 mod replay;
 mod symbolize;
@@ -46,7 +43,7 @@ fn main() -> ExitCode {
         return ExitCode::from(watch::serve());
     }
     let cli = cli::Cli::parse();
-    render::EXACT_BYTES.store(cli.bytes, std::sync::atomic::Ordering::Relaxed);
+    render::text::EXACT_BYTES.store(cli.bytes, std::sync::atomic::Ordering::Relaxed);
     NO_COLOR
         .store(cli.no_color || std::env::var_os("NO_COLOR").is_some(), std::sync::atomic::Ordering::Relaxed);
     let result = match cli.command {
@@ -87,14 +84,14 @@ fn analyse(trace: &Path) -> Result<analyze::Analysis, Failure> {
 
 fn folded(trace: &Path) -> Result<(), Failure> {
     let mut a = analyse(trace)?;
-    write_out(Dest::Stdout, render::folded(&a.attr, &mut a.sym).as_bytes())
+    write_out(Dest::Stdout, render::text::folded(&a.attr, &mut a.sym).as_bytes())
 }
 
 fn pprof_file(trace: &Path, dest: &Path) -> Result<(), Failure> {
     let mut a = analyse(trace)?;
     let mut f = std::fs::File::create(dest)
         .map_err(|e| Failure(1, format!("cannot create {}: {e}", dest.display())))?;
-    pprof::write(&a.attr, &mut a.sym, &mut f)
+    render::pprof::write(&a.attr, &mut a.sym, &mut f)
         .map_err(|e| Failure(1, format!("cannot write {}: {e}", dest.display())))
 }
 
@@ -102,7 +99,7 @@ fn diff(args: &cli::DiffArgs) -> Result<(), Failure> {
     // Each trace as it is: two images of one process compare too.
     let mut a = analyze::of_trace(&args.a)?;
     let mut b = analyze::of_trace(&args.b)?;
-    let text = render::diff((&a.rec, &a.attr, &mut a.sym), (&b.rec, &b.attr, &mut b.sym), args.top);
+    let text = render::text::diff((&a.rec, &a.attr, &mut a.sym), (&b.rec, &b.attr, &mut b.sym), args.top);
     write_out(Dest::Stdout, text.as_bytes())
 }
 
@@ -184,7 +181,7 @@ fn report_view(
         rows.push(analyze::row(&run, p, &a));
         if matches!(view, View::Tree) {
             let mut a = a;
-            let input = render::Input {
+            let input = render::text::Input {
                 rec: &a.rec,
                 attr: &a.attr,
                 top,
@@ -193,9 +190,9 @@ fn report_view(
                 trace: "",
             };
             if json {
-                tree_json.push(render::json(&input, &mut a.sym));
+                tree_json.push(render::text::json(&input, &mut a.sym));
             } else {
-                tree_sections.push(render::text(&input, &mut a.sym));
+                tree_sections.push(render::text::text(&input, &mut a.sym));
             }
             if p == wanted && html.is_some() {
                 main = Some(a);
@@ -227,7 +224,7 @@ fn report_view(
     let rows: &[analyze::Row] = &rows;
     // `vmshim report` of the run's first trace gives every section.
     let shown = run.processes[0].first().trace.display().to_string();
-    let input = render::Input {
+    let input = render::text::Input {
         rec: &main.rec,
         attr: &main.attr,
         top,
@@ -236,12 +233,12 @@ fn report_view(
         trace: &shown,
     };
     if let Some(path) = html {
-        let page = html::page(&input, &main.series, &mut main.sym);
+        let page = render::html::page(&input, &main.series, &mut main.sym);
         std::fs::write(path, page)
             .map_err(|e| Failure(1, format!("cannot write {}: {e}", path.display())))?;
     }
     let text = if json {
-        let mut v = render::json(&input, &mut main.sym);
+        let mut v = render::text::json(&input, &mut main.sym);
         if matches!(view, View::Tree) {
             v["sections"] = serde_json::Value::Array(tree_json);
         }
@@ -258,15 +255,15 @@ fn report_view(
         let mut t = if matches!(view, View::Tree) {
             // The table, then every section in tree order.
             let mut t = String::new();
-            let table = render::Input { processes: rows, ..input };
-            t.push_str(&render::table(&table));
+            let table = render::text::Input { processes: rows, ..input };
+            t.push_str(&render::text::table(&table));
             for s in tree_sections {
                 t.push('\n');
                 t.push_str(&s);
             }
             t
         } else {
-            render::text(&input, &mut main.sym)
+            render::text::text(&input, &mut main.sym)
         };
         if t.is_empty() {
             t.push('\n');
@@ -328,7 +325,7 @@ fn events(trace: &Path, json: bool) -> Result<(), Failure> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut seq = 0;
     while let Some(ev) = read::next(&mut stream, trace)? {
-        match events::print(seq, &ev, &mut sym, json, &mut out) {
+        match render::events::print(seq, &ev, &mut sym, json, &mut out) {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
             Err(e) => return Err(Failure(1, format!("cannot write: {e}"))),
             Ok(()) => {}

@@ -269,7 +269,7 @@ pub fn explain(a: &ExplainArgs) -> Result<u8, Failure> {
     let hold = a.hold_stopped_ms.map(Duration::from_millis);
     let mut s = take(a.pid, hold)?;
     let context = crate::analyze::Context { live: true, ..Default::default() };
-    let input = crate::render::Input {
+    let input = crate::render::text::Input {
         rec: &s.rec,
         attr: &s.attr,
         top: a.top,
@@ -278,18 +278,18 @@ pub fn explain(a: &ExplainArgs) -> Result<u8, Failure> {
         trace: "",
     };
     if let Some(path) = &a.html {
-        let page = crate::html::page(&input, &[], &mut s.sym);
+        let page = crate::render::html::page(&input, &[], &mut s.sym);
         std::fs::write(path, page)
             .map_err(|e| Failure(1, format!("cannot write {}: {e}", path.display())))?;
     }
     if let Some(path) = &a.pprof {
         let mut f = std::fs::File::create(path)
             .map_err(|e| Failure(1, format!("cannot create {}: {e}", path.display())))?;
-        crate::pprof::write(&s.attr, &mut s.sym, &mut f)
+        crate::render::pprof::write(&s.attr, &mut s.sym, &mut f)
             .map_err(|e| Failure(1, format!("cannot write {}: {e}", path.display())))?;
     }
     let text = if a.json {
-        let mut v = crate::render::json(&input, &mut s.sym);
+        let mut v = crate::render::text::json(&input, &mut s.sym);
         v["explain"] = serde_json::json!({
             "stop_ns": s.stop.as_nanos() as u64,
             "threads_stopped": s.stopped,
@@ -301,7 +301,7 @@ pub fn explain(a: &ExplainArgs) -> Result<u8, Failure> {
         t.push('\n');
         t
     } else {
-        let mut t = crate::render::text(&input, &mut s.sym);
+        let mut t = crate::render::text::text(&input, &mut s.sym);
         t.push_str(&format!("\nExplained from outside: {}\n", stop_line(&s)));
         for n in &s.notes {
             t.push_str(&format!("  note: {n}\n"));

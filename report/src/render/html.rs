@@ -6,7 +6,7 @@
 
 use crate::analyze::attribute::{Attribution, Category};
 use crate::load::read::Recording;
-use crate::render::Input;
+use crate::render::text::Input;
 use crate::symbolize::Symbolizer;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -309,7 +309,7 @@ td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width
         None => o.push_str("<br>The kernel's map at exit was not captured; the map below is replayed from the recorded calls.</p>"),
     }
     let mut context = String::new();
-    crate::render::context_lines(&mut context, inp.context, attr);
+    crate::render::text::context_lines(&mut context, inp.context, attr);
     for line in context.lines() {
         let _ = write!(o, "<p class=context>{}</p>", esc(line.trim_start()));
     }
