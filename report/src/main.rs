@@ -20,7 +20,6 @@ mod load;
 mod render;
 mod replay;
 mod symbolize;
-mod watch;
 
 use clap::Parser;
 use load::{read, tree};
@@ -40,7 +39,7 @@ impl From<read::ReadError> for Failure {
 fn main() -> ExitCode {
     // The exit watcher's process (`vmshim run` starts it; not a command for users).
     if std::env::args_os().nth(1).is_some_and(|a| a == "__watch") {
-        return ExitCode::from(watch::serve());
+        return ExitCode::from(launch::watch::serve());
     }
     let cli = cli::Cli::parse();
     render::text::EXACT_BYTES.store(cli.bytes, std::sync::atomic::Ordering::Relaxed);
@@ -369,7 +368,7 @@ fn new_run_id() -> u64 {
 /// Adds each watched exit's map to the trace of the process image that made it: the trace of
 /// that pid begun last before the exit, among the images of `run` (the run's listing that
 /// found `top`, reused: a second listing of a thousand traces cost ~20 ms).
-fn attach_exit_maps(top: &Path, run: &tree::Run, exits: &[watch::Capture], strict: bool, code: &mut u8) {
+fn attach_exit_maps(top: &Path, run: &tree::Run, exits: &[launch::watch::Capture], strict: bool, code: &mut u8) {
     if exits.is_empty() {
         return;
     }
@@ -513,7 +512,7 @@ fn run(a: cli::RunArgs) -> Result<u8, Failure> {
     let l = launch::Launch { program: &program, args: &a.cmd[1..], env, hold, watch };
     let outcome = launch::launch(&l).map_err(|e| Failure(2, e.to_string()))?;
     let mut code = outcome.exit_code.clamp(0, 255) as u8;
-    if let Some(watch::State::Unavailable(why)) = &outcome.watched {
+    if let Some(launch::watch::State::Unavailable(why)) = &outcome.watched {
         eprintln!("vmshim: note: no other process of the tree has the kernel's map at exit: {why}");
     }
     if outcome.left_running {
