@@ -4,10 +4,9 @@
 //! hover (SVG `<title>`), the category, thread and arena tables, a flame graph of reserved bytes
 //! by call stack, VSZ over time with the peak marked, the DNS verdict and the advice.
 
-use crate::analyze::attribute::{Attribution, Category};
-use crate::load::read::Recording;
-use crate::render::text::Input;
-use crate::symbolize::Symbolizer;
+use crate::analyze::Analysis;
+use crate::analyze::attribute::Category;
+use crate::render::Options;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -50,16 +49,13 @@ fn size(b: u64) -> String {
     if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", U[i]) }
 }
 
-fn frame_names(sym: &mut Symbolizer, stack: &[u64]) -> Vec<String> {
-    stack
-        .iter()
-        .flat_map(|&a| sym.symbolize(a, true))
-        .map(|f| f.function.unwrap_or_else(|| format!("{:#x}", f.addr)))
-        .collect()
+fn frame_names(a: &Analysis, stack: &[u64]) -> Vec<String> {
+    a.frames(stack).into_iter().map(|f| f.function.unwrap_or_else(|| format!("{:#x}", f.addr))).collect()
 }
 
 /// The address-space map: one row per run of mappings, to scale within the row.
-fn map_svg(attr: &Attribution, sym: &mut Symbolizer) -> String {
+fn map_svg(a: &Analysis) -> String {
+    let attr = &a.attr;
     let mut rows: Vec<Vec<usize>> = Vec::new();
     let mut last_end = 0;
     for (i, r) in attr.regions.iter().enumerate() {
@@ -98,7 +94,7 @@ fn map_svg(attr: &Attribution, sym: &mut Symbolizer) -> String {
             let r = &attr.regions[i];
             let x = (r.start - lo) as f64 / span * WIDTH;
             let w = ((r.size() as f64 / span) * WIDTH).max(0.5);
-            let stack = frame_names(sym, &r.stack);
+            let stack = frame_names(a, &r.stack);
             let tip = format!(
                 "{:#x}-{:#x} {} {}\n{} · {}{}{}{}",
                 r.start,
@@ -164,12 +160,13 @@ struct Node {
     children: BTreeMap<String, Node>,
 }
 
-fn flame_svg(attr: &Attribution, sym: &mut Symbolizer) -> String {
+fn flame_svg(a: &Analysis) -> String {
+    let attr = &a.attr;
     let mut root = Node::default();
     for r in &attr.regions {
         let mut path = vec![r.category.name().to_string()];
         if !r.stack.is_empty() {
-            let mut frames = frame_names(sym, &r.stack);
+            let mut frames = frame_names(a, &r.stack);
             frames.reverse();
             path.extend(frames);
             path.push(format!("{}()", r.cause));
@@ -267,8 +264,8 @@ fn timeline_svg(series: &[(u64, u64)], peak_extra: u64) -> String {
     )
 }
 
-pub fn page(inp: &Input, series: &[(u64, u64)], sym: &mut Symbolizer) -> String {
-    let (rec, attr): (&Recording, &Attribution) = (inp.rec, inp.attr);
+pub fn page(a: &Analysis, opts: &Options) -> String {
+    let (rec, attr, series) = (&a.rec, &a.attr, &a.series[..]);
     let s = rec.start.as_ref();
     let title =
         s.map_or("vmshim report".to_string(), |s| format!("vmshim: pid {} {}", s.pid, s.argv.join(" ")));
@@ -286,7 +283,7 @@ td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width
         esc(&title)
     );
     let exit = rec.exit.as_ref().map_or("unknown".to_string(), |e| e.how.clone());
-    let un = attr.unexplained_bytes();
+    let un = a.unexplained_bytes;
     let _ = write!(o, "<h1>{}</h1><p>{} · VSZ <b>{}</b>", esc(&title), esc(&exit), size(attr.final_bytes));
     if let Some(r) = attr.rss_bytes {
         let _ = write!(o, " · RSS {}", size(r));
@@ -300,7 +297,7 @@ td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width
             let _ = write!(
                 o,
                 "<br>The kernel's map {}: {}; vmshim explains {} ({:.1}%).</p>",
-                if inp.context.live { "now" } else { "at exit" },
+                if a.context.live { "now" } else { "at exit" },
                 size(k),
                 size(k.saturating_sub(un)),
                 k.saturating_sub(un) as f64 * 100.0 / k.max(1) as f64
@@ -309,18 +306,17 @@ td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width
         None => o.push_str("<br>The kernel's map at exit was not captured; the map below is replayed from the recorded calls.</p>"),
     }
     let mut context = String::new();
-    crate::render::text::context_lines(&mut context, inp.context, attr);
+    crate::render::text::context_lines(&mut context, a, opts);
     for line in context.lines() {
         let _ = write!(o, "<p class=context>{}</p>", esc(line.trim_start()));
     }
-    if inp.processes.len() > 1 {
-        process_table(&mut o, inp.processes);
+    if a.processes.len() > 1 {
+        process_table(&mut o, &a.processes);
     }
     o.push_str("<p class=note>Virtual size (VSZ) is address space <i>reserved</i>; most of it is never touched and costs no memory. Each coloured block below is one mapping, drawn to scale; hover for its thread, size, permissions and the call stack that made it.</p>");
 
     o.push_str("<h2>By category</h2><table id=categories><tr><th>category</th><th>size</th><th>% of VSZ</th><th>regions</th></tr>");
-    for c in Category::ALL {
-        let (b, n) = attr.bytes_of(c);
+    for &(c, b, n) in &a.categories {
         if n > 0 {
             let _ = write!(
                 o,
@@ -334,10 +330,10 @@ td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width
         }
     }
     o.push_str("</table>");
-    let go = attr.go_purposes();
+    let go = &a.go_runtime;
     if !go.is_empty() {
         o.push_str("<h2>Go runtime by purpose</h2><p class=note>In the Go runtime's own words, from the runtime function that asked for the memory (or the kernel's name for the mapping). Read-write is committed; the rest is PROT_NONE reservation.</p><table id=go_runtime><tr><th>purpose</th><th>reserved</th><th>read-write</th><th>regions</th></tr>");
-        for g in &go {
+        for g in go {
             let _ = write!(
                 o,
                 r#"<tr data-bytes="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
@@ -352,10 +348,10 @@ td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width
     }
 
     o.push_str("<h2>The address space</h2>");
-    o.push_str(&map_svg(attr, sym));
+    o.push_str(&map_svg(a));
 
     o.push_str("<h2>Reserved bytes by call stack</h2><p class=note>An icicle graph: each bar is as wide as the bytes reserved through it; below &ldquo;all&rdquo; come the categories, then the call stacks from their outermost frame down to the libc call that reserved the memory.</p>");
-    o.push_str(&flame_svg(attr, sym));
+    o.push_str(&flame_svg(a));
 
     o.push_str("<h2>VSZ over time (as the hooks saw it)</h2>");
     o.push_str(&timeline_svg(series, attr.final_bytes.saturating_sub(series.last().map_or(0, |s| s.1))));
@@ -375,20 +371,20 @@ td:first-child,th:first-child{{text-align:left}} .sw{{display:inline-block;width
     }
     o.push_str("</table>");
 
-    let advice = crate::analyze::advice::advise(attr);
+    let advice = &a.advice;
     if !advice.is_empty() {
         o.push_str("<h2>What would change it</h2><ul>");
-        for a in &advice {
-            let _ = write!(o, "<li>{}<br><span class=note>how: {}</span></li>", esc(&a.text), esc(&a.how));
+        for x in advice {
+            let _ = write!(o, "<li>{}<br><span class=note>how: {}</span></li>", esc(&x.text), esc(&x.how));
         }
         o.push_str("</ul>");
     }
-    let dns = crate::analyze::dns::analyse(rec, sym);
+    let dns = &a.dns;
     let _ = write!(o, "<h2>DNS</h2><p>{}</p>", esc(&dns.verdict));
     if !dns.lines.is_empty() {
         let _ = write!(o, "<pre>{}</pre>", esc(&dns.lines.join("\n")));
     }
-    if attr.bytes_of(Category::Unattributed).1 > 0 {
+    if a.bytes_of(Category::Unattributed).1 > 0 {
         o.push_str("<h2>Unattributed</h2><pre>");
         for r in attr.regions.iter().filter(|r| r.category == Category::Unattributed) {
             let _ = writeln!(o, "{:#x}-{:#x} {} {}", r.start, r.end, r.perms, size(r.size()));
