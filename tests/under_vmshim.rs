@@ -142,7 +142,10 @@ pub fn run_handshake_settled(dir: &TestDir, prog: &Path, args: &[&str], env: &[(
 pub fn load_report(path: &Path) -> Value {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("no report at {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}): {text}"))
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}): {text}"));
+    // Every report a test loads is read through the format's types too.
+    typed_report(&v);
+    v
 }
 
 pub fn u(v: &Value) -> u64 {

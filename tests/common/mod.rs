@@ -24,6 +24,18 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------------------------------------
 
 /// The `vmshim` command under test.
+/// `vmshim-report/1`: the very types the report's JSON is written from. The file depends on
+/// serde alone, so including it here (rather than making the `vmshim` binary a library as
+/// well) gives the tests the format's one definition without exposing the report's stages.
+#[allow(dead_code)]
+#[path = "../../report/src/render/schema.rs"]
+pub mod report;
+
+/// A report read through its types: a field the format lacks, or of another type, fails here.
+pub fn typed_report(v: &serde_json::Value) -> report::Report {
+    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("not a vmshim-report/1: {e}"))
+}
+
 pub fn vmshim_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vmshim"))
 }
