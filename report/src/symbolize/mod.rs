@@ -808,7 +808,10 @@ mod tests {
                 .is_some_and(|name| name.ends_with("symbolize::tests::marker_function")),
             "{frames:#?}"
         );
-        assert!(outermost.file.as_deref().is_some_and(|file| file.ends_with("symbolize.rs")), "{frames:#?}");
+        assert!(
+            outermost.file.as_deref().is_some_and(|file| file.ends_with("symbolize/mod.rs")),
+            "{frames:#?}"
+        );
     }
 
     /// Go 1.19 names functions in .symtab and compresses its DWARF (`SHF_COMPRESSED` sections).
