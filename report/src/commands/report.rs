@@ -116,7 +116,7 @@ pub fn report_view(
             }
             Err(e) => return Err(e.into()),
         };
-        rows.push(analyze::row(&run, p, &img));
+        rows.push(analyze::processes::row(&run, p, &img));
         if matches!(view, View::Tree) {
             let a = Analysis::new(img, vec![]);
             if json {

@@ -125,7 +125,7 @@ fn map_svg(a: &Analysis) -> String {
 }
 
 /// The run's processes in tree order, one row each.
-fn process_table(o: &mut String, rows: &[crate::analyze::Row]) {
+fn process_table(o: &mut String, rows: &[crate::analyze::processes::Row]) {
     let _ = write!(
         o,
         "<h2>Processes ({})</h2><table id=processes><tr><th>pid</th><th>ppid</th><th>VSZ</th><th>RSS</th><th>threads</th><th>inherited</th><th>own</th><th>explained</th><th>ended</th><th>command</th></tr>",

@@ -5,7 +5,8 @@ use super::schema::{self, Report};
 use super::text::{NO_STATIC_RECORDER, arena_name, process_line, untraced_words};
 use crate::analyze::attribute::Inherited;
 use crate::analyze::dns::Path;
-use crate::analyze::{Analysis, ForkOf, Row, Untraced};
+use crate::analyze::processes::Row;
+use crate::analyze::{Analysis, ForkOf, Untraced};
 use crate::symbolize::Frame;
 
 fn frame(f: Frame) -> schema::Frame {

@@ -3,9 +3,9 @@
 //! arranges what the analysis found ([`crate::analyze::Analysis`]).
 
 use crate::analyze::Analysis;
-use crate::analyze::Row;
 use crate::analyze::Untraced;
 use crate::analyze::attribute::{Attributed, Category};
+use crate::analyze::processes::Row;
 use crate::load::read::Recording;
 use crate::render::Options;
 use crate::symbolize::Frame;
