@@ -1,5 +1,5 @@
 //! Rendering an [`crate::analyze::Analysis`]: the text report ([`text`]), the JSON report
-//! ([`json`], in the types of [`schema`], `vmshim-report/1`), the HTML page ([`html`]),
+//! ([`json`], in the types of [`schema`], `vmshim-report/1`), the HTML page ([`html`], its drawings in [`svg`]),
 //! folded stacks ([`folded`]), pprof ([`pprof`]), `vmshim diff` ([`diff`]) and the event
 //! listing ([`events`]). A renderer takes the analysis and [`Options`] and computes nothing.
 
@@ -10,6 +10,7 @@ pub mod html;
 pub mod json;
 pub mod pprof;
 pub mod schema;
+pub mod svg;
 pub mod text;
 
 /// What the user asked of the output.
