@@ -82,12 +82,14 @@ def main():
     found = list(traces(a.dir))
     differing = 0
     with concurrent.futures.ThreadPoolExecutor(a.j) as pool:
-        for trace, diffs in pool.map(lambda t: compare(old, new, t), found):
+        for n, (trace, diffs) in enumerate(pool.map(lambda t: compare(old, new, t), found), 1):
             if diffs:
                 differing += 1
-                print(f"== {trace}")
+                print(f"== {trace}", flush=True)
                 for d in diffs:
-                    print(d)
+                    print(d, flush=True)
+            if n % 100 == 0:
+                print(f"same-reports: {n} of {len(found)} compared, {differing} differ", file=sys.stderr, flush=True)
     print(f"compared {len(found)} traces x 3 reports (text, --json, --html): {differing} differ")
     sys.exit(1 if differing else 0)
 
