@@ -19,6 +19,8 @@ pub struct Run {
     pub tasks: Vec<u32>,
     pub out: Output,
     pub report: Value,
+    /// The same report read through vmshim-report/1's types.
+    pub typed: Report,
     pub trace: PathBuf,
 }
 
@@ -76,7 +78,8 @@ pub fn finish_handshake(dir: &TestDir, h: Handshake) -> Run {
         String::from_utf8_lossy(&out.stderr)
     );
     let report = load_report(&dir.join("report.json"));
-    Run { pid, lines, maps, smaps, tasks, out, report, trace: dir.join("t.trace") }
+    let typed = typed_report(&report);
+    Run { pid, lines, maps, smaps, tasks, out, report, typed, trace: dir.join("t.trace") }
 }
 
 /// The end of a shared object's last PT_LOAD segment (p_vaddr + p_memsz), from `readelf -lW`.
@@ -176,6 +179,11 @@ pub fn bytes_in(report: &impl AsReport, start: u64, end: u64, category: &str) ->
         .sum()
 }
 
+/// The named functions of a region's stack, innermost first.
+pub fn stack_functions(region: &report::Region) -> Vec<&str> {
+    region.stack.iter().filter_map(|f| f.function.as_deref()).collect()
+}
+
 pub fn functions(region: &Value) -> Vec<String> {
     region["stack"]
         .as_array()
@@ -189,7 +197,7 @@ pub fn category_bytes(report: &impl AsReport, name: &str) -> u64 {
 
 /// The figures every report must satisfy against /proc read at the same quiet moment.
 pub fn assert_reconciles(run: &Run) {
-    let r = &typed_report(&run.report);
+    let r = &run.typed;
     let vsz = vsz_bytes(&run.maps);
     assert_eq!(r.vsz.final_bytes, vsz, "report VSZ vs /proc/{}/maps", run.pid);
     assert_eq!(r.vsz.kernel_final_bytes, Some(vsz), "captured kernel VSZ vs /proc/{}/maps", run.pid);
