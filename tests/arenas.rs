@@ -1,9 +1,9 @@
 //! Issue 3: every byte has a cause. glibc's arenas, large malloc chunks, brk growth and
 //! run-time loaded libraries, each held against /proc of the same run.
 
+use crate::common::report::{Arena, Region, Report};
 use crate::common::*;
 use crate::under_vmshim::*;
-use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
@@ -21,12 +21,8 @@ fn arena_heaps(run: &Run) -> BTreeMap<u64, u64> {
     heaps
 }
 
-fn arenas(report: &Value) -> &Vec<Value> {
-    report["arenas"].as_array().expect("arenas")
-}
-
-fn non_main_arenas(report: &Value) -> Vec<&Value> {
-    arenas(report).iter().filter(|a| a["arena"] != "main").collect()
+fn non_main_arenas(report: &Report) -> Vec<&Arena> {
+    report.arenas.iter().filter(|a| a.arena != "main").collect()
 }
 
 /// Every arena heap in /proc is malloc_arena in the report, owned by one of `owners`.
@@ -35,19 +31,18 @@ fn assert_heaps_attributed(run: &Run, owners: &[u32]) {
         if !(m.path.is_empty() && flags.iter().any(|f| f == "nr")) {
             continue;
         }
-        assert_eq!(bytes_in(&run.report, m.start, m.end, "malloc_arena"), m.len(), "{m:?}");
-        for r in regions_in(&run.report, m.start, m.end) {
-            let tid = u(&r["tid"]) as u32;
+        assert_eq!(bytes_in(&run.typed, m.start, m.end, "malloc_arena"), m.len(), "{m:?}");
+        for r in typed_regions_in(&run.typed, m.start, m.end) {
+            let tid = r.tid.expect("an arena heap has its thread");
             assert!(owners.contains(&tid), "heap {m:?} attributed to {tid}, not one of {owners:?}");
         }
     }
-    assert_eq!(category_bytes(&run.report, "malloc_arena"), arena_heaps(run).values().sum::<u64>());
+    assert_eq!(category_bytes(&run.typed, "malloc_arena"), arena_heaps(run).values().sum::<u64>());
 }
 
 fn assert_unattributed_at_most_a_thousandth(run: &Run) {
-    let (un, vsz) = (category_bytes(&run.report, "unattributed"), vsz_bytes(&run.maps));
-    let listed: Vec<&Value> =
-        regions(&run.report).iter().filter(|r| r["category"] == "unattributed").collect();
+    let (un, vsz) = (category_bytes(&run.typed, "unattributed"), vsz_bytes(&run.maps));
+    let listed: Vec<&Region> = run.typed.regions.iter().filter(|r| r.category == "unattributed").collect();
     assert!(un * 1000 <= vsz, "{un} of {vsz} bytes unattributed: {listed:#?}");
 }
 
@@ -64,11 +59,10 @@ fn each_thread_that_mallocs_gets_its_own_arena() {
     let heaps = arena_heaps(&run);
     assert_eq!(heaps.len(), workers.len(), "three threads under the 8 x cores limit: one arena each");
     assert_heaps_attributed(&run, &workers);
-    assert_eq!(non_main_arenas(&run.report).len(), heaps.len());
-    let rows = run.report["threads"].as_array().unwrap();
+    assert_eq!(non_main_arenas(&run.typed).len(), heaps.len());
     for t in &workers {
-        let row = rows.iter().find(|r| r["tid"] == *t).unwrap();
-        assert_eq!(u(&row["arena_bytes"]), HEAP_MAX, "thread {t} made one 64 MiB heap: {row}");
+        let row = run.typed.threads.iter().find(|r| r.tid == *t).unwrap();
+        assert_eq!(row.arena_bytes, HEAP_MAX, "thread {t} made one 64 MiB heap: {row:?}");
     }
     assert_unattributed_at_most_a_thousandth(&run);
 }
@@ -81,13 +75,13 @@ fn malloc_arena_max_1_leaves_only_the_main_arena() {
     let run = finish_handshake(&dir, Handshake::start(&mut cmd, TIMEOUT));
     assert_reconciles(&run);
     assert!(arena_heaps(&run).is_empty(), "the kernel shows no arena heap");
-    assert_eq!(category_bytes(&run.report, "malloc_arena"), 0);
-    assert!(non_main_arenas(&run.report).is_empty());
-    let main = arenas(&run.report).iter().find(|a| a["arena"] == "main").expect("the main arena");
-    let users: BTreeSet<u32> = main["tids"].as_array().unwrap().iter().map(|t| u(t) as u32).collect();
+    assert_eq!(category_bytes(&run.typed, "malloc_arena"), 0);
+    assert!(non_main_arenas(&run.typed).is_empty());
+    let main = run.typed.arenas.iter().find(|a| a.arena == "main").expect("the main arena");
+    let users: BTreeSet<u32> = main.tids.iter().copied().collect();
     assert!(
         worker_tids(&run).iter().all(|t| users.contains(t)),
-        "every worker shares the main arena: {main}"
+        "every worker shares the main arena: {main:?}"
     );
 }
 
@@ -99,15 +93,12 @@ fn malloc_arena_max_2_makes_threads_share() {
     let run = finish_handshake(&dir, Handshake::start(&mut cmd, TIMEOUT));
     assert_reconciles(&run);
     let heaps = arena_heaps(&run);
-    assert_eq!(non_main_arenas(&run.report).len(), heaps.len());
+    assert_eq!(non_main_arenas(&run.typed).len(), heaps.len());
     assert_heaps_attributed(&run, &worker_tids(&run));
     // Four workers and main on at most two arenas: the report names who shares.
-    let users: usize = arenas(&run.report).iter().map(|a| a["tids"].as_array().unwrap().len()).sum();
+    let users: usize = run.typed.arenas.iter().map(|a| a.tids.len()).sum();
     assert!(users > worker_tids(&run).len());
-    assert!(
-        arenas(&run.report).iter().any(|a| a["tids"].as_array().unwrap().len() > 1),
-        "some arena is shared"
-    );
+    assert!(run.typed.arenas.iter().any(|a| a.tids.len() > 1), "some arena is shared");
     assert_unattributed_at_most_a_thousandth(&run);
 }
 
@@ -120,9 +111,9 @@ fn a_thread_whose_first_call_is_free_owns_the_arena_free_made() {
     assert_eq!(arena_heaps(&run).len(), 1);
     assert_heaps_attributed(&run, &[freer]);
     for (m, _) in run.smaps.iter().filter(|(m, f)| m.path.is_empty() && f.iter().any(|f| f == "nr")) {
-        for r in regions_in(&run.report, m.start, m.end) {
-            assert_eq!(r["cause"], "free");
-            assert!(functions(r).iter().any(|f| f == "freer"), "{r}");
+        for r in typed_regions_in(&run.typed, m.start, m.end) {
+            assert_eq!(r.cause, "free");
+            assert!(stack_functions(r).contains(&"freer"), "{r:?}");
         }
     }
     assert_unattributed_at_most_a_thousandth(&run);
@@ -141,7 +132,7 @@ fn large_mallocs_are_their_own_regions_until_freed() {
             [what @ ("kept" | "freed"), tid, ptr] => (*what, tid.parse::<u32>().unwrap(), parse_hex(ptr)),
             _ => continue,
         };
-        let at = regions_in(&run.report, ptr, ptr + 1);
+        let at = typed_regions_in(&run.typed, ptr, ptr + 1);
         let kept_here = run.lines.iter().any(|k| k.starts_with("kept ") && k.ends_with(&format!("{ptr:#x}")));
         if what == "freed" && kept_here {
             continue; // another thread's block took the freed address
@@ -149,20 +140,13 @@ fn large_mallocs_are_their_own_regions_until_freed() {
         if what == "kept" {
             kept += 1;
             assert_eq!(at.len(), 1);
-            assert_eq!(
-                (at[0]["category"].as_str(), u(&at[0]["tid"]) as u32),
-                (Some("malloc_large"), tid),
-                "{l}"
-            );
-            assert!(functions(at[0]).iter().any(|f| f == "work"), "{}", at[0]);
+            assert_eq!((at[0].category.as_str(), at[0].tid), ("malloc_large", Some(tid)), "{l}");
+            assert!(stack_functions(at[0]).contains(&"work"), "{:?}", at[0]);
             // The whole kernel mapping around the block is the chunk's.
             let m = region_covering(&run.maps, ptr, ptr + 1).unwrap();
-            assert!(bytes_in(&run.report, m.start, m.end, "malloc_large") >= size.parse::<u64>().unwrap());
+            assert!(bytes_in(&run.typed, m.start, m.end, "malloc_large") >= size.parse::<u64>().unwrap());
         } else {
-            assert!(
-                at.iter().all(|r| r["category"] != "malloc_large"),
-                "freed block {ptr:#x} is gone: {at:?}"
-            );
+            assert!(at.iter().all(|r| r.category != "malloc_large"), "freed block {ptr:#x} is gone: {at:?}");
         }
     }
     assert_eq!(kept, 2 * 2);
@@ -178,16 +162,16 @@ fn a_dlopened_library_is_library() {
     let mapped: Vec<&MapsRegion> = run.maps.iter().filter(|m| m.path == plugin.to_str().unwrap()).collect();
     assert!(!mapped.is_empty());
     for m in &mapped {
-        assert_eq!(bytes_in(&run.report, m.start, m.end, "library"), m.len(), "{m:?}");
-        for r in regions_in(&run.report, m.start, m.end) {
-            assert_eq!((r["cause"].as_str(), u(&r["tid"]) as u32), (Some("dlopen"), run.pid), "{r}");
-            assert!(functions(r).iter().any(|f| f == "main"), "the loading stack: {r}");
+        assert_eq!(bytes_in(&run.typed, m.start, m.end, "library"), m.len(), "{m:?}");
+        for r in typed_regions_in(&run.typed, m.start, m.end) {
+            assert_eq!((r.cause.as_str(), r.tid), ("dlopen", Some(run.pid)), "{r:?}");
+            assert!(stack_functions(r).contains(&"main"), "the loading stack: {r:?}");
         }
     }
     // Its 1 MiB .bss: the anonymous mapping right after its last file page.
     let end = mapped.iter().map(|m| m.end).max().unwrap();
     let bss = run.maps.iter().find(|m| m.start == end && m.path.is_empty()).expect("the plugin's .bss");
-    assert_eq!(bytes_in(&run.report, bss.start, bss.end, "library"), bss.len());
+    assert_eq!(bytes_in(&run.typed, bss.start, bss.end, "library"), bss.len());
     assert_unattributed_at_most_a_thousandth(&run);
 }
 
@@ -200,9 +184,9 @@ fn ex6_arenas_belong_to_the_go_threads_that_freed() {
     assert!(!arena_heaps(&run).is_empty());
     assert_heaps_attributed(&run, &go_threads);
     for (m, _) in run.smaps.iter().filter(|(m, f)| m.path.is_empty() && f.iter().any(|f| f == "nr")) {
-        for r in regions_in(&run.report, m.start, m.end) {
-            let f = functions(r);
-            assert!(f.iter().any(|f| f == "threadentry"), "the cgo thread entry made it: {f:?}");
+        for r in typed_regions_in(&run.typed, m.start, m.end) {
+            let f = stack_functions(r);
+            assert!(f.contains(&"threadentry"), "the cgo thread entry made it: {f:?}");
         }
     }
     assert_unattributed_at_most_a_thousandth(&run);
@@ -211,8 +195,8 @@ fn ex6_arenas_belong_to_the_go_threads_that_freed() {
     let one = run_handshake_settled(&dir, &build_go("ex6", true, &[]), &[], &[("MALLOC_ARENA_MAX", "1")]);
     assert_reconciles(&one);
     assert!(arena_heaps(&one).is_empty());
-    assert!(non_main_arenas(&one.report).is_empty());
-    assert_eq!(category_bytes(&one.report, "malloc_arena"), 0);
+    assert!(non_main_arenas(&one.typed).is_empty());
+    assert_eq!(category_bytes(&one.typed, "malloc_arena"), 0);
     assert_unattributed_at_most_a_thousandth(&one);
 }
 
@@ -265,7 +249,7 @@ fn the_shim_adds_only_its_own_category() {
     // before any code of the shim runs, and loading two more images (the shim, libgcc_s) moves
     // them by a page or two; everything else must match exactly.
     let (with, without) = (
-        vsz_bytes(&run.maps) - stack(&run.maps) - category_bytes(&run.report, "vmshim"),
+        vsz_bytes(&run.maps) - stack(&run.maps) - category_bytes(&run.typed, "vmshim"),
         vsz_bytes(&bare_maps) - stack(&bare_maps),
     );
     assert!(with.abs_diff(without) <= 4 * page_size(), "{with} vs {without}");

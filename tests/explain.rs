@@ -26,7 +26,12 @@ fn explain(pid: u32) -> Value {
 
 fn parse(out: &Output) -> Value {
     assert!(out.status.success(), "vmshim explain failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e})"))
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e})"));
+    // vmshim-report/1 with the snapshot's own object.
+    let typed = typed_report(&v);
+    let cost = typed.explain.expect("explain's report says what the snapshot cost");
+    assert_eq!(cost.threads_stopped + cost.threads_not_stopped.len(), typed.threads.len(), "{cost:?}");
+    v
 }
 
 /// Explain's report `e` and `vmshim run`'s `r` of one process: the same non-main arena heaps

@@ -59,7 +59,11 @@ fn report(args: &[&str], trace: &Path) -> Output {
 fn report_json(args: &[&str], trace: &Path) -> Value {
     let out = report(&[&["--json", "--top", "1000"], args].concat(), trace);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("JSON")
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    // --tree's sections and --pid's sections are vmshim-report/1 too.
+    let typed = typed_report(&v);
+    assert_eq!(typed.sections.is_some(), args.contains(&"--tree"), "sections only with --tree");
+    v
 }
 
 fn report_text(args: &[&str], trace: &Path) -> String {

@@ -1,6 +1,7 @@
 //! C and Rust targets under `vmshim run`: the report against `/proc/PID/maps` read from outside
 //! while the target waits at its handshake (after which it exits without mapping anything).
 
+use crate::common::report::{self, Report};
 use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -18,6 +19,8 @@ pub struct Run {
     pub tasks: Vec<u32>,
     pub out: Output,
     pub report: Value,
+    /// The same report read through vmshim-report/1's types.
+    pub typed: Report,
     pub trace: PathBuf,
 }
 
@@ -75,7 +78,8 @@ pub fn finish_handshake(dir: &TestDir, h: Handshake) -> Run {
         String::from_utf8_lossy(&out.stderr)
     );
     let report = load_report(&dir.join("report.json"));
-    Run { pid, lines, maps, smaps, tasks, out, report, trace: dir.join("t.trace") }
+    let typed = typed_report(&report);
+    Run { pid, lines, maps, smaps, tasks, out, report, typed, trace: dir.join("t.trace") }
 }
 
 /// The end of a shared object's last PT_LOAD segment (p_vaddr + p_memsz), from `readelf -lW`.
@@ -142,7 +146,10 @@ pub fn run_handshake_settled(dir: &TestDir, prog: &Path, args: &[&str], env: &[(
 pub fn load_report(path: &Path) -> Value {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("no report at {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}): {text}"))
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}): {text}"));
+    // Every report a test loads is read through the format's types too.
+    typed_report(&v);
+    v
 }
 
 pub fn u(v: &Value) -> u64 {
@@ -158,13 +165,23 @@ pub fn regions_in(report: &Value, start: u64, end: u64) -> Vec<&Value> {
     regions(report).iter().filter(|r| u(&r["start"]) < end && u(&r["end"]) > start).collect()
 }
 
+/// The report's regions overlapping `[start, end)`, typed.
+pub fn typed_regions_in(report: &Report, start: u64, end: u64) -> Vec<&report::Region> {
+    report.regions.iter().filter(|r| r.start < end && r.end > start).collect()
+}
+
 /// Bytes of `[start, end)` the report files under `category`.
-pub fn bytes_in(report: &Value, start: u64, end: u64, category: &str) -> u64 {
-    regions_in(report, start, end)
+pub fn bytes_in(report: &impl AsReport, start: u64, end: u64, category: &str) -> u64 {
+    typed_regions_in(&report.report(), start, end)
         .iter()
-        .filter(|r| r["category"] == category)
-        .map(|r| u(&r["end"]).min(end) - u(&r["start"]).max(start))
+        .filter(|r| r.category == category)
+        .map(|r| r.end.min(end) - r.start.max(start))
         .sum()
+}
+
+/// The named functions of a region's stack, innermost first.
+pub fn stack_functions(region: &report::Region) -> Vec<&str> {
+    region.stack.iter().filter_map(|f| f.function.as_deref()).collect()
 }
 
 pub fn functions(region: &Value) -> Vec<String> {
@@ -174,43 +191,37 @@ pub fn functions(region: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub fn category_bytes(report: &Value, name: &str) -> u64 {
-    report["categories"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["category"] == name)
-        .map(|c| u(&c["bytes"]))
-        .sum()
+pub fn category_bytes(report: &impl AsReport, name: &str) -> u64 {
+    report.report().categories.iter().filter(|c| c.category == name).map(|c| c.bytes).sum()
 }
 
 /// The figures every report must satisfy against /proc read at the same quiet moment.
 pub fn assert_reconciles(run: &Run) {
-    let r = &run.report;
+    let r = &run.typed;
     let vsz = vsz_bytes(&run.maps);
-    assert_eq!(u(&r["vsz"]["final_bytes"]), vsz, "report VSZ vs /proc/{}/maps", run.pid);
-    assert_eq!(u(&r["vsz"]["kernel_final_bytes"]), vsz, "captured kernel VSZ vs /proc/{}/maps", run.pid);
-    assert!(u(&r["vsz"]["peak_bytes"]) >= vsz);
-    let cats: u64 = r["categories"].as_array().unwrap().iter().map(|c| u(&c["bytes"])).sum();
+    assert_eq!(r.vsz.final_bytes, vsz, "report VSZ vs /proc/{}/maps", run.pid);
+    assert_eq!(r.vsz.kernel_final_bytes, Some(vsz), "captured kernel VSZ vs /proc/{}/maps", run.pid);
+    assert!(r.vsz.peak_bytes >= vsz);
+    let cats: u64 = r.categories.iter().map(|c| c.bytes).sum();
     assert_eq!(cats, vsz, "categories add up to VSZ");
-    let regs: u64 = regions(r).iter().map(|x| u(&x["end"]) - u(&x["start"])).sum();
+    let regs: u64 = r.regions.iter().map(|x| x.end - x.start).sum();
     assert_eq!(regs, vsz, "regions add up to VSZ");
     // Every /proc region is covered by report regions, with the kernel's permissions.
     for m in &run.maps {
-        let covering: u64 = regions_in(r, m.start, m.end)
+        let covering: u64 = typed_regions_in(r, m.start, m.end)
             .iter()
-            .inspect(|x| assert_eq!(x["prot"], m.perms.as_str(), "{m:?}"))
-            .map(|x| u(&x["end"]).min(m.end) - u(&x["start"]).max(m.start))
+            .inspect(|x| assert_eq!(x.prot, m.perms, "{m:?}"))
+            .map(|x| x.end.min(m.end) - x.start.max(m.start))
             .sum();
         if m.path != "[vsyscall]" {
             assert_eq!(covering, m.len(), "{m:?} is covered exactly once");
         }
     }
-    assert_eq!(r["process"]["pid"], run.pid);
-    assert_eq!(r["process"]["exit"], "exited 0");
-    assert_eq!(u(&r["events"]["dropped"]), 0);
+    assert_eq!(r.process.pid, run.pid);
+    assert_eq!(r.process.exit, "exited 0");
+    assert_eq!(r.events.dropped, 0);
     // The shim's own cost is measured: every recorded call was timed.
-    assert!(u(&r["events"]["timed"]) > 0 && u(&r["events"]["recording_ns"]) > 0, "{}", r["events"]);
+    assert!(r.events.timed > 0 && r.events.recording_ns > 0, "{:?}", r.events);
     // The shim's own trace mapping and image (with its .bss, the anonymous region the loader
     // maps right after the image's last file page) are its own category, and so are libraries
     // loaded only because the shim needs them (no other mapped ELF file lists them as NEEDED).

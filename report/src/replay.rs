@@ -113,8 +113,8 @@ pub struct Replay {
 /// Most points the VSZ series keeps.
 pub const MAX_SERIES: usize = 1 << 16;
 
-/// A non-main malloc arena heap's reservation on 64-bit glibc (HEAP_MAX_SIZE).
-pub const HEAP_MAX: u64 = 64 << 20;
+/// A non-main malloc arena heap's reservation on 64-bit glibc (HEAP_MAX_SIZE), defined once in trace/.
+pub use vmshim_trace::HEAP_MAX;
 
 fn page_up(n: u64, page: u64) -> u64 {
     n.div_ceil(page).saturating_mul(page)
@@ -133,7 +133,7 @@ pub struct Replayer {
 
 impl Replayer {
     /// Starts from the initial snapshot.
-    pub fn new(page: u64, start_ns: u64, initial: &[crate::maps::Region]) -> Replayer {
+    pub fn new(page: u64, start_ns: u64, initial: &[crate::load::maps::Region]) -> Replayer {
         let mut space = Space::default();
         for (i, r) in initial.iter().enumerate() {
             space.insert(r.start, r.end, Origin::Initial(i));

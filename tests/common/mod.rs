@@ -24,6 +24,36 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------------------------------------
 
 /// The `vmshim` command under test.
+/// `vmshim-report/1`: the very types the report's JSON is written from. The file depends on
+/// serde alone, so including it here (rather than making the `vmshim` binary a library as
+/// well) gives the tests the format's one definition without exposing the report's stages.
+#[allow(dead_code)]
+#[path = "../../report/src/render/schema.rs"]
+pub mod report;
+
+/// A report read through its types: a field the format lacks, or of another type, fails here.
+pub fn typed_report(v: &serde_json::Value) -> report::Report {
+    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("not a vmshim-report/1: {e}"))
+}
+
+/// A report as JSON text's parse or already typed: the helpers that read reports take either and
+/// read through the types.
+pub trait AsReport {
+    fn report(&self) -> std::borrow::Cow<'_, report::Report>;
+}
+
+impl AsReport for report::Report {
+    fn report(&self) -> std::borrow::Cow<'_, report::Report> {
+        std::borrow::Cow::Borrowed(self)
+    }
+}
+
+impl AsReport for serde_json::Value {
+    fn report(&self) -> std::borrow::Cow<'_, report::Report> {
+        std::borrow::Cow::Owned(typed_report(self))
+    }
+}
+
 pub fn vmshim_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vmshim"))
 }

@@ -5,7 +5,7 @@
 //! kernel's map before it is believed. Only reads (process_vm_readv through [`Memory`]).
 
 use super::stop::{Memory, ThreadState};
-use crate::maps::Region;
+use crate::load::maps::Region;
 use crate::replay::HEAP_MAX;
 use object::{Object, ObjectSection, ObjectSymbol};
 use std::collections::HashMap;

@@ -9,11 +9,11 @@
 //! - `arenas`, the heap index: a pointer to 2^22 `*heapArena` entries (32 MiB); entry i non-nil
 //!   means the 64 MiB at `(i << 26) + arenaBaseOffset` (0xffff800000000000) is heap.
 //!
-//! Purposes are given in the words `vmshim run` gives the same bytes ([`crate::gopurpose`]): a
+//! Purposes are given in the words `vmshim run` gives the same bytes ([`crate::analyze::gopurpose`]): a
 //! reservation's read-write parts are what its grower mapped. Only reads.
 
 use super::stop::Memory;
-use crate::maps::Region;
+use crate::load::maps::Region;
 
 /// A range of the Go runtime's with its purpose for the PROT_NONE part and the mapped part.
 #[derive(Clone, Debug)]

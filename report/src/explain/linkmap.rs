@@ -8,7 +8,7 @@
 //! of steps, since the target may be inside dlopen while it is read.
 
 use super::stop::Memory;
-use crate::maps::Region;
+use crate::load::maps::Region;
 use crate::symbolize::LoadedModule;
 use object::{Object, ObjectSymbol};
 

@@ -1,9 +1,9 @@
 //! `vmshim explain PID`: the report of a process that is already running, built from evidence
-//! read outside it, with no restart and no shim: the kernel's map ([`crate::maps`]), a bounded
+//! read outside it, with no restart and no shim: the kernel's map ([`crate::load::maps`]), a bounded
 //! stop that reads every thread's registers and current stack ([`stop`]), glibc's heaps, arenas
 //! and large chunks ([`glibc`]), the Go runtime's reservations by their layout ([`golang`]),
 //! the loader's link map, which tells a loaded library from a file merely mapped ([`linkmap`]),
-//! then the same [`crate::attribute::Attribution`] the trace report renders ([`snapshot`]). It never writes into the target, and every failure (no such process,
+//! then the same [`crate::analyze::attribute::Attribution`] the trace report renders ([`snapshot`]). It never writes into the target, and every failure (no such process,
 //! not permitted, already traced, gone mid-snapshot) is a sentence and exit 2.
 
 mod glibc;
@@ -12,16 +12,18 @@ mod linkmap;
 mod snapshot;
 mod stop;
 
-use crate::Failure;
+use crate::Error;
 use crate::cli::ExplainArgs;
+use crate::commands::{Dest, write_out};
+use crate::render::Options;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use vmshim_trace::decode::{Exit, Start};
 
 /// One snapshot and what it cost the target.
 struct Snapshot {
-    attr: crate::attribute::Attribution,
-    rec: crate::read::Recording,
+    attr: crate::analyze::attribute::Attribution,
+    rec: crate::load::read::Recording,
     sym: crate::symbolize::Symbolizer,
     stop: Duration,
     stopped: usize,
@@ -31,8 +33,8 @@ struct Snapshot {
     notes: Vec<String>,
 }
 
-fn gone(pid: u32) -> Failure {
-    Failure(2, format!("process {pid} exited during the snapshot; nothing to explain"))
+fn gone(pid: u32) -> Error {
+    Error(2, format!("process {pid} exited during the snapshot; nothing to explain"))
 }
 
 fn uid_of(pid: u32) -> Option<u32> {
@@ -44,7 +46,7 @@ fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-fn not_permitted(pid: u32, what: &str) -> Failure {
+fn not_permitted(pid: u32, what: &str) -> Error {
     let me = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -62,7 +64,7 @@ fn not_permitted(pid: u32, what: &str) -> Failure {
         Ok(_) => "; kernel.yama.ptrace_scope is 0".into(),
         Err(_) => "; this kernel has no Yama ptrace_scope".into(),
     };
-    Failure(
+    Error(
         2,
         format!(
             "not permitted to {what} process {pid} ({}, owned by uid {owner}; vmshim runs as uid {me}): run vmshim as \
@@ -73,8 +75,8 @@ fn not_permitted(pid: u32, what: &str) -> Failure {
     )
 }
 
-fn already_traced(pid: u32, tracer: u32) -> Failure {
-    Failure(
+fn already_traced(pid: u32, tracer: u32) -> Error {
+    Error(
         2,
         format!(
             "process {pid} ({}) is already traced by process {tracer} ({}): ptrace allows one tracer at a time; \
@@ -85,11 +87,11 @@ fn already_traced(pid: u32, tracer: u32) -> Failure {
     )
 }
 
-fn read_smaps(pid: u32) -> Result<Vec<crate::maps::Region>, Failure> {
+fn read_smaps(pid: u32) -> Result<Vec<crate::load::maps::Region>, Error> {
     match std::fs::read_to_string(format!("/proc/{pid}/smaps")) {
         Ok(t) if t.is_empty() => Err(gone(pid)),
         Ok(t) => {
-            let mut r = crate::maps::parse(&t);
+            let mut r = crate::load::maps::parse(&t);
             // As the trace report counts VSZ: [vsyscall] is the kernel's gate page, outside the
             // process's mm (VmSize leaves it out too).
             r.retain(|r| r.path != "[vsyscall]");
@@ -108,9 +110,9 @@ fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     v.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024)
 }
 
-fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
+fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Error> {
     if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        return Err(Failure(2, format!("no process {pid}")));
+        return Err(Error(2, format!("no process {pid}")));
     }
     if let Some(t) = stop::tracer_of(pid).filter(|&t| t != 0) {
         return Err(already_traced(pid, t));
@@ -121,19 +123,20 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
         stop::StopError::Exited => gone(pid),
         stop::StopError::AlreadyTraced(t) => already_traced(pid, t),
         stop::StopError::NotPermitted => not_permitted(pid, "trace"),
-        stop::StopError::Other(m) => Failure(2, format!("cannot stop process {pid}: {m}")),
+        stop::StopError::Other(m) => Error(2, format!("cannot stop process {pid}: {m}")),
     })?;
     let after = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
         Ok(t) if !t.is_empty() => {
-            let mut r = crate::maps::parse(&t);
+            let mut r = crate::load::maps::parse(&t);
             r.retain(|r| r.path != "[vsyscall]");
             r
         }
         _ => return Err(gone(pid)),
     };
-    let map_moved = crate::maps::vsz(&after) as i64 - crate::maps::vsz(&regions) as i64;
+    let map_moved = crate::load::maps::vsz(&after) as i64 - crate::load::maps::vsz(&regions) as i64;
     let mut sym = crate::symbolize::Symbolizer::new(snapshot::modules(&regions));
-    let go = std::fs::read(format!("/proc/{pid}/exe")).ok().and_then(|b| crate::gosym::go_version(&b));
+    let go =
+        std::fs::read(format!("/proc/{pid}/exe")).ok().and_then(|b| crate::symbolize::gosym::go_version(&b));
     // A static Go program has no glibc malloc to read.
     let go_program = go.is_some();
     // Where malloc lives: libc, or in a static C program the executable itself.
@@ -200,7 +203,7 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Failure> {
         .ok()
         .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok()))
         .unwrap_or(0);
-    let rec = crate::read::Recording {
+    let rec = crate::load::read::Recording {
         start: Some(Start {
             pid,
             ppid,
@@ -265,66 +268,68 @@ fn stop_line(s: &Snapshot) -> String {
     l
 }
 
-pub fn explain(a: &ExplainArgs) -> Result<u8, Failure> {
+pub fn explain(a: &ExplainArgs, opts: &Options) -> Result<u8, Error> {
     let hold = a.hold_stopped_ms.map(Duration::from_millis);
     let mut s = take(a.pid, hold)?;
-    let context = crate::analysis::Context { live: true, ..Default::default() };
-    let input = crate::render::Input {
-        rec: &s.rec,
-        attr: &s.attr,
-        top: a.top,
-        context: &context,
-        processes: &[],
-        trace: "",
-    };
+    let stopped = stop_line(&s);
+    let context = crate::analyze::Context { live: true, ..Default::default() };
+    let notes = std::mem::take(&mut s.notes);
+    let (map_moved, stop, not_stopped, threads_stopped) = (s.map_moved, s.stop, s.not_stopped, s.stopped);
+    let image = crate::analyze::Image { rec: s.rec, attr: s.attr, sym: s.sym, series: vec![], context };
+    let an = crate::analyze::Analysis::new(image, vec![]);
     if let Some(path) = &a.html {
-        let page = crate::html::page(&input, &[], &mut s.sym);
-        std::fs::write(path, page)
-            .map_err(|e| Failure(1, format!("cannot write {}: {e}", path.display())))?;
+        let page = crate::render::html::page(&an, opts);
+        std::fs::write(path, page).map_err(|e| Error(1, format!("cannot write {}: {e}", path.display())))?;
     }
     if let Some(path) = &a.pprof {
         let mut f = std::fs::File::create(path)
-            .map_err(|e| Failure(1, format!("cannot create {}: {e}", path.display())))?;
-        crate::pprof::write(&s.attr, &mut s.sym, &mut f)
-            .map_err(|e| Failure(1, format!("cannot write {}: {e}", path.display())))?;
+            .map_err(|e| Error(1, format!("cannot create {}: {e}", path.display())))?;
+        crate::render::pprof::write(&an, &mut f)
+            .map_err(|e| Error(1, format!("cannot write {}: {e}", path.display())))?;
     }
     let text = if a.json {
-        let mut v = crate::render::json(&input, &mut s.sym);
-        v["explain"] = serde_json::json!({
-            "stop_ns": s.stop.as_nanos() as u64,
-            "threads_stopped": s.stopped,
-            "threads_not_stopped": s.not_stopped.iter().map(|(t, c)| serde_json::json!({"tid": t, "syscall": c})).collect::<Vec<_>>(),
-            "map_moved_bytes": s.map_moved,
-            "notes": s.notes,
+        let mut r = crate::render::json::report(&an, opts.top);
+        r.explain = Some(crate::render::schema::Explain {
+            map_moved_bytes: map_moved,
+            notes: notes.clone(),
+            stop_ns: stop.as_nanos() as u64,
+            threads_not_stopped: not_stopped
+                .iter()
+                .map(|(t, c)| crate::render::schema::NotStopped { syscall: c.to_string(), tid: *t })
+                .collect(),
+            threads_stopped,
         });
-        let mut t = serde_json::to_string_pretty(&v).unwrap_or_default();
-        t.push('\n');
-        t
+        crate::render::json::to_text(&r)
     } else {
-        let mut t = crate::render::text(&input, &mut s.sym);
-        t.push_str(&format!("\nExplained from outside: {}\n", stop_line(&s)));
-        for n in &s.notes {
+        let mut t = crate::render::text::text(&an, opts);
+        t.push_str(&format!("\nExplained from outside: {}\n", stopped));
+        for n in &notes {
             t.push_str(&format!("  note: {n}\n"));
         }
         t
     };
-    crate::write_out(crate::Dest::Stdout, text.as_bytes())?;
+    write_out(Dest::Stdout, text.as_bytes())?;
     if let Some(every) = a.watch {
-        watch(a, every, s, hold)?;
+        watch(a, every, an.attr, hold)?;
     }
     Ok(0)
 }
 
 /// `--watch`: a snapshot every `every`, printing what grew, appeared or went since the last.
-fn watch(a: &ExplainArgs, every: Duration, first: Snapshot, hold: Option<Duration>) -> Result<(), Failure> {
-    let mut prev = first.attr;
+fn watch(
+    a: &ExplainArgs,
+    every: Duration,
+    first: crate::analyze::attribute::Attribution,
+    hold: Option<Duration>,
+) -> Result<(), Error> {
+    let mut prev = first;
     let mut round = 0;
     while a.rounds.is_none_or(|n| round < n) {
         round += 1;
         std::thread::sleep(every);
         let s = take(a.pid, hold)?;
         let text = changes(&prev, &s.attr, round, &stop_line(&s));
-        crate::write_out(crate::Dest::Stdout, text.as_bytes())?;
+        write_out(Dest::Stdout, text.as_bytes())?;
         prev = s.attr;
     }
     Ok(())
@@ -332,12 +337,12 @@ fn watch(a: &ExplainArgs, every: Duration, first: Snapshot, hold: Option<Duratio
 
 /// What changed between two snapshots: VSZ by category, and regions that appeared or went.
 fn changes(
-    a: &crate::attribute::Attribution,
-    b: &crate::attribute::Attribution,
+    a: &crate::analyze::attribute::Attribution,
+    b: &crate::analyze::attribute::Attribution,
     round: usize,
     stop: &str,
 ) -> String {
-    use crate::attribute::Category;
+    use crate::analyze::attribute::Category;
     let mut o = format!(
         "\nRound {round}: VSZ {} KiB ({:+} KiB); {stop}\n",
         b.final_bytes / 1024,
@@ -349,7 +354,7 @@ fn changes(
             o.push_str(&format!("  {:<16} {:>+12} KiB\n", c.name(), (y - x) / 1024));
         }
     }
-    let key = |r: &crate::attribute::Attributed| (r.start, r.end, r.category);
+    let key = |r: &crate::analyze::attribute::Attributed| (r.start, r.end, r.category);
     let old: std::collections::HashSet<_> = a.regions.iter().map(key).collect();
     let new: std::collections::HashSet<_> = b.regions.iter().map(key).collect();
     for r in b.regions.iter().filter(|r| !old.contains(&key(r))) {

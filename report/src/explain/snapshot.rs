@@ -6,8 +6,8 @@
 
 use super::glibc::{self, Malloc};
 use super::stop::{Memory, ThreadState, syscall_name};
-use crate::attribute::{ArenaRow, Attributed, Attribution, Category, ThreadRow};
-use crate::maps::Region;
+use crate::analyze::attribute::{ArenaRow, Attributed, Attribution, Category, ThreadRow};
+use crate::load::maps::Region;
 use crate::replay::HEAP_MAX;
 use crate::symbolize::{LoadedModule, Symbolizer};
 use std::collections::BTreeMap;
@@ -178,7 +178,7 @@ pub fn attribute(regions: &[Region], facts: &Facts, sym: &mut Symbolizer) -> Att
             continue;
         }
         // Go >= 1.25 names its own mappings where the kernel lets it.
-        if let Some(words) = crate::gopurpose::from_kernel_name(&r.path) {
+        if let Some(words) = crate::analyze::gopurpose::from_kernel_name(&r.path) {
             let mut a = whole(Category::GoRuntime, format!("kernel name {}", r.path));
             a.purpose = Some(words);
             out.push(a);
@@ -246,7 +246,7 @@ pub fn attribute(regions: &[Region], facts: &Facts, sym: &mut Symbolizer) -> Att
         }
     }
     out.sort_by_key(|a| a.start);
-    let final_bytes = crate::maps::vsz(regions);
+    let final_bytes = crate::load::maps::vsz(regions);
     let arenas = arena_rows(m, &out);
     let threads = thread_rows(facts, &out, &arenas);
     Attribution {

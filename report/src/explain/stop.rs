@@ -19,7 +19,7 @@
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-use crate::maps::Region;
+use crate::load::maps::Region;
 use std::time::{Duration, Instant};
 
 /// System calls that fail with EINTR instead of restarting when their thread is stopped and

@@ -16,6 +16,9 @@
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod recorder;
+pub mod watch;
+
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
@@ -325,7 +328,7 @@ pub struct Launch<'a> {
     /// the target is only waited for (stops and signals are still passed through).
     pub hold: bool,
     /// Watch every process of the tree at its exit with `vmshim __watch`, this vmshim binary
-    /// ([`crate::watch`]); `vmshim run` then also waits for the tree's last process.
+    /// ([`crate::launch::watch`]); `vmshim run` then also waits for the tree's last process.
     pub watch: Option<&'a Path>,
 }
 
@@ -345,10 +348,10 @@ pub struct Outcome {
     /// `(tid, comm)` of the threads present at that moment.
     pub thread_names: Vec<(u32, String)>,
     /// Whether the tree's exits were watched, and if not why (None: not asked to).
-    pub watched: Option<crate::watch::State>,
+    pub watched: Option<crate::launch::watch::State>,
     /// The tree's other processes (and earlier images of the target's pid) caught at their
     /// exit_group, in the order they left.
-    pub exits: Vec<crate::watch::Capture>,
+    pub exits: Vec<crate::launch::watch::Capture>,
     /// The tree had processes left when vmshim stopped waiting for it (told so twice).
     pub left_running: bool,
 }
@@ -404,7 +407,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
 
     let mut watcher = match l.watch {
         Some(vmshim) => Some(
-            crate::watch::Watcher::start(vmshim)
+            crate::launch::watch::Watcher::start(vmshim)
                 .map_err(|e| LaunchError::Io(format!("cannot start the exit watcher: {e}")))?,
         ),
         None => None,
@@ -426,7 +429,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &child_mask, std::ptr::null_mut()) };
         // Last, so that nothing of vmshim's own set-up is filtered.
         if watch_fd >= 0 {
-            crate::watch::install_in_child(watch_fd);
+            crate::launch::watch::install_in_child(watch_fd);
         }
         Ok(())
     };
@@ -643,14 +646,14 @@ impl<'a> Tracer<'a> {
     /// The map and thread names at the main thread's exit stop.
     fn capture(&mut self) {
         (self.final_smaps, self.names) = (read_smaps(self.pid), thread_names(self.pid));
-        self.final_at = crate::watch::monotonic_ns();
+        self.final_at = crate::launch::watch::monotonic_ns();
     }
 
     /// After the target has exited: waits for the rest of its tree (fork children, daemons) to
     /// exit, as the watcher sees it, passing signals sent to vmshim on to every process of the
     /// tree. A second such signal ends the wait (the watcher goes on serving the processes left).
     /// True if the tree is done.
-    fn follow_tree(&self, watcher: &crate::watch::Watcher) -> bool {
+    fn follow_tree(&self, watcher: &crate::launch::watch::Watcher) -> bool {
         let started = std::time::Instant::now();
         let mut said = false;
         let mut told = 0;

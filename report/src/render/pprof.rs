@@ -4,8 +4,7 @@
 //! locations, with `category`, `thread` and (for the Go runtime's) `purpose` labels. The protobuf is written by hand: a few
 //! message types, varints and length-delimited fields.
 
-use crate::attribute::Attribution;
-use crate::symbolize::Symbolizer;
+use crate::analyze::Analysis;
 use std::collections::HashMap;
 use std::io::Write;
 
@@ -76,7 +75,7 @@ fn value_type(strings: &mut Strings, kind: &str, unit: &str) -> Msg {
 }
 
 /// Encodes and gzips the profile.
-pub fn write(attr: &Attribution, sym: &mut Symbolizer, out: &mut dyn Write) -> std::io::Result<()> {
+pub fn write(a: &Analysis, out: &mut dyn Write) -> std::io::Result<()> {
     let mut strings = Strings::new();
     let mut profile = Msg::default();
     let types = [value_type(&mut strings, "reserved", "bytes"), value_type(&mut strings, "regions", "count")];
@@ -89,7 +88,7 @@ pub fn write(attr: &Attribution, sym: &mut Symbolizer, out: &mut dyn Write) -> s
     let mut fn_msgs = Vec::new();
     // Stackless regions get one pseudo-location per category, at pseudo-addresses past any real one.
     let mut pseudo: HashMap<&str, u64> = HashMap::new();
-    for r in &attr.regions {
+    for r in &a.attr.regions {
         let mut ids = Vec::new();
         let cat = r.category.name();
         if r.stack.is_empty() {
@@ -122,7 +121,7 @@ pub fn write(attr: &Attribution, sym: &mut Symbolizer, out: &mut dyn Write) -> s
             let mut l = Msg::default();
             l.uint(1, id);
             l.uint(3, addr);
-            for f in sym.symbolize(addr, true) {
+            for f in a.frames(&[addr]) {
                 let name = f.function.clone().unwrap_or_else(|| format!("{:#x}", f.addr));
                 let file = f.file.clone().unwrap_or_default();
                 let key = (name.clone(), file.clone());

@@ -8,75 +8,20 @@
 //! itself proves (path, permissions, adjacency, VmFlags) and the threads' reported stack
 //! addresses; whatever no evidence explains is `unattributed`, listed, never dropped.
 
-use crate::maps::Region;
-use crate::read::Recording;
+use crate::load::maps::Region;
+use crate::load::read::Recording;
 use crate::replay::{Origin, Replay};
 use crate::symbolize::{Frame, LoadedModule, Symbolizer};
 use std::collections::{BTreeMap, HashMap};
 use vmshim_trace::{CALL_FLAG_OWN, CallKind};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Category {
-    ThreadStack,
-    MallocArena,
-    MallocLarge,
-    GoRuntime,
-    AnonMmap,
-    Library,
-    FileMmap,
-    BrkHeap,
-    MainStack,
-    Kernel,
-    /// A sanitizer runtime's shadow memory (ASan's, TSan's shadow and metadata).
-    SanitizerShadow,
-    /// A sanitizer runtime's own allocator reservation.
-    SanitizerAllocator,
-    Vmshim,
-    /// A fork child's memory from a parent that left no trace: where it came from is known,
-    /// why is not.
-    Inherited,
-    Unattributed,
-}
-
-impl Category {
-    pub const ALL: [Category; 15] = [
-        Category::ThreadStack,
-        Category::MallocArena,
-        Category::MallocLarge,
-        Category::GoRuntime,
-        Category::AnonMmap,
-        Category::Library,
-        Category::FileMmap,
-        Category::BrkHeap,
-        Category::MainStack,
-        Category::Kernel,
-        Category::SanitizerShadow,
-        Category::SanitizerAllocator,
-        Category::Vmshim,
-        Category::Inherited,
-        Category::Unattributed,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Category::ThreadStack => "thread_stack",
-            Category::MallocArena => "malloc_arena",
-            Category::MallocLarge => "malloc_large",
-            Category::GoRuntime => "go_runtime",
-            Category::AnonMmap => "anon_mmap",
-            Category::Library => "library",
-            Category::FileMmap => "file_mmap",
-            Category::BrkHeap => "brk_heap",
-            Category::MainStack => "main_stack",
-            Category::Kernel => "kernel",
-            Category::SanitizerShadow => "sanitizer_shadow",
-            Category::SanitizerAllocator => "sanitizer_allocator",
-            Category::Vmshim => "vmshim",
-            Category::Inherited => "inherited",
-            Category::Unattributed => "unattributed",
-        }
-    }
-}
+pub use super::arenas::ArenaRow;
+use super::arenas::arena_rows;
+use super::categories::{by_map, canonical};
+// The attribution's vocabulary, named where attributions are used.
+pub use super::categories::Category;
+pub use super::threads::ThreadRow;
+use super::threads::{StackOwner, thread_rows, thread_stacks};
 
 /// A piece of the final address space with its cause.
 #[derive(Clone, Debug)]
@@ -100,7 +45,7 @@ pub struct Attributed {
     /// stack above are then the parent's).
     pub inherited: Option<Inherited>,
     /// For `go_runtime`: what Go reserved it for, in the runtime's own words
-    /// ([`crate::gopurpose`]), from the kernel's name for the mapping or the asking function.
+    /// ([`crate::analyze::gopurpose`]), from the kernel's name for the mapping or the asking function.
     pub purpose: Option<String>,
     /// What the category rests on, in words (`vmshim explain`: "heap_info at 0x.. -> arena #3",
     /// "thread 1240's stack pointer"); `None` in a trace report, whose evidence is the call.
@@ -160,35 +105,6 @@ impl Attributed {
     pub fn size(&self) -> u64 {
         self.end - self.start
     }
-}
-
-/// One thread's share.
-#[derive(Clone, Debug, Default)]
-pub struct ThreadRow {
-    pub tid: u32,
-    pub name: Option<String>,
-    pub creator_tid: Option<u32>,
-    pub stack_bytes: u64,
-    pub arena_bytes: u64,
-    pub reserved_bytes: u64,
-    /// The malloc arenas the thread was seen using, in order: `None` is the main (brk) arena,
-    /// `Some(n)` the n-th non-main arena to appear.
-    pub arenas: Vec<Option<usize>>,
-}
-
-/// A malloc arena and the threads seen using it.
-#[derive(Clone, Debug)]
-pub struct ArenaRow {
-    /// `None` for the main arena.
-    pub id: Option<usize>,
-    /// glibc's malloc_state address (0 for the main arena).
-    pub address: u64,
-    /// The thread that created it (the first seen on it), and the threads seen using it.
-    pub creator: u32,
-    pub tids: Vec<u32>,
-    /// Heaps (64 MiB reservations) it has in the final map, and their bytes.
-    pub heaps: usize,
-    pub bytes: u64,
 }
 
 pub struct Attribution {
@@ -277,7 +193,7 @@ pub fn modules(rec: &Recording) -> Vec<LoadedModule> {
 fn go_purpose(sym: &mut Symbolizer, stack: &[u64]) -> Option<String> {
     let frames: Vec<Frame> = stack.iter().flat_map(|&f| sym.symbolize(f, true)).collect();
     let names: Vec<Option<&str>> = frames.iter().map(|fr| fr.function.as_deref()).collect();
-    crate::gopurpose::from_stack(&names).map(|(words, _)| words)
+    crate::analyze::gopurpose::from_stack(&names).map(|(words, _)| words)
 }
 
 /// `inherited` is set for a fork child: the pieces its start-up map explains came from the
@@ -388,7 +304,7 @@ pub fn attribute(
                     {
                         // The kernel's own name for the mapping (Go >= 1.25 names it) wins, and
                         // the region says that is where its purpose came from.
-                        a.purpose = Some(match crate::gopurpose::from_kernel_name(&r.path) {
+                        a.purpose = Some(match crate::analyze::gopurpose::from_kernel_name(&r.path) {
                             Some(words) => {
                                 a.evidence = Some(format!("kernel name {}", r.path));
                                 words
@@ -449,7 +365,7 @@ pub fn attribute(
         threads,
         arenas,
         final_bytes,
-        kernel_final_bytes: rec.final_maps.as_ref().map(|m| crate::maps::vsz(m)),
+        kernel_final_bytes: rec.final_maps.as_ref().map(|m| crate::load::maps::vsz(m)),
         peak_bytes: (replay.peak + unseen).max(final_bytes),
         rss_bytes,
         vmshim_rss_bytes: rss_bytes.map(|_| vmshim_rss),
@@ -523,12 +439,6 @@ fn shim_only_libraries(modules: &[LoadedModule]) -> Vec<String> {
     modules.iter().filter(|m| only.contains(&file_name(&m.path))).map(|m| canonical(&m.path)).collect()
 }
 
-/// A path with its symbolic links resolved (the loader may name `/lib/x.so` what the kernel's
-/// map names `/usr/lib/x.so`).
-fn canonical(p: &str) -> String {
-    std::fs::canonicalize(p).map_or_else(|_| p.to_string(), |c| c.to_string_lossy().into_owned())
-}
-
 /// Splits the start-up map's pieces where the parent's attribution of them changes.
 fn cut_at_parent_regions(
     pieces: Vec<(u64, u64, Option<Origin>)>,
@@ -581,63 +491,6 @@ fn cut_at_module_ends(
     out
 }
 
-/// What the map alone proves about a region no recorded call explains.
-/// `at` is where the piece being classified starts inside `r`.
-fn by_map(r: &Region, at: u64, trace_path: &str, shim_libs: &[String], sym: &Symbolizer) -> Category {
-    match r.path.as_str() {
-        "[heap]" => return Category::BrkHeap,
-        "[stack]" => return Category::MainStack,
-        "[vdso]" | "[vvar]" | "[vsyscall]" | "[vvar_vclock]" | "[uprobes]" => return Category::Kernel,
-        _ => {}
-    }
-    if r.is_file() {
-        let p = r.file_path();
-        if p == trace_path || p.ends_with("/libvmshim.so") || shim_libs.contains(&canonical(p)) {
-            return Category::Vmshim;
-        }
-        return if sym.module_of(at).is_some() { Category::Library } else { Category::FileMmap };
-    }
-    if let Some(c) = sanitizer_region(at, sym) {
-        return c;
-    }
-    // An anonymous region inside an ELF image's span is its .bss (ld.so maps it anonymously).
-    if let Some(m) = sym.module_of(at) {
-        let ours = m.path.ends_with("/libvmshim.so") || shim_libs.contains(&canonical(&m.path));
-        return if ours { Category::Vmshim } else { Category::Library };
-    }
-    Category::Unattributed
-}
-
-/// The fixed x86_64 ranges of the sanitizer runtimes, from compiler-rt's layouts
-/// (`asan_mapping.h`: shadow at offset 0x7fff8000 from low memory up to the top of high
-/// shadow; `asan_allocator.h`: kAllocatorSpace 0x500000000000 or 0x600000000000, 4 TiB or
-/// more; `tsan_platform.h`: shadow and metadata below the heap at 0x7b0000000000), checked
-/// against the maps of gcc 12's libasan.so.8 and libtsan.so.2 on this machine. The runtimes
-/// map them with their own system calls, which no hook sees. Innermost ranges first.
-const SANITIZER_RANGES: [(&str, u64, u64, Category); 4] = [
-    ("libasan.so", 0x0000_7fff_8000, 0x1000_7fff_8000, Category::SanitizerShadow),
-    ("libasan.so", 0x5000_0000_0000, 0x6400_0000_0000, Category::SanitizerAllocator),
-    ("libtsan.so", 0x7b00_0000_0000, 0x7c00_0000_0000, Category::SanitizerAllocator),
-    ("libtsan.so", 0x0080_0000_0000, 0x7e80_0000_0000, Category::SanitizerShadow),
-];
-
-/// The sanitizer category of an anonymous address that no call explains, when the process
-/// loaded that sanitizer's runtime.
-fn sanitizer_region(at: u64, sym: &Symbolizer) -> Option<Category> {
-    SANITIZER_RANGES.iter().find_map(|&(lib, lo, hi, c)| {
-        let loaded =
-            || sym.modules().iter().any(|m| m.path.rsplit('/').next().is_some_and(|f| f.starts_with(lib)));
-        (lo <= at && at < hi && loaded()).then_some(c)
-    })
-}
-
-/// A thread stack found in the final map.
-struct StackOwner {
-    tid: Option<u32>,
-    creator: Option<u32>,
-    creator_stack: Vec<u64>,
-}
-
 /// The thread whose stack a region mapped by a call `c` is, in a trace of the syscall recorder
 /// (where libc's own stack mappings are recorded calls): a thread started on it, and the call
 /// is an anonymous mmap made outside the Go runtime (a Go thread's stack lies in the Go heap).
@@ -648,72 +501,10 @@ fn recorded_stack<'s>(
     sym: &mut Symbolizer,
 ) -> Option<&'s StackOwner> {
     let anon = c.call == CallKind::Mmap && c.args[3] & libc::MAP_ANONYMOUS as u64 != 0;
-    (crate::recorder::recorded(rec) && anon && owner.is_some_and(|o| o.tid.is_some()))
+    (crate::launch::recorder::recorded(rec) && anon && owner.is_some_and(|o| o.tid.is_some()))
         .then_some(owner)
         .flatten()
         .filter(|_| go_purpose(sym, &c.stack).is_none())
-}
-
-/// Final-map region index -> the thread whose stack it is (its rw part and its guard page).
-fn thread_stacks(rec: &Recording, regions: &[Region]) -> HashMap<usize, StackOwner> {
-    let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
-    let mut out = HashMap::new();
-    let find = |addr: u64| regions.iter().position(|r| r.start <= addr && addr < r.end);
-    // Later threads reuse cached stacks of exited ones: the last to start owns the region.
-    for t in &rec.threads {
-        let Some(i) = find(t.sp) else { continue };
-        if regions[i].is_file() {
-            continue;
-        }
-        out.insert(
-            i,
-            StackOwner {
-                tid: Some(t.tid),
-                creator: Some(t.creator_tid),
-                creator_stack: t.creator_stack.clone(),
-            },
-        );
-        let guard = match t.guard_size {
-            u64::MAX => page,
-            g => g.div_ceil(page).saturating_mul(page),
-        };
-        if guard > 0
-            && i > 0
-            && regions[i - 1].end == regions[i].start
-            && regions[i - 1].size() == guard
-            && regions[i - 1].perms.starts_with("---")
-            && regions[i - 1].is_anonymous()
-        {
-            out.insert(
-                i - 1,
-                StackOwner {
-                    tid: Some(t.tid),
-                    creator: Some(t.creator_tid),
-                    creator_stack: t.creator_stack.clone(),
-                },
-            );
-        }
-    }
-    // Stacks no recorded thread runs on now (cached after their thread exited, or made before
-    // the shim loaded) still carry MAP_STACK's VmFlags mark `nh` (kernel >= 6.7).
-    for (i, r) in regions.iter().enumerate() {
-        if !out.contains_key(&i)
-            && r.is_anonymous()
-            && r.perms.starts_with("rw")
-            && r.has_flag("nh")
-            && !r.has_flag("nr")
-        {
-            out.insert(i, StackOwner { tid: None, creator: None, creator_stack: vec![] });
-            if i > 0
-                && regions[i - 1].end == r.start
-                && regions[i - 1].perms.starts_with("---")
-                && regions[i - 1].size() == page
-            {
-                out.insert(i - 1, StackOwner { tid: None, creator: None, creator_stack: vec![] });
-            }
-        }
-    }
-    out
 }
 
 /// The address space the replay arrived at, for traces without the kernel's final map.
@@ -761,76 +552,4 @@ fn merge_adjacent(v: Vec<Attributed>) -> Vec<Attributed> {
         out.push(a);
     }
     out
-}
-
-/// Arenas in order of appearance, with who uses them and what they hold at the end.
-fn arena_rows(rec: &Recording, regions: &[Attributed]) -> Vec<ArenaRow> {
-    let mut rows: Vec<ArenaRow> = Vec::new();
-    for c in rec.calls.values().filter(|c| c.call == CallKind::ArenaAttach) {
-        let address = c.args[2];
-        match rows.iter_mut().find(|r| r.address == address) {
-            Some(r) => {
-                if !r.tids.contains(&c.tid) {
-                    r.tids.push(c.tid);
-                }
-            }
-            None => {
-                let id = (address != 0).then(|| rows.iter().filter(|r| r.id.is_some()).count() + 1);
-                rows.push(ArenaRow { id, address, creator: c.tid, tids: vec![c.tid], heaps: 0, bytes: 0 });
-            }
-        }
-    }
-    // Heaps in the final map: the regions each arena event placed, grouped by heap base.
-    let mut heap_of: HashMap<u64, u64> = HashMap::new();
-    for c in rec.calls.values().filter(|c| c.call == CallKind::ArenaAttach && c.args[0] != 0) {
-        heap_of.entry(c.args[0]).or_insert(c.args[2]);
-    }
-    let mut seen_heaps: HashMap<u64, ()> = HashMap::new();
-    for r in regions.iter().filter(|r| r.category == Category::MallocArena) {
-        let base = r.start & !(crate::replay::HEAP_MAX - 1);
-        if let Some(row) = heap_of.get(&base).and_then(|a| rows.iter_mut().find(|x| x.address == *a)) {
-            row.bytes += r.size();
-            if seen_heaps.insert(base, ()).is_none() {
-                row.heaps += 1;
-            }
-        }
-    }
-    rows
-}
-
-fn thread_rows(rec: &Recording, regions: &[Attributed], arenas: &[ArenaRow]) -> Vec<ThreadRow> {
-    let mut rows: BTreeMap<u32, ThreadRow> = BTreeMap::new();
-    if let Some(s) = &rec.start {
-        let name = s.exe.rsplit('/').next().map(str::to_string);
-        rows.insert(s.pid, ThreadRow { tid: s.pid, name, ..ThreadRow::default() });
-    }
-    for t in &rec.threads {
-        let row = rows.entry(t.tid).or_insert_with(|| ThreadRow { tid: t.tid, ..ThreadRow::default() });
-        row.creator_tid = Some(t.creator_tid);
-    }
-    for &tid in &rec.call_tids {
-        rows.entry(tid).or_insert_with(|| ThreadRow { tid, ..ThreadRow::default() });
-    }
-    for a in arenas {
-        for t in &a.tids {
-            if let Some(row) = rows.get_mut(t) {
-                row.arenas.push(a.id);
-            }
-        }
-    }
-    for row in rows.values_mut() {
-        if let Some(name) = rec.thread_names.get(&row.tid) {
-            row.name = Some(name.clone());
-        }
-    }
-    for r in regions {
-        let Some(row) = r.tid.and_then(|t| rows.get_mut(&t)) else { continue };
-        row.reserved_bytes += r.size();
-        match r.category {
-            Category::ThreadStack | Category::MainStack => row.stack_bytes += r.size(),
-            Category::MallocArena => row.arena_bytes += r.size(),
-            _ => {}
-        }
-    }
-    rows.into_values().collect()
 }

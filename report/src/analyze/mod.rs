@@ -8,21 +8,120 @@
 //! that map, so what the child inherited keeps the parent's category, thread and stack. The
 //! parent may itself be a fork child: its own inheritance is worked out the same way first.
 
-use crate::attribute::{self, Attributed, Attribution, Inheritance};
-use crate::maps::Region;
-use crate::read::{self, ReadError, Recording};
-use crate::symbolize::Symbolizer;
-use crate::tree::{self, EXEC_STATUS, Run};
+pub mod advice;
+pub mod arenas;
+pub mod attribute;
+pub mod categories;
+pub mod dns;
+pub mod gopurpose;
+pub mod processes;
+pub mod stacks;
+pub mod threads;
+
+use crate::load::maps::Region;
+use crate::load::read::{self, ReadError, Recording};
+use crate::load::tree::{self, EXEC_STATUS, Run};
+use crate::symbolize::{Frame, Symbolizer};
+use attribute::{Attributed, Attribution, Category, Inheritance};
+use processes::Row;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
-/// One image analysed, with its place in its process.
-pub struct Analysis {
+/// One image read, replayed and attributed, with its place in its process: what every process
+/// of a run gets (its row of the process table comes from it). [`Analysis::new`] completes the
+/// one a report shows.
+pub struct Image {
     pub rec: Recording,
     pub attr: Attribution,
     pub sym: Symbolizer,
     /// VSZ over time as the hooks saw it.
     pub series: Vec<(u64, u64)>,
     pub context: Context,
+}
+
+/// What a report shows, computed once: one image's attribution, and every figure and verdict the
+/// renderers print (categories, Go purposes, call stacks, advice, DNS, the process table). A
+/// renderer takes this and options and computes nothing.
+///
+/// Names for addresses are looked up on demand ([`Analysis::frames`]) and remembered by the
+/// symbolizer: the text report prints a few stacks, and naming every region's stack up front
+/// would read the DWARF of libraries it never names.
+pub struct Analysis {
+    pub rec: Recording,
+    pub attr: Attribution,
+    sym: RefCell<Symbolizer>,
+    /// VSZ over time as the hooks saw it.
+    pub series: Vec<(u64, u64)>,
+    pub context: Context,
+    /// Every category with its bytes and regions, in [`Category::ALL`]'s order (zeros included).
+    pub categories: Vec<(Category, u64, usize)>,
+    pub go_runtime: Vec<attribute::GoPurpose>,
+    /// Every call stack group, largest first.
+    pub top_stacks: Vec<stacks::StackGroup>,
+    pub advice: Vec<advice::Advice>,
+    pub dns: dns::Dns,
+    /// Hooked functions another library took ahead of the shim: (library, functions).
+    pub shadowed: Vec<(String, Vec<String>)>,
+    /// Bytes a fork child still has from its parent.
+    pub inherited_bytes: u64,
+    /// `unattributed` and what came from an untraced parent.
+    pub unexplained_bytes: u64,
+    pub attributed_fraction: f64,
+    /// Every process of the run, in tree order (empty for a section of `--tree`).
+    pub processes: Vec<Row>,
+    /// The trace that `vmshim report` gives every section from (the text's process table says
+    /// how to ask for one); empty when no table is shown.
+    pub run_trace: String,
+}
+
+impl Analysis {
+    /// Completes `image`'s analysis for a report that lists `processes`.
+    pub fn new(image: Image, processes: Vec<Row>) -> Analysis {
+        let Image { rec, attr, mut sym, series, context } = image;
+        let categories = Category::ALL
+            .iter()
+            .map(|&c| {
+                let (b, n) = attr.bytes_of(c);
+                (c, b, n)
+            })
+            .collect();
+        let dns = dns::analyse(&rec, &mut sym);
+        Analysis {
+            categories,
+            go_runtime: attr.go_purposes(),
+            top_stacks: stacks::top_stacks(&attr),
+            advice: advice::advise(&attr),
+            dns,
+            shadowed: rec.shadowed(),
+            inherited_bytes: attr.inherited_bytes(),
+            unexplained_bytes: attr.unexplained_bytes(),
+            attributed_fraction: attr.attributed_fraction(),
+            processes,
+            run_trace: String::new(),
+            rec,
+            attr,
+            sym: RefCell::new(sym),
+            series,
+            context,
+        }
+    }
+
+    /// Bytes and regions of category `c`.
+    pub fn bytes_of(&self, c: Category) -> (u64, usize) {
+        self.categories.iter().find(|x| x.0 == c).map_or((0, 0), |&(_, b, n)| (b, n))
+    }
+
+    /// The symbolized frames of a stack of return addresses, innermost first (inlined frames
+    /// included).
+    pub fn frames(&self, stack: &[u64]) -> Vec<Frame> {
+        let mut sym = self.sym.borrow_mut();
+        stack.iter().flat_map(|&a| sym.symbolize(a, true)).collect()
+    }
+
+    /// The load bias of the module that holds `addr`.
+    pub fn module_base(&self, addr: u64) -> Option<u64> {
+        self.sym.borrow().module_of(addr).map(|m| m.base)
+    }
 }
 
 /// What the report says about where the analysed image stands.
@@ -67,32 +166,6 @@ pub struct Untraced {
     pub map_known: bool,
 }
 
-/// One row of the run's process table.
-#[derive(Clone, Debug)]
-pub struct Row {
-    pub pid: u32,
-    pub ppid: u32,
-    pub depth: usize,
-    pub command: String,
-    pub exe: String,
-    /// The trace of the image the row's figures are about, and all the process's traces.
-    pub trace: PathBuf,
-    pub traces: Vec<PathBuf>,
-    pub images: usize,
-    pub vsz_bytes: u64,
-    /// Whether VSZ is the kernel's map at exit (else the replay's, a lower bound).
-    pub vsz_from_kernel: bool,
-    pub rss_bytes: Option<u64>,
-    pub threads: usize,
-    pub ended: String,
-    pub inherited_bytes: u64,
-    pub own_bytes: u64,
-    pub fork_of: Option<ForkOf>,
-    pub explained_fraction: f64,
-    pub events: u64,
-    pub untraced_final: Option<Untraced>,
-}
-
 /// How many generations of fork parents are replayed for one child's inheritance.
 const MAX_GENERATIONS: usize = 32;
 
@@ -104,7 +177,7 @@ fn ended(exit: Option<&vmshim_trace::decode::Exit>) -> String {
 /// Whether the image whose map this is was recorded: the shim is in it, or (issue 15) the
 /// syscall recorder wrote `rec` from outside.
 fn has_shim(map: &[Region], rec: &Recording) -> bool {
-    crate::recorder::recorded(rec) || map.iter().any(|r| r.file_path().ends_with("/libvmshim.so"))
+    crate::launch::recorder::recorded(rec) || map.iter().any(|r| r.file_path().ends_with("/libvmshim.so"))
 }
 
 /// Whether the ELF file at `path` has no PT_INTERP (64-bit little-endian files only).
@@ -138,7 +211,7 @@ fn exe_of_map(map: &[Region]) -> String {
 }
 
 /// The analysis of the given trace's own image, with what it inherited when it began in a fork.
-pub fn of_trace(trace: &Path) -> Result<Analysis, ReadError> {
+pub fn of_trace(trace: &Path) -> Result<Image, ReadError> {
     match tree::find(trace) {
         Some(run) => Ok(of_image(&run, run.chosen, run.chosen_image, None)?),
         None => of_image_alone(trace, None),
@@ -146,7 +219,7 @@ pub fn of_trace(trace: &Path) -> Result<Analysis, ReadError> {
 }
 
 /// The analysis of a trace outside any run listing (no start record: `load` says why).
-pub fn of_image_alone(trace: &Path, fin: Option<read::Final>) -> Result<Analysis, ReadError> {
+pub fn of_image_alone(trace: &Path, fin: Option<read::Final>) -> Result<Image, ReadError> {
     let mut rec = read::load(trace)?;
     if let Some(fin) = fin {
         fin.apply(&mut rec);
@@ -155,7 +228,7 @@ pub fn of_image_alone(trace: &Path, fin: Option<read::Final>) -> Result<Analysis
     let replay = std::mem::take(&mut rec.replay);
     let mut sym = Symbolizer::new(attribute::modules(&rec));
     let attr = attribute::attribute(&rec, &replay, &mut sym, None);
-    Ok(Analysis { rec, attr, sym, series: replay.series, context: Context::default() })
+    Ok(Image { rec, attr, sym, series: replay.series, context: Context::default() })
 }
 
 fn warn_cut(rec: &Recording, trace: &Path) {
@@ -182,7 +255,7 @@ fn load_image(run: &Run, p: usize, image: usize, fin: Option<read::Final>) -> Re
 
 /// The analysis that answers for process `p`: its last image, or the final image after it that
 /// the shim was not in, when the kernel's map at exit is that image's.
-pub fn answer(run: &Run, p: usize, fin: Option<read::Final>) -> Result<Analysis, ReadError> {
+pub fn answer(run: &Run, p: usize, fin: Option<read::Final>) -> Result<Image, ReadError> {
     let last = run.processes[p].images.len() - 1;
     let rec = load_image(run, p, last, fin)?;
     if rec.final_maps.as_deref().is_some_and(|m| !has_shim(m, &rec)) {
@@ -192,7 +265,7 @@ pub fn answer(run: &Run, p: usize, fin: Option<read::Final>) -> Result<Analysis,
 }
 
 /// The analysis of image `image` of process `p`.
-pub fn of_image(run: &Run, p: usize, image: usize, fin: Option<read::Final>) -> Result<Analysis, ReadError> {
+pub fn of_image(run: &Run, p: usize, image: usize, fin: Option<read::Final>) -> Result<Image, ReadError> {
     let last = run.processes[p].images.len() - 1;
     let rec = load_image(run, p, image, fin)?;
     let last_rec = if image == last { None } else { read::load(&run.processes[p].images[last].trace).ok() };
@@ -200,7 +273,7 @@ pub fn of_image(run: &Run, p: usize, image: usize, fin: Option<read::Final>) -> 
 }
 
 /// Attributes a loaded image; `last_rec` is the process's last image when that is another one.
-fn analyse(run: &Run, p: usize, image: usize, mut rec: Recording, last_rec: Option<&Recording>) -> Analysis {
+fn analyse(run: &Run, p: usize, image: usize, mut rec: Recording, last_rec: Option<&Recording>) -> Image {
     let proc_ = &run.processes[p];
     let mut context = context_of(run, p, last_rec.unwrap_or(&rec));
     context.image = image;
@@ -220,12 +293,12 @@ fn analyse(run: &Run, p: usize, image: usize, mut rec: Recording, last_rec: Opti
         });
     }
     let attr = attribute::attribute(&rec, &replay, &mut sym, inheritance.as_ref());
-    Analysis { rec, attr, sym, series: replay.series, context }
+    Image { rec, attr, sym, series: replay.series, context }
 }
 
 /// The final image the shim was not in, explained by the kernel's map at exit alone (`full`,
 /// the last traced image's recording, holds that map).
-fn untraced_final(run: &Run, p: usize, mut full: Recording) -> Analysis {
+fn untraced_final(run: &Run, p: usize, mut full: Recording) -> Image {
     let mut context = context_of(run, p, &full);
     context.image = context.images.len() - 1;
     let map = full.final_maps.take().unwrap_or_default();
@@ -245,7 +318,7 @@ fn untraced_final(run: &Run, p: usize, mut full: Recording) -> Analysis {
     let replay = crate::replay::Replay::default();
     let mut sym = Symbolizer::new(attribute::modules(&rec));
     let attr = attribute::attribute(&rec, &replay, &mut sym, None);
-    Analysis { rec, attr, sym, series: vec![], context }
+    Image { rec, attr, sym, series: vec![], context }
 }
 
 /// The images of process `p` for the report, with the final untraced one when `last` (the
@@ -318,47 +391,4 @@ fn inheritance(
     let mut regions: Vec<Attributed> = attr.regions;
     regions.sort_by_key(|r| r.start);
     Some(Inheritance::Parent { pid: parent.pid, regions })
-}
-
-/// The process table's row for process `p`, from the analysis of its answer image.
-pub fn row(run: &Run, p: usize, a: &Analysis) -> Row {
-    let proc_ = &run.processes[p];
-    let (rec, attr) = (&a.rec, &a.attr);
-    let s = rec.start.as_ref();
-    let command = s
-        .map(|s| s.argv.join(" "))
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| s.map(|s| s.exe.clone()).unwrap_or_default());
-    let inherited = attr.inherited_bytes();
-    Row {
-        pid: proc_.pid,
-        ppid: proc_.ppid,
-        depth: proc_.depth,
-        command,
-        exe: s.map(|s| s.exe.clone()).unwrap_or_default(),
-        trace: proc_.images.get(a.context.image).unwrap_or(proc_.last()).trace.clone(),
-        traces: proc_.images.iter().map(|i| i.trace.clone()).collect(),
-        images: a.context.images.len(),
-        vsz_bytes: attr.final_bytes,
-        vsz_from_kernel: attr.kernel_final_bytes.is_some(),
-        rss_bytes: attr.rss_bytes,
-        threads: attr.threads.len(),
-        // After an exec into an image without the shim and without a map, the exec is the last
-        // thing seen.
-        ended: {
-            let images = &a.context.images;
-            let back = match &a.context.untraced_final {
-                Some(u) if !u.map_known => 2,
-                _ => 1,
-            };
-            let seen = images.len().checked_sub(back).and_then(|i| images.get(i));
-            seen.map_or("not observed".to_string(), |i| i.ended.clone())
-        },
-        inherited_bytes: inherited,
-        own_bytes: attr.final_bytes.saturating_sub(inherited),
-        fork_of: a.context.fork_of,
-        explained_fraction: attr.attributed_fraction(),
-        events: rec.recorded,
-        untraced_final: a.context.untraced_final.clone(),
-    }
 }

@@ -1,7 +1,7 @@
 //! Advice: what each lever would save, computed from the run's own figures, offered only where
 //! the run shows the thing it would change.
 
-use crate::attribute::{Attribution, Category};
+use crate::analyze::attribute::{Attribution, Category};
 
 /// One what-if.
 pub struct Advice {

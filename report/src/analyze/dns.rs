@@ -5,9 +5,8 @@
 //! (GODEBUG, LOCALDOMAIN, RES_OPTIONS, HOSTALIASES, nsswitch.conf's `hosts:` line) say what the
 //! Go runtime should have chosen; the verdict says what ran and whether the two agree.
 
-use crate::read::Recording;
+use crate::load::read::Recording;
 use crate::symbolize::Symbolizer;
-use serde_json::{Value, json};
 use std::fmt::Write;
 use vmshim_trace::decode::Resolve;
 use vmshim_trace::{CallKind, LOADING_FUNCTIONS};
@@ -189,10 +188,36 @@ fn loaded_during(rec: &Recording, idx: usize) -> Vec<String> {
         .collect()
 }
 
+/// The DNS verdict and the lookups behind it, in the words and figures the reports show.
 pub struct Dns {
     pub verdict: String,
-    pub json: Value,
+    /// The text report's lines under the verdict: each lookup, then its stack.
     pub lines: Vec<String>,
+    /// Whether a libc resolver call was seen.
+    pub observed: bool,
+    /// What the Go build and the environment say the runtime should choose, and why.
+    pub expected: Option<(Path, String)>,
+    pub go_build: Option<GoBuild>,
+    pub nsswitch_hosts: Option<String>,
+    pub nss_modules_loaded: Vec<String>,
+    pub calls: Vec<Lookup>,
+}
+
+/// One lookup the program made through libc.
+pub struct Lookup {
+    pub api: &'static str,
+    pub name: String,
+    pub service: String,
+    pub family: &'static str,
+    pub socktype: i32,
+    pub flags: String,
+    pub result: Vec<String>,
+    /// Empty when the call succeeded.
+    pub error: String,
+    pub duration_ns: u64,
+    pub tid: u32,
+    pub nss_modules: Vec<String>,
+    pub stack: Vec<crate::symbolize::Frame>,
 }
 
 pub fn analyse(rec: &Recording, sym: &mut Symbolizer) -> Dns {
@@ -256,24 +281,31 @@ pub fn analyse(rec: &Recording, sym: &mut Symbolizer) -> Dns {
         for f in frames.iter().take(12) {
             lines.push(format!("          {}", f.function.as_deref().unwrap_or("?")));
         }
-        calls.push(json!({
-            "api": api_name(r), "name": r.name, "service": r.service,
-            "family": family_name(r.family), "socktype": r.socktype, "flags": flag_names(r.flags),
-            "result": addrs, "error": if error.is_empty() { Value::Null } else { json!(error) },
-            "duration_ns": r.end_ns.saturating_sub(r.start_ns), "tid": r.tid,
-            "nss_modules": modules, "stack": frames,
-        }));
+        calls.push(Lookup {
+            api: api_name(r),
+            name: r.name.clone(),
+            service: r.service.clone(),
+            family: family_name(r.family),
+            socktype: r.socktype,
+            flags: flag_names(r.flags),
+            result: addrs,
+            error,
+            duration_ns: r.end_ns.saturating_sub(r.start_ns),
+            tid: r.tid,
+            nss_modules: modules,
+            stack: frames,
+        });
     }
-    let json = json!({
-        "verdict": verdict,
-        "observed": if observed.is_some() { "libc" } else { "none" },
-        "expected": expect.as_ref().map(|(p, why)| json!({"path": if *p == Path::Go { "go" } else { "libc" }, "reason": why})),
-        "go_build": build.as_ref().map(|b| json!({"version": b.version, "cgo_enabled": b.cgo_enabled, "tags": b.tags})),
-        "nsswitch_hosts": hosts,
-        "nss_modules_loaded": nss,
-        "calls": calls,
-    });
-    Dns { verdict, json, lines }
+    Dns {
+        verdict,
+        lines,
+        observed: observed.is_some(),
+        expected: expect,
+        go_build: build,
+        nsswitch_hosts: hosts,
+        nss_modules_loaded: nss,
+        calls,
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //! (origin fork) always starts a new process, as does a trace of a pid whose earlier image
 //! ended for good (an observed exit that was not an exec).
 
-use crate::read;
+use crate::load::read;
 use std::path::{Path, PathBuf};
 use vmshim_trace::decode::{Fork, Start};
 

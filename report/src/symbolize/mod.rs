@@ -14,6 +14,8 @@
 //! and *module-relative* ones, the ELF virtual addresses that symbol tables and DWARF use
 //! (absolute = module-relative + the module's load bias).
 
+pub mod gosym;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
@@ -214,7 +216,7 @@ struct DebugInfo {
     symbols: SymbolTable,
     /// A Go binary's own table (`.gopclntab`), which stripping keeps: it names Go frames, with
     /// their inlined calls, whether or not DWARF and symtab are there.
-    go: Option<crate::gosym::GoTable>,
+    go: Option<crate::symbolize::gosym::GoTable>,
 }
 
 /// Parsed debug information by (path, build id).
@@ -325,12 +327,12 @@ impl DebugInfo {
 /// The Go table of a Go binary (one with a `.gopclntab` or `.go.buildinfo` section: an
 /// externally linked PIE folds the table into `.data.rel.ro`), read whole; None for any other
 /// file, or a Go table this reader does not know (then DWARF and symtab are all there is).
-fn go_table(elf: &ElfFile<'_>, path: &Path) -> Option<crate::gosym::GoTable> {
+fn go_table(elf: &ElfFile<'_>, path: &Path) -> Option<crate::symbolize::gosym::GoTable> {
     let go = elf.section_by_name(".gopclntab").is_some() || elf.section_by_name(".go.buildinfo").is_some();
     if !go {
         return None;
     }
-    crate::gosym::GoTable::parse(&std::fs::read(path).ok()?).ok().flatten()
+    crate::symbolize::gosym::GoTable::parse(&std::fs::read(path).ok()?).ok().flatten()
 }
 
 /// Demangles an Itanium C++ (`_Z`) or Rust (`_R`, legacy `_ZN..h<hash>E`) symbol and leaves any
@@ -806,7 +808,10 @@ mod tests {
                 .is_some_and(|name| name.ends_with("symbolize::tests::marker_function")),
             "{frames:#?}"
         );
-        assert!(outermost.file.as_deref().is_some_and(|file| file.ends_with("symbolize.rs")), "{frames:#?}");
+        assert!(
+            outermost.file.as_deref().is_some_and(|file| file.ends_with("symbolize/mod.rs")),
+            "{frames:#?}"
+        );
     }
 
     /// Go 1.19 names functions in .symtab and compresses its DWARF (`SHF_COMPRESSED` sections).

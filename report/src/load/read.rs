@@ -1,7 +1,7 @@
 //! Reading a trace file into the pieces the later stages use, and appending what `vmshim run`
 //! learns after the target is gone (the kernel's final map, the exit status).
 
-use crate::maps::{self, Region};
+use crate::load::maps::{self, Region};
 use crate::replay::{Replay, Replayer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};

@@ -296,7 +296,7 @@ struct Tracer<'a> {
     announced: HashMap<i32, (i32, bool)>,
     /// New tasks that stopped before their parent's event said who they are.
     early: HashSet<i32>,
-    exits: Vec<crate::watch::Capture>,
+    exits: Vec<crate::launch::watch::Capture>,
     top_status: Option<i32>,
     page_size: u32,
     /// The modules' unwind tables, read once for the whole recording.
@@ -728,7 +728,7 @@ impl<'a> Tracer<'a> {
                 128 + libc::WTERMSIG(status)
             };
             if let Some(smaps) = p.final_smaps {
-                self.exits.push(crate::watch::Capture {
+                self.exits.push(crate::launch::watch::Capture {
                     pid: tgid as u32,
                     code,
                     mono_ns: p.final_at,
@@ -770,7 +770,7 @@ fn ppid_of(pid: i32) -> Option<u32> {
 }
 
 fn monotonic_ns() -> u64 {
-    crate::watch::monotonic_ns()
+    crate::launch::watch::monotonic_ns()
 }
 
 fn realtime_ns() -> u64 {
@@ -792,11 +792,11 @@ pub fn program_path(cmd: &std::ffi::OsStr) -> std::path::PathBuf {
 }
 
 /// The recorder a trace names in its `Config` record (`recorder=...`), when it is this one.
-pub fn name_of(rec: &crate::read::Recording) -> Option<&str> {
+pub fn name_of(rec: &crate::load::read::Recording) -> Option<&str> {
     rec.config.iter().find(|(k, _)| k == "recorder").map(|(_, v)| v.as_str())
 }
 
 /// Whether the syscall recorder wrote the trace.
-pub fn recorded(rec: &crate::read::Recording) -> bool {
+pub fn recorded(rec: &crate::load::read::Recording) -> bool {
     name_of(rec).is_some()
 }

@@ -1,0 +1,268 @@
+//! `vmshim run`: checks where the trace may go, runs the target under the shim ([`launch`]),
+//! adds the kernel's maps at exit to the traces, then reports as `vmshim report` does. Its exit
+//! status is the target's; what vmshim itself could not do is a warning (exit 2 with --strict).
+
+use super::{Dest, report};
+use crate::load::{read, tree};
+use crate::render::Options;
+use crate::{Error, cli, launch};
+use std::path::{Path, PathBuf};
+
+/// libvmshim.so, built beside this executable.
+fn shim_path() -> Result<PathBuf, Error> {
+    let exe = std::env::current_exe().map_err(|e| Error(2, format!("cannot find my own path: {e}")))?;
+    let lib = exe.with_file_name("libvmshim.so");
+    if lib.is_file() {
+        Ok(lib)
+    } else {
+        Err(Error(2, format!("{} is missing: build the workspace (cargo build --workspace)", lib.display())))
+    }
+}
+
+/// A random id for one `vmshim run`, which the shim writes into every trace of the run.
+fn new_run_id() -> u64 {
+    use std::io::Read;
+    let mut id = [0u8; 8];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut id));
+    if random.is_err() {
+        // No entropy source: time and pid still tell runs apart.
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        return (t as u64) ^ ((std::process::id() as u64) << 40);
+    }
+    u64::from_le_bytes(id).max(1)
+}
+
+/// Adds each watched exit's map to the trace of the process image that made it: the trace of
+/// that pid begun last before the exit, among the images of `run` (the run's listing that
+/// found `top`, reused: a second listing of a thousand traces cost ~20 ms).
+fn attach_exit_maps(
+    top: &Path,
+    run: &tree::Run,
+    exits: &[launch::watch::Capture],
+    strict: bool,
+    code: &mut u8,
+) {
+    if exits.is_empty() {
+        return;
+    }
+    let images: Vec<&tree::Image> = run.processes.iter().flat_map(|p| p.images.iter()).collect();
+    for c in exits.iter().filter(|c| !c.smaps.is_empty()) {
+        let Some(path) = images
+            .iter()
+            .filter(|i| i.start.pid == c.pid && i.start.mono_ns <= c.mono_ns && i.trace != top)
+            .max_by_key(|i| i.start.mono_ns)
+            .map(|i| &i.trace)
+        else {
+            continue;
+        };
+        let status = (c.code & 0xff) << 8;
+        let fin = read::Final {
+            smaps: Some(c.smaps.clone()),
+            thread_names: c.thread_names.clone(),
+            raw_status: status,
+            how: format!("exited {}", c.code & 0xff),
+        };
+        if let Err(e) = read::append_final(path, &fin) {
+            warn(strict, code, &format!("cannot add the kernel's map at exit to {} ({e})", path.display()));
+        }
+    }
+}
+
+/// The trace of the program image that exited: the last image of the process whose first
+/// trace is `first` (or, when `first` was taken by an older file, the first free name after
+/// it), among its run's traces (`tree` lists them). Only traces whose start record names `pid`
+/// and came after `since` (Unix ns) count, so an older trace left under that name by an earlier
+/// run with the same pid is never taken. `vmshim report` picks the same image.
+fn last_image_trace(first: &Path, pid: u32, since: u64) -> Option<(PathBuf, tree::Run)> {
+    tree::last_image_of(first, pid, since)
+}
+
+/// What kind of thing is at `p`, if it is not something a trace may be written beside or
+/// numbered after (a regular file, a symlink, nothing).
+fn not_a_trace_path(p: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::symlink_metadata(p).ok()?.file_type();
+    Some(match () {
+        _ if t.is_file() || t.is_symlink() => return None,
+        _ if t.is_dir() => "a directory",
+        _ if t.is_char_device() => "a character device",
+        _ if t.is_block_device() => "a block device",
+        _ if t.is_fifo() => "a FIFO",
+        _ if t.is_socket() => "a socket",
+        _ => "not a regular file",
+    })
+}
+
+/// Checks `--out` before anything runs. The rule, the shim's too: a trace never replaces,
+/// truncates or follows what is there. A name taken by a file (or a symlink) makes the trace
+/// go to the first free `NAME.N`; a name taken by anything else is refused; a directory that
+/// is missing or not writable is said now (the target then runs untraced).
+fn check_out(p: &Path) -> Result<Option<String>, Error> {
+    if let Some(kind) = not_a_trace_path(p) {
+        return Err(Error(
+            2,
+            format!("--out {} is {kind}, not a trace file: name a new file (nothing was run)", p.display()),
+        ));
+    }
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Ok(dir_problem(dir))
+}
+
+/// Why no trace can be created in `dir`, if that is known before trying.
+fn dir_problem(dir: &Path) -> Option<String> {
+    match std::fs::metadata(dir) {
+        Err(e) => Some(format!("{}: {e}", dir.display())),
+        Ok(m) if !m.is_dir() => Some(format!("{} is not a directory", dir.display())),
+        Ok(_) => (!launch::writable_dir(dir)).then(|| format!("{}: not writable", dir.display())),
+    }
+}
+
+/// A problem on vmshim's side, after the target ran: a warning, and the target's status stands
+/// unless `--strict` asks for 2.
+fn warn(strict: bool, code: &mut u8, msg: &str) {
+    eprintln!("vmshim: warning: {msg}");
+    if strict {
+        *code = 2;
+    }
+}
+
+pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
+    // Issue 15: what LD_PRELOAD cannot reach (static, static-pie) and `--syscalls` go to the
+    // syscall recorder.
+    let (program, recorded) = match launch::resolve_target(&a.cmd[0]) {
+        Ok(p) => (p, a.syscalls),
+        Err(launch::LaunchError::NotDynamic { .. }) => {
+            (crate::launch::recorder::program_path(&a.cmd[0]), true)
+        }
+        Err(e) => return Err(Error(2, e.to_string())),
+    };
+    let lib = if recorded { PathBuf::new() } else { shim_path()? };
+    let sanitizer = launch::sanitizer_runtime(&program);
+    let cwd = std::env::current_dir().map_err(|e| Error(2, format!("no working directory: {e}")))?;
+    let (template, early_problem) = match &a.out {
+        Some(p) => (cwd.join(p), check_out(p)?),
+        None => (cwd.join("vmshim.%p.trace"), dir_problem(&cwd)),
+    };
+    if let Some(why) = &early_problem {
+        eprintln!("vmshim: warning: no trace can be written ({why}); the program runs untraced");
+    }
+    // A sanitizer runtime insists on coming first in the loader's list (ASan refuses to start
+    // otherwise): put the one the target links before the shim.
+    let mut preload = std::ffi::OsString::new();
+    if let Some(first) = sanitizer.as_ref().and_then(|r| r.library.as_ref()) {
+        preload.push(first);
+        preload.push(":");
+    }
+    preload.push(lib);
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        preload.push(":");
+        preload.push(old);
+    }
+    // Nothing can be recorded: the target runs as it would bare.
+    let run_id = new_run_id();
+    // LeakSanitizer stops the world at exit with ptrace on every thread, which fails on a thread
+    // vmshim traces: such a target is not traced; the exit watcher sees its exit.
+    let hold = !a.attachable && !sanitizer.as_ref().is_some_and(|r| r.uses_ptrace);
+    if let Some(r) = sanitizer.as_ref().filter(|r| r.uses_ptrace && a.no_watch) {
+        eprintln!(
+            "vmshim: {} links {}, whose leak check stops the world with ptrace at exit: vmshim does \
+             not trace it, and --no-watch leaves the exit watcher out, so the report replays the \
+             recorded calls without the kernel's map at exit (ASAN_OPTIONS=detect_leaks=0 keeps it)",
+            a.cmd[0].to_string_lossy(),
+            r.name
+        );
+    }
+    let mut env = Vec::new();
+    if early_problem.is_none() {
+        env.push(("LD_PRELOAD".into(), preload));
+        env.push(("VMSHIM_OUT".into(), template.clone().into_os_string()));
+        env.push(("VMSHIM_RUN".into(), format!("{run_id:016x}").into()));
+        if hold {
+            env.push(("VMSHIM_TRACER".into(), std::process::id().to_string().into()));
+        }
+    }
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        .saturating_sub(1_000_000_000);
+    let me = std::env::current_exe().ok();
+    let watch = me.as_deref().filter(|_| !a.no_watch && early_problem.is_none());
+    let l = launch::Launch { program: &program, args: &a.cmd[1..], env, hold, watch };
+    let outcome = if recorded {
+        let req = crate::launch::recorder::Request {
+            program: &program,
+            args: &a.cmd[1..],
+            template: &template,
+            run_id,
+        };
+        crate::launch::recorder::run(&req)
+    } else {
+        launch::launch(&l)
+    }
+    .map_err(|e| Error(2, e.to_string()))?;
+    let mut code = outcome.exit_code.clamp(0, 255) as u8;
+    if let Some(launch::watch::State::Unavailable(why)) = &outcome.watched {
+        eprintln!("vmshim: note: no other process of the tree has the kernel's map at exit: {why}");
+    }
+    if outcome.left_running {
+        eprintln!("vmshim: stopped waiting for the tree; the processes left run on, unwatched from now");
+    }
+    let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
+    let Some((trace, run)) = last_image_trace(&first, outcome.pid, since) else {
+        if early_problem.is_none() {
+            warn(
+                a.strict,
+                &mut code,
+                &format!(
+                    "{} {}, but left no trace at {} (the shim did not load, or could not create the file)",
+                    a.cmd[0].to_string_lossy(),
+                    outcome.how,
+                    first.display()
+                ),
+            );
+        } else if a.strict {
+            code = 2;
+        }
+        return Ok(code);
+    };
+    // last_image_trace only ever answers `first` or a `first.N`; a `.N` of an exec'd image
+    // follows a `first` of the same pid, which needs no word.
+    if a.out.is_some() && trace != first && read::start_of(&first).is_none_or(|s| s.pid != outcome.pid) {
+        eprintln!("vmshim: {} was taken; the trace is {}", first.display(), trace.display());
+    }
+    attach_exit_maps(&trace, &run, &outcome.exits, a.strict, &mut code);
+    let fin = read::Final {
+        smaps: outcome.final_smaps,
+        thread_names: outcome.thread_names,
+        raw_status: outcome.raw_status,
+        how: outcome.how.clone(),
+    };
+    let kept_in_memory = match read::append_final(&trace, &fin) {
+        Ok(()) => None,
+        Err(e) => {
+            warn(
+                a.strict,
+                &mut code,
+                &format!(
+                    "cannot add the kernel's map at exit to {} ({e}); the report below has it, the file does not",
+                    trace.display()
+                ),
+            );
+            Some(fin)
+        }
+    };
+    let dest = match a.report {
+        Some(p) => Dest::File(p),
+        None => Dest::Stderr,
+    };
+    if let Err(Error(_, msg)) =
+        report::report(&trace, a.json, opts, Some(dest), a.html.as_deref(), kept_in_memory)
+    {
+        warn(a.strict, &mut code, &msg);
+    }
+    Ok(code)
+}
