@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Byte-identical check of two vmshim builds: same-reports.py OLD_VMSHIM NEW_VMSHIM DIR [-j N]
+"""Byte-identical check of two vmshim builds:
+same-reports.py OLD_VMSHIM NEW_VMSHIM DIR [-j N] [--added TEXT]...
 
 For every trace under DIR (a file that starts with the 8 bytes VMSHIMT1), runs
 `vmshim report T`, `vmshim report --json T` and `vmshim report --html F T` with both binaries
 and compares stdout, stderr, the exit status and the HTML page. Prints the count compared and
 every difference; exits 1 on any. DIR is only read (the pages go to a temporary directory).
+`--added TEXT` leaves out of the comparison the lines of the new build's output that contain
+TEXT: a field the newer build adds on purpose (say which in the commit or note).
 """
 import argparse
 import concurrent.futures
@@ -55,12 +58,22 @@ def first_difference(a, b, what):
     return f"{what}:\n" + "\n".join(line[:300] for line in diff[:40])
 
 
+ADDED = []
+
+
+def without_added(b):
+    if b is None or not ADDED:
+        return b
+    return b"".join(l for l in b.splitlines(keepends=True) if not any(t in l for t in ADDED))
+
+
 def compare(old, new, trace):
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for args in ([trace], ["--json", trace], ["--html", "@PAGE", trace]):
             o = run(old, args, tmp)
             n = run(new, args, tmp)
+            n = (n[0], without_added(n[1]), n[2], n[3])
             name = "vmshim report " + " ".join(args)
             if o[0] != n[0]:
                 out.append(f"{name}: exit {o[0]} -> {n[0]}")
@@ -77,7 +90,9 @@ def main():
     ap.add_argument("new")
     ap.add_argument("dir")
     ap.add_argument("-j", type=int, default=2)
+    ap.add_argument("--added", action="append", default=[], help="a text the new build adds on purpose")
     a = ap.parse_args()
+    ADDED.extend(t.encode() for t in a.added)
     old, new = os.path.abspath(a.old), os.path.abspath(a.new)
     found = list(traces(a.dir))
     differing = 0
