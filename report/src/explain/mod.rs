@@ -299,7 +299,14 @@ pub fn explain(a: &ExplainArgs, opts: &Options) -> Result<u8, Error> {
                 .collect(),
             threads_stopped,
         });
-        crate::render::json::to_text(&r)
+        if a.watch.is_some() {
+            // JSON Lines: this report on one line, then one line per round.
+            let mut line = serde_json::to_string(&r).unwrap_or_default();
+            line.push('\n');
+            line
+        } else {
+            crate::render::json::to_text(&r)
+        }
     } else {
         let mut t = crate::render::text::text(&an, opts);
         t.push_str(&format!("\nExplained from outside: {}\n", stopped));
@@ -328,7 +335,12 @@ fn watch(
         round += 1;
         std::thread::sleep(every);
         let s = take(a.pid, hold)?;
-        let text = changes(&prev, &s.attr, round, &stop_line(&s));
+        let c = changes(&prev, &s.attr);
+        let text = if a.json {
+            changes_json(&c, round, s.stop.as_nanos() as u64)
+        } else {
+            changes_text(&c, round, &stop_line(&s))
+        };
         write_out(Dest::Stdout, text.as_bytes())?;
         prev = s.attr;
     }
@@ -336,28 +348,47 @@ fn watch(
 }
 
 /// What changed between two snapshots: VSZ by category, and regions that appeared or went.
-fn changes(
-    a: &crate::analyze::attribute::Attribution,
-    b: &crate::analyze::attribute::Attribution,
-    round: usize,
-    stop: &str,
-) -> String {
+struct Changes<'a> {
+    vsz_bytes: u64,
+    vsz_change_bytes: i64,
+    /// Categories whose bytes changed, with the change.
+    categories: Vec<(crate::analyze::attribute::Category, i64)>,
+    appeared: Vec<&'a crate::analyze::attribute::Attributed>,
+    went: Vec<&'a crate::analyze::attribute::Attributed>,
+}
+
+fn changes<'a>(
+    a: &'a crate::analyze::attribute::Attribution,
+    b: &'a crate::analyze::attribute::Attribution,
+) -> Changes<'a> {
     use crate::analyze::attribute::Category;
-    let mut o = format!(
-        "\nRound {round}: VSZ {} KiB ({:+} KiB); {stop}\n",
-        b.final_bytes / 1024,
-        (b.final_bytes as i64 - a.final_bytes as i64) / 1024
-    );
-    for c in Category::ALL {
-        let (x, y) = (a.bytes_of(c).0 as i64, b.bytes_of(c).0 as i64);
-        if x != y {
-            o.push_str(&format!("  {:<16} {:>+12} KiB\n", c.name(), (y - x) / 1024));
-        }
-    }
+    let categories = Category::ALL
+        .iter()
+        .map(|&c| (c, b.bytes_of(c).0 as i64 - a.bytes_of(c).0 as i64))
+        .filter(|&(_, d)| d != 0)
+        .collect();
     let key = |r: &crate::analyze::attribute::Attributed| (r.start, r.end, r.category);
     let old: std::collections::HashSet<_> = a.regions.iter().map(key).collect();
     let new: std::collections::HashSet<_> = b.regions.iter().map(key).collect();
-    for r in b.regions.iter().filter(|r| !old.contains(&key(r))) {
+    Changes {
+        vsz_bytes: b.final_bytes,
+        vsz_change_bytes: b.final_bytes as i64 - a.final_bytes as i64,
+        categories,
+        appeared: b.regions.iter().filter(|r| !old.contains(&key(r))).collect(),
+        went: a.regions.iter().filter(|r| !new.contains(&key(r))).collect(),
+    }
+}
+
+fn changes_text(c: &Changes<'_>, round: usize, stop: &str) -> String {
+    let mut o = format!(
+        "\nRound {round}: VSZ {} KiB ({:+} KiB); {stop}\n",
+        c.vsz_bytes / 1024,
+        c.vsz_change_bytes / 1024
+    );
+    for (cat, d) in &c.categories {
+        o.push_str(&format!("  {:<16} {:>+12} KiB\n", cat.name(), d / 1024));
+    }
+    for r in &c.appeared {
         o.push_str(&format!(
             "  + {:#x}-{:#x} {:>10} KiB {}  {}\n",
             r.start,
@@ -367,7 +398,7 @@ fn changes(
             r.evidence.as_deref().unwrap_or("")
         ));
     }
-    for r in a.regions.iter().filter(|r| !new.contains(&key(r))) {
+    for r in &c.went {
         o.push_str(&format!(
             "  - {:#x}-{:#x} {:>10} KiB {}\n",
             r.start,
@@ -377,4 +408,22 @@ fn changes(
         ));
     }
     o
+}
+
+/// One round as one line of JSON (`--watch --json` prints JSON Lines: the first snapshot's
+/// report, then a line per round).
+fn changes_json(c: &Changes<'_>, round: usize, stop_ns: u64) -> String {
+    let region = |r: &&crate::analyze::attribute::Attributed| serde_json::json!({"start": r.start, "end": r.end, "category": r.category.name(), "evidence": r.evidence});
+    let v = serde_json::json!({
+        "round": round,
+        "stop_ns": stop_ns,
+        "vsz_bytes": c.vsz_bytes,
+        "vsz_change_bytes": c.vsz_change_bytes,
+        "categories": c.categories.iter().map(|(cat, d)| serde_json::json!({"category": cat.name(), "change_bytes": d})).collect::<Vec<_>>(),
+        "appeared": c.appeared.iter().map(region).collect::<Vec<_>>(),
+        "went": c.went.iter().map(region).collect::<Vec<_>>(),
+    });
+    let mut line = v.to_string();
+    line.push('\n');
+    line
 }
