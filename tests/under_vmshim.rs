@@ -129,13 +129,13 @@ pub fn run_handshake_settled(dir: &TestDir, prog: &Path, args: &[&str], env: &[(
             }
         }
         let run = finish_handshake(dir, h);
-        let (maps, report) = (&run.maps, &run.report);
+        let (maps, report) = (&run.maps, &run.typed);
         let same_layout = maps.iter().filter(|m| m.path != "[vsyscall]").all(|m| {
-            regions_in(report, m.start, m.end).iter().all(|r| r["prot"] == m.perms.as_str())
-                && regions_in(report, m.start, m.end).first().is_some_and(|r| u(&r["start"]) <= m.start)
+            typed_regions_in(report, m.start, m.end).iter().all(|r| r.prot == m.perms)
+                && typed_regions_in(report, m.start, m.end).first().is_some_and(|r| r.start <= m.start)
         });
-        let exit_vsz = report["vsz"]["kernel_final_bytes"].clone();
-        if exit_vsz.as_u64() == Some(vsz_bytes(maps)) && same_layout {
+        let exit_vsz = report.vsz.kernel_final_bytes;
+        if exit_vsz == Some(vsz_bytes(maps)) && same_layout {
             return run;
         }
         seen.push((vsz_bytes(maps), exit_vsz));
@@ -268,23 +268,23 @@ fn threads_stacks_are_attributed_to_each_thread_and_its_creator() {
     assert_reconciles(&run);
     let threads = parse_thread_lines(&run.lines);
     assert_eq!(threads.len(), 3);
-    let rows = run.report["threads"].as_array().unwrap();
+    let rows = &run.typed.threads;
     for t in &threads {
         let (lo, hi) = (t.lo - t.guard, t.hi);
-        assert_eq!(bytes_in(&run.report, lo, hi, "thread_stack"), hi - lo, "thread {} stack + guard", t.tid);
-        for r in regions_in(&run.report, lo, hi) {
-            assert_eq!((u(&r["tid"]) as u32, u(&r["creator_tid"]) as u32), (t.tid, run.pid));
-            let f = functions(r);
-            assert!(f.first().is_some_and(|f| f == "main"), "creator stack starts in main: {f:?}");
+        assert_eq!(bytes_in(&run.typed, lo, hi, "thread_stack"), hi - lo, "thread {} stack + guard", t.tid);
+        for r in typed_regions_in(&run.typed, lo, hi) {
+            assert_eq!((r.tid, r.creator_tid), (Some(t.tid), Some(run.pid)));
+            let f = stack_functions(r);
+            assert!(f.first().is_some_and(|f| *f == "main"), "creator stack starts in main: {f:?}");
         }
-        let row = rows.iter().find(|x| x["tid"] == t.tid).unwrap_or_else(|| panic!("no row for {}", t.tid));
-        assert_eq!((u(&row["stack_bytes"]), u(&row["creator_tid"]) as u32), (hi - lo, run.pid));
+        let row = rows.iter().find(|x| x.tid == t.tid).unwrap_or_else(|| panic!("no row for {}", t.tid));
+        assert_eq!((row.stack_bytes, row.creator_tid), (hi - lo, Some(run.pid)));
     }
     // The threads never malloc, so no arena exists and almost everything is explained: what
     // remains is glibc's own early work (the main thread's static TLS), under 0.1%.
     let vsz = vsz_bytes(&run.maps);
     assert!(
-        category_bytes(&run.report, "unattributed") * 1000 <= vsz,
+        category_bytes(&run.typed, "unattributed") * 1000 <= vsz,
         "{}",
         String::from_utf8_lossy(&run.out.stderr)
     );
@@ -296,6 +296,7 @@ fn every_call_of_mapseq_is_an_event_and_every_live_mapping_its_region() {
     let run = run_handshake(&dir, &build_c("mapseq"), &[]);
     assert_reconciles(&run);
     let calls = parse_call_lines(&run.lines);
+    // `vmshim events --json` is not vmshim-report/1 (no types of its own): read as JSON.
     let events = events_json(&run.trace);
     let mine: Vec<&Value> = events
         .iter()
@@ -323,18 +324,19 @@ fn every_call_of_mapseq_is_an_event_and_every_live_mapping_its_region() {
     }
     for e in parse_expect_lines(&run.lines) {
         let want = if e.path.is_some() { "file_mmap" } else { "anon_mmap" };
-        assert_eq!(bytes_in(&run.report, e.start, e.end, want), e.end - e.start, "{e:?}");
-        for r in regions_in(&run.report, e.start, e.end) {
-            assert_eq!(u(&r["tid"]) as u32, run.pid);
-            assert!(functions(r).iter().any(|f| f == "main"), "{r}");
+        assert_eq!(bytes_in(&run.typed, e.start, e.end, want), e.end - e.start, "{e:?}");
+        for r in typed_regions_in(&run.typed, e.start, e.end) {
+            assert_eq!(r.tid, Some(run.pid));
+            assert!(stack_functions(r).contains(&"main"), "{r:?}");
         }
     }
     for (s, e) in parse_hole_lines(&run.lines) {
-        assert!(regions_in(&run.report, s, e).is_empty(), "hole {s:#x}-{e:#x} is not in the report");
+        assert!(typed_regions_in(&run.typed, s, e).is_empty(), "hole {s:#x}-{e:#x} is not in the report");
     }
 }
 
-/// `vmshim events --json` of a trace, one object per line.
+/// `vmshim events --json` of a trace, one object per line. Events have no typed format (they
+/// are not vmshim-report/1), so they stay JSON values.
 pub fn events_json(trace: &Path) -> Vec<Value> {
     let out = run_with_timeout(Command::new(vmshim_bin()).arg("events").arg("--json").arg(trace), TIMEOUT);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -365,7 +367,7 @@ fn a_fork_child_writes_its_own_trace_and_leaves_the_parents_intact() {
     let parent_line = run.lines.iter().find(|l| l.starts_with("parent ")).unwrap();
     let p: Vec<&str> = parent_line.split_whitespace().collect();
     let (ps, pe) = (parse_hex(p[3]), parse_hex(p[4]));
-    assert_eq!(bytes_in(&run.report, ps, pe, "anon_mmap"), pe - ps);
+    assert_eq!(bytes_in(&run.typed, ps, pe, "anon_mmap"), pe - ps);
 }
 
 #[test]
@@ -375,15 +377,15 @@ fn a_rust_program_threads_are_found() {
     assert_reconciles(&run);
     for line in run.lines.iter().filter(|l| l.starts_with("thread ")) {
         let tid: u32 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
-        let stacks: Vec<&Value> = regions(&run.report)
-            .iter()
-            .filter(|r| r["category"] == "thread_stack" && r["tid"] == tid)
-            .collect();
+        let stacks: Vec<&report::Region> =
+            run.typed.regions.iter().filter(|r| r.category == "thread_stack" && r.tid == Some(tid)).collect();
         assert!(!stacks.is_empty(), "thread {tid} has its stack attributed");
-        let smaps_stack =
-            run.smaps.iter().find(|(m, _)| stacks.iter().any(|s| u(&s["start"]) == m.start)).unwrap();
+        let smaps_stack = run.smaps.iter().find(|(m, _)| stacks.iter().any(|s| s.start == m.start)).unwrap();
         assert!(smaps_stack.0.path.is_empty(), "a thread stack is anonymous");
-        assert!(stacks.iter().any(|s| functions(s).iter().any(|f| f.contains("std::thread"))), "{stacks:?}");
+        assert!(
+            stacks.iter().any(|s| stack_functions(s).iter().any(|f| f.contains("std::thread"))),
+            "{stacks:?}"
+        );
     }
 }
 
