@@ -90,7 +90,6 @@ fn an_unwritable_trace_path_warns_once_and_the_target_runs() {
 fn forking_while_another_thread_is_inside_a_hook_leaves_both_traces_whole() {
     let (stdout, report, dir) = run_to_end_in("robust_forkstress", &build_c("forkstress"), &["20"], &[]);
     assert!(stdout.contains("done"), "{stdout}");
-    let report = typed_report(&report);
     assert_eq!((report.events.torn, report.events.dropped), (0, 0));
     let kids = &report.processes;
     for line in stdout.lines().filter(|l| l.starts_with("child ")) {

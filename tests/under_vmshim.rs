@@ -44,7 +44,7 @@ pub fn run_handshake(dir: &TestDir, prog: &Path, args: &[&str]) -> Run {
 
 /// Runs `prog ARGS` under `vmshim run --json` to the end in its own test directory (named
 /// `name`); checks it succeeded; returns (stdout, report, the directory).
-pub fn run_to_end(name: &str, prog: &Path, args: &[&str], env: &[(&str, &str)]) -> (String, Value) {
+pub fn run_to_end(name: &str, prog: &Path, args: &[&str], env: &[(&str, &str)]) -> (String, Report) {
     let (stdout, report, _) = run_to_end_in(name, prog, args, env);
     (stdout, report)
 }
@@ -54,14 +54,14 @@ pub fn run_to_end_in(
     prog: &Path,
     args: &[&str],
     env: &[(&str, &str)],
-) -> (String, Value, TestDir) {
+) -> (String, Report, TestDir) {
     let dir = TestDir::new(name);
     let mut cmd = vmshim_run_cmd(&dir, prog, args);
     cmd.envs(env.iter().copied());
     let out = run_with_timeout(&mut cmd, TIMEOUT);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let report = load_report(&dir.join("report.json"));
+    let report = read_report(&dir.join("report.json"));
     (stdout, report, dir)
 }
 
