@@ -54,7 +54,7 @@ fn categories(report: &Report) -> BTreeSet<String> {
 
 fn check(version: &str, what: &str, run: &Run) -> Purposes {
     assert_reconciles(run);
-    let r = &run.typed;
+    let r = &run.report;
     let go = category_bytes(r, "go_runtime");
     assert!(go > 0, "{version} {what}: no go_runtime");
     let vsz = vsz_bytes(&run.maps);
@@ -147,19 +147,19 @@ fn matrix(program: &str) {
         let pc = check(version, "stripped PIE", &c);
         for (what, other) in [("stripped", &b), ("stripped PIE", &c)] {
             assert_eq!(
-                categories(&a.typed),
-                categories(&other.typed),
+                categories(&a.report),
+                categories(&other.report),
                 "{program} {version} {what}: the same categories"
             );
             assert_eq!(
-                summary_frames(&a.typed),
-                summary_frames(&other.typed),
+                summary_frames(&a.report),
+                summary_frames(&other.report),
                 "{program} {version} {what}: the same Go frames"
             );
         }
         assert_eq!(pa, pb, "{program} {version}: stripped and unstripped give the same purposes and askers");
         let (go_frames, same, wrong) =
-            named_alike(&a.typed, &full.display().to_string(), &b.typed, &stripped.display().to_string());
+            named_alike(&a.report, &full.display().to_string(), &b.report, &stripped.display().to_string());
         eprintln!(
             "{program} {version}: stripped names {same} of {go_frames} Go frames alike, {wrong} differently"
         );
@@ -167,9 +167,9 @@ fn matrix(program: &str) {
         assert_eq!(wrong, 0, "{program} {version}: a stripped frame named differently");
         assert!(same * 100 >= go_frames * 99, "{program} {version}: {same} of {go_frames} Go frames named");
         assert_eq!(pb, pc, "{program} {version}: a PIE gives the same purposes and askers");
-        let go_bytes = category_bytes(&b.typed, "go_runtime");
+        let go_bytes = category_bytes(&b.report, "go_runtime");
         if version == "1.19" {
-            go_119 = category_bytes(&a.typed, "go_runtime");
+            go_119 = category_bytes(&a.report, "go_runtime");
         } else {
             assert!(go_bytes >= go_119, "{program} {version}: go_runtime {go_bytes} below 1.19's {go_119}");
         }

@@ -10,7 +10,7 @@ use std::process::Command;
 
 /// What every recorded static target's report must satisfy against /proc read at its handshake.
 fn assert_recorded_reconciles(run: &Run) {
-    let r = &run.typed;
+    let r = &run.report;
     let vsz = vsz_bytes(&run.maps);
     assert!(r.recorder.starts_with("syscalls"), "recorder: {}", r.recorder);
     assert_eq!(r.vsz.final_bytes, vsz, "report VSZ vs /proc/{}/maps", run.pid);
@@ -18,7 +18,7 @@ fn assert_recorded_reconciles(run: &Run) {
     let cats: u64 = r.categories.iter().map(|c| c.bytes).sum();
     assert_eq!(cats, vsz, "categories add up to VSZ");
     for m in run.maps.iter().filter(|m| m.path != "[vsyscall]") {
-        let covering: u64 = typed_regions_in(r, m.start, m.end)
+        let covering: u64 = regions_in(r, m.start, m.end)
             .iter()
             .inspect(|x| assert_eq!(x.prot, m.perms, "{m:?}"))
             .map(|x| x.end.min(m.end) - x.start.max(m.start))
@@ -52,7 +52,7 @@ fn static_go(version: &str) {
     assert_eq!(elf_interpreter(&prog), None, "ex2 built CGO_ENABLED=0 is static");
     let run = run_handshake_settled(&dir, &prog, &[], &[]);
     assert_recorded_reconciles(&run);
-    let r = &run.typed;
+    let r = &run.report;
     // The Go runtime's reservations are Go's, each with its purpose and the runtime's stack.
     let go: Vec<&Region> = r.regions.iter().filter(|x| x.category == "go_runtime").collect();
     let go_bytes: u64 = go.iter().map(|x| x.end - x.start).sum();
@@ -121,12 +121,12 @@ fn static_c(compiler: &str) {
     assert_eq!(elf_interpreter(&prog), None, "-static gives a static program");
     let run = run_handshake(&dir, &prog, &["3"]);
     assert_recorded_reconciles(&run);
-    let r = &run.typed;
+    let r = &run.report;
     let threads = parse_thread_lines(&run.lines);
     assert_eq!(threads.len(), 3);
     for t in &threads {
         assert_eq!(bytes_in(r, t.lo, t.hi, "thread_stack"), t.hi - t.lo, "thread {}'s stack", t.tid);
-        for reg in typed_regions_in(r, t.lo, t.hi) {
+        for reg in regions_in(r, t.lo, t.hi) {
             assert_eq!(reg.tid, Some(t.tid), "{reg:?}");
             assert_eq!(reg.creator_tid, Some(run.pid), "{reg:?}");
             // The stack starts in libc, at the call that made or started the thread (how far
@@ -145,7 +145,7 @@ fn static_c(compiler: &str) {
             run.smaps.iter().filter(|(_, f)| f.iter().any(|f| f == "nr")).map(|(m, _)| m).collect();
         assert!(!arenas.is_empty(), "glibc made arenas");
         for m in arenas {
-            for reg in typed_regions_in(r, m.start, m.end) {
+            for reg in regions_in(r, m.start, m.end) {
                 let f = stack_functions(reg);
                 assert!(f.iter().any(|f| *f == "alloc_new_heap" || *f == "new_heap"), "{m:?}: {f:?}");
             }
@@ -179,7 +179,7 @@ fn static_c_stacks(compiler: &str) {
     assert_eq!(elf_interpreter(&prog), None, "-static gives a static program");
     let run = run_handshake(&dir, &prog, &[]);
     assert_recorded_reconciles(&run);
-    let r = &run.typed;
+    let r = &run.report;
     let reaches = |f: &[&str], caller: &str| {
         let at = f.iter().position(|f| *f == caller);
         at.is_some() && f.iter().skip(at.unwrap_or(0)).any(|f| *f == "main")
@@ -203,7 +203,7 @@ fn static_c_stacks(compiler: &str) {
         .find_map(|l| l.strip_prefix("big 0x"))
         .and_then(|a| u64::from_str_radix(a, 16).ok())
         .expect("the program prints its block's address");
-    let chunk = typed_regions_in(r, big, big + 1);
+    let chunk = regions_in(r, big, big + 1);
     assert_eq!(chunk.len(), 1, "one region holds the block: {chunk:?}");
     let f = stack_functions(chunk[0]);
     assert!(reaches(&f, "reserve_big_block"), "the block's mapping was made by {f:?}");

@@ -18,9 +18,8 @@ pub struct Run {
     pub smaps: Vec<(MapsRegion, Vec<String>)>,
     pub tasks: Vec<u32>,
     pub out: Output,
-    pub report: Value,
-    /// The same report read through vmshim-report/1's types.
-    pub typed: Report,
+    /// The report, read through vmshim-report/1's types.
+    pub report: Report,
     pub trace: PathBuf,
 }
 
@@ -77,9 +76,8 @@ pub fn finish_handshake(dir: &TestDir, h: Handshake) -> Run {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let report = load_report(&dir.join("report.json"));
-    let typed = typed_report(&report);
-    Run { pid, lines, maps, smaps, tasks, out, report, typed, trace: dir.join("t.trace") }
+    let report = read_report(&dir.join("report.json"));
+    Run { pid, lines, maps, smaps, tasks, out, report, trace: dir.join("t.trace") }
 }
 
 /// The end of a shared object's last PT_LOAD segment (p_vaddr + p_memsz), from `readelf -lW`.
@@ -129,10 +127,10 @@ pub fn run_handshake_settled(dir: &TestDir, prog: &Path, args: &[&str], env: &[(
             }
         }
         let run = finish_handshake(dir, h);
-        let (maps, report) = (&run.maps, &run.typed);
+        let (maps, report) = (&run.maps, &run.report);
         let same_layout = maps.iter().filter(|m| m.path != "[vsyscall]").all(|m| {
-            typed_regions_in(report, m.start, m.end).iter().all(|r| r.prot == m.perms)
-                && typed_regions_in(report, m.start, m.end).first().is_some_and(|r| r.start <= m.start)
+            regions_in(report, m.start, m.end).iter().all(|r| r.prot == m.perms)
+                && regions_in(report, m.start, m.end).first().is_some_and(|r| r.start <= m.start)
         });
         let exit_vsz = report.vsz.kernel_final_bytes;
         if exit_vsz == Some(vsz_bytes(maps)) && same_layout {
@@ -143,36 +141,30 @@ pub fn run_handshake_settled(dir: &TestDir, prog: &Path, args: &[&str], env: &[(
     panic!("the target kept changing its address space after its ready line: {seen:?}")
 }
 
+/// The report at `path` as JSON, for a test that compares two reports whole (the types have no
+/// `PartialEq`, and JSON equality also sees a field the types would drop); it is read through
+/// the format's types as well. Every other reader takes [`read_report`].
 pub fn load_report(path: &Path) -> Value {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("no report at {}: {e}", path.display()));
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}): {text}"));
-    // Every report a test loads is read through the format's types too.
     typed_report(&v);
     v
 }
 
+/// A number of `vmshim events --json` (which has no typed format of its own).
 pub fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not an unsigned number: {v}"))
 }
 
-pub fn regions(report: &Value) -> &Vec<Value> {
-    report["regions"].as_array().expect("regions")
-}
-
 /// The report's regions overlapping `[start, end)`.
-pub fn regions_in(report: &Value, start: u64, end: u64) -> Vec<&Value> {
-    regions(report).iter().filter(|r| u(&r["start"]) < end && u(&r["end"]) > start).collect()
-}
-
-/// The report's regions overlapping `[start, end)`, typed.
-pub fn typed_regions_in(report: &Report, start: u64, end: u64) -> Vec<&report::Region> {
+pub fn regions_in(report: &Report, start: u64, end: u64) -> Vec<&report::Region> {
     report.regions.iter().filter(|r| r.start < end && r.end > start).collect()
 }
 
 /// Bytes of `[start, end)` the report files under `category`.
 pub fn bytes_in(report: &impl AsReport, start: u64, end: u64, category: &str) -> u64 {
-    typed_regions_in(&report.report(), start, end)
+    regions_in(&report.report(), start, end)
         .iter()
         .filter(|r| r.category == category)
         .map(|r| r.end.min(end) - r.start.max(start))
@@ -184,20 +176,13 @@ pub fn stack_functions(region: &report::Region) -> Vec<&str> {
     region.stack.iter().filter_map(|f| f.function.as_deref()).collect()
 }
 
-pub fn functions(region: &Value) -> Vec<String> {
-    region["stack"]
-        .as_array()
-        .map(|s| s.iter().filter_map(|f| f["function"].as_str().map(str::to_string)).collect())
-        .unwrap_or_default()
-}
-
 pub fn category_bytes(report: &impl AsReport, name: &str) -> u64 {
     report.report().categories.iter().filter(|c| c.category == name).map(|c| c.bytes).sum()
 }
 
 /// The figures every report must satisfy against /proc read at the same quiet moment.
 pub fn assert_reconciles(run: &Run) {
-    let r = &run.typed;
+    let r = &run.report;
     let vsz = vsz_bytes(&run.maps);
     assert_eq!(r.vsz.final_bytes, vsz, "report VSZ vs /proc/{}/maps", run.pid);
     assert_eq!(r.vsz.kernel_final_bytes, Some(vsz), "captured kernel VSZ vs /proc/{}/maps", run.pid);
@@ -208,7 +193,7 @@ pub fn assert_reconciles(run: &Run) {
     assert_eq!(regs, vsz, "regions add up to VSZ");
     // Every /proc region is covered by report regions, with the kernel's permissions.
     for m in &run.maps {
-        let covering: u64 = typed_regions_in(r, m.start, m.end)
+        let covering: u64 = regions_in(r, m.start, m.end)
             .iter()
             .inspect(|x| assert_eq!(x.prot, m.perms, "{m:?}"))
             .map(|x| x.end.min(m.end) - x.start.max(m.start))
@@ -268,11 +253,11 @@ fn threads_stacks_are_attributed_to_each_thread_and_its_creator() {
     assert_reconciles(&run);
     let threads = parse_thread_lines(&run.lines);
     assert_eq!(threads.len(), 3);
-    let rows = &run.typed.threads;
+    let rows = &run.report.threads;
     for t in &threads {
         let (lo, hi) = (t.lo - t.guard, t.hi);
-        assert_eq!(bytes_in(&run.typed, lo, hi, "thread_stack"), hi - lo, "thread {} stack + guard", t.tid);
-        for r in typed_regions_in(&run.typed, lo, hi) {
+        assert_eq!(bytes_in(&run.report, lo, hi, "thread_stack"), hi - lo, "thread {} stack + guard", t.tid);
+        for r in regions_in(&run.report, lo, hi) {
             assert_eq!((r.tid, r.creator_tid), (Some(t.tid), Some(run.pid)));
             let f = stack_functions(r);
             assert!(f.first().is_some_and(|f| *f == "main"), "creator stack starts in main: {f:?}");
@@ -284,7 +269,7 @@ fn threads_stacks_are_attributed_to_each_thread_and_its_creator() {
     // remains is glibc's own early work (the main thread's static TLS), under 0.1%.
     let vsz = vsz_bytes(&run.maps);
     assert!(
-        category_bytes(&run.typed, "unattributed") * 1000 <= vsz,
+        category_bytes(&run.report, "unattributed") * 1000 <= vsz,
         "{}",
         String::from_utf8_lossy(&run.out.stderr)
     );
@@ -324,14 +309,14 @@ fn every_call_of_mapseq_is_an_event_and_every_live_mapping_its_region() {
     }
     for e in parse_expect_lines(&run.lines) {
         let want = if e.path.is_some() { "file_mmap" } else { "anon_mmap" };
-        assert_eq!(bytes_in(&run.typed, e.start, e.end, want), e.end - e.start, "{e:?}");
-        for r in typed_regions_in(&run.typed, e.start, e.end) {
+        assert_eq!(bytes_in(&run.report, e.start, e.end, want), e.end - e.start, "{e:?}");
+        for r in regions_in(&run.report, e.start, e.end) {
             assert_eq!(r.tid, Some(run.pid));
             assert!(stack_functions(r).contains(&"main"), "{r:?}");
         }
     }
     for (s, e) in parse_hole_lines(&run.lines) {
-        assert!(typed_regions_in(&run.typed, s, e).is_empty(), "hole {s:#x}-{e:#x} is not in the report");
+        assert!(regions_in(&run.report, s, e).is_empty(), "hole {s:#x}-{e:#x} is not in the report");
     }
 }
 
@@ -367,7 +352,7 @@ fn a_fork_child_writes_its_own_trace_and_leaves_the_parents_intact() {
     let parent_line = run.lines.iter().find(|l| l.starts_with("parent ")).unwrap();
     let p: Vec<&str> = parent_line.split_whitespace().collect();
     let (ps, pe) = (parse_hex(p[3]), parse_hex(p[4]));
-    assert_eq!(bytes_in(&run.typed, ps, pe, "anon_mmap"), pe - ps);
+    assert_eq!(bytes_in(&run.report, ps, pe, "anon_mmap"), pe - ps);
 }
 
 #[test]
@@ -377,8 +362,12 @@ fn a_rust_program_threads_are_found() {
     assert_reconciles(&run);
     for line in run.lines.iter().filter(|l| l.starts_with("thread ")) {
         let tid: u32 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
-        let stacks: Vec<&report::Region> =
-            run.typed.regions.iter().filter(|r| r.category == "thread_stack" && r.tid == Some(tid)).collect();
+        let stacks: Vec<&report::Region> = run
+            .report
+            .regions
+            .iter()
+            .filter(|r| r.category == "thread_stack" && r.tid == Some(tid))
+            .collect();
         assert!(!stacks.is_empty(), "thread {tid} has its stack attributed");
         let smaps_stack = run.smaps.iter().find(|(m, _)| stacks.iter().any(|s| s.start == m.start)).unwrap();
         assert!(smaps_stack.0.path.is_empty(), "a thread stack is anonymous");

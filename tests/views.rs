@@ -72,7 +72,7 @@ fn the_arena_advice_is_what_malloc_arena_max_2_really_does() {
     let dir_a = TestDir::new("views_advice_a");
     let a = run_handshake(&dir_a, &prog, &args);
     let arena =
-        a.typed.advice.iter().find(|x| x.text.starts_with("MALLOC_ARENA_MAX=2")).expect("arena advice");
+        a.report.advice.iter().find(|x| x.text.starts_with("MALLOC_ARENA_MAX=2")).expect("arena advice");
     let dir_b = TestDir::new("views_advice_b");
     let b = finish_handshake(&dir_b, {
         let mut cmd = vmshim_run_cmd(&dir_b, &prog, &args);
@@ -114,7 +114,7 @@ fn go_tool_pprof_reads_the_profile_and_its_totals_match() {
         }
     }
     assert_eq!(bytes, vsz_bytes(&run.maps), "pprof's reserved bytes add up to /proc's VSZ");
-    assert_eq!(regions as usize, run.typed.regions.len());
+    assert_eq!(regions as usize, run.report.regions.len());
     let top = run_with_timeout(
         Command::new("go").args(["tool", "pprof", "-top", "-sample_index=reserved"]).arg(&profile),
         TIMEOUT,
@@ -160,7 +160,7 @@ fn the_html_page_renders_in_chromium_and_shows_the_categories_of_ex6() {
     assert!(!log.contains("Uncaught") && !log.contains(":CONSOLE("), "console errors: {log}");
     // Every category of the JSON report is on the page with its bytes, in the table and in the
     // map (the rects of a category add up to its bytes).
-    for c in &run.typed.categories {
+    for c in &run.report.categories {
         let (name, bytes) = (c.category.as_str(), c.bytes);
         assert!(dom_text.contains(&format!(r#"data-category="{name}" data-bytes="{bytes}""#)), "{name} row");
         let in_map: u64 = dom_text
@@ -190,7 +190,7 @@ fn ex6_diff_and_advice_with_and_without_malloc_arena_max() {
     assert!(arena_a > arena_b, "{arena_a} vs {arena_b}");
     // The advice on the first run predicts the second.
     let arena =
-        a.typed.advice.iter().find(|x| x.text.starts_with("MALLOC_ARENA_MAX=2")).expect("arena advice");
+        a.report.advice.iter().find(|x| x.text.starts_with("MALLOC_ARENA_MAX=2")).expect("arena advice");
     assert_eq!(arena.saves_bytes, arena_a - arena_b, "{arena:?}");
     // The diff shows the same change, and the call stack it came from.
     let out = run_with_timeout(Command::new(vmshim_bin()).arg("diff").arg(&a.trace).arg(&b.trace), TIMEOUT);
