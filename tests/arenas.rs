@@ -31,18 +31,18 @@ fn assert_heaps_attributed(run: &Run, owners: &[u32]) {
         if !(m.path.is_empty() && flags.iter().any(|f| f == "nr")) {
             continue;
         }
-        assert_eq!(bytes_in(&run.typed, m.start, m.end, "malloc_arena"), m.len(), "{m:?}");
-        for r in typed_regions_in(&run.typed, m.start, m.end) {
+        assert_eq!(bytes_in(&run.report, m.start, m.end, "malloc_arena"), m.len(), "{m:?}");
+        for r in regions_in(&run.report, m.start, m.end) {
             let tid = r.tid.expect("an arena heap has its thread");
             assert!(owners.contains(&tid), "heap {m:?} attributed to {tid}, not one of {owners:?}");
         }
     }
-    assert_eq!(category_bytes(&run.typed, "malloc_arena"), arena_heaps(run).values().sum::<u64>());
+    assert_eq!(category_bytes(&run.report, "malloc_arena"), arena_heaps(run).values().sum::<u64>());
 }
 
 fn assert_unattributed_at_most_a_thousandth(run: &Run) {
-    let (un, vsz) = (category_bytes(&run.typed, "unattributed"), vsz_bytes(&run.maps));
-    let listed: Vec<&Region> = run.typed.regions.iter().filter(|r| r.category == "unattributed").collect();
+    let (un, vsz) = (category_bytes(&run.report, "unattributed"), vsz_bytes(&run.maps));
+    let listed: Vec<&Region> = run.report.regions.iter().filter(|r| r.category == "unattributed").collect();
     assert!(un * 1000 <= vsz, "{un} of {vsz} bytes unattributed: {listed:#?}");
 }
 
@@ -59,9 +59,9 @@ fn each_thread_that_mallocs_gets_its_own_arena() {
     let heaps = arena_heaps(&run);
     assert_eq!(heaps.len(), workers.len(), "three threads under the 8 x cores limit: one arena each");
     assert_heaps_attributed(&run, &workers);
-    assert_eq!(non_main_arenas(&run.typed).len(), heaps.len());
+    assert_eq!(non_main_arenas(&run.report).len(), heaps.len());
     for t in &workers {
-        let row = run.typed.threads.iter().find(|r| r.tid == *t).unwrap();
+        let row = run.report.threads.iter().find(|r| r.tid == *t).unwrap();
         assert_eq!(row.arena_bytes, HEAP_MAX, "thread {t} made one 64 MiB heap: {row:?}");
     }
     assert_unattributed_at_most_a_thousandth(&run);
@@ -75,9 +75,9 @@ fn malloc_arena_max_1_leaves_only_the_main_arena() {
     let run = finish_handshake(&dir, Handshake::start(&mut cmd, TIMEOUT));
     assert_reconciles(&run);
     assert!(arena_heaps(&run).is_empty(), "the kernel shows no arena heap");
-    assert_eq!(category_bytes(&run.typed, "malloc_arena"), 0);
-    assert!(non_main_arenas(&run.typed).is_empty());
-    let main = run.typed.arenas.iter().find(|a| a.arena == "main").expect("the main arena");
+    assert_eq!(category_bytes(&run.report, "malloc_arena"), 0);
+    assert!(non_main_arenas(&run.report).is_empty());
+    let main = run.report.arenas.iter().find(|a| a.arena == "main").expect("the main arena");
     let users: BTreeSet<u32> = main.tids.iter().copied().collect();
     assert!(
         worker_tids(&run).iter().all(|t| users.contains(t)),
@@ -93,12 +93,12 @@ fn malloc_arena_max_2_makes_threads_share() {
     let run = finish_handshake(&dir, Handshake::start(&mut cmd, TIMEOUT));
     assert_reconciles(&run);
     let heaps = arena_heaps(&run);
-    assert_eq!(non_main_arenas(&run.typed).len(), heaps.len());
+    assert_eq!(non_main_arenas(&run.report).len(), heaps.len());
     assert_heaps_attributed(&run, &worker_tids(&run));
     // Four workers and main on at most two arenas: the report names who shares.
-    let users: usize = run.typed.arenas.iter().map(|a| a.tids.len()).sum();
+    let users: usize = run.report.arenas.iter().map(|a| a.tids.len()).sum();
     assert!(users > worker_tids(&run).len());
-    assert!(run.typed.arenas.iter().any(|a| a.tids.len() > 1), "some arena is shared");
+    assert!(run.report.arenas.iter().any(|a| a.tids.len() > 1), "some arena is shared");
     assert_unattributed_at_most_a_thousandth(&run);
 }
 
@@ -111,7 +111,7 @@ fn a_thread_whose_first_call_is_free_owns_the_arena_free_made() {
     assert_eq!(arena_heaps(&run).len(), 1);
     assert_heaps_attributed(&run, &[freer]);
     for (m, _) in run.smaps.iter().filter(|(m, f)| m.path.is_empty() && f.iter().any(|f| f == "nr")) {
-        for r in typed_regions_in(&run.typed, m.start, m.end) {
+        for r in regions_in(&run.report, m.start, m.end) {
             assert_eq!(r.cause, "free");
             assert!(stack_functions(r).contains(&"freer"), "{r:?}");
         }
@@ -132,7 +132,7 @@ fn large_mallocs_are_their_own_regions_until_freed() {
             [what @ ("kept" | "freed"), tid, ptr] => (*what, tid.parse::<u32>().unwrap(), parse_hex(ptr)),
             _ => continue,
         };
-        let at = typed_regions_in(&run.typed, ptr, ptr + 1);
+        let at = regions_in(&run.report, ptr, ptr + 1);
         let kept_here = run.lines.iter().any(|k| k.starts_with("kept ") && k.ends_with(&format!("{ptr:#x}")));
         if what == "freed" && kept_here {
             continue; // another thread's block took the freed address
@@ -144,7 +144,7 @@ fn large_mallocs_are_their_own_regions_until_freed() {
             assert!(stack_functions(at[0]).contains(&"work"), "{:?}", at[0]);
             // The whole kernel mapping around the block is the chunk's.
             let m = region_covering(&run.maps, ptr, ptr + 1).unwrap();
-            assert!(bytes_in(&run.typed, m.start, m.end, "malloc_large") >= size.parse::<u64>().unwrap());
+            assert!(bytes_in(&run.report, m.start, m.end, "malloc_large") >= size.parse::<u64>().unwrap());
         } else {
             assert!(at.iter().all(|r| r.category != "malloc_large"), "freed block {ptr:#x} is gone: {at:?}");
         }
@@ -162,8 +162,8 @@ fn a_dlopened_library_is_library() {
     let mapped: Vec<&MapsRegion> = run.maps.iter().filter(|m| m.path == plugin.to_str().unwrap()).collect();
     assert!(!mapped.is_empty());
     for m in &mapped {
-        assert_eq!(bytes_in(&run.typed, m.start, m.end, "library"), m.len(), "{m:?}");
-        for r in typed_regions_in(&run.typed, m.start, m.end) {
+        assert_eq!(bytes_in(&run.report, m.start, m.end, "library"), m.len(), "{m:?}");
+        for r in regions_in(&run.report, m.start, m.end) {
             assert_eq!((r.cause.as_str(), r.tid), ("dlopen", Some(run.pid)), "{r:?}");
             assert!(stack_functions(r).contains(&"main"), "the loading stack: {r:?}");
         }
@@ -171,7 +171,7 @@ fn a_dlopened_library_is_library() {
     // Its 1 MiB .bss: the anonymous mapping right after its last file page.
     let end = mapped.iter().map(|m| m.end).max().unwrap();
     let bss = run.maps.iter().find(|m| m.start == end && m.path.is_empty()).expect("the plugin's .bss");
-    assert_eq!(bytes_in(&run.typed, bss.start, bss.end, "library"), bss.len());
+    assert_eq!(bytes_in(&run.report, bss.start, bss.end, "library"), bss.len());
     assert_unattributed_at_most_a_thousandth(&run);
 }
 
@@ -184,7 +184,7 @@ fn ex6_arenas_belong_to_the_go_threads_that_freed() {
     assert!(!arena_heaps(&run).is_empty());
     assert_heaps_attributed(&run, &go_threads);
     for (m, _) in run.smaps.iter().filter(|(m, f)| m.path.is_empty() && f.iter().any(|f| f == "nr")) {
-        for r in typed_regions_in(&run.typed, m.start, m.end) {
+        for r in regions_in(&run.report, m.start, m.end) {
             let f = stack_functions(r);
             assert!(f.contains(&"threadentry"), "the cgo thread entry made it: {f:?}");
         }
@@ -195,8 +195,8 @@ fn ex6_arenas_belong_to_the_go_threads_that_freed() {
     let one = run_handshake_settled(&dir, &build_go("ex6", true, &[]), &[], &[("MALLOC_ARENA_MAX", "1")]);
     assert_reconciles(&one);
     assert!(arena_heaps(&one).is_empty());
-    assert!(non_main_arenas(&one.typed).is_empty());
-    assert_eq!(category_bytes(&one.typed, "malloc_arena"), 0);
+    assert!(non_main_arenas(&one.report).is_empty());
+    assert_eq!(category_bytes(&one.report, "malloc_arena"), 0);
     assert_unattributed_at_most_a_thousandth(&one);
 }
 
@@ -249,7 +249,7 @@ fn the_shim_adds_only_its_own_category() {
     // before any code of the shim runs, and loading two more images (the shim, libgcc_s) moves
     // them by a page or two; everything else must match exactly.
     let (with, without) = (
-        vsz_bytes(&run.maps) - stack(&run.maps) - category_bytes(&run.typed, "vmshim"),
+        vsz_bytes(&run.maps) - stack(&run.maps) - category_bytes(&run.report, "vmshim"),
         vsz_bytes(&bare_maps) - stack(&bare_maps),
     );
     assert!(with.abs_diff(without) <= 4 * page_size(), "{with} vs {without}");

@@ -4,9 +4,9 @@
 //! same process. The targets must go on as if nothing happened: every blocked call completes,
 //! no signal is lost. Every refusal is a sentence and exit 2.
 
+use crate::common::report::{Region, Report};
 use crate::common::*;
-use crate::under_vmshim::{TIMEOUT, bytes_in, category_bytes, load_report, regions, u};
-use serde_json::Value;
+use crate::under_vmshim::{TIMEOUT, bytes_in, category_bytes};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -19,38 +19,31 @@ fn explain_cmd(pid: u32, extra: &[&str]) -> Command {
     c
 }
 
-fn explain(pid: u32) -> Value {
+fn explain(pid: u32) -> Report {
     let out = run_with_timeout(&mut explain_cmd(pid, &[]), TIMEOUT);
     parse(&out)
 }
 
-fn parse(out: &Output) -> Value {
+fn parse(out: &Output) -> Report {
     assert!(out.status.success(), "vmshim explain failed: {}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e})"));
     // vmshim-report/1 with the snapshot's own object.
-    let typed = typed_report(&v);
-    let cost = typed.explain.expect("explain's report says what the snapshot cost");
-    assert_eq!(cost.threads_stopped + cost.threads_not_stopped.len(), typed.threads.len(), "{cost:?}");
-    v
+    let r = parse_report(&out.stdout);
+    let cost = r.explain.as_ref().expect("explain's report says what the snapshot cost");
+    assert_eq!(cost.threads_stopped + cost.threads_not_stopped.len(), r.threads.len(), "{cost:?}");
+    r
 }
 
 /// Explain's report `e` and `vmshim run`'s `r` of one process: the same non-main arena heaps
 /// (count and bytes each), and the same VSZ but for the shim's own mappings, which the trace
 /// report files as vmshim. Returns explain's VSZ.
-fn assert_same_heaps_and_vsz_but_the_shim(e: &Value, r: &Value) -> u64 {
-    let heaps = |rep: &Value| -> Vec<(u64, u64)> {
-        let mut v: Vec<(u64, u64)> = rep["arenas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["arena"] != "main")
-            .map(|a| (u(&a["heaps"]), u(&a["bytes"])))
-            .collect();
+fn assert_same_heaps_and_vsz_but_the_shim(e: &Report, r: &Report) -> u64 {
+    let heaps = |rep: &Report| -> Vec<(usize, u64)> {
+        let mut v: Vec<(usize, u64)> = non_main_arenas(rep).iter().map(|a| (a.heaps, a.bytes)).collect();
         v.sort_unstable();
         v
     };
     assert_eq!(heaps(e), heaps(r));
-    let (ev, rv) = (u(&e["vsz"]["final_bytes"]), u(&r["vsz"]["final_bytes"]));
+    let (ev, rv) = (e.vsz.final_bytes, r.vsz.final_bytes);
     let shim = category_bytes(r, "vmshim");
     assert!(ev.abs_diff(rv) <= shim, "explain {ev}, run {rv}, the shim's own {shim}");
     ev
@@ -113,28 +106,21 @@ fn maps_vsz(m: &[MapsRegion]) -> u64 {
 }
 
 /// Every byte of `[start, end)` is in regions of `category` owned by `tid`.
-fn owned(report: &Value, start: u64, end: u64, category: &str, tid: u64) -> u64 {
-    regions(report)
-        .iter()
-        .filter(|r| r["category"] == category && r["tid"].as_u64() == Some(tid))
-        .map(|r| u(&r["end"]).min(end).saturating_sub(u(&r["start"]).max(start)))
-        .sum()
+fn owned(report: &Report, start: u64, end: u64, category: &str, tid: u32) -> u64 {
+    bytes_where(report, start, end, |r| r.category == category && r.tid == Some(tid))
 }
 
 /// Each worker's arena (its `thread_arena`, read through its TLS) is the one whose heap holds the
 /// chunk it malloc'd (the brk heap: the main arena).
-fn assert_thread_arenas(r: &Value, ws: &[Worker]) {
-    let arenas: Vec<&Value> =
-        r["arenas"].as_array().unwrap().iter().filter(|a| a["arena"] != "main").collect();
-    let threads: BTreeMap<u64, &Value> =
-        r["threads"].as_array().unwrap().iter().map(|t| (u(&t["tid"]), t)).collect();
+fn assert_thread_arenas(r: &Report, ws: &[Worker]) {
+    let arenas = non_main_arenas(r);
+    let threads: BTreeMap<u32, &Vec<String>> = r.threads.iter().map(|t| (t.tid, &t.arenas)).collect();
     for w in ws {
-        let used = threads[&(w.tid as u64)]["arenas"].as_array().unwrap();
-        let want =
-            match arenas.iter().find(|a| u(&a["address"]) & !(HEAP_MAX - 1) == w.chunk & !(HEAP_MAX - 1)) {
-                Some(a) => a["arena"].clone(),
-                None => Value::from("main"),
-            };
+        let used = threads[&w.tid];
+        let want = match arenas.iter().find(|a| a.address & !(HEAP_MAX - 1) == w.chunk & !(HEAP_MAX - 1)) {
+            Some(a) => a.arena.clone(),
+            None => "main".to_string(),
+        };
         assert_eq!(used, &vec![want], "tid {} chunk {:#x}", w.tid, w.chunk);
     }
 }
@@ -171,12 +157,12 @@ fn c_program_with_64_threads_and_8_arenas_against_proc() {
     // The map did not move around the snapshot, and the report is that map.
     assert_eq!(maps_vsz(&before), maps_vsz(&after));
     let vsz = maps_vsz(&before);
-    assert_eq!(u(&r["vsz"]["final_bytes"]), vsz);
+    assert_eq!(r.vsz.final_bytes, vsz);
     let un = category_bytes(&r, "unattributed");
     assert!(un * 100 <= vsz, "{un} of {vsz} bytes unattributed");
-    assert!(r["attributed_fraction"].as_f64().unwrap() >= 0.99);
-    for reg in regions(&r) {
-        assert!(reg["evidence"].as_str().is_some_and(|e| !e.is_empty()), "no evidence: {reg}");
+    assert!(r.attributed_fraction >= 0.99);
+    for reg in &r.regions {
+        assert!(reg.evidence.as_ref().is_some_and(|e| !e.is_empty()), "no evidence: {reg:?}");
     }
 
     // Every thread's stack (and its guard) is its own, by the ranges it printed.
@@ -184,27 +170,18 @@ fn c_program_with_64_threads_and_8_arenas_against_proc() {
     assert_eq!(ws.len(), 64);
     for w in &ws {
         assert_eq!(
-            owned(&r, w.lo - w.guard, w.hi, "thread_stack", w.tid as u64),
+            owned(&r, w.lo - w.guard, w.hi, "thread_stack", w.tid),
             w.hi - w.lo + w.guard,
             "tid {}",
             w.tid
         );
-        let other: u64 = regions(&r)
-            .iter()
-            .filter(|x| x["tid"].as_u64().is_some_and(|t| t != w.tid as u64))
-            .map(|x| u(&x["end"]).min(w.hi).saturating_sub(u(&x["start"]).max(w.lo)))
-            .sum();
+        let other = bytes_where(&r, w.lo, w.hi, |x| x.tid.is_some_and(|t| t != w.tid));
         assert_eq!(other, 0, "tid {}'s stack attributed to another thread", w.tid);
     }
-    let main_sp_region = regions(&r).iter().find(|x| x["category"] == "main_stack").expect("main stack");
-    assert_eq!(main_sp_region["tid"].as_u64(), Some(pid as u64));
-    let names: Vec<String> = main_sp_region["stack"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["function"].as_str().map(str::to_string))
-        .collect();
-    assert!(names.iter().any(|n| n == "main"), "the main thread is in main(): {names:?}");
+    let main_sp_region = r.regions.iter().find(|x| x.category == "main_stack").expect("main stack");
+    assert_eq!(main_sp_region.tid, Some(pid));
+    let names = frame_functions(&main_sp_region.stack);
+    assert!(names.contains(&"main"), "the main thread is in main(): {names:?}");
 
     // Every arena heap the kernel shows (MAP_NORESERVE) is found, as its arena's.
     let mut bases = BTreeSet::new();
@@ -214,20 +191,19 @@ fn c_program_with_64_threads_and_8_arenas_against_proc() {
             bases.insert(m.start & !(HEAP_MAX - 1));
         }
     }
-    let arenas: Vec<&Value> =
-        r["arenas"].as_array().unwrap().iter().filter(|a| a["arena"] != "main").collect();
+    let arenas = non_main_arenas(&r);
     assert_eq!(bases.len(), 8);
     assert_eq!(arenas.len(), bases.len());
-    assert_eq!(category_bytes(&r, "malloc_arena"), arenas.iter().map(|a| u(&a["bytes"])).sum::<u64>());
+    assert_eq!(category_bytes(&r, "malloc_arena"), arenas.iter().map(|a| a.bytes).sum::<u64>());
     assert_thread_arenas(&r, &ws);
     // The 8 MiB malloc of the main thread: an mmapped chunk, by its header.
     let large = word_after(&lines, &format!("main {pid} large ")).expect("large line");
     assert!(bytes_in(&r, large - 16, large + (8 << 20), "malloc_large") >= 8 << 20);
 
     // Threads in epoll_wait are read without stopping them; the others were stopped briefly.
-    let ex = &r["explain"];
-    assert_eq!(u(&ex["threads_stopped"]) as usize + ex["threads_not_stopped"].as_array().unwrap().len(), 65);
-    assert!(ex["threads_not_stopped"].as_array().unwrap().iter().all(|t| t["syscall"] == "epoll_wait"));
+    let ex = r.explain.as_ref().expect("explain's own object");
+    assert_eq!(ex.threads_stopped + ex.threads_not_stopped.len(), 65);
+    assert!(ex.threads_not_stopped.iter().all(|t| t.syscall == "epoll_wait"));
 }
 
 #[test]
@@ -236,9 +212,9 @@ fn the_stop_of_100_threads_is_short() {
     let r = explain(h.pid());
     let out = h.finish();
     assert_completed(&out, 0);
-    let ex = &r["explain"];
-    assert_eq!(u(&ex["threads_stopped"]), 101);
-    let ms = u(&ex["stop_ns"]) as f64 / 1e6;
+    let ex = r.explain.as_ref().expect("explain's own object");
+    assert_eq!(ex.threads_stopped, 101);
+    let ms = ex.stop_ns as f64 / 1e6;
     eprintln!("stop of 101 threads: {ms:.2} ms");
     assert!(ms <= 50.0, "the stop took {ms:.2} ms");
 }
@@ -364,15 +340,12 @@ fn agrees_with_vmshim_run_of_the_same_process() {
     let e = explain(h.pid());
     let out = h.finish();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r = load_report(&dir.join("report.json"));
+    let r = read_report(&dir.join("report.json"));
     for c in ["thread_stack", "malloc_arena", "malloc_large", "main_stack"] {
         assert!(category_bytes(&r, c) > 0, "{c}: nothing to compare");
         assert_eq!(category_bytes(&e, c), category_bytes(&r, c), "{c}");
     }
-    let stacks = |rep: &Value| -> BTreeMap<u64, u64> {
-        rep["threads"].as_array().unwrap().iter().map(|t| (u(&t["tid"]), u(&t["stack_bytes"]))).collect()
-    };
-    assert_eq!(stacks(&e), stacks(&r));
+    assert_eq!(stack_bytes_by_tid(&e), stack_bytes_by_tid(&r));
     assert_same_heaps_and_vsz_but_the_shim(&e, &r);
 }
 
@@ -383,21 +356,21 @@ fn ex6_explained_from_outside() {
     let pid = h.pid();
     let before = read_maps(pid);
     let r = explain(pid);
-    let tasks = r["threads"].as_array().unwrap().len();
+    let tasks = r.threads.len();
     let out = h.finish();
     assert!(out.status.success());
     let vsz = maps_vsz(&before);
-    assert!(u(&r["vsz"]["final_bytes"]).abs_diff(vsz) <= 64 << 20, "the map moved by more than an arena");
+    assert!(r.vsz.final_bytes.abs_diff(vsz) <= 64 << 20, "the map moved by more than an arena");
     let un = category_bytes(&r, "unattributed");
-    assert!(un * 100 <= u(&r["vsz"]["final_bytes"]), "{un} unattributed");
+    assert!(un * 100 <= r.vsz.final_bytes, "{un} unattributed");
     assert!(category_bytes(&r, "go_runtime") > 0);
     // Every cgo thread's glibc stack is its own thread's, and every thread is listed.
     assert!(tasks >= 2);
-    for reg in regions(&r).iter().filter(|x| x["category"] == "thread_stack" && x["prot"] == "rw-p") {
-        let tid = reg["tid"].as_u64().expect("a thread on it");
+    for reg in r.regions.iter().filter(|x| x.category == "thread_stack" && x.prot == "rw-p") {
+        let tid = reg.tid.expect("a thread on it");
         assert!(
-            reg["evidence"].as_str().unwrap().contains(&format!("thread {tid}'s stack pointer")),
-            "{reg}"
+            reg.evidence.as_deref().unwrap().contains(&format!("thread {tid}'s stack pointer")),
+            "{reg:?}"
         );
     }
 }
@@ -437,7 +410,7 @@ fn static_c_program_with_arenas() {
     let ws = workers(&lines);
     assert_eq!(ws.len(), 12);
     for w in &ws {
-        assert_eq!(owned(&r, w.lo - w.guard, w.hi, "thread_stack", w.tid as u64), w.hi - w.lo + w.guard);
+        assert_eq!(owned(&r, w.lo - w.guard, w.hi, "thread_stack", w.tid), w.hi - w.lo + w.guard);
     }
     let heaps: BTreeSet<u64> = smaps
         .iter()
@@ -445,9 +418,9 @@ fn static_c_program_with_arenas() {
         .map(|(m, _)| m.start & !(HEAP_MAX - 1))
         .collect();
     assert_eq!(heaps.len(), 4);
-    assert_eq!(r["arenas"].as_array().unwrap().iter().filter(|a| a["arena"] != "main").count(), 4);
+    assert_eq!(non_main_arenas(&r).len(), 4);
     assert_thread_arenas(&r, &ws);
-    assert!(category_bytes(&r, "unattributed") * 100 <= u(&r["vsz"]["final_bytes"]));
+    assert!(category_bytes(&r, "unattributed") * 100 <= r.vsz.final_bytes);
 }
 
 /// ex6 explained at its handshake and reported by `vmshim run --attachable` at its exit a second
@@ -463,27 +436,17 @@ fn ex6_agrees_with_vmshim_run(name: &str, prog: &std::path::Path) {
     let e = explain(h.pid());
     let out = h.finish();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r = load_report(&dir.join("report.json"));
+    let r = read_report(&dir.join("report.json"));
     for c in ["thread_stack", "malloc_arena"] {
         assert!(category_bytes(&r, c) > 0, "{c}");
         assert_eq!(category_bytes(&e, c), category_bytes(&r, c), "{c}");
     }
-    let stacks = |rep: &Value| -> BTreeMap<u64, u64> {
-        rep["threads"].as_array().unwrap().iter().map(|t| (u(&t["tid"]), u(&t["stack_bytes"]))).collect()
-    };
-    let (es, rs) = (stacks(&e), stacks(&r));
+    let (es, rs) = (stack_bytes_by_tid(&e), stack_bytes_by_tid(&r));
     for (tid, b) in rs.iter().filter(|(_, b)| **b > 0) {
         assert_eq!(es.get(tid), Some(b), "tid {tid}");
     }
-    let purposes = |rep: &Value| -> BTreeMap<String, (u64, u64)> {
-        rep["go_runtime"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|g| {
-                (g["purpose"].as_str().unwrap().to_string(), (u(&g["bytes"]), u(&g["read_write_bytes"])))
-            })
-            .collect()
+    let purposes = |rep: &Report| -> BTreeMap<String, (u64, u64)> {
+        rep.go_runtime.iter().map(|g| (g.purpose.clone(), (g.bytes, g.read_write_bytes))).collect()
     };
     let (ep, rp) = (purposes(&e), purposes(&r));
     for p in ["page summary", "page alloc", "scavenge index", "heap index", "heap", "heap reservation"] {
@@ -515,15 +478,15 @@ fn static_go_program_ex2() {
     let h = Handshake::start(&mut Command::new(&prog), TIMEOUT);
     let r = explain(h.pid());
     assert!(h.finish().status.success());
-    let vsz = u(&r["vsz"]["final_bytes"]);
+    let vsz = r.vsz.final_bytes;
     assert!(category_bytes(&r, "unattributed") * 100 <= vsz);
     assert!(category_bytes(&r, "go_runtime") * 100 >= vsz * 95, "a static Go program is mostly Go's");
-    let purposes: Vec<&str> =
-        r["go_runtime"].as_array().unwrap().iter().map(|g| g["purpose"].as_str().unwrap()).collect();
+    let purposes: Vec<&str> = r.go_runtime.iter().map(|g| g.purpose.as_str()).collect();
     for p in ["page summary", "heap index", "heap"] {
         assert!(purposes.contains(&p), "{p} missing: {purposes:?}");
     }
-    assert_eq!(r["explain"]["notes"], serde_json::json!([]));
+    let notes = &r.explain.as_ref().expect("explain's own object").notes;
+    assert!(notes.is_empty(), "{notes:?}");
 }
 
 /// explain_jvm.java compiled with javac (Debian's default-jdk-headless) into the test's own
@@ -594,12 +557,12 @@ fn jvm_explained_from_outside_against_proc() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("done 8"));
 
-    let vsz = u(&r["vsz"]["final_bytes"]);
+    let vsz = r.vsz.final_bytes;
     assert!(vsz.abs_diff(maps_vsz(&before)) <= 64 << 20 && vsz.abs_diff(maps_vsz(&after)) <= 64 << 20);
     let un = category_bytes(&r, "unattributed");
     assert!(un * 100 <= vsz, "{un} of {vsz} bytes unattributed");
-    for reg in regions(&r) {
-        assert!(reg["evidence"].as_str().is_some_and(|e| !e.is_empty()), "no evidence: {reg}");
+    for reg in &r.regions {
+        assert!(reg.evidence.as_ref().is_some_and(|e| !e.is_empty()), "no evidence: {reg:?}");
     }
 
     // The Java threads the program started, by the tids they printed, are all among those checked.
@@ -613,15 +576,15 @@ fn jvm_explained_from_outside_against_proc() {
     for (&tid, &sp) in sps.iter().filter(|(t, _)| **t != pid) {
         let (lo, hi) = stack_of(&before, sp);
         let cat = if tid == pid { "main_stack" } else { "thread_stack" };
-        assert_eq!(owned(&r, lo, hi, cat, tid as u64), hi - lo, "tid {tid} stack {lo:#x}-{hi:#x}");
+        assert_eq!(owned(&r, lo, hi, cat, tid), hi - lo, "tid {tid} stack {lo:#x}-{hi:#x}");
         if java.contains(&tid) && (hi - lo) % (1 << 20) == 0 {
             jvm_guards += 1;
         }
     }
     // A Java thread's 1 MiB is its pthread stack, the JVM's guard zones at its bottom included.
     assert_eq!(jvm_guards, java.len(), "the Java threads' stacks are 1 MiB with their guard zones");
-    let main = regions(&r).iter().find(|x| x["category"] == "main_stack").expect("main stack");
-    assert_eq!(main["tid"].as_u64(), Some(pid as u64));
+    let main = r.regions.iter().find(|x| x.category == "main_stack").expect("main stack");
+    assert_eq!(main.tid, Some(pid));
 
     // Every arena heap the kernel shows is found, as its arena's.
     let heaps = glibc_heaps(&smaps);
@@ -629,21 +592,16 @@ fn jvm_explained_from_outside_against_proc() {
     for &(lo, hi) in &heaps {
         assert_eq!(bytes_in(&r, lo, hi, "malloc_arena"), hi - lo, "heap {lo:#x}-{hi:#x}");
     }
-    let arenas = r["arenas"].as_array().unwrap().iter().filter(|a| a["arena"] != "main").count();
-    assert_eq!(arenas, heaps.len());
+    assert_eq!(non_main_arenas(&r).len(), heaps.len());
 }
 
 /// Large chunks (malloc_large): every chunk explain finds by its header is one the trace saw
 /// mmapped, and every chunk of the trace explain does not find shares its kernel mapping with
 /// other anonymous memory (the kernel merged the chunk's mapping with a neighbour, and explain
 /// takes a header away from a mapping's start only when the chunks reach the mapping's end).
-fn assert_large_chunks_agree(e: &Value, r: &Value, maps: &[MapsRegion]) {
-    let large = |rep: &Value| -> Vec<(u64, u64)> {
-        regions(rep)
-            .iter()
-            .filter(|x| x["category"] == "malloc_large")
-            .map(|x| (u(&x["start"]), u(&x["end"])))
-            .collect()
+fn assert_large_chunks_agree(e: &Report, r: &Report, maps: &[MapsRegion]) {
+    let large = |rep: &Report| -> Vec<(u64, u64)> {
+        rep.regions.iter().filter(|x| x.category == "malloc_large").map(|x| (x.start, x.end)).collect()
     };
     let (el, rl) = (large(e), large(r));
     assert!(!rl.is_empty(), "no large chunk to compare");
@@ -723,7 +681,7 @@ fn jvm_agrees_with_vmshim_run_of_the_same_process() {
     let e = explain(h.pid());
     let out = h.finish();
     assert!(out.status.success(), "{}", stderr(&out));
-    let r = load_report(&dir.join("report.json"));
+    let r = read_report(&dir.join("report.json"));
     assert_large_chunks_agree(&e, &r, &maps);
     for c in ["main_stack", "brk_heap"] {
         assert!(category_bytes(&r, c) > 0, "{c}: nothing to compare");
@@ -735,35 +693,28 @@ fn jvm_agrees_with_vmshim_run_of_the_same_process() {
     // then is one explain saw.
     assert!(category_bytes(&r, "malloc_arena") > 0, "malloc_arena: nothing to compare");
     let mut seen_then = 0;
-    for x in regions(&e) {
-        let (lo, hi) = (u(&x["start"]), u(&x["end"]));
+    for x in &e.regions {
+        let (lo, hi) = (x.start, x.end);
         let run_arena = bytes_in(&r, lo, hi, "malloc_arena");
-        if x["category"] == "malloc_arena" {
+        if x.category == "malloc_arena" {
             assert_eq!(run_arena, hi - lo, "explain's arena {lo:#x}-{hi:#x} in the run");
         } else {
-            assert_eq!(run_arena, 0, "run's arena bytes in {lo:#x}-{hi:#x}, {} to explain", x["category"]);
+            assert_eq!(run_arena, 0, "run's arena bytes in {lo:#x}-{hi:#x}, {} to explain", x.category);
         }
         seen_then += run_arena;
     }
     assert_eq!(seen_then, category_bytes(&e, "malloc_arena"), "malloc_arena at the snapshot");
-    let guard_zones = |tid: u64| -> u64 {
-        regions(&r)
+    let guard_zones = |tid: u32| -> u64 {
+        r.regions
             .iter()
             .filter(|x| {
-                x["tid"].as_u64() == Some(tid)
-                    && x["stack"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|f| f["function"].as_str().is_some_and(|n| n.contains("_stack_guard_pages")))
+                x.tid == Some(tid)
+                    && frame_functions(&x.stack).iter().any(|n| n.contains("_stack_guard_pages"))
             })
-            .map(|x| u(&x["end"]) - u(&x["start"]))
+            .map(|x| x.end - x.start)
             .sum()
     };
-    let stacks = |rep: &Value| -> BTreeMap<u64, u64> {
-        rep["threads"].as_array().unwrap().iter().map(|t| (u(&t["tid"]), u(&t["stack_bytes"]))).collect()
-    };
-    let (es, rs) = (stacks(&e), stacks(&r));
+    let (es, rs) = (stack_bytes_by_tid(&e), stack_bytes_by_tid(&r));
     let mut zones = 0;
     for (tid, b) in rs.iter().filter(|(_, b)| **b > 0) {
         let g = guard_zones(*tid);
@@ -840,7 +791,7 @@ fn cgo_http_server_explained_while_it_serves() {
         let smaps = read_smaps_flags(pid);
         let r = explain(pid);
         let after = served.load(Ordering::Relaxed);
-        let vsz = u(&r["vsz"]["final_bytes"]);
+        let vsz = r.vsz.final_bytes;
         let un = category_bytes(&r, "unattributed");
         assert!(un * 100 <= vsz, "round {round}: {un} of {vsz} bytes unattributed");
         let heaps = glibc_heaps(&smaps);
@@ -848,13 +799,13 @@ fn cgo_http_server_explained_while_it_serves() {
         for &(lo, hi) in &heaps {
             assert_eq!(bytes_in(&r, lo, hi, "malloc_arena"), hi - lo, "round {round}: heap {lo:#x}-{hi:#x}");
         }
-        for reg in regions(&r).iter().filter(|x| x["category"] == "thread_stack" && x["prot"] == "rw-p") {
-            if let Some(tid) = reg["tid"].as_u64() {
-                let ev = reg["evidence"].as_str().unwrap();
-                assert!(ev.contains(&format!("thread {tid}'s stack pointer")), "round {round}: {reg}");
+        for reg in r.regions.iter().filter(|x| x.category == "thread_stack" && x.prot == "rw-p") {
+            if let Some(tid) = reg.tid {
+                let ev = reg.evidence.as_deref().unwrap();
+                assert!(ev.contains(&format!("thread {tid}'s stack pointer")), "round {round}: {reg:?}");
             }
         }
-        assert!(r["threads"].as_array().unwrap().len() >= 2);
+        assert!(r.threads.len() >= 2);
         // The server answers after the stop.
         wait_for("requests after the stop", || served.load(Ordering::Relaxed) >= after + 50);
     }
@@ -882,12 +833,8 @@ fn mapped_lines(lines: &[String]) -> (u64, String, u64, u64) {
 }
 
 /// The bytes of `[start, end)` in regions the trace says `cause` made (`dlopen`, `mmap`).
-fn made_by(report: &Value, start: u64, end: u64, cause: &str) -> u64 {
-    regions(report)
-        .iter()
-        .filter(|r| r["cause"] == cause)
-        .map(|r| u(&r["end"]).min(end).saturating_sub(u(&r["start"]).max(start)))
-        .sum()
+fn made_by(report: &Report, start: u64, end: u64, cause: &str) -> u64 {
+    bytes_where(report, start, end, |r| r.cause == cause)
 }
 
 /// The same library twice in one process, loaded by dlopen and mapped by a plain mmap of its
@@ -909,7 +856,7 @@ fn a_dlopened_library_and_the_same_file_mapped_by_mmap_are_told_apart() {
     let (bias, _, mlo, mhi) = mapped_lines(h.lines());
     let out = h.finish();
     assert!(out.status.success(), "{}", stderr(&out));
-    let r = load_report(&dir.join("report.json"));
+    let r = read_report(&dir.join("report.json"));
 
     // The loaded image: the mappings of the file that start at or above its load bias and are not
     // the plain mapping (the kernel's map, read at the snapshot).
@@ -922,14 +869,14 @@ fn a_dlopened_library_and_the_same_file_mapped_by_mmap_are_told_apart() {
     for m in &loaded {
         assert_eq!(bytes_in(&e, m.start, m.end, "library"), m.len(), "{m:?}");
         assert_eq!(made_by(&r, m.start, m.end, "dlopen"), m.len(), "the trace: {m:?}");
-        let reg = regions(&e).iter().find(|x| u(&x["start"]) == m.start).unwrap().clone();
-        assert!(reg["evidence"].as_str().unwrap().contains("link map"), "{reg}");
+        let reg: &Region = e.regions.iter().find(|x| x.start == m.start).unwrap();
+        assert!(reg.evidence.as_deref().unwrap().contains("link map"), "{reg:?}");
     }
     assert!(maps.iter().any(|m| m.path == lib && m.start == mlo), "the plain mapping is of the same file");
     assert_eq!(bytes_in(&e, mlo, mhi, "file_mmap"), mhi - mlo);
     assert_eq!(made_by(&r, mlo, mhi, "mmap"), mhi - mlo, "the trace");
-    let reg = regions(&e).iter().find(|x| u(&x["start"]) == mlo).unwrap().clone();
-    assert!(reg["evidence"].as_str().unwrap().contains("link map does not hold"), "{reg}");
+    let reg = e.regions.iter().find(|x| x.start == mlo).unwrap();
+    assert!(reg.evidence.as_deref().unwrap().contains("link map does not hold"), "{reg:?}");
 }
 
 /// The text and HTML reports of a live process say what they are: the kernel's VSZ now (read

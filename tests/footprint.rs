@@ -155,7 +155,7 @@ fn issue_11_the_reports_vmshim_rss_is_the_rss_of_its_vmshim_regions_at_exit() {
     let program = build_c("footprint");
     let out = run_with_timeout(&mut vmshim_run_cmd(&dir, &program, &["200000", "0"]), TIMEOUT);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report = load_report(&dir.join("report.json"));
+    let report = read_report(&dir.join("report.json"));
 
     let trace = vmshim_trace::parse(&std::fs::read(dir.join("t.trace")).unwrap()).unwrap();
     let mut chunks: Vec<_> = trace
@@ -177,13 +177,14 @@ fn issue_11_the_reports_vmshim_rss_is_the_rss_of_its_vmshim_regions_at_exit() {
         .iter()
         .filter(|&&(s, e, _)| {
             let covering = regions_in(&report, s, e);
-            !covering.is_empty() && covering.iter().all(|r| r["category"] == "vmshim")
+            !covering.is_empty() && covering.iter().all(|r| r.category == "vmshim")
         })
         .map(|r| r.2)
         .sum();
-    let own = u(&report["vmshim_rss_bytes"]);
+    let own = report.vmshim_rss_bytes.expect("vmshim_rss_bytes");
+    let rss = report.rss_bytes.expect("rss_bytes");
     assert_eq!(own, expected, "vmshim's own RSS against smaps at exit");
-    assert!(own > 0 && own < u(&report["rss_bytes"]), "{own} of {}", report["rss_bytes"]);
+    assert!(own > 0 && own < rss, "{own} of {rss}");
     let text = run_with_timeout(Command::new(vmshim_bin()).arg("report").arg(dir.join("t.trace")), TIMEOUT);
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
     let grouped = kib_grouped(own);

@@ -5,9 +5,9 @@
 //! the unstripped build of the same version. Nothing about Go's layout is typed in: the heap's
 //! address, the thread count and the reservation sizes all come from the run.
 
+use crate::common::report::{Region, Report};
 use crate::common::*;
 use crate::under_vmshim::*;
-use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 const VERSIONS: [&str; 5] = ["1.19", "1.21.13", "1.23.9", "1.25.5", "1.27.3"];
@@ -23,15 +23,15 @@ fn is_primitive(f: &str) -> bool {
 
 /// The Go frames of a region's stack (C frames left out: a stripped binary has no name for its
 /// cgo trampoline, and says module+offset instead).
-fn go_frames(region: &Value) -> Vec<String> {
-    functions(region).into_iter().filter(|f| f.starts_with("runtime.")).collect()
+fn go_frames(region: &Region) -> Vec<String> {
+    stack_functions(region).into_iter().filter(|f| f.starts_with("runtime.")).map(str::to_owned).collect()
 }
 
-fn go_purposes(report: &Value) -> Purposes {
+fn go_purposes(report: &Report) -> Purposes {
     let mut out = Purposes::new();
-    for r in regions(report).iter().filter(|r| r["category"] == "go_runtime") {
+    for r in report.regions.iter().filter(|r| r.category == "go_runtime") {
         let purpose =
-            r["purpose"].as_str().unwrap_or_else(|| panic!("a go_runtime region without purpose: {r}"));
+            r.purpose.as_deref().unwrap_or_else(|| panic!("a go_runtime region without purpose: {r:?}"));
         let asker = go_frames(r).into_iter().find(|f| !is_primitive(f)).unwrap_or_default();
         out.entry(purpose.to_owned()).or_default().insert(asker);
     }
@@ -39,22 +39,17 @@ fn go_purposes(report: &Value) -> Purposes {
 }
 
 /// The Go frames of the page summary's reservation, made once at start-up from mallocinit.
-fn summary_frames(report: &Value) -> Vec<String> {
-    let r = regions(report)
+fn summary_frames(report: &Report) -> Vec<String> {
+    let r = report
+        .regions
         .iter()
-        .find(|r| r["purpose"] == "page summary")
+        .find(|r| r.purpose.as_deref() == Some("page summary"))
         .unwrap_or_else(|| panic!("no page summary region"));
     go_frames(r)
 }
 
-fn categories(report: &Value) -> BTreeSet<String> {
-    report["categories"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| u(&c["bytes"]) > 0)
-        .map(|c| c["category"].as_str().unwrap().to_owned())
-        .collect()
+fn categories(report: &Report) -> BTreeSet<String> {
+    report.categories.iter().filter(|c| c.bytes > 0).map(|c| c.category.clone()).collect()
 }
 
 fn check(version: &str, what: &str, run: &Run) -> Purposes {
@@ -69,32 +64,29 @@ fn check(version: &str, what: &str, run: &Run) -> Purposes {
         assert!(!p.starts_with("other"), "{version} {what}: a reservation of unknown purpose: {p}");
     }
     // The biggest reservation is the page allocator's summary, reached from the runtime's start.
-    let biggest = regions(r)
-        .iter()
-        .filter(|x| x["category"] == "go_runtime")
-        .max_by_key(|x| u(&x["end"]) - u(&x["start"]))
-        .unwrap();
-    let f = functions(biggest);
-    assert!(f.iter().any(|f| f == "runtime.(*pageAlloc).sysInit"), "{version} {what}: {f:?}");
-    assert_eq!(f.last().map(String::as_str), Some("runtime.rt0_go"), "{version} {what}: {f:?}");
+    let biggest =
+        r.regions.iter().filter(|x| x.category == "go_runtime").max_by_key(|x| x.end - x.start).unwrap();
+    let f = stack_functions(biggest);
+    assert!(f.contains(&"runtime.(*pageAlloc).sysInit"), "{version} {what}: {f:?}");
+    assert_eq!(f.last().copied(), Some("runtime.rt0_go"), "{version} {what}: {f:?}");
     // The text report has the table.
-    let sum: u64 = r["go_runtime"].as_array().unwrap().iter().map(|g| u(&g["bytes"])).sum();
+    let sum: u64 = r.go_runtime.iter().map(|g| g.bytes).sum();
     assert_eq!(sum, go, "{version} {what}: the purposes add up to go_runtime");
     purposes
 }
 
 /// Every (address, function) of the frames of the report's regions inside `binary`: the
 /// inlined frames of one address are kept in order.
-fn frame_names(report: &Value, binary: &str) -> BTreeMap<u64, Vec<Option<String>>> {
+fn frame_names(report: &Report, binary: &str) -> BTreeMap<u64, Vec<Option<String>>> {
     let mut out: BTreeMap<u64, Vec<Option<String>>> = BTreeMap::new();
-    for r in regions(report) {
+    for r in &report.regions {
         let mut last = None;
-        for f in r["stack"].as_array().unwrap() {
-            if f["module"].as_str() != Some(binary) {
+        for f in &r.stack {
+            if f.module.as_deref() != Some(binary) {
                 continue;
             }
-            let addr = u(&f["addr"]);
-            let name = f["function"].as_str().map(str::to_owned);
+            let addr = f.addr;
+            let name = f.function.clone();
             if last != Some(addr) {
                 out.insert(addr, Vec::new());
             }
@@ -113,7 +105,12 @@ fn frame_names(report: &Value, binary: &str) -> BTreeMap<u64, Vec<Option<String>
 /// Of the Go frames the unstripped build names (Go names have a package: `runtime.mmap`,
 /// `main.main`; cgo's C helpers do not), the share the stripped build names alike at the same
 /// address (a non-PIE stripped build keeps every address), and how many it names differently.
-fn named_alike(full: &Value, full_bin: &str, stripped: &Value, stripped_bin: &str) -> (usize, usize, usize) {
+fn named_alike(
+    full: &Report,
+    full_bin: &str,
+    stripped: &Report,
+    stripped_bin: &str,
+) -> (usize, usize, usize) {
     let a = frame_names(full, full_bin);
     let b = frame_names(stripped, stripped_bin);
     let (mut go, mut same, mut wrong) = (0, 0, 0);

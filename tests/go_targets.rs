@@ -1,9 +1,9 @@
 //! Go targets: the cgo programs of the original investigation under `vmshim run`, and the
 //! static one (issue 15: recorded by the syscall recorder).
 
+use crate::common::report::Region;
 use crate::common::*;
 use crate::under_vmshim::*;
-use serde_json::Value;
 
 /// The Go heap's address as the program printed it (`ex6 heap 0x...`): Go >= 1.27 randomizes
 /// it, so nothing assumes 0xc000000000.
@@ -25,16 +25,19 @@ fn ex6_reconciles_and_explains_go_reservations_and_thread_stacks() {
     let heap = run.maps.iter().find(|m| m.start <= object && object < m.end).expect("the Go heap is mapped");
     assert_eq!(bytes_in(r, heap.start, heap.end, "go_runtime"), heap.len());
     for reg in regions_in(r, heap.start, heap.end) {
-        let f = functions(reg);
-        assert!(f.iter().any(|f| f == "runtime.(*mheap).sysAlloc" || f == "runtime.(*mheap).grow"), "{f:?}");
+        let f = stack_functions(reg);
+        assert!(
+            f.iter().any(|f| *f == "runtime.(*mheap).sysAlloc" || *f == "runtime.(*mheap).grow"),
+            "{f:?}"
+        );
     }
     // Every Go reservation's stack reaches the runtime's allocator and its root frame.
-    let go: Vec<&Value> = regions(r).iter().filter(|x| x["category"] == "go_runtime").collect();
+    let go: Vec<&Region> = r.regions.iter().filter(|x| x.category == "go_runtime").collect();
     for reg in &go {
-        let f = functions(reg);
-        assert!(f.iter().any(|f| f == "x_cgo_mmap"), "{f:?}");
+        let f = stack_functions(reg);
+        assert!(f.contains(&"x_cgo_mmap"), "{f:?}");
         assert!(f.iter().any(|f| f.starts_with("runtime.sys")), "{f:?}");
-        let root = f.last().map(String::as_str);
+        let root = f.last().copied();
         assert!(matches!(root, Some("runtime.rt0_go" | "runtime.goexit" | "runtime.mstart")), "{f:?}");
     }
     // The PROT_NONE reservations the kernel shows that are not glibc's (no MAP_NORESERVE arena
@@ -61,22 +64,22 @@ fn ex6_reconciles_and_explains_go_reservations_and_thread_stacks() {
         .map(|(m, _)| m)
         .collect();
     assert!(!stacks.is_empty());
-    let rows = r["threads"].as_array().unwrap();
+    let rows = &r.threads;
     for s in &stacks {
         assert_eq!(bytes_in(r, s.start, s.end, "thread_stack"), s.len(), "{s:?}");
         for reg in regions_in(r, s.start, s.end) {
-            let f = functions(reg);
-            assert!(f.iter().any(|f| f == "runtime.newm"), "{f:?}");
-            assert!(f.iter().any(|f| f == "_cgo_try_pthread_create"), "{f:?}");
-            let tid = u(&reg["tid"]);
-            assert!(rows.iter().any(|t| u(&t["tid"]) == tid && t["creator_tid"] == run.pid));
+            let f = stack_functions(reg);
+            assert!(f.contains(&"runtime.newm"), "{f:?}");
+            assert!(f.contains(&"_cgo_try_pthread_create"), "{f:?}");
+            let tid = reg.tid.unwrap_or_else(|| panic!("a thread stack without its thread: {reg:?}"));
+            assert!(rows.iter().any(|t| t.tid == tid && t.creator_tid == Some(run.pid)));
         }
         // The guard page below each stack is the same thread's.
         assert_eq!(bytes_in(r, s.start - page, s.start, "thread_stack"), page);
     }
     // Every thread alive at the handshake is in the table.
     for tid in &run.tasks {
-        assert!(rows.iter().any(|t| t["tid"] == *tid), "thread {tid} missing from {rows:?}");
+        assert!(rows.iter().any(|t| t.tid == *tid), "thread {tid} missing from {rows:?}");
     }
 }
 

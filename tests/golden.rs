@@ -8,7 +8,7 @@
 //! snapshots in tests/golden/; review them in the diff.
 
 use crate::common::*;
-use crate::under_vmshim::{TIMEOUT, load_report, u};
+use crate::under_vmshim::TIMEOUT;
 use std::process::Command;
 
 /// `text` with every hexadecimal address `0x…`, and every pid or tid in `ids` replaced by its
@@ -292,13 +292,12 @@ fn golden_text_and_html_reports_of_a_deterministic_target() {
         TIMEOUT,
     );
     std::fs::write(dir.join("r.json"), &json.stdout).unwrap();
-    let report = load_report(&dir.join("r.json"));
-    let pid = u(&report["process"]["pid"]);
+    let report = read_report(&dir.join("r.json"));
+    let pid = u64::from(report.process.pid);
     let mut ids = vec![(pid, "PID".to_owned())];
-    let mut tids: Vec<u64> =
-        report["threads"].as_array().unwrap().iter().map(|t| u(&t["tid"])).filter(|&t| t != pid).collect();
+    let mut tids: Vec<u64> = report.threads.iter().map(|t| u64::from(t.tid)).filter(|&t| t != pid).collect();
     tids.sort_unstable();
-    assert_eq!(tids.len(), 2, "two threads: {}", report["threads"]);
+    assert_eq!(tids.len(), 2, "two threads: {:?}", report.threads);
     ids.extend(tids.iter().enumerate().map(|(i, &t)| (t, format!("TID{}", i + 1))));
     let trace = dir.join("t.trace").display().to_string();
     // The program's path and file name carry its build's hash; its thread name is the first 15

@@ -3,7 +3,7 @@
 //! signals, stops; and the files at `--out` before and after.
 
 use crate::common::*;
-use crate::under_vmshim::{TIMEOUT, category_bytes, load_report, u};
+use crate::under_vmshim::{TIMEOUT, category_bytes};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -123,10 +123,10 @@ fn a_full_disk_gives_the_targets_status_and_a_report_of_the_partial_trace() {
     );
     assert_eq!(out.status.code(), bare.status.code(), "{}", text(&out.stderr));
     assert_eq!(out.stdout, bare.stdout, "the target's output is as bare");
-    let report = load_report(&dir.join("r.json"));
-    assert!(u(&report["events"]["dropped"]) > 0, "the dropped records are counted");
-    assert!(u(&report["events"]["recorded"]) > 0, "the records that fit are reported");
-    assert!(report["vsz"]["kernel_final_bytes"].is_u64(), "the kernel's map at exit is in the report");
+    let report = read_report(&dir.join("r.json"));
+    assert!(report.events.dropped > 0, "the dropped records are counted");
+    assert!(report.events.recorded > 0, "the records that fit are reported");
+    assert!(report.vsz.kernel_final_bytes.is_some(), "the kernel's map at exit is in the report");
     drop(fs);
 }
 
@@ -278,8 +278,12 @@ fn ptrace_traceme_succeeds_and_the_exit_map_is_still_captured() {
     );
     assert_eq!(out.status.code(), bare.status.code(), "{}", text(&out.stderr));
     assert_eq!(out.stdout, bare.stdout);
-    let report = load_report(&dir.join("r.json"));
-    assert!(u(&report["vsz"]["kernel_final_bytes"]) > 0, "the exit map was captured: {}", report["vsz"]);
+    let report = read_report(&dir.join("r.json"));
+    assert!(
+        report.vsz.kernel_final_bytes.is_some_and(|b| b > 0),
+        "the exit map was captured: {:?}",
+        report.vsz
+    );
 }
 
 /// Issue 11, case 6: ASan and TSan programs run under vmshim with the output and status they
@@ -309,14 +313,11 @@ fn asan_and_tsan_programs_run_as_bare_and_their_shadow_is_named() {
             "{flag}: a sanitizer complained: {err}"
         );
         assert!(dir.join("t.trace").exists(), "{flag}: the trace is where VMSHIM_OUT says");
-        let report = load_report(&dir.join("r.json"));
+        let report = read_report(&dir.join("r.json"));
         let shadow = category_bytes(&report, "sanitizer_shadow");
         assert!(shadow >= 1 << 40, "{flag}: {shadow} bytes of shadow");
         // ASan's leak check rules out ptrace; the exit watcher still sees its exit.
-        assert!(
-            report["vsz"]["kernel_final_bytes"].is_u64(),
-            "{flag} (held with ptrace: {held}): the exit map"
-        );
+        assert!(report.vsz.kernel_final_bytes.is_some(), "{flag} (held with ptrace: {held}): the exit map");
     }
 }
 
@@ -339,13 +340,12 @@ fn a_library_that_takes_mmap_ahead_of_the_shim_is_named_in_the_report() {
         assert!(out.status.success(), "{name}: {}", text(&out.stderr));
         let rep =
             run_with_timeout(Command::new(vmshim_bin()).args(["report", "--json"]).arg(&trace), TIMEOUT);
-        let report: serde_json::Value = serde_json::from_slice(&rep.stdout).unwrap();
-        let shadowed = report["shadowed"].as_array().unwrap();
+        let report = parse_report(&rep.stdout);
+        let shadowed = &report.shadowed;
         if name == "first" {
             assert_eq!(shadowed.len(), 1, "{shadowed:?}");
-            assert!(shadowed[0]["library"].as_str().unwrap().contains("libtcmalloc_minimal"));
-            let fs: Vec<&str> =
-                shadowed[0]["functions"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
+            assert!(shadowed[0].library.contains("libtcmalloc_minimal"));
+            let fs: Vec<&str> = shadowed[0].functions.iter().map(String::as_str).collect();
             assert!(fs.contains(&"mmap") && fs.contains(&"munmap"), "{fs:?}");
             let txt = run_with_timeout(Command::new(vmshim_bin()).arg("report").arg(&trace), TIMEOUT);
             assert!(text(&txt.stdout).contains("not seen: calls to mmap"), "{}", text(&txt.stdout));

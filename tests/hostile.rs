@@ -47,8 +47,7 @@ fn a_low_file_size_limit_drops_records_instead_of_killing_the_target() {
     let (_, trace) = run("fsize", 1000);
     let out = run_with_timeout(Command::new(vmshim_bin()).arg("report").arg("--json").arg(&trace), TIMEOUT);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let dropped = u(&report["events"]["dropped"]);
+    let dropped = parse_report(&out.stdout).events.dropped;
     assert!(dropped > 0, "records past the 64 KiB limit are counted as dropped");
     let size = std::fs::metadata(&trace).unwrap().len();
     assert!(size <= 64 << 10, "the trace stayed within RLIMIT_FSIZE: {size} bytes");

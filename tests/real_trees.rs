@@ -2,8 +2,9 @@
 //! and Python's `multiprocessing.Pool(4)`. Every process is in the run's report, and each one's
 //! own trace is explained against the kernel's map at its exit to within 0.1%.
 
+use crate::common::report::Report;
 use crate::common::*;
-use crate::under_vmshim::{TIMEOUT, category_bytes, load_report, u};
+use crate::under_vmshim::{TIMEOUT, category_bytes};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -12,17 +13,19 @@ use std::time::{Duration, Instant};
 
 /// The JSON report of each trace in `dir` whose name starts with `prefix`, by pid; of several
 /// images of one pid, the one that carries the kernel's map at exit.
-fn reports_by_pid(dir: &Path, prefix: &str) -> Vec<(u32, PathBuf, Value)> {
-    let mut out: Vec<(u32, PathBuf, Value)> = Vec::new();
+fn reports_by_pid(dir: &Path, prefix: &str) -> Vec<(u32, PathBuf, Report)> {
+    let mut out: Vec<(u32, PathBuf, Report)> = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if !p.file_name().unwrap().to_string_lossy().starts_with(prefix) {
             continue;
         }
         let r = run_with_timeout(Command::new(vmshim_bin()).arg("report").arg("--json").arg(&p), TIMEOUT);
+        // A trace that gives no report is passed over; one that does must be vmshim-report/1.
         let Ok(report) = serde_json::from_slice::<Value>(&r.stdout) else { continue };
-        let pid = u(&report["process"]["pid"]) as u32;
-        let has_map = report["vsz"]["kernel_final_bytes"].is_u64();
+        let report = typed_report(&report);
+        let pid = report.process.pid;
+        let has_map = report.vsz.kernel_final_bytes.is_some();
         match out.iter_mut().find(|(q, _, _)| *q == pid) {
             Some(slot) if has_map => *slot = (pid, p, report),
             Some(_) => {}
@@ -34,11 +37,12 @@ fn reports_by_pid(dir: &Path, prefix: &str) -> Vec<(u32, PathBuf, Value)> {
 
 /// Each process's own report reconciles with the kernel's map at its exit and leaves at most
 /// 0.1% unattributed.
-fn assert_explained(pid: u32, path: &Path, report: &Value) {
-    let kernel = report["vsz"]["kernel_final_bytes"].as_u64().unwrap_or_else(|| {
-        panic!("pid {pid} ({}): no kernel map at exit: {}", path.display(), report["vsz"])
-    });
-    assert_eq!(u(&report["vsz"]["final_bytes"]), kernel, "pid {pid}: the report's VSZ is the kernel's");
+fn assert_explained(pid: u32, path: &Path, report: &Report) {
+    let kernel = report
+        .vsz
+        .kernel_final_bytes
+        .unwrap_or_else(|| panic!("pid {pid} ({}): no kernel map at exit: {:?}", path.display(), report.vsz));
+    assert_eq!(report.vsz.final_bytes, kernel, "pid {pid}: the report's VSZ is the kernel's");
     let unattributed = category_bytes(report, "unattributed");
     assert!(
         unattributed * 1000 <= kernel,
@@ -142,15 +146,10 @@ fn nginx_master_and_workers_that_switch_to_nobody_are_each_listed_and_explained(
     assert_eq!(status.code(), Some(0), "{err}");
     assert_eq!(err, "", "nothing on the target's stderr");
 
-    let report = load_report(&dir.join("r.json"));
-    assert_eq!(u(&report["process"]["pid"]) as u32, master);
-    let listed: Vec<(u32, u32)> = report["processes"]
-        .as_array()
-        .expect("processes")
-        .iter()
-        .map(|p| (u(&p["pid"]) as u32, u(&p["ppid"]) as u32))
-        .filter(|(p, _)| *p != master)
-        .collect();
+    let report = read_report(&dir.join("r.json"));
+    assert_eq!(report.process.pid, master);
+    let listed: Vec<(u32, u32)> =
+        report.processes.iter().map(|p| (p.pid, p.ppid)).filter(|(p, _)| *p != master).collect();
     let mut want: Vec<(u32, u32)> = workers.iter().map(|&w| (w, master)).collect();
     want.sort_unstable();
     let mut got = listed.clone();
@@ -205,13 +204,12 @@ fn a_python_pool_of_four_lists_every_worker_and_explains_each() {
         .map(|w| w.parse().unwrap())
         .collect();
     assert_eq!(workers.len(), 4);
-    let report = load_report(&dir.join("r.json"));
-    let top = u(&report["process"]["pid"]) as u32;
-    let rows = report["processes"].as_array().expect("processes");
+    let report = read_report(&dir.join("r.json"));
+    let top = report.process.pid;
+    let rows = &report.processes;
     for &w in &workers {
-        let row =
-            rows.iter().find(|p| u(&p["pid"]) as u32 == w).unwrap_or_else(|| panic!("worker {w}: {rows:#?}"));
-        assert_eq!(u(&row["ppid"]) as u32, top, "worker {w}'s parent");
+        let row = rows.iter().find(|p| p.pid == w).unwrap_or_else(|| panic!("worker {w}: {rows:#?}"));
+        assert_eq!(row.ppid, top, "worker {w}'s parent");
     }
     let traces = reports_by_pid(dir.path(), "t.trace");
     for pid in std::iter::once(top).chain(workers.iter().copied()) {

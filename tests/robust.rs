@@ -36,8 +36,8 @@ fn sixty_four_threads_and_a_signal_handler_lose_and_tear_no_record() {
         Command::new(vmshim_bin()).arg("report").arg("--json").arg(dir.join("t.trace")),
         TIMEOUT,
     );
-    let r: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
-    assert_eq!((u(&r["events"]["torn"]), u(&r["events"]["dropped"])), (0, 0));
+    let r = parse_report(&report.stdout);
+    assert_eq!((r.events.torn, r.events.dropped), (0, 0));
 }
 
 #[test]
@@ -90,13 +90,13 @@ fn an_unwritable_trace_path_warns_once_and_the_target_runs() {
 fn forking_while_another_thread_is_inside_a_hook_leaves_both_traces_whole() {
     let (stdout, report, dir) = run_to_end_in("robust_forkstress", &build_c("forkstress"), &["20"], &[]);
     assert!(stdout.contains("done"), "{stdout}");
-    assert_eq!((u(&report["events"]["torn"]), u(&report["events"]["dropped"])), (0, 0));
-    let kids = report["processes"].as_array().unwrap();
+    assert_eq!((report.events.torn, report.events.dropped), (0, 0));
+    let kids = &report.processes;
     for line in stdout.lines().filter(|l| l.starts_with("child ")) {
         let w: Vec<&str> = line.split_whitespace().collect();
-        let (pid, addr) = (w[1].parse::<u64>().unwrap(), parse_hex(w[2]));
-        let kid = kids.iter().find(|k| u(&k["pid"]) == pid).unwrap_or_else(|| panic!("child {pid}"));
-        let trace = std::path::PathBuf::from(kid["trace"].as_str().unwrap());
+        let (pid, addr) = (w[1].parse::<u32>().unwrap(), parse_hex(w[2]));
+        let kid = kids.iter().find(|k| k.pid == pid).unwrap_or_else(|| panic!("child {pid}"));
+        let trace = std::path::PathBuf::from(&kid.trace);
         let trace = if trace.is_absolute() { trace } else { dir.path().join(trace) };
         let events = events_json(&trace);
         assert!(events.iter().any(|e| e["kind"] == "mmap" && u(&e["result"]) == addr), "child {pid}'s mmap");
@@ -161,11 +161,11 @@ fn sigkill_at_random_points_of_a_stress_run_leaves_readable_traces() {
             "round {round} ({delay_ms} ms): {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let r = parse_report(&out.stdout);
         // At most one record per thread (16 workers, main, and the signal handler's) can have
         // been in flight when the kill landed.
-        assert!(u(&r["events"]["torn"]) <= 18, "round {round}: {}", r["events"]);
-        assert!(u(&r["events"]["recorded"]) > 0);
+        assert!(r.events.torn <= 18, "round {round}: {:?}", r.events);
+        assert!(r.events.recorded > 0);
     }
 }
 

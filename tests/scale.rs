@@ -23,7 +23,7 @@ fn churn_trace(dir: &TestDir, pairs: u64) -> (std::path::PathBuf, u64, u64) {
 }
 
 /// `vmshim report --json TRACE`: the report, and the report process's peak RSS in bytes.
-fn report_with_peak_rss(dir: &TestDir, trace: &std::path::Path) -> (serde_json::Value, u64) {
+fn report_with_peak_rss(dir: &TestDir, trace: &std::path::Path) -> (report::Report, u64) {
     let json = dir.join("report.json");
     let child = Command::new(vmshim_bin())
         .args(["report", "--json"])
@@ -40,7 +40,7 @@ fn report_with_peak_rss(dir: &TestDir, trace: &std::path::Path) -> (serde_json::
     // Reaped by wait4 above; dropping the handle neither waits nor kills.
     std::mem::forget(child);
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
-    (load_report(&json), usage.ru_maxrss as u64 * 1024)
+    (read_report(&json), usage.ru_maxrss as u64 * 1024)
 }
 
 #[test]
@@ -56,8 +56,8 @@ fn report_memory_does_not_grow_with_the_number_of_events() {
     let (r_large, rss_large) = report_with_peak_rss(&dir, &large);
     for (r, pairs) in [(&r_small, 20_000u64), (&r_large, 300_000)] {
         // Every call is counted (mmap and munmap per pair, less the first LIVE munmaps)...
-        assert!(u(&r["events"]["recorded"]) >= 2 * pairs - live, "{}", r["events"]);
-        assert_eq!(u(&r["events"]["dropped"]), 0);
+        assert!(r.events.recorded >= 2 * pairs - live, "{:?}", r.events);
+        assert_eq!(r.events.dropped, 0);
         // ... and the replay ends with exactly the program's live mappings as its own mmaps.
         assert_eq!(category_bytes(r, "anon_mmap"), live * page, "{pairs} pairs");
     }

@@ -3,46 +3,45 @@
 //! target's handshake, the same moment the kernel's map at exit shows (the targets map nothing
 //! after it).
 
+use crate::common::report::Region;
 use crate::common::*;
 use crate::under_vmshim::*;
-use serde_json::Value;
 use std::process::Command;
 
 /// What every recorded static target's report must satisfy against /proc read at its handshake.
 fn assert_recorded_reconciles(run: &Run) {
     let r = &run.report;
     let vsz = vsz_bytes(&run.maps);
-    assert!(r["recorder"].as_str().is_some_and(|s| s.starts_with("syscalls")), "recorder: {}", r["recorder"]);
-    assert_eq!(u(&r["vsz"]["final_bytes"]), vsz, "report VSZ vs /proc/{}/maps", run.pid);
-    assert_eq!(u(&r["vsz"]["kernel_final_bytes"]), vsz, "kernel VSZ at exit vs /proc/{}/maps", run.pid);
-    let cats: u64 = r["categories"].as_array().unwrap().iter().map(|c| u(&c["bytes"])).sum();
+    assert!(r.recorder.starts_with("syscalls"), "recorder: {}", r.recorder);
+    assert_eq!(r.vsz.final_bytes, vsz, "report VSZ vs /proc/{}/maps", run.pid);
+    assert_eq!(r.vsz.kernel_final_bytes, Some(vsz), "kernel VSZ at exit vs /proc/{}/maps", run.pid);
+    let cats: u64 = r.categories.iter().map(|c| c.bytes).sum();
     assert_eq!(cats, vsz, "categories add up to VSZ");
     for m in run.maps.iter().filter(|m| m.path != "[vsyscall]") {
         let covering: u64 = regions_in(r, m.start, m.end)
             .iter()
-            .inspect(|x| assert_eq!(x["prot"], m.perms.as_str(), "{m:?}"))
-            .map(|x| u(&x["end"]).min(m.end) - u(&x["start"]).max(m.start))
+            .inspect(|x| assert_eq!(x.prot, m.perms, "{m:?}"))
+            .map(|x| x.end.min(m.end) - x.start.max(m.start))
             .sum();
         assert_eq!(covering, m.len(), "{m:?} is covered exactly once");
     }
     // >= 99.9% attributed.
     let unattributed = category_bytes(r, "unattributed");
     assert!(unattributed * 1000 <= vsz, "{unattributed} of {vsz} bytes unattributed");
-    assert_eq!(r["process"]["pid"], run.pid);
-    assert_eq!(r["process"]["exit"], "exited 0");
-    assert_eq!(u(&r["events"]["dropped"]), 0);
-    assert!(u(&r["events"]["timed"]) > 0 && u(&r["events"]["recording_ns"]) > 0, "{}", r["events"]);
+    assert_eq!(r.process.pid, run.pid);
+    assert_eq!(r.process.exit, "exited 0");
+    assert_eq!(r.events.dropped, 0);
+    assert!(r.events.timed > 0 && r.events.recording_ns > 0, "{:?}", r.events);
     for m in run.maps.iter().filter(|m| m.path == "[stack]") {
         assert_eq!(bytes_in(r, m.start, m.end, "main_stack"), m.len());
     }
     // Every thread /proc listed has its row, made by a thread of the process.
-    let rows = r["threads"].as_array().unwrap();
     for tid in &run.tasks {
-        let row = rows.iter().find(|t| t["tid"] == *tid).unwrap_or_else(|| panic!("no row for thread {tid}"));
+        let row =
+            r.threads.iter().find(|t| t.tid == *tid).unwrap_or_else(|| panic!("no row for thread {tid}"));
         if *tid != run.pid {
-            let creator =
-                row["creator_tid"].as_u64().unwrap_or_else(|| panic!("thread {tid} has no creator"));
-            assert!(run.tasks.contains(&(creator as u32)), "thread {tid}'s creator {creator}");
+            let creator = row.creator_tid.unwrap_or_else(|| panic!("thread {tid} has no creator"));
+            assert!(run.tasks.contains(&creator), "thread {tid}'s creator {creator}");
         }
     }
 }
@@ -55,8 +54,8 @@ fn static_go(version: &str) {
     assert_recorded_reconciles(&run);
     let r = &run.report;
     // The Go runtime's reservations are Go's, each with its purpose and the runtime's stack.
-    let go: Vec<&Value> = regions(r).iter().filter(|x| x["category"] == "go_runtime").collect();
-    let go_bytes: u64 = go.iter().map(|x| u(&x["end"]) - u(&x["start"])).sum();
+    let go: Vec<&Region> = r.regions.iter().filter(|x| x.category == "go_runtime").collect();
+    let go_bytes: u64 = go.iter().map(|x| x.end - x.start).sum();
     // Every anonymous mapping but the binary's .bss (right after its last file page) is the
     // runtime's.
     let image_ends: Vec<u64> = run.maps.iter().filter(|m| m.path.starts_with('/')).map(|m| m.end).collect();
@@ -68,12 +67,11 @@ fn static_go(version: &str) {
         .sum();
     assert_eq!(go_bytes, anon, "every anonymous mapping of a static Go program is the runtime's");
     for reg in &go {
-        assert!(reg["purpose"].as_str().is_some_and(|p| !p.is_empty()), "{reg}");
-        let f = functions(reg);
+        assert!(reg.purpose.as_ref().is_some_and(|p| !p.is_empty()), "{reg:?}");
+        let f = stack_functions(reg);
         assert!(f.iter().any(|f| f.starts_with("runtime.sys")), "{f:?}");
     }
-    let purposes: Vec<&str> =
-        r["go_runtime"].as_array().unwrap().iter().filter_map(|g| g["purpose"].as_str()).collect();
+    let purposes: Vec<&str> = r.go_runtime.iter().map(|g| g.purpose.as_str()).collect();
     assert!(purposes.contains(&"heap reservation") || purposes.contains(&"heap"), "{purposes:?}");
     // Go's threads come from runtime.newosproc's clone: each has its start record, with the
     // creating thread and a stack that the recorder unwound through Go's frame pointers.
@@ -129,14 +127,13 @@ fn static_c(compiler: &str) {
     for t in &threads {
         assert_eq!(bytes_in(r, t.lo, t.hi, "thread_stack"), t.hi - t.lo, "thread {}'s stack", t.tid);
         for reg in regions_in(r, t.lo, t.hi) {
-            assert_eq!(reg["tid"], t.tid, "{reg}");
-            assert_eq!(reg["creator_tid"], run.pid, "{reg}");
+            assert_eq!(reg.tid, Some(t.tid), "{reg:?}");
+            assert_eq!(reg.creator_tid, Some(run.pid), "{reg:?}");
             // The stack starts in libc, at the call that made or started the thread (how far
             // it goes on is static_c_stacks's matter).
-            let f = functions(reg);
+            let f = stack_functions(reg);
             assert!(
-                f.iter()
-                    .any(|f| ["mmap", "__mmap", "clone", "clone3", "__clone_internal"].contains(&f.as_str())),
+                f.iter().any(|f| ["mmap", "__mmap", "clone", "clone3", "__clone_internal"].contains(f)),
                 "{f:?}"
             );
         }
@@ -149,8 +146,8 @@ fn static_c(compiler: &str) {
         assert!(!arenas.is_empty(), "glibc made arenas");
         for m in arenas {
             for reg in regions_in(r, m.start, m.end) {
-                let f = functions(reg);
-                assert!(f.iter().any(|f| f == "alloc_new_heap" || f == "new_heap"), "{m:?}: {f:?}");
+                let f = stack_functions(reg);
+                assert!(f.iter().any(|f| *f == "alloc_new_heap" || *f == "new_heap"), "{m:?}: {f:?}");
             }
         }
     }
@@ -183,19 +180,19 @@ fn static_c_stacks(compiler: &str) {
     let run = run_handshake(&dir, &prog, &[]);
     assert_recorded_reconciles(&run);
     let r = &run.report;
-    let reaches = |f: &[String], caller: &str| {
-        let at = f.iter().position(|f| f == caller);
-        at.is_some() && f.iter().skip(at.unwrap_or(0)).any(|f| f == "main")
+    let reaches = |f: &[&str], caller: &str| {
+        let at = f.iter().position(|f| *f == caller);
+        at.is_some() && f.iter().skip(at.unwrap_or(0)).any(|f| *f == "main")
     };
     // Each thread's stack, with the call stack that created the thread.
     let others: Vec<&u32> = run.tasks.iter().filter(|t| **t != run.pid).collect();
     assert_eq!(others.len(), 2, "the program's two threads");
     for tid in others {
-        let stacks: Vec<&Value> =
-            regions(r).iter().filter(|x| x["category"] == "thread_stack" && x["tid"] == *tid).collect();
+        let stacks: Vec<&Region> =
+            r.regions.iter().filter(|x| x.category == "thread_stack" && x.tid == Some(*tid)).collect();
         assert!(!stacks.is_empty(), "thread {tid} has its stack");
         for reg in stacks {
-            let f = functions(reg);
+            let f = stack_functions(reg);
             assert!(reaches(&f, "start_worker_threads"), "thread {tid}'s stack was made by {f:?}");
         }
     }
@@ -208,7 +205,7 @@ fn static_c_stacks(compiler: &str) {
         .expect("the program prints its block's address");
     let chunk = regions_in(r, big, big + 1);
     assert_eq!(chunk.len(), 1, "one region holds the block: {chunk:?}");
-    let f = functions(chunk[0]);
+    let f = stack_functions(chunk[0]);
     assert!(reaches(&f, "reserve_big_block"), "the block's mapping was made by {f:?}");
     assert_ne!(f[0], "reserve_big_block", "the first frame is libc's system call: {f:?}");
 }

@@ -4,6 +4,7 @@
 //! `--tree` give the sections. Until `vmshim run` captures every process's map at exit, the
 //! children's figures are held against their own traces' replay.
 
+use crate::common::report::{Region, Report, Row};
 use crate::common::*;
 use crate::under_vmshim::*;
 use serde_json::Value;
@@ -15,14 +16,14 @@ use vmshim_trace::{Event, HEADER_SIZE, Kind, RECORD_HEADER, Record};
 
 /// What proctree printed: the pids, the parent's 8 MiB reservation and the fork times.
 struct Tree {
-    parent: u64,
-    child1: u64,
-    child2: u64,
-    grandchild: u64,
+    parent: u32,
+    child1: u32,
+    child2: u32,
+    grandchild: u32,
     reserve: (u64, u64),
     child1_mmap: (u64, u64),
     /// (child pid, CLOCK_MONOTONIC just before its fork)
-    forks: Vec<(u64, u64)>,
+    forks: Vec<(u32, u64)>,
 }
 
 fn parse_tree(stdout: &str) -> Tree {
@@ -56,14 +57,22 @@ fn report(args: &[&str], trace: &Path) -> Output {
     run_with_timeout(Command::new(vmshim_bin()).arg("report").arg(trace).args(args), TIMEOUT)
 }
 
-fn report_json(args: &[&str], trace: &Path) -> Value {
+fn report_json(args: &[&str], trace: &Path) -> Report {
     let out = report(&[&["--json", "--top", "1000"], args].concat(), trace);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     // --tree's sections and --pid's sections are vmshim-report/1 too.
-    let typed = typed_report(&v);
-    assert_eq!(typed.sections.is_some(), args.contains(&"--tree"), "sections only with --tree");
-    v
+    let r = parse_report(&out.stdout);
+    assert_eq!(r.sections.is_some(), args.contains(&"--tree"), "sections only with --tree");
+    r
+}
+
+/// [`report_json`]'s report as JSON, for comparing two reports whole: the schema's types have no
+/// `PartialEq`, and JSON equality is stricter (it sees a field the types would drop).
+fn report_json_value(args: &[&str], trace: &Path) -> Value {
+    let out = report(&[&["--json", "--top", "1000"], args].concat(), trace);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    parse_report(&out.stdout);
+    serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
 fn report_text(args: &[&str], trace: &Path) -> String {
@@ -130,45 +139,40 @@ fn rewrite_start(path: &Path, edit: impl FnOnce(&mut Start, &mut Option<(u32, u6
 }
 
 /// Runs proctree under `vmshim run` in `dir`; returns what it printed and the report.
-fn run_proctree(dir: &TestDir) -> (Tree, Value) {
+fn run_proctree(dir: &TestDir) -> (Tree, Report) {
     let mut cmd = vmshim_run_cmd(dir, &build_c("proctree"), &[]);
     let out = run_with_timeout(&mut cmd, TIMEOUT);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    (parse_tree(&stdout), load_report(&dir.join("report.json")))
+    (parse_tree(&stdout), read_report(&dir.join("report.json")))
 }
 
-fn row(report: &Value, pid: u64) -> &Value {
-    let ps = report["processes"].as_array().expect("processes");
-    ps.iter().find(|p| u(&p["pid"]) == pid).unwrap_or_else(|| panic!("no process {pid}: {ps:#?}"))
+fn row(report: &Report, pid: u32) -> &Row {
+    let ps = &report.processes;
+    ps.iter().find(|p| p.pid == pid).unwrap_or_else(|| panic!("no process {pid}: {ps:#?}"))
 }
 
-fn pids(report: &Value) -> Vec<u64> {
-    let mut v: Vec<u64> = report["processes"].as_array().unwrap().iter().map(|p| u(&p["pid"])).collect();
+fn pids(report: &Report) -> Vec<u32> {
+    let mut v: Vec<u32> = report.processes.iter().map(|p| p.pid).collect();
     v.sort_unstable();
     v
 }
 
-fn trace_of(report: &Value, pid: u64) -> PathBuf {
-    PathBuf::from(row(report, pid)["trace"].as_str().unwrap())
+fn trace_of(report: &Report, pid: u32) -> PathBuf {
+    PathBuf::from(&row(report, pid).trace)
 }
 
 /// The region of a section's report that covers `[start, end)`.
-fn covering(section: &Value, (start, end): (u64, u64)) -> &Value {
-    let regions = section["regions"].as_array().unwrap();
-    regions
+fn covering(section: &Report, (start, end): (u64, u64)) -> &Region {
+    section
+        .regions
         .iter()
-        .find(|r| u(&r["start"]) <= start && end <= u(&r["end"]))
+        .find(|r| r.start <= start && end <= r.end)
         .unwrap_or_else(|| panic!("nothing covers {start:#x}-{end:#x}"))
 }
 
-fn functions(region: &Value) -> Vec<String> {
-    region["stack"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["function"].as_str().map(str::to_string))
-        .collect()
+fn functions(region: &Region) -> Vec<&str> {
+    frame_functions(&region.stack)
 }
 
 #[test]
@@ -186,40 +190,40 @@ fn the_process_table_lists_the_processes_the_program_made_with_their_parents() {
     ] {
         let r = row(&report, pid);
         if let Some(ppid) = ppid {
-            assert_eq!(u(&r["ppid"]), ppid, "{r}");
+            assert_eq!(r.ppid, ppid, "{r:?}");
         }
-        assert_eq!(u(&r["depth"]), depth, "{r}");
+        assert_eq!(r.depth, depth, "{r:?}");
         // Each row is its own trace's figures: the trace reported alone has that address
         // space, and the process's section in the run has the row's figures.
         let own = report_json(&[], &trace_of(&report, pid));
-        assert_eq!(u(&own["process"]["pid"]), pid);
-        assert_eq!(u(&r["vsz_bytes"]), u(&own["vsz"]["final_bytes"]), "{r}");
+        assert_eq!(own.process.pid, pid);
+        assert_eq!(r.vsz_bytes, own.vsz.final_bytes, "{r:?}");
         let section = report_json(&["--pid", &pid.to_string()], &dir.join("t.trace"));
-        assert_eq!(r["explained_fraction"], section["attributed_fraction"], "{r}");
-        assert_eq!(r["inherited_bytes"], section["process"]["inherited_bytes"], "{r}");
+        assert_eq!(r.explained_fraction, section.attributed_fraction, "{r:?}");
+        assert_eq!(r.inherited_bytes, section.process.inherited_bytes, "{r:?}");
     }
     // The top's figures are the kernel's; a child's exit is observed or said not to be.
     let top = row(&report, t.parent);
-    assert_eq!((top["ended"].as_str(), &top["vsz_from_kernel"]), (Some("exited 0"), &Value::Bool(true)));
+    assert_eq!((top.ended.as_str(), top.vsz_from_kernel), ("exited 0", true));
     for (pid, code) in [(t.child1, 0), (t.child2, 0), (t.grandchild, 3)] {
-        let ended = row(&report, pid)["ended"].as_str().unwrap().to_string();
-        assert!(ended == "not observed" || ended == format!("exited {code}"), "{pid}: {ended}");
+        let ended = &row(&report, pid).ended;
+        assert!(*ended == "not observed" || *ended == format!("exited {code}"), "{pid}: {ended}");
     }
     // child1's own mmap is its own, on its own thread.
     let c1 = report_json(&[], &trace_of(&report, t.child1));
     let own = covering(&c1, t.child1_mmap);
-    assert_eq!((u(&own["tid"]), &own["inherited"]), (t.child1, &Value::Null), "{own}");
+    assert_eq!((own.tid, own.inherited), (Some(t.child1), None), "{own:?}");
 }
 
 /// The fork's parent thread and time, in a child trace that does not carry them yet (the shim
 /// writes them when it creates the child's trace in the fork; until then the test adds what
 /// the program printed).
-fn note_fork(report: &Value, t: &Tree, pid: u64, forker: u64) {
+fn note_fork(report: &Report, t: &Tree, pid: u32, forker: u32) {
     let path = trace_of(report, pid);
     let at = t.forks.iter().find(|f| f.0 == pid).unwrap().1;
     rewrite_start(&path, |_, fork| {
         if fork.is_none() {
-            *fork = Some((forker as u32, at));
+            *fork = Some((forker, at));
         }
     });
 }
@@ -235,39 +239,34 @@ fn a_fork_child_keeps_the_parents_category_thread_and_stack_for_what_it_inherite
     // The parent's own section: the reservation is its mmap from parent_reserve.
     let parent = report_json(&[], &top);
     let theirs = covering(&parent, t.reserve);
-    assert_eq!(theirs["category"], "anon_mmap");
-    assert!(functions(theirs).iter().any(|f| f == "parent_reserve"), "{theirs}");
+    assert_eq!(theirs.category, "anon_mmap");
+    assert!(functions(theirs).contains(&"parent_reserve"), "{theirs:?}");
     // A child's and the grandchild's: the same region, inherited from the parent, with the
     // parent's category, thread and stack (through child2 for the grandchild).
     for pid in [t.child1, t.grandchild] {
         let section = report_json(&["--pid", &pid.to_string()], &top);
-        assert_eq!(u(&section["process"]["pid"]), pid);
+        assert_eq!(section.process.pid, pid);
         let r = covering(&section, t.reserve);
-        assert_eq!(r["category"], theirs["category"], "{pid}: {r}");
-        assert_eq!(
-            (u(&r["inherited"]["pid"]), u(&r["inherited"]["tid"])),
-            (t.parent, t.parent),
-            "{pid}: {r}"
-        );
-        assert_eq!(u(&r["tid"]), t.parent, "{pid}: {r}");
-        assert!(functions(r).iter().any(|f| f == "parent_reserve"), "{pid}: {r}");
-        assert!(u(&section["process"]["inherited_bytes"]) >= t.reserve.1 - t.reserve.0);
+        assert_eq!(r.category, theirs.category, "{pid}: {r:?}");
+        let inherited = r.inherited.unwrap_or_else(|| panic!("{pid}: {r:?}"));
+        assert_eq!((inherited.pid, inherited.tid), (t.parent, Some(t.parent)), "{pid}: {r:?}");
+        assert_eq!(r.tid, Some(t.parent), "{pid}: {r:?}");
+        assert!(functions(r).contains(&"parent_reserve"), "{pid}: {r:?}");
+        assert!(section.process.inherited_bytes >= t.reserve.1 - t.reserve.0);
         // What is inherited is filed as the parent files it: the images (code, data, .bss) as
         // libraries in both, nothing else, and nothing left unexplained.
-        let bytes = |v: &Value, cat: &str, inherited: bool| -> u64 {
-            v["regions"]
-                .as_array()
-                .unwrap()
+        let bytes = |v: &Report, cat: &str, inherited: bool| -> u64 {
+            v.regions
                 .iter()
-                .filter(|r| r["category"] == cat && (!inherited || r["inherited"].is_object()))
-                .map(|r| u(&r["end"]) - u(&r["start"]))
+                .filter(|r| r.category == cat && (!inherited || r.inherited.is_some()))
+                .map(|r| r.end - r.start)
                 .sum()
         };
         assert_eq!(bytes(&section, "library", true), bytes(&parent, "library", false), "{pid}");
         assert_eq!(bytes(&section, "unattributed", true) + bytes(&section, "inherited", true), 0, "{pid}");
         let text = report_text(&["--pid", &pid.to_string(), "--top", "1000"], &top);
         assert!(text.contains(&format!("inherited from pid {}, thread {}", t.parent, t.parent)), "{text}");
-        assert!(text.contains(&format!("fork child of pid {}", u(&row(&report, pid)["ppid"]))), "{text}");
+        assert!(text.contains(&format!("fork child of pid {}", row(&report, pid).ppid)), "{text}");
     }
     // Without the parent's trace: said so, never `library`.
     std::fs::rename(trace_of(&report, t.child2), dir.join("elsewhere")).unwrap();
@@ -275,9 +274,9 @@ fn a_fork_child_keeps_the_parents_category_thread_and_stack_for_what_it_inherite
     let orphan = report_json(&[], &grandchild);
     let r = covering(&orphan, t.reserve);
     assert_eq!(
-        (r["category"].as_str(), &r["inherited"]["parent_traced"]),
-        (Some("inherited"), &Value::Bool(false)),
-        "{r}"
+        (r.category.as_str(), r.inherited.map(|i| i.parent_traced)),
+        ("inherited", Some(false)),
+        "{r:?}"
     );
     let text = report_text(&[], &grandchild);
     assert!(text.contains("inherited (parent not traced)"), "{text}");
@@ -294,15 +293,14 @@ fn a_stale_trace_with_a_reused_pid_from_an_earlier_run_is_never_listed() {
     let stale = dir.join(format!("t.trace.{}", old.child1 + 100_000));
     std::fs::copy(trace_of(&old_report, old.child1), &stale).unwrap();
     rewrite_start(&stale, |s, _| {
-        s.pid = t.child1 as u32;
-        s.ppid = t.parent as u32;
+        s.pid = t.child1;
+        s.ppid = t.parent;
     });
     let report = report_json(&[], &dir.join("t.trace"));
     let mut made = vec![t.parent, t.child1, t.child2, t.grandchild];
     made.sort_unstable();
     assert_eq!(pids(&report), made);
-    let listed: Vec<&str> =
-        report["processes"].as_array().unwrap().iter().map(|p| p["trace"].as_str().unwrap()).collect();
+    let listed: Vec<&str> = report.processes.iter().map(|p| p.trace.as_str()).collect();
     assert!(!listed.iter().any(|p| Path::new(p) == stale), "{listed:?}");
 }
 
@@ -316,7 +314,7 @@ fn pid_gives_one_section_and_tree_gives_the_table_then_every_section_in_tree_ord
     assert!(one.contains("\nProcesses (4;"), "{one}");
     let tree = report_text(&["--tree"], &top);
     assert!(tree.starts_with("Processes (4;"), "{tree}");
-    let heads: Vec<u64> = tree
+    let heads: Vec<u32> = tree
         .lines()
         .filter_map(|l| l.strip_prefix("vmshim: pid "))
         .map(|l| l.split(' ').next().unwrap().parse().unwrap())
@@ -331,7 +329,7 @@ fn pid_gives_one_section_and_tree_gives_the_table_then_every_section_in_tree_ord
     made.sort_unstable();
     assert_eq!(sorted, made);
     // The table's lines are in the same order, children indented under their parents.
-    let depth = |pid: u64| {
+    let depth = |pid: u32| {
         if pid == t.parent {
             0
         } else if pid == t.grandchild {
@@ -345,8 +343,8 @@ fn pid_gives_one_section_and_tree_gives_the_table_then_every_section_in_tree_ord
         assert!(line.starts_with(&format!("  {}{pid} ", "  ".repeat(depth(*pid)))), "{line}");
     }
     let json = report_json(&["--tree"], &top);
-    let sections: Vec<u64> =
-        json["sections"].as_array().unwrap().iter().map(|s| u(&s["process"]["pid"])).collect();
+    let sections: Vec<u32> =
+        json.sections.as_ref().expect("--tree's sections").iter().map(|s| s.process.pid).collect();
     assert_eq!(sections, heads);
     // The page has the table too, a row per process.
     let page = dir.join("tree.html");
@@ -364,7 +362,8 @@ fn pid_gives_one_section_and_tree_gives_the_table_then_every_section_in_tree_ord
 }
 
 /// `vmshim run --out T -- execstatic PROG` and then `vmshim report T`: (stdout, the run's JSON
-/// report, the later report's JSON, the later text report, the directory).
+/// report, the later report's JSON, the later text report, the directory). The two reports come
+/// as JSON, to be compared whole (see [`report_json_value`]); read them through [`typed_report`].
 fn run_exec(name: &str, prog: &Path) -> (String, Value, Value, String, TestDir) {
     let dir = TestDir::new(name);
     let mut cmd = vmshim_run_cmd(&dir, &build_c("execstatic"), &[prog.to_str().unwrap()]);
@@ -372,13 +371,13 @@ fn run_exec(name: &str, prog: &Path) -> (String, Value, Value, String, TestDir) 
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let printed = load_report(&dir.join("report.json"));
-    let later = report_json(&[], &dir.join("t.trace"));
+    let later = report_json_value(&[], &dir.join("t.trace"));
     let text = report_text(&[], &dir.join("t.trace"));
     (stdout, printed, later, text, dir)
 }
 
 /// execstatic's "static <pid> vsz <KiB>" line: (pid, VSZ in bytes).
-fn static_line(stdout: &str) -> (u64, u64) {
+fn static_line(stdout: &str) -> (u32, u64) {
     let w: Vec<&str> = stdout.lines().find(|l| l.starts_with("static ")).expect(stdout).split(' ').collect();
     (w[1].parse().unwrap(), w[3].parse::<u64>().unwrap() * 1024)
 }
@@ -389,15 +388,16 @@ fn report_of_an_exec_chain_answers_with_the_last_image_as_run_did() {
     let (stdout, printed, later, _, dir) = run_exec("tree_exec_dynamic", &build_c("execstatic"));
     let (pid, vsz) = static_line(&stdout);
     assert_eq!(later, printed, "vmshim report T gives the answer vmshim run gave");
-    let p = &later["process"];
-    assert_eq!((u(&p["pid"]), u(&p["image"]), p["images"].as_array().unwrap().len()), (pid, 2, 2), "{p}");
-    assert!(p["images"][0]["ended"].as_str().unwrap().starts_with("exec'd "), "{p}");
+    let later = typed_report(&later);
+    let p = &later.process;
+    assert_eq!((p.pid, p.image, p.images.len()), (pid, 2, 2), "{p:?}");
+    assert!(p.images[0].ended.starts_with("exec'd "), "{p:?}");
     // Reconciled against the last image's own map at exit, as VmSize gave it then.
-    assert_eq!(u(&later["vsz"]["kernel_final_bytes"]), vsz);
-    assert!(later["attributed_fraction"].as_f64().unwrap() > 0.999, "{}", later["attributed_fraction"]);
+    assert_eq!(later.vsz.kernel_final_bytes, Some(vsz));
+    assert!(later.attributed_fraction > 0.999, "{}", later.attributed_fraction);
     // The first image is there on demand, replayed from its own calls.
     let first = report_json(&["--pid", &pid.to_string(), "--image", "1"], &dir.join("t.trace"));
-    assert_eq!((u(&first["process"]["image"]), &first["vsz"]["kernel_final_bytes"]), (1, &Value::Null));
+    assert_eq!((first.process.image, first.vsz.kernel_final_bytes), (1, None));
 }
 
 #[test]
@@ -407,15 +407,14 @@ fn an_exec_into_a_static_program_says_its_memory_is_unattributed_and_why() {
     let (stdout, printed, later, text, _) = run_exec("tree_exec_static", &stat);
     let (pid, vsz) = static_line(&stdout);
     assert_eq!(later, printed, "vmshim report T gives the answer vmshim run gave");
-    let p = &later["process"];
-    assert_eq!((u(&p["pid"]), u(&p["image"])), (pid, 2), "{p}");
-    assert_eq!(p["untraced_final"]["statically_linked"], Value::Bool(true), "{p}");
-    assert_eq!(u(&later["vsz"]["kernel_final_bytes"]), vsz);
+    let later = typed_report(&later);
+    let p = &later.process;
+    assert_eq!((p.pid, p.image), (pid, 2), "{p:?}");
+    assert_eq!(p.untraced_final.as_ref().and_then(|u| u.statically_linked), Some(true), "{p:?}");
+    assert_eq!(later.vsz.kernel_final_bytes, Some(vsz));
     // Its 4 MiB reservation: nothing recorded it.
-    let cat = |c: &str| {
-        later["categories"].as_array().unwrap().iter().find(|x| x["category"] == c).map(|x| u(&x["bytes"]))
-    };
-    assert!(cat("unattributed").unwrap() >= 4 << 20, "{}", later["categories"]);
+    let cat = |c: &str| later.categories.iter().find(|x| x.category == c).map(|x| x.bytes);
+    assert!(cat("unattributed").unwrap() >= 4 << 20, "{:?}", later.categories);
     assert!(text.contains(&format!("final image: {} is statically linked", stat.display())), "{text}");
     assert!(text.contains("issue 15"), "{text}");
 }
@@ -451,17 +450,13 @@ fn an_image_that_exec_d_a_static_program_says_so_and_keeps_its_own_map() {
     // report then replays the image's calls).
     append_exit(&trace, i32::MIN, &format!("exec'd {}", stat.display()));
     let report = report_json(&[], &trace);
-    let p = &report["process"];
-    assert_eq!((u(&p["pid"]), u(&p["image"])), (pid, 1), "the traced image is the last one with a map: {p}");
-    assert_eq!(p["images"].as_array().unwrap().len(), 2, "{p}");
-    assert_eq!(p["images"][1]["trace"], Value::Null, "{p}");
-    let u_ = &p["untraced_final"];
-    assert_eq!(
-        (&u_["statically_linked"], &u_["map_known"]),
-        (&Value::Bool(true), &Value::Bool(false)),
-        "{p}"
-    );
-    assert_eq!(row(&report, pid)["ended"], format!("exec'd {}", stat.display()));
+    let p = &report.process;
+    assert_eq!((p.pid, p.image), (pid, 1), "the traced image is the last one with a map: {p:?}");
+    assert_eq!(p.images.len(), 2, "{p:?}");
+    assert_eq!(p.images[1].trace, None, "{p:?}");
+    let u_ = p.untraced_final.as_ref().unwrap_or_else(|| panic!("{p:?}"));
+    assert_eq!((u_.statically_linked, u_.map_known), (Some(true), false), "{p:?}");
+    assert_eq!(row(&report, pid).ended, format!("exec'd {}", stat.display()));
     let text = report_text(&[], &trace);
     assert!(text.contains(&format!("then exec'd: {} is statically linked", stat.display())), "{text}");
 }

@@ -18,9 +18,8 @@ pub struct Run {
     pub smaps: Vec<(MapsRegion, Vec<String>)>,
     pub tasks: Vec<u32>,
     pub out: Output,
-    pub report: Value,
-    /// The same report read through vmshim-report/1's types.
-    pub typed: Report,
+    /// The report, read through vmshim-report/1's types.
+    pub report: Report,
     pub trace: PathBuf,
 }
 
@@ -44,7 +43,7 @@ pub fn run_handshake(dir: &TestDir, prog: &Path, args: &[&str]) -> Run {
 
 /// Runs `prog ARGS` under `vmshim run --json` to the end in its own test directory (named
 /// `name`); checks it succeeded; returns (stdout, report, the directory).
-pub fn run_to_end(name: &str, prog: &Path, args: &[&str], env: &[(&str, &str)]) -> (String, Value) {
+pub fn run_to_end(name: &str, prog: &Path, args: &[&str], env: &[(&str, &str)]) -> (String, Report) {
     let (stdout, report, _) = run_to_end_in(name, prog, args, env);
     (stdout, report)
 }
@@ -54,14 +53,14 @@ pub fn run_to_end_in(
     prog: &Path,
     args: &[&str],
     env: &[(&str, &str)],
-) -> (String, Value, TestDir) {
+) -> (String, Report, TestDir) {
     let dir = TestDir::new(name);
     let mut cmd = vmshim_run_cmd(&dir, prog, args);
     cmd.envs(env.iter().copied());
     let out = run_with_timeout(&mut cmd, TIMEOUT);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let report = load_report(&dir.join("report.json"));
+    let report = read_report(&dir.join("report.json"));
     (stdout, report, dir)
 }
 
@@ -77,9 +76,8 @@ pub fn finish_handshake(dir: &TestDir, h: Handshake) -> Run {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let report = load_report(&dir.join("report.json"));
-    let typed = typed_report(&report);
-    Run { pid, lines, maps, smaps, tasks, out, report, typed, trace: dir.join("t.trace") }
+    let report = read_report(&dir.join("report.json"));
+    Run { pid, lines, maps, smaps, tasks, out, report, trace: dir.join("t.trace") }
 }
 
 /// The end of a shared object's last PT_LOAD segment (p_vaddr + p_memsz), from `readelf -lW`.
@@ -131,11 +129,11 @@ pub fn run_handshake_settled(dir: &TestDir, prog: &Path, args: &[&str], env: &[(
         let run = finish_handshake(dir, h);
         let (maps, report) = (&run.maps, &run.report);
         let same_layout = maps.iter().filter(|m| m.path != "[vsyscall]").all(|m| {
-            regions_in(report, m.start, m.end).iter().all(|r| r["prot"] == m.perms.as_str())
-                && regions_in(report, m.start, m.end).first().is_some_and(|r| u(&r["start"]) <= m.start)
+            regions_in(report, m.start, m.end).iter().all(|r| r.prot == m.perms)
+                && regions_in(report, m.start, m.end).first().is_some_and(|r| r.start <= m.start)
         });
-        let exit_vsz = report["vsz"]["kernel_final_bytes"].clone();
-        if exit_vsz.as_u64() == Some(vsz_bytes(maps)) && same_layout {
+        let exit_vsz = report.vsz.kernel_final_bytes;
+        if exit_vsz == Some(vsz_bytes(maps)) && same_layout {
             return run;
         }
         seen.push((vsz_bytes(maps), exit_vsz));
@@ -143,36 +141,30 @@ pub fn run_handshake_settled(dir: &TestDir, prog: &Path, args: &[&str], env: &[(
     panic!("the target kept changing its address space after its ready line: {seen:?}")
 }
 
+/// The report at `path` as JSON, for a test that compares two reports whole (the types have no
+/// `PartialEq`, and JSON equality also sees a field the types would drop); it is read through
+/// the format's types as well. Every other reader takes [`read_report`].
 pub fn load_report(path: &Path) -> Value {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("no report at {}: {e}", path.display()));
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}): {text}"));
-    // Every report a test loads is read through the format's types too.
     typed_report(&v);
     v
 }
 
+/// A number of `vmshim events --json` (which has no typed format of its own).
 pub fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not an unsigned number: {v}"))
 }
 
-pub fn regions(report: &Value) -> &Vec<Value> {
-    report["regions"].as_array().expect("regions")
-}
-
 /// The report's regions overlapping `[start, end)`.
-pub fn regions_in(report: &Value, start: u64, end: u64) -> Vec<&Value> {
-    regions(report).iter().filter(|r| u(&r["start"]) < end && u(&r["end"]) > start).collect()
-}
-
-/// The report's regions overlapping `[start, end)`, typed.
-pub fn typed_regions_in(report: &Report, start: u64, end: u64) -> Vec<&report::Region> {
+pub fn regions_in(report: &Report, start: u64, end: u64) -> Vec<&report::Region> {
     report.regions.iter().filter(|r| r.start < end && r.end > start).collect()
 }
 
 /// Bytes of `[start, end)` the report files under `category`.
 pub fn bytes_in(report: &impl AsReport, start: u64, end: u64, category: &str) -> u64 {
-    typed_regions_in(&report.report(), start, end)
+    regions_in(&report.report(), start, end)
         .iter()
         .filter(|r| r.category == category)
         .map(|r| r.end.min(end) - r.start.max(start))
@@ -184,20 +176,13 @@ pub fn stack_functions(region: &report::Region) -> Vec<&str> {
     region.stack.iter().filter_map(|f| f.function.as_deref()).collect()
 }
 
-pub fn functions(region: &Value) -> Vec<String> {
-    region["stack"]
-        .as_array()
-        .map(|s| s.iter().filter_map(|f| f["function"].as_str().map(str::to_string)).collect())
-        .unwrap_or_default()
-}
-
 pub fn category_bytes(report: &impl AsReport, name: &str) -> u64 {
     report.report().categories.iter().filter(|c| c.category == name).map(|c| c.bytes).sum()
 }
 
 /// The figures every report must satisfy against /proc read at the same quiet moment.
 pub fn assert_reconciles(run: &Run) {
-    let r = &run.typed;
+    let r = &run.report;
     let vsz = vsz_bytes(&run.maps);
     assert_eq!(r.vsz.final_bytes, vsz, "report VSZ vs /proc/{}/maps", run.pid);
     assert_eq!(r.vsz.kernel_final_bytes, Some(vsz), "captured kernel VSZ vs /proc/{}/maps", run.pid);
@@ -208,7 +193,7 @@ pub fn assert_reconciles(run: &Run) {
     assert_eq!(regs, vsz, "regions add up to VSZ");
     // Every /proc region is covered by report regions, with the kernel's permissions.
     for m in &run.maps {
-        let covering: u64 = typed_regions_in(r, m.start, m.end)
+        let covering: u64 = regions_in(r, m.start, m.end)
             .iter()
             .inspect(|x| assert_eq!(x.prot, m.perms, "{m:?}"))
             .map(|x| x.end.min(m.end) - x.start.max(m.start))
@@ -268,17 +253,17 @@ fn threads_stacks_are_attributed_to_each_thread_and_its_creator() {
     assert_reconciles(&run);
     let threads = parse_thread_lines(&run.lines);
     assert_eq!(threads.len(), 3);
-    let rows = run.report["threads"].as_array().unwrap();
+    let rows = &run.report.threads;
     for t in &threads {
         let (lo, hi) = (t.lo - t.guard, t.hi);
         assert_eq!(bytes_in(&run.report, lo, hi, "thread_stack"), hi - lo, "thread {} stack + guard", t.tid);
         for r in regions_in(&run.report, lo, hi) {
-            assert_eq!((u(&r["tid"]) as u32, u(&r["creator_tid"]) as u32), (t.tid, run.pid));
-            let f = functions(r);
-            assert!(f.first().is_some_and(|f| f == "main"), "creator stack starts in main: {f:?}");
+            assert_eq!((r.tid, r.creator_tid), (Some(t.tid), Some(run.pid)));
+            let f = stack_functions(r);
+            assert!(f.first().is_some_and(|f| *f == "main"), "creator stack starts in main: {f:?}");
         }
-        let row = rows.iter().find(|x| x["tid"] == t.tid).unwrap_or_else(|| panic!("no row for {}", t.tid));
-        assert_eq!((u(&row["stack_bytes"]), u(&row["creator_tid"]) as u32), (hi - lo, run.pid));
+        let row = rows.iter().find(|x| x.tid == t.tid).unwrap_or_else(|| panic!("no row for {}", t.tid));
+        assert_eq!((row.stack_bytes, row.creator_tid), (hi - lo, Some(run.pid)));
     }
     // The threads never malloc, so no arena exists and almost everything is explained: what
     // remains is glibc's own early work (the main thread's static TLS), under 0.1%.
@@ -296,6 +281,7 @@ fn every_call_of_mapseq_is_an_event_and_every_live_mapping_its_region() {
     let run = run_handshake(&dir, &build_c("mapseq"), &[]);
     assert_reconciles(&run);
     let calls = parse_call_lines(&run.lines);
+    // `vmshim events --json` is not vmshim-report/1 (no types of its own): read as JSON.
     let events = events_json(&run.trace);
     let mine: Vec<&Value> = events
         .iter()
@@ -325,8 +311,8 @@ fn every_call_of_mapseq_is_an_event_and_every_live_mapping_its_region() {
         let want = if e.path.is_some() { "file_mmap" } else { "anon_mmap" };
         assert_eq!(bytes_in(&run.report, e.start, e.end, want), e.end - e.start, "{e:?}");
         for r in regions_in(&run.report, e.start, e.end) {
-            assert_eq!(u(&r["tid"]) as u32, run.pid);
-            assert!(functions(r).iter().any(|f| f == "main"), "{r}");
+            assert_eq!(r.tid, Some(run.pid));
+            assert!(stack_functions(r).contains(&"main"), "{r:?}");
         }
     }
     for (s, e) in parse_hole_lines(&run.lines) {
@@ -334,7 +320,8 @@ fn every_call_of_mapseq_is_an_event_and_every_live_mapping_its_region() {
     }
 }
 
-/// `vmshim events --json` of a trace, one object per line.
+/// `vmshim events --json` of a trace, one object per line. Events have no typed format (they
+/// are not vmshim-report/1), so they stay JSON values.
 pub fn events_json(trace: &Path) -> Vec<Value> {
     let out = run_with_timeout(Command::new(vmshim_bin()).arg("events").arg("--json").arg(trace), TIMEOUT);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -375,15 +362,19 @@ fn a_rust_program_threads_are_found() {
     assert_reconciles(&run);
     for line in run.lines.iter().filter(|l| l.starts_with("thread ")) {
         let tid: u32 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
-        let stacks: Vec<&Value> = regions(&run.report)
+        let stacks: Vec<&report::Region> = run
+            .report
+            .regions
             .iter()
-            .filter(|r| r["category"] == "thread_stack" && r["tid"] == tid)
+            .filter(|r| r.category == "thread_stack" && r.tid == Some(tid))
             .collect();
         assert!(!stacks.is_empty(), "thread {tid} has its stack attributed");
-        let smaps_stack =
-            run.smaps.iter().find(|(m, _)| stacks.iter().any(|s| u(&s["start"]) == m.start)).unwrap();
+        let smaps_stack = run.smaps.iter().find(|(m, _)| stacks.iter().any(|s| s.start == m.start)).unwrap();
         assert!(smaps_stack.0.path.is_empty(), "a thread stack is anonymous");
-        assert!(stacks.iter().any(|s| functions(s).iter().any(|f| f.contains("std::thread"))), "{stacks:?}");
+        assert!(
+            stacks.iter().any(|s| stack_functions(s).iter().any(|f| f.contains("std::thread"))),
+            "{stacks:?}"
+        );
     }
 }
 

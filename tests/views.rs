@@ -71,11 +71,8 @@ fn the_arena_advice_is_what_malloc_arena_max_2_really_does() {
     let args = ["--malloc", "4"];
     let dir_a = TestDir::new("views_advice_a");
     let a = run_handshake(&dir_a, &prog, &args);
-    let advice = a.report["advice"].as_array().unwrap();
-    let arena = advice
-        .iter()
-        .find(|x| x["text"].as_str().unwrap().starts_with("MALLOC_ARENA_MAX=2"))
-        .expect("arena advice");
+    let arena =
+        a.report.advice.iter().find(|x| x.text.starts_with("MALLOC_ARENA_MAX=2")).expect("arena advice");
     let dir_b = TestDir::new("views_advice_b");
     let b = finish_handshake(&dir_b, {
         let mut cmd = vmshim_run_cmd(&dir_b, &prog, &args);
@@ -83,9 +80,9 @@ fn the_arena_advice_is_what_malloc_arena_max_2_really_does() {
         Handshake::start(&mut cmd, TIMEOUT)
     });
     assert_eq!(
-        u(&arena["saves_bytes"]),
+        arena.saves_bytes,
         arena_bytes_in_proc(&a) - arena_bytes_in_proc(&b),
-        "the predicted saving is what /proc shows under MALLOC_ARENA_MAX=2: {arena}"
+        "the predicted saving is what /proc shows under MALLOC_ARENA_MAX=2: {arena:?}"
     );
 }
 
@@ -117,17 +114,13 @@ fn go_tool_pprof_reads_the_profile_and_its_totals_match() {
         }
     }
     assert_eq!(bytes, vsz_bytes(&run.maps), "pprof's reserved bytes add up to /proc's VSZ");
-    assert_eq!(regions as usize, regions_count(&run.report));
+    assert_eq!(regions as usize, run.report.regions.len());
     let top = run_with_timeout(
         Command::new("go").args(["tool", "pprof", "-top", "-sample_index=reserved"]).arg(&profile),
         TIMEOUT,
     );
     let top = String::from_utf8_lossy(&top.stdout);
     assert!(top.contains("x_cgo_mmap") && top.contains("threadentry"), "{top}");
-}
-
-fn regions_count(report: &serde_json::Value) -> usize {
-    regions(report).len()
 }
 
 #[test]
@@ -167,8 +160,8 @@ fn the_html_page_renders_in_chromium_and_shows_the_categories_of_ex6() {
     assert!(!log.contains("Uncaught") && !log.contains(":CONSOLE("), "console errors: {log}");
     // Every category of the JSON report is on the page with its bytes, in the table and in the
     // map (the rects of a category add up to its bytes).
-    for c in run.report["categories"].as_array().unwrap() {
-        let (name, bytes) = (c["category"].as_str().unwrap(), u(&c["bytes"]));
+    for c in &run.report.categories {
+        let (name, bytes) = (c.category.as_str(), c.bytes);
         assert!(dom_text.contains(&format!(r#"data-category="{name}" data-bytes="{bytes}""#)), "{name} row");
         let in_map: u64 = dom_text
             .split("<rect ")
@@ -196,12 +189,9 @@ fn ex6_diff_and_advice_with_and_without_malloc_arena_max() {
     let (arena_a, arena_b) = (arena_bytes_in_proc(&a), arena_bytes_in_proc(&b));
     assert!(arena_a > arena_b, "{arena_a} vs {arena_b}");
     // The advice on the first run predicts the second.
-    let advice = a.report["advice"].as_array().unwrap();
-    let arena = advice
-        .iter()
-        .find(|x| x["text"].as_str().unwrap().starts_with("MALLOC_ARENA_MAX=2"))
-        .expect("arena advice");
-    assert_eq!(u(&arena["saves_bytes"]), arena_a - arena_b, "{arena}");
+    let arena =
+        a.report.advice.iter().find(|x| x.text.starts_with("MALLOC_ARENA_MAX=2")).expect("arena advice");
+    assert_eq!(arena.saves_bytes, arena_a - arena_b, "{arena:?}");
     // The diff shows the same change, and the call stack it came from.
     let out = run_with_timeout(Command::new(vmshim_bin()).arg("diff").arg(&a.trace).arg(&b.trace), TIMEOUT);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

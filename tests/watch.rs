@@ -3,8 +3,9 @@
 //! included) and passes signals on to it, and `--attachable` leaves the target free for a
 //! debugger while the kernel's map at exit is still captured.
 
+use crate::common::report::Report;
 use crate::common::*;
-use crate::under_vmshim::{TIMEOUT, load_report, u};
+use crate::under_vmshim::TIMEOUT;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,7 +17,7 @@ fn vmshim_run(dir: &TestDir, args: &[&str], cmd: &[&str]) -> Command {
 }
 
 /// The JSON report of the trace in `dir` (named `prefix*`) whose process is `pid`.
-fn report_of(dir: &Path, prefix: &str, pid: u32) -> (PathBuf, Value) {
+fn report_of(dir: &Path, prefix: &str, pid: u32) -> (PathBuf, Report) {
     let mut seen = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
@@ -24,11 +25,13 @@ fn report_of(dir: &Path, prefix: &str, pid: u32) -> (PathBuf, Value) {
             continue;
         }
         let out = run_with_timeout(Command::new(vmshim_bin()).arg("report").arg("--json").arg(&p), TIMEOUT);
+        // A trace that gives no report is passed over; one that does must be vmshim-report/1.
         let Ok(report) = serde_json::from_slice::<Value>(&out.stdout) else { continue };
-        if u(&report["process"]["pid"]) == pid as u64 {
+        let report = typed_report(&report);
+        if report.process.pid == pid {
             return (p, report);
         }
-        seen.push(format!("{} -> {}", p.display(), report["process"]["pid"]));
+        seen.push(format!("{} -> {}", p.display(), report.process.pid));
     }
     panic!("no trace of pid {pid} in {}: {seen:?}", dir.display())
 }
@@ -76,16 +79,12 @@ fn vmshim_run_follows_a_daemon_and_captures_its_exit_map() {
     );
     let (path, report) = report_of(dir.path(), "t.trace.", daemon);
     assert_eq!(
-        u(&report["vsz"]["kernel_final_bytes"]),
-        vsz,
+        report.vsz.kernel_final_bytes,
+        Some(vsz),
         "{}: the daemon's map at exit is the VSZ it read just before exit",
         path.display()
     );
-    assert!(
-        report["process"]["exit"].as_str().unwrap_or_default().contains("exited 4"),
-        "{}",
-        report["process"]
-    );
+    assert!(report.process.exit.contains("exited 4"), "{:?}", report.process);
 }
 
 /// Issue 12, item 4: while vmshim waits for a daemon, a SIGTERM sent to vmshim reaches the
@@ -115,12 +114,8 @@ fn a_signal_to_vmshim_while_it_waits_reaches_the_daemon() {
     let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
     let vsz = field(&lines, "vsz ");
     let (_, report) = report_of(dir.path(), "t.trace.", daemon);
-    assert_eq!(u(&report["vsz"]["kernel_final_bytes"]), vsz);
-    assert!(
-        report["process"]["exit"].as_str().unwrap_or_default().contains("exited 5"),
-        "{}",
-        report["process"]
-    );
+    assert_eq!(report.vsz.kernel_final_bytes, Some(vsz));
+    assert!(report.process.exit.contains("exited 5"), "{:?}", report.process);
 }
 
 /// Issue 11, case 4: under `vmshim run --attachable` a debugger attaches to the target
@@ -154,8 +149,12 @@ fn a_debugger_attaches_to_a_target_run_attachable() {
         let out = h.finish();
         assert_eq!(out.status.code(), Some(3), "the handler ran: {}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).contains("term"));
-        let report = load_report(&dir.join("r.json"));
-        assert!(u(&report["vsz"]["kernel_final_bytes"]) > 0, "attachable {attachable}: {}", report["vsz"]);
+        let report = read_report(&dir.join("r.json"));
+        assert!(
+            report.vsz.kernel_final_bytes.is_some_and(|b| b > 0),
+            "attachable {attachable}: {:?}",
+            report.vsz
+        );
         std::fs::remove_dir_all(dir.path()).ok();
         std::fs::create_dir_all(dir.path()).unwrap();
     }
@@ -179,9 +178,9 @@ fn an_exec_from_a_thread_is_reconciled_against_the_new_images_map() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
     let vsz = field(&lines, "pages ") * page_size();
-    let report = load_report(&dir.join("r.json"));
-    assert!(report["process"]["exe"].as_str().unwrap_or_default().ends_with("sh"), "{}", report["process"]);
-    assert_eq!(u(&report["vsz"]["kernel_final_bytes"]), vsz, "sh's own VSZ, read by sh before it exited");
+    let report = read_report(&dir.join("r.json"));
+    assert!(report.process.exe.as_deref().unwrap_or_default().ends_with("sh"), "{:?}", report.process);
+    assert_eq!(report.vsz.kernel_final_bytes, Some(vsz), "sh's own VSZ, read by sh before it exited");
 }
 
 /// Without CAP_SYS_ADMIN (vmshim run by nobody) the watcher cannot be installed, and vmshim
@@ -206,6 +205,6 @@ fn without_the_capability_the_target_runs_as_bare_and_vmshim_says_why() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!((out.status.code(), &out.stdout), (bare.status.code(), &bare.stdout), "{err}");
     assert!(err.contains("the exit watcher needs CAP_SYS_ADMIN"), "{err}");
-    let report = load_report(&dir.join("r.json"));
-    assert!(u(&report["vsz"]["kernel_final_bytes"]) > 0, "{}", report["vsz"]);
+    let report = read_report(&dir.join("r.json"));
+    assert!(report.vsz.kernel_final_bytes.is_some_and(|b| b > 0), "{:?}", report.vsz);
 }

@@ -54,6 +54,44 @@ impl AsReport for serde_json::Value {
     }
 }
 
+/// The report `vmshim` wrote at `path`, read through vmshim-report/1's types.
+pub fn read_report(path: &Path) -> report::Report {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("no report at {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not a vmshim-report/1 ({e}): {text}"))
+}
+
+/// A report printed on stdout (`--json` without `--report`), read through the types.
+pub fn parse_report(stdout: &[u8]) -> report::Report {
+    serde_json::from_slice(stdout)
+        .unwrap_or_else(|e| panic!("not a vmshim-report/1 ({e}): {}", String::from_utf8_lossy(stdout)))
+}
+
+/// The bytes of `[start, end)` in the regions that `keep` selects.
+pub fn bytes_where(
+    report: &report::Report,
+    start: u64,
+    end: u64,
+    keep: impl Fn(&report::Region) -> bool,
+) -> u64 {
+    report.regions.iter().filter(|r| keep(r)).map(|r| r.end.min(end).saturating_sub(r.start.max(start))).sum()
+}
+
+/// Each thread's stack bytes, by tid (the report's `threads`).
+pub fn stack_bytes_by_tid(report: &report::Report) -> std::collections::BTreeMap<u32, u64> {
+    report.threads.iter().map(|t| (t.tid, t.stack_bytes)).collect()
+}
+
+/// The arenas but the main one.
+pub fn non_main_arenas(report: &report::Report) -> Vec<&report::Arena> {
+    report.arenas.iter().filter(|a| a.arena != "main").collect()
+}
+
+/// The named functions of a stack, innermost first.
+pub fn frame_functions(stack: &[report::Frame]) -> Vec<&str> {
+    stack.iter().filter_map(|f| f.function.as_deref()).collect()
+}
+
 pub fn vmshim_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vmshim"))
 }
