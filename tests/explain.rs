@@ -395,6 +395,48 @@ fn watch_prints_what_appeared_between_snapshots() {
     assert_eq!(grown.len(), 1, "the 64 MiB mapping appears once: {text}");
 }
 
+/// `--watch --json`: JSON Lines, the first snapshot's report then one line per round. The
+/// program maps 64 MiB 1.5 s in (the first snapshot is long done by then); the round
+/// that saw the mapping lists it where the program says it is, every round's category
+/// changes add up to its VSZ change, and the last round's VSZ is the kernel's.
+#[test]
+fn watch_json_is_one_line_per_round_and_holds_against_proc() {
+    let script = "import ctypes, mmap, os, sys, time\nprint('ready', os.getpid(), flush=True)\ntime.sleep(1.5)\n\
+                  m = mmap.mmap(-1, 64 << 20)\nprint('mapped', ctypes.addressof(ctypes.c_char.from_buffer(m)), flush=True)\n\
+                  sys.stdin.read()\n";
+    let mut h = Handshake::start(Command::new("python3").args(["-c", script]), TIMEOUT);
+    let pid = h.pid();
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.args(["explain", "--json", "--watch", "400ms", "--rounds", "6"]).arg(pid.to_string());
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    let at: u64 =
+        h.next_line().strip_prefix("mapped ").expect("the program says where it mapped").parse().unwrap();
+    let vsz = vsz_bytes(&read_maps(pid));
+    drop(h);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 7, "the report and six rounds, a line each: {text}");
+    let first = parse_report(lines[0].as_bytes());
+    assert!(first.explain.is_some());
+    // A round is not a vmshim-report/1 but a line of its own small shape: read as JSON.
+    let rounds: Vec<serde_json::Value> =
+        lines[1..].iter().map(|l| serde_json::from_str(l).expect("a round is JSON")).collect();
+    let mut appeared = vec![];
+    for (i, r) in rounds.iter().enumerate() {
+        assert_eq!(r["round"].as_u64(), Some(i as u64 + 1));
+        let sum: i64 =
+            r["categories"].as_array().unwrap().iter().map(|c| c["change_bytes"].as_i64().unwrap()).sum();
+        assert_eq!(sum, r["vsz_change_bytes"].as_i64().unwrap(), "{r}");
+        appeared.extend(
+            r["appeared"].as_array().unwrap().iter().filter(|a| a["start"].as_u64() == Some(at)).cloned(),
+        );
+    }
+    assert_eq!(appeared.len(), 1, "the mapping appears once: {text}");
+    assert_eq!(appeared[0]["end"].as_u64(), Some(at + (64 << 20)));
+    assert_eq!(rounds[5]["vsz_bytes"].as_u64(), Some(vsz), "the last round's VSZ is the kernel's");
+}
+
 /// A static program: malloc's state is in the executable, thread_arena at a link-time offset.
 #[test]
 fn static_c_program_with_arenas() {
