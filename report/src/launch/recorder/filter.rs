@@ -8,8 +8,8 @@
 //! tracer fails the call with ENOSYS: the recorder must therefore trace every process of the tree
 //! until it is gone (`PTRACE_O_EXITKILL` covers vmshim's own death).
 
-/// System calls stopped at every call.
-pub const TRACED: [libc::c_long; 10] = [
+/// System calls stopped and recorded at every call: the ones that shape the address space.
+pub const RECORDED: [libc::c_long; 7] = [
     libc::SYS_mmap,
     libc::SYS_munmap,
     libc::SYS_mremap,
@@ -17,6 +17,18 @@ pub const TRACED: [libc::c_long; 10] = [
     libc::SYS_brk,
     libc::SYS_clone,
     libc::SYS_clone3,
+];
+
+/// System calls stopped at every call: the recorded ones, and the ends of a thread, a process
+/// and an image.
+pub const TRACED: [libc::c_long; 10] = [
+    RECORDED[0],
+    RECORDED[1],
+    RECORDED[2],
+    RECORDED[3],
+    RECORDED[4],
+    RECORDED[5],
+    RECORDED[6],
     libc::SYS_exit,
     libc::SYS_exit_group,
     libc::SYS_execve,

@@ -495,16 +495,7 @@ impl<'a> Tracer<'a> {
         let Ok(regs) = remote::regs(tid) else { return };
         let nr = regs.orig_rax as i64;
         let Some(tgid) = self.threads.get(&tid).map(|t| t.tgid) else { return };
-        let recorded = [
-            libc::SYS_mmap,
-            libc::SYS_munmap,
-            libc::SYS_mremap,
-            libc::SYS_mprotect,
-            libc::SYS_brk,
-            libc::SYS_clone,
-            libc::SYS_clone3,
-        ];
-        if !recorded.contains(&nr) {
+        if !filter::RECORDED.contains(&nr) {
             return;
         }
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
@@ -546,14 +537,15 @@ impl<'a> Tracer<'a> {
         let pid = tid;
         let Some(proc_) = self.procs.get_mut(&tgid) else { return };
         if let Some(kind) = kind {
-            let call = out::CallInfo {
+            let call = out::CallRecord {
                 call: kind,
+                flags: 0,
                 tid: tid as u32,
                 time_ns: p.time_ns,
                 args: a,
                 result,
                 errno,
-                stack: &p.stack,
+                stack: out::CallStack::Inline(&p.stack),
             };
             if let Some(o) = proc_.out.as_mut() {
                 o.call(&call);
@@ -569,14 +561,15 @@ impl<'a> Tracer<'a> {
                 (new > old).then_some([old, new, 0, 0, 0, 0])
             };
             if let (Some(args), Some(o)) = (args, proc_.out.as_mut()) {
-                let call = out::CallInfo {
+                let call = out::CallRecord {
                     call: CallKind::BrkGrow,
+                    flags: 0,
                     tid: tid as u32,
                     time_ns: p.time_ns,
                     args,
                     result: new,
                     errno: 0,
-                    stack: &p.stack,
+                    stack: out::CallStack::Inline(&p.stack),
                 };
                 o.call(&call);
             }
@@ -592,7 +585,7 @@ impl<'a> Tracer<'a> {
             };
             if flags & libc::CLONE_THREAD as u64 != 0 {
                 let sp = if sp != 0 { sp } else { remote::regs(child).map_or(0, |r| r.rsp) };
-                let ts = out::ThreadInfo {
+                let ts = out::ThreadStartRecord {
                     tid: child as u32,
                     creator_tid: tid as u32,
                     time_ns: p.time_ns,

@@ -13,7 +13,9 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use vmshim_trace::{CallKind, FILE_MAGIC, HEADER_SIZE, MapsSource, VERSION, header};
+pub use vmshim_trace::record::call::{CallRecord, CallStack};
+pub use vmshim_trace::record::thread_start::ThreadStartRecord;
+use vmshim_trace::{FILE_MAGIC, HEADER_SIZE, MapsSource, VERSION, header};
 
 /// A maps text is cut into records of at most this many bytes, as the shim cuts its own.
 const MAPS_CHUNK: usize = 16 << 10;
@@ -149,36 +151,18 @@ impl TraceOut {
         self.finish(module::encode(&mut buf, &r), &buf);
     }
 
-    pub fn call(&mut self, c: &CallInfo<'_>) {
-        use vmshim_trace::record::call::{self, CallRecord, CallStack};
-        let mut buf = vec![0u8; 128 + 8 * c.stack.len()];
-        let r = CallRecord {
-            call: c.call,
-            flags: 0,
-            tid: c.tid,
-            time_ns: c.time_ns,
-            args: c.args,
-            result: c.result,
-            errno: c.errno,
-            stack: CallStack::Inline(c.stack),
+    pub fn call(&mut self, c: &CallRecord<'_>) {
+        let frames = match c.stack {
+            CallStack::Inline(f) => f.len(),
+            CallStack::Ref(_) => 0,
         };
-        self.finish(call::encode(&mut buf, &r), &buf);
+        let mut buf = vec![0u8; 128 + 8 * frames];
+        self.finish(vmshim_trace::record::call::encode(&mut buf, c), &buf);
     }
 
-    pub fn thread_start(&mut self, t: &ThreadInfo<'_>) {
-        use vmshim_trace::record::thread_start::{self, ThreadStartRecord};
+    pub fn thread_start(&mut self, t: &ThreadStartRecord<'_>) {
         let mut buf = vec![0u8; 128 + 8 * t.creator_stack.len()];
-        let r = ThreadStartRecord {
-            tid: t.tid,
-            creator_tid: t.creator_tid,
-            time_ns: t.time_ns,
-            sp: t.sp,
-            stack_size: t.stack_size,
-            guard_size: t.guard_size,
-            start_routine: t.start_routine,
-            creator_stack: t.creator_stack,
-        };
-        self.finish(thread_start::encode(&mut buf, &r), &buf);
+        self.finish(vmshim_trace::record::thread_start::encode(&mut buf, t), &buf);
     }
 
     fn finish(&mut self, len: Option<usize>, buf: &[u8]) {
@@ -208,25 +192,4 @@ pub struct StartInfo<'a> {
     pub run_id: u64,
     /// A fork child: (the forking thread, when, its stack).
     pub fork: Option<(u32, u64, &'a [u64])>,
-}
-
-pub struct CallInfo<'a> {
-    pub call: CallKind,
-    pub tid: u32,
-    pub time_ns: u64,
-    pub args: [u64; 6],
-    pub result: u64,
-    pub errno: i32,
-    pub stack: &'a [u64],
-}
-
-pub struct ThreadInfo<'a> {
-    pub tid: u32,
-    pub creator_tid: u32,
-    pub time_ns: u64,
-    pub sp: u64,
-    pub stack_size: u64,
-    pub guard_size: u64,
-    pub start_routine: u64,
-    pub creator_stack: &'a [u64],
 }
