@@ -79,7 +79,10 @@ pub fn by_map(r: &Region, at: u64, trace_path: &str, shim_libs: &[String], sym: 
     }
     if r.is_file() {
         let p = r.file_path();
-        if p == trace_path || p.ends_with("/libvmshim.so") || shim_libs.contains(&canonical(p)) {
+        if p == trace_path
+            || p.ends_with("/libvmshim.so")
+            || (!shim_libs.is_empty() && shim_libs.contains(&canonical(p)))
+        {
             return Category::Vmshim;
         }
         return if sym.module_of(at).is_some() { Category::Library } else { Category::FileMmap };
@@ -89,7 +92,8 @@ pub fn by_map(r: &Region, at: u64, trace_path: &str, shim_libs: &[String], sym: 
     }
     // An anonymous region inside an ELF image's span is its .bss (ld.so maps it anonymously).
     if let Some(m) = sym.module_of(at) {
-        let ours = m.path.ends_with("/libvmshim.so") || shim_libs.contains(&canonical(&m.path));
+        let ours = m.path.ends_with("/libvmshim.so")
+            || (!shim_libs.is_empty() && shim_libs.contains(&canonical(&m.path)));
         return if ours { Category::Vmshim } else { Category::Library };
     }
     Category::Unattributed
@@ -119,7 +123,20 @@ fn sanitizer_region(at: u64, sym: &Symbolizer) -> Option<Category> {
 }
 
 /// A path with its symbolic links resolved (the loader may name `/lib/x.so` what the kernel's
-/// map names `/usr/lib/x.so`).
+/// map names `/usr/lib/x.so`). Remembered for the rest of the command: a run of a thousand
+/// processes asks for the same few libraries' paths over and over, a readlink of every component
+/// each time (10% of reporting the 1,000-process loop; issue 12).
 pub fn canonical(p: &str) -> String {
-    std::fs::canonicalize(p).map_or_else(|_| p.to_string(), |c| c.to_string_lossy().into_owned())
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static KNOWN: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(c) = known.lock().ok().and_then(|k| k.get(p).cloned()) {
+        return c;
+    }
+    let c = std::fs::canonicalize(p).map_or_else(|_| p.to_string(), |c| c.to_string_lossy().into_owned());
+    if let Ok(mut k) = known.lock() {
+        k.insert(p.to_string(), c.clone());
+    }
+    c
 }

@@ -13,8 +13,9 @@ pub struct Region {
     pub path: String,
     /// smaps `Rss:` in bytes, when known.
     pub rss: Option<u64>,
-    /// smaps `VmFlags:` two-letter flags (`nr` MAP_NORESERVE, `nh` no huge pages: MAP_STACK).
-    pub vm_flags: Vec<String>,
+    /// smaps `VmFlags:` two-letter flags (`nr` MAP_NORESERVE, `nh` no huge pages: MAP_STACK),
+    /// as the kernel lists them, space-separated; empty when the text was maps.
+    pub vm_flags: String,
 }
 
 impl Region {
@@ -34,43 +35,69 @@ impl Region {
         self.path.strip_suffix(" (deleted)").unwrap_or(&self.path)
     }
     pub fn has_flag(&self, f: &str) -> bool {
-        self.vm_flags.iter().any(|v| v == f)
+        self.vm_flags.split_ascii_whitespace().any(|v| v == f)
     }
+}
+
+/// The next field of a maps line: the bytes up to a space, and the rest after it.
+fn field(line: &str) -> Option<(&str, &str)> {
+    let at = line.as_bytes().iter().position(|&b| b == b' ')?;
+    Some((&line[..at], &line[at + 1..]))
 }
 
 fn parse_line(line: &str) -> Option<Region> {
-    let mut it = line.splitn(6, ' ');
-    let range = it.next()?;
-    let (s, e) = range.split_once('-')?;
-    let start = u64::from_str_radix(s, 16).ok()?;
-    let end = u64::from_str_radix(e, 16).ok()?;
-    let perms = it.next()?;
+    let (range, rest) = field(line)?;
+    let dash = range.as_bytes().iter().position(|&b| b == b'-')?;
+    let start = u64::from_str_radix(&range[..dash], 16).ok()?;
+    let end = u64::from_str_radix(&range[dash + 1..], 16).ok()?;
+    let (perms, rest) = field(rest)?;
     if perms.len() != 4 || end < start {
         return None;
     }
-    let offset = u64::from_str_radix(it.next()?, 16).ok()?;
-    let _dev = it.next()?;
-    let inode = it.next()?.parse().ok()?;
-    let path = it.next().unwrap_or("").trim_start().to_string();
-    Some(Region { start, end, perms: perms.to_string(), offset, inode, path, rss: None, vm_flags: vec![] })
+    let (offset, rest) = field(rest)?;
+    let offset = u64::from_str_radix(offset, 16).ok()?;
+    let (_dev, rest) = field(rest)?;
+    // The inode ends the line of a region without a path (the kernel pads it with a space).
+    let (inode, path) = field(rest).unwrap_or((rest, ""));
+    let inode = inode.parse().ok()?;
+    let path = path.trim_start().to_string();
+    Some(Region {
+        start,
+        end,
+        perms: perms.to_string(),
+        offset,
+        inode,
+        path,
+        rss: None,
+        vm_flags: String::new(),
+    })
 }
 
-/// Parses maps or smaps text; lines that fit neither shape are ignored.
+/// Parses maps or smaps text; lines that fit neither shape are ignored. smaps gives each region
+/// some twenty field lines, of which two are kept: this is most of reading a run of a thousand
+/// processes' maps at exit (issue 12), so a field line is told by its first byte.
 pub fn parse(text: &str) -> Vec<Region> {
     let mut out: Vec<Region> = Vec::new();
     for line in text.lines() {
-        // A region's line starts with its address in lowercase hex; smaps' field lines
-        // (`Size:`, `Rss:`, ...) with a capital letter, and are not tried as regions.
-        let region_line =
-            line.as_bytes().first().is_some_and(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
-        if let Some(r) = region_line.then(|| parse_line(line)).flatten() {
-            out.push(r);
-        } else if let Some(last) = out.last_mut() {
-            if let Some(v) = line.strip_prefix("VmFlags:") {
-                last.vm_flags = v.split_whitespace().map(str::to_string).collect();
-            } else if let Some(v) = line.strip_prefix("Rss:") {
-                last.rss = v.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024);
+        match line.as_bytes().first() {
+            // A region's line starts with its address in lowercase hex; smaps' field lines
+            // (`Size:`, `Rss:`, ...) with a capital letter.
+            Some(b) if b.is_ascii_digit() || (b'a'..=b'f').contains(b) => {
+                if let Some(r) = parse_line(line) {
+                    out.push(r);
+                }
             }
+            Some(b'R') => {
+                if let (Some(v), Some(last)) = (line.strip_prefix("Rss:"), out.last_mut()) {
+                    last.rss = v.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024);
+                }
+            }
+            Some(b'V') => {
+                if let (Some(v), Some(last)) = (line.strip_prefix("VmFlags:"), out.last_mut()) {
+                    last.vm_flags = v.trim().to_string();
+                }
+            }
+            _ => {}
         }
     }
     out
