@@ -281,3 +281,263 @@ fn the_tracer_killed_takes_the_target_with_it() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The calls of one trace, in the order it holds them.
+fn trace_calls(trace: &vmshim_trace::decode::Trace) -> Vec<&vmshim_trace::decode::Call> {
+    trace
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            vmshim_trace::Event::Call(c) if c.errno == 0 => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn thread_starts(trace: &vmshim_trace::decode::Trace) -> Vec<&vmshim_trace::decode::ThreadStart> {
+    trace
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            vmshim_trace::Event::ThreadStart(t) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+fn read_trace(path: &std::path::Path) -> vmshim_trace::decode::Trace {
+    vmshim_trace::parse(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+const HEAP_MAX: u64 = 64 << 20;
+
+/// glibc's heaps as the system calls of a trace show them, each thread's calls in its own order
+/// (malloc/arena.c new_heap): a PROT_NONE MAP_NORESERVE reservation of 128 or 64 MiB, the same
+/// thread's munmaps trimming it, then its mprotect of the HEAP_MAX-aligned rest's first bytes.
+/// (heap start, creating thread).
+fn heaps_from_syscalls(calls: &[&vmshim_trace::decode::Call]) -> Vec<(u64, u32)> {
+    use vmshim_trace::CallKind;
+    let noreserve = (libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as u64;
+    let mut open: Vec<(u32, u64, u64)> = Vec::new();
+    let mut heaps = Vec::new();
+    for c in calls {
+        match c.call {
+            CallKind::Mmap
+                if c.args[2] == 0
+                    && c.args[3] & noreserve == noreserve
+                    && [HEAP_MAX, 2 * HEAP_MAX].contains(&c.args[1]) =>
+            {
+                open.push((c.tid, c.result, c.result + c.args[1]))
+            }
+            CallKind::Munmap => {
+                let (a, e) = (c.args[0], c.args[0] + c.args[1]);
+                for r in open.iter_mut().filter(|r| r.0 == c.tid && a < r.2 && r.1 < e) {
+                    if a <= r.1 {
+                        r.1 = e.min(r.2);
+                    } else {
+                        r.2 = a;
+                    }
+                }
+            }
+            CallKind::Mprotect if c.args[2] == (libc::PROT_READ | libc::PROT_WRITE) as u64 => {
+                if let Some(i) = open.iter().position(|r| *r == (c.tid, c.args[0], c.args[0] + HEAP_MAX)) {
+                    heaps.push((c.args[0], c.tid));
+                    open.remove(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    heaps.sort_unstable();
+    heaps
+}
+
+/// Thread stacks as glibc's allocate_stack makes them (a PROT_NONE MAP_STACK mmap, then the
+/// mprotect that leaves the guard at its bottom), each with the thread that started on it (the
+/// trace's thread start whose stack pointer lies inside): tid -> (start, size, guard).
+fn stacks_from_syscalls(
+    calls: &[&vmshim_trace::decode::Call],
+    starts: &[&vmshim_trace::decode::ThreadStart],
+) -> std::collections::BTreeMap<u32, (u64, u64, u64)> {
+    use vmshim_trace::CallKind;
+    let mut made: Vec<(u32, u64, u64)> = Vec::new();
+    let mut out = std::collections::BTreeMap::new();
+    for c in calls {
+        match c.call {
+            CallKind::Mmap if c.args[2] == 0 && c.args[3] & libc::MAP_STACK as u64 != 0 => {
+                made.push((c.tid, c.result, c.args[1]))
+            }
+            CallKind::Mprotect => {
+                let Some(&(_, base, len)) = made
+                    .iter()
+                    .find(|m| m.0 == c.tid && m.1 < c.args[0] && c.args[0] + c.args[1] == m.1 + m.2)
+                else {
+                    continue;
+                };
+                if let Some(t) = starts.iter().find(|t| base <= t.sp && t.sp < base + len) {
+                    out.insert(t.tid, (base, len, c.args[0] - base));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Issue 15 item 3: `vmshim run --syscalls` of a dynamic target runs both recorders, each into
+/// its own trace. glibc's internal mappings, which no interposed function sees, are what the
+/// shim infers (arena heaps from malloc's chunks, thread stacks from the new thread's stack
+/// pointer, large chunks from their size words) and what the syscall recorder sees as system
+/// calls: the two agree byte for byte, and both agree with /proc read while the program waits.
+#[test]
+fn syscalls_with_the_shim_agree_on_arenas_stacks_and_large_chunks() {
+    let dir = TestDir::new("syscalls_both");
+    let prog = build_c("syscalls_both");
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.current_dir(dir.path())
+        .args(["run", "--syscalls", "--json", "--top", "1000", "--out"])
+        .arg(dir.join("t.trace"))
+        .arg("--report")
+        .arg(dir.join("report.json"))
+        .arg("--")
+        .arg(&prog)
+        .arg("8");
+    let run = finish_handshake(&dir, Handshake::start(&mut cmd, TIMEOUT));
+    let pid = run.pid;
+    let err = String::from_utf8_lossy(&run.out.stderr);
+    let mine = dir.join("t.trace.syscalls");
+    assert!(err.contains(&mine.display().to_string()), "vmshim names the recorder's trace: {err}");
+    // Two reports of one run, one per recorder, each whole: nothing is counted twice.
+    let shim = &run.report;
+    let out = run_with_timeout(
+        Command::new(vmshim_bin()).args(["report", "--json", "--top", "1000"]).arg(&mine),
+        TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rec = parse_report(&out.stdout);
+    assert_eq!(shim.recorder, "shim");
+    assert!(rec.recorder.starts_with("syscalls"), "{}", rec.recorder);
+    let vsz = vsz_bytes(&run.maps);
+    for r in [shim, &rec] {
+        assert_eq!(r.process.pid, pid);
+        assert_eq!(r.vsz.kernel_final_bytes, Some(vsz), "{}: the kernel's VSZ at exit vs /proc", r.recorder);
+        assert_eq!(r.categories.iter().map(|c| c.bytes).sum::<u64>(), vsz, "{}", r.recorder);
+        assert_eq!(r.processes.len(), 1, "{}: {:?}", r.recorder, r.processes);
+    }
+    assert_eq!(shim.processes[0].traces, vec![run.trace.display().to_string()]);
+    assert_eq!(rec.processes[0].traces, vec![mine.display().to_string()]);
+
+    let threads = parse_thread_lines(&run.lines);
+    let k: usize = run
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix("threads "))
+        .and_then(|n| n.parse().ok())
+        .expect("threads K");
+    assert_eq!((threads.len(), k), (8, 8));
+    let shim_trace = read_trace(&run.trace);
+    let rec_trace = read_trace(&mine);
+    let (shim_calls, rec_calls) = (trace_calls(&shim_trace), trace_calls(&rec_trace));
+
+    // Arenas: the shim's (a heap seen under a chunk's NON_MAIN_ARENA bit, HEAP_MAX from its
+    // alignment) against the recorder's system calls: one heap per thread, made by that thread.
+    let mut shim_heaps: Vec<(u64, u32)> = shim_calls
+        .iter()
+        .filter(|c| c.call == vmshim_trace::CallKind::ArenaAttach && c.args[0] != 0)
+        .map(|c| (c.args[0], c.tid))
+        .collect();
+    shim_heaps.sort_unstable();
+    shim_heaps.dedup_by_key(|h| h.0);
+    let rec_heaps = heaps_from_syscalls(&rec_calls);
+    assert_eq!(shim_heaps, rec_heaps, "the shim's inferred heaps vs the recorder's system calls");
+    assert_eq!(rec_heaps.len(), k, "one arena per thread");
+    let mut heap_tids: Vec<u32> = rec_heaps.iter().map(|h| h.1).collect();
+    heap_tids.sort_unstable();
+    let mut tids: Vec<u32> = threads.iter().map(|t| t.tid).collect();
+    tids.sort_unstable();
+    assert_eq!(heap_tids, tids, "each thread made its own arena");
+    for &(heap, _) in &rec_heaps {
+        let covering: Vec<&MapsRegion> =
+            run.maps.iter().filter(|m| m.start < heap + HEAP_MAX && heap < m.end).collect();
+        assert_eq!(covering.first().map(|m| m.start), Some(heap), "{covering:?}");
+        assert_eq!(covering.last().map(|m| m.end), Some(heap + HEAP_MAX), "{covering:?}");
+        assert!(covering[0].perms.starts_with("rw"), "{covering:?}");
+        for m in covering {
+            let flags = &run.smaps.iter().find(|(r, _)| r == m).expect("smaps has it").1;
+            assert!(flags.iter().any(|f| f == "nr"), "{m:?}: MAP_NORESERVE");
+        }
+        assert_eq!(bytes_in(shim, heap, heap + HEAP_MAX, "malloc_arena"), HEAP_MAX, "{heap:#x}");
+    }
+
+    // Thread stacks: the shim's inference (the stack regions its report gives each thread, from
+    // the thread's own stack pointer and guard size) against the recorder's mmap and mprotect.
+    let page = page_size();
+    let rec_stacks = stacks_from_syscalls(&rec_calls, &thread_starts(&rec_trace));
+    let shim_starts = thread_starts(&shim_trace);
+    for t in &threads {
+        let regions: Vec<&Region> =
+            shim.regions.iter().filter(|x| x.category == "thread_stack" && x.tid == Some(t.tid)).collect();
+        let start = regions.iter().map(|x| x.start).min().expect("the shim gives the thread its stack");
+        let end = regions.iter().map(|x| x.end).max().unwrap_or(0);
+        assert_eq!(regions.iter().map(|x| x.end - x.start).sum::<u64>(), end - start, "{regions:?}");
+        let guard: u64 = regions.iter().filter(|x| x.prot.starts_with("---")).map(|x| x.end - x.start).sum();
+        let s = shim_starts.iter().find(|s| s.tid == t.tid).expect("the shim's thread start");
+        assert!(start <= s.sp && s.sp < end, "{s:?}");
+        let shim_guard = if s.guard_size == u64::MAX { page } else { s.guard_size };
+        assert_eq!(guard, shim_guard, "thread {}", t.tid);
+        assert_eq!(
+            rec_stacks.get(&t.tid),
+            Some(&(start, end - start, guard)),
+            "thread {}: shim vs recorder",
+            t.tid
+        );
+        // And the kernel's map and the thread's own pthread_getattr_np.
+        assert_eq!((t.lo - t.guard, t.hi, t.guard), (start, end, guard), "thread {}: its own view", t.tid);
+        let g = run.maps.iter().find(|m| m.start == start).expect("the guard in /proc");
+        assert_eq!((g.end, g.perms.as_str()), (start + guard, "---p"), "{g:?}");
+        let rw = run.maps.iter().find(|m| m.start == start + guard).expect("the stack in /proc");
+        assert_eq!((rw.end, &rw.perms[..2]), (end, "rw"), "{rw:?}");
+    }
+
+    // Large chunks: the shim's (a chunk's IS_MMAPPED size word) against the recorder's mmap.
+    let bigs: Vec<(u32, u64, u64)> = run
+        .lines
+        .iter()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            match w.as_slice() {
+                ["big", tid, ptr, size] => Some((tid.parse().ok()?, parse_hex(ptr), size.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(bigs.len(), k + 1);
+    for &(tid, ptr, size) in &bigs {
+        let shim_chunk: Vec<(u32, u64, u64)> = shim_calls
+            .iter()
+            .filter(|c| {
+                c.call == vmshim_trace::CallKind::MallocLarge
+                    && c.args[0] <= ptr
+                    && ptr < c.args[0] + c.args[1]
+            })
+            .map(|c| (c.tid, c.args[0], c.args[1]))
+            .collect();
+        let rec_chunk: Vec<(u32, u64, u64)> = rec_calls
+            .iter()
+            .filter(|c| {
+                c.call == vmshim_trace::CallKind::Mmap && c.result <= ptr && ptr < c.result + c.args[1]
+            })
+            // Not the arena reservation that held the address before its trim.
+            .filter(|c| c.args[2] == (libc::PROT_READ | libc::PROT_WRITE) as u64)
+            .map(|c| (c.tid, c.result, c.args[1]))
+            .collect();
+        assert_eq!(shim_chunk, rec_chunk, "the block at {ptr:#x}: shim vs recorder");
+        let (who, block, len) = rec_chunk[0];
+        assert_eq!(who, tid, "made by the thread that asked");
+        assert!(block < ptr && ptr + size <= block + len, "{ptr:#x}+{size} in {block:#x}+{len}");
+        let m =
+            region_covering(&run.maps, block, block + len).unwrap_or_else(|| panic!("{block:#x} in /proc"));
+        assert!(m.perms.starts_with("rw") && m.path.is_empty(), "{m:?}");
+    }
+}

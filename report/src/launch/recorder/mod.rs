@@ -52,11 +52,23 @@ pub struct Request<'a> {
     /// The trace path template (`%p`: the pid).
     pub template: &'a Path,
     pub run_id: u64,
+    /// Variables set in the target's environment over the inherited ones (`LD_PRELOAD`,
+    /// `VMSHIM_OUT`, `VMSHIM_RUN` when the shim records alongside: see [`COMPANION`]).
+    pub env: &'a [(OsString, OsString)],
 }
 
-unsafe extern "C" {
-    /// The process's environment (POSIX `environ`), which the target inherits unchanged.
-    static environ: *const *const libc::c_char;
+/// Under `vmshim run --syscalls` of a dynamic target both recorders run, the shim inside and this
+/// one outside, and each writes its own traces: this recorder's are named after the shim's with
+/// this suffix (`t.trace.syscalls`, `vmshim.PID.trace.syscalls`), a run of their own that the
+/// shim's run never lists ([`crate::load::tree`]), so no report counts a call twice; each
+/// report's `recorder` field says who saw its calls.
+pub const COMPANION: &str = ".syscalls";
+
+/// The template of this recorder's traces when the shim records the same run into `shim`'s.
+pub fn companion_template(shim: &Path) -> std::path::PathBuf {
+    let mut s = shim.as_os_str().to_owned();
+    s.push(COMPANION);
+    s.into()
 }
 
 /// The stages of the child between fork and exec, as it reports a failure through the pipe.
@@ -114,6 +126,16 @@ fn spawn(r: &Request, mask: &libc::sigset_t) -> Result<libc::pid_t, LaunchError>
     }
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
+    // The inherited environment with `r.env` set over it, as `Command::envs` would give it.
+    let mut envp = Vec::new();
+    for (k, v) in std::env::vars_os().filter(|(k, _)| !r.env.iter().any(|(o, _)| o == k)) {
+        envp.push(cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat())?);
+    }
+    for (k, v) in r.env {
+        envp.push(cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat())?);
+    }
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
     let prog = filter::program();
     let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
     let mut fds = [0; 2];
@@ -161,7 +183,7 @@ fn spawn(r: &Request, mask: &libc::sigset_t) -> Result<libc::pid_t, LaunchError>
             {
                 fail(STAGE_SECCOMP);
             }
-            libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), environ);
+            libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
             fail(STAGE_EXEC);
         }
     }
