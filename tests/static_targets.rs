@@ -467,7 +467,15 @@ fn syscalls_with_the_shim_agree_on_arenas_stacks_and_large_chunks() {
             let flags = &run.smaps.iter().find(|(r, _)| r == m).expect("smaps has it").1;
             assert!(flags.iter().any(|f| f == "nr"), "{m:?}: MAP_NORESERVE");
         }
-        assert_eq!(bytes_in(shim, heap, heap + HEAP_MAX, "malloc_arena"), HEAP_MAX, "{heap:#x}");
+        // Each report files it whole under malloc_arena.
+        for r in [shim, &rec] {
+            assert_eq!(
+                bytes_in(r, heap, heap + HEAP_MAX, "malloc_arena"),
+                HEAP_MAX,
+                "{}: {heap:#x}",
+                r.recorder
+            );
+        }
     }
 
     // Thread stacks: the shim's inference (the stack regions its report gives each thread, from
@@ -540,4 +548,71 @@ fn syscalls_with_the_shim_agree_on_arenas_stacks_and_large_chunks() {
             region_covering(&run.maps, block, block + len).unwrap_or_else(|| panic!("{block:#x} in /proc"));
         assert!(m.perms.starts_with("rw") && m.path.is_empty(), "{m:?}");
     }
+}
+
+/// Issue 15: in a trace of the syscall recorder alone, glibc's arena heaps are told from the
+/// system calls that made them (the 128 MiB MAP_NORESERVE reservation trimmed to a 64 MiB-aligned
+/// 64 MiB, then its first bytes made read-write, in the thread that needed the arena) and filed
+/// under malloc_arena as the shim files them, each arena with the thread that made it: one per
+/// thread of the program, each the kernel's MAP_NORESERVE region, whole.
+fn recorder_only_arenas(run: &Run) {
+    let r = &run.report;
+    assert!(r.recorder.starts_with("syscalls"), "{}", r.recorder);
+    let threads = parse_thread_lines(&run.lines);
+    assert!(!threads.is_empty());
+    let mut tids: Vec<u32> = threads.iter().map(|t| t.tid).collect();
+    tids.sort_unstable();
+    let arenas = non_main_arenas(r);
+    let mut creators: Vec<u32> = arenas.iter().map(|a| a.creator_tid).collect();
+    creators.sort_unstable();
+    assert_eq!(creators, tids, "one arena per thread of the program, made by it: {arenas:?}");
+    for a in &arenas {
+        assert_eq!((a.heaps, a.bytes), (1, HEAP_MAX), "{a:?}");
+    }
+    // The kernel's MAP_NORESERVE regions, by 64 MiB heap: each heap whole under malloc_arena.
+    let mut heaps: Vec<u64> = run
+        .smaps
+        .iter()
+        .filter(|(_, f)| f.iter().any(|f| f == "nr"))
+        .map(|(m, _)| m.start & !(HEAP_MAX - 1))
+        .collect();
+    heaps.dedup();
+    assert_eq!(heaps.len(), threads.len(), "/proc's arenas: {heaps:x?}");
+    for &h in &heaps {
+        assert_eq!(bytes_in(r, h, h + HEAP_MAX, "malloc_arena"), HEAP_MAX, "{h:#x}");
+        let owner = regions_in(r, h, h + HEAP_MAX).iter().map(|x| x.tid).collect::<Vec<_>>();
+        assert!(owner.iter().all(|t| t.is_some_and(|t| tids.contains(&t))), "{h:#x}: {owner:?}");
+    }
+    assert_eq!(category_bytes(r, "malloc_arena"), heaps.len() as u64 * HEAP_MAX);
+    for t in &threads {
+        let row = r.threads.iter().find(|x| x.tid == t.tid).expect("a row per thread");
+        assert_eq!((row.arenas.len(), row.arena_bytes), (1, HEAP_MAX), "{row:?}");
+    }
+}
+
+#[test]
+fn syscalls_alone_on_a_dynamic_target_files_glibcs_arenas() {
+    let dir = TestDir::new("syscalls_alone_arenas");
+    let prog = build_c("syscalls_both");
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.current_dir(dir.path())
+        .args(["run", "--syscalls", "--no-shim", "--json", "--top", "1000", "--out"])
+        .arg(dir.join("t.trace"))
+        .arg("--report")
+        .arg(dir.join("report.json"))
+        .arg("--")
+        .arg(&prog)
+        .arg("6");
+    let run = finish_handshake(&dir, Handshake::start(&mut cmd, TIMEOUT));
+    assert!(!run.maps.iter().any(|m| m.path.ends_with("libvmshim.so")), "no shim in the target");
+    assert_eq!(run.lines.iter().find_map(|l| l.strip_prefix("threads ")), Some("6"));
+    recorder_only_arenas(&run);
+}
+
+#[test]
+fn static_glibc_threads_arenas_are_malloc_arenas() {
+    let dir = TestDir::new("static_arenas");
+    let run = run_handshake(&dir, &static_threads(), &["5"]);
+    assert_eq!(parse_thread_lines(&run.lines).len(), 5);
+    recorder_only_arenas(&run);
 }

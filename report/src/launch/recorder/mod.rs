@@ -27,6 +27,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod filter;
+pub mod heaps;
 pub mod image;
 pub mod out;
 pub mod remote;
@@ -306,6 +307,8 @@ struct Proc {
     final_at: u64,
     /// Fork origin, until the child's first stop writes its start record.
     fork: Option<(u32, u64, Vec<u64>)>,
+    /// glibc's arena heaps in the making ([`heaps`]).
+    heaps: heaps::Heaps,
 }
 
 struct Tracer<'a> {
@@ -517,6 +520,8 @@ impl<'a> Tracer<'a> {
         let Ok(regs) = remote::regs(tid) else { return };
         let nr = regs.orig_rax as i64;
         let Some(tgid) = self.threads.get(&tid).map(|t| t.tgid) else { return };
+        // The process is stopped in one of its threads: what glibc wrote after its last heap.
+        self.name_heaps(tgid, tid, false);
         if !filter::RECORDED.contains(&nr) {
             return;
         }
@@ -571,6 +576,16 @@ impl<'a> Tracer<'a> {
             };
             if let Some(o) = proc_.out.as_mut() {
                 o.call(&call);
+            }
+            if errno == 0 {
+                let heaps = &mut proc_.heaps;
+                match kind {
+                    CallKind::Mmap => heaps.mmap(tid as u32, &a, result, p.time_ns, &p.stack),
+                    CallKind::Munmap => heaps.munmap(tid as u32, a[0], a[1]),
+                    CallKind::Mprotect => heaps.mprotect(tid as u32, a[0], a[1], a[2]),
+                    // A moved range is gone from where it was.
+                    _ => heaps.munmap(tid as u32, a[0], a[1]),
+                }
             }
         } else if p.nr == libc::SYS_brk {
             let new = result;
@@ -652,10 +667,13 @@ impl<'a> Tracer<'a> {
             // The exec succeeded: the pipe is closed, with nothing in it.
             let _ = child_failure(self.req.program);
         }
-        let mut p = Proc::new();
-        if let Some(old) = self.procs.remove(&tgid) {
-            p.fork = None;
-            drop(old);
+        let p = Proc::new();
+        if let Some(mut old) = self.procs.remove(&tgid) {
+            // The old image's memory is gone: its unnamed heaps are named by their own address.
+            let heaps = old.heaps.take_named(|_| None, true);
+            if let Some(o) = old.out.as_mut() {
+                write_heaps(o, heaps);
+            }
         }
         self.procs.insert(tgid, p);
         self.begin_image(tgid, None);
@@ -714,12 +732,26 @@ impl<'a> Tracer<'a> {
         p.out = Some(out);
     }
 
+    /// Writes an arena record for each heap of process `tgid` whose arena glibc has named (read
+    /// through its stopped thread `tid`); `last`: every heap, named or not.
+    fn name_heaps(&mut self, tgid: i32, tid: i32, last: bool) {
+        let Some(p) = self.procs.get_mut(&tgid) else { return };
+        if !p.heaps.waiting() {
+            return;
+        }
+        let named = p.heaps.take_named(|heap| remote::word(tid, heap), last);
+        if let Some(o) = p.out.as_mut() {
+            write_heaps(o, named);
+        }
+    }
+
     /// A thread's exit stop: the group leader's is where the address space is still whole.
     fn exiting(&mut self, tid: i32) {
         let Some(tgid) = self.threads.get(&tid).map(|t| t.tgid) else { return };
         if tid != tgid {
             return;
         }
+        self.name_heaps(tgid, tid, true);
         if let Some(p) = self.procs.get_mut(&tgid) {
             p.final_smaps = crate::launch::read_smaps(tgid);
             p.names = crate::launch::thread_names(tgid);
@@ -767,7 +799,26 @@ impl Proc {
             names: Vec::new(),
             final_at: 0,
             fork: None,
+            heaps: heaps::Heaps::default(),
         }
+    }
+}
+
+/// glibc's heaps as the shim records them: an ArenaAttach of the thread that made the heap, with
+/// its stack at the reservation, `via` none of the malloc functions (the recorder cannot tell which).
+fn write_heaps(o: &mut out::TraceOut, heaps: Vec<(heaps::Heap, u64)>) {
+    for (h, arena) in heaps {
+        let via = vmshim_trace::MALLOC_FUNCTIONS.len() as u64;
+        o.call(&out::CallRecord {
+            call: CallKind::ArenaAttach,
+            flags: 0,
+            tid: h.tid,
+            time_ns: h.time_ns,
+            args: [h.heap, h.size, arena, via, 0, 0],
+            result: 0,
+            errno: 0,
+            stack: out::CallStack::Inline(&h.stack),
+        });
     }
 }
 
