@@ -284,6 +284,8 @@ struct Pending {
     child: Option<i32>,
     /// clone3's struct clone_args: (flags, stack, stack_size).
     clone3: Option<(u64, u64, u64)>,
+    /// A munmap already written, before its exit stop came ([`unmapped_first`]).
+    written: bool,
 }
 
 #[derive(Default)]
@@ -536,7 +538,8 @@ impl<'a> Tracer<'a> {
             if ok { (w(0), w(5), w(6)) } else { (0, 0, 0) }
         });
         let t = self.threads.get_mut(&tid).expect("known thread");
-        t.pending = Some(Pending { nr, args, stack, time_ns: began, began, child: None, clone3 });
+        t.pending =
+            Some(Pending { nr, args, stack, time_ns: began, began, child: None, clone3, written: false });
         t.to_exit = true;
     }
 
@@ -563,7 +566,12 @@ impl<'a> Tracer<'a> {
             (p.nr == libc::SYS_mmap || p.nr == libc::SYS_mprotect) && a[2] & libc::PROT_EXEC as u64 != 0;
         let pid = tid;
         let Some(proc_) = self.procs.get_mut(&tgid) else { return };
-        if let Some(kind) = kind {
+        if errno == 0 && matches!(kind, Some(CallKind::Mmap | CallKind::Mremap)) {
+            let len = if kind == Some(CallKind::Mremap) { a[2] } else { a[1] };
+            let range = (result, result.saturating_add(len));
+            unmapped_first(&mut self.threads, proc_, (tgid, tid), range, self.page_size as u64);
+        }
+        if let Some(kind) = kind.filter(|_| !p.written) {
             let call = out::CallRecord {
                 call: kind,
                 flags: 0,
@@ -801,6 +809,42 @@ impl Proc {
             fork: None,
             heaps: heaps::Heaps::default(),
         }
+    }
+}
+
+/// The munmaps of other threads of process `tgid` that are still waiting for their exit stop and
+/// overlap `[lo, hi)`, which thread `tid`'s call just got: in the kernel they came first (the
+/// range was free for it), though their stops reached the recorder later. Each is written now,
+/// as done, so that a replay of the trace unmaps before it maps; its exit stop writes nothing.
+fn unmapped_first(
+    threads: &mut HashMap<i32, Thread>,
+    p: &mut Proc,
+    (tgid, tid): (i32, i32),
+    (lo, hi): (u64, u64),
+    page: u64,
+) {
+    for (&other, th) in threads.iter_mut().filter(|(o, th)| **o != tid && th.tgid == tgid) {
+        let Some(q) = th.pending.as_mut() else { continue };
+        // The kernel unmaps whole pages.
+        let page = page.max(1);
+        let end = q.args[0].saturating_add(q.args[1]).div_ceil(page).saturating_mul(page);
+        if q.nr != libc::SYS_munmap || q.written || end <= lo || hi <= q.args[0] {
+            continue;
+        }
+        q.written = true;
+        if let Some(o) = p.out.as_mut() {
+            o.call(&out::CallRecord {
+                call: CallKind::Munmap,
+                flags: 0,
+                tid: other as u32,
+                time_ns: q.time_ns,
+                args: q.args,
+                result: 0,
+                errno: 0,
+                stack: out::CallStack::Inline(&q.stack),
+            });
+        }
+        p.heaps.munmap(other as u32, q.args[0], q.args[1]);
     }
 }
 
