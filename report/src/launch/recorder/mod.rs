@@ -20,6 +20,13 @@
 //! last is gone, and `PTRACE_O_EXITKILL` kills the tree if vmshim itself dies, rather than leave
 //! it stopped forever or failing its memory calls.
 //!
+//! The target's own seccomp filters stack on the recorder's: a stop its filter asked for
+//! (`SECCOMP_RET_TRACE` with data other than [`filter::TRACE_DATA`]) is answered as the kernel
+//! answers when no tracer is there, ENOSYS without the call. A process of the tree that asks
+//! for a tracer of its own (`PTRACE_TRACEME`, or to trace another process of the tree) cannot
+//! have one, and a debugger inside may then wait forever: the recorder ends the run with the
+//! reason instead ([`Tracer::ptrace_call`]).
+//!
 //! This module needs `unsafe` for fork, ptrace, waitpid, seccomp and execve; each block says why
 //! it holds.
 
@@ -97,6 +104,9 @@ pub fn run(r: &Request) -> Result<Outcome, LaunchError> {
     drop(blocked);
     let status = status?;
     if let Some(why) = child_failure(r.program) {
+        return Err(LaunchError::Io(why));
+    }
+    if let Some(why) = t.refused.take() {
         return Err(LaunchError::Io(why));
     }
     let (how, exit_code) = crate::launch::describe_status(status);
@@ -325,6 +335,8 @@ struct Tracer<'a> {
     early: HashSet<i32>,
     exits: Vec<crate::launch::watch::Capture>,
     top_status: Option<i32>,
+    /// Why the recorder ended the run (it killed the tree), if it did.
+    refused: Option<String>,
     page_size: u32,
     /// The modules' unwind tables, read once for the whole recording.
     unwinder: unwind::Unwinder,
@@ -345,6 +357,7 @@ impl<'a> Tracer<'a> {
             early: HashSet::new(),
             exits: Vec::new(),
             top_status: None,
+            refused: None,
             page_size,
             unwinder: unwind::Unwinder::default(),
         }
@@ -421,7 +434,11 @@ impl<'a> Tracer<'a> {
                 0
             }
             libc::PTRACE_EVENT_SECCOMP => {
-                self.syscall_entry(tid);
+                if remote::event_msg(tid) == Some(filter::TRACE_DATA as u64) {
+                    self.syscall_entry(tid);
+                } else {
+                    no_tracer(tid);
+                }
                 0
             }
             libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK => {
@@ -471,6 +488,11 @@ impl<'a> Tracer<'a> {
     /// with SIGSTOP, which is the kernel's, not the program's, and is suppressed).
     fn new_task(&mut self, tid: i32, sig: i32) {
         let tgid = tgid_of(tid).unwrap_or(tid);
+        if self.refused.is_some() {
+            // Born while the tree was being ended: it goes too.
+            // SAFETY: kill takes no pointers; tid is a new tracee of this recorder.
+            unsafe { libc::kill(tid, libc::SIGKILL) };
+        }
         let announced = self.announced.remove(&tid);
         if announced.is_none() {
             self.early.insert(tid);
@@ -524,6 +546,10 @@ impl<'a> Tracer<'a> {
         let Some(tgid) = self.threads.get(&tid).map(|t| t.tgid) else { return };
         // The process is stopped in one of its threads: what glibc wrote after its last heap.
         self.name_heaps(tgid, tid, false);
+        if nr == libc::SYS_ptrace {
+            self.ptrace_call(tgid, &regs);
+            return;
+        }
         if !filter::RECORDED.contains(&nr) {
             return;
         }
@@ -541,6 +567,45 @@ impl<'a> Tracer<'a> {
         t.pending =
             Some(Pending { nr, args, stack, time_ns: began, began, child: None, clone3, written: false });
         t.to_exit = true;
+    }
+
+    /// A process of the tree calls ptrace. Asking for a tracer of its own (PTRACE_TRACEME) or
+    /// to trace a process of the tree cannot work: each already has its tracer, this recorder,
+    /// and a process has one (the call fails with EPERM, and a debugger in the target may then
+    /// wait forever for a stop it never gets). Rather than let the target hang or run otherwise
+    /// than bare, the recorder ends the run: it kills the tree and says why.
+    fn ptrace_call(&mut self, tgid: i32, regs: &remote::Regs) {
+        let (request, pid) = (regs.rdi as i64, regs.rsi as i32);
+        let why = match request {
+            r if r == libc::PTRACE_TRACEME as i64 => {
+                format!("process {tgid} asked to be traced by its parent (ptrace(PTRACE_TRACEME))")
+            }
+            r if (r == libc::PTRACE_ATTACH as i64 || r == libc::PTRACE_SEIZE as i64)
+                && self.threads.contains_key(&pid) =>
+            {
+                format!(
+                    "process {tgid} asked to trace process {pid} of the tree (ptrace(PTRACE_ATTACH/SEIZE))"
+                )
+            }
+            _ => return,
+        };
+        self.refused = Some(format!(
+            "{why}, but the syscall recorder traces every process of the tree and a process has \
+             one tracer: the request would fail (EPERM) and a debugger inside the target could \
+             wait forever, so vmshim ended the run (the tree was killed). A dynamic target runs \
+             under the shim alone without --syscalls; a static one cannot be recorded while it \
+             uses ptrace itself"
+        ));
+        self.kill_tree();
+    }
+
+    /// SIGKILL to every process of the tree (the refusal above).
+    fn kill_tree(&self) {
+        let groups: HashSet<i32> = self.threads.values().map(|t| t.tgid).collect();
+        for g in groups {
+            // SAFETY: kill takes no pointers; g is a process this recorder traces.
+            unsafe { libc::kill(g, libc::SIGKILL) };
+        }
     }
 
     fn syscall_exit(&mut self, tid: i32) {
@@ -845,6 +910,18 @@ fn unmapped_first(
             });
         }
         p.heaps.munmap(other as u32, q.args[0], q.args[1]);
+    }
+}
+
+/// A stop that a filter of the target's own asked for (`SECCOMP_RET_TRACE` with other data than
+/// [`filter::TRACE_DATA`]): without vmshim no tracer would be there, and the kernel would fail
+/// the call with ENOSYS without running it (seccomp(2)); so does the recorder, by skipping it
+/// (syscall number -1) with that result.
+fn no_tracer(tid: i32) {
+    if let Ok(mut regs) = remote::regs(tid) {
+        regs.orig_rax = u64::MAX;
+        regs.rax = -(libc::ENOSYS as i64) as u64;
+        let _ = remote::set_regs(tid, &regs);
     }
 }
 
