@@ -130,6 +130,12 @@ fn warn(strict: bool, code: &mut u8, msg: &str) {
     }
 }
 
+/// This process's effective user id (`Uid:` of /proc/self/status: real, effective, ...).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
 pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
     // Issue 15: what LD_PRELOAD cannot reach (static, static-pie) and `--syscalls` go to the
     // syscall recorder; on a dynamic target `--syscalls` keeps the shim too (not `--no-shim`).
@@ -137,6 +143,26 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         Ok(p) => (p, a.syscalls, !a.no_shim),
         Err(launch::LaunchError::NotDynamic { .. }) => {
             (crate::launch::recorder::program_path(&a.cmd[0]), true, false)
+        }
+        // The loader ignores LD_PRELOAD in secure-execution mode; a tracer with CAP_SYS_PTRACE
+        // (root) keeps the new ids at exec (ptrace(2)), so root records it from outside.
+        Err(launch::LaunchError::SetId { .. }) if effective_uid() == Some(0) => {
+            (crate::launch::recorder::program_path(&a.cmd[0]), true, false)
+        }
+        // Anyone else: a tracer without privilege over the new ids makes the kernel run it
+        // without them.
+        Err(launch::LaunchError::SetId { path }) => {
+            return Err(Error(
+                2,
+                format!(
+                    "{} is setuid or setgid to another user: vmshim cannot trace it with this user's \
+                     privileges (the dynamic loader ignores LD_PRELOAD for it, ld.so(8), and under \
+                     ptrace the kernel would run it without its setuid/setgid privileges, \
+                     ptrace(2)), so it was not run. Run vmshim as root, or trace a copy without the \
+                     setuid/setgid bit.",
+                    path.display()
+                ),
+            ));
         }
         Err(e) => return Err(Error(2, e.to_string())),
     };
