@@ -616,3 +616,150 @@ fn static_glibc_threads_arenas_are_malloc_arenas() {
     assert_eq!(parse_thread_lines(&run.lines).len(), 5);
     recorder_only_arenas(&run);
 }
+
+/// Issue 15 item 4: a static process that execs a dynamic program goes on under the same
+/// recorder (no shim was ever preloaded): one trace per image, both listed by the report, the
+/// dynamic image's report held against /proc like any other, its arenas and stacks its own.
+#[test]
+fn an_exec_from_static_into_dynamic_stays_with_the_recorder() {
+    let dir = TestDir::new("static_exec_dynamic");
+    let exec = build_c_with("execstatic", &["-static"]);
+    let prog = build_c("syscalls_both");
+    let run = run_handshake(&dir, &exec, &[prog.to_str().unwrap(), "2"]);
+    assert_recorded_reconciles(&run);
+    recorder_only_arenas(&run);
+    let r = &run.report;
+    let images = &r.process.images;
+    assert_eq!(images.len(), 2, "{images:?}");
+    assert_eq!(std::path::Path::new(&images[0].exe), exec.canonicalize().unwrap(), "{images:?}");
+    assert_eq!(std::path::Path::new(&images[1].exe), prog.canonicalize().unwrap(), "{images:?}");
+    assert_ne!(images[0].trace, images[1].trace);
+    assert_eq!(r.process.image, 2);
+    assert!(!run.maps.iter().any(|m| m.path.ends_with("libvmshim.so")), "no shim in the dynamic image");
+    for image in images {
+        let trace = image.trace.as_deref().expect("each image has its trace");
+        let out = run_with_timeout(Command::new(vmshim_bin()).args(["report", "--json", trace]), TIMEOUT);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rep = parse_report(&out.stdout);
+        assert!(rep.recorder.starts_with("syscalls"), "{trace}: {}", rep.recorder);
+        assert_eq!(rep.process.pid, run.pid);
+    }
+}
+
+/// Issue 15 item 5: a target with a seccomp filter of its own. The recorder's filter came first
+/// and stays; the target's stacks on it. An allow-all filter changes nothing; one that asks for
+/// a tracer (SECCOMP_RET_TRACE, data of its own) gets what it gets without vmshim, where no
+/// tracer answers: the call fails with ENOSYS. Both run as bare and are still recorded.
+#[test]
+fn a_target_with_its_own_seccomp_filter_runs_as_bare() {
+    let prog = build_c_with("own_seccomp", &["-static"]);
+    for mode in ["allow", "trace"] {
+        let dir = TestDir::new(&format!("static_own_seccomp_{mode}"));
+        let bare = run_with_timeout(Command::new(&prog).arg(mode), TIMEOUT);
+        assert!(bare.status.success(), "{}", String::from_utf8_lossy(&bare.stderr));
+        let mut cmd = Command::new(vmshim_bin());
+        cmd.args(["run", "--out"])
+            .arg(dir.join("t.trace"))
+            .args(["--report", "/dev/null", "--"])
+            .arg(&prog)
+            .arg(mode);
+        let out = run_with_timeout(&mut cmd, TIMEOUT);
+        assert_eq!(
+            (out.status.code(), String::from_utf8_lossy(&out.stdout)),
+            (bare.status.code(), String::from_utf8_lossy(&bare.stdout)),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if mode == "trace" {
+            assert!(String::from_utf8_lossy(&bare.stdout).contains("getppid -1 errno 38"), "bare: ENOSYS");
+        }
+        // The target's own mapping, after its filter, is recorded.
+        let err = String::from_utf8_lossy(&out.stderr);
+        let at =
+            err.lines().find_map(|l| l.strip_prefix("at ")).map(parse_hex).expect("the program's address");
+        let trace = read_trace(&dir.join("t.trace"));
+        let mapped = trace_calls(&trace)
+            .iter()
+            .any(|c| c.call == vmshim_trace::CallKind::Mmap && c.result == at && c.args[1] == 3 << 20);
+        assert!(mapped, "{mode}: the 3 MiB mmap at {at:#x} is recorded");
+    }
+}
+
+/// Issue 15 item 5: a target with a debugger inside (a child that asks to be traced by it with
+/// PTRACE_TRACEME) cannot have its own tracer under the recorder, which traces every process:
+/// a clear refusal, exit 2, in bounded time, never a hang. Bare, the program works.
+#[test]
+fn a_target_that_ptraces_its_child_is_refused_not_hung() {
+    let dir = TestDir::new("static_own_ptrace");
+    let prog = build_c_with("own_ptrace", &["-static"]);
+    let bare = run_with_timeout(&mut Command::new(&prog), TIMEOUT);
+    let bare_out = String::from_utf8_lossy(&bare.stdout);
+    assert!(bare.status.success() && bare_out.contains("child exited 0"), "bare: {bare_out}");
+    let started = std::time::Instant::now();
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.args(["run", "--out"]).arg(dir.join("t.trace")).args(["--report", "/dev/null", "--"]).arg(&prog);
+    let out = run_with_timeout(&mut cmd, 30);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("PTRACE_TRACEME") && err.contains("one tracer"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // What ran until then is recorded.
+    assert!(
+        read_trace(&dir.join("t.trace")).events.iter().any(|e| matches!(e, vmshim_trace::Event::Start(_)))
+    );
+}
+
+/// Issue 15 item 3: a setuid target that the user may not trace with its privileges is refused,
+/// with the reason, and never run; root, whose ptrace keeps the new ids at exec, records it.
+#[test]
+fn a_setuid_target_is_refused_for_a_user_and_recorded_for_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TestDir::new("static_setuid");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // A static program setuid to root, run by nobody.
+    let setuid = dir.join("static_threads_setuid");
+    std::fs::copy(static_threads(), &setuid).unwrap();
+    std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let out = run_with_timeout(
+        Command::new("setpriv")
+            .current_dir(dir.path())
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(vmshim_bin())
+            .args(["run", "--out", "t.trace", "--"])
+            .arg(&setuid)
+            .arg("1"),
+        TIMEOUT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("setuid or setgid") && err.contains("privileges") && err.contains("not run"),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "the target did not run");
+    assert!(!dir.join("t.trace").exists());
+    // Root runs a copy of id(1) setuid to nobody: it runs with nobody's effective id, as bare.
+    let id = dir.join("id_setuid_nobody");
+    std::fs::copy("/usr/bin/id", &id).unwrap();
+    std::os::unix::fs::chown(&id, Some(65534), None).unwrap();
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let bare = run_with_timeout(Command::new(&id).arg("-u"), TIMEOUT);
+    assert_eq!(String::from_utf8_lossy(&bare.stdout).trim(), "65534");
+    let out = run_with_timeout(
+        Command::new(vmshim_bin())
+            .current_dir(dir.path())
+            .args(["run", "--json", "--out", "root.trace", "--report", "r.json", "--"])
+            .arg(&id)
+            .arg("-u"),
+        TIMEOUT,
+    );
+    assert_eq!(
+        (out.status.code(), &out.stdout),
+        (bare.status.code(), &bare.stdout),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = read_report(&dir.join("r.json"));
+    assert!(r.recorder.starts_with("syscalls"), "{}", r.recorder);
+    assert_eq!(r.vsz.kernel_final_bytes.map(|b| b > 0), Some(true));
+}
