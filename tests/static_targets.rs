@@ -763,3 +763,19 @@ fn a_setuid_target_is_refused_for_a_user_and_recorded_for_root() {
     assert!(r.recorder.starts_with("syscalls"), "{}", r.recorder);
     assert_eq!(r.vsz.kernel_final_bytes.map(|b| b > 0), Some(true));
 }
+
+/// Issue 15: every JSON report says who saw what it holds: `vmshim explain` of a running process
+/// ran no recorder, and its report says "explain" (a trace's says "shim" or the recorder's name).
+#[test]
+fn explain_says_it_is_the_recorder_of_its_report() {
+    let h = Handshake::start(Command::new(static_threads()).arg("2"), TIMEOUT);
+    let out = run_with_timeout(
+        Command::new(vmshim_bin()).args(["explain", "--json", &h.pid().to_string()]),
+        TIMEOUT,
+    );
+    assert!(h.finish().status.success());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = parse_report(&out.stdout);
+    assert_eq!(r.recorder, "explain");
+    assert!(r.explain.is_some());
+}
