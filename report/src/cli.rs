@@ -129,10 +129,15 @@ pub struct RunArgs {
     /// map at exit.
     #[arg(long)]
     pub no_watch: bool,
-    /// Record with the syscall recorder (ptrace + seccomp-bpf, from outside the target) instead
-    /// of libvmshim.so: what static and static-pie programs get by themselves (issue 15).
+    /// Record with the syscall recorder (ptrace + seccomp-bpf, from outside the target): what
+    /// static and static-pie programs get by themselves (issue 15). On a dynamic target
+    /// libvmshim.so records too, each into its own traces: the recorder's are named after the
+    /// shim's with `.syscalls` appended (`t.trace.syscalls`), and the report is the shim's.
     #[arg(long, conflicts_with = "attachable")]
     pub syscalls: bool,
+    /// With --syscalls: the syscall recorder alone, without libvmshim.so.
+    #[arg(long, requires = "syscalls")]
+    pub no_shim: bool,
     /// The command and its arguments.
     #[arg(required = true, last = true)]
     pub cmd: Vec<OsString>,

@@ -130,17 +130,43 @@ fn warn(strict: bool, code: &mut u8, msg: &str) {
     }
 }
 
+/// This process's effective user id (`Uid:` of /proc/self/status: real, effective, ...).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
 pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
     // Issue 15: what LD_PRELOAD cannot reach (static, static-pie) and `--syscalls` go to the
-    // syscall recorder.
-    let (program, recorded) = match launch::resolve_target(&a.cmd[0]) {
-        Ok(p) => (p, a.syscalls),
+    // syscall recorder; on a dynamic target `--syscalls` keeps the shim too (not `--no-shim`).
+    let (program, recorded, shim) = match launch::resolve_target(&a.cmd[0]) {
+        Ok(p) => (p, a.syscalls, !a.no_shim),
         Err(launch::LaunchError::NotDynamic { .. }) => {
-            (crate::launch::recorder::program_path(&a.cmd[0]), true)
+            (crate::launch::recorder::program_path(&a.cmd[0]), true, false)
+        }
+        // The loader ignores LD_PRELOAD in secure-execution mode; a tracer with CAP_SYS_PTRACE
+        // (root) keeps the new ids at exec (ptrace(2)), so root records it from outside.
+        Err(launch::LaunchError::SetId { .. }) if effective_uid() == Some(0) => {
+            (crate::launch::recorder::program_path(&a.cmd[0]), true, false)
+        }
+        // Anyone else: a tracer without privilege over the new ids makes the kernel run it
+        // without them.
+        Err(launch::LaunchError::SetId { path }) => {
+            return Err(Error(
+                2,
+                format!(
+                    "{} is setuid or setgid to another user: vmshim cannot trace it with this user's \
+                     privileges (the dynamic loader ignores LD_PRELOAD for it, ld.so(8), and under \
+                     ptrace the kernel would run it without its setuid/setgid privileges, \
+                     ptrace(2)), so it was not run. Run vmshim as root, or trace a copy without the \
+                     setuid/setgid bit.",
+                    path.display()
+                ),
+            ));
         }
         Err(e) => return Err(Error(2, e.to_string())),
     };
-    let lib = if recorded { PathBuf::new() } else { shim_path()? };
+    let lib = if shim { shim_path()? } else { PathBuf::new() };
     let sanitizer = launch::sanitizer_runtime(&program);
     let cwd = std::env::current_dir().map_err(|e| Error(2, format!("no working directory: {e}")))?;
     let (template, early_problem) = match &a.out {
@@ -166,7 +192,8 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
     let run_id = new_run_id();
     // LeakSanitizer stops the world at exit with ptrace on every thread, which fails on a thread
     // vmshim traces: such a target is not traced; the exit watcher sees its exit.
-    let hold = !a.attachable && !sanitizer.as_ref().is_some_and(|r| r.uses_ptrace);
+    // The syscall recorder is the target's tracer when it runs.
+    let hold = !recorded && !a.attachable && !sanitizer.as_ref().is_some_and(|r| r.uses_ptrace);
     if let Some(r) = sanitizer.as_ref().filter(|r| r.uses_ptrace && a.no_watch) {
         eprintln!(
             "vmshim: {} links {}, whose leak check stops the world with ptrace at exit: vmshim does \
@@ -177,7 +204,7 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         );
     }
     let mut env = Vec::new();
-    if early_problem.is_none() {
+    if early_problem.is_none() && shim {
         env.push(("LD_PRELOAD".into(), preload));
         env.push(("VMSHIM_OUT".into(), template.clone().into_os_string()));
         env.push(("VMSHIM_RUN".into(), format!("{run_id:016x}").into()));
@@ -192,12 +219,15 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
     let me = std::env::current_exe().ok();
     let watch = me.as_deref().filter(|_| !a.no_watch && early_problem.is_none());
     let l = launch::Launch { program: &program, args: &a.cmd[1..], env, hold, watch };
+    // With the shim alongside, the recorder's traces go beside the shim's, a run of their own.
+    let companion = (recorded && shim).then(|| crate::launch::recorder::companion_template(&template));
     let outcome = if recorded {
         let req = crate::launch::recorder::Request {
             program: &program,
             args: &a.cmd[1..],
-            template: &template,
+            template: companion.as_deref().unwrap_or(&template),
             run_id,
+            env: if shim { &l.env } else { &[] },
         };
         crate::launch::recorder::run(&req)
     } else {
@@ -241,6 +271,31 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         raw_status: outcome.raw_status,
         how: outcome.how.clone(),
     };
+    if let Some(template) = &companion {
+        // The recorder's own traces get the same maps at exit; its run is reported apart.
+        let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
+        match last_image_trace(&first, outcome.pid, since) {
+            Some((mine, mine_run)) => {
+                attach_exit_maps(&mine, &mine_run, &outcome.exits, a.strict, &mut code);
+                if let Err(e) = read::append_final(&mine, &fin) {
+                    warn(
+                        a.strict,
+                        &mut code,
+                        &format!("cannot add the kernel's map at exit to {} ({e})", mine.display()),
+                    );
+                }
+                eprintln!(
+                    "vmshim: the syscall recorder's trace of the same run is {} (vmshim report it); the report is the shim's",
+                    mine.display()
+                );
+            }
+            None => warn(
+                a.strict,
+                &mut code,
+                &format!("the syscall recorder left no trace at {}", first.display()),
+            ),
+        }
+    }
     let kept_in_memory = match read::append_final(&trace, &fin) {
         Ok(()) => None,
         Err(e) => {

@@ -289,6 +289,8 @@ pub fn explain(a: &ExplainArgs, opts: &Options) -> Result<u8, Error> {
     }
     let text = if a.json {
         let mut r = crate::render::json::report(&an, opts.top);
+        // Issue 15: no recorder ran; the snapshot is explain's own, read from outside.
+        r.recorder = "explain".into();
         r.explain = Some(crate::render::schema::Explain {
             map_moved_bytes: map_moved,
             notes: notes.clone(),

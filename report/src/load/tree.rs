@@ -88,6 +88,23 @@ impl Run {
 
 /// Whether `name` is a trace name that the run of the trace named `given` may have used.
 fn same_run_name(given: &str, name: &str) -> bool {
+    // The syscall recorder's traces beside the shim's (`vmshim run --syscalls`) are the shim's
+    // names with a suffix: a run of their own, never listed with the shim's.
+    fn without_numbers(mut s: &str) -> &str {
+        while let Some((head, tail)) = s.rsplit_once('.')
+            && !tail.is_empty()
+            && tail.bytes().all(|b| b.is_ascii_digit())
+        {
+            s = head;
+        }
+        s
+    }
+    let companion = crate::launch::recorder::COMPANION;
+    match (without_numbers(given).strip_suffix(companion), without_numbers(name).strip_suffix(companion)) {
+        (Some(g), Some(n)) => return n == g || same_run_name(g, n),
+        (None, None) => {}
+        _ => return false,
+    }
     // Strip the `.N` (and `.PID.N`) suffixes a taken name gets.
     let mut base = given;
     while let Some((head, tail)) = base.rsplit_once('.')
@@ -301,6 +318,15 @@ mod tests {
             ("vmshim.99.trace.1", "vmshim.5.trace", true),
             ("vmshim.99.trace", "vmshim.x.trace", false),
             ("vmshim.99.trace", "other.trace", false),
+            // The syscall recorder's traces beside the shim's: their own run (issue 15).
+            ("t.trace", "t.trace.syscalls", false),
+            ("t.trace.syscalls", "t.trace", false),
+            ("t.trace.syscalls", "t.trace.syscalls.1234", true),
+            ("t.trace.syscalls.1234", "t.trace.syscalls", true),
+            ("vmshim.99.trace", "vmshim.123.trace.syscalls", false),
+            ("vmshim.99.trace.syscalls", "vmshim.123.trace.syscalls", true),
+            ("vmshim.99.trace.syscalls", "vmshim.123.trace.syscalls.2", true),
+            ("vmshim.99.trace.syscalls", "vmshim.123.trace", false),
         ] {
             assert_eq!(same_run_name(given, name), same, "{given} {name}");
         }

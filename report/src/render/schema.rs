@@ -27,7 +27,8 @@ pub struct Report {
     pub process: Process,
     /// Every process of the run, in tree order.
     pub processes: Vec<Row>,
-    /// Which recorder wrote the trace: "shim", or the syscall recorder's name (issue 15).
+    /// Which recorder wrote the trace: "shim", or the syscall recorder's name (issue 15);
+    /// "explain" for `vmshim explain`'s snapshot of a running process.
     pub recorder: String,
     pub regions: Vec<Region>,
     pub rss_bytes: Option<u64>,

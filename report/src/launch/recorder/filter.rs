@@ -19,9 +19,9 @@ pub const RECORDED: [libc::c_long; 7] = [
     libc::SYS_clone3,
 ];
 
-/// System calls stopped at every call: the recorded ones, and the ends of a thread, a process
-/// and an image.
-pub const TRACED: [libc::c_long; 10] = [
+/// System calls stopped at every call: the recorded ones, the ends of a thread, a process and an
+/// image, and ptrace (a process of the tree that asks for a tracer of its own: refused).
+pub const TRACED: [libc::c_long; 11] = [
     RECORDED[0],
     RECORDED[1],
     RECORDED[2],
@@ -32,7 +32,13 @@ pub const TRACED: [libc::c_long; 10] = [
     libc::SYS_exit,
     libc::SYS_exit_group,
     libc::SYS_execve,
+    libc::SYS_ptrace,
 ];
+
+/// The data of this filter's `SECCOMP_RET_TRACE` (the ptrace event's message): a stop with other
+/// data came from a filter the target installed itself, which vmshim must answer as if no tracer
+/// were there.
+pub const TRACE_DATA: u32 = 0x766d;
 
 /// `madvise` advice values that free memory (the only ones stopped).
 pub const FREEING_ADVICE: [u32; 3] =
@@ -65,7 +71,7 @@ pub fn program() -> Vec<libc::sock_filter> {
         p.push(op(JEQ_K, to(madvise_at + 2 + i, trace_at), 0, *advice));
     }
     p.push(op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW));
-    p.push(op(RET_K, 0, 0, libc::SECCOMP_RET_TRACE));
+    p.push(op(RET_K, 0, 0, libc::SECCOMP_RET_TRACE | TRACE_DATA));
     debug_assert_eq!(p.len(), trace_at + 1);
     p
 }
@@ -102,7 +108,11 @@ mod tests {
     fn traces_exactly_the_memory_and_thread_calls() {
         let p = program();
         for nr in TRACED {
-            assert_eq!(run(&p, nr as u32, AUDIT_ARCH_X86_64, 0), libc::SECCOMP_RET_TRACE, "nr {nr}");
+            assert_eq!(
+                run(&p, nr as u32, AUDIT_ARCH_X86_64, 0),
+                libc::SECCOMP_RET_TRACE | TRACE_DATA,
+                "nr {nr}"
+            );
             assert_eq!(run(&p, nr as u32, 0x4000_0003, 0), libc::SECCOMP_RET_ALLOW, "i386 nr {nr}");
         }
         for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_futex, libc::SYS_openat] {
@@ -110,7 +120,7 @@ mod tests {
         }
         let madvise = libc::SYS_madvise as u32;
         for a in FREEING_ADVICE {
-            assert_eq!(run(&p, madvise, AUDIT_ARCH_X86_64, a), libc::SECCOMP_RET_TRACE);
+            assert_eq!(run(&p, madvise, AUDIT_ARCH_X86_64, a), libc::SECCOMP_RET_TRACE | TRACE_DATA);
         }
         for a in [libc::MADV_WILLNEED, libc::MADV_HUGEPAGE, libc::MADV_NORMAL] {
             assert_eq!(run(&p, madvise, AUDIT_ARCH_X86_64, a as u32), libc::SECCOMP_RET_ALLOW);

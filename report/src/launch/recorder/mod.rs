@@ -20,6 +20,13 @@
 //! last is gone, and `PTRACE_O_EXITKILL` kills the tree if vmshim itself dies, rather than leave
 //! it stopped forever or failing its memory calls.
 //!
+//! The target's own seccomp filters stack on the recorder's: a stop its filter asked for
+//! (`SECCOMP_RET_TRACE` with data other than [`filter::TRACE_DATA`]) is answered as the kernel
+//! answers when no tracer is there, ENOSYS without the call. A process of the tree that asks
+//! for a tracer of its own (`PTRACE_TRACEME`, or to trace another process of the tree) cannot
+//! have one, and a debugger inside may then wait forever: the recorder ends the run with the
+//! reason instead ([`Tracer::ptrace_call`]).
+//!
 //! This module needs `unsafe` for fork, ptrace, waitpid, seccomp and execve; each block says why
 //! it holds.
 
@@ -27,6 +34,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod filter;
+pub mod heaps;
 pub mod image;
 pub mod out;
 pub mod remote;
@@ -52,11 +60,23 @@ pub struct Request<'a> {
     /// The trace path template (`%p`: the pid).
     pub template: &'a Path,
     pub run_id: u64,
+    /// Variables set in the target's environment over the inherited ones (`LD_PRELOAD`,
+    /// `VMSHIM_OUT`, `VMSHIM_RUN` when the shim records alongside: see [`COMPANION`]).
+    pub env: &'a [(OsString, OsString)],
 }
 
-unsafe extern "C" {
-    /// The process's environment (POSIX `environ`), which the target inherits unchanged.
-    static environ: *const *const libc::c_char;
+/// Under `vmshim run --syscalls` of a dynamic target both recorders run, the shim inside and this
+/// one outside, and each writes its own traces: this recorder's are named after the shim's with
+/// this suffix (`t.trace.syscalls`, `vmshim.PID.trace.syscalls`), a run of their own that the
+/// shim's run never lists ([`crate::load::tree`]), so no report counts a call twice; each
+/// report's `recorder` field says who saw its calls.
+pub const COMPANION: &str = ".syscalls";
+
+/// The template of this recorder's traces when the shim records the same run into `shim`'s.
+pub fn companion_template(shim: &Path) -> std::path::PathBuf {
+    let mut s = shim.as_os_str().to_owned();
+    s.push(COMPANION);
+    s.into()
 }
 
 /// The stages of the child between fork and exec, as it reports a failure through the pipe.
@@ -84,6 +104,9 @@ pub fn run(r: &Request) -> Result<Outcome, LaunchError> {
     drop(blocked);
     let status = status?;
     if let Some(why) = child_failure(r.program) {
+        return Err(LaunchError::Io(why));
+    }
+    if let Some(why) = t.refused.take() {
         return Err(LaunchError::Io(why));
     }
     let (how, exit_code) = crate::launch::describe_status(status);
@@ -114,6 +137,16 @@ fn spawn(r: &Request, mask: &libc::sigset_t) -> Result<libc::pid_t, LaunchError>
     }
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
+    // The inherited environment with `r.env` set over it, as `Command::envs` would give it.
+    let mut envp = Vec::new();
+    for (k, v) in std::env::vars_os().filter(|(k, _)| !r.env.iter().any(|(o, _)| o == k)) {
+        envp.push(cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat())?);
+    }
+    for (k, v) in r.env {
+        envp.push(cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat())?);
+    }
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
     let prog = filter::program();
     let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
     let mut fds = [0; 2];
@@ -161,7 +194,7 @@ fn spawn(r: &Request, mask: &libc::sigset_t) -> Result<libc::pid_t, LaunchError>
             {
                 fail(STAGE_SECCOMP);
             }
-            libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), environ);
+            libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
             fail(STAGE_EXEC);
         }
     }
@@ -261,6 +294,8 @@ struct Pending {
     child: Option<i32>,
     /// clone3's struct clone_args: (flags, stack, stack_size).
     clone3: Option<(u64, u64, u64)>,
+    /// A munmap already written, before its exit stop came ([`unmapped_first`]).
+    written: bool,
 }
 
 #[derive(Default)]
@@ -284,6 +319,8 @@ struct Proc {
     final_at: u64,
     /// Fork origin, until the child's first stop writes its start record.
     fork: Option<(u32, u64, Vec<u64>)>,
+    /// glibc's arena heaps in the making ([`heaps`]).
+    heaps: heaps::Heaps,
 }
 
 struct Tracer<'a> {
@@ -298,6 +335,8 @@ struct Tracer<'a> {
     early: HashSet<i32>,
     exits: Vec<crate::launch::watch::Capture>,
     top_status: Option<i32>,
+    /// Why the recorder ended the run (it killed the tree), if it did.
+    refused: Option<String>,
     page_size: u32,
     /// The modules' unwind tables, read once for the whole recording.
     unwinder: unwind::Unwinder,
@@ -318,6 +357,7 @@ impl<'a> Tracer<'a> {
             early: HashSet::new(),
             exits: Vec::new(),
             top_status: None,
+            refused: None,
             page_size,
             unwinder: unwind::Unwinder::default(),
         }
@@ -394,7 +434,11 @@ impl<'a> Tracer<'a> {
                 0
             }
             libc::PTRACE_EVENT_SECCOMP => {
-                self.syscall_entry(tid);
+                if remote::event_msg(tid) == Some(filter::TRACE_DATA as u64) {
+                    self.syscall_entry(tid);
+                } else {
+                    no_tracer(tid);
+                }
                 0
             }
             libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK => {
@@ -444,6 +488,11 @@ impl<'a> Tracer<'a> {
     /// with SIGSTOP, which is the kernel's, not the program's, and is suppressed).
     fn new_task(&mut self, tid: i32, sig: i32) {
         let tgid = tgid_of(tid).unwrap_or(tid);
+        if self.refused.is_some() {
+            // Born while the tree was being ended: it goes too.
+            // SAFETY: kill takes no pointers; tid is a new tracee of this recorder.
+            unsafe { libc::kill(tid, libc::SIGKILL) };
+        }
         let announced = self.announced.remove(&tid);
         if announced.is_none() {
             self.early.insert(tid);
@@ -495,6 +544,12 @@ impl<'a> Tracer<'a> {
         let Ok(regs) = remote::regs(tid) else { return };
         let nr = regs.orig_rax as i64;
         let Some(tgid) = self.threads.get(&tid).map(|t| t.tgid) else { return };
+        // The process is stopped in one of its threads: what glibc wrote after its last heap.
+        self.name_heaps(tgid, tid, false);
+        if nr == libc::SYS_ptrace {
+            self.ptrace_call(tgid, &regs);
+            return;
+        }
         if !filter::RECORDED.contains(&nr) {
             return;
         }
@@ -509,8 +564,48 @@ impl<'a> Tracer<'a> {
             if ok { (w(0), w(5), w(6)) } else { (0, 0, 0) }
         });
         let t = self.threads.get_mut(&tid).expect("known thread");
-        t.pending = Some(Pending { nr, args, stack, time_ns: began, began, child: None, clone3 });
+        t.pending =
+            Some(Pending { nr, args, stack, time_ns: began, began, child: None, clone3, written: false });
         t.to_exit = true;
+    }
+
+    /// A process of the tree calls ptrace. Asking for a tracer of its own (PTRACE_TRACEME) or
+    /// to trace a process of the tree cannot work: each already has its tracer, this recorder,
+    /// and a process has one (the call fails with EPERM, and a debugger in the target may then
+    /// wait forever for a stop it never gets). Rather than let the target hang or run otherwise
+    /// than bare, the recorder ends the run: it kills the tree and says why.
+    fn ptrace_call(&mut self, tgid: i32, regs: &remote::Regs) {
+        let (request, pid) = (regs.rdi as i64, regs.rsi as i32);
+        let why = match request {
+            r if r == libc::PTRACE_TRACEME as i64 => {
+                format!("process {tgid} asked to be traced by its parent (ptrace(PTRACE_TRACEME))")
+            }
+            r if (r == libc::PTRACE_ATTACH as i64 || r == libc::PTRACE_SEIZE as i64)
+                && self.threads.contains_key(&pid) =>
+            {
+                format!(
+                    "process {tgid} asked to trace process {pid} of the tree (ptrace(PTRACE_ATTACH/SEIZE))"
+                )
+            }
+            _ => return,
+        };
+        self.refused = Some(format!(
+            "{why}, but the syscall recorder traces every process of the tree and a process has \
+             one tracer: the request would fail (EPERM) and a debugger inside the target could \
+             wait forever, so vmshim ended the run (the tree was killed). A dynamic target runs \
+             under the shim alone without --syscalls; a static one cannot be recorded while it \
+             uses ptrace itself"
+        ));
+        self.kill_tree();
+    }
+
+    /// SIGKILL to every process of the tree (the refusal above).
+    fn kill_tree(&self) {
+        let groups: HashSet<i32> = self.threads.values().map(|t| t.tgid).collect();
+        for g in groups {
+            // SAFETY: kill takes no pointers; g is a process this recorder traces.
+            unsafe { libc::kill(g, libc::SIGKILL) };
+        }
     }
 
     fn syscall_exit(&mut self, tid: i32) {
@@ -536,7 +631,12 @@ impl<'a> Tracer<'a> {
             (p.nr == libc::SYS_mmap || p.nr == libc::SYS_mprotect) && a[2] & libc::PROT_EXEC as u64 != 0;
         let pid = tid;
         let Some(proc_) = self.procs.get_mut(&tgid) else { return };
-        if let Some(kind) = kind {
+        if errno == 0 && matches!(kind, Some(CallKind::Mmap | CallKind::Mremap)) {
+            let len = if kind == Some(CallKind::Mremap) { a[2] } else { a[1] };
+            let range = (result, result.saturating_add(len));
+            unmapped_first(&mut self.threads, proc_, (tgid, tid), range, self.page_size as u64);
+        }
+        if let Some(kind) = kind.filter(|_| !p.written) {
             let call = out::CallRecord {
                 call: kind,
                 flags: 0,
@@ -549,6 +649,16 @@ impl<'a> Tracer<'a> {
             };
             if let Some(o) = proc_.out.as_mut() {
                 o.call(&call);
+            }
+            if errno == 0 {
+                let heaps = &mut proc_.heaps;
+                match kind {
+                    CallKind::Mmap => heaps.mmap(tid as u32, &a, result, p.time_ns, &p.stack),
+                    CallKind::Munmap => heaps.munmap(tid as u32, a[0], a[1]),
+                    CallKind::Mprotect => heaps.mprotect(tid as u32, a[0], a[1], a[2]),
+                    // A moved range is gone from where it was.
+                    _ => heaps.munmap(tid as u32, a[0], a[1]),
+                }
             }
         } else if p.nr == libc::SYS_brk {
             let new = result;
@@ -630,10 +740,13 @@ impl<'a> Tracer<'a> {
             // The exec succeeded: the pipe is closed, with nothing in it.
             let _ = child_failure(self.req.program);
         }
-        let mut p = Proc::new();
-        if let Some(old) = self.procs.remove(&tgid) {
-            p.fork = None;
-            drop(old);
+        let p = Proc::new();
+        if let Some(mut old) = self.procs.remove(&tgid) {
+            // The old image's memory is gone: its unnamed heaps are named by their own address.
+            let heaps = old.heaps.take_named(|_| None, true);
+            if let Some(o) = old.out.as_mut() {
+                write_heaps(o, heaps);
+            }
         }
         self.procs.insert(tgid, p);
         self.begin_image(tgid, None);
@@ -692,12 +805,26 @@ impl<'a> Tracer<'a> {
         p.out = Some(out);
     }
 
+    /// Writes an arena record for each heap of process `tgid` whose arena glibc has named (read
+    /// through its stopped thread `tid`); `last`: every heap, named or not.
+    fn name_heaps(&mut self, tgid: i32, tid: i32, last: bool) {
+        let Some(p) = self.procs.get_mut(&tgid) else { return };
+        if !p.heaps.waiting() {
+            return;
+        }
+        let named = p.heaps.take_named(|heap| remote::word(tid, heap), last);
+        if let Some(o) = p.out.as_mut() {
+            write_heaps(o, named);
+        }
+    }
+
     /// A thread's exit stop: the group leader's is where the address space is still whole.
     fn exiting(&mut self, tid: i32) {
         let Some(tgid) = self.threads.get(&tid).map(|t| t.tgid) else { return };
         if tid != tgid {
             return;
         }
+        self.name_heaps(tgid, tid, true);
         if let Some(p) = self.procs.get_mut(&tgid) {
             p.final_smaps = crate::launch::read_smaps(tgid);
             p.names = crate::launch::thread_names(tgid);
@@ -745,7 +872,74 @@ impl Proc {
             names: Vec::new(),
             final_at: 0,
             fork: None,
+            heaps: heaps::Heaps::default(),
         }
+    }
+}
+
+/// The munmaps of other threads of process `tgid` that are still waiting for their exit stop and
+/// overlap `[lo, hi)`, which thread `tid`'s call just got: in the kernel they came first (the
+/// range was free for it), though their stops reached the recorder later. Each is written now,
+/// as done, so that a replay of the trace unmaps before it maps; its exit stop writes nothing.
+fn unmapped_first(
+    threads: &mut HashMap<i32, Thread>,
+    p: &mut Proc,
+    (tgid, tid): (i32, i32),
+    (lo, hi): (u64, u64),
+    page: u64,
+) {
+    for (&other, th) in threads.iter_mut().filter(|(o, th)| **o != tid && th.tgid == tgid) {
+        let Some(q) = th.pending.as_mut() else { continue };
+        // The kernel unmaps whole pages.
+        let page = page.max(1);
+        let end = q.args[0].saturating_add(q.args[1]).div_ceil(page).saturating_mul(page);
+        if q.nr != libc::SYS_munmap || q.written || end <= lo || hi <= q.args[0] {
+            continue;
+        }
+        q.written = true;
+        if let Some(o) = p.out.as_mut() {
+            o.call(&out::CallRecord {
+                call: CallKind::Munmap,
+                flags: 0,
+                tid: other as u32,
+                time_ns: q.time_ns,
+                args: q.args,
+                result: 0,
+                errno: 0,
+                stack: out::CallStack::Inline(&q.stack),
+            });
+        }
+        p.heaps.munmap(other as u32, q.args[0], q.args[1]);
+    }
+}
+
+/// A stop that a filter of the target's own asked for (`SECCOMP_RET_TRACE` with other data than
+/// [`filter::TRACE_DATA`]): without vmshim no tracer would be there, and the kernel would fail
+/// the call with ENOSYS without running it (seccomp(2)); so does the recorder, by skipping it
+/// (syscall number -1) with that result.
+fn no_tracer(tid: i32) {
+    if let Ok(mut regs) = remote::regs(tid) {
+        regs.orig_rax = u64::MAX;
+        regs.rax = -(libc::ENOSYS as i64) as u64;
+        let _ = remote::set_regs(tid, &regs);
+    }
+}
+
+/// glibc's heaps as the shim records them: an ArenaAttach of the thread that made the heap, with
+/// its stack at the reservation, `via` none of the malloc functions (the recorder cannot tell which).
+fn write_heaps(o: &mut out::TraceOut, heaps: Vec<(heaps::Heap, u64)>) {
+    for (h, arena) in heaps {
+        let via = vmshim_trace::MALLOC_FUNCTIONS.len() as u64;
+        o.call(&out::CallRecord {
+            call: CallKind::ArenaAttach,
+            flags: 0,
+            tid: h.tid,
+            time_ns: h.time_ns,
+            args: [h.heap, h.size, arena, via, 0, 0],
+            result: 0,
+            errno: 0,
+            stack: out::CallStack::Inline(&h.stack),
+        });
     }
 }
 

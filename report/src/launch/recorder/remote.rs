@@ -1,7 +1,8 @@
 //! Reading a stopped tracee: its registers (`PTRACE_GETREGS`) and its memory
 //! (`process_vm_readv`, which copies from the target's address space in the kernel and reports
 //! an unmapped or unreadable page as a short read: the target is never faulted, and its memory
-//! is never written).
+//! is never written). Registers are written for one thing only: to fail a call as the kernel
+//! would with no tracer there ([`set_regs`]).
 //!
 //! This module needs `unsafe` for the two system calls; each block says why it holds.
 
@@ -23,6 +24,14 @@ pub fn regs(tid: i32) -> io::Result<Regs> {
     }
     // SAFETY: the call succeeded, so the kernel filled the struct.
     Ok(unsafe { r.assume_init() })
+}
+
+/// Sets the registers of stopped tracee `tid` (at a seccomp stop: a call skipped, its result).
+pub fn set_regs(tid: i32, regs: &Regs) -> io::Result<()> {
+    // SAFETY: SETREGS reads one user_regs_struct from `data`, which points at one; `addr` is
+    // unused.
+    let rc = unsafe { libc::ptrace(libc::PTRACE_SETREGS, tid, 0usize, regs as *const Regs) };
+    if rc == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// Reads `buf.len()` bytes at `addr` in process `pid`; false on any short read.
