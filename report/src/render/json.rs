@@ -2,7 +2,7 @@
 //! Every figure comes from [`Analysis`]; this only copies it into the format's types.
 
 use super::schema::{self, Report};
-use super::text::{NO_STATIC_RECORDER, arena_name, process_line, untraced_words};
+use super::text::{STATIC_RECORDER_HINT, arena_name, process_line, untraced_words};
 use crate::analyze::attribute::Inherited;
 use crate::analyze::dns::Path;
 use crate::analyze::processes::Row;
@@ -30,7 +30,7 @@ fn untraced(u: &Untraced) -> schema::Untraced {
         exe: u.exe.clone(),
         map_known: u.map_known,
         statically_linked: u.statically_linked,
-        why: format!("{}; {NO_STATIC_RECORDER}", untraced_words(u)),
+        why: format!("{}; {STATIC_RECORDER_HINT}", untraced_words(u)),
     }
 }
 

@@ -298,8 +298,9 @@ pub fn untraced_words(u: &Untraced) -> String {
     format!("{} {why}, so nothing it did was recorded", u.exe)
 }
 
-/// Said after [`untraced_words`] for a static image.
-pub const NO_STATIC_RECORDER: &str = "a recorder for static programs (issue 15) does not exist yet";
+/// Said after [`untraced_words`] for an image without the shim: the shim's run cannot follow
+/// it, the syscall recorder does (it traces every image of the tree from outside).
+pub const STATIC_RECORDER_HINT: &str = "the syscall recorder records it (`vmshim run --syscalls`, into traces of its own named *.syscalls: it follows every image of the tree)";
 
 /// The lines under the heading that say where the image stands in its process (each starts
 /// with two spaces; the HTML page shows them too).
@@ -336,18 +337,18 @@ pub fn context_lines(o: &mut String, a: &Analysis, opts: &Options) {
         let _ = match (this_one, un.map_known) {
             (true, _) => writeln!(
                 o,
-                "  final image: {}, and only what the kernel's map at exit proves (images, heap, stacks) is explained; {NO_STATIC_RECORDER}",
+                "  final image: {}, and only what the kernel's map at exit proves (images, heap, stacks) is explained; {STATIC_RECORDER_HINT}",
                 untraced_words(un)
             ),
             (false, true) => writeln!(
                 o,
-                "  then exec'd: {} (its map at exit is its own section: `--image {}`); this image is replayed from its calls; {NO_STATIC_RECORDER}",
+                "  then exec'd: {} (its map at exit is its own section: `--image {}`); this image is replayed from its calls; {STATIC_RECORDER_HINT}",
                 untraced_words(un),
                 c.images.len()
             ),
             (false, false) => writeln!(
                 o,
-                "  then exec'd: {}; the map below is this image's, at the exec; {NO_STATIC_RECORDER}",
+                "  then exec'd: {}; the map below is this image's, at the exec; {STATIC_RECORDER_HINT}",
                 untraced_words(un)
             ),
         };
