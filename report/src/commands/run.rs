@@ -47,25 +47,46 @@ fn attach_exit_maps(
         return;
     }
     let images: Vec<&tree::Image> = run.processes.iter().flat_map(|p| p.images.iter()).collect();
+    let mut by_pid: std::collections::HashMap<u32, Vec<&tree::Image>> = std::collections::HashMap::new();
+    for i in images.iter().filter(|i| i.trace != top) {
+        by_pid.entry(i.start.pid).or_default().push(i);
+    }
+    // Each file's exits, in the order they came (a pid reused within the run may send two to one
+    // file: those are appended one after the other, by one thread).
+    let mut work: Vec<(&Path, Vec<&launch::watch::Capture>)> = Vec::new();
+    let mut slot: std::collections::HashMap<&Path, usize> = std::collections::HashMap::new();
     for c in exits.iter().filter(|c| !c.smaps.is_empty()) {
-        let Some(path) = images
-            .iter()
-            .filter(|i| i.start.pid == c.pid && i.start.mono_ns <= c.mono_ns && i.trace != top)
-            .max_by_key(|i| i.start.mono_ns)
-            .map(|i| &i.trace)
+        let Some(of_pid) = by_pid.get(&c.pid) else { continue };
+        let Some(image) =
+            of_pid.iter().filter(|i| i.start.mono_ns <= c.mono_ns).max_by_key(|i| i.start.mono_ns)
         else {
             continue;
         };
-        let status = (c.code & 0xff) << 8;
-        let fin = read::Final {
-            smaps: Some(c.smaps.clone()),
-            thread_names: c.thread_names.clone(),
-            raw_status: status,
-            how: format!("exited {}", c.code & 0xff),
-        };
-        if let Err(e) = read::append_final(path, &fin) {
-            warn(strict, code, &format!("cannot add the kernel's map at exit to {} ({e})", path.display()));
+        let path = image.trace.as_path();
+        let at = *slot.entry(path).or_insert_with(|| {
+            work.push((path, Vec::new()));
+            work.len() - 1
+        });
+        work[at].1.push(c);
+    }
+    // Each file on its own: spread over the cores, the warnings said in order after.
+    let failed = crate::load::par::map(&work, |(path, captures)| {
+        let mut failed = Vec::new();
+        for c in captures {
+            let fin = read::Final {
+                smaps: Some(c.smaps.clone()),
+                thread_names: c.thread_names.clone(),
+                raw_status: (c.code & 0xff) << 8,
+                how: format!("exited {}", c.code & 0xff),
+            };
+            if let Err(e) = read::append_final(path, &fin) {
+                failed.push(format!("cannot add the kernel's map at exit to {} ({e})", path.display()));
+            }
         }
+        failed
+    });
+    for msg in failed.into_iter().flatten() {
+        warn(strict, code, &msg);
     }
 }
 

@@ -3,5 +3,6 @@
 //! kernel's map text ([`maps`]). Nothing here attributes or renders.
 
 pub mod maps;
+pub mod par;
 pub mod read;
 pub mod tree;

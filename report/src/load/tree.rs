@@ -132,16 +132,21 @@ fn candidates(trace: &Path) -> Vec<Image> {
     let dir = trace.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let Some(given) = trace.file_name().and_then(|n| n.to_str()) else { return vec![] };
     let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
-    let mut out: Vec<Image> = entries
+    let names: Vec<std::ffi::OsString> = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter(|e| e.file_name().to_str().is_some_and(|n| n != given && same_run_name(given, n)))
-        .filter_map(|e| {
-            // Named as the given trace is (`T.1` beside `T`, not `./T.1`).
-            let p = trace.with_file_name(e.file_name());
-            read::start_of(&p).map(|start| Image { trace: p, start })
-        })
+        .map(|e| e.file_name())
         .collect();
+    // Each start record is its own file's first read: spread over the cores.
+    let mut out: Vec<Image> = super::par::map(&names, |name| {
+        // Named as the given trace is (`T.1` beside `T`, not `./T.1`).
+        let p = trace.with_file_name(name);
+        read::start_of(&p).map(|start| Image { trace: p, start })
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     out.sort_by(|a, b| a.trace.cmp(&b.trace));
     out
 }
