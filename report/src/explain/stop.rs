@@ -165,6 +165,47 @@ impl Memory {
             .collect()
     }
 
+    /// Reads `len` bytes at each of `addrs`, up to 1024 (IOV_MAX) addresses per system call:
+    /// `None` for an address whose bytes could not all be read. The kernel stops a vectored read
+    /// at the first range that fails, so the call is made again from the one after it.
+    pub fn gather(&self, addrs: &[u64], len: usize) -> Vec<Option<Vec<u8>>> {
+        let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(addrs.len());
+        let mut at = 0;
+        while at < addrs.len() {
+            let batch = &addrs[at..addrs.len().min(at + 1024)];
+            let mut buf = vec![0u8; batch.len() * len];
+            let local: Vec<libc::iovec> = buf
+                .chunks_exact_mut(len.max(1))
+                .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: len })
+                .collect();
+            let remote: Vec<libc::iovec> =
+                batch.iter().map(|&a| libc::iovec { iov_base: a as *mut libc::c_void, iov_len: len }).collect();
+            // SAFETY: each `local` iovec describes one `len`-byte piece of `buf`, valid for
+            // writes and alive for the whole call; the `remote` ones are only addresses in the
+            // other process, which the kernel checks and never dereferences in ours. Both counts
+            // are the batch's length, at most 1024 (IOV_MAX).
+            let n = unsafe {
+                libc::process_vm_readv(
+                    self.pid as libc::pid_t,
+                    local.as_ptr(),
+                    local.len() as libc::c_ulong,
+                    remote.as_ptr(),
+                    remote.len() as libc::c_ulong,
+                    0,
+                )
+            };
+            let whole = if n < 0 || len == 0 { 0 } else { n as usize / len };
+            let whole = whole.min(batch.len());
+            out.extend(buf.chunks_exact(len.max(1)).take(whole).map(|b| Some(b.to_vec())));
+            if whole < batch.len() {
+                // The range at `whole` failed (or was cut short): it is unreadable.
+                out.push(None);
+            }
+            at += (whole + 1).min(batch.len());
+        }
+        out
+    }
+
     pub fn u64(&self, addr: u64) -> Option<u64> {
         let mut b = [0u8; 8];
         self.read(addr, &mut b).then(|| u64::from_le_bytes(b))
@@ -288,8 +329,15 @@ fn wait_stop(pid: u32, tid: u32, deadline: Instant) -> Result<Option<i32>, StopE
 
 /// Stops every thread of `pid`, reads it, lets it go. `regions` is the map read just before
 /// (for the stacks' bounds); `hold` keeps the threads stopped that long before reading (for the
-/// test that kills a process mid-snapshot).
-pub fn stop_and_read(pid: u32, regions: &[Region], hold: Option<Duration>) -> Result<Stopped, StopError> {
+/// test that kills a process mid-snapshot); `during` runs while every seized thread is still
+/// stopped, with their states (what must be read of the process's memory at one moment, such as
+/// a Go program's goroutines).
+pub fn stop_and_read(
+    pid: u32,
+    regions: &[Region],
+    hold: Option<Duration>,
+    during: &mut dyn FnMut(&[ThreadState]),
+) -> Result<Stopped, StopError> {
     let mem = Memory { pid };
     let mut seized: Vec<(u32, i32)> = Vec::new();
     let mut unstopped: Vec<ThreadState> = Vec::new();
@@ -395,6 +443,7 @@ pub fn stop_and_read(pid: u32, regions: &[Region], hold: Option<Duration>) -> Re
                 not_stopped: false,
             });
         }
+        during(&out);
         Ok(out)
     })();
     // Every seized thread is let go, whatever happened above; its pending signal goes with it.
