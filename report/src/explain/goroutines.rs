@@ -14,8 +14,9 @@
 //!   tests hold it against 1.19, 1.21, 1.23, 1.25, 1.27); another version without DWARF is not
 //!   read. Where both exist and differ, a note says so and DWARF is used.
 //!
-//! Bounded: at most [`MAX_GOROUTINES`] g structs and [`MAX_FRAMES`] frames each, in batched
-//! vectored reads. Never a wrong figure: a slice whose header or elements do not hold together
+//! Bounded: at most [`MAX_GOROUTINES`] g structs, and of each stack its top [`STACK_WINDOW`]
+//! bytes ([`MAX_STACK_BYTES`] in all) for at most [`MAX_FRAMES`] frames, in batched vectored
+//! reads. Never a wrong figure: a slice whose header or elements do not hold together
 //! gives "not read" with the reason, and only reads are made.
 
 use super::stop::{Memory, ThreadState};
@@ -26,6 +27,10 @@ use object::{Object, ObjectSection, ObjectSymbol};
 pub const MAX_GOROUTINES: usize = 100_000;
 /// At most this many frames of each goroutine's stack are walked.
 pub const MAX_FRAMES: usize = 32;
+/// The top of each goroutine's stack read to walk its frames: enough for its top frames.
+const STACK_WINDOW: u64 = 8 << 10;
+/// At most this many bytes of goroutine stacks are read in all.
+const MAX_STACK_BYTES: usize = 64 << 20;
 
 /// Where a g's fields are, in bytes from the g (linux/amd64).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +123,14 @@ pub fn table_layout(version: &str) -> Option<Layout> {
 
 /// Finds `allgs` and the g layout for the executable whose bytes are `exe` (loaded with bias
 /// `bias`, built by Go `version`). Err: why the goroutines cannot be read.
-pub fn plan(mem: &Memory, regions: &[Region], exe: &[u8], exe_path: &str, bias: u64, version: &str) -> Result<Plan, String> {
+pub fn plan(
+    mem: &Memory,
+    regions: &[Region],
+    exe: &[u8],
+    exe_path: &str,
+    bias: u64,
+    version: &str,
+) -> Result<Plan, String> {
     let elf = object::File::parse(exe).map_err(|e| format!("executable not readable as ELF: {e}"))?;
     let dwarf = dwarf_layout(&elf);
     let table = table_layout(version);
@@ -135,19 +147,17 @@ pub fn plan(mem: &Memory, regions: &[Region], exe: &[u8], exe_path: &str, bias: 
         (Some(d), None) => (d, "runtime.g's offsets from DWARF"),
         (None, Some(t)) => (t, "runtime.g's offsets from vmshim's table for this Go version"),
         (None, None) => {
-            return Err(format!(
-                "no DWARF for runtime.g and no verified runtime.g layout for {version}"
-            ));
+            return Err(format!("no DWARF for runtime.g and no verified runtime.g layout for {version}"));
         }
     };
-    let symbol = elf
-        .symbols()
-        .find(|s| s.name() == Ok("runtime.allgs"))
-        .map(|s| bias.wrapping_add(s.address()));
+    let symbol =
+        elf.symbols().find(|s| s.name() == Ok("runtime.allgs")).map(|s| bias.wrapping_add(s.address()));
     let (allgs, by) = match symbol {
         Some(a) => (a, format!("symbol runtime.allgs at {a:#x}")),
         None => match by_shape(mem, regions, &elf, bias, &layout) {
-            Ok(a) => (a, format!("runtime.allgs at {a:#x} by its shape in {exe_path}'s data (no symbol table)")),
+            Ok(a) => {
+                (a, format!("runtime.allgs at {a:#x} by its shape in {exe_path}'s data (no symbol table)"))
+            }
             Err(why) => return Err(format!("no symbol for runtime.allgs, and {why}")),
         },
     };
@@ -170,7 +180,8 @@ fn dwarf_layout(elf: &object::File<'_>) -> Option<Layout> {
         let Ok(unit) = dwarf.unit(header) else { continue };
         let mut entries = unit.entries();
         while let Ok(Some(e)) = entries.next_dfs() {
-            if e.tag() != gimli::DW_TAG_structure_type || name_of(&dwarf, &unit, e).as_deref() != Some("runtime.g")
+            if e.tag() != gimli::DW_TAG_structure_type
+                || name_of(&dwarf, &unit, e).as_deref() != Some("runtime.g")
             {
                 continue;
             }
@@ -194,7 +205,11 @@ fn dwarf_layout(elf: &object::File<'_>) -> Option<Layout> {
 
 type Slice<'a> = gimli::EndianSlice<'a, gimli::LittleEndian>;
 
-fn name_of(dwarf: &gimli::Dwarf<Slice<'_>>, unit: &gimli::Unit<Slice<'_>>, e: &gimli::DebuggingInformationEntry<Slice<'_>>) -> Option<String> {
+fn name_of(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &gimli::Unit<Slice<'_>>,
+    e: &gimli::DebuggingInformationEntry<Slice<'_>>,
+) -> Option<String> {
     let v = e.attr_value(gimli::DW_AT_name)?;
     let s = dwarf.attr_string(unit, v).ok()?;
     Some(s.to_string_lossy().into_owned())
@@ -237,9 +252,7 @@ fn members(
         // Go refers to types with DW_FORM_ref_addr (an offset in .debug_info) as well.
         let ty = match e.attr_value(gimli::DW_AT_type) {
             Some(gimli::AttributeValue::UnitRef(o)) => Some(o),
-            Some(gimli::AttributeValue::DebugInfoRef(o)) => {
-                o.to_unit_offset(&unit.header)
-            }
+            Some(gimli::AttributeValue::DebugInfoRef(o)) => o.to_unit_offset(&unit.header),
             _ => None,
         };
         out.push((name, offset, ty));
@@ -254,7 +267,13 @@ fn anon_rw(regions: &[Region], addr: u64, len: u64) -> bool {
 }
 
 /// `allgs` in a stripped binary: the only (ptr, len, cap) in `.bss` whose elements read as g's.
-fn by_shape(mem: &Memory, regions: &[Region], elf: &object::File<'_>, bias: u64, l: &Layout) -> Result<u64, String> {
+fn by_shape(
+    mem: &Memory,
+    regions: &[Region],
+    elf: &object::File<'_>,
+    bias: u64,
+    l: &Layout,
+) -> Result<u64, String> {
     let mut found = vec![];
     // `allgs` holds pointers, so the linker puts it in .bss (never .noptrbss).
     for name in [".bss", ".data"] {
@@ -273,7 +292,8 @@ fn by_shape(mem: &Memory, regions: &[Region], elf: &object::File<'_>, bias: u64,
             if len == 0 || len > cap || cap > 1 << 24 || p % 8 != 0 || !anon_rw(regions, p, cap * 8) {
                 continue;
             }
-            if read(mem, start + o as u64, l, &[], 16).is_ok_and(|gs| gs.first().is_some_and(|g| g.goid == 1)) {
+            if read(mem, start + o as u64, l, &[], 16).is_ok_and(|gs| gs.first().is_some_and(|g| g.goid == 1))
+            {
                 found.push(start + o as u64);
             }
         }
@@ -287,7 +307,13 @@ fn by_shape(mem: &Memory, regions: &[Region], elf: &object::File<'_>, bias: u64,
 
 /// Reads every goroutine of the slice header at `allgs` (at most `limit`), during the stop:
 /// `threads` are the stopped threads, whose registers stand for a goroutine running on them.
-pub fn read(mem: &Memory, allgs: u64, l: &Layout, threads: &[ThreadState], limit: usize) -> Result<Vec<Goroutine>, String> {
+pub fn read(
+    mem: &Memory,
+    allgs: u64,
+    l: &Layout,
+    threads: &[ThreadState],
+    limit: usize,
+) -> Result<Vec<Goroutine>, String> {
     let (Some(ptr), Some(len), Some(cap)) = (mem.u64(allgs), mem.u64(allgs + 8), mem.u64(allgs + 16)) else {
         return Err(format!("runtime.allgs at {allgs:#x} cannot be read"));
     };
@@ -299,11 +325,14 @@ pub fn read(mem: &Memory, allgs: u64, l: &Layout, threads: &[ThreadState], limit
     if !mem.read(ptr, &mut words) {
         return Err(format!("runtime.allgs's {len} elements at {ptr:#x} cannot be read"));
     }
-    let gs: Vec<u64> = words.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
-    let span = l.span();
-    let structs = mem.gather(&gs, span as usize);
+    let gs: Vec<u64> =
+        words.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+    let span = l.span() as usize;
+    let structs = mem.gather_near(&gs.iter().map(|&g| (g, span)).collect::<Vec<_>>());
     let mut out = Vec::with_capacity(n);
     let mut goids = std::collections::HashSet::new();
+    // (sp, bp) of each goroutine whose frames are walked from its saved registers.
+    let mut saved: Vec<Option<(u64, u64)>> = Vec::with_capacity(n);
     for (i, b) in structs.iter().enumerate() {
         let Some(b) = b else { return Err(format!("g {:#x} (allgs[{i}]) cannot be read", gs[i])) };
         let w = |o: u64| u64::from_le_bytes(b[o as usize..o as usize + 8].try_into().unwrap_or([0; 8]));
@@ -317,43 +346,48 @@ pub fn read(mem: &Memory, allgs: u64, l: &Layout, threads: &[ThreadState], limit
             ));
         }
         let thread = threads.iter().find(|t| t.fs_base.is_some() && lo <= t.sp && t.sp < hi);
-        let (stack, start_fp) = match thread {
+        let (stack, regs) = match thread {
             Some(t) => (t.stack.clone(), None),
             None if status & !G_SCAN == G_DEAD => (vec![], None),
-            None => (vec![w(l.sched_pc)], Some(w(l.sched_bp))),
+            None => (vec![w(l.sched_pc)], Some((w(l.sched_sp), w(l.sched_bp)))),
         };
-        out.push((
-            Goroutine { goid, status, stack_lo: lo, stack_hi: hi, startpc: w(l.startpc), stack },
-            start_fp,
-        ));
+        out.push(Goroutine { goid, status, stack_lo: lo, stack_hi: hi, startpc: w(l.startpc), stack });
+        saved.push(regs.filter(|&(sp, _)| lo <= sp && sp < hi));
     }
-    // The frame-pointer chains, one batched read per depth for all goroutines at once.
-    let mut fps: Vec<Option<u64>> = out.iter().map(|(_, fp)| *fp).collect();
-    for _ in 1..MAX_FRAMES {
-        let live: Vec<usize> = (0..out.len())
-            .filter(|&i| fps[i].is_some_and(|fp| out[i].0.stack_lo <= fp && fp + 16 <= out[i].0.stack_hi))
-            .collect();
-        if live.is_empty() {
-            break;
-        }
-        let addrs: Vec<u64> = live.iter().map(|&i| fps[i].unwrap_or(0)).collect();
-        let pairs = mem.gather(&addrs, 16);
-        for (k, &i) in live.iter().enumerate() {
-            let fp = addrs[k];
-            fps[i] = None;
-            let Some(p) = &pairs[k] else { continue };
-            let next = u64::from_le_bytes(p[0..8].try_into().unwrap_or([0; 8]));
-            let ret = u64::from_le_bytes(p[8..16].try_into().unwrap_or([0; 8]));
+    // The frame-pointer chains: the top of each stack (from its saved sp, at most
+    // STACK_WINDOW bytes) in one vectored read for all goroutines, then walked here. One range
+    // per goroutine: a range per frame would cost the kernel a page lookup per frame.
+    let mut budget = MAX_STACK_BYTES;
+    let windows: Vec<(usize, u64, usize)> = saved
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let (sp, _) = (*s)?;
+            let len = (out[i].stack_hi - sp).min(STACK_WINDOW) as usize;
+            budget = budget.checked_sub(len)?;
+            Some((i, sp, len))
+        })
+        .collect();
+    let tops = mem.gather_near(&windows.iter().map(|&(_, sp, len)| (sp, len)).collect::<Vec<_>>());
+    for (&(i, sp, _), top) in windows.iter().zip(&tops) {
+        let (Some(top), Some((_, mut fp))) = (top, saved[i]) else { continue };
+        let word = |a: u64| {
+            let o = usize::try_from(a.checked_sub(sp)?).ok()?;
+            Some(u64::from_le_bytes(top.get(o..o + 8)?.try_into().ok()?))
+        };
+        while out[i].stack.len() < MAX_FRAMES {
+            let (Some(next), Some(ret)) = (word(fp), word(fp + 8)) else { break };
             if ret == 0 {
-                continue;
+                break;
             }
-            out[i].0.stack.push(ret);
-            if next > fp {
-                fps[i] = Some(next);
+            out[i].stack.push(ret);
+            if next <= fp {
+                break;
             }
+            fp = next;
         }
     }
-    Ok(out.into_iter().map(|(g, _)| g).collect())
+    Ok(out)
 }
 
 /// Whether the runtime counts a goroutine started at `start` as its own
@@ -438,7 +472,9 @@ pub fn summarize(
         .map(|(lo, hi, who)| {
             let ev = match who.as_slice() {
                 [(goid, false)] => format!("goroutine {goid}'s stack (runtime.allgs)"),
-                [(goid, true)] => format!("the stack a dead goroutine ({goid}) keeps for reuse (runtime.allgs)"),
+                [(goid, true)] => {
+                    format!("the stack a dead goroutine ({goid}) keeps for reuse (runtime.allgs)")
+                }
                 _ => {
                     let dead = who.iter().filter(|w| w.1).count();
                     let ids: Vec<String> = who.iter().take(4).map(|w| w.0.to_string()).collect();
@@ -447,7 +483,11 @@ pub fn summarize(
                         who.len(),
                         ids.join(", "),
                         if who.len() > 4 { ", ..." } else { "" },
-                        if dead > 0 { format!("; {dead} of them dead, kept for reuse") } else { String::new() }
+                        if dead > 0 {
+                            format!("; {dead} of them dead, kept for reuse")
+                        } else {
+                            String::new()
+                        }
                     )
                 }
             };

@@ -156,11 +156,16 @@ pub fn attribute(regions: &[Region], facts: &Facts, sym: &mut Symbolizer) -> Att
                     Some(o) => (
                         Category::Library,
                         format!(
-                            "the loader's link map ({}, _r_debug at {:#x}): {} loaded at {:#x}",
+                            "the loader's link map ({}, _r_debug at {:#x}): {} loaded at {:#x} {}",
                             lm.found_by,
                             lm.r_debug,
                             if o.name.is_empty() { "the executable" } else { o.name.as_str() },
-                            o.bias
+                            o.bias,
+                            if o.at_start {
+                                "at start (the executable, its DT_NEEDED closure, a preload, the loader or the vdso)"
+                            } else {
+                                "by dlopen (outside the executable's DT_NEEDED closure)"
+                            }
                         ),
                     ),
                     None => (
