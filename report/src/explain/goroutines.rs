@@ -457,7 +457,9 @@ pub fn summarize(
         .collect();
     s.groups.sort_by(|a, b| b.count.cmp(&a.count).then(a.goids.cmp(&b.goids)));
     stacks.sort_unstable();
-    let mut merged: Vec<(u64, u64, Vec<(u64, bool)>)> = vec![];
+    // (lo, hi, the (goid, dead) of each stack in it)
+    type Merged = (u64, u64, Vec<(u64, bool)>);
+    let mut merged: Vec<Merged> = vec![];
     for (lo, hi, goid, dead) in stacks {
         match merged.last_mut() {
             Some(m) if lo <= m.1 => {

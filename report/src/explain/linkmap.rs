@@ -238,7 +238,7 @@ fn mark_start(objects: &mut [Loaded], exe: Option<&str>, pid: u32) {
             let Some((soname, needed)) = &names[i] else { continue };
             let named = soname.as_deref().is_some_and(|s| wanted.contains(s))
                 || wanted.contains(file_name(&o.name))
-                || preload.iter().any(|p| *p == o.name);
+                || preload.contains(&o.name);
             if o.at_start || !named {
                 continue;
             }
