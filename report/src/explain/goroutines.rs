@@ -70,6 +70,8 @@ pub const LAYOUTS: [(u32, Layout); 5] = [
 const G_SCAN: u32 = 0x1000;
 /// `_Gdead`: a g on a free list (its stack may be kept for reuse) or an extra M's g.
 pub const G_DEAD: u32 = 6;
+/// `_Gcopystack`: its stack is being moved.
+const G_COPYSTACK: u32 = 8;
 
 /// A status in the runtime's words (`runtime2.go`'s `_G*` constants).
 pub fn status_name(s: u32) -> &'static str {
@@ -339,6 +341,20 @@ pub fn read(
         let status = w(l.atomicstatus) as u32;
         let (lo, hi, goid) = (w(0), w(8), w(l.goid));
         let sane_stack = (lo == 0 && hi == 0) || (lo < hi && (hi - lo).is_power_of_two() && hi - lo >= 2048);
+        // A goroutine whose stack is being copied (`copystack`, status _Gcopystack) may have
+        // been stopped between the two stores of its new bounds: its stack is not counted.
+        if !sane_stack && status & !G_SCAN == G_COPYSTACK && goids.insert(goid) {
+            out.push(Goroutine {
+                goid,
+                status,
+                stack_lo: 0,
+                stack_hi: 0,
+                startpc: w(l.startpc),
+                stack: vec![],
+            });
+            saved.push(None);
+            continue;
+        }
         if !sane_stack || status_name(status) == "?" || !goids.insert(goid) {
             return Err(format!(
                 "g {:#x} (allgs[{i}]) does not read as a goroutine (stack {lo:#x}-{hi:#x}, status {status}, goid {goid})",
@@ -497,4 +513,33 @@ pub fn summarize(
         })
         .collect();
     (s, evidence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_has_only_the_verified_minor_versions() {
+        assert_eq!(table_layout("go1.27.3"), Some(LAYOUTS[4].1));
+        assert_eq!(table_layout("go1.19.8"), Some(LAYOUTS[0].1));
+        for v in ["go1.20.1", "go1.22", "go1.26rc1", "devel +abc", "go2.0"] {
+            assert_eq!(table_layout(v), None, "{v}");
+        }
+    }
+
+    #[test]
+    fn not_read_says_why_and_gives_no_figure() {
+        let mut sym = crate::symbolize::Symbolizer::new(vec![]);
+        let plan: Result<Plan, String> = Err("no symbol for runtime.allgs, and none found".into());
+        let (g, stacks) = summarize(&plan, None, &mut sym, MAX_GOROUTINES);
+        assert!(!g.read && g.how.starts_with("no symbol for runtime.allgs"));
+        assert_eq!((g.live, g.stack_bytes, g.groups.len(), stacks.len()), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn system_goroutines_are_the_runtimes_but_main() {
+        assert!(is_system("runtime.forcegchelper") && is_system("runtime.gcenable.gowrap1"));
+        assert!(!is_system("runtime.main") && !is_system("main.main.gowrap1"));
+    }
 }
