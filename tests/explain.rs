@@ -1069,7 +1069,8 @@ fn goroutine_layout_table_agrees_with_dwarf_of_each_go_version() {
     }
 }
 
-/// The stop with 10,000 goroutines blocked on a channel stays short.
+/// The stop with 10,000 goroutines blocked on a channel stays short (the best of three, each
+/// reading every goroutine's g and the top of its stack while the threads are stopped).
 #[test]
 fn the_stop_of_10000_goroutines_is_short() {
     let go = go_toolchain("1.27.3");
@@ -1082,6 +1083,10 @@ fn the_stop_of_10000_goroutines_is_short() {
         best = best.min(r.explain.unwrap().stop_ns);
     }
     assert!(h.finish().status.success());
-    eprintln!("stop with 10,000 goroutines: {:.2} ms", best as f64 / 1e6);
-    assert!(best < 1_000_000_000, "{best} ns");
+    let ms = best as f64 / 1e6;
+    eprintln!("stop with 10,000 goroutines: {ms:.2} ms");
+    // Issue 16's budget is 50 ms; the release build stops for 15-21 ms here, this (debug) build
+    // about twice that, and the machine is shared: the bound leaves it room, and still fails a
+    // read per frame (450 ms when it was tried).
+    assert!(ms <= 100.0, "the stop took {ms:.2} ms");
 }
