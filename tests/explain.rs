@@ -496,6 +496,12 @@ fn ex6_agrees_with_vmshim_run(name: &str, prog: &std::path::Path) {
         assert_eq!(ep.get(p), rp.get(p), "{p}: explain {ep:?}\nrun {rp:?}");
     }
     assert!(category_bytes(&e, "go_runtime") >= category_bytes(&r, "go_runtime"));
+    // A cgo program's goroutines (with the extra M's dead g): ex6's main goroutine is the one in
+    // time.Sleep, and every goroutine stack is in the Go heap.
+    let g = e.goroutines.as_ref().expect("a Go program's goroutines section");
+    assert!(g.read, "{}", g.how);
+    assert_eq!(goroutines_in(&e, "time.Sleep"), 1, "{g:?}");
+    assert_eq!(g.in_go_heap_bytes, g.stack_bytes + g.dead_stack_bytes, "{g:?}");
 }
 
 #[test]

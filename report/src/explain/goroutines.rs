@@ -70,6 +70,8 @@ pub const LAYOUTS: [(u32, Layout); 5] = [
 const G_SCAN: u32 = 0x1000;
 /// `_Gdead`: a g on a free list (its stack may be kept for reuse) or an extra M's g.
 pub const G_DEAD: u32 = 6;
+/// `_Gdeadextra` (Go >= 1.26): the dead g of an extra M, kept for cgo callbacks.
+const G_DEAD_EXTRA: u32 = 11;
 /// `_Gcopystack`: its stack is being moved.
 const G_COPYSTACK: u32 = 8;
 
@@ -84,6 +86,10 @@ pub fn status_name(s: u32) -> &'static str {
         6 => "dead",
         8 => "copystack",
         9 => "preempted",
+        // Go >= 1.26: a goroutine the garbage collector found leaked, and an extra M's g
+        // (cgo callbacks), dead until a C thread calls into Go.
+        10 => "leaked",
+        G_DEAD_EXTRA => "dead",
         _ => "?",
     }
 }
@@ -363,7 +369,7 @@ pub fn read(
         let thread = threads.iter().find(|t| t.fs_base.is_some() && lo <= t.sp && t.sp < hi);
         let (stack, regs) = match thread {
             Some(t) => (t.stack.clone(), None),
-            None if status & !G_SCAN == G_DEAD => (vec![], None),
+            None if is_dead(status) => (vec![], None),
             None => (vec![w(l.sched_pc)], Some((w(l.sched_sp), w(l.sched_bp)))),
         };
         out.push(Goroutine { goid, status, stack_lo: lo, stack_hi: hi, startpc: w(l.startpc), stack });
@@ -416,11 +422,16 @@ pub fn read(
     Ok(out)
 }
 
+fn is_dead(status: u32) -> bool {
+    matches!(status & !G_SCAN, G_DEAD | G_DEAD_EXTRA)
+}
+
 /// Whether the runtime counts a goroutine started at `start` as its own
-/// (`runtime.isSystemGoroutine`: a start function in package runtime other than `runtime.main`;
-/// the finalizer goroutine, `runtime.runfinq`, is the runtime's while it waits, as here).
+/// (`runtime.isSystemGoroutine`: a start function in package runtime other than `runtime.main`
+/// and `runtime.corostart`; the finalizer and cleanup goroutines are the runtime's while they
+/// wait, as a snapshot almost always finds them).
 fn is_system(start: &str) -> bool {
-    start.starts_with("runtime.") && start != "runtime.main"
+    start.starts_with("runtime.") && !matches!(start, "runtime.main" | "runtime.corostart")
 }
 
 /// The report's summary of what was read, and the goroutine stacks for the attribution (sorted,
@@ -450,7 +461,7 @@ pub fn summarize(
         Default::default();
     let mut stacks: Vec<(u64, u64, u64, bool)> = vec![];
     for g in &gs {
-        let dead = g.status & !G_SCAN == G_DEAD;
+        let dead = is_dead(g.status);
         let bytes = g.stack_hi - g.stack_lo;
         if g.stack_hi > 0 {
             stacks.push((g.stack_lo, g.stack_hi, g.goid, dead));

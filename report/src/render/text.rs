@@ -450,13 +450,14 @@ fn goroutines(o: &mut String, a: &Analysis, g: &crate::analyze::Goroutines, k: S
     let u = k.unit();
     let _ = writeln!(
         o,
-        "\nGoroutines: {} ({} of them the runtime's own), stacks {} {u}, {} {u} of them in the Go heap; {} dead, keeping {} {u} of stacks",
+        "\nGoroutines: {} ({} of them the runtime's own) with {} {u} of stacks, {} dead keeping {} {u}; of these {} {u}, {} {u} in the Go heap",
         g.live,
         g.system,
         k.kib(g.stack_bytes),
-        k.kib(g.in_go_heap_bytes),
         g.dead,
-        k.kib(g.dead_stack_bytes)
+        k.kib(g.dead_stack_bytes),
+        k.kib(g.stack_bytes + g.dead_stack_bytes),
+        k.kib(g.in_go_heap_bytes)
     );
     let _ = writeln!(o, "  ({})", g.how);
     for x in g.groups.iter().take(20) {
