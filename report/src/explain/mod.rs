@@ -8,6 +8,7 @@
 
 mod glibc;
 mod golang;
+mod goroutines;
 mod linkmap;
 mod snapshot;
 mod stop;
@@ -16,6 +17,7 @@ use crate::Error;
 use crate::cli::ExplainArgs;
 use crate::commands::{Dest, write_out};
 use crate::render::Options;
+use goroutines::Plan;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use vmshim_trace::decode::{Exit, Start};
@@ -31,6 +33,8 @@ struct Snapshot {
     /// VSZ of the map read after the stop minus the one explained (what moved meanwhile).
     map_moved: i64,
     notes: Vec<String>,
+    /// A Go program's goroutines (None for any other program).
+    goroutines: Option<crate::analyze::Goroutines>,
 }
 
 fn gone(pid: u32) -> Error {
@@ -119,7 +123,29 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Error> {
     }
     let regions = read_smaps(pid)?;
     let page = 4096;
-    let stopped = stop::stop_and_read(pid, &regions, hold).map_err(|e| match e {
+    let mem = stop::Memory { pid };
+    let mut sym = crate::symbolize::Symbolizer::new(snapshot::modules(&regions));
+    let exe_bytes = std::fs::read(format!("/proc/{pid}/exe")).ok();
+    let go = exe_bytes.as_deref().and_then(crate::symbolize::gosym::go_version);
+    // Where malloc lives: libc, or in a static C program the executable itself.
+    let exe =
+        std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
+    // A Go program's goroutines: where runtime.allgs is and how a g reads, found before the stop,
+    // read during it.
+    let plan = match (&go, &exe_bytes) {
+        (Some(v), Some(bytes)) => Some(match sym.modules().iter().find(|m| m.path == exe) {
+            Some(m) => goroutines::plan(&mem, &regions, bytes, &exe, m.base, v),
+            None => Err(format!("the executable {exe} is not in the map")),
+        }),
+        _ => None,
+    };
+    let mut read_gs = None;
+    let mut during = |threads: &[stop::ThreadState]| {
+        if let Some(Ok(p)) = &plan {
+            read_gs = Some(goroutines::read(&mem, p.allgs, &p.layout, threads, goroutines::MAX_GOROUTINES));
+        }
+    };
+    let stopped = stop::stop_and_read(pid, &regions, hold, &mut during).map_err(|e| match e {
         stop::StopError::Exited => gone(pid),
         stop::StopError::AlreadyTraced(t) => already_traced(pid, t),
         stop::StopError::NotPermitted => not_permitted(pid, "trace"),
@@ -134,14 +160,8 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Error> {
         _ => return Err(gone(pid)),
     };
     let map_moved = crate::load::maps::vsz(&after) as i64 - crate::load::maps::vsz(&regions) as i64;
-    let mut sym = crate::symbolize::Symbolizer::new(snapshot::modules(&regions));
-    let go =
-        std::fs::read(format!("/proc/{pid}/exe")).ok().and_then(|b| crate::symbolize::gosym::go_version(&b));
     // A static Go program has no glibc malloc to read.
     let go_program = go.is_some();
-    // Where malloc lives: libc, or in a static C program the executable itself.
-    let exe =
-        std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
     let libc = sym
         .modules()
         .iter()
@@ -150,7 +170,6 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Error> {
         })
         .or_else(|| sym.modules().iter().find(|m| m.path == exe && !go_program))
         .map(|m| (m.path.clone(), m.base));
-    let mem = stop::Memory { pid };
     let mut stopped = stopped;
     // A thread read without stopping has no registers: its thread pointer is the TCB at the top
     // of its stack.
@@ -173,6 +192,13 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Error> {
         Some(v) => golang::read(&mem, &regions, &exe, v),
         None => vec![],
     };
+    let (goroutines, goroutine_stacks) = match &plan {
+        Some(p) => {
+            let (g, stacks) = goroutines::summarize(p, read_gs, &mut sym, goroutines::MAX_GOROUTINES);
+            (Some(g), stacks)
+        }
+        None => (None, vec![]),
+    };
     let link_map = linkmap::read(
         &mem,
         &regions,
@@ -189,8 +215,23 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Error> {
         go_ranges: &go_ranges,
         link_map: link_map.as_ref(),
         peak: status_bytes(pid, "VmPeak:"),
+        goroutine_stacks: &goroutine_stacks,
     };
     let attr = snapshot::attribute(&regions, &facts, &mut sym);
+    let goroutines = goroutines.map(|mut g| {
+        // The stacks' bytes that the attribution put in the Go heap (its heap arenas' mappings).
+        g.in_go_heap_bytes = goroutine_stacks
+            .iter()
+            .map(|(lo, hi, _)| {
+                attr.regions
+                    .iter()
+                    .filter(|r| r.purpose.as_deref() == Some("heap"))
+                    .map(|r| r.end.min(*hi).saturating_sub(r.start.max(*lo)))
+                    .sum::<u64>()
+            })
+            .sum();
+        g
+    });
     let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| {
             b.split(|&c| c == 0)
@@ -223,6 +264,9 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Error> {
     // A Go program without libc has no glibc malloc to miss.
     let mut notes: Vec<String> =
         malloc.note.iter().filter(|_| !(go_program && libc.is_none())).cloned().collect();
+    if let Some(Ok(Plan { note: Some(n), .. })) = &plan {
+        notes.push(n.clone());
+    }
     if map_moved != 0 {
         notes.push(format!("the map changed by {map_moved} bytes of VSZ while it was read"));
     }
@@ -241,6 +285,7 @@ fn take(pid: u32, hold: Option<Duration>) -> Result<Snapshot, Error> {
         not_stopped,
         map_moved,
         notes,
+        goroutines,
     })
 }
 
@@ -272,7 +317,8 @@ pub fn explain(a: &ExplainArgs, opts: &Options) -> Result<u8, Error> {
     let hold = a.hold_stopped_ms.map(Duration::from_millis);
     let mut s = take(a.pid, hold)?;
     let stopped = stop_line(&s);
-    let context = crate::analyze::Context { live: true, ..Default::default() };
+    let context =
+        crate::analyze::Context { live: true, goroutines: s.goroutines.take(), ..Default::default() };
     let notes = std::mem::take(&mut s.notes);
     let (map_moved, stop, not_stopped, threads_stopped) = (s.map_moved, s.stop, s.not_stopped, s.stopped);
     let image = crate::analyze::Image { rec: s.rec, attr: s.attr, sym: s.sym, series: vec![], context };

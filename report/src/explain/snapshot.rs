@@ -26,6 +26,9 @@ pub struct Facts<'a> {
     /// The loader's link map (None for a static executable, or when it could not be read).
     pub link_map: Option<&'a super::linkmap::LinkMap>,
     pub peak: Option<u64>,
+    /// Goroutine stacks read from `runtime.allgs`, sorted, adjacent ones merged: (lo, hi,
+    /// evidence).
+    pub goroutine_stacks: &'a [(u64, u64, String)],
 }
 
 /// The ELF images of the map, each from its lowest mapping.
@@ -153,11 +156,16 @@ pub fn attribute(regions: &[Region], facts: &Facts, sym: &mut Symbolizer) -> Att
                     Some(o) => (
                         Category::Library,
                         format!(
-                            "the loader's link map ({}, _r_debug at {:#x}): {} loaded at {:#x}",
+                            "the loader's link map ({}, _r_debug at {:#x}): {} loaded at {:#x} {}",
                             lm.found_by,
                             lm.r_debug,
                             if o.name.is_empty() { "the executable" } else { o.name.as_str() },
-                            o.bias
+                            o.bias,
+                            if o.at_start {
+                                "at start (the executable, its DT_NEEDED closure, a preload, the loader or the vdso)"
+                            } else {
+                                "by dlopen (outside the executable's DT_NEEDED closure)"
+                            }
                         ),
                     ),
                     None => (
@@ -284,10 +292,29 @@ fn anonymous(
         if s > at {
             anonymous_rest(mem, r, at, s, facts, page, out);
         }
-        let mut a = piece(r, s, e, Category::GoRuntime, g.evidence.clone());
         let mapped = r.perms.starts_with('r') || r.perms.as_bytes().get(1) == Some(&b'w');
-        a.purpose = Some(if mapped { g.mapped } else { g.reserved }.to_string());
-        out.push(a);
+        let purpose = if mapped { g.mapped } else { g.reserved };
+        let mut go_piece = |from: u64, to: u64, evidence: String| {
+            let mut a = piece(r, from, to, Category::GoRuntime, evidence);
+            a.purpose = Some(purpose.to_string());
+            out.push(a);
+        };
+        // The heap's spans that hold goroutine stacks say so (their purpose stays the heap's:
+        // the runtime allocates stacks from heap spans).
+        let mut from = s;
+        if mapped && g.mapped == "heap" {
+            for (lo, hi, ev) in facts.goroutine_stacks.iter().filter(|(lo, hi, _)| *lo < e && *hi > s) {
+                let (lo, hi) = ((*lo).max(s), (*hi).min(e));
+                if lo > from {
+                    go_piece(from, lo, g.evidence.clone());
+                }
+                go_piece(lo, hi, ev.clone());
+                from = hi;
+            }
+        }
+        if from < e {
+            go_piece(from, e, g.evidence.clone());
+        }
         at = e;
     }
     if at < end {

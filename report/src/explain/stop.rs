@@ -165,6 +165,88 @@ impl Memory {
             .collect()
     }
 
+    /// Reads each of `ranges` (address, length), up to 1024 (IOV_MAX) per system call: `None`
+    /// for a range whose bytes could not all be read. The kernel stops a vectored read at the
+    /// first range that fails, so the call is made again from the one after it.
+    pub fn gather(&self, ranges: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
+        let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(ranges.len());
+        let mut at = 0;
+        while at < ranges.len() {
+            let batch = &ranges[at..ranges.len().min(at + 1024)];
+            let mut bufs: Vec<Vec<u8>> = batch.iter().map(|&(_, len)| vec![0u8; len]).collect();
+            let local: Vec<libc::iovec> = bufs
+                .iter_mut()
+                .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
+                .collect();
+            let remote: Vec<libc::iovec> = batch
+                .iter()
+                .map(|&(a, len)| libc::iovec { iov_base: a as *mut libc::c_void, iov_len: len })
+                .collect();
+            // SAFETY: each `local` iovec describes one buffer of `bufs`, valid for writes of its
+            // length and alive for the whole call; the `remote` ones are only addresses in the
+            // other process, which the kernel checks and never dereferences in ours. Both counts
+            // are the batch's length, at most 1024 (IOV_MAX).
+            let n = unsafe {
+                libc::process_vm_readv(
+                    self.pid as libc::pid_t,
+                    local.as_ptr(),
+                    local.len() as libc::c_ulong,
+                    remote.as_ptr(),
+                    remote.len() as libc::c_ulong,
+                    0,
+                )
+            };
+            // How many whole ranges the bytes read cover.
+            let mut left = if n < 0 { 0 } else { n as usize };
+            let mut whole = 0;
+            while whole < batch.len() && left >= batch[whole].1 {
+                left -= batch[whole].1;
+                whole += 1;
+            }
+            out.extend(bufs.into_iter().take(whole).map(Some));
+            if whole < batch.len() {
+                // The range at `whole` failed (or was cut short): it is unreadable.
+                out.push(None);
+            }
+            at += (whole + 1).min(batch.len());
+        }
+        out
+    }
+
+    /// [`Memory::gather`] for many small ranges that lie close together (a runtime's objects
+    /// in its heap spans): ranges less than a page apart are read as one, up to 1 MiB, since the
+    /// kernel's cost is per range and per page, not per byte. The same answer as `gather`, but
+    /// that a range in a merged read that fails is `None` with its neighbours.
+    pub fn gather_near(&self, ranges: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
+        const GAP: u64 = 4096;
+        const MERGED: u64 = 1 << 20;
+        let mut order: Vec<usize> = (0..ranges.len()).collect();
+        order.sort_unstable_by_key(|&i| ranges[i].0);
+        // (start, end, the ranges it holds)
+        let mut merged: Vec<(u64, u64, Vec<usize>)> = vec![];
+        for i in order {
+            let (a, len) = ranges[i];
+            let end = a.saturating_add(len as u64);
+            match merged.last_mut() {
+                Some(m) if a <= m.1.saturating_add(GAP) && end.max(m.1) - m.0 <= MERGED => {
+                    m.1 = m.1.max(end);
+                    m.2.push(i);
+                }
+                _ => merged.push((a, end, vec![i])),
+            }
+        }
+        let read = self.gather(&merged.iter().map(|m| (m.0, (m.1 - m.0) as usize)).collect::<Vec<_>>());
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; ranges.len()];
+        for (m, bytes) in merged.iter().zip(read) {
+            let Some(bytes) = bytes else { continue };
+            for &i in &m.2 {
+                let o = (ranges[i].0 - m.0) as usize;
+                out[i] = bytes.get(o..o + ranges[i].1).map(<[u8]>::to_vec);
+            }
+        }
+        out
+    }
+
     pub fn u64(&self, addr: u64) -> Option<u64> {
         let mut b = [0u8; 8];
         self.read(addr, &mut b).then(|| u64::from_le_bytes(b))
@@ -288,8 +370,15 @@ fn wait_stop(pid: u32, tid: u32, deadline: Instant) -> Result<Option<i32>, StopE
 
 /// Stops every thread of `pid`, reads it, lets it go. `regions` is the map read just before
 /// (for the stacks' bounds); `hold` keeps the threads stopped that long before reading (for the
-/// test that kills a process mid-snapshot).
-pub fn stop_and_read(pid: u32, regions: &[Region], hold: Option<Duration>) -> Result<Stopped, StopError> {
+/// test that kills a process mid-snapshot); `during` runs while every seized thread is still
+/// stopped, with their states (what must be read of the process's memory at one moment, such as
+/// a Go program's goroutines).
+pub fn stop_and_read(
+    pid: u32,
+    regions: &[Region],
+    hold: Option<Duration>,
+    during: &mut dyn FnMut(&[ThreadState]),
+) -> Result<Stopped, StopError> {
     let mem = Memory { pid };
     let mut seized: Vec<(u32, i32)> = Vec::new();
     let mut unstopped: Vec<ThreadState> = Vec::new();
@@ -395,6 +484,7 @@ pub fn stop_and_read(pid: u32, regions: &[Region], hold: Option<Duration>) -> Re
                 not_stopped: false,
             });
         }
+        during(&out);
         Ok(out)
     })();
     // Every seized thread is let go, whatever happened above; its pending signal goes with it.

@@ -150,6 +150,28 @@ pub fn report(a: &Analysis, top: usize) -> Report {
                 regions: g.regions,
             })
             .collect(),
+        goroutines: a.context.goroutines.as_ref().map(|g| schema::Goroutines {
+            dead: g.dead,
+            dead_stack_bytes: g.dead_stack_bytes,
+            groups: g
+                .groups
+                .iter()
+                .map(|x| schema::GoroutineGroup {
+                    count: x.count,
+                    goids: x.goids.clone(),
+                    stack: frames(a, &x.stack),
+                    start: x.start.clone(),
+                    status: x.status.to_string(),
+                    system: x.system,
+                })
+                .collect(),
+            how: g.how.clone(),
+            in_go_heap_bytes: g.in_go_heap_bytes,
+            live: g.live,
+            read: g.read,
+            stack_bytes: g.stack_bytes,
+            system: g.system,
+        }),
         process: schema::Process {
             argv: s.map(|s| s.argv.clone()),
             exe: s.map(|s| s.exe.clone()),

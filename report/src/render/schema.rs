@@ -24,6 +24,9 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explain: Option<Explain>,
     pub go_runtime: Vec<GoRuntime>,
+    /// `vmshim explain` of a Go program only: its goroutines, read from `runtime.allgs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goroutines: Option<Goroutines>,
     pub process: Process,
     /// Every process of the run, in tree order.
     pub processes: Vec<Row>,
@@ -141,6 +144,31 @@ pub struct GoRuntime {
     pub purpose: String,
     pub read_write_bytes: u64,
     pub regions: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Goroutines {
+    pub dead: usize,
+    pub dead_stack_bytes: u64,
+    pub groups: Vec<GoroutineGroup>,
+    /// How `runtime.allgs` and `runtime.g`'s layout were found, or why they were not read.
+    pub how: String,
+    /// Bytes of `stack_bytes` and `dead_stack_bytes` inside the Go heap's mappings.
+    pub in_go_heap_bytes: u64,
+    pub live: usize,
+    pub read: bool,
+    pub stack_bytes: u64,
+    pub system: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GoroutineGroup {
+    pub count: usize,
+    pub goids: Vec<u64>,
+    pub stack: Vec<Frame>,
+    pub start: String,
+    pub status: String,
+    pub system: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

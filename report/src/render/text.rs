@@ -183,6 +183,9 @@ pub fn text(a: &Analysis, opts: &Options) -> String {
             );
         }
     }
+    if let Some(g) = &a.context.goroutines {
+        goroutines(&mut o, a, g, k);
+    }
 
     let _ = writeln!(
         o,
@@ -437,4 +440,35 @@ pub fn decorate(text: String, to_terminal: bool, opts: &Options) -> String {
         prev_blank = line.is_empty();
     }
     out
+}
+
+/// `vmshim explain` of a Go program: its goroutines, grouped by what they are doing now.
+fn goroutines(o: &mut String, a: &Analysis, g: &crate::analyze::Goroutines, k: Sizes) {
+    if !g.read {
+        let _ = writeln!(o, "\ngoroutines: not read ({})", g.how);
+        return;
+    }
+    let u = k.unit();
+    let _ = writeln!(
+        o,
+        "\nGoroutines: {} ({} of them the runtime's own) with {} {u} of stacks, {} dead keeping {} {u}; of these {} {u}, {} {u} in the Go heap",
+        g.live,
+        g.system,
+        k.kib(g.stack_bytes),
+        g.dead,
+        k.kib(g.dead_stack_bytes),
+        k.kib(g.stack_bytes + g.dead_stack_bytes),
+        k.kib(g.in_go_heap_bytes)
+    );
+    let _ = writeln!(o, "  ({})", g.how);
+    for x in g.groups.iter().take(20) {
+        let who = if x.system { ", the runtime's" } else { "" };
+        let _ = writeln!(o, "  {:>7}  {}{who}, started at {}", x.count, x.status, x.start);
+        for f in a.frames(&x.stack).iter().take(6) {
+            let _ = writeln!(o, "             {}", frame_line(a, f));
+        }
+    }
+    if g.groups.len() > 20 {
+        let _ = writeln!(o, "  ... {} more groups (--json lists every one)", g.groups.len() - 20);
+    }
 }
