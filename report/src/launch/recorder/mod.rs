@@ -4,8 +4,8 @@
 //!
 //! The target starts under ptrace with a seccomp-bpf filter ([`filter`]) installed between fork
 //! and exec. Only the calls that shape the address space or make threads stop (mmap, munmap,
-//! mremap, mprotect, brk, freeing madvise, clone, clone3, exit, exit_group, execve); everything
-//! else runs at full speed. At each stop the recorder reads the registers (the arguments),
+//! mremap, mprotect, brk, clone, clone3); everything else runs at full speed, and the ends of
+//! threads and images stop by ptrace's own exit and exec events. At each stop the recorder reads the registers (the arguments),
 //! unwinds the calling thread's stack by `.eh_frame` rules and frame pointers ([`unwind`],
 //! reading with `process_vm_readv`: the target is never faulted), lets the call run to its
 //! syscall-exit stop for the result, and writes a call record ([`out`]). Every process of the tree is followed
@@ -390,7 +390,9 @@ impl<'a> Tracer<'a> {
         }
         let resume = match event {
             0 if sig == libc::SIGTRAP | 0x80 => {
-                self.syscall_exit(tid);
+                if self.syscall_exit(tid) {
+                    return;
+                }
                 0
             }
             libc::PTRACE_EVENT_SECCOMP => {
@@ -427,6 +429,12 @@ impl<'a> Tracer<'a> {
     /// A signal-delivery stop or a group-stop: deliver the signal as sent; a group-stop of the
     /// top process stops vmshim the same way, for the shell to see.
     fn signal_stop(&mut self, tid: i32, sig: i32) -> i32 {
+        // Only a stopping signal can be a group-stop (this tracer attaches with TRACEME, not
+        // SEIZE): any other is a signal-delivery stop, passed on without asking the kernel which
+        // (a Go program's preemption signal, SIGURG, comes dozens of times a second under load).
+        if ![libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig) {
+            return sig;
+        }
         let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::uninit();
         // SAFETY: GETSIGINFO writes one siginfo_t to `data`, which points at one.
         let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, tid, 0usize, info.as_mut_ptr()) };
@@ -443,8 +451,14 @@ impl<'a> Tracer<'a> {
     /// The first stop of a task the recorder did not know: a new thread or fork child (it starts
     /// with SIGSTOP, which is the kernel's, not the program's, and is suppressed).
     fn new_task(&mut self, tid: i32, sig: i32) {
-        let tgid = tgid_of(tid).unwrap_or(tid);
         let announced = self.announced.remove(&tid);
+        // A thread its creator's clone flags announced belongs to the creator's group; any other
+        // task (a fork child, or one that stopped before its announcement) says in /proc.
+        let tgid = match announced {
+            Some((creator, true)) => self.threads.get(&creator).map(|t| t.tgid),
+            _ => None,
+        };
+        let tgid = tgid.or_else(|| tgid_of(tid)).unwrap_or(tid);
         if announced.is_none() {
             self.early.insert(tid);
         }
@@ -513,12 +527,15 @@ impl<'a> Tracer<'a> {
         t.to_exit = true;
     }
 
-    fn syscall_exit(&mut self, tid: i32) {
-        let Some(t) = self.threads.get_mut(&tid) else { return };
+    /// A call's syscall-exit stop: its result, then its record. True when the thread was resumed
+    /// here already: as soon as its result is read, so that it runs on while the record is
+    /// written, unless new code must first be seen in its map.
+    fn syscall_exit(&mut self, tid: i32) -> bool {
+        let Some(t) = self.threads.get_mut(&tid) else { return false };
         t.to_exit = false;
-        let Some(p) = t.pending.take() else { return };
+        let Some(p) = t.pending.take() else { return false };
         let tgid = t.tgid;
-        let Ok(regs) = remote::regs(tid) else { return };
+        let Ok(regs) = remote::regs(tid) else { return false };
         let raw = regs.rax as i64;
         let (result, errno) =
             if (-4095..0).contains(&raw) { (u64::MAX, (-raw) as i32) } else { (raw as u64, 0) };
@@ -532,10 +549,15 @@ impl<'a> Tracer<'a> {
         };
         // New code to accept return addresses in (ranges that went stay listed: harmless, as
         // nothing can return into them).
-        let exec_change =
-            (p.nr == libc::SYS_mmap || p.nr == libc::SYS_mprotect) && a[2] & libc::PROT_EXEC as u64 != 0;
+        let exec_change = (p.nr == libc::SYS_mmap || p.nr == libc::SYS_mprotect)
+            && a[2] & libc::PROT_EXEC as u64 != 0
+            && errno == 0;
+        let resumed = !exec_change;
+        if resumed {
+            self.resume(tid, 0);
+        }
         let pid = tid;
-        let Some(proc_) = self.procs.get_mut(&tgid) else { return };
+        let Some(proc_) = self.procs.get_mut(&tgid) else { return resumed };
         if let Some(kind) = kind {
             let call = out::CallRecord {
                 call: kind,
@@ -600,7 +622,7 @@ impl<'a> Tracer<'a> {
                 }
             }
         }
-        if exec_change && errno == 0 {
+        if exec_change {
             let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
             proc_.exec = image::executable_ranges(&maps);
             if p.nr == libc::SYS_mmap && a[3] & libc::MAP_ANONYMOUS as u64 == 0 {
@@ -615,6 +637,7 @@ impl<'a> Tracer<'a> {
         if let Some(o) = proc_.out.as_mut() {
             o.account(monotonic_ns().saturating_sub(p.began));
         }
+        resumed
     }
 
     /// A new program image in process `tid`'s group: a trace of its own.
