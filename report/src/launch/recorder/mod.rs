@@ -772,8 +772,15 @@ impl Proc {
     }
 }
 
+/// A number among the first lines of `/proc/TID/status` (Tgid, PPid: within its first 300 bytes,
+/// the name being at most 64 escaped), with one read: `read_to_string` of a /proc file, whose
+/// size says 0, grows its buffer from 32 bytes, 9 reads for the whole file.
 fn status_field(tid: i32, field: &str) -> Option<i32> {
-    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let n = std::fs::File::open(format!("/proc/{tid}/status")).ok()?.read(&mut buf).ok()?;
+    // Lossy: a program may name a thread in any bytes, and the cut may split a character.
+    let s = String::from_utf8_lossy(&buf[..n]);
     s.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().parse().ok())
 }
 
