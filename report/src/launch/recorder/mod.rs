@@ -5,10 +5,11 @@
 //! The target starts under ptrace with a seccomp-bpf filter ([`filter`]) installed between fork
 //! and exec. Only the calls that shape the address space or make threads stop (mmap, munmap,
 //! mremap, mprotect, brk, clone, clone3); everything else runs at full speed, and the ends of
-//! threads and images stop by ptrace's own exit and exec events. At each stop the recorder reads the registers (the arguments),
-//! unwinds the calling thread's stack by `.eh_frame` rules and frame pointers ([`unwind`],
-//! reading with `process_vm_readv`: the target is never faulted), lets the call run to its
-//! syscall-exit stop for the result, and writes a call record ([`out`]). Every process of the tree is followed
+//! threads and images stop by ptrace's own exit and exec events. At each stop the recorder
+//! reads the registers (the arguments), unwinds the calling thread's stack by `.eh_frame` rules
+//! and frame pointers ([`unwind`], reading with `process_vm_readv`: the target is never
+//! faulted), lets the call run to its syscall-exit stop for the result, resumes the thread and
+//! writes a call record ([`out`]). Every process of the tree is followed
 //! (`PTRACE_O_TRACEFORK|VFORK|CLONE`) and each program image gets its own trace, named as the
 //! shim names its own; the main thread's exit stop gives the kernel's map at exit, as in
 //! [`crate::launch`].
