@@ -2,7 +2,8 @@
  * recorder's tests (issue 15), built with `gcc -static`.
  *
  * Two threads each send N SIGURG (the signal Go preempts with) and N SIGUSR1 to the other
- * thread, one at a time: the next only once the handler counted the last, so none merge.
+ * thread, one at a time: the next only once the handler counted the last, so none merge; the
+ * worker ends once it has received all of the main thread's.
  * Prints what each thread's handler counted and exits with status 3.
  *
  * Usage: static_signals N
@@ -41,6 +42,8 @@ static void send_all(int to) {
 static void *worker(void *arg) {
     (void)arg;
     send_all(0);
+    // Not gone before the main thread's last signal came.
+    while (atomic_load(&urg[1]) < n || atomic_load(&usr1[1]) < n) sched_yield();
     return NULL;
 }
 
