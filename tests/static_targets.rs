@@ -779,3 +779,48 @@ fn explain_says_it_is_the_recorder_of_its_report() {
     assert_eq!(r.recorder, "explain");
     assert!(r.explain.is_some());
 }
+
+/// Issue 15: signals reach a recorded static program as sent. Two threads trade SIGURG (Go's
+/// preemption signal, passed on by the recorder without asking the kernel whether it is a
+/// group-stop) and SIGUSR1, one at a time; under `vmshim run` each handler counts what the same
+/// program counts bare, the exit status is the same, and the one trace of the process has the
+/// second thread's start, made by the main thread (a thread announced by its creator's clone
+/// flags joins its creator's process).
+#[test]
+fn static_signals_arrive_as_sent() {
+    let dir = TestDir::new("static_signals");
+    let prog = build_c_with("static_signals", &["-static"]);
+    let bare = run_with_timeout(Command::new(&prog).arg("300"), TIMEOUT);
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.args(["run", "--report"]).arg(dir.join("report.txt")).arg("--out").arg(dir.join("t.trace"));
+    let under = run_with_timeout(cmd.arg("--").arg(&prog).arg("300"), TIMEOUT);
+    assert_eq!(bare.status.code(), Some(3), "{}", String::from_utf8_lossy(&bare.stderr));
+    assert_eq!(under.status.code(), bare.status.code(), "{}", String::from_utf8_lossy(&under.stderr));
+    assert_eq!(String::from_utf8_lossy(&under.stdout), String::from_utf8_lossy(&bare.stdout));
+    let traces: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with("t.trace"))
+        .collect();
+    assert_eq!(traces, ["t.trace"], "one process, one trace");
+    let trace = vmshim_trace::parse(&std::fs::read(dir.join("t.trace")).unwrap()).expect("a readable trace");
+    let pid = trace
+        .events
+        .iter()
+        .find_map(|e| match e {
+            vmshim_trace::Event::Start(s) => Some(s.pid),
+            _ => None,
+        })
+        .expect("a start record");
+    let starts: Vec<_> = trace
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            vmshim_trace::Event::ThreadStart(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    assert_eq!(starts[0].creator_tid, pid);
+    assert_ne!(starts[0].tid, pid);
+}

@@ -4,11 +4,12 @@
 //!
 //! The target starts under ptrace with a seccomp-bpf filter ([`filter`]) installed between fork
 //! and exec. Only the calls that shape the address space or make threads stop (mmap, munmap,
-//! mremap, mprotect, brk, freeing madvise, clone, clone3, exit, exit_group, execve); everything
-//! else runs at full speed. At each stop the recorder reads the registers (the arguments),
-//! unwinds the calling thread's stack by `.eh_frame` rules and frame pointers ([`unwind`],
-//! reading with `process_vm_readv`: the target is never faulted), lets the call run to its
-//! syscall-exit stop for the result, and writes a call record ([`out`]). Every process of the tree is followed
+//! mremap, mprotect, brk, clone, clone3); everything else runs at full speed, and the ends of
+//! threads and images stop by ptrace's own exit and exec events. At each stop the recorder
+//! reads the registers (the arguments), unwinds the calling thread's stack by `.eh_frame` rules
+//! and frame pointers ([`unwind`], reading with `process_vm_readv`: the target is never
+//! faulted), lets the call run to its syscall-exit stop for the result, resumes the thread and
+//! writes a call record ([`out`]). Every process of the tree is followed
 //! (`PTRACE_O_TRACEFORK|VFORK|CLONE`) and each program image gets its own trace, named as the
 //! shim names its own; the main thread's exit stop gives the kernel's map at exit, as in
 //! [`crate::launch`].
@@ -430,7 +431,9 @@ impl<'a> Tracer<'a> {
         }
         let resume = match event {
             0 if sig == libc::SIGTRAP | 0x80 => {
-                self.syscall_exit(tid);
+                if self.syscall_exit(tid) {
+                    return;
+                }
                 0
             }
             libc::PTRACE_EVENT_SECCOMP => {
@@ -471,6 +474,12 @@ impl<'a> Tracer<'a> {
     /// A signal-delivery stop or a group-stop: deliver the signal as sent; a group-stop of the
     /// top process stops vmshim the same way, for the shell to see.
     fn signal_stop(&mut self, tid: i32, sig: i32) -> i32 {
+        // Only a stopping signal can be a group-stop (this tracer attaches with TRACEME, not
+        // SEIZE): any other is a signal-delivery stop, passed on without asking the kernel which
+        // (a Go program's preemption signal, SIGURG, comes dozens of times a second under load).
+        if ![libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig) {
+            return sig;
+        }
         let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::uninit();
         // SAFETY: GETSIGINFO writes one siginfo_t to `data`, which points at one.
         let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, tid, 0usize, info.as_mut_ptr()) };
@@ -487,13 +496,19 @@ impl<'a> Tracer<'a> {
     /// The first stop of a task the recorder did not know: a new thread or fork child (it starts
     /// with SIGSTOP, which is the kernel's, not the program's, and is suppressed).
     fn new_task(&mut self, tid: i32, sig: i32) {
-        let tgid = tgid_of(tid).unwrap_or(tid);
         if self.refused.is_some() {
             // Born while the tree was being ended: it goes too.
             // SAFETY: kill takes no pointers; tid is a new tracee of this recorder.
             unsafe { libc::kill(tid, libc::SIGKILL) };
         }
         let announced = self.announced.remove(&tid);
+        // A thread its creator's clone flags announced belongs to the creator's group; any other
+        // task (a fork child, or one that stopped before its announcement) says in /proc.
+        let tgid = match announced {
+            Some((creator, true)) => self.threads.get(&creator).map(|t| t.tgid),
+            _ => None,
+        };
+        let tgid = tgid.or_else(|| tgid_of(tid)).unwrap_or(tid);
         if announced.is_none() {
             self.early.insert(tid);
         }
@@ -608,12 +623,15 @@ impl<'a> Tracer<'a> {
         }
     }
 
-    fn syscall_exit(&mut self, tid: i32) {
-        let Some(t) = self.threads.get_mut(&tid) else { return };
+    /// A call's syscall-exit stop: its result, then its record. True when the thread was resumed
+    /// here already: as soon as its result is read, so that it runs on while the record is
+    /// written, unless new code must first be seen in its map.
+    fn syscall_exit(&mut self, tid: i32) -> bool {
+        let Some(t) = self.threads.get_mut(&tid) else { return false };
         t.to_exit = false;
-        let Some(p) = t.pending.take() else { return };
+        let Some(p) = t.pending.take() else { return false };
         let tgid = t.tgid;
-        let Ok(regs) = remote::regs(tid) else { return };
+        let Ok(regs) = remote::regs(tid) else { return false };
         let raw = regs.rax as i64;
         let (result, errno) =
             if (-4095..0).contains(&raw) { (u64::MAX, (-raw) as i32) } else { (raw as u64, 0) };
@@ -627,10 +645,15 @@ impl<'a> Tracer<'a> {
         };
         // New code to accept return addresses in (ranges that went stay listed: harmless, as
         // nothing can return into them).
-        let exec_change =
-            (p.nr == libc::SYS_mmap || p.nr == libc::SYS_mprotect) && a[2] & libc::PROT_EXEC as u64 != 0;
+        let exec_change = (p.nr == libc::SYS_mmap || p.nr == libc::SYS_mprotect)
+            && a[2] & libc::PROT_EXEC as u64 != 0
+            && errno == 0;
+        let resumed = !exec_change;
+        if resumed {
+            self.resume(tid, 0);
+        }
         let pid = tid;
-        let Some(proc_) = self.procs.get_mut(&tgid) else { return };
+        let Some(proc_) = self.procs.get_mut(&tgid) else { return resumed };
         if errno == 0 && matches!(kind, Some(CallKind::Mmap | CallKind::Mremap)) {
             let len = if kind == Some(CallKind::Mremap) { a[2] } else { a[1] };
             let range = (result, result.saturating_add(len));
@@ -710,7 +733,7 @@ impl<'a> Tracer<'a> {
                 }
             }
         }
-        if exec_change && errno == 0 {
+        if exec_change {
             let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
             proc_.exec = image::executable_ranges(&maps);
             if p.nr == libc::SYS_mmap && a[3] & libc::MAP_ANONYMOUS as u64 == 0 {
@@ -725,6 +748,7 @@ impl<'a> Tracer<'a> {
         if let Some(o) = proc_.out.as_mut() {
             o.account(monotonic_ns().saturating_sub(p.began));
         }
+        resumed
     }
 
     /// A new program image in process `tid`'s group: a trace of its own.
@@ -943,8 +967,15 @@ fn write_heaps(o: &mut out::TraceOut, heaps: Vec<(heaps::Heap, u64)>) {
     }
 }
 
+/// A number among the first lines of `/proc/TID/status` (Tgid, PPid: within its first 300 bytes,
+/// the name being at most 64 escaped), with one read: `read_to_string` of a /proc file, whose
+/// size says 0, grows its buffer from 32 bytes, 9 reads for the whole file.
 fn status_field(tid: i32, field: &str) -> Option<i32> {
-    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let n = std::fs::File::open(format!("/proc/{tid}/status")).ok()?.read(&mut buf).ok()?;
+    // Lossy: a program may name a thread in any bytes, and the cut may split a character.
+    let s = String::from_utf8_lossy(&buf[..n]);
     s.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().parse().ok())
 }
 

@@ -64,3 +64,61 @@ pub fn request(req: libc::c_uint, tid: i32, data: usize) -> io::Result<()> {
     let r = unsafe { libc::ptrace(req, tid, 0usize, data) };
     if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
+
+/// The pages of one stopped thread read during one stop, each with one `process_vm_readv`: an
+/// unwind reads two words a frame, most of them on the same few stack pages, and a system call
+/// per word was most of a stop's own work (22 calls for a Go stack of 11 frames). A page is read
+/// whole or not at all (its mapping and protection are the same throughout), so a read served
+/// from here succeeds exactly when [`read`] would; only the pages [`read`] would touch are read,
+/// and none is ever written. Valid for one stop only: the thread's memory changes once it runs.
+pub struct Pages {
+    pid: i32,
+    /// (page address, its bytes, or None when it cannot be read), most recent last.
+    pages: Vec<(u64, Option<Box<[u8; PAGE]>>)>,
+}
+
+const PAGE: usize = 4096;
+/// Pages kept at once (a frame-pointer walk moves up one stack; a scan, one page or two).
+const KEPT: usize = 8;
+
+impl Pages {
+    pub fn new(pid: i32) -> Pages {
+        Pages { pid, pages: Vec::with_capacity(KEPT) }
+    }
+
+    /// Reads `buf.len()` bytes at `addr`; false when any of them cannot be read.
+    pub fn read(&mut self, addr: u64, buf: &mut [u8]) -> bool {
+        let mut done = 0;
+        while done < buf.len() {
+            let Some(at) = addr.checked_add(done as u64) else { return false };
+            let base = at & !(PAGE as u64 - 1);
+            let off = (at - base) as usize;
+            let n = (PAGE - off).min(buf.len() - done);
+            let Some(page) = self.page(base) else { return false };
+            buf[done..done + n].copy_from_slice(&page[off..off + n]);
+            done += n;
+        }
+        true
+    }
+
+    pub fn word(&mut self, addr: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b).then(|| u64::from_le_bytes(b))
+    }
+
+    fn page(&mut self, base: u64) -> Option<&[u8; PAGE]> {
+        let i = match self.pages.iter().position(|p| p.0 == base) {
+            Some(i) => i,
+            None => {
+                let mut bytes = Box::new([0u8; PAGE]);
+                let ok = read(self.pid, base, &mut bytes[..]);
+                if self.pages.len() == KEPT {
+                    self.pages.remove(0);
+                }
+                self.pages.push((base, ok.then_some(bytes)));
+                self.pages.len() - 1
+            }
+        };
+        self.pages[i].1.as_deref()
+    }
+}

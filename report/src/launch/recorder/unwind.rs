@@ -22,7 +22,7 @@
 //!
 //! Every step is checked, so garbage ends the walk instead of inventing frames: a frame must lie
 //! above the previous one on the same stack (within [`STACK_SPAN`] of `rsp`), and every return
-//! address must fall in an executable mapping. Memory is read with `process_vm_readv`
+//! address must fall in an executable mapping. Memory is read with `process_vm_readv`, a page at a time
 //! ([`super::remote`]): the target is never faulted. Depth is bounded.
 
 use super::image::Module;
@@ -147,14 +147,22 @@ pub fn frames(
     modules: &[Module],
     unwinder: &mut Unwinder,
 ) -> Vec<u64> {
-    let mut walk = Walk { pid, exec, modules, unwinder, top: regs.rsp, out: Vec::with_capacity(16) };
+    let mut walk = Walk {
+        mem: remote::Pages::new(pid),
+        exec,
+        modules,
+        unwinder,
+        top: regs.rsp,
+        out: Vec::with_capacity(16),
+    };
     walk.run(regs.rip, regs.rsp, regs.rbp);
     walk.out.truncate(MAX_DEPTH);
     walk.out
 }
 
 struct Walk<'a> {
-    pid: i32,
+    /// The stopped thread's memory, read a page at a time.
+    mem: remote::Pages,
     exec: &'a [(u64, u64)],
     modules: &'a [Module],
     unwinder: &'a mut Unwinder,
@@ -198,10 +206,9 @@ impl Walk<'_> {
                     if cfa <= sp || !self.on_stack(cfa) {
                         return;
                     }
-                    let Some(ret) = remote::word(self.pid, cfa - 8) else { return };
+                    let Some(ret) = self.mem.word(cfa - 8) else { return };
                     if rbp_slot != 0 {
-                        let Some(v) =
-                            cfa.checked_sub(8 * rbp_slot as u64).and_then(|a| remote::word(self.pid, a))
+                        let Some(v) = cfa.checked_sub(8 * rbp_slot as u64).and_then(|a| self.mem.word(a))
                         else {
                             return;
                         };
@@ -236,7 +243,7 @@ impl Walk<'_> {
     /// the word below it a return address.
     fn frame_base_plausible(&mut self, fp: u64, cfa_off: u32, sp: u64) -> bool {
         fp.checked_add(cfa_off as u64).is_some_and(|cfa| {
-            cfa > sp && self.on_stack(cfa) && remote::word(self.pid, cfa - 8).is_some_and(|r| self.is_code(r))
+            cfa > sp && self.on_stack(cfa) && self.mem.word(cfa - 8).is_some_and(|r| self.is_code(r))
         })
     }
 
@@ -246,9 +253,9 @@ impl Walk<'_> {
         let mut buf = [0u8; 512];
         let mut at = sp.checked_add(7)? & !7;
         while at < sp.saturating_add(SCAN_BYTES) {
-            if !remote::read(self.pid, at, &mut buf) {
+            if !self.mem.read(at, &mut buf) {
                 // Near the top of a stack: the words up to its end, one by one.
-                let w = remote::word(self.pid, at)?;
+                let w = self.mem.word(at)?;
                 if self.return_address(w) {
                     return Some((at, w));
                 }
@@ -278,7 +285,7 @@ impl Walk<'_> {
             _ => return false,
         }
         let mut code = [0u8; 8];
-        if !remote::read(self.pid, w - 8, &mut code) {
+        if !self.mem.read(w - 8, &mut code) {
             return false;
         }
         code[3] == 0xe8 || (2..=7).any(|k| code[8 - k] == 0xff && (code[9 - k] >> 3) & 7 == 2)
@@ -288,14 +295,14 @@ impl Walk<'_> {
     /// when that frame is the first (a syscall wrapper that may keep no frame of its own).
     fn frame_pointers(&mut self, sp: u64, mut fp: u64, leaf: bool) {
         // The leaf's return address, when the leaf pushed nothing.
-        let leaf_ret = if leaf { remote::word(self.pid, sp).filter(|&a| self.is_code(a)) } else { None };
+        let leaf_ret = if leaf { self.mem.word(sp).filter(|&a| self.is_code(a)) } else { None };
         let mut chain = Vec::with_capacity(16);
         let mut prev = sp;
         while chain.len() < MAX_DEPTH {
             if fp < prev || !self.on_stack(fp) {
                 break;
             }
-            let (Some(next), Some(ret)) = (remote::word(self.pid, fp), remote::word(self.pid, fp + 8)) else {
+            let (Some(next), Some(ret)) = (self.mem.word(fp), self.mem.word(fp + 8)) else {
                 break;
             };
             if !self.is_code(ret) {
