@@ -685,6 +685,32 @@ fn a_target_with_its_own_seccomp_filter_runs_as_bare() {
     }
 }
 
+/// Issue 15 item 5: a target that enters seccomp strict mode (by prctl and by seccomp(2)) cannot
+/// do so over the recorder's filter (the kernel would fail it with EINVAL, and the program would
+/// go on otherwise than bare): a clear refusal naming strict mode, exit 2, in bounded time, and
+/// the program never got past the request. Bare, it works.
+#[test]
+fn a_target_that_enters_seccomp_strict_mode_is_refused() {
+    let prog = build_c_with("own_seccomp", &["-static"]);
+    for mode in ["strict", "strict2"] {
+        let dir = TestDir::new(&format!("static_own_seccomp_{mode}"));
+        let bare = run_with_timeout(Command::new(&prog).arg(mode), TIMEOUT);
+        assert_eq!(String::from_utf8_lossy(&bare.stdout), "strict ok\n", "{mode} bare");
+        assert!(bare.status.success(), "{mode} bare: {}", String::from_utf8_lossy(&bare.stderr));
+        let mut cmd = Command::new(vmshim_bin());
+        cmd.args(["run", "--out"])
+            .arg(dir.join("t.trace"))
+            .args(["--report", "/dev/null", "--"])
+            .arg(&prog)
+            .arg(mode);
+        let out = run_with_timeout(&mut cmd, TIMEOUT);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{mode}: {err}");
+        assert!(err.contains("seccomp strict mode"), "{mode}: {err}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("strict ok"), "{mode}: it went no further");
+    }
+}
+
 /// Issue 15 item 5: a target with a debugger inside (a child that asks to be traced by it with
 /// PTRACE_TRACEME) cannot have its own tracer under the recorder, which traces every process:
 /// a clear refusal, exit 2, in bounded time, never a hang. Bare, the program works.

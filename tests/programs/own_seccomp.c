@@ -4,7 +4,11 @@
  * Usage: own_seccomp allow   an allow-all filter (prctl(PR_SET_SECCOMP))
  *        own_seccomp trace   SECCOMP_RET_TRACE for getppid, allow the rest (with no tracer, the
  *                            kernel fails getppid with ENOSYS: seccomp(2))
- * Then it maps and unmaps 3 MiB, and prints what each call gave:
+ *        own_seccomp strict  seccomp strict mode (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT)),
+ *        own_seccomp strict2 the same by seccomp(SECCOMP_SET_MODE_STRICT): in strict mode only
+ *                            read, write, _exit and sigreturn are left, so it writes
+ *                            "strict ok" with write(2) and leaves with the exit system call
+ * Then (allow, trace) it maps and unmaps 3 MiB, and prints what each call gave:
  * Stdout: filter <mode> installed
  *         getppid <result> errno <errno>
  *         mmap <3145728> at <addr-hex>
@@ -22,8 +26,19 @@
 #include <unistd.h>
 
 int main(int argc, char **argv) {
+    if (argc == 2 && !strncmp(argv[1], "strict", 6)) {
+        long r = strcmp(argv[1], "strict2") ? prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0)
+                                            : syscall(SYS_seccomp, SECCOMP_SET_MODE_STRICT, 0, NULL);
+        if (r != 0) {
+            perror("own_seccomp: strict mode");
+            return 1;
+        }
+        static const char ok[] = "strict ok\n";
+        syscall(SYS_write, 1, ok, sizeof ok - 1);
+        syscall(SYS_exit, 0);
+    }
     if (argc != 2 || (strcmp(argv[1], "allow") && strcmp(argv[1], "trace"))) {
-        fprintf(stderr, "usage: own_seccomp allow|trace\n");
+        fprintf(stderr, "usage: own_seccomp allow|trace|strict|strict2\n");
         return 2;
     }
     int trace = !strcmp(argv[1], "trace");

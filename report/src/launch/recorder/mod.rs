@@ -565,6 +565,10 @@ impl<'a> Tracer<'a> {
             self.ptrace_call(tgid, &regs);
             return;
         }
+        if nr == libc::SYS_prctl || nr == libc::SYS_seccomp {
+            self.seccomp_call(tgid, nr, &regs);
+            return;
+        }
         if !filter::RECORDED.contains(&nr) {
             return;
         }
@@ -614,7 +618,30 @@ impl<'a> Tracer<'a> {
         self.kill_tree();
     }
 
-    /// SIGKILL to every process of the tree (the refusal above).
+    /// A process of the tree asks for seccomp (the filter stops `prctl(PR_SET_SECCOMP)` and
+    /// `seccomp(SECCOMP_SET_MODE_STRICT)` only). A filter of its own works over the recorder's
+    /// and runs on; strict mode cannot be entered over any filter (the kernel fails it with
+    /// EINVAL, where bare it succeeds), so the recorder ends the run and says why rather than
+    /// let the target run otherwise than bare.
+    fn seccomp_call(&mut self, tgid: i32, nr: i64, regs: &remote::Regs) {
+        let strict = if nr == libc::SYS_prctl {
+            regs.rdi as u32 == filter::PR_SET_SECCOMP && regs.rsi as u32 == libc::SECCOMP_MODE_STRICT as u32
+        } else {
+            regs.rdi as u32 == filter::SECCOMP_SET_MODE_STRICT
+        };
+        if !strict {
+            return;
+        }
+        self.refused = Some(format!(
+            "process {tgid} asked for seccomp strict mode, which no process can enter over the syscall \
+             recorder's seccomp filter (the kernel fails it with EINVAL; bare it would succeed), so \
+             vmshim ended the run (the tree was killed). A dynamic target runs under the shim with \
+             --no-watch (no filter at all); a static one cannot be recorded in strict mode"
+        ));
+        self.kill_tree();
+    }
+
+    /// SIGKILL to every process of the tree (the refusals above).
     fn kill_tree(&self) {
         let groups: HashSet<i32> = self.threads.values().map(|t| t.tgid).collect();
         for g in groups {
