@@ -245,6 +245,27 @@ fn ptrace_not_permitted_is_a_clear_error() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "the target did not run");
 }
 
+/// Issue 15, failure modes: vmshim itself already traced (here by strace -f, which follows it
+/// into the child that would become the target) cannot be the target's tracer: a clear error
+/// naming that cause, exit 2, and the target never runs.
+#[test]
+fn already_traced_is_a_clear_error() {
+    let dir = TestDir::new("static_already_traced");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-o", "/dev/null"])
+        .arg(vmshim_bin())
+        .args(["run", "--out"])
+        .arg(dir.join("t.trace"))
+        .arg("--")
+        .arg(static_threads())
+        .arg("1");
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("PTRACE_TRACEME") && err.contains("already traced"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "the target did not run");
+}
+
 /// Issue 15, failure modes: the target killed by SIGKILL mid-run leaves a trace that reads up to
 /// the kill, and vmshim passes the status on (128 + 9).
 #[test]
