@@ -625,7 +625,7 @@ impl<'a> Tracer<'a> {
     /// let the target run otherwise than bare.
     fn seccomp_call(&mut self, tgid: i32, nr: i64, regs: &remote::Regs) {
         let strict = if nr == libc::SYS_prctl {
-            regs.rdi as u32 == filter::PR_SET_SECCOMP && regs.rsi as u32 == libc::SECCOMP_MODE_STRICT as u32
+            regs.rdi as u32 == filter::PR_SET_SECCOMP && regs.rsi as u32 == libc::SECCOMP_MODE_STRICT
         } else {
             regs.rdi as u32 == filter::SECCOMP_SET_MODE_STRICT
         };
