@@ -225,24 +225,25 @@ fn static_threads() -> std::path::PathBuf {
     build_c_with("static_threads", &["-static"])
 }
 
+/// Runs `launcher ARGS... vmshim run --out T -- static_threads 1`, which must fail before the
+/// target runs: exit 2 and no line from the target. Its stderr.
+fn refused_before_the_target_runs(name: &str, launcher: &std::path::Path, args: &[&str]) -> String {
+    let dir = TestDir::new(name);
+    let mut cmd = Command::new(launcher);
+    cmd.args(args).arg(vmshim_bin()).args(["run", "--out"]).arg(dir.join("t.trace")).arg("--");
+    let out = run_with_timeout(cmd.arg(static_threads()).arg("1"), TIMEOUT);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "the target did not run");
+    err
+}
+
 /// Issue 15, failure modes: ptrace not permitted (here a seccomp policy that denies it, as in a
 /// container) is a clear error naming the cause, exit 2, and the target never runs.
 #[test]
 fn ptrace_not_permitted_is_a_clear_error() {
-    let dir = TestDir::new("static_noptrace");
-    let wrapper = build_c("noptrace");
-    let mut cmd = Command::new(&wrapper);
-    cmd.arg(vmshim_bin())
-        .args(["run", "--out"])
-        .arg(dir.join("t.trace"))
-        .arg("--")
-        .arg(static_threads())
-        .arg("1");
-    let out = run_with_timeout(&mut cmd, TIMEOUT);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused_before_the_target_runs("static_noptrace", &build_c("noptrace"), &[]);
     assert!(err.contains("PTRACE_TRACEME") && err.contains("not permitted"), "{err}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "the target did not run");
 }
 
 /// Issue 15, failure modes: vmshim itself already traced (here by strace -f, which follows it
@@ -250,20 +251,9 @@ fn ptrace_not_permitted_is_a_clear_error() {
 /// naming that cause, exit 2, and the target never runs.
 #[test]
 fn already_traced_is_a_clear_error() {
-    let dir = TestDir::new("static_already_traced");
-    let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-o", "/dev/null"])
-        .arg(vmshim_bin())
-        .args(["run", "--out"])
-        .arg(dir.join("t.trace"))
-        .arg("--")
-        .arg(static_threads())
-        .arg("1");
-    let out = run_with_timeout(&mut cmd, TIMEOUT);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let strace = std::path::Path::new("strace");
+    let err = refused_before_the_target_runs("static_already_traced", strace, &["-f", "-o", "/dev/null"]);
     assert!(err.contains("PTRACE_TRACEME") && err.contains("already traced"), "{err}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"), "the target did not run");
 }
 
 /// Issue 15, failure modes: the target killed by SIGKILL mid-run leaves a trace that reads up to
