@@ -584,7 +584,17 @@ fn load_dwarf(elf: &ElfFile<'_>, path: &Path) -> Option<addr2line::Context<Dwarf
 fn dwarf_section(elf: &ElfFile<'_>, id: gimli::SectionId) -> Result<DwarfReader, object::Error> {
     let endian =
         if elf.is_little_endian() { gimli::RunTimeEndian::Little } else { gimli::RunTimeEndian::Big };
-    let bytes: Arc<[u8]> = match elf.section_by_name(id.name()) {
+    // Names and lines need neither location lists nor macros nor type units: left empty, they
+    // are not decompressed (libc's location lists are a fifth of its debug file).
+    let unused = matches!(
+        id,
+        gimli::SectionId::DebugLoc
+            | gimli::SectionId::DebugLocLists
+            | gimli::SectionId::DebugMacinfo
+            | gimli::SectionId::DebugMacro
+            | gimli::SectionId::DebugTypes
+    );
+    let bytes: Arc<[u8]> = match elf.section_by_name(id.name()).filter(|_| !unused) {
         Some(section) => Arc::from(&*section.uncompressed_data()?),
         None => Arc::from(&[][..]),
     };
