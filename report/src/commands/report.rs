@@ -57,8 +57,8 @@ enum Section {
     Json(Box<render::schema::Report>),
 }
 
-/// Runs `work` for every process of `run` but `skip` on up to as many threads as the machine
-/// has cores (at most 4), and `here` on this thread meanwhile: at the end of `vmshim run` the
+/// Runs `work` for every process of `run` but `skip` on [`crate::load::par::threads_for`]
+/// threads, each taking the next process as it finishes one, and `here` on this thread meanwhile: at the end of `vmshim run` the
 /// tree is done and the cores are free, and a run of a thousand short processes is a thousand
 /// independent analyses (issue 12: the end of the 1,000-process loop was 0.25 s on one core).
 /// Results come back in process order; `skip`'s slot is `None`.
@@ -70,7 +70,7 @@ fn each_process<T: Send, R>(
 ) -> (Vec<Option<Result<T, String>>>, R) {
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
     let n = run.processes.len();
-    let threads = std::thread::available_parallelism().map_or(1, |c| c.get()).min(4).min(n.saturating_sub(1));
+    let threads = crate::load::par::threads_for(n.saturating_sub(1));
     let next = AtomicUsize::new(0);
     let claim = || loop {
         let p = next.fetch_add(1, Relaxed);
