@@ -726,11 +726,28 @@ fn jvm_agrees_with_vmshim_run_of_the_same_process() {
         .args(["explain_jvm", "8", "stay"]);
     let h = Handshake::start(&mut cmd, TIMEOUT);
     let maps = read_maps(h.pid());
+    let snapshot_began = monotonic_ns();
     let e = explain(h.pid());
     let out = h.finish();
     assert!(out.status.success(), "{}", stderr(&out));
     let r = read_report(&dir.join("report.json"));
     assert_large_chunks_agree(&e, &r, &maps);
+    // A thread stopped inside arena creation (its heap mapped, its heap_info not yet written)
+    // has no arena at the snapshot, as explain says; the run's shim records that arena once the
+    // thread's malloc returns, after the snapshot began. Those heaps only are not compared.
+    let trace = vmshim_trace::parse(&std::fs::read(dir.join("t.trace")).unwrap()).expect("a readable trace");
+    let attached_later: BTreeSet<u64> = trace
+        .events
+        .iter()
+        .filter_map(|ev| match ev {
+            vmshim_trace::Event::Call(c)
+                if c.call == vmshim_trace::CallKind::ArenaAttach && c.time_ns >= snapshot_began =>
+            {
+                Some(c.args[0])
+            }
+            _ => None,
+        })
+        .collect();
     for c in ["main_stack", "brk_heap"] {
         assert!(category_bytes(&r, c) > 0, "{c}: nothing to compare");
         assert_eq!(category_bytes(&e, c), category_bytes(&r, c), "{c}");
@@ -746,6 +763,8 @@ fn jvm_agrees_with_vmshim_run_of_the_same_process() {
         let run_arena = bytes_in(&r, lo, hi, "malloc_arena");
         if x.category == "malloc_arena" {
             assert_eq!(run_arena, hi - lo, "explain's arena {lo:#x}-{hi:#x} in the run");
+        } else if run_arena > 0 && attached_later.contains(&(lo - lo % HEAP_MAX)) {
+            continue;
         } else {
             assert_eq!(run_arena, 0, "run's arena bytes in {lo:#x}-{hi:#x}, {} to explain", x.category);
         }
@@ -1095,4 +1114,12 @@ fn the_stop_of_10000_goroutines_is_short() {
     // about twice that, and the machine is shared: the bound leaves it room, and still fails a
     // read per frame (450 ms when it was tried).
     assert!(ms <= 100.0, "the stop took {ms:.2} ms");
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of the trace's call times.
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec, which `t` is.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
