@@ -133,34 +133,15 @@ impl Memory {
     /// an address whose 16 bytes could not all be read (the kernel stops at the first failure,
     /// so those after it are `None` too).
     pub fn pairs(&self, addrs: &[u64]) -> Vec<Option<(u64, u64)>> {
-        let addrs = &addrs[..addrs.len().min(1024)];
-        let mut buf = vec![[0u8; 16]; addrs.len()];
-        let local: Vec<libc::iovec> =
-            buf.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: 16 }).collect();
-        let remote: Vec<libc::iovec> =
-            addrs.iter().map(|&a| libc::iovec { iov_base: a as *mut libc::c_void, iov_len: 16 }).collect();
-        // SAFETY: each `local` iovec describes one 16-byte element of `buf`, valid for writes and
-        // alive for the whole call; the `remote` ones are only addresses in the other process,
-        // which the kernel checks and never dereferences in ours. Both counts are the vectors'
-        // lengths, at most 1024 (IOV_MAX).
-        let n = unsafe {
-            libc::process_vm_readv(
-                self.pid as libc::pid_t,
-                local.as_ptr(),
-                local.len() as libc::c_ulong,
-                remote.as_ptr(),
-                remote.len() as libc::c_ulong,
-                0,
-            )
-        };
-        let whole = if n < 0 { 0 } else { n as usize / 16 };
-        buf.iter()
-            .enumerate()
-            .map(|(i, b)| {
-                (i < whole).then(|| {
-                    let w = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
-                    (w(0), w(8))
-                })
+        let ranges: Vec<(u64, usize)> = addrs.iter().take(1024).map(|&a| (a, 16)).collect();
+        let mut failed = false;
+        self.gather(&ranges)
+            .into_iter()
+            .map(|b| {
+                failed |= b.is_none();
+                let b = b.filter(|_| !failed)?;
+                let w = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+                Some((w(0), w(8)))
             })
             .collect()
     }
