@@ -104,14 +104,14 @@ fn static_go_ex2_go_1_19_is_recorded_and_reconciles() {
     static_go("1.19");
 }
 
-/// A static C program with threads that are alive at exit: every thread's stack is its own,
-/// made in pthread_create, seen as the system call it is.
-fn static_c(compiler: &str) {
-    let dir = TestDir::new(&format!("static_c_{compiler}"));
-    let prog = dir.join("static_threads");
-    let src = programs_dir().join("static_threads.c");
+/// `tests/programs/NAME.c` built `-static` by `compiler` (gcc or musl-gcc) into `dir`, checked
+/// to be a static program.
+fn build_static(dir: &TestDir, compiler: &str, name: &str) -> std::path::PathBuf {
+    let prog = dir.join(name);
     let mut cc = Command::new(compiler);
-    cc.args(["-std=gnu11", "-O0", "-g", "-static", "-pthread", "-o"]).arg(&prog).arg(&src);
+    cc.args(["-std=gnu11", "-O0", "-g", "-static", "-pthread", "-o"])
+        .arg(&prog)
+        .arg(programs_dir().join(format!("{name}.c")));
     let out = run_with_timeout(&mut cc, 120);
     assert!(
         out.status.success(),
@@ -119,6 +119,14 @@ fn static_c(compiler: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(elf_interpreter(&prog), None, "-static gives a static program");
+    prog
+}
+
+/// A static C program with threads that are alive at exit: every thread's stack is its own,
+/// made in pthread_create, seen as the system call it is.
+fn static_c(compiler: &str) {
+    let dir = TestDir::new(&format!("static_c_{compiler}"));
+    let prog = build_static(&dir, compiler, "static_threads");
     let run = run_handshake(&dir, &prog, &["3"]);
     assert_recorded_reconciles(&run);
     let r = &run.report;
@@ -169,14 +177,7 @@ fn static_musl_threads_are_recorded_and_reconcile() {
 /// stack made in libc reaches the program's function that called into it, and main.
 fn static_c_stacks(compiler: &str) {
     let dir = TestDir::new(&format!("static_callers_{compiler}"));
-    let prog = dir.join("static_callers");
-    let mut cc = Command::new(compiler);
-    cc.args(["-std=gnu11", "-O0", "-g", "-static", "-pthread", "-o"])
-        .arg(&prog)
-        .arg(programs_dir().join("static_callers.c"));
-    let out = run_with_timeout(&mut cc, 120);
-    assert!(out.status.success(), "{compiler}: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(elf_interpreter(&prog), None, "-static gives a static program");
+    let prog = build_static(&dir, compiler, "static_callers");
     let run = run_handshake(&dir, &prog, &[]);
     assert_recorded_reconciles(&run);
     let r = &run.report;
