@@ -822,7 +822,27 @@ impl Drop for BlockedSignals {
 /// thread, or a fatal signal) but has not yet released the address space. Empty means the address
 /// space was already gone, which counts as not captured.
 pub(crate) fn read_smaps(pid: libc::pid_t) -> Option<Vec<u8>> {
-    std::fs::read(format!("/proc/{pid}/smaps")).ok().filter(|text| !text.is_empty())
+    Some(read_proc(&format!("/proc/{pid}/smaps"))).filter(|text| !text.is_empty())
+}
+
+/// A /proc file's text, read with large reads and nothing else: `fs::read` asks statx and lseek
+/// for a size that /proc does not give, then starts with small reads, while the exiting process
+/// waits (issue 12: the exit watcher's and the exit stop's read). Empty when it cannot be read.
+pub(crate) fn read_proc(path: &str) -> Vec<u8> {
+    const CHUNK: usize = 64 << 10;
+    let Ok(mut f) = std::fs::File::open(path) else { return vec![] };
+    let mut text = Vec::new();
+    loop {
+        let at = text.len();
+        text.resize(at + CHUNK, 0);
+        match f.read(&mut text[at..]) {
+            Ok(0) | Err(_) => {
+                text.truncate(at);
+                return text;
+            }
+            Ok(n) => text.truncate(at + n),
+        }
+    }
 }
 
 /// The names (`comm`) of the threads still there at the exit stop; threads that already left

@@ -439,26 +439,6 @@ fn answer(listener: RawFd, capture: bool) -> Option<Vec<u8>> {
     frame.filter(|_| sent)
 }
 
-/// A /proc file's text, read with large reads and nothing else: `fs::read` asks statx and lseek
-/// for a size that /proc does not give, then starts with small reads, while the exiting process
-/// waits (issue 12). Empty when it cannot be read.
-fn read_proc(path: &str) -> Vec<u8> {
-    const CHUNK: usize = 64 << 10;
-    let Ok(mut f) = std::fs::File::open(path) else { return vec![] };
-    let mut text = Vec::new();
-    loop {
-        let at = text.len();
-        text.resize(at + CHUNK, 0);
-        match f.read(&mut text[at..]) {
-            Ok(0) | Err(_) => {
-                text.truncate(at);
-                return text;
-            }
-            Ok(n) => text.truncate(at + n),
-        }
-    }
-}
-
 fn capture_frame(tid: u32, code: i32) -> Vec<u8> {
     let mono_ns = monotonic_ns();
     // The calling thread's group lists its threads; a group of one is the thread itself, and
@@ -476,7 +456,7 @@ fn capture_frame(tid: u32, code: i32) -> Vec<u8> {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(tid)
     };
-    let smaps = read_proc(&format!("/proc/{tid}/smaps"));
+    let smaps = super::read_proc(&format!("/proc/{tid}/smaps"));
     let mut names = String::new();
     for t in &threads {
         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/task/{t}/comm")) {
