@@ -25,6 +25,10 @@ pub const VARS: &[(&str, &str)] = &[
         "VMSHIM_NAME_MAPPINGS",
         "1: name each anonymous mapping the shim attributes in the kernel's own view (PR_SET_VMA_ANON_NAME), so pmap and /proc/PID/maps show [anon:vmshim ...]",
     ),
+    (
+        "VMSHIM_WATCHED",
+        "set by `vmshim run` when its exit watcher reads every process's map at exit: 1 lets a process's start-up map, Module records and resolver configuration wait for its first recorded call (a process that records nothing is explained by its map at exit)",
+    ),
 ];
 
 pub struct Config {
@@ -32,6 +36,8 @@ pub struct Config {
     pub segment_bytes: u64,
     pub depth: usize,
     pub name_mappings: bool,
+    /// `VMSHIM_WATCHED=1`: the start-up records may wait for the first recorded call.
+    pub watched: bool,
 }
 
 unsafe extern "C" {
@@ -137,6 +143,7 @@ pub fn load() -> Config {
         segment_bytes,
         depth: num("VMSHIM_DEPTH").map_or(64, |d| d.clamp(1, vmshim_trace::MAX_FRAMES as u64) as usize),
         name_mappings: getenv("VMSHIM_NAME_MAPPINGS") == Some(b"1"),
+        watched: getenv("VMSHIM_WATCHED") == Some(b"1"),
     }
 }
 

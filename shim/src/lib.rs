@@ -56,7 +56,11 @@
 //!   (loading libgcc_s runs cpuid, which traps in a VM). A fork child writes the executable's
 //!   path and the resolver configuration its parent read at its own start (the fork changes
 //!   neither, and the child resolves with the parent's libc state), reading only its command
-//!   line and its map afresh.
+//!   line and its map afresh. Under `vmshim run`'s exit watcher (`VMSHIM_WATCHED=1`), which
+//!   reads every process's map at exit, the start-up map, Module records and resolver
+//!   configuration wait for the first recorded call ([`record::start`]): a process that
+//!   records nothing (a shell's `/bin/true`, the fork child that execs it) writes its Start
+//!   record only, and an exec'd image the loader's addresses, which name its anonymous regions.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 // The layers, lowest first. A module names (`crate::` paths, doc links included) only its own

@@ -110,6 +110,27 @@ unsafe extern "C" fn on_module(info: *mut libc::dl_phdr_info, _size: usize, data
 /// one's Module record: a watched call's hook (dlopen, a resolver call that pulls in NSS
 /// modules) records there which call loaded it, through the recording layer above.
 pub fn record_new(mut loaded: impl FnMut(u64, u64, u64)) {
+    let scan = list_new();
+    for f in &scan.found[..scan.n] {
+        remember(f);
+        write_module(f);
+        loaded(f.base, f.lo, f.hi);
+    }
+}
+
+/// Learns the loaded images (for the unwinder, and for [`record_known`]) without writing their
+/// records: start-up, whose Module records may wait for the first recorded call, asks the
+/// loader here, in the constructor, and never later from a hook (which may run in a signal
+/// handler that interrupted the loader).
+pub fn scan() {
+    let scan = list_new();
+    for f in &scan.found[..scan.n] {
+        remember(f);
+    }
+}
+
+/// The loaded images not known yet, from the loader.
+fn list_new() -> Scan {
     let empty = Found {
         base: 0,
         lo: 0,
@@ -125,15 +146,12 @@ pub fn record_new(mut loaded: impl FnMut(u64, u64, u64)) {
         // A new image may sit where an unloaded one lay: its addresses' cached rules are stale.
         crate::unwind::cfi::invalidate();
     }
-    for f in &scan.found[..scan.n] {
-        remember(f);
-        write_module(f);
-        loaded(f.base, f.lo, f.hi);
-    }
+    scan
 }
 
-/// In a fork child, whose trace is new: writes a Module record for every image the parent
-/// knew, from what `INFO` kept (the parent's records are in the parent's file).
+/// Writes a Module record for every image known, from what `INFO` kept: in a fork child, whose
+/// trace is new, the images the parent knew (the parent's records are in the parent's file);
+/// in an image whose start-up deferred them, the images [`scan`] found.
 pub fn record_known() {
     // SAFETY: the entries of published images were written before they were (see Names).
     let names = unsafe { &*NAMES.0.get() };

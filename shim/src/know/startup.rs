@@ -20,8 +20,9 @@ const MAPS_CHUNK: usize = 16 << 10;
 const SCRATCH_BYTES: usize = 4096 + (16 << 10) + START_BUF;
 
 struct Scratch(UnsafeCell<[u8; SCRATCH_BYTES]>);
-// SAFETY: only the thread that won `writer::begin_init` runs start-up, one step at a time;
-// nothing else touches the area.
+// SAFETY: only the thread that won `writer::begin_init` runs start-up, one step at a time, and
+// only the one thread that took the deferred records writes those, after start-up published the
+// writer (`record::start`); nothing else touches the area.
 unsafe impl Sync for Scratch {}
 static SCRATCH: Scratch = Scratch(UnsafeCell::new([0; SCRATCH_BYTES]));
 
@@ -36,26 +37,31 @@ pub struct Origin<'a> {
     pub stack: &'a [u64],
 }
 
-/// Records the start-up state. Call only as the writer's single initialiser (after
+/// Writes the Start record. Call only as the writer's single initialiser (after
 /// `writer::begin_init` returned true, before the writer is ready for anyone else). `fork`:
-/// this is a fork child's trace, created in the fork; its modules are the parent's, written
-/// from what the parent recorded (the loader is not asked in a fork child).
-pub fn record_all(fork: Option<&Origin<'_>>) {
-    // SAFETY: the caller is the single initialiser (see Scratch), and each step's borrow ends
-    // before the next step starts.
+/// this is a fork child's trace, created in the fork.
+pub fn record_start(fork: Option<&Origin<'_>>) {
+    // SAFETY: the caller is the single initialiser (see Scratch).
+    record_start_in(unsafe { &mut *SCRATCH.0.get() }, fork);
+}
+
+/// Writes the rest of the start-up state: the resolver configuration, the map, the modules.
+/// Called once per trace, by the initialiser or by the one hook that took the deferred work
+/// (`record::start`), never by two threads at once. `fork`: a fork child's trace, whose
+/// modules are the parent's, written from what the parent kept (the loader is not asked in a
+/// fork child), as is its configuration.
+pub fn record_deferred(fork: bool) {
+    // SAFETY: one caller at a time (see above), and each step's borrow ends before the next
+    // step starts.
     let scratch = unsafe { &mut *SCRATCH.0.get() };
-    record_start(scratch, fork);
-    if fork.is_none() || !record_config_of_parent(scratch) {
+    if !fork || !record_config_of_parent(scratch) {
         record_config(scratch);
     }
     record_maps(scratch);
-    match fork {
-        None => modules::record_new(|_, _, _| {}),
-        Some(_) => modules::record_known(),
-    }
+    modules::record_known();
 }
 
-fn record_start(scratch: &mut [u8], fork: Option<&Origin<'_>>) {
+fn record_start_in(scratch: &mut [u8], fork: Option<&Origin<'_>>) {
     let (exe, rest) = scratch.split_at_mut(4096);
     let (cmdline, buf) = rest.split_at_mut(16 << 10);
     // A fork child runs the parent's executable: the path the parent read at its start stands
@@ -140,6 +146,74 @@ fn record_config_of_parent(scratch: &mut [u8]) -> bool {
     let text = unsafe { &(&*CONFIG.0.get())[..n.min(4096)] };
     write_config(text, &mut scratch[..4096 + 64]);
     true
+}
+
+/// Where the loader keeps what it allocated before the shim ran, as a Config line
+/// `loader.at=ADDR,ADDR,...` (hex): the thread pointer and DTV of the main thread (inside the
+/// static TLS block) and every link map (in the loader's own allocations). Written when the
+/// start-up map waits for a first recorded call that may never come: the report then knows the
+/// anonymous regions of the map at exit that hold one of these as the loader's, and no other.
+/// Plain loads from the thread pointer and the loader's list; no system call.
+pub fn record_loader_evidence() {
+    unsafe extern "C" {
+        static _r_debug: libc::c_void;
+    }
+    let mut text = [0u8; 1024];
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        let end = (n + bytes.len()).min(text.len());
+        text[n..end].copy_from_slice(&bytes[..end - n]);
+        n = end;
+    };
+    put(b"loader.at=");
+    let mut first = true;
+    let mut addr = |v: u64, put: &mut dyn FnMut(&[u8])| {
+        if v == 0 {
+            return;
+        }
+        let mut digits = [0u8; 17];
+        let mut i = digits.len();
+        let mut x = v;
+        while x != 0 {
+            i -= 1;
+            digits[i] = b"0123456789abcdef"[(x & 15) as usize];
+            x >>= 4;
+        }
+        if !first {
+            put(b",");
+        }
+        first = false;
+        put(&digits[i..]);
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (tp, dtv): (u64, u64);
+        // SAFETY: %fs:0 is the TCB's self pointer and %fs:8 its DTV pointer in glibc's x86-64
+        // TLS layout; both loads read the calling thread's own TCB.
+        unsafe {
+            core::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags));
+            core::arch::asm!("mov {}, fs:8", out(reg) dtv, options(nostack, readonly, preserves_flags));
+        }
+        addr(tp, &mut put);
+        addr(dtv, &mut put);
+    }
+    // SAFETY: _r_debug is the loader's debugger interface (r_version, then r_map, the first
+    // link map); each link map's l_next is at offset 24 (l_addr, l_name, l_ld, l_next, l_prev).
+    // The list is complete and stable while the constructors run, and only this thread reads it.
+    unsafe {
+        let base = core::ptr::addr_of!(_r_debug) as *const u8;
+        let mut l = *(base.add(8) as *const *const u8);
+        let mut hops = 0;
+        while !l.is_null() && hops < 256 {
+            addr(l as u64, &mut put);
+            l = *(l.add(24) as *const *const u8);
+            hops += 1;
+        }
+    }
+    put(b"\n");
+    // SAFETY: the caller is start-up's single initialiser (see Scratch).
+    let scratch = unsafe { &mut *SCRATCH.0.get() };
+    write_config(&text[..n], &mut scratch[..4096 + 64]);
 }
 
 fn write_config(text: &[u8], buf: &mut [u8]) {

@@ -124,6 +124,9 @@ pub fn note(_g: &Guard, call: CallKind, args: [u64; 6]) {
 /// one's Module record, a ModuleLoad event naming the watched call that loaded it (`via`, an
 /// index into `vmshim_trace::LOADING_FUNCTIONS`) with the current stack.
 pub fn new_modules(g: &Guard, via: usize) {
+    // Deferred start-up records first: they write every image known so far, and the scan below
+    // adds the new ones once each.
+    crate::record::start::ensure_started();
     crate::know::modules::record_new(|base, lo, hi| {
         note(g, CallKind::ModuleLoad, [base, lo, hi, via as u64, 0, 0]);
     });

@@ -1,13 +1,35 @@
 //! Starting the recording, once per process image and once more in each fork child: the
 //! configuration read, the trace opened, the start-up records written. Every hook calls
 //! [`ensure_started`] first; the constructor in `lib.rs` calls it before `main`.
+//!
+//! # Deferred start-up records (issue 12, cheap start)
+//! Under `vmshim run` with the exit watcher (`VMSHIM_WATCHED=1`), the kernel's map of every
+//! process of the tree is read at its exit, and a process that records nothing is explained by
+//! that map alone. Such a process (a shell's `/bin/true`, the fork child that execs it) needs
+//! only its Start record: who it is, its parent, the fork that made it. The records that matter
+//! only for explaining recorded calls — the start-up map (`/proc/self/maps`), the Module
+//! records, the resolver configuration — are then written by the first hook that records, before
+//! its real call runs (or, for a malloc-family event, before its record), so a process that
+//! never records never reads them: about a third of what the shim added to each process of a
+//! 1,000-process shell loop. Nothing they describe is lost by the wait: until the first recorded
+//! call, every change to the address space was made without one, exactly what the start-up map
+//! stands for. The writing is plain system calls and appends (no loader call: the images were
+//! listed eagerly, which the unwinder needs anyway), so any hook can do it, in a signal handler
+//! too.
 
-use crate::know::{names, shadowed, startup};
+use crate::know::{modules, names, shadowed, startup};
 use crate::os::syscall as sys;
 use crate::out::writer;
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
 
 static DEPTH: AtomicUsize = AtomicUsize::new(64);
+
+/// What start-up left for the first recorded call: nothing, an exec'd image's records, or a
+/// fork child's.
+static DEFERRED: AtomicU8 = AtomicU8::new(NONE);
+const NONE: u8 = 0;
+const IMAGE: u8 = 1;
+const FORK: u8 = 2;
 
 /// Most frames to record per stack.
 pub fn depth() -> usize {
@@ -15,28 +37,58 @@ pub fn depth() -> usize {
 }
 
 /// Opens the trace and records the start-up state, once per process image (and once more in
-/// each fork child). Safe to call from any hook: exactly one caller initialises; callers that
-/// race it find the writer not yet ready and pass their call through unrecorded.
+/// each fork child), and writes what start-up deferred when a recording is about to follow.
+/// Safe to call from any hook: exactly one caller initialises; callers that race it find the
+/// writer not yet ready and pass their call through unrecorded.
+#[inline]
 pub fn ensure_started() {
-    if writer::is_ready() || !writer::begin_init() {
+    if writer::is_ready() {
+        if DEFERRED.load(Relaxed) != NONE {
+            write_deferred();
+        }
         return;
     }
-    start(None);
+    if writer::begin_init() {
+        start(None);
+    }
+}
+
+/// Writes the deferred start-up records; exactly one caller does (the others record their calls
+/// meanwhile: the report places the start-up map before every call wherever it lies).
+#[cold]
+fn write_deferred() {
+    let what = DEFERRED.swap(NONE, Acquire);
+    if what != NONE {
+        startup::record_deferred(what == FORK);
+    }
 }
 
 /// Opens the trace and writes the start-up records; the caller won [`writer::begin_init`]:
 /// [`ensure_started`], or the fork child's handler in `fork.rs`.
 pub fn start(fork: Option<&startup::Origin<'_>>) {
+    // A fork child has no deferred records of its parent's to write: its own replace them.
+    DEFERRED.store(NONE, Relaxed);
     let cfg = crate::config::load();
     DEPTH.store(cfg.depth, Relaxed);
     names::enable(cfg.name_mappings);
     // A fork child's failure to create its trace says nothing: its stderr is the program's.
-    if writer::open(&cfg, fork.is_some()) {
-        startup::record_all(fork);
+    if !writer::open(&cfg, fork.is_some()) {
+        return;
+    }
+    startup::record_start(fork);
+    if fork.is_none() {
+        // The images, for the unwinder (their Module records may wait); the child has the
+        // parent's libraries and calibration.
+        modules::scan();
+        shadowed::record();
+        sys::begin_tsc_calibration();
+    }
+    if cfg.watched {
         if fork.is_none() {
-            // The child has the parent's libraries and calibration.
-            shadowed::record();
-            sys::begin_tsc_calibration();
+            startup::record_loader_evidence();
         }
+        DEFERRED.store(if fork.is_some() { FORK } else { IMAGE }, Release);
+    } else {
+        startup::record_deferred(fork.is_some());
     }
 }
