@@ -62,21 +62,24 @@ pub fn record_deferred(fork: bool) {
 }
 
 fn record_start_in(scratch: &mut [u8], fork: Option<&Origin<'_>>) {
-    let (exe, rest) = scratch.split_at_mut(4096);
-    let (cmdline, buf) = rest.split_at_mut(16 << 10);
+    // The command line, the executable's path and the record, each right after the one before:
+    // a small process's start touches one scratch page, not three (each a page fault, and in a
+    // fork child a page copy). SCRATCH_BYTES leaves START_BUF for the record however long the
+    // first two are.
+    let cmd_len = read_file(b"/proc/self/cmdline\0", &mut scratch[..16 << 10]);
+    let path = &mut scratch[cmd_len..cmd_len + 4096];
     // A fork child runs the parent's executable: the path the parent read at its start stands
     // (one readlink less in every fork; issue 12, cheap start).
-    let known = if fork.is_some() { modules::kept_exe_path(exe) } else { 0 };
+    let known = if fork.is_some() { modules::kept_exe_path(path) } else { 0 };
     let n = if known > 0 {
         known
     } else {
-        let n = sys::readlink(b"/proc/self/exe\0", exe).max(0) as usize;
-        modules::keep_exe_path(&exe[..n]);
+        let n = sys::readlink(b"/proc/self/exe\0", path).max(0) as usize;
+        modules::keep_exe_path(&path[..n]);
         n
     };
-    let exe = &exe[..n];
-    let cmd_len = read_file(b"/proc/self/cmdline\0", cmdline);
-    let cmd = &cmdline[..cmd_len];
+    let (head, buf) = scratch.split_at_mut(cmd_len + n);
+    let (cmd, exe) = head.split_at(cmd_len);
     let s = StartRecord {
         pid: sys::own_pid(),
         // A fork child's parent is the process that forked, as it was at the fork: by now a
