@@ -483,3 +483,88 @@ fn an_image_that_exec_d_a_static_program_says_so_and_keeps_its_own_map() {
     let text = report_text(&[], &trace);
     assert!(text.contains(&format!("then exec'd: {} is statically linked", stat.display())), "{text}");
 }
+
+/// Whether a trace holds a start-up map (`Maps` records from the shim's start).
+fn has_start_up_map(trace: &Path) -> bool {
+    let t = vmshim_trace::parse(&std::fs::read(trace).unwrap()).unwrap();
+    t.events.iter().any(|e| matches!(e, Event::Maps(m) if m.source == vmshim_trace::MapsSource::Initial))
+}
+
+/// Under the exit watcher, a fork child that makes no recorded call never reads its start-up map
+/// (issue 12: cheap start): its map at exit, which the watcher read from the kernel, is all
+/// explained, what it shares with the parent's address space at the fork as inherited, with the
+/// parent's category, thread and stack. A child that records reads its map as before.
+#[test]
+fn a_fork_child_that_records_nothing_is_explained_by_its_map_at_exit_and_what_it_inherited() {
+    let dir = TestDir::new("tree_quiet");
+    let mut cmd = vmshim_run_cmd(&dir, &build_c("proctree"), &["quiet"]);
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let (t, report) = (parse_tree(&stdout), read_report(&dir.join("report.json")));
+    let top = dir.join("t.trace");
+    assert!(has_start_up_map(&trace_of(&report, t.child1)), "child1 records: its start-up map is read");
+    let parent = report_json(&[], &top);
+    let theirs = covering(&parent, t.reserve);
+    for pid in [t.child2, t.grandchild] {
+        assert!(!has_start_up_map(&trace_of(&report, pid)), "{pid} recorded nothing and read no map");
+        let section = report_json(&["--pid", &pid.to_string()], &top);
+        let kernel = section.vsz.kernel_final_bytes.unwrap_or_else(|| panic!("{pid}: the map at exit"));
+        assert_eq!(section.vsz.final_bytes, kernel, "{pid}");
+        let unexplained: u64 = section
+            .regions
+            .iter()
+            .filter(|r| matches!(r.category.as_str(), "unattributed" | "inherited"))
+            .map(|r| r.end - r.start)
+            .sum();
+        assert_eq!(unexplained, 0, "{pid}: every byte of the map at exit is explained");
+        let r = covering(&section, t.reserve);
+        assert_eq!(r.category, theirs.category, "{pid}: {r:?}");
+        let inherited = r.inherited.unwrap_or_else(|| panic!("{pid}: {r:?}"));
+        let forker = if pid == t.grandchild { t.child2 } else { t.parent };
+        assert_eq!(inherited.pid, t.parent, "{pid} (forked by {forker}): {r:?}");
+        assert!(functions(r).contains(&"parent_reserve"), "{pid}: {r:?}");
+        assert!(section.process.inherited_bytes >= t.reserve.1 - t.reserve.0, "{pid}");
+    }
+}
+
+/// Under the exit watcher, an exec'd program that makes no recorded call (`/bin/true`) writes
+/// only its Start record and the loader's addresses: the report explains all of its map at exit,
+/// the loader's anonymous regions by what they hold. Without the watcher (`--no-watch`) the
+/// start-up map is read at start as before; both runs find the same loader regions.
+#[test]
+fn an_exec_d_program_that_records_nothing_names_the_loaders_regions_by_what_they_hold() {
+    let truth = std::fs::canonicalize("/bin/true").unwrap();
+    let loader_regions = |extra: &[&str], deferred: bool| -> Vec<(u64, String)> {
+        let dir = TestDir::new(if deferred { "tree_true_watched" } else { "tree_true_eager" });
+        let mut cmd = Command::new(vmshim_bin());
+        cmd.current_dir(dir.path())
+            .args(["run", "--json", "--top", "1000", "--out"])
+            .arg(dir.join("t.trace"))
+            .arg("--report")
+            .arg(dir.join("report.json"))
+            .args(extra)
+            .arg("--")
+            .arg(&truth);
+        let out = run_with_timeout(&mut cmd, TIMEOUT);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(has_start_up_map(&dir.join("t.trace")), !deferred, "{extra:?}");
+        let r = read_report(&dir.join("report.json"));
+        let kernel = r.vsz.kernel_final_bytes.expect("the map at exit");
+        let explained: u64 =
+            r.regions.iter().filter(|x| x.category != "unattributed").map(|x| x.end - x.start).sum();
+        assert_eq!((r.vsz.final_bytes, explained), (kernel, kernel), "{extra:?}: {:#?}", r.regions);
+        let loader: Vec<&Region> = r.regions.iter().filter(|x| x.cause == "loader").collect();
+        assert!(!loader.is_empty(), "{extra:?}: the loader's static TLS block at least");
+        if deferred {
+            for x in &loader {
+                let why = x.evidence.as_deref().unwrap_or_default();
+                assert!(why.contains("TCB") || why.contains("DTV") || why.contains("link map"), "{x:?}");
+            }
+        }
+        let mut v: Vec<(u64, String)> = loader.iter().map(|x| (x.end - x.start, x.prot.clone())).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(loader_regions(&[], true), loader_regions(&["--no-watch"], false));
+}

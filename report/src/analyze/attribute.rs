@@ -196,6 +196,32 @@ fn go_purpose(sym: &mut Symbolizer, stack: &[u64]) -> Option<String> {
     crate::analyze::gopurpose::from_stack(&names).map(|(words, _)| words)
 }
 
+/// The parent's region at `at`, for a fork child's piece there.
+fn inherited_piece(inh: &Inheritance, at: u64) -> Option<&Attributed> {
+    match inh {
+        Inheritance::Parent { regions, .. } => parent_piece(regions, at),
+        Inheritance::NotTraced { .. } => None,
+    }
+}
+
+/// The addresses a shim that read no start-up map wrote as the loader's (`loader.at`: the main
+/// thread's TCB and DTV, then every link map), with what each one is.
+fn loader_evidence(rec: &Recording) -> Vec<(u64, &'static str)> {
+    let Some((_, v)) = rec.config.iter().find(|(k, _)| k == "loader.at") else { return vec![] };
+    v.split(',')
+        .filter_map(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .enumerate()
+        .map(|(i, at)| {
+            let what = match i {
+                0 => "holds the main thread's TCB (the loader's static TLS block)",
+                1 => "holds the main thread's DTV (the loader's)",
+                _ => "holds a link map (the loader's own allocation)",
+            };
+            (at, what)
+        })
+        .collect()
+}
+
 /// `inherited` is set for a fork child: the pieces its start-up map explains came from the
 /// parent, and are attributed as the parent's.
 pub fn attribute(
@@ -220,6 +246,7 @@ pub fn attribute(
     let module_ends: Vec<u64> =
         sym.modules().iter().map(|m| m.hi.div_ceil(page).saturating_mul(page)).collect();
     let brk_baseline = rec.calls.values().find(|c| c.call == CallKind::BrkGrow && c.args[0] == 0);
+    let loader_at = if rec.initial_maps.is_empty() { loader_evidence(rec) } else { vec![] };
     let mut out = Vec::new();
     let mut vmshim_rss = 0;
     for (ri, r) in final_regions.iter().enumerate() {
@@ -230,8 +257,18 @@ pub fn attribute(
         }
         for (s, e, origin) in pieces {
             let mut a = Attributed::of_map(r, s, e, Category::Unattributed);
-            // What the child's start-up map holds came from the parent at the fork.
-            if let (Some(Origin::Initial(_)), Some(inh)) = (origin, inherited) {
+            // What the child's start-up map holds came from the parent at the fork. A child that
+            // recorded nothing has no start-up map: what its map at exit shares with the
+            // parent's at the fork came from the parent too (no recorded call made it since),
+            // and the rest is explained as any other region.
+            let from_start = match origin {
+                Some(Origin::Initial(_)) => true,
+                None => rec.initial_maps.is_empty(),
+                Some(Origin::Call(_)) => false,
+            };
+            if let (true, Some(inh)) = (from_start, inherited)
+                && (matches!(origin, Some(Origin::Initial(_))) || inherited_piece(inh, s).is_some())
+            {
                 let parent = match inh {
                     Inheritance::Parent { pid, regions } => parent_piece(regions, s).map(|p| (*pid, p)),
                     Inheritance::NotTraced { .. } => None,
@@ -341,6 +378,16 @@ pub fn attribute(
                             Category::Unattributed if matches!(origin, Some(Origin::Initial(_))) => {
                                 a.category = Category::Library;
                                 a.cause = "loader";
+                            }
+                            // Without a start-up map (the image recorded nothing, so the shim
+                            // never read one), only a region that holds what the loader
+                            // allocated is known to be its.
+                            Category::Unattributed if origin.is_none() => {
+                                if let Some(what) = loader_at.iter().find(|(at, _)| (s..e).contains(at)) {
+                                    a.category = Category::Library;
+                                    a.cause = "loader";
+                                    a.evidence = Some(what.1.to_string());
+                                }
                             }
                             _ => {}
                         }

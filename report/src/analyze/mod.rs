@@ -321,7 +321,13 @@ fn analyse(run: &Run, p: usize, image: usize, mut rec: Recording, last_rec: Opti
     }
     let replay = std::mem::take(&mut rec.replay);
     let mut sym = Symbolizer::new(attribute::modules(&rec));
-    let inheritance = if image == 0 { inheritance(run, p, &rec.initial_maps, &mut sym, 0) } else { None };
+    // A fork child that recorded nothing read no start-up map (the shim leaves it for the first
+    // recorded call under the exit watcher): its map at exit is what it could have inherited.
+    let start_map = match (&rec.final_maps, rec.initial_maps.is_empty()) {
+        (Some(at_exit), true) => at_exit,
+        _ => &rec.initial_maps,
+    };
+    let inheritance = if image == 0 { inheritance(run, p, start_map, &mut sym, 0) } else { None };
     if let Some(inh) = &inheritance {
         context.fork_of = proc_.fork().map(|f| ForkOf {
             ppid: proc_.ppid,
@@ -417,11 +423,11 @@ fn inheritance(
     let parent_index = proc_.parent?;
     let first_image = std::ptr::eq(img, parent.first());
     // The parent's own inheritance, over the same map (what it still had from its own parent).
-    let grand = if first_image {
-        inheritance(run, parent_index, &prec.initial_maps, sym, generation + 1)
-    } else {
-        None
-    };
+    // A parent that recorded nothing before this fork read no start-up map: the child's map
+    // stands for what it had then.
+    let parent_map = if prec.initial_maps.is_empty() { map } else { &prec.initial_maps };
+    let grand =
+        if first_image { inheritance(run, parent_index, parent_map, sym, generation + 1) } else { None };
     prec.final_maps = Some(map.to_vec());
     let replay = std::mem::take(&mut prec.replay);
     let attr = attribute::attribute(&prec, &replay, sym, grand.as_ref());

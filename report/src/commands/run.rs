@@ -224,6 +224,8 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
             r.name
         );
     }
+    let me = std::env::current_exe().ok();
+    let watch = me.as_deref().filter(|_| !a.no_watch && early_problem.is_none());
     let mut env = Vec::new();
     if early_problem.is_none() && shim {
         env.push(("LD_PRELOAD".into(), preload));
@@ -232,13 +234,16 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         if hold {
             env.push(("VMSHIM_TRACER".into(), std::process::id().to_string().into()));
         }
+        // Every exit of the tree will be read: a process's start-up records may wait for its
+        // first recorded call (issue 12: most of a short process's start-up cost).
+        if watch.is_some() && launch::watch::can_install() {
+            env.push(("VMSHIM_WATCHED".into(), "1".into()));
+        }
     }
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
         .saturating_sub(1_000_000_000);
-    let me = std::env::current_exe().ok();
-    let watch = me.as_deref().filter(|_| !a.no_watch && early_problem.is_none());
     let l = launch::Launch { program: &program, args: &a.cmd[1..], env, hold, watch };
     // With the shim alongside, the recorder's traces go beside the shim's, a run of their own.
     let companion = (recorded && shim).then(|| crate::launch::recorder::companion_template(&template));

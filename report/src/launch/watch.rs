@@ -134,6 +134,20 @@ pub fn install_in_child(sock: RawFd) {
     }
 }
 
+/// Whether this process may install the filter (CAP_SYS_ADMIN in its effective set): then
+/// every process of the tree that leaves through exit_group has its map read at the exit, and
+/// the shim may let a process's start-up records wait for its first recorded call
+/// (`VMSHIM_WATCHED`).
+pub fn can_install() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps >> CAP_SYS_ADMIN & 1 == 1)
+}
+
 /// The watcher as `vmshim run` sees it.
 pub struct Watcher {
     child: Child,
