@@ -455,8 +455,45 @@ fn answer(listener: RawFd, capture: bool) -> Option<Vec<u8>> {
 
 fn capture_frame(tid: u32, code: i32) -> Vec<u8> {
     let mono_ns = monotonic_ns();
-    // The calling thread's group lists its threads; a group of one is the thread itself, and
-    // needs no status read for its tgid (most exits: one file less per exit; issue 12).
+    // Most exits are of a process of one thread: /proc/TID/stat (one line) says so with its
+    // thread count, and names it, where listing the tasks and reading each one's comm took
+    // three more files per exit (issue 12). A group of one is the calling thread itself.
+    let (pid, names) = match single_thread_name(tid) {
+        Some(comm) => (tid, format!("{tid}\t{comm}\n")),
+        None => group_names(tid),
+    };
+    let smaps = super::read_proc(&format!("/proc/{tid}/smaps"));
+    let mut f = Vec::with_capacity(smaps.len() + names.len() + 40);
+    f.extend_from_slice(&FRAME_CAPTURE.to_le_bytes());
+    f.extend_from_slice(&pid.to_le_bytes());
+    f.extend_from_slice(&tid.to_le_bytes());
+    f.extend_from_slice(&(code as u32).to_le_bytes());
+    f.extend_from_slice(&mono_ns.to_le_bytes());
+    put_blob(&mut f, &smaps);
+    put_blob(&mut f, names.as_bytes());
+    f
+}
+
+/// The name (`comm`) of thread `tid` when its process has no other thread, from
+/// `/proc/TID/stat`.
+fn single_thread_name(tid: u32) -> Option<String> {
+    let (comm, threads) = name_and_threads(&std::fs::read(format!("/proc/{tid}/stat")).ok()?)?;
+    (threads == 1).then_some(comm)
+}
+
+/// A `/proc/TID/stat` line's name and thread count: `pid (comm) state ... num_threads` (field
+/// 20). The name may hold spaces and parentheses; it ends at the last `)`.
+fn name_and_threads(stat: &[u8]) -> Option<(String, u64)> {
+    let open = stat.iter().position(|&b| b == b'(')?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    // After the name: state (field 3), ppid (4), ..., num_threads (20).
+    let threads = rest.split_ascii_whitespace().nth(17)?.parse().ok()?;
+    Some((String::from_utf8_lossy(stat.get(open + 1..close)?).into_owned(), threads))
+}
+
+/// The thread group of `tid` (its tgid) and its threads' names, one `tid\tcomm` line each.
+fn group_names(tid: u32) -> (u32, String) {
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{tid}/task"))
         .map(|dir| dir.flatten().filter_map(|e| e.file_name().to_str().map(str::to_owned)).collect())
         .unwrap_or_default();
@@ -470,20 +507,30 @@ fn capture_frame(tid: u32, code: i32) -> Vec<u8> {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(tid)
     };
-    let smaps = super::read_proc(&format!("/proc/{tid}/smaps"));
     let mut names = String::new();
     for t in &threads {
         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/task/{t}/comm")) {
             names.push_str(&format!("{t}\t{}\n", comm.trim_end()));
         }
     }
-    let mut f = Vec::with_capacity(smaps.len() + names.len() + 40);
-    f.extend_from_slice(&FRAME_CAPTURE.to_le_bytes());
-    f.extend_from_slice(&pid.to_le_bytes());
-    f.extend_from_slice(&tid.to_le_bytes());
-    f.extend_from_slice(&(code as u32).to_le_bytes());
-    f.extend_from_slice(&mono_ns.to_le_bytes());
-    put_blob(&mut f, &smaps);
-    put_blob(&mut f, names.as_bytes());
-    f
+    (pid, names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_and_threads;
+
+    #[test]
+    fn a_stat_line_gives_the_name_and_the_thread_count_of_this_process() {
+        let stat = std::fs::read("/proc/self/stat").unwrap();
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let threads: u64 =
+            status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap();
+        assert_eq!(name_and_threads(&stat), Some((comm.trim_end().to_string(), threads)));
+        // A name with spaces and parentheses ends at the last `)`.
+        let odd = b"42 (a) (b c) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 7 0 1234 5 6";
+        assert_eq!(name_and_threads(odd), Some(("a) (b c".to_string(), 7)));
+        assert_eq!(name_and_threads(b"42 (x"), None);
+    }
 }
