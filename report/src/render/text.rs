@@ -114,6 +114,16 @@ pub fn text(a: &Analysis, opts: &Options) -> String {
             };
             let _ =
                 writeln!(o, "  kernel VSZ at exit not captured ({why}); replayed from the recorded calls");
+            // Under the exit watcher a process that records nothing reads no start-up map; one
+            // that then leaves unseen (killed by a signal) has no map at all.
+            if rec.initial_maps.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "  its map was never read: it made no recorded call (the start-up map waits for \
+                     one under the exit watcher) and its exit was not seen; only the shim's own \
+                     mappings are known"
+                );
+            }
         }
     }
     let lost = if rec.unresolved_stacks > 0 {
