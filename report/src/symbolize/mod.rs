@@ -111,38 +111,30 @@ impl LoadedModule {
     /// `-z separate-code`) the region's offset alone cannot say which segment it holds; the lower
     /// one is assumed.
     pub fn from_mapping(path: &str, start: u64, file_offset: u64) -> Option<LoadedModule> {
-        with_elf(Path::new(path), |elf| {
-            // (vaddr, memsz, file offset, filesz) of each PT_LOAD segment.
-            let segments: Vec<(u64, u64, u64, u64)> = elf
-                .segments()
-                .map(|segment| {
-                    let (offset, file_size) = segment.file_range();
-                    (segment.address(), segment.size(), offset, file_size)
-                })
-                .collect();
-            // The segment this region maps: the kernel maps it from the page holding its first
-            // file byte, so the region's offset lies between that page and the segment's end.
-            let &(vaddr, _, offset, _) = segments
-                .iter()
-                .filter(|&&(_, _, offset, file_size)| {
-                    file_size > 0
-                        && page_down(offset) <= file_offset
-                        && file_offset < offset.saturating_add(file_size)
-                })
-                .max_by_key(|&&(_, _, offset, _)| (page_down(offset), std::cmp::Reverse(offset)))?;
-            // start = base + vaddr - (offset - file_offset): the region begins that many bytes
-            // before the segment's first byte.
-            let base = start.wrapping_sub(vaddr.wrapping_sub(offset.wrapping_sub(file_offset)));
-            let loaded = segments.iter().filter(|&&(_, mem_size, _, _)| mem_size > 0);
-            let lo = loaded.clone().map(|&(vaddr, ..)| vaddr).min()?;
-            let hi = loaded.map(|&(vaddr, mem_size, ..)| vaddr.saturating_add(mem_size)).max()?;
-            Some(LoadedModule {
-                path: path.to_owned(),
-                base,
-                lo: lo.wrapping_add(base),
-                hi: hi.wrapping_add(base),
-                build_id: build_id_of(elf).map(<[u8]>::to_vec).unwrap_or_default(),
+        let layout = layout_of(Path::new(path))?;
+        let segments = &layout.segments;
+        // The segment this region maps: the kernel maps it from the page holding its first
+        // file byte, so the region's offset lies between that page and the segment's end.
+        let &(vaddr, _, offset, _) = segments
+            .iter()
+            .filter(|&&(_, _, offset, file_size)| {
+                file_size > 0
+                    && page_down(offset) <= file_offset
+                    && file_offset < offset.saturating_add(file_size)
             })
+            .max_by_key(|&&(_, _, offset, _)| (page_down(offset), std::cmp::Reverse(offset)))?;
+        // start = base + vaddr - (offset - file_offset): the region begins that many bytes
+        // before the segment's first byte.
+        let base = start.wrapping_sub(vaddr.wrapping_sub(offset.wrapping_sub(file_offset)));
+        let loaded = segments.iter().filter(|&&(_, mem_size, _, _)| mem_size > 0);
+        let lo = loaded.clone().map(|&(vaddr, ..)| vaddr).min()?;
+        let hi = loaded.map(|&(vaddr, mem_size, ..)| vaddr.saturating_add(mem_size)).max()?;
+        Some(LoadedModule {
+            path: path.to_owned(),
+            base,
+            lo: lo.wrapping_add(base),
+            hi: hi.wrapping_add(base),
+            build_id: layout.build_id.clone(),
         })
     }
 
@@ -540,6 +532,46 @@ fn with_elf<T>(path: &Path, read: impl FnOnce(&ElfFile<'_>) -> Option<T>) -> Opt
         return None;
     }
     read(&elf)
+}
+
+/// What [`LoadedModule::from_mapping`] needs of an ELF file: its PT_LOAD segments (vaddr,
+/// memsz, file offset, filesz) and its build id.
+struct Layout {
+    segments: Vec<(u64, u64, u64, u64)>,
+    build_id: Vec<u8>,
+}
+
+/// The layout of the ELF file at `path`, or None when it is not one: remembered for the rest of
+/// the command by the file's identity (device, inode, size, modification time). A map at exit
+/// whose images have no Module records (a process that recorded nothing, issue 12) names them
+/// by their files, and a thousand such processes read the same four libraries whole a thousand
+/// times: 8 MiB each, most of the report's time.
+fn layout_of(path: &Path) -> Option<std::sync::Arc<Layout>> {
+    use std::os::unix::fs::MetadataExt;
+    type Identity = (std::path::PathBuf, u64, u64, u64, i64, i64);
+    type Known = std::collections::HashMap<Identity, Option<std::sync::Arc<Layout>>>;
+    static KNOWN: std::sync::OnceLock<std::sync::Mutex<Known>> = std::sync::OnceLock::new();
+    let meta = std::fs::metadata(path).ok()?;
+    let identity = (path.to_path_buf(), meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(layout) = known.lock().ok().and_then(|k| k.get(&identity).cloned()) {
+        return layout;
+    }
+    let layout = with_elf(path, |elf| {
+        let segments = elf
+            .segments()
+            .map(|segment| {
+                let (offset, file_size) = segment.file_range();
+                (segment.address(), segment.size(), offset, file_size)
+            })
+            .collect();
+        Some(Layout { segments, build_id: build_id_of(elf).map(<[u8]>::to_vec).unwrap_or_default() })
+    })
+    .map(std::sync::Arc::new);
+    if let Ok(mut k) = known.lock() {
+        k.insert(identity, layout.clone());
+    }
+    layout
 }
 
 fn build_id_of<'cache>(elf: &ElfFile<'cache>) -> Option<&'cache [u8]> {
