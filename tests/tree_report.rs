@@ -568,3 +568,34 @@ fn an_exec_d_program_that_records_nothing_names_the_loaders_regions_by_what_they
     };
     assert_eq!(loader_regions(&[], true), loader_regions(&["--no-watch"], false));
 }
+
+/// A parent that replaces its environment before it forks (as daemons do) keeps its children in
+/// the run: a fork child writes its trace where the parent's went, with the run's id, from the
+/// configuration the parent's start-up read, not from the environment it inherits.
+#[test]
+fn children_of_a_parent_that_cleared_its_environment_stay_in_the_run() {
+    let dir = TestDir::new("tree_clearenv");
+    let mut cmd = vmshim_run_cmd(&dir, &build_c("proctree"), &["clearenv"]);
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let (t, report) = (parse_tree(&stdout), read_report(&dir.join("report.json")));
+    let mut made = vec![t.parent, t.child1, t.child2, t.grandchild];
+    made.sort_unstable();
+    assert_eq!(pids(&report), made);
+    let run_id = report.process.run_id.clone().expect("the run's id");
+    for pid in [t.child1, t.child2, t.grandchild] {
+        let trace = trace_of(&report, pid);
+        assert_eq!(trace.parent(), Some(dir.path()), "{pid}: {}", trace.display());
+        assert!(trace.file_name().unwrap().to_string_lossy().starts_with("t.trace."), "{}", trace.display());
+        let section = report_json(&["--pid", &pid.to_string()], &dir.join("t.trace"));
+        assert_eq!(section.process.run_id.as_deref(), Some(run_id.as_str()), "{pid}");
+    }
+    let strays: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("vmshim."))
+        .collect();
+    assert!(strays.is_empty(), "no trace under the default name: {strays:?}");
+}

@@ -31,6 +31,7 @@ pub const VARS: &[(&str, &str)] = &[
     ),
 ];
 
+#[derive(Clone, Copy)]
 pub struct Config {
     pub max_bytes: u64,
     pub segment_bytes: u64,
@@ -38,6 +39,8 @@ pub struct Config {
     pub name_mappings: bool,
     /// `VMSHIM_WATCHED=1`: the start-up records may wait for the first recorded call.
     pub watched: bool,
+    /// `VMSHIM_RUN`, see [`run_id`].
+    pub run_id: u64,
 }
 
 unsafe extern "C" {
@@ -119,11 +122,6 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
     })
 }
 
-/// `VMSHIM_RUN` as hex: 1 to 16 hex digits, else 0.
-pub fn run_id() -> u64 {
-    parse_hex(getenv("VMSHIM_RUN").unwrap_or(b""))
-}
-
 /// 1 to 16 hex digits as a number; 0 for anything else.
 pub fn parse_hex(s: &[u8]) -> u64 {
     if s.is_empty() || s.len() > 16 {
@@ -134,18 +132,63 @@ pub fn parse_hex(s: &[u8]) -> u64 {
     digits.unwrap_or(0)
 }
 
-pub fn load() -> Config {
+/// The configuration and the trace path template (`VMSHIM_OUT`) from the environment, kept for
+/// the fork children of this process image ([`kept`]). Only start-up's single initialiser calls
+/// this.
+pub fn load() -> (Config, &'static [u8]) {
     let num = |name| getenv(name).and_then(parse_u64);
     let segment_bytes =
         num("VMSHIM_SEGMENT_BYTES").filter(|s| s.is_power_of_two() && *s >= 1 << 16).unwrap_or(4 << 20);
-    Config {
+    let cfg = Config {
         max_bytes: num("VMSHIM_MAX_BYTES").unwrap_or(1 << 30).max(segment_bytes),
         segment_bytes,
         depth: num("VMSHIM_DEPTH").map_or(64, |d| d.clamp(1, vmshim_trace::MAX_FRAMES as u64) as usize),
         name_mappings: getenv("VMSHIM_NAME_MAPPINGS") == Some(b"1"),
         watched: getenv("VMSHIM_WATCHED") == Some(b"1"),
-    }
+        // 1 to 16 hex digits, else 0.
+        run_id: parse_hex(getenv("VMSHIM_RUN").unwrap_or(b"")),
+    };
+    let out = getenv("VMSHIM_OUT").unwrap_or(b"vmshim.%p.trace");
+    // SAFETY: the single initialiser (see Kept); a fork child, which reads KEPT, never gets here
+    // for its parent's copy (it keeps what it has).
+    let kept = unsafe { &mut *KEPT.0.get() };
+    let n = out.len().min(kept.out.len());
+    kept.out[..n].copy_from_slice(&out[..n]);
+    (kept.cfg, kept.out_len) = (cfg, if n == out.len() { n } else { 0 });
+    KEPT_READY.store(true, core::sync::atomic::Ordering::Release);
+    (cfg, out)
 }
+
+/// The configuration and the trace path template as this process image's start-up read them,
+/// for a fork child: the child belongs to its parent's run, so its trace goes where the
+/// parent's went and carries the run's id, even if the program changed its environment since
+/// (a daemon that clears it before forking), and it reads no variable again (issue 12: every
+/// fork paid for the scans). None before the image's start-up read them.
+pub fn kept() -> Option<(Config, &'static [u8])> {
+    if !KEPT_READY.load(core::sync::atomic::Ordering::Acquire) {
+        return None;
+    }
+    // SAFETY: written before KEPT_READY was published, never again in this image (see Kept).
+    let kept = unsafe { &*KEPT.0.get() };
+    (kept.out_len > 0).then(|| (kept.cfg, &kept.out[..kept.out_len]))
+}
+
+struct KeptConfig {
+    cfg: Config,
+    out: [u8; 4096],
+    /// 0 when the template did not fit (the child then reads the environment).
+    out_len: usize,
+}
+struct Kept(core::cell::UnsafeCell<KeptConfig>);
+// SAFETY: written by start-up's single initialiser before KEPT_READY is published (Release),
+// read after an Acquire load; a fork child reads its copy single-threaded.
+unsafe impl Sync for Kept {}
+static KEPT: Kept = Kept(core::cell::UnsafeCell::new(KeptConfig {
+    cfg: Config { max_bytes: 0, segment_bytes: 0, depth: 0, name_mappings: false, watched: false, run_id: 0 },
+    out: [0; 4096],
+    out_len: 0,
+}));
+static KEPT_READY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 #[cfg(test)]
 mod tests {

@@ -3,9 +3,11 @@
  * that region; then it forks two children. The first maps 1 MiB of its own and exits 0; the
  * second forks a grandchild (which exits 3) and then exits 0. Everyone is waited for. Every
  * process maps at least one page of its own, so that each makes a call the shim records; with
- * `quiet`, child2 and the grandchild map nothing and make no call the shim records at all.
+ * `quiet`, child2 and the grandchild map nothing and make no call the shim records at all; with
+ * `clearenv`, the parent replaces its environment with PATH alone before it forks, as daemons and
+ * sudo's env_reset do.
  *
- * Usage: proctree [quiet]
+ * Usage: proctree [quiet] [clearenv]
  * Stdout (each line flushed by the process that writes it; the order between processes varies):
  *   parent <pid> reserve <start-hex> <end-hex>
  *   fork <child-pid> at <CLOCK_MONOTONIC ns just before the fork>   (one per fork, by the forker)
@@ -65,11 +67,16 @@ static int wait_for(pid_t p) {
 }
 
 int main(int argc, char **argv) {
-    const int quiet = argc > 1 && strcmp(argv[1], "quiet") == 0;
+    int quiet = 0, clear = 0;
+    for (int i = 1; i < argc; i++) {
+        quiet |= strcmp(argv[i], "quiet") == 0;
+        clear |= strcmp(argv[i], "clearenv") == 0;
+    }
     const size_t len = 8 << 20;
     char *r = parent_reserve(len);
     memset(r, 1, 4096);
     printf("parent %d reserve %#lx %#lx\n", (int)getpid(), (unsigned long)r, (unsigned long)(r + len));
+    if (clear && (clearenv() != 0 || setenv("PATH", "/usr/bin:/bin", 1) != 0)) return 1;
     pid_t c1 = fork_noted();
     if (c1 == 0) {
         char *m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -40,9 +40,9 @@ pub struct Origin<'a> {
 /// Writes the Start record. Call only as the writer's single initialiser (after
 /// `writer::begin_init` returned true, before the writer is ready for anyone else). `fork`:
 /// this is a fork child's trace, created in the fork.
-pub fn record_start(fork: Option<&Origin<'_>>) {
+pub fn record_start(fork: Option<&Origin<'_>>, run_id: u64) {
     // SAFETY: the caller is the single initialiser (see Scratch).
-    record_start_in(unsafe { &mut *SCRATCH.0.get() }, fork);
+    record_start_in(unsafe { &mut *SCRATCH.0.get() }, fork, run_id);
 }
 
 /// Writes the rest of the start-up state: the resolver configuration, the map, the modules.
@@ -61,7 +61,7 @@ pub fn record_deferred(fork: bool) {
     modules::record_known();
 }
 
-fn record_start_in(scratch: &mut [u8], fork: Option<&Origin<'_>>) {
+fn record_start_in(scratch: &mut [u8], fork: Option<&Origin<'_>>, run_id: u64) {
     // The command line, the executable's path and the record, each right after the one before:
     // a small process's start touches one scratch page, not three (each a page fault, and in a
     // fork child a page copy). SCRATCH_BYTES leaves START_BUF for the record however long the
@@ -92,7 +92,7 @@ fn record_start_in(scratch: &mut [u8], fork: Option<&Origin<'_>>) {
         exe,
         trace_path: writer::path(),
         argv: Argv::Cmdline(cmd),
-        run_id: crate::config::run_id(),
+        run_id,
         fork: fork.map(|f| ForkRecord { parent_tid: f.parent_tid, mono_ns: f.mono_ns, stack: f.stack }),
     };
     if let Some(len) = start::encode(buf, &s) {

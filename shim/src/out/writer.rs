@@ -136,7 +136,7 @@ pub fn abandon_init() {
 /// Opens the trace file and maps its header and first segment. On failure, prints one line
 /// on stderr (nothing when `quiet`: a fork child's stderr is the program's) and leaves the
 /// writer off: the target runs on untraced.
-pub fn open(cfg: &crate::config::Config, quiet: bool) -> bool {
+pub fn open(cfg: &crate::config::Config, template: &[u8], quiet: bool) -> bool {
     let pid = sys::getpid();
     sys::set_own_pid(pid);
     QUIET.store(quiet, Relaxed);
@@ -145,7 +145,6 @@ pub fn open(cfg: &crate::config::Config, quiet: bool) -> bool {
     ALLOC.store(0, Relaxed);
     // SAFETY: only the initialising thread gets here (begin_init), before READY.
     let buf = unsafe { &mut *PATH.0.get() };
-    let template = crate::config::getenv("VMSHIM_OUT").unwrap_or(b"vmshim.%p.trace");
     // Absolute, so that reopening works after the program changes directory.
     let mut start = 0;
     if template.first() != Some(&b'/') {

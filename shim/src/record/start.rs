@@ -68,14 +68,18 @@ fn write_deferred() {
 pub fn start(fork: Option<&startup::Origin<'_>>) {
     // A fork child has no deferred records of its parent's to write: its own replace them.
     DEFERRED.store(NONE, Relaxed);
-    let cfg = crate::config::load();
+    // A fork child goes on with its parent's configuration; an image reads its own.
+    let (cfg, template) = match fork.and(crate::config::kept()) {
+        Some(kept) => kept,
+        None => crate::config::load(),
+    };
     DEPTH.store(cfg.depth, Relaxed);
     names::enable(cfg.name_mappings);
     // A fork child's failure to create its trace says nothing: its stderr is the program's.
-    if !writer::open(&cfg, fork.is_some()) {
+    if !writer::open(&cfg, template, fork.is_some()) {
         return;
     }
-    startup::record_start(fork);
+    startup::record_start(fork, cfg.run_id);
     if fork.is_none() {
         // The images, for the unwinder (their Module records may wait); the child has the
         // parent's libraries and calibration.
