@@ -403,13 +403,7 @@ pub fn attribute(
     }
     let out = merge_adjacent(out);
     let final_bytes: u64 = final_regions.iter().map(Region::size).sum();
-    // Per region where smaps gave it; else the process's total (smaps_rollup), and then the
-    // shim's own share is not known.
-    let per_region = rec.final_maps.as_ref().is_some_and(|m| m.iter().any(|r| r.rss.is_some()));
-    let rss_bytes = match (per_region, rec.final_rss_total) {
-        (false, Some(total)) => Some(total),
-        _ => rec.final_maps.as_ref().map(|m| m.iter().filter_map(|r| r.rss).sum()),
-    };
+    let rss_bytes = rec.final_maps.as_ref().map(|m| m.iter().filter_map(|r| r.rss).sum());
     let arenas = arena_rows(rec, &out);
     let threads = thread_rows(rec, &out, &arenas);
     // The replay sees only what the hooks saw; mappings made inside glibc exist on top of it.
@@ -421,7 +415,7 @@ pub fn attribute(
         kernel_final_bytes: rec.final_maps.as_ref().map(|m| crate::load::maps::vsz(m)),
         peak_bytes: (replay.peak + unseen).max(final_bytes),
         rss_bytes,
-        vmshim_rss_bytes: rss_bytes.filter(|_| per_region).map(|_| vmshim_rss),
+        vmshim_rss_bytes: rss_bytes.map(|_| vmshim_rss),
         regions: out,
     }
 }

@@ -462,16 +462,7 @@ fn capture_frame(tid: u32, code: i32) -> Vec<u8> {
         Some(comm) => (tid, format!("{tid}\t{comm}\n")),
         None => group_names(tid),
     };
-    let smaps = if recorded_nothing(pid) {
-        // The map and the totals: what a process that recorded nothing is explained with, at a
-        // third of smaps' cost (issue 12: /bin/true's map, 29 regions: smaps about 125 us,
-        // maps 26 us and smaps_rollup 20 us while it waits).
-        let mut text = super::read_proc(&format!("/proc/{tid}/maps"));
-        text.extend_from_slice(&super::read_proc(&format!("/proc/{tid}/smaps_rollup")));
-        text
-    } else {
-        super::read_proc(&format!("/proc/{tid}/smaps"))
-    };
+    let smaps = super::read_proc(&format!("/proc/{tid}/smaps"));
     let mut f = Vec::with_capacity(smaps.len() + names.len() + 40);
     f.extend_from_slice(&FRAME_CAPTURE.to_le_bytes());
     f.extend_from_slice(&pid.to_le_bytes());
@@ -481,33 +472,6 @@ fn capture_frame(tid: u32, code: i32) -> Vec<u8> {
     put_blob(&mut f, &smaps);
     put_blob(&mut f, names.as_bytes());
     f
-}
-
-/// Whether process `pid`'s trace, open at the descriptor the shim keeps (1023), holds nothing
-/// but its Start record, the loader's addresses and the shim's own mappings: the shim read no
-/// start-up map because no call was recorded (`VMSHIM_WATCHED`), and the report explains the
-/// process by its map at exit alone, for which the map and the totals suffice (no region's Rss
-/// or VmFlags is used for it). Anything else, a descriptor that is not a trace included, is no.
-fn recorded_nothing(pid: u32) -> bool {
-    const LOOK: usize = 16 << 10;
-    let Ok(mut f) = std::fs::File::open(format!("/proc/{pid}/fd/1023")) else { return false };
-    let mut bytes = vec![0u8; LOOK];
-    let mut n = 0;
-    while n < LOOK {
-        match f.read(&mut bytes[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    bytes.truncate(n);
-    let Ok(trace) = vmshim_trace::parse(&bytes) else { return false };
-    // Every record was read (parse stops at the cursor, or at the end of what was read).
-    trace.truncated.is_none()
-        && trace.events.iter().all(|e| match e {
-            vmshim_trace::Event::Start(_) | vmshim_trace::Event::Config(_) => true,
-            vmshim_trace::Event::Call(c) => c.flags & vmshim_trace::CALL_FLAG_OWN != 0,
-            _ => false,
-        })
 }
 
 /// The name (`comm`) of thread `tid` when its process has no other thread, from

@@ -77,38 +77,21 @@ fn parse_line(line: &str) -> Option<Region> {
 /// some twenty field lines, of which two are kept: this is most of reading a run of a thousand
 /// processes' maps at exit (issue 12), so a field line is told by its first byte.
 pub fn parse(text: &str) -> Vec<Region> {
-    parse_with_total(text).0
-}
-
-/// As [`parse`], and the process's total Rss when the text ends with `smaps_rollup`'s (the exit
-/// watcher's capture of a process that recorded nothing: maps, then the rollup, whose header
-/// line, `[rollup]`, is no region).
-pub fn parse_with_total(text: &str) -> (Vec<Region>, Option<u64>) {
     let mut out: Vec<Region> = Vec::new();
-    let mut rollup = false;
-    let mut total = None;
-    let kib = |v: &str| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024);
     for line in text.lines() {
         match line.as_bytes().first() {
             // A region's line starts with its address in lowercase hex; smaps' field lines
             // (`Size:`, `Rss:`, ...) with a capital letter.
             Some(b) if b.is_ascii_digit() || (b'a'..=b'f').contains(b) => {
                 if let Some(r) = parse_line(line) {
-                    rollup = r.path == "[rollup]";
-                    if !rollup {
-                        out.push(r);
-                    }
+                    out.push(r);
                 }
             }
-            Some(b'R') => match line.strip_prefix("Rss:") {
-                Some(v) if rollup => total = kib(v),
-                Some(v) => {
-                    if let Some(last) = out.last_mut() {
-                        last.rss = kib(v);
-                    }
+            Some(b'R') => {
+                if let (Some(v), Some(last)) = (line.strip_prefix("Rss:"), out.last_mut()) {
+                    last.rss = v.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024);
                 }
-                None => {}
-            },
+            }
             Some(b'V') => {
                 if let (Some(v), Some(last)) = (line.strip_prefix("VmFlags:"), out.last_mut()) {
                     last.vm_flags = v.trim().to_string();
@@ -117,7 +100,7 @@ pub fn parse_with_total(text: &str) -> (Vec<Region>, Option<u64>) {
             _ => {}
         }
     }
-    (out, total)
+    out
 }
 
 /// Total bytes, the kernel's VSZ.
@@ -128,18 +111,6 @@ pub fn vsz(regions: &[Region]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn maps_then_the_rollup_give_the_regions_and_the_total_rss() {
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap();
-        let rss = rollup.lines().find_map(|l| l.strip_prefix("Rss:")).unwrap();
-        let rss: u64 = rss.trim().trim_end_matches("kB").trim().parse().unwrap();
-        let (regions, total) = parse_with_total(&format!("{maps}{rollup}"));
-        assert_eq!(regions, parse(&maps), "the rollup's header line is no region");
-        assert_eq!(total, Some(rss * 1024));
-        assert_eq!(parse_with_total(&maps).1, None);
-    }
 
     #[test]
     fn parses_maps_and_smaps_lines() {

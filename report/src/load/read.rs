@@ -26,9 +26,6 @@ pub struct Recording {
     pub initial_maps: Vec<Region>,
     /// The kernel's own map at exit (smaps), when `vmshim run` captured it.
     pub final_maps: Option<Vec<Region>>,
-    /// The process's Rss at exit when the map at exit is maps without per-region Rss, from
-    /// smaps_rollup (the watcher's capture of a process that recorded nothing).
-    pub final_rss_total: Option<u64>,
     pub modules: Vec<Module>,
     /// Kept calls by their number among all calls.
     pub calls: BTreeMap<usize, Call>,
@@ -280,8 +277,7 @@ pub fn load_until(path: &Path, until: Option<u64>) -> Result<Recording, ReadErro
     prune(&mut rec, &r);
     rec.replay = r.out;
     if !kernel.is_empty() {
-        let (map, total) = join_with_total(kernel);
-        (rec.final_maps, rec.final_rss_total) = (Some(map), total);
+        rec.final_maps = Some(join(kernel));
     }
     Ok(rec)
 }
@@ -308,12 +304,7 @@ fn prune(rec: &mut Recording, r: &Replayer) {
 }
 
 /// Joins maps text chunks in order and parses them.
-fn join(chunks: Vec<(u32, Vec<u8>)>) -> Vec<Region> {
-    join_with_total(chunks).0
-}
-
-/// As [`join`], and the total Rss the text ends with, if it does ([`maps::parse_with_total`]).
-fn join_with_total(mut chunks: Vec<(u32, Vec<u8>)>) -> (Vec<Region>, Option<u64>) {
+fn join(mut chunks: Vec<(u32, Vec<u8>)>) -> Vec<Region> {
     chunks.sort_by_key(|c| c.0);
     let mut text = Vec::with_capacity(chunks.iter().map(|c| c.1.len()).sum());
     for (_, c) in &chunks {
@@ -322,14 +313,14 @@ fn join_with_total(mut chunks: Vec<(u32, Vec<u8>)>) -> (Vec<Region>, Option<u64>
     // The kernel's text is UTF-8 but for odd file names: the whole-text check is several times
     // faster than the lossy conversion's chunk walk, which was 8% of reporting a 1,001-process
     // tree (issue 12).
-    let (mut regions, total) = match std::str::from_utf8(&text) {
-        Ok(t) => maps::parse_with_total(t),
-        Err(_) => maps::parse_with_total(&String::from_utf8_lossy(&text)),
+    let mut regions = match std::str::from_utf8(&text) {
+        Ok(t) => maps::parse(t),
+        Err(_) => maps::parse(&String::from_utf8_lossy(&text)),
     };
     // [vsyscall] is the kernel's fixed gate page, listed in every maps file but not part of
     // the process's address space: VmSize, and so ps's VSZ, leaves it out.
     regions.retain(|r| r.path != "[vsyscall]");
-    (regions, total)
+    regions
 }
 
 /// A progress line on stderr while a large trace is read, when stderr is a terminal: the
