@@ -138,7 +138,17 @@ pub fn report_view(
     fin: Option<read::Final>,
     view: View,
 ) -> Result<(), Error> {
-    let Some(run) = tree::find(trace) else {
+    // The answer's stacks are named from libc's DWARF, the longest single piece of the report of
+    // a run of short processes: read here while another thread lists the run (issue 12).
+    let ahead = !matches!(view, View::Pid(..));
+    let run = std::thread::scope(|s| {
+        let listing = s.spawn(|| tree::find(trace));
+        if ahead {
+            analyze::name_ahead(trace);
+        }
+        listing.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+    });
+    let Some(run) = run else {
         // No start record: loading says why.
         analyze::of_image_alone(trace, fin)?;
         return Err(Error(2, format!("{}: no start record", trace.display())));

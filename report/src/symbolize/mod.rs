@@ -201,6 +201,21 @@ impl Symbolizer {
         frames
     }
 
+    /// Reads the debug information of the modules that hold these return addresses, naming
+    /// nothing: what a file with a build id gives is kept for this thread's later symbolizers
+    /// (see [`DebugInfo::shared`]), so a report can read it ahead, while other work goes on. A
+    /// module without a build id is left alone: its file is read again by each symbolizer.
+    pub fn read_ahead(&mut self, return_addresses: &[u64]) {
+        for &addr in return_addresses {
+            // The module is chosen by the call's byte, as `look_up` chooses it.
+            if let Some(index) = self.module_index(addr.saturating_sub(1))
+                && !self.modules[index].build_id.is_empty()
+            {
+                self.debug_info(index);
+            }
+        }
+    }
+
     /// Every module, by address.
     pub fn modules(&self) -> &[LoadedModule] {
         &self.modules
