@@ -57,6 +57,19 @@ enum Section {
     Json(Box<render::schema::Report>),
 }
 
+/// The run of `trace`, listed on another thread while this one reads ahead (when `ahead`) the
+/// DWARF that naming the answer's stacks needs: libc's, the longest single piece of the report of
+/// a run of short processes, which began only after the listing (issue 12).
+fn list_reading_ahead(trace: &Path, ahead: bool) -> Option<tree::Run> {
+    std::thread::scope(|s| {
+        let listing = s.spawn(|| tree::find(trace));
+        if ahead {
+            analyze::name_ahead(trace);
+        }
+        listing.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
 /// Runs `work` for every process of `run` but `skip` on [`crate::load::par::threads_for`]
 /// threads, each taking the next process as it finishes one, and `here` on this thread meanwhile: at the end of `vmshim run` the
 /// tree is done and the cores are free, and a run of a thousand short processes is a thousand
@@ -114,40 +127,43 @@ fn each_process<T: Send, R>(
     (out, mine)
 }
 
-/// Builds the report of a trace and writes it to `dest` (stdout when `None`), and the HTML page
-/// to `html` when asked.
+/// What `vmshim run` hands its report: the run, listed once the maps at exit were added to its
+/// traces (listed while the report's thread read DWARF ahead), and what the trace's file could
+/// not take.
+pub struct Ended {
+    pub run: Option<tree::Run>,
+    pub fin: Option<read::Final>,
+}
+
+/// Builds the report of the trace of a run that `vmshim run` just ended and writes it to `dest`
+/// (stdout when `None`), and the HTML page to `html` when asked.
 pub fn report(
     trace: &Path,
     json: bool,
     opts: &Options,
     dest: Option<Dest>,
     html: Option<&Path>,
-    fin: Option<read::Final>,
+    ended: Ended,
 ) -> Result<(), Error> {
-    report_view(trace, json, opts, dest, html, fin, View::Answer)
+    report_view(trace, json, opts, dest, html, Some(ended), View::Answer)
 }
 
-/// [`report`] with the sections `view` asks for. Every process of the run is analysed once:
-/// its row of the process table, and its section when one is shown.
+/// [`report`] with the sections `view` asks for, of a run `vmshim run` ended or (`ended` None)
+/// of one this lists now. Every process of the run is analysed once: its row of the process
+/// table, and its section when one is shown.
 pub fn report_view(
     trace: &Path,
     json: bool,
     opts: &Options,
     dest: Option<Dest>,
     html: Option<&Path>,
-    fin: Option<read::Final>,
+    ended: Option<Ended>,
     view: View,
 ) -> Result<(), Error> {
-    // The answer's stacks are named from libc's DWARF, the longest single piece of the report of
-    // a run of short processes: read here while another thread lists the run (issue 12).
-    let ahead = !matches!(view, View::Pid(..));
-    let run = std::thread::scope(|s| {
-        let listing = s.spawn(|| tree::find(trace));
-        if ahead {
-            analyze::name_ahead(trace);
-        }
-        listing.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
-    });
+    let (run, fin) = match ended {
+        Some(Ended { run, fin }) => (run, fin),
+        None => (list_reading_ahead(trace, !matches!(view, View::Pid(..))), None),
+    };
     let Some(run) = run else {
         // No start record: loading says why.
         analyze::of_image_alone(trace, fin)?;
