@@ -460,11 +460,14 @@ fn needed_libraries(path: &str) -> Vec<String> {
     v
 }
 
+/// Reads the headers, `.dynamic` and its string table only: the whole of every library a run
+/// maps (the shim's own, with its line tables, is 5 MiB) was read for a few names (issue 12).
 fn read_needed_libraries(path: &str) -> Vec<String> {
     use object::read::elf::ElfFile64;
-    let Ok(data) = std::fs::read(path) else { return vec![] };
-    let Ok(elf) = ElfFile64::<object::Endianness>::parse(&*data) else { return vec![] };
-    let Ok(table) = elf.elf_section_table().dynamic_table(elf.endian(), &*data) else { return vec![] };
+    let Ok(file) = std::fs::File::open(path) else { return vec![] };
+    let data = object::ReadCache::new(file);
+    let Ok(elf) = ElfFile64::<object::Endianness, _>::parse(&data) else { return vec![] };
+    let Ok(table) = elf.elf_section_table().dynamic_table(elf.endian(), &data) else { return vec![] };
     table
         .iter()
         .filter(|d| d.tag == object::elf::DT_NEEDED)

@@ -247,6 +247,39 @@ fn exe_of_map(map: &[Region]) -> String {
     map.iter().find(|r| r.is_file() && r.offset == 0).map_or("?".to_string(), |r| r.file_path().to_string())
 }
 
+/// How far into a trace [`name_ahead`] looks for recorded stacks.
+const AHEAD_BYTES: u64 = 1 << 20;
+
+/// Reads, on this thread, the debug information that naming `trace`'s stacks will take: that of
+/// the modules its recorded stacks (in its first MiB) return into. The symbolizer keeps it for
+/// the rest of the command on this thread, so a report that calls this while the run is being
+/// listed has it when the analysis asks (issue 12: libc's DWARF, the longest single piece of
+/// reporting a 1,000-process loop, began only after the listing). Nothing is named and nothing
+/// is reported here: a trace that cannot be read leaves nothing read ahead.
+pub fn name_ahead(trace: &Path) {
+    let Ok(mut stream) = read::open(trace) else { return };
+    let mut modules = Vec::new();
+    let mut stacks = Vec::new();
+    while stream.position() < AHEAD_BYTES
+        && let Ok(Some(event)) = read::next(&mut stream, trace)
+    {
+        match event {
+            vmshim_trace::Event::Module(m) => modules.push(crate::symbolize::LoadedModule {
+                path: m.path,
+                base: m.base,
+                lo: m.lo,
+                hi: m.hi,
+                build_id: m.build_id,
+            }),
+            vmshim_trace::Event::Call(c) => stacks.extend(c.stack),
+            _ => {}
+        }
+    }
+    stacks.sort_unstable();
+    stacks.dedup();
+    Symbolizer::new(modules).read_ahead(&stacks);
+}
+
 /// The analysis of the given trace's own image, with what it inherited when it began in a fork.
 pub fn of_trace(trace: &Path) -> Result<Image, ReadError> {
     match tree::find(trace) {

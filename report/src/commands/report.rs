@@ -57,94 +57,144 @@ enum Section {
     Json(Box<render::schema::Report>),
 }
 
-/// Runs `work` for every process of `run` but `skip` on [`crate::load::par::threads_for`]
-/// threads, each taking the next process as it finishes one, and `here` on this thread meanwhile: at the end of `vmshim run` the
-/// tree is done and the cores are free, and a run of a thousand short processes is a thousand
-/// independent analyses (issue 12: the end of the 1,000-process loop was 0.25 s on one core).
-/// Results come back in process order; `skip`'s slot is `None`.
-fn each_process<T: Send, R>(
-    run: &tree::Run,
-    skip: usize,
-    work: impl Fn(usize) -> Result<T, String> + Sync,
-    here: impl FnOnce() -> R,
-) -> (Vec<Option<Result<T, String>>>, R) {
-    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-    let n = run.processes.len();
-    let threads = crate::load::par::threads_for(n.saturating_sub(1));
-    let next = AtomicUsize::new(0);
-    let claim = || loop {
-        let p = next.fetch_add(1, Relaxed);
-        if p != skip {
-            return p;
-        }
-    };
-    let mut out: Vec<Option<Result<T, String>>> = (0..n).map(|_| None).collect();
-    if threads <= 1 {
-        let mine = here();
-        for (p, slot) in out.iter_mut().enumerate().filter(|(p, _)| *p != skip) {
-            *slot = Some(work(p));
-        }
-        return (out, mine);
-    }
-    let (results, mine) = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let p = claim();
-                        if p >= n {
-                            return mine;
-                        }
-                        mine.push((p, work(p)));
-                    }
-                })
-            })
-            .collect();
-        let mine = here();
-        let results = workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect::<Vec<_>>();
-        (results, mine)
-    });
-    for (p, r) in results {
-        out[p] = Some(r);
-    }
-    (out, mine)
+/// The analyses of a run's processes: the wanted one's (`here`), and every other one's in
+/// process order (the wanted one's slot `None`).
+struct Analysed<T, R> {
+    run: std::sync::Arc<tree::Run>,
+    wanted: usize,
+    others: Vec<Option<Result<T, String>>>,
+    here: R,
 }
 
-/// Builds the report of a trace and writes it to `dest` (stdout when `None`), and the HTML page
-/// to `html` when asked.
+/// Analyses every process of a run: the wanted one (`wanted_of` the run; an error ends the
+/// report) with `here` on this thread, the others with `work` on
+/// [`crate::load::par::threads_for`] threads (this one among them once `here` is done), each
+/// taking the next process as it finishes one. A run of a thousand short processes is a thousand
+/// independent analyses, and at the end of `vmshim run` the cores are free (issue 12: the end of
+/// the 1,000-process loop was 0.25 s on one core).
+///
+/// `listed` is the run as `vmshim run` listed it. Without it the run of `trace` is listed on the
+/// first worker, which then goes on to the analyses while this thread (when `ahead`) reads the
+/// DWARF that naming the wanted process's stacks needs: libc's, the longest single piece of the
+/// report of a run of short processes, which began only after the listing, as the other
+/// analyses did. `Ok(None)` when `trace` has no start record.
+fn analyse_run<T: Send, R>(
+    trace: &Path,
+    listed: Option<Option<tree::Run>>,
+    ahead: bool,
+    wanted_of: impl Fn(&tree::Run) -> Result<usize, Error> + Sync,
+    work: impl Fn(&tree::Run, usize) -> Result<T, String> + Sync,
+    here: impl FnOnce(&tree::Run, usize) -> R,
+) -> Result<Option<Analysed<T, R>>, Error> {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::{Arc, mpsc};
+    // Each worker takes the next process but `skip` until none is left.
+    let next = AtomicUsize::new(0);
+    let claim_and_work = |run: &tree::Run, skip: usize| {
+        let mut mine = Vec::new();
+        loop {
+            let p = next.fetch_add(1, Relaxed);
+            if p >= run.processes.len() {
+                return mine;
+            }
+            if p != skip {
+                mine.push((p, work(run, p)));
+            }
+        }
+    };
+    let joined =
+        |h: std::thread::ScopedJoinHandle<'_, _>| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+    // `vmshim run` read the DWARF ahead while it listed the run.
+    let listed_here = listed.is_none();
+    std::thread::scope(|s| {
+        let (tx, rx) = mpsc::channel::<Arc<tree::Run>>();
+        let (wanted_of, claim_and_work) = (&wanted_of, &claim_and_work);
+        let first_worker = s.spawn(move || {
+            let run = Arc::new(match listed {
+                Some(run) => run?,
+                None => tree::find(trace)?,
+            });
+            let _ = tx.send(run.clone());
+            let skip = wanted_of(&run).ok()?;
+            // This thread is one worker and this function's caller another, once the wanted
+            // process is done; a handful of processes is left to the caller alone.
+            let threads = crate::load::par::threads_for(run.processes.len().saturating_sub(1));
+            if threads == 1 {
+                return Some(Vec::new());
+            }
+            Some(std::thread::scope(|s| {
+                let more: Vec<_> = (2..threads).map(|_| s.spawn(|| claim_and_work(&run, skip))).collect();
+                let mut all = claim_and_work(&run, skip);
+                for w in more {
+                    all.extend(w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+                }
+                all
+            }))
+        });
+        if ahead && listed_here {
+            analyze::name_ahead(trace);
+        }
+        let Ok(run) = rx.recv() else {
+            joined(first_worker);
+            return Ok(None);
+        };
+        let wanted = match wanted_of(&run) {
+            Ok(w) => w,
+            Err(e) => {
+                joined(first_worker);
+                return Err(e);
+            }
+        };
+        let mine = here(&run, wanted);
+        let mut results = claim_and_work(&run, wanted);
+        results.extend(joined(first_worker).unwrap_or_default());
+        let mut others: Vec<Option<Result<T, String>>> = (0..run.processes.len()).map(|_| None).collect();
+        for (p, r) in results {
+            others[p] = Some(r);
+        }
+        Ok(Some(Analysed { run, wanted, others, here: mine }))
+    })
+}
+
+/// What `vmshim run` hands its report: the run, listed once the maps at exit were added to its
+/// traces (listed while the report's thread read DWARF ahead), and what the trace's file could
+/// not take.
+pub struct Ended {
+    pub run: Option<tree::Run>,
+    pub fin: Option<read::Final>,
+}
+
+/// Builds the report of the trace of a run that `vmshim run` just ended and writes it to `dest`
+/// (stdout when `None`), and the HTML page to `html` when asked.
 pub fn report(
     trace: &Path,
     json: bool,
     opts: &Options,
     dest: Option<Dest>,
     html: Option<&Path>,
-    fin: Option<read::Final>,
+    ended: Ended,
 ) -> Result<(), Error> {
-    report_view(trace, json, opts, dest, html, fin, View::Answer)
+    report_view(trace, json, opts, dest, html, Some(ended), View::Answer)
 }
 
-/// [`report`] with the sections `view` asks for. Every process of the run is analysed once:
-/// its row of the process table, and its section when one is shown.
+/// [`report`] with the sections `view` asks for, of a run `vmshim run` ended or (`ended` None)
+/// of one this lists now. Every process of the run is analysed once: its row of the process
+/// table, and its section when one is shown.
 pub fn report_view(
     trace: &Path,
     json: bool,
     opts: &Options,
     dest: Option<Dest>,
     html: Option<&Path>,
-    fin: Option<read::Final>,
+    ended: Option<Ended>,
     view: View,
 ) -> Result<(), Error> {
-    let Some(run) = tree::find(trace) else {
-        // No start record: loading says why.
-        analyze::of_image_alone(trace, fin)?;
-        return Err(Error(2, format!("{}: no start record", trace.display())));
+    let (listed, fin) = match ended {
+        Some(Ended { run, fin }) => (Some(run), fin),
+        None => (None, None),
     };
-    let wanted = match view {
-        View::Answer => run.chosen,
+    let wanted_of = |run: &tree::Run| match view {
+        View::Answer | View::Tree => Ok(run.chosen),
         View::Pid(pid, _) => run.by_pid(pid).ok_or_else(|| {
             let pids: Vec<String> = run.processes.iter().map(|p| p.pid.to_string()).collect();
             Error(
@@ -155,8 +205,7 @@ pub fn report_view(
                     pids.join(", ")
                 ),
             )
-        })?,
-        View::Tree => run.chosen,
+        }),
     };
     let image = match view {
         View::Pid(_, Some(n)) => Some(n),
@@ -170,25 +219,28 @@ pub fn report_view(
             Section::Text(render::text::text(a, opts))
         }
     };
-    let mut fin = fin;
-    let own_fin = |p: usize, fin: &mut Option<read::Final>| if p == run.chosen { fin.take() } else { None };
-    let wanted_fin = own_fin(wanted, &mut fin);
-    let others = std::sync::Mutex::new(fin);
-    let (done, wanted_done) = each_process(
-        &run,
-        wanted,
-        |p| {
-            let fin = others.lock().ok().and_then(|mut f| own_fin(p, &mut f));
-            let img = analyze::answer(&run, p, fin).map_err(|e| e.to_string())?;
-            let row = analyze::processes::row(&run, p, &img);
+    // What the trace's file could not take is the chosen process's.
+    let fin = std::sync::Mutex::new(fin);
+    let own_fin = |run: &tree::Run, p: usize| {
+        if p == run.chosen { fin.lock().ok().and_then(|mut f| f.take()) } else { None }
+    };
+    let analysed = analyse_run(
+        trace,
+        listed,
+        // Another process's stacks may need other files than the given trace's.
+        !matches!(view, View::Pid(..)),
+        wanted_of,
+        |run, p| {
+            let img = analyze::answer(run, p, own_fin(run, p)).map_err(|e| e.to_string())?;
+            let row = analyze::processes::row(run, p, &img);
             let section = tree_view.then(|| render_section(&Analysis::new(img, vec![])));
             Ok((row, section))
         },
         // The wanted process: its section is what the reader waits for, and naming its stacks
         // (libc's DWARF: a third of the report of a short process) overlaps the other analyses.
-        || -> Result<_, Error> {
-            let img = analyze::answer(&run, wanted, wanted_fin)?;
-            let row = analyze::processes::row(&run, wanted, &img);
+        |run, wanted| -> Result<_, Error> {
+            let img = analyze::answer(run, wanted, own_fin(run, wanted))?;
+            let row = analyze::processes::row(run, wanted, &img);
             let a = Analysis::new(img, vec![]);
             for g in a.top_stacks.iter().take(opts.top) {
                 a.frames(&g.stack);
@@ -196,7 +248,12 @@ pub fn report_view(
             let section = tree_view.then(|| render_section(&a));
             Ok((row, section, a))
         },
-    );
+    )?;
+    let Some(Analysed { run, wanted, others: done, here: wanted_done }) = analysed else {
+        // No start record: loading says why.
+        analyze::of_image_alone(trace, fin.into_inner().ok().flatten())?;
+        return Err(Error(2, format!("{}: no start record", trace.display())));
+    };
     let (wanted_row, wanted_section, wanted_analysis) = wanted_done?;
     let mut rows = Vec::with_capacity(run.processes.len());
     // --tree: every section, in tree order.

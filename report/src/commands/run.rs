@@ -157,6 +157,89 @@ fn effective_uid() -> Option<u32> {
     status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// What the run's traces learn once the target is gone: the run's traces are listed, each
+/// watched exit's map is added to the trace of its image, and the target's own exit to its last
+/// image's (and, with the syscall recorder alongside, to the recorder's traces). The trace to
+/// report, with what the report must add itself when the file could not take it; None when the
+/// run left no trace (said here).
+fn complete_traces(
+    a: &cli::RunArgs,
+    outcome: launch::Outcome,
+    first: &Path,
+    since: u64,
+    early_problem: bool,
+    companion: Option<&Path>,
+    code: &mut u8,
+) -> Option<(PathBuf, Option<read::Final>)> {
+    let Some((trace, run)) = last_image_trace(first, outcome.pid, since) else {
+        if !early_problem {
+            warn(
+                a.strict,
+                code,
+                &format!(
+                    "{} {}, but left no trace at {} (the shim did not load, or could not create the file)",
+                    a.cmd[0].to_string_lossy(),
+                    outcome.how,
+                    first.display()
+                ),
+            );
+        } else if a.strict {
+            *code = 2;
+        }
+        return None;
+    };
+    // last_image_trace only ever answers `first` or a `first.N`; a `.N` of an exec'd image
+    // follows a `first` of the same pid, which needs no word.
+    if a.out.is_some() && trace != first && read::start_of(first).is_none_or(|s| s.pid != outcome.pid) {
+        eprintln!("vmshim: {} was taken; the trace is {}", first.display(), trace.display());
+    }
+    attach_exit_maps(&trace, &run, &outcome.exits, a.strict, code);
+    let fin = read::Final {
+        smaps: outcome.final_smaps,
+        thread_names: outcome.thread_names,
+        raw_status: outcome.raw_status,
+        how: outcome.how.clone(),
+    };
+    if let Some(template) = companion {
+        // The recorder's own traces get the same maps at exit; its run is reported apart.
+        let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
+        match last_image_trace(&first, outcome.pid, since) {
+            Some((mine, mine_run)) => {
+                attach_exit_maps(&mine, &mine_run, &outcome.exits, a.strict, code);
+                if let Err(e) = read::append_final(&mine, &fin) {
+                    warn(
+                        a.strict,
+                        code,
+                        &format!("cannot add the kernel's map at exit to {} ({e})", mine.display()),
+                    );
+                }
+                eprintln!(
+                    "vmshim: the syscall recorder's trace of the same run is {} (vmshim report it); the report is the shim's",
+                    mine.display()
+                );
+            }
+            None => {
+                warn(a.strict, code, &format!("the syscall recorder left no trace at {}", first.display()))
+            }
+        }
+    }
+    let kept_in_memory = match read::append_final(&trace, &fin) {
+        Ok(()) => None,
+        Err(e) => {
+            warn(
+                a.strict,
+                code,
+                &format!(
+                    "cannot add the kernel's map at exit to {} ({e}); the report below has it, the file does not",
+                    trace.display()
+                ),
+            );
+            Some(fin)
+        }
+    };
+    Some((trace, kept_in_memory))
+}
+
 pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
     // Issue 15: what LD_PRELOAD cannot reach (static, static-pie) and `--syscalls` go to the
     // syscall recorder; on a dynamic target `--syscalls` keeps the shim too (not `--no-shim`).
@@ -268,81 +351,38 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         eprintln!("vmshim: stopped waiting for the tree; the processes left run on, unwatched from now");
     }
     let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
-    let Some((trace, run)) = last_image_trace(&first, outcome.pid, since) else {
-        if early_problem.is_none() {
-            warn(
-                a.strict,
+    // The report names its stacks from libc's DWARF, the longest single piece of the end of a run
+    // of short processes: this thread (the report's: its symbolizers keep what it reads) reads it
+    // ahead from the run's first trace while another lists the run and adds the maps at exit to
+    // its traces (issue 12).
+    let ahead = read::start_of(&first).is_some_and(|s| s.pid == outcome.pid && s.run_id == run_id);
+    let done = std::thread::scope(|s| {
+        let completing = s.spawn(|| {
+            let (trace, fin) = complete_traces(
+                &a,
+                outcome,
+                &first,
+                since,
+                early_problem.is_some(),
+                companion.as_deref(),
                 &mut code,
-                &format!(
-                    "{} {}, but left no trace at {} (the shim did not load, or could not create the file)",
-                    a.cmd[0].to_string_lossy(),
-                    outcome.how,
-                    first.display()
-                ),
-            );
-        } else if a.strict {
-            code = 2;
+            )?;
+            // The report's listing, of the traces as they are now: a map at exit added to an
+            // image that a later image of its pid follows makes that one a process of its own.
+            let run = tree::find(&trace);
+            Some((trace, report::Ended { run, fin }))
+        });
+        if ahead {
+            crate::analyze::name_ahead(&first);
         }
-        return Ok(code);
-    };
-    // last_image_trace only ever answers `first` or a `first.N`; a `.N` of an exec'd image
-    // follows a `first` of the same pid, which needs no word.
-    if a.out.is_some() && trace != first && read::start_of(&first).is_none_or(|s| s.pid != outcome.pid) {
-        eprintln!("vmshim: {} was taken; the trace is {}", first.display(), trace.display());
-    }
-    attach_exit_maps(&trace, &run, &outcome.exits, a.strict, &mut code);
-    let fin = read::Final {
-        smaps: outcome.final_smaps,
-        thread_names: outcome.thread_names,
-        raw_status: outcome.raw_status,
-        how: outcome.how.clone(),
-    };
-    if let Some(template) = &companion {
-        // The recorder's own traces get the same maps at exit; its run is reported apart.
-        let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
-        match last_image_trace(&first, outcome.pid, since) {
-            Some((mine, mine_run)) => {
-                attach_exit_maps(&mine, &mine_run, &outcome.exits, a.strict, &mut code);
-                if let Err(e) = read::append_final(&mine, &fin) {
-                    warn(
-                        a.strict,
-                        &mut code,
-                        &format!("cannot add the kernel's map at exit to {} ({e})", mine.display()),
-                    );
-                }
-                eprintln!(
-                    "vmshim: the syscall recorder's trace of the same run is {} (vmshim report it); the report is the shim's",
-                    mine.display()
-                );
-            }
-            None => warn(
-                a.strict,
-                &mut code,
-                &format!("the syscall recorder left no trace at {}", first.display()),
-            ),
-        }
-    }
-    let kept_in_memory = match read::append_final(&trace, &fin) {
-        Ok(()) => None,
-        Err(e) => {
-            warn(
-                a.strict,
-                &mut code,
-                &format!(
-                    "cannot add the kernel's map at exit to {} ({e}); the report below has it, the file does not",
-                    trace.display()
-                ),
-            );
-            Some(fin)
-        }
-    };
+        completing.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+    });
+    let Some((trace, ended)) = done else { return Ok(code) };
     let dest = match a.report {
         Some(p) => Dest::File(p),
         None => Dest::Stderr,
     };
-    if let Err(Error(_, msg)) =
-        report::report(&trace, a.json, opts, Some(dest), a.html.as_deref(), kept_in_memory)
-    {
+    if let Err(Error(_, msg)) = report::report(&trace, a.json, opts, Some(dest), a.html.as_deref(), ended) {
         warn(a.strict, &mut code, &msg);
     }
     Ok(code)

@@ -104,18 +104,39 @@ pub fn next(stream: &mut Stream<fs::File>, path: &Path) -> Result<Option<Event>,
 /// (device, inode): a start record is the first thing a trace gets and is never rewritten, and
 /// `vmshim run` lists a run of a thousand traces three times (issue 12, the 1,000-process loop).
 pub fn start_of(path: &Path) -> Option<Start> {
-    let f = fs::File::open(path).ok()?;
+    let mut f = fs::File::open(path).ok()?;
     let meta = f.metadata().ok()?;
     let id = (meta.dev(), meta.ino());
     if let Some(s) = memo().lock().ok().and_then(|m| m.starts.get(&id).cloned()) {
         return Some(s);
     }
-    let mut s = Stream::new(f, meta.len()).ok()?;
+    // The file's first page first, read as if the file ended there (a record the end cuts is
+    // where reading stops): it holds the start record unless the command line is long. A run's
+    // listing reads thousands of start records, and the whole file was read for each (issue 12).
+    let first_page = meta.len().min(START_PREFIX);
+    let st = match start_in(&f, first_page) {
+        Some(st) => st,
+        None if first_page < meta.len() => {
+            f.seek(SeekFrom::Start(0)).ok()?;
+            start_in(&f, meta.len())?
+        }
+        None => return None,
+    };
+    if let Ok(mut m) = memo().lock() {
+        m.starts.insert(id, st.clone());
+    }
+    Some(st)
+}
+
+/// How much of a trace [`start_of`] reads first.
+const START_PREFIX: u64 = 4096;
+
+/// The start record among the first records of the first `len` bytes of `f` (read from its
+/// current offset, the file's start).
+fn start_in(f: &fs::File, len: u64) -> Option<Start> {
+    let mut s = Stream::new(f, len).ok()?;
     for _ in 0..16 {
-        if let Event::Start(st) = next(&mut s, path).ok()?? {
-            if let Ok(mut m) = memo().lock() {
-                m.starts.insert(id, st.clone());
-            }
+        if let Event::Start(st) = s.next_event().ok()?? {
             return Some(st);
         }
     }
