@@ -39,7 +39,7 @@ pub struct Config {
     pub name_mappings: bool,
     /// `VMSHIM_WATCHED=1`: the start-up records may wait for the first recorded call.
     pub watched: bool,
-    /// `VMSHIM_RUN`, see [`run_id`].
+    /// `VMSHIM_RUN` as hex (1 to 16 digits, else 0): the run's id, written into the Start record.
     pub run_id: u64,
 }
 
@@ -145,7 +145,6 @@ pub fn load() -> (Config, &'static [u8]) {
         depth: num("VMSHIM_DEPTH").map_or(64, |d| d.clamp(1, vmshim_trace::MAX_FRAMES as u64) as usize),
         name_mappings: getenv("VMSHIM_NAME_MAPPINGS") == Some(b"1"),
         watched: getenv("VMSHIM_WATCHED") == Some(b"1"),
-        // 1 to 16 hex digits, else 0.
         run_id: parse_hex(getenv("VMSHIM_RUN").unwrap_or(b"")),
     };
     let out = getenv("VMSHIM_OUT").unwrap_or(b"vmshim.%p.trace");
@@ -173,11 +172,13 @@ pub fn kept() -> Option<(Config, &'static [u8])> {
     (kept.out_len > 0).then(|| (kept.cfg, &kept.out[..kept.out_len]))
 }
 
+/// The figures first: a short template shares their page (one page fault at start, not two).
+#[repr(C)]
 struct KeptConfig {
     cfg: Config,
-    out: [u8; 4096],
     /// 0 when the template did not fit (the child then reads the environment).
     out_len: usize,
+    out: [u8; 4096],
 }
 struct Kept(core::cell::UnsafeCell<KeptConfig>);
 // SAFETY: written by start-up's single initialiser before KEPT_READY is published (Release),
@@ -185,8 +186,8 @@ struct Kept(core::cell::UnsafeCell<KeptConfig>);
 unsafe impl Sync for Kept {}
 static KEPT: Kept = Kept(core::cell::UnsafeCell::new(KeptConfig {
     cfg: Config { max_bytes: 0, segment_bytes: 0, depth: 0, name_mappings: false, watched: false, run_id: 0 },
-    out: [0; 4096],
     out_len: 0,
+    out: [0; 4096],
 }));
 static KEPT_READY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 

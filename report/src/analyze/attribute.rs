@@ -205,12 +205,13 @@ fn inherited_piece(inh: &Inheritance, at: u64) -> Option<&Attributed> {
 }
 
 /// The addresses a shim that read no start-up map wrote as the loader's (`loader.at`: the main
-/// thread's TCB and DTV, then every link map), with what each one is.
+/// thread's TCB and DTV, 0 where unknown, then every link map), with what each one is.
 fn loader_evidence(rec: &Recording) -> Vec<(u64, &'static str)> {
     let Some((_, v)) = rec.config.iter().find(|(k, _)| k == "loader.at") else { return vec![] };
     v.split(',')
         .filter_map(|h| u64::from_str_radix(h.trim(), 16).ok())
         .enumerate()
+        .filter(|&(_, at)| at != 0)
         .map(|(i, at)| {
             let what = match i {
                 0 => "holds the main thread's TCB (the loader's static TLS block)",

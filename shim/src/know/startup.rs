@@ -161,59 +161,40 @@ pub fn record_loader_evidence() {
     unsafe extern "C" {
         static _r_debug: libc::c_void;
     }
-    let mut text = [0u8; 1024];
-    let mut n = 0;
-    let mut put = |bytes: &[u8]| {
-        let end = (n + bytes.len()).min(text.len());
-        text[n..end].copy_from_slice(&bytes[..end - n]);
-        n = end;
-    };
-    put(b"loader.at=");
-    let mut first = true;
-    let mut addr = |v: u64, put: &mut dyn FnMut(&[u8])| {
-        if v == 0 {
-            return;
-        }
-        let mut digits = [0u8; 17];
-        let mut i = digits.len();
-        let mut x = v;
-        while x != 0 {
-            i -= 1;
-            digits[i] = b"0123456789abcdef"[(x & 15) as usize];
-            x >>= 4;
-        }
-        if !first {
-            put(b",");
-        }
-        first = false;
-        put(&digits[i..]);
-    };
+    // The thread pointer and the DTV first (0 where unknown), then the link maps.
+    let mut at = [0u64; 2 + 256];
     #[cfg(target_arch = "x86_64")]
-    {
-        let (tp, dtv): (u64, u64);
-        // SAFETY: %fs:0 is the TCB's self pointer and %fs:8 its DTV pointer in glibc's x86-64
-        // TLS layout; both loads read the calling thread's own TCB.
-        unsafe {
-            core::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags));
-            core::arch::asm!("mov {}, fs:8", out(reg) dtv, options(nostack, readonly, preserves_flags));
-        }
-        addr(tp, &mut put);
-        addr(dtv, &mut put);
+    // SAFETY: %fs:0 is the TCB's self pointer and %fs:8 its DTV pointer in glibc's x86-64 TLS
+    // layout; both loads read the calling thread's own TCB.
+    unsafe {
+        core::arch::asm!("mov {}, fs:0", out(reg) at[0], options(nostack, readonly, preserves_flags));
+        core::arch::asm!("mov {}, fs:8", out(reg) at[1], options(nostack, readonly, preserves_flags));
     }
+    let mut k = 2;
     // SAFETY: _r_debug is the loader's debugger interface (r_version, then r_map, the first
     // link map); each link map's l_next is at offset 24 (l_addr, l_name, l_ld, l_next, l_prev).
     // The list is complete and stable while the constructors run, and only this thread reads it.
     unsafe {
-        let base = core::ptr::addr_of!(_r_debug) as *const u8;
-        let mut l = *(base.add(8) as *const *const u8);
-        let mut hops = 0;
-        while !l.is_null() && hops < 256 {
-            addr(l as u64, &mut put);
+        let mut l = *((core::ptr::addr_of!(_r_debug) as *const u8).add(8) as *const *const u8);
+        while !l.is_null() && k < at.len() {
+            at[k] = l as u64;
+            k += 1;
             l = *(l.add(24) as *const *const u8);
-            hops += 1;
         }
     }
-    put(b"\n");
+    let mut text = [0u8; 20 * 258 + 16];
+    let mut n = 0;
+    text[..10].copy_from_slice(b"loader.at=");
+    n += 10;
+    for (i, &v) in at[..k].iter().enumerate() {
+        if i > 0 {
+            text[n] = b',';
+            n += 1;
+        }
+        n += crate::os::fmt::fmt_hex(v, &mut text[n..]);
+    }
+    text[n] = b'\n';
+    n += 1;
     // SAFETY: the caller is start-up's single initialiser (see Scratch).
     let scratch = unsafe { &mut *SCRATCH.0.get() };
     write_config(&text[..n], &mut scratch[..4096 + 64]);

@@ -22,3 +22,26 @@ pub fn fmt_u64(mut v: u64, out: &mut [u8]) -> usize {
         None => 0,
     }
 }
+
+/// Lowercase hex digits of `v`, without a prefix, into `out`; how many were written (0 if they
+/// do not fit).
+pub fn fmt_hex(mut v: u64, out: &mut [u8]) -> usize {
+    let mut tmp = [0u8; 16];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b"0123456789abcdef"[(v & 15) as usize];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    let digits = &tmp[i..];
+    match out.get_mut(..digits.len()) {
+        Some(dst) => {
+            dst.copy_from_slice(digits);
+            digits.len()
+        }
+        None => 0,
+    }
+}
