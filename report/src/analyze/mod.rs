@@ -255,9 +255,10 @@ const AHEAD_BYTES: u64 = 1 << 20;
 /// the rest of the command on this thread, so a report that calls this while the run is being
 /// listed has it when the analysis asks (issue 12: libc's DWARF, the longest single piece of
 /// reporting a 1,000-process loop, began only after the listing). Nothing is named and nothing
-/// is reported here: a trace that cannot be read leaves nothing read ahead.
-pub fn name_ahead(trace: &Path) {
-    let Ok(mut stream) = read::open(trace) else { return };
+/// is reported here: a trace that cannot be read leaves nothing read ahead. Whether the trace
+/// held stacks to read ahead for (a trace still being written may not yet).
+pub fn name_ahead(trace: &Path) -> bool {
+    let Ok(mut stream) = read::open(trace) else { return false };
     let mut modules = Vec::new();
     let mut stacks = Vec::new();
     while stream.position() < AHEAD_BYTES
@@ -277,7 +278,11 @@ pub fn name_ahead(trace: &Path) {
     }
     stacks.sort_unstable();
     stacks.dedup();
+    if modules.is_empty() || stacks.is_empty() {
+        return false;
+    }
     Symbolizer::new(modules).read_ahead(&stacks);
+    true
 }
 
 /// The analysis of the given trace's own image, with what it inherited when it began in a fork.

@@ -327,63 +327,100 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
         .saturating_sub(1_000_000_000);
-    let l = launch::Launch { program: &program, args: &a.cmd[1..], env, hold, watch };
+    let spawned = std::sync::atomic::AtomicU32::new(0);
+    let gone = std::sync::atomic::AtomicBool::new(false);
+    let l =
+        launch::Launch { program: &program, args: &a.cmd[1..], env, hold, watch, spawned: Some(&spawned) };
     // With the shim alongside, the recorder's traces go beside the shim's, a run of their own.
     let companion = (recorded && shim).then(|| crate::launch::recorder::companion_template(&template));
-    let outcome = if recorded {
-        let req = crate::launch::recorder::Request {
-            program: &program,
-            args: &a.cmd[1..],
-            template: companion.as_deref().unwrap_or(&template),
-            run_id,
-            env: if shim { &l.env } else { &[] },
+    let dest = match &a.report {
+        Some(p) => Dest::File(p.clone()),
+        None => Dest::Stderr,
+    };
+    std::thread::scope(|s| {
+        let (hand_over, handed) = std::sync::mpsc::channel::<(PathBuf, report::Ended)>();
+        // The report's thread. The report names its stacks from libc's DWARF, the longest single
+        // piece of the end of a run of short processes (issue 12): this thread reads it ahead,
+        // from the run's first trace, as soon as the target has recorded stacks (while it runs),
+        // else once it is gone (while this thread lists the run and adds the maps at exit to
+        // its traces). Its symbolizers keep what it read for the report it then writes.
+        let (template, spawned, gone_flag, json, html) =
+            (&template, &spawned, &gone, a.json, a.html.as_deref());
+        let reporter = launch::spawn_blocked(s, "vmshim-report", move || {
+            read_ahead(template, run_id, spawned, gone_flag);
+            let (trace, ended) = handed.recv().ok()?;
+            Some(report::report(&trace, json, opts, Some(dest), html, ended))
+        })
+        .map_err(|e| Error(2, format!("cannot start the report's thread: {e}")))?;
+        let outcome = if recorded {
+            let req = crate::launch::recorder::Request {
+                program: &program,
+                args: &a.cmd[1..],
+                template: companion.as_deref().unwrap_or(template),
+                run_id,
+                env: if shim { &l.env } else { &[] },
+            };
+            crate::launch::recorder::run(&req)
+        } else {
+            launch::launch(&l)
         };
-        crate::launch::recorder::run(&req)
-    } else {
-        launch::launch(&l)
-    }
-    .map_err(|e| Error(2, e.to_string()))?;
-    let mut code = outcome.exit_code.clamp(0, 255) as u8;
-    if let Some(launch::watch::State::Unavailable(why)) = &outcome.watched {
-        eprintln!("vmshim: note: no other process of the tree has the kernel's map at exit: {why}");
-    }
-    if outcome.left_running {
-        eprintln!("vmshim: stopped waiting for the tree; the processes left run on, unwatched from now");
-    }
-    let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
-    // The report names its stacks from libc's DWARF, the longest single piece of the end of a run
-    // of short processes: this thread (the report's: its symbolizers keep what it reads) reads it
-    // ahead from the run's first trace while another lists the run and adds the maps at exit to
-    // its traces (issue 12).
-    let ahead = read::start_of(&first).is_some_and(|s| s.pid == outcome.pid && s.run_id == run_id);
-    let done = std::thread::scope(|s| {
-        let completing = s.spawn(|| {
-            let (trace, fin) = complete_traces(
-                &a,
-                outcome,
-                &first,
-                since,
-                early_problem.is_some(),
-                companion.as_deref(),
-                &mut code,
-            )?;
+        gone.store(true, std::sync::atomic::Ordering::Release);
+        let outcome = outcome.map_err(|e| Error(2, e.to_string()))?;
+        let mut code = outcome.exit_code.clamp(0, 255) as u8;
+        if let Some(launch::watch::State::Unavailable(why)) = &outcome.watched {
+            eprintln!("vmshim: note: no other process of the tree has the kernel's map at exit: {why}");
+        }
+        if outcome.left_running {
+            eprintln!("vmshim: stopped waiting for the tree; the processes left run on, unwatched from now");
+        }
+        let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
+        let done = complete_traces(
+            &a,
+            outcome,
+            &first,
+            since,
+            early_problem.is_some(),
+            companion.as_deref(),
+            &mut code,
+        );
+        if let Some((trace, fin)) = done {
             // The report's listing, of the traces as they are now: a map at exit added to an
             // image that a later image of its pid follows makes that one a process of its own.
             let run = tree::find(&trace);
-            Some((trace, report::Ended { run, fin }))
-        });
-        if ahead {
-            crate::analyze::name_ahead(&first);
+            let _ = hand_over.send((trace, report::Ended { run, fin }));
         }
-        completing.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
-    });
-    let Some((trace, ended)) = done else { return Ok(code) };
-    let dest = match a.report {
-        Some(p) => Dest::File(p),
-        None => Dest::Stderr,
-    };
-    if let Err(Error(_, msg)) = report::report(&trace, a.json, opts, Some(dest), a.html.as_deref(), ended) {
-        warn(a.strict, &mut code, &msg);
+        drop(hand_over);
+        if let Some(Err(Error(_, msg))) = reporter.join().unwrap_or_else(|e| std::panic::resume_unwind(e)) {
+            warn(a.strict, &mut code, &msg);
+        }
+        Ok(code)
+    })
+}
+
+/// On the report's thread: reads ahead the debug information the run's first trace's stacks
+/// will need ([`crate::analyze::name_ahead`]), once that trace (of the target `spawned`, with
+/// this run's id) holds stacks, looking every 20 ms while the target runs, and once more when it
+/// is `gone`.
+fn read_ahead(
+    template: &Path,
+    run_id: u64,
+    spawned: &std::sync::atomic::AtomicU32,
+    gone: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering::Acquire;
+    loop {
+        let last = gone.load(Acquire);
+        let pid = spawned.load(Acquire);
+        if pid != 0 {
+            let first = PathBuf::from(template.to_string_lossy().replace("%p", &pid.to_string()));
+            let ours = read::start_of(&first).is_some_and(|s| s.pid == pid && s.run_id == run_id);
+            if ours && crate::analyze::name_ahead(&first) {
+                return;
+            }
+        }
+        if last {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Ok(code)
 }

@@ -330,6 +330,8 @@ pub struct Launch<'a> {
     /// Watch every process of the tree at its exit with `vmshim __watch`, this vmshim binary
     /// ([`crate::launch::watch`]); `vmshim run` then also waits for the tree's last process.
     pub watch: Option<&'a Path>,
+    /// Set to the target's pid once it is spawned, for a thread that reads its trace meanwhile.
+    pub spawned: Option<&'a std::sync::atomic::AtomicU32>,
 }
 
 /// How the target ended.
@@ -445,6 +447,9 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
     // `child` is not waited through std: its waitpid lacks __WALL and does not know ptrace stops.
     let pid = child.id() as libc::pid_t;
     drop(child);
+    if let Some(spawned) = l.spawned {
+        spawned.store(pid as u32, std::sync::atomic::Ordering::Release);
+    }
 
     let mut tracer = Tracer::new(pid, &blocked, l.hold);
     // `VMSHIM_RUN=<id>`, which every process of the tree inherits: how its processes are found.
@@ -770,6 +775,34 @@ fn resume_stopped_threads(pid: libc::pid_t) {
     }
 }
 
+/// Spawns a scoped thread with [`FORWARDED`], SIGCHLD and SIGCONT blocked in it (the mask a new
+/// thread starts with is its creator's, set here for the spawn only): those signals must reach
+/// the launching thread's wait ([`BlockedSignals::wait`]), and a thread that left them open would
+/// take a Ctrl-C meant for the target and die of it, with vmshim.
+pub(crate) fn spawn_blocked<'scope, T: Send + 'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> io::Result<std::thread::ScopedJoinHandle<'scope, T>> {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it; pthread_sigmask reads
+    // `set` and writes the old mask into `old`, which the second call restores.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in FORWARDED.into_iter().chain([libc::SIGCHLD, libc::SIGCONT]) {
+            libc::sigaddset(&mut set, sig);
+        }
+        let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        let spawned = std::thread::Builder::new().name(name.into()).spawn_scoped(s, f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        spawned
+    }
+}
+
 /// While alive, the launching thread has [`FORWARDED`], SIGCHLD and SIGCONT blocked, to take
 /// them with [`BlockedSignals::wait`]; dropping it takes what is still pending (so that a
 /// Ctrl-C that already reached the target does not kill vmshim before it reports) and restores
@@ -1037,7 +1070,7 @@ mod tests {
         let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let l = Launch { program: &program, args: &args, env, hold: true, watch: None };
+            let l = Launch { program: &program, args: &args, env, hold: true, watch: None, spawned: None };
             let _ = tx.send(launch(&l).map_err(|e| e.to_string()));
         });
         match rx.recv_timeout(TIMEOUT) {
