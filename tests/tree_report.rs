@@ -140,7 +140,12 @@ fn rewrite_start(path: &Path, edit: impl FnOnce(&mut Start, &mut Option<(u32, u6
 
 /// Runs proctree under `vmshim run` in `dir`; returns what it printed and the report.
 fn run_proctree(dir: &TestDir) -> (Tree, Report) {
-    let mut cmd = vmshim_run_cmd(dir, &build_c("proctree"), &[]);
+    run_proctree_with(dir, &[])
+}
+
+/// [`run_proctree`] with the program's arguments (`quiet`, `clearenv`).
+fn run_proctree_with(dir: &TestDir, args: &[&str]) -> (Tree, Report) {
+    let mut cmd = vmshim_run_cmd(dir, &build_c("proctree"), args);
     let out = run_with_timeout(&mut cmd, TIMEOUT);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -497,11 +502,7 @@ fn has_start_up_map(trace: &Path) -> bool {
 #[test]
 fn a_fork_child_that_records_nothing_is_explained_by_its_map_at_exit_and_what_it_inherited() {
     let dir = TestDir::new("tree_quiet");
-    let mut cmd = vmshim_run_cmd(&dir, &build_c("proctree"), &["quiet"]);
-    let out = run_with_timeout(&mut cmd, TIMEOUT);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let (t, report) = (parse_tree(&stdout), read_report(&dir.join("report.json")));
+    let (t, report) = run_proctree_with(&dir, &["quiet"]);
     let top = dir.join("t.trace");
     assert!(has_start_up_map(&trace_of(&report, t.child1)), "child1 records: its start-up map is read");
     let parent = report_json(&[], &top);
@@ -575,11 +576,7 @@ fn an_exec_d_program_that_records_nothing_names_the_loaders_regions_by_what_they
 #[test]
 fn children_of_a_parent_that_cleared_its_environment_stay_in_the_run() {
     let dir = TestDir::new("tree_clearenv");
-    let mut cmd = vmshim_run_cmd(&dir, &build_c("proctree"), &["clearenv"]);
-    let out = run_with_timeout(&mut cmd, TIMEOUT);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let (t, report) = (parse_tree(&stdout), read_report(&dir.join("report.json")));
+    let (t, report) = run_proctree_with(&dir, &["clearenv"]);
     let mut made = vec![t.parent, t.child1, t.child2, t.grandchild];
     made.sort_unstable();
     assert_eq!(pids(&report), made);

@@ -775,6 +775,19 @@ fn resume_stopped_threads(pid: libc::pid_t) {
     }
 }
 
+/// [`FORWARDED`], SIGCHLD and SIGCONT: what the launching thread waits for.
+fn waited_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in FORWARDED.into_iter().chain([libc::SIGCHLD, libc::SIGCONT]) {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    }
+}
+
 /// Spawns a scoped thread with [`FORWARDED`], SIGCHLD and SIGCONT blocked in it (the mask a new
 /// thread starts with is its creator's, set here for the spawn only): those signals must reach
 /// the launching thread's wait ([`BlockedSignals::wait`]), and a thread that left them open would
@@ -784,15 +797,11 @@ pub(crate) fn spawn_blocked<'scope, T: Send + 'scope>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'scope,
 ) -> io::Result<std::thread::ScopedJoinHandle<'scope, T>> {
-    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it; pthread_sigmask reads
-    // `set` and writes the old mask into `old`, which the second call restores.
+    let set = waited_signals();
+    // SAFETY: sigset_t is plain data; pthread_sigmask reads `set` and writes the old mask into
+    // `old`, which the second call restores.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in FORWARDED.into_iter().chain([libc::SIGCHLD, libc::SIGCONT]) {
-            libc::sigaddset(&mut set, sig);
-        }
         let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
         if r != 0 {
             return Err(io::Error::from_raw_os_error(r));
@@ -815,15 +824,11 @@ pub(crate) struct BlockedSignals {
 
 impl BlockedSignals {
     pub(crate) fn enter() -> Result<BlockedSignals, LaunchError> {
-        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it; pthread_sigmask
-        // reads `set` and writes the old mask into `original`.
+        let set = waited_signals();
+        // SAFETY: sigset_t is plain data; pthread_sigmask reads `set` and writes the old mask
+        // into `original`.
         unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
             let mut original: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for sig in FORWARDED.into_iter().chain([libc::SIGCHLD, libc::SIGCONT]) {
-                libc::sigaddset(&mut set, sig);
-            }
             let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut original);
             if r != 0 {
                 return Err(LaunchError::Io(format!("pthread_sigmask: {}", io::Error::from_raw_os_error(r))));

@@ -13,14 +13,7 @@ pub fn fmt_u64(mut v: u64, out: &mut [u8]) -> usize {
             break;
         }
     }
-    let digits = &tmp[i..];
-    match out.get_mut(..digits.len()) {
-        Some(dst) => {
-            dst.copy_from_slice(digits);
-            digits.len()
-        }
-        None => 0,
-    }
+    copy_out(&tmp[i..], out)
 }
 
 /// Lowercase hex digits of `v`, without a prefix, into `out`; how many were written (0 if they
@@ -36,7 +29,11 @@ pub fn fmt_hex(mut v: u64, out: &mut [u8]) -> usize {
             break;
         }
     }
-    let digits = &tmp[i..];
+    copy_out(&tmp[i..], out)
+}
+
+/// Copies `digits` to the start of `out`; their number, or 0 when they do not fit.
+fn copy_out(digits: &[u8], out: &mut [u8]) -> usize {
     match out.get_mut(..digits.len()) {
         Some(dst) => {
             dst.copy_from_slice(digits);
