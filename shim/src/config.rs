@@ -90,6 +90,7 @@ fn initial_env() -> &'static [u8] {
     unsafe impl Sync for Buf {}
     const ENV_MAX: usize = 64 << 10;
     static BUF: Buf = Buf(core::cell::UnsafeCell::new([0; ENV_MAX]));
+    #[unsafe(link_section = ".data.vmshim_hot")]
     static LEN: AtomicUsize = AtomicUsize::new(usize::MAX);
     let mut len = LEN.load(Acquire);
     if len == usize::MAX {
@@ -189,6 +190,7 @@ static KEPT: Kept = Kept(core::cell::UnsafeCell::new(KeptConfig {
     out_len: 0,
     out: [0; 4096],
 }));
+#[unsafe(link_section = ".data.vmshim_hot")]
 static KEPT_READY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 #[cfg(test)]

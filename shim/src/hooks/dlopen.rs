@@ -7,6 +7,7 @@ use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::AtomicUsize;
 
 type RealDlopen = unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void;
+#[unsafe(link_section = ".data.vmshim_hot")]
 static REAL: AtomicUsize = AtomicUsize::new(0);
 
 /// Looks up the next `dlopen` (libc's) once; called from the constructor.

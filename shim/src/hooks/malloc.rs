@@ -62,18 +62,29 @@ const FOREIGN: u8 = 2;
 /// dlsym is running; a malloc it makes goes to glibc (only possible before the answer is known).
 const RESOLVING: u8 = 3;
 /// Whether the malloc that follows the shim is glibc's (then chunks can be read).
+#[unsafe(link_section = ".data.vmshim_hot")]
 static NEXT_KIND: AtomicU8 = AtomicU8::new(UNKNOWN);
+#[unsafe(link_section = ".data.vmshim_hot")]
 static NEXT_MALLOC: AtomicUsize = AtomicUsize::new(0);
+#[unsafe(link_section = ".data.vmshim_hot")]
 static NEXT_FREE: AtomicUsize = AtomicUsize::new(0);
+#[unsafe(link_section = ".data.vmshim_hot")]
 static NEXT_CALLOC: AtomicUsize = AtomicUsize::new(0);
+#[unsafe(link_section = ".data.vmshim_hot")]
 static NEXT_REALLOC: AtomicUsize = AtomicUsize::new(0);
+#[unsafe(link_section = ".data.vmshim_hot")]
 static NEXT_MEMALIGN: AtomicUsize = AtomicUsize::new(0);
+#[unsafe(link_section = ".data.vmshim_hot")]
 static NEXT_POSIX_MEMALIGN: AtomicUsize = AtomicUsize::new(0);
+#[unsafe(link_section = ".data.vmshim_hot")]
 static NEXT_ALIGNED_ALLOC: AtomicUsize = AtomicUsize::new(0);
+#[unsafe(link_section = ".data.vmshim_hot")]
 static NEXT_VALLOC: AtomicUsize = AtomicUsize::new(0);
+#[unsafe(link_section = ".data.vmshim_hot")]
 static NEXT_PVALLOC: AtomicUsize = AtomicUsize::new(0);
 
 /// The highest program break a main-arena chunk has reached so far.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static BRK_SEEN: AtomicUsize = AtomicUsize::new(0);
 
 const MAIN_ARENA: usize = 1;

@@ -19,6 +19,7 @@ type StartRoutine = extern "C-unwind" fn(*mut c_void) -> *mut c_void;
 type RealCreate =
     unsafe extern "C" fn(*mut pthread_t, *const pthread_attr_t, StartRoutine, *mut c_void) -> c_int;
 
+#[unsafe(link_section = ".data.vmshim_hot")]
 static REAL: AtomicUsize = AtomicUsize::new(0);
 
 /// Looks up the next `pthread_create` (libc's) once; called from the constructor.

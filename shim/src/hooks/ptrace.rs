@@ -23,6 +23,7 @@ type RealPtrace = unsafe extern "C" fn(c_int, libc::pid_t, *mut c_void, *mut c_v
 
 /// Looks up libc's `ptrace` once; called from the constructor.
 pub fn resolve() -> usize {
+    #[unsafe(link_section = ".data.vmshim_hot")]
     static REAL: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
     crate::os::real::next(c"ptrace", &REAL)
 }

@@ -23,6 +23,7 @@ struct Names(core::cell::UnsafeCell<[u8; NAMES_BYTES]>);
 // in images::publish); readers read only entries of published images (Acquire).
 unsafe impl Sync for Names {}
 static NAMES: Names = Names(core::cell::UnsafeCell::new([0; NAMES_BYTES]));
+#[unsafe(link_section = ".data.vmshim_hot")]
 static NAMES_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Copies `build_id` then `name` into NAMES; (offset, build-id length, name length), or lengths
@@ -218,6 +219,7 @@ struct ExePath(UnsafeCell<[u8; 4096]>);
 // (Release), read after an Acquire load; a fork child rewrites it single-threaded.
 unsafe impl Sync for ExePath {}
 static EXE: ExePath = ExePath(UnsafeCell::new([0; 4096]));
+#[unsafe(link_section = ".data.vmshim_hot")]
 static EXE_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Keeps `path` as the executable's path. Only start-up's single initialiser calls this.

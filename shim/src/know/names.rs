@@ -7,6 +7,7 @@
 use crate::os::syscall as sys;
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
+#[unsafe(link_section = ".data.vmshim_hot")]
 static ON: AtomicBool = AtomicBool::new(false);
 
 const PR_SET_VMA: usize = 0x5356_4d41;

@@ -236,6 +236,7 @@ struct ConfigText(UnsafeCell<[u8; 4096]>);
 unsafe impl Sync for ConfigText {}
 static CONFIG: ConfigText = ConfigText(UnsafeCell::new([0; 4096]));
 /// The text's length plus one; 0 while none was recorded.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static CONFIG_LEN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 fn record_maps(scratch: &mut [u8]) {

@@ -51,6 +51,7 @@ pub(crate) static POOL: Pool = Pool(UnsafeCell::new([[0; STACK_BYTES]; STACKS]))
 /// Bit `i` set: stack `i` is in use. The bits past the pool are set for good, so that the
 /// entry code finds a free stack with one `not` and `bsf`.
 #[doc(hidden)]
+#[unsafe(link_section = ".data.vmshim_hot")]
 pub(crate) static TAKEN: AtomicU64 = AtomicU64::new(NOT_A_STACK);
 const NOT_A_STACK: u64 = if STACKS == 64 { 0 } else { !(u64::MAX >> (64 - STACKS)) };
 

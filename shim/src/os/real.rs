@@ -23,6 +23,7 @@ pub fn next(name: &CStr, cache: &AtomicUsize) -> usize {
 /// then the function must not be called).
 macro_rules! real {
     ($name:literal, $ty:ty) => {{
+        #[unsafe(link_section = ".data.vmshim_hot")]
         static CACHE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
         let p = $crate::os::real::next(
             // SAFETY: the literal gets its NUL here and has none inside.

@@ -151,6 +151,7 @@ pub fn getpid() -> u32 {
 }
 
 /// This process's pid as the trace writer last noted it ([`set_own_pid`]): 0 until then.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static PID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
 /// This process's pid, as of the last (re)initialisation: the child of a fork gets its own.
@@ -224,8 +225,10 @@ pub fn read_own_pages(addr: usize, pages: usize, scratch: *mut u8) -> usize {
 }
 /// Whether the cost figures may read the TSC: not when the process asked rdtsc to fault
 /// (PR_SET_TSC, as sandboxes and record-replay tools do).
+#[unsafe(link_section = ".data.vmshim_hot")]
 static USE_TSC: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// Nanoseconds per [`cycles`] tick, in 32.32 fixed point.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static NS_PER_TICK_Q32: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1 << 32);
 
 /// Set in a [`cycles`] value read from the TSC (one from the monotonic clock has it clear), so
@@ -274,9 +277,12 @@ pub fn ticks_to_ns(ticks: u64) -> u64 {
 }
 
 /// The TSC and the monotonic clock as start-up read them, for [`calibrate_when_ready`].
+#[unsafe(link_section = ".data.vmshim_hot")]
 static MARK_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+#[unsafe(link_section = ".data.vmshim_hot")]
 static MARK_NS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 /// 0: no calibration (the TSC may not be read); 1: marked, waiting; 2: done.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static CALIBRATION: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
 
 /// Notes the TSC and the clock, if the process lets rdtsc run, for a calibration that

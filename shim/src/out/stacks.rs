@@ -20,6 +20,7 @@ static TABLE: crate::out::pairs::Table<SLOTS> = crate::out::pairs::Table::new();
 
 /// Bumped when the table is cleared (a fork child starts its own trace file): references taken
 /// in an earlier epoch name records of another file.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static EPOCH: AtomicU64 = AtomicU64::new(1);
 
 pub fn epoch() -> u64 {

@@ -69,25 +69,35 @@ const MAX_SEGS: usize = 4096;
 pub const WINDOW: u32 = 4;
 const PATH_MAX: usize = 4096;
 
+#[unsafe(link_section = ".data.vmshim_hot")]
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 /// The trace file's identity (st_dev, st_ino): the shim keeps no descriptor open, since a
 /// target may close every descriptor or dup2 over one (and then a kept descriptor would point
 /// at the program's own file); each new segment reopens the file by its absolute path and
 /// checks it is still the same file.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static FILE_DEV: AtomicU64 = AtomicU64::new(0);
+#[unsafe(link_section = ".data.vmshim_hot")]
 static FILE_INO: AtomicU64 = AtomicU64::new(0);
+#[unsafe(link_section = ".data.vmshim_hot")]
 static SEG_SIZE: AtomicU64 = AtomicU64::new(0);
+#[unsafe(link_section = ".data.vmshim_hot")]
 static LIMIT: AtomicU64 = AtomicU64::new(0);
 /// The file's length known allocated by `fallocate` (or set by `ftruncate` where the file
 /// system has no fallocate): every byte below it may be stored to.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static ALLOC: AtomicU64 = AtomicU64::new(0);
 /// The kept descriptor of the trace file (-1: none); see the module doc.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static FD: AtomicI32 = AtomicI32::new(-1);
 /// Set in a fork child: a failure to create its trace prints nothing on the target's stderr.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static QUIET: AtomicBool = AtomicBool::new(false);
 /// Taken (never waited for) by the one thread that grows a file without fallocate.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static TRUNCATING: AtomicBool = AtomicBool::new(false);
 /// The file's first page (the header), mapped while the writer is READY.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static HDR: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
 /// Each segment's mapping, null while it is not mapped (not yet, or retired).
 static SEGS: [AtomicPtr<u8>; MAX_SEGS] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_SEGS];
@@ -96,8 +106,10 @@ static SEGS: [AtomicPtr<u8>; MAX_SEGS] = [const { AtomicPtr::new(ptr::null_mut()
 static DONE: [AtomicU64; MAX_SEGS] = [const { AtomicU64::new(0) }; MAX_SEGS];
 /// One past the highest segment index ever mapped: how much of SEGS and DONE a fork child must
 /// look at (reading an untouched page of them faults in the zero page).
+#[unsafe(link_section = ".data.vmshim_hot")]
 static SEG_HIGH: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
 /// Segment mappings that exist now (including one that lost a race to map, until it is gone).
+#[unsafe(link_section = ".data.vmshim_hot")]
 static MAPPED: AtomicU32 = AtomicU32::new(0);
 
 /// The trace path, written once by the thread that wins `UNINIT -> INITING`, read after `READY`.
@@ -106,6 +118,7 @@ struct PathBuf(UnsafeCell<[u8; PATH_MAX]>);
 // read only after observing READY (Acquire).
 unsafe impl Sync for PathBuf {}
 static PATH: PathBuf = PathBuf(UnsafeCell::new([0; PATH_MAX]));
+#[unsafe(link_section = ".data.vmshim_hot")]
 static PATH_LEN: AtomicU32 = AtomicU32::new(0);
 
 /// The trace file's path (empty before initialisation).

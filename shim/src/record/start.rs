@@ -22,10 +22,12 @@ use crate::os::syscall as sys;
 use crate::out::writer;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
 
+#[unsafe(link_section = ".data.vmshim_hot")]
 static DEPTH: AtomicUsize = AtomicUsize::new(64);
 
 /// What start-up left for the first recorded call: nothing, an exec'd image's records, or a
 /// fork child's.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static DEFERRED: AtomicU8 = AtomicU8::new(NONE);
 const NONE: u8 = 0;
 const IMAGE: u8 = 1;

@@ -89,6 +89,7 @@ fn insert(addr: u64, rule: Rule) {
 }
 
 /// Bumped by every [`invalidate`]: what was computed from older rules is stale.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 pub fn generation() -> usize {

@@ -13,6 +13,7 @@ pub const MAX: usize = 1024;
 static SPAN: [(AtomicU64, AtomicU64); MAX] = [const { (AtomicU64::new(0), AtomicU64::new(0)) }; MAX];
 /// The executable part of each, by the same index.
 static TEXT: [(AtomicU64, AtomicU64); MAX] = [const { (AtomicU64::new(0), AtomicU64::new(0)) }; MAX];
+#[unsafe(link_section = ".data.vmshim_hot")]
 static LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// The spans published so far, in the order they were added: entry `i` is the image that

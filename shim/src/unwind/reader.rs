@@ -45,6 +45,7 @@ const ALT_PROBE_PAGES: usize = 8;
 
 /// Bumped before every call that can unmap or protect memory: a range found readable in an
 /// earlier generation is not trusted any more.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static SHRINK_GEN: AtomicUsize = AtomicUsize::new(1);
 
 /// Called by the hooks before a call that may take memory away (munmap, mremap, MAP_FIXED mmap,
@@ -59,6 +60,7 @@ pub fn address_space_shrinks() {
 }
 
 /// Set for good by the first probe of a second range.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static ALT_IN_USE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 impl<'w> SafeReader<'w> {

@@ -36,7 +36,9 @@ unsafe extern "C" {
 }
 
 /// Absolute address range of the shim's own code, set once at start.
+#[unsafe(link_section = ".data.vmshim_hot")]
 static SELF_LO: AtomicUsize = AtomicUsize::new(0);
+#[unsafe(link_section = ".data.vmshim_hot")]
 static SELF_HI: AtomicUsize = AtomicUsize::new(0);
 
 pub fn set_self_range(lo: usize, hi: usize) {
