@@ -658,6 +658,17 @@ fn an_exec_from_static_into_dynamic_stays_with_the_recorder() {
     }
 }
 
+/// `vmshim run` of the own_seccomp program in `mode`, its trace in `dir`, its report dropped.
+fn run_own_seccomp(dir: &TestDir, prog: &std::path::Path, mode: &str) -> std::process::Output {
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.args(["run", "--out"])
+        .arg(dir.join("t.trace"))
+        .args(["--report", "/dev/null", "--"])
+        .arg(prog)
+        .arg(mode);
+    run_with_timeout(&mut cmd, TIMEOUT)
+}
+
 /// Issue 15 item 5: a target with a seccomp filter of its own. The recorder's filter came first
 /// and stays; the target's stacks on it. An allow-all filter changes nothing; one that asks for
 /// a tracer (SECCOMP_RET_TRACE, data of its own) gets what it gets without vmshim, where no
@@ -669,13 +680,7 @@ fn a_target_with_its_own_seccomp_filter_runs_as_bare() {
         let dir = TestDir::new(&format!("static_own_seccomp_{mode}"));
         let bare = run_with_timeout(Command::new(&prog).arg(mode), TIMEOUT);
         assert!(bare.status.success(), "{}", String::from_utf8_lossy(&bare.stderr));
-        let mut cmd = Command::new(vmshim_bin());
-        cmd.args(["run", "--out"])
-            .arg(dir.join("t.trace"))
-            .args(["--report", "/dev/null", "--"])
-            .arg(&prog)
-            .arg(mode);
-        let out = run_with_timeout(&mut cmd, TIMEOUT);
+        let out = run_own_seccomp(&dir, &prog, mode);
         assert_eq!(
             (out.status.code(), String::from_utf8_lossy(&out.stdout)),
             (bare.status.code(), String::from_utf8_lossy(&bare.stdout)),
@@ -709,13 +714,7 @@ fn a_target_that_enters_seccomp_strict_mode_is_refused() {
         let bare = run_with_timeout(Command::new(&prog).arg(mode), TIMEOUT);
         assert_eq!(String::from_utf8_lossy(&bare.stdout), "strict ok\n", "{mode} bare");
         assert!(bare.status.success(), "{mode} bare: {}", String::from_utf8_lossy(&bare.stderr));
-        let mut cmd = Command::new(vmshim_bin());
-        cmd.args(["run", "--out"])
-            .arg(dir.join("t.trace"))
-            .args(["--report", "/dev/null", "--"])
-            .arg(&prog)
-            .arg(mode);
-        let out = run_with_timeout(&mut cmd, TIMEOUT);
+        let out = run_own_seccomp(&dir, &prog, mode);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{mode}: {err}");
         assert!(err.contains("seccomp strict mode"), "{mode}: {err}");

@@ -538,16 +538,7 @@ fn an_exec_d_program_that_records_nothing_names_the_loaders_regions_by_what_they
     let truth = std::fs::canonicalize("/bin/true").unwrap();
     let loader_regions = |extra: &[&str], deferred: bool| -> Vec<(u64, String)> {
         let dir = TestDir::new(if deferred { "tree_true_watched" } else { "tree_true_eager" });
-        let mut cmd = Command::new(vmshim_bin());
-        cmd.current_dir(dir.path())
-            .args(["run", "--json", "--top", "1000", "--out"])
-            .arg(dir.join("t.trace"))
-            .arg("--report")
-            .arg(dir.join("report.json"))
-            .args(extra)
-            .arg("--")
-            .arg(&truth);
-        let out = run_with_timeout(&mut cmd, TIMEOUT);
+        let out = run_with_timeout(&mut vmshim_run_cmd_with(&dir, extra, &truth, &[]), TIMEOUT);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(has_start_up_map(&dir.join("t.trace")), !deferred, "{extra:?}");
         let r = read_report(&dir.join("report.json"));

@@ -24,12 +24,18 @@ pub struct Run {
 }
 
 pub fn vmshim_run_cmd(dir: &TestDir, prog: &Path, args: &[&str]) -> Command {
+    vmshim_run_cmd_with(dir, &[], prog, args)
+}
+
+/// [`vmshim_run_cmd`] with more of `vmshim run`'s own flags (`--no-watch`, ...).
+pub fn vmshim_run_cmd_with(dir: &TestDir, flags: &[&str], prog: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(vmshim_bin());
     c.current_dir(dir.path())
         .args(["run", "--json", "--top", "1000", "--out"])
         .arg(dir.join("t.trace"))
         .arg("--report")
         .arg(dir.join("report.json"))
+        .args(flags)
         .arg("--")
         .arg(prog)
         .args(args);
