@@ -208,3 +208,50 @@ fn without_the_capability_the_target_runs_as_bare_and_vmshim_says_why() {
     let report = read_report(&dir.join("r.json"));
     assert!(report.vsz.kernel_final_bytes.is_some_and(|b| b > 0), "{:?}", report.vsz);
 }
+
+/// Issue 12: a process of the shim that recorded nothing keeps maps and statm at its exit, not
+/// smaps (which cost the exiting process four times as long): its report's RSS is the resident
+/// size the kernel gave while it waited, both as smaps' Rss summed and as statm, and vmshim's own
+/// share of it is not claimed; its VSZ is the kernel's. A process that recorded (the shell) keeps
+/// smaps and its share.
+#[test]
+fn a_process_that_recorded_nothing_has_its_rss_at_exit_from_statm() {
+    let dir = TestDir::new("watch_statm");
+    let prog = build_c("idle");
+    let h = Handshake::start(
+        &mut vmshim_run(
+            &dir,
+            &["--report", "/dev/null", "--out", "t.trace"],
+            &["bash", "-c", "\"$0\"; true", prog.to_str().unwrap()],
+        ),
+        TIMEOUT,
+    );
+    let pid = h.pid();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let smaps_rss: u64 = smaps
+        .lines()
+        .filter_map(|l| l.strip_prefix("Rss:"))
+        .map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024)
+        .sum();
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap();
+    let resident: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let vsz = status_vsz_bytes(pid);
+    let out = h.finish();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(resident * page_size(), smaps_rss, "statm and smaps agree while it waits");
+    let report = |args: &[&str]| {
+        let out = run_with_timeout(
+            Command::new(vmshim_bin()).arg("report").arg("--json").args(args).arg(dir.join("t.trace")),
+            TIMEOUT,
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        parse_report(&out.stdout)
+    };
+    let idle = report(&["--pid", &pid.to_string()]);
+    assert_eq!(idle.process.pid, pid);
+    assert_eq!(idle.vsz.kernel_final_bytes, Some(vsz), "the kernel's VSZ at exit is the one it waited with");
+    assert_eq!(idle.rss_bytes, Some(smaps_rss), "its RSS at exit is the one it waited with");
+    assert_eq!(idle.vmshim_rss_bytes, None, "no Rss by region, so no share of it is claimed");
+    let shell = report(&[]);
+    assert!(shell.process.pid != pid && shell.vmshim_rss_bytes.is_some(), "{:?}", shell.process);
+}

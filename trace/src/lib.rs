@@ -251,8 +251,13 @@ pub const CALL_FLAG_STACK_REF: u16 = 2;
 pub enum MapsSource {
     /// `/proc/self/maps` read by the shim's constructor, before the program's own code ran.
     Initial = 0,
-    /// `/proc/PID/smaps` read by `vmshim run` at the target's exit stop.
+    /// `/proc/PID/smaps` read by `vmshim run` at the target's exit stop; `/proc/PID/maps` when a
+    /// [`MapsSource::KernelStatm`] text follows it.
     KernelFinal = 1,
+    /// `/proc/PID/statm` read with the map at exit when that map is `maps`, not `smaps` (a
+    /// process of the shim that recorded nothing): its resident page count is the sum smaps' `Rss:`
+    /// lines would give.
+    KernelStatm = 2,
 }
 
 /// The first word of a committed record.

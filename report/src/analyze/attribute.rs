@@ -404,7 +404,10 @@ pub fn attribute(
     }
     let out = merge_adjacent(out);
     let final_bytes: u64 = final_regions.iter().map(Region::size).sum();
-    let rss_bytes = rec.final_maps.as_ref().map(|m| m.iter().filter_map(|r| r.rss).sum());
+    // A map read as `maps` carries no Rss by region: statm's total stands, and vmshim's own
+    // share of it is not known.
+    let by_region = rec.final_maps.as_ref().filter(|_| rec.final_statm_rss.is_none());
+    let rss_bytes = by_region.map(|m| m.iter().filter_map(|r| r.rss).sum()).or(rec.final_statm_rss);
     let arenas = arena_rows(rec, &out);
     let threads = thread_rows(rec, &out, &arenas);
     // The replay sees only what the hooks saw; mappings made inside glibc exist on top of it.
@@ -416,7 +419,7 @@ pub fn attribute(
         kernel_final_bytes: rec.final_maps.as_ref().map(|m| crate::load::maps::vsz(m)),
         peak_bytes: (replay.peak + unseen).max(final_bytes),
         rss_bytes,
-        vmshim_rss_bytes: rss_bytes.map(|_| vmshim_rss),
+        vmshim_rss_bytes: by_region.map(|_| vmshim_rss),
         regions: out,
     }
 }

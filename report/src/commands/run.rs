@@ -75,6 +75,7 @@ fn attach_exit_maps(
         for c in captures {
             let fin = read::Final {
                 smaps: Some(c.smaps.clone()),
+                statm: Some(c.statm.clone()).filter(|s| !s.is_empty()),
                 thread_names: c.thread_names.clone(),
                 raw_status: (c.code & 0xff) << 8,
                 how: format!("exited {}", c.code & 0xff),
@@ -196,6 +197,7 @@ fn complete_traces(
     attach_exit_maps(&trace, &run, &outcome.exits, a.strict, code);
     let fin = read::Final {
         smaps: outcome.final_smaps,
+        statm: outcome.final_statm,
         thread_names: outcome.thread_names,
         raw_status: outcome.raw_status,
         how: outcome.how.clone(),

@@ -347,6 +347,9 @@ pub struct Outcome {
     /// (the PTRACE_EVENT_EXIT stop; the address space is still intact there), None if it could
     /// not be captured.
     pub final_smaps: Option<Vec<u8>>,
+    /// `/proc/PID/statm` when `final_smaps` is a maps text (the watcher's capture of a process
+    /// that recorded nothing).
+    pub final_statm: Option<Vec<u8>>,
     /// `(tid, comm)` of the threads present at that moment.
     pub thread_names: Vec<(u32, String)>,
     /// Whether the tree's exits were watched, and if not why (None: not asked to).
@@ -477,7 +480,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
     // The target's map at exit: the ptrace exit stop's, unless the watcher caught the same pid
     // later (an exec from another thread replaced the traced leader, whose exit stop then showed
     // the old image) or ptrace caught nothing.
-    let (mut final_smaps, mut thread_names) = (final_smaps, names);
+    let (mut final_smaps, mut thread_names, mut final_statm) = (final_smaps, names, None);
     let last_own = exits.iter().rposition(|c| c.pid == pid as u32);
     if let Some(i) = last_own
         && (final_smaps.is_none() || exits[i].mono_ns > final_at)
@@ -485,6 +488,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
     {
         let c = exits.remove(i);
         (final_smaps, thread_names) = (Some(c.smaps), c.thread_names);
+        final_statm = Some(c.statm).filter(|s| !s.is_empty());
     } else if let Some(i) = last_own {
         exits.remove(i);
     }
@@ -495,6 +499,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         how,
         exit_code,
         final_smaps,
+        final_statm,
         thread_names,
         watched,
         exits,

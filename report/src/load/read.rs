@@ -26,6 +26,9 @@ pub struct Recording {
     pub initial_maps: Vec<Region>,
     /// The kernel's own map at exit (smaps), when `vmshim run` captured it.
     pub final_maps: Option<Vec<Region>>,
+    /// The kernel's resident bytes at exit, from `/proc/PID/statm`, when the map at exit was
+    /// read as `maps` (no `Rss:` by region): a process of the shim that recorded nothing.
+    pub final_statm_rss: Option<u64>,
     pub modules: Vec<Module>,
     /// Kept calls by their number among all calls.
     pub calls: BTreeMap<usize, Call>,
@@ -211,6 +214,7 @@ pub fn load_until(path: &Path, until: Option<u64>) -> Result<Recording, ReadErro
     let mut progress = Progress::new(stream.end());
     let mut initial: Vec<(u32, Vec<u8>)> = Vec::new();
     let mut kernel: Vec<(u32, Vec<u8>)> = Vec::new();
+    let mut statm: Option<Vec<u8>> = None;
     let mut replayer: Option<Replayer> = None;
     let mut brk_baseline_kept = false;
     let mut calls = 0usize;
@@ -221,7 +225,7 @@ pub fn load_until(path: &Path, until: Option<u64>) -> Result<Recording, ReadErro
         let after = match &ev {
             Event::Call(c) => later(c.time_ns),
             Event::ThreadStart(t) => later(t.time_ns),
-            Event::Maps(m) => until.is_some() && m.source == MapsSource::KernelFinal,
+            Event::Maps(m) => until.is_some() && m.source != MapsSource::Initial,
             Event::Exit(_) | Event::ThreadName(_) => until.is_some(),
             Event::Resolve(r) => later(r.start_ns),
             _ => false,
@@ -235,6 +239,7 @@ pub fn load_until(path: &Path, until: Option<u64>) -> Result<Recording, ReadErro
             Event::Maps(m) => match m.source {
                 MapsSource::Initial => initial.push((m.chunk, m.text)),
                 MapsSource::KernelFinal => kernel.push((m.chunk, m.text)),
+                MapsSource::KernelStatm => statm = Some(m.text),
             },
             Event::Module(m) => {
                 rec.modules.push(m);
@@ -299,8 +304,16 @@ pub fn load_until(path: &Path, until: Option<u64>) -> Result<Recording, ReadErro
     rec.replay = r.out;
     if !kernel.is_empty() {
         rec.final_maps = Some(join(kernel));
+        let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
+        rec.final_statm_rss = statm.as_deref().and_then(|t| statm_resident(t, page));
     }
     Ok(rec)
+}
+
+/// The resident bytes a `/proc/PID/statm` line gives (`size resident shared ...`, in pages).
+pub fn statm_resident(text: &[u8], page: u64) -> Option<u64> {
+    let pages: u64 = std::str::from_utf8(text).ok()?.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    pages.checked_mul(page)
 }
 
 /// Starts the replay from the start-up map in `initial`, with the calls read so far.
@@ -400,7 +413,10 @@ impl Progress {
 /// What `vmshim run` learns once the target is gone: the kernel's map at its exit stop, the
 /// threads' names then, and how it ended.
 pub struct Final {
+    /// smaps text, or maps text when `statm` is there too.
     pub smaps: Option<Vec<u8>>,
+    /// `/proc/PID/statm`, read with a map that was `maps` (see [`MapsSource::KernelStatm`]).
+    pub statm: Option<Vec<u8>>,
     pub thread_names: Vec<(u32, String)>,
     pub raw_status: i32,
     pub how: String,
@@ -411,6 +427,8 @@ impl Final {
     pub fn apply(self, rec: &mut Recording) {
         if let Some(smaps) = self.smaps.filter(|s| !s.is_empty()) {
             rec.final_maps = Some(join(vec![(0, smaps)]));
+            let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
+            rec.final_statm_rss = self.statm.as_deref().and_then(|t| statm_resident(t, page));
         }
         rec.thread_names.extend(self.thread_names);
         rec.exit = Some(Exit { raw_status: self.raw_status, how: self.how });
@@ -425,6 +443,7 @@ impl Final {
 pub fn append_final(path: &Path, fin: &Final) -> std::io::Result<()> {
     let (final_smaps, thread_names, raw_status, how) =
         (fin.smaps.as_deref(), &fin.thread_names, fin.raw_status, fin.how.as_str());
+    let statm = fin.statm.as_deref().filter(|_| final_smaps.is_some_and(|s| !s.is_empty()));
     let mut f = OpenOptions::new().read(true).write(true).open(path)?;
     let mut hdr = [0u8; HEADER_SIZE];
     f.read_exact(&mut hdr)?;
@@ -436,6 +455,14 @@ pub fn append_final(path: &Path, fin: &Final) -> std::io::Result<()> {
     for (i, chunk) in final_smaps.unwrap_or_default().chunks(256 << 10).enumerate() {
         let mut buf = vec![0u8; chunk.len() + 64];
         let m = MapsRecord { source: MapsSource::KernelFinal, chunk: i as u32, text: chunk };
+        if let Some(n) = vmshim_trace::record::maps::encode(&mut buf, &m) {
+            buf.truncate(n);
+            records.push(buf);
+        }
+    }
+    if let Some(text) = statm {
+        let mut buf = vec![0u8; text.len() + 64];
+        let m = MapsRecord { source: MapsSource::KernelStatm, chunk: 0, text };
         if let Some(n) = vmshim_trace::record::maps::encode(&mut buf, &m) {
             buf.truncate(n);
             records.push(buf);

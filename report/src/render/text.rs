@@ -82,6 +82,9 @@ pub fn text(a: &Analysis, opts: &Options) -> String {
     context_lines(&mut o, a, opts);
     let rss = match (attr.rss_bytes, attr.vmshim_rss_bytes) {
         (Some(r), Some(own)) => format!("{} {u} (vmshim's own {} {u})", k.kib(r), k.kib(own)),
+        (Some(r), None) if rec.final_statm_rss.is_some() => {
+            format!("{} {u} (statm's total: it recorded nothing, so smaps was not read)", k.kib(r))
+        }
         (Some(r), None) => format!("{} {u}", k.kib(r)),
         (None, _) => "unknown".to_string(),
     };

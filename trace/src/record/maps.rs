@@ -38,6 +38,7 @@ pub(crate) fn decode(r: &mut Reader<'_>) -> Result<MapsChunk, Error> {
     let source = match r.u8()? {
         0 => MapsSource::Initial,
         1 => MapsSource::KernelFinal,
+        2 => MapsSource::KernelStatm,
         s => return Err(r.err(format!("unknown maps source {s}"))),
     };
     r.bytes(3)?;
@@ -58,10 +59,11 @@ mod tests {
     use crate::record::tests::round_trip;
 
     #[test]
-    fn round_trips_both_sources() {
+    fn round_trips_every_source() {
         for (source, chunk, text) in [
             (MapsSource::Initial, 0, &b"55d0-55d1 r--p 00000000 08:01 12 /bin/true\n"[..]),
             (MapsSource::KernelFinal, 3, b""),
+            (MapsSource::KernelStatm, 0, b"3557 454 391 5 0 82 0\n"),
         ] {
             let m = MapsChunk { source, chunk, text: text.to_vec() };
             round_trip(&m, |b, m| encode(b, &m.record()), decode);

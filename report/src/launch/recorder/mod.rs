@@ -119,6 +119,7 @@ pub fn run(r: &Request) -> Result<Outcome, LaunchError> {
         how,
         exit_code,
         final_smaps,
+        final_statm: None,
         thread_names,
         watched: None,
         exits: t.exits,
@@ -904,6 +905,7 @@ impl<'a> Tracer<'a> {
                     code,
                     mono_ns: p.final_at,
                     smaps,
+                    statm: Vec::new(),
                     thread_names: p.names,
                 });
             }
