@@ -871,21 +871,31 @@ pub(crate) fn read_smaps(pid: libc::pid_t) -> Option<Vec<u8>> {
 /// A /proc file's text, read with large reads and nothing else: `fs::read` asks statx and lseek
 /// for a size that /proc does not give, then starts with small reads, while the exiting process
 /// waits (issue 12: the exit watcher's and the exit stop's read). Empty when it cannot be read.
+///
+/// The reads go into this thread's scratch buffer, kept from one call to the next, and only the
+/// text is copied out: a fresh 64 KiB buffer per read (zeroed, grown to 128 KiB to see the end
+/// of the file) was fresh memory each time, about 40 µs of page faults for a 30-byte statm
+/// while the exiting process waited (48 µs against 8 µs, measured in the watcher).
 pub(crate) fn read_proc(path: &str) -> Vec<u8> {
-    const CHUNK: usize = 64 << 10;
-    let Ok(mut f) = std::fs::File::open(path) else { return vec![] };
-    let mut text = Vec::new();
-    loop {
-        let at = text.len();
-        text.resize(at + CHUNK, 0);
-        match f.read(&mut text[at..]) {
-            Ok(0) | Err(_) => {
-                text.truncate(at);
-                return text;
-            }
-            Ok(n) => text.truncate(at + n),
-        }
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    let Ok(mut f) = std::fs::File::open(path) else { return vec![] };
+    SCRATCH.with_borrow_mut(|buf| {
+        if buf.is_empty() {
+            buf.resize(64 << 10, 0);
+        }
+        let mut at = 0;
+        loop {
+            if at == buf.len() {
+                buf.resize(2 * at, 0);
+            }
+            match f.read(&mut buf[at..]) {
+                Ok(0) | Err(_) => return buf[..at].to_vec(),
+                Ok(n) => at += n,
+            }
+        }
+    })
 }
 
 /// The names (`comm`) of the threads still there at the exit stop; threads that already left

@@ -552,7 +552,7 @@ fn records_nothing(tid: u32, maps: &[u8]) -> bool {
 /// The name (`comm`) of thread `tid` when its process has no other thread, from
 /// `/proc/TID/stat`.
 fn single_thread_name(tid: u32) -> Option<String> {
-    let (comm, threads) = name_and_threads(&std::fs::read(format!("/proc/{tid}/stat")).ok()?)?;
+    let (comm, threads) = name_and_threads(&super::read_proc(&format!("/proc/{tid}/stat")))?;
     (threads == 1).then_some(comm)
 }
 
