@@ -236,6 +236,13 @@ fn a_process_that_recorded_nothing_has_its_rss_at_exit_from_statm() {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap();
     let resident: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
     let vsz = status_vsz_bytes(pid);
+    // The shim maps the trace's first page and no segment while nothing is recorded: the map
+    // the watcher tells it by.
+    let real_dir = std::fs::canonicalize(dir.path()).unwrap();
+    let trace_maps: Vec<MapsRegion> =
+        read_maps(pid).into_iter().filter(|r| Path::new(&r.path).parent() == Some(&real_dir)).collect();
+    assert_eq!(trace_maps.len(), 1, "{trace_maps:?}");
+    assert_eq!(trace_maps[0].len(), page_size(), "{trace_maps:?}");
     let out = h.finish();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(resident * page_size(), smaps_rss, "statm and smaps agree while it waits");

@@ -331,8 +331,16 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         .saturating_sub(1_000_000_000);
     let spawned = std::sync::atomic::AtomicU32::new(0);
     let gone = std::sync::atomic::AtomicBool::new(false);
-    let l =
-        launch::Launch { program: &program, args: &a.cmd[1..], env, hold, watch, spawned: Some(&spawned) };
+    let traces = (early_problem.is_none() && shim).then_some(template.as_path());
+    let l = launch::Launch {
+        program: &program,
+        args: &a.cmd[1..],
+        env,
+        hold,
+        watch,
+        traces,
+        spawned: Some(&spawned),
+    };
     // With the shim alongside, the recorder's traces go beside the shim's, a run of their own.
     let companion = (recorded && shim).then(|| crate::launch::recorder::companion_template(&template));
     let dest = match &a.report {

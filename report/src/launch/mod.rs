@@ -330,6 +330,9 @@ pub struct Launch<'a> {
     /// Watch every process of the tree at its exit with `vmshim __watch`, this vmshim binary
     /// ([`crate::launch::watch`]); `vmshim run` then also waits for the tree's last process.
     pub watch: Option<&'a Path>,
+    /// The trace template the shim is given (`VMSHIM_OUT`), for the watcher to know the run's
+    /// trace files in a map.
+    pub traces: Option<&'a Path>,
     /// Set to the target's pid once it is spawned, for a thread that reads its trace meanwhile.
     pub spawned: Option<&'a std::sync::atomic::AtomicU32>,
 }
@@ -412,7 +415,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
 
     let mut watcher = match l.watch {
         Some(vmshim) => Some(
-            crate::launch::watch::Watcher::start(vmshim)
+            crate::launch::watch::Watcher::start(vmshim, l.traces)
                 .map_err(|e| LaunchError::Io(format!("cannot start the exit watcher: {e}")))?,
         ),
         None => None,
@@ -1090,7 +1093,15 @@ mod tests {
         let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let l = Launch { program: &program, args: &args, env, hold: true, watch: None, spawned: None };
+            let l = Launch {
+                program: &program,
+                args: &args,
+                env,
+                hold: true,
+                watch: None,
+                traces: None,
+                spawned: None,
+            };
             let _ = tx.send(launch(&l).map_err(|e| e.to_string()));
         });
         match rx.recv_timeout(TIMEOUT) {

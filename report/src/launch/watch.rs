@@ -9,8 +9,7 @@
 //! system call, `exit_group` (every exit(3), `_exit` and Go's raw exit), at its entry, where the
 //! whole address space still exists; the watcher reads `/proc/TID/smaps` (or maps and statm, for a
 //! process of the shim that recorded nothing: [`exit_map`]) and the thread names, then lets the
-//! call go on unchanged. Nothing else is filtered; the target's memory is never written, and of
-//! it only the shim's own trace header is read. The listener also reports when the last task that uses the filter is gone
+//! call go on unchanged. Nothing else is filtered; the target's memory is never read or written. The listener also reports when the last task that uses the filter is gone
 //! (POLLHUP): that is how `vmshim run` knows the tree is done, daemons included.
 //!
 //! The listener lives in a process of its own (`vmshim __watch`, in its own process group, deaf
@@ -162,9 +161,9 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Starts `vmshim __watch` (the binary at `vmshim`); the target's end of the socket it listens
-    /// on is [`Watcher::target_fd`].
-    pub fn start(vmshim: &Path) -> io::Result<Watcher> {
+    /// Starts `vmshim __watch` (the binary at `vmshim`), telling it the run's trace template;
+    /// the target's end of the socket it listens on is [`Watcher::target_fd`].
+    pub fn start(vmshim: &Path, traces: Option<&Path>) -> io::Result<Watcher> {
         let mut fds = [0; 2];
         // SAFETY: socketpair writes two descriptors into `fds`.
         if unsafe {
@@ -177,7 +176,7 @@ impl Watcher {
         let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         let listen_fd = ours.as_raw_fd();
         let mut cmd = Command::new(vmshim);
-        cmd.arg("__watch").stdin(Stdio::null()).stdout(Stdio::piped()).env_remove("LD_PRELOAD");
+        cmd.arg("__watch").args(traces).stdin(Stdio::null()).stdout(Stdio::piped()).env_remove("LD_PRELOAD");
         let in_child = move || {
             // SAFETY: between fork and exec: the socket goes to fd 3 without close-on-exec;
             // setpgid moves the watcher out of the terminal's foreground group, so Ctrl-C and
@@ -320,10 +319,12 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// `vmshim __watch`: the listener process. Takes the listener from the socket at fd 3, answers
-/// every notification until the last process of the tree is gone, and writes what it captured
-/// to stdout. Exits 0.
+/// `vmshim __watch [TEMPLATE]`: the listener process. Takes the listener from the socket at fd
+/// 3, answers every notification until the last process of the tree is gone, and writes what it
+/// captured to stdout. TEMPLATE is the run's trace template (`VMSHIM_OUT`), by which it knows
+/// the run's trace files in a map. Exits 0.
 pub fn serve() -> u8 {
+    let traces = std::env::args_os().nth(2).and_then(|t| RunTraces::new(Path::new(&t)));
     // SAFETY: signal() sets dispositions: this process must survive its reader going away and
     // the terminal's signals, since the tree's exits depend on it.
     unsafe {
@@ -356,7 +357,7 @@ pub fn serve() -> u8 {
         }
         if pfd.revents & libc::POLLIN != 0 {
             // The exiting process waits for the answer; the batch is written after it.
-            if let Some(frame) = answer(listener.as_raw_fd(), reading) {
+            if let Some(frame) = answer(listener.as_raw_fd(), reading, traces.as_ref()) {
                 pending.extend_from_slice(&frame);
             }
         } else if pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
@@ -438,7 +439,7 @@ fn receive_listener(sock: RawFd) -> (Option<OwnedFd>, i32) {
 
 /// Takes one notification, captures the process when its reader still reads (`capture`), and
 /// lets the call continue. The frame to send, if any.
-fn answer(listener: RawFd, capture: bool) -> Option<Vec<u8>> {
+fn answer(listener: RawFd, capture: bool, traces: Option<&RunTraces>) -> Option<Vec<u8>> {
     // SAFETY: seccomp_notif is plain data; RECV wants it zeroed.
     let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
     // SAFETY: RECV fills `req`.
@@ -446,7 +447,7 @@ fn answer(listener: RawFd, capture: bool) -> Option<Vec<u8>> {
         // The caller was killed before we took it (ENOENT), or interrupted: nothing to answer.
         return None;
     }
-    let frame = capture.then(|| capture_frame(req.pid, req.data.args[0] as i32));
+    let frame = capture.then(|| capture_frame(req.pid, req.data.args[0] as i32, traces));
     let resp = libc::seccomp_notif_resp {
         id: req.id,
         val: 0,
@@ -459,13 +460,13 @@ fn answer(listener: RawFd, capture: bool) -> Option<Vec<u8>> {
     frame.filter(|_| sent)
 }
 
-fn capture_frame(tid: u32, code: i32) -> Vec<u8> {
+fn capture_frame(tid: u32, code: i32, traces: Option<&RunTraces>) -> Vec<u8> {
     let mono_ns = monotonic_ns();
     // Most exits are of a process of one thread: /proc/TID/stat (one line) says so with its
     // thread count, and names it, where listing the tasks and reading each one's comm took
     // three more files per exit (issue 12). A group of one is the calling thread itself.
     let (pid, names, map) = match single_thread_name(tid) {
-        Some(comm) => (tid, format!("{tid}\t{comm}\n"), exit_map(tid)),
+        Some(comm) => (tid, format!("{tid}\t{comm}\n"), exit_map(tid, traces)),
         None => {
             let (pid, names) = group_names(tid);
             (pid, names, ExitMap { text: super::read_proc(&format!("/proc/{tid}/smaps")), statm: Vec::new() })
@@ -494,14 +495,14 @@ struct ExitMap {
 /// (about 110 µs against 27 µs for a `/bin/true` under the shim, most of it walking the page
 /// tables of every region), and what a report takes from smaps beyond maps is the resident
 /// bytes and the VmFlags that tell thread stacks and arenas apart, which only recorded calls
-/// need. So a process of the shim that recorded nothing (its trace header, found in the map,
-/// counts no recorded call and no dropped one: a shell's `/bin/true`, issue 12) keeps maps
-/// and `/proc/PID/statm`, whose resident count is the sum smaps' `Rss:` lines give. Every other
-/// process, and one whose header cannot be read, keeps smaps, read after maps (the process
-/// has one thread, stopped here, so the two texts agree).
-fn exit_map(tid: u32) -> ExitMap {
+/// need. So a process of the shim that recorded nothing (its map shows its trace mapped as the
+/// shim maps it until a first record: [`records_nothing`]; a shell's `/bin/true`, issue 12)
+/// keeps maps and `/proc/PID/statm`, whose resident count is the sum smaps' `Rss:` lines give.
+/// Every other process keeps smaps, read after maps (the process has one thread, stopped here,
+/// so the two texts agree).
+fn exit_map(tid: u32, traces: Option<&RunTraces>) -> ExitMap {
     let maps = super::read_proc(&format!("/proc/{tid}/maps"));
-    if records_nothing(tid, &maps) {
+    if traces.is_some_and(|t| records_nothing(&maps, t)) {
         let statm = super::read_proc(&format!("/proc/{tid}/statm"));
         if !statm.is_empty() {
             return ExitMap { text: maps, statm };
@@ -510,38 +511,88 @@ fn exit_map(tid: u32) -> ExitMap {
     ExitMap { text: super::read_proc(&format!("/proc/{tid}/smaps")), statm: Vec::new() }
 }
 
-/// Whether the map shows the shim's trace header (a shared mapping of a file's first page that
-/// starts with the trace magic) and every such header counts no recorded and no dropped call.
-/// The header words are read from the process with `process_vm_readv`: 64 bytes of the
-/// shim's own mapping of its trace, nothing of the program's.
-fn records_nothing(tid: u32, maps: &[u8]) -> bool {
-    use vmshim_trace::{FILE_MAGIC, HEADER_SIZE, header};
+/// The run's trace files as the kernel names them in a map: in the template's directory (its
+/// real path), named as the template is with each `%p` a pid, and perhaps the `.N` suffixes
+/// of a taken name after.
+pub struct RunTraces {
+    dir: Vec<u8>,
+    /// The template's file name, cut at each `%p`.
+    parts: Vec<Vec<u8>>,
+}
+
+impl RunTraces {
+    /// From the trace template `vmshim run` gives the shim (`VMSHIM_OUT`); None when its
+    /// directory cannot be resolved.
+    pub fn new(template: &Path) -> Option<RunTraces> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = std::fs::canonicalize(template.parent()?).ok()?;
+        let name = template.file_name()?.as_bytes();
+        let mut parts = Vec::new();
+        let mut rest = name;
+        while let Some(at) = rest.windows(2).position(|w| w == b"%p") {
+            parts.push(rest[..at].to_vec());
+            rest = &rest[at + 2..];
+        }
+        parts.push(rest.to_vec());
+        Some(RunTraces { dir: dir.as_os_str().as_bytes().to_vec(), parts })
+    }
+
+    /// Whether `path` (a map line's) is one of the run's trace files.
+    fn holds(&self, path: &[u8]) -> bool {
+        let Some(slash) = path.iter().rposition(|&b| b == b'/') else { return false };
+        if path[..slash] != self.dir[..] && !(slash == 0 && self.dir == b"/") {
+            return false;
+        }
+        let digits = |s: &[u8]| s.iter().take_while(|b| b.is_ascii_digit()).count();
+        let mut name = &path[slash + 1..];
+        for (i, part) in self.parts.iter().enumerate() {
+            let Some(after) = name.strip_prefix(&part[..]) else { return false };
+            name = after;
+            if i + 1 < self.parts.len() {
+                let n = digits(name);
+                if n == 0 {
+                    return false;
+                }
+                name = &name[n..];
+            }
+        }
+        // `.N` suffixes, each a number.
+        while let Some(after) = name.strip_prefix(b".") {
+            let n = digits(after);
+            if n == 0 {
+                return false;
+            }
+            name = &after[n..];
+        }
+        name.is_empty()
+    }
+}
+
+/// Whether the map shows the process's trace (one of the run's files) mapped as the shim maps
+/// it before the process begins to record, and only so: the file's first page, shared, at
+/// offset 0, and no segment (shim/src/out/writer.rs, "The first page"). A process with no
+/// trace mapped (no shim, or one that could not create its file) does not count.
+fn records_nothing(maps: &[u8], traces: &RunTraces) -> bool {
+    // SAFETY: sysconf reads a constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
     let mut found = false;
     for line in maps.split(|&b| b == b'\n') {
-        // `start-end rw-s 00000000 dev inode path`
-        let mut fields = line.split(|&b| b == b' ');
-        let (Some(range), Some(b"rw-s"), Some(b"00000000")) = (fields.next(), fields.next(), fields.next())
+        // `start-end perms offset dev inode   path`
+        let mut fields = line.splitn(6, |&b| b == b' ');
+        let (Some(range), Some(perms), Some(offset), Some(_dev), Some(_inode), Some(path)) =
+            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
         else {
             continue;
         };
-        let Some(start) = std::str::from_utf8(range)
-            .ok()
-            .and_then(|r| r.split_once('-'))
-            .and_then(|(a, _)| u64::from_str_radix(a, 16).ok())
-        else {
-            continue;
-        };
-        let mut hdr = [0u8; HEADER_SIZE];
-        let local = libc::iovec { iov_base: hdr.as_mut_ptr().cast(), iov_len: hdr.len() };
-        let remote = libc::iovec { iov_base: start as *mut libc::c_void, iov_len: hdr.len() };
-        // SAFETY: reads HEADER_SIZE bytes of process `tid` into `hdr`, which `local` describes;
-        // `remote` is an address in the other process, never dereferenced here.
-        let n = unsafe { libc::process_vm_readv(tid as libc::pid_t, &local, 1, &remote, 1, 0) };
-        if n != hdr.len() as isize || hdr[..8] != FILE_MAGIC {
+        let path = path.trim_ascii_start();
+        if !path.starts_with(b"/") || !traces.holds(path) {
             continue;
         }
-        let word = |at: usize| u64::from_le_bytes(hdr[at..at + 8].try_into().unwrap_or_default());
-        if word(header::TIMED) != 0 || word(header::DROPPED) != 0 {
+        let size = std::str::from_utf8(range)
+            .ok()
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?));
+        if perms != b"rw-s" || offset.iter().any(|&b| b != b'0') || size != Some(page) {
             return false;
         }
         found = true;
@@ -593,7 +644,48 @@ fn group_names(tid: u32) -> (u32, String) {
 
 #[cfg(test)]
 mod tests {
-    use super::name_and_threads;
+    use super::{RunTraces, name_and_threads, records_nothing};
+
+    #[test]
+    fn the_runs_trace_files_are_told_by_directory_and_template() {
+        let dir = std::env::temp_dir().join(format!("vmshim-runtraces-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let real = std::fs::canonicalize(&dir).unwrap().to_string_lossy().into_owned();
+        let fixed = RunTraces::new(&dir.join("t.trace")).unwrap();
+        let per_pid = RunTraces::new(&dir.join("vmshim.%p.trace")).unwrap();
+        for (traces, name, holds) in [
+            (&fixed, "t.trace", true),
+            (&fixed, "t.trace.4242", true),
+            (&fixed, "t.trace.4242.1", true),
+            (&fixed, "t.trace.", false),
+            (&fixed, "t.trace.x", false),
+            (&fixed, "t.trace2", false),
+            (&per_pid, "vmshim.4242.trace", true),
+            (&per_pid, "vmshim.4242.trace.3", true),
+            (&per_pid, "vmshim..trace", false),
+            (&per_pid, "vmshim.42x.trace", false),
+        ] {
+            assert_eq!(traces.holds(format!("{real}/{name}").as_bytes()), holds, "{name}");
+        }
+        assert!(!fixed.holds(b"/elsewhere/t.trace"));
+        // A map in which the trace is the first page alone records nothing; with a segment, or
+        // with none mapped at all, it does not count.
+        // SAFETY: sysconf reads a constant.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+        let line = |start: u64, len: u64, perms: &str, name: &str| {
+            format!(
+                "{start:x}-{:x} {perms} 00000000 00:1b 77                         {real}/{name}\n",
+                start + len
+            )
+        };
+        let header = line(0x7f00_0000_0000, page, "rw-s", "t.trace.4242.1");
+        let segment = line(0x7f00_1000_0000, 4 << 20, "rw-s", "t.trace.4242.1");
+        let other = line(0x7f00_2000_0000, page, "rw-s", "u.trace");
+        assert!(records_nothing(format!("{other}{header}").as_bytes(), &fixed));
+        assert!(!records_nothing(format!("{header}{segment}").as_bytes(), &fixed));
+        assert!(!records_nothing(other.as_bytes(), &fixed));
+        std::fs::remove_dir(&dir).unwrap();
+    }
 
     #[test]
     fn a_stat_line_gives_the_name_and_the_thread_count_of_this_process() {

@@ -14,7 +14,8 @@
 //! with the trace: at most [`WINDOW`] segments are mapped at once, plus the header page, which
 //! stays mapped for the writer's life (the cursor and counters live there). With the default
 //! 4 MiB segments that is 16 MiB + one page of address space and at most as much RSS; a
-//! single-threaded target has one segment mapped, two while a record crosses into the next.
+//! single-threaded target has one segment mapped, two while a record crosses into the next
+//! (none while all it wrote fits in the first page: see below).
 //! A segment stays mapped past its end only while a writer that reserved space in it (a thread
 //! preempted between reserve and commit, say) has not finished; a writer that needs a segment
 //! while the window is full drops its record (counted in the header).
@@ -27,6 +28,16 @@
 //! segment is never unmapped under a writer. The unmap is recorded (`CALL_FLAG_OWN`, before the
 //! call: once it is gone another thread's mmap may reuse the range), so the report's replay
 //! removes it.
+//!
+//! # The first page
+//! The header's mapping covers the file's whole first page, and until the process begins to
+//! record, the records that fit in that page go there through it: segment 0 is mapped only by
+//! the first record past the page, or by the first once recording has begun ([`end_first_page`]).
+//! Under `vmshim run`'s exit watcher most processes of a shell loop record nothing (their
+//! start-up records wait for a first recorded call that never comes), and their Start record is
+//! all they write: they spare a segment's mmap, its page fault and its unmapping at exit or
+//! exec, and the watcher can tell them by their map alone (their trace file is mapped one page
+//! at offset 0 and nothing more: issue 12).
 //!
 //! # Disk
 //! The file's blocks are allocated as records arrive, never ahead of need by more than one
@@ -111,6 +122,13 @@ static SEG_HIGH: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsi
 /// Segment mappings that exist now (including one that lost a race to map, until it is gone).
 #[unsafe(link_section = ".data.vmshim_hot")]
 static MAPPED: AtomicU32 = AtomicU32::new(0);
+/// Set while a record that fits in the file's first page goes there through the header's
+/// mapping, with no segment mapped: from [`open`] until [`end_first_page`], which the start-up
+/// calls when the process begins to record (see "The first page" in the module doc).
+#[unsafe(link_section = ".data.vmshim_hot")]
+static FIRST_PAGE: AtomicBool = AtomicBool::new(false);
+/// How much of the file the header's mapping covers: the first page (the smallest page size).
+const HEADER_MAP: usize = 4096;
 
 /// The trace path, written once by the thread that wins `UNINIT -> INITING`, read after `READY`.
 struct PathBuf(UnsafeCell<[u8; PATH_MAX]>);
@@ -181,7 +199,6 @@ pub fn open(cfg: &crate::config::Config, template: &[u8], quiet: bool) -> bool {
     FILE_DEV.store(id.0, Relaxed);
     FILE_INO.store(id.1, Relaxed);
     let fd = keep_high(fd);
-    let size = cfg.segment_bytes;
     // Not past RLIMIT_FSIZE (SIGXFSZ would kill the target), and at least the header's page.
     let first = FIRST_STEP.min(LIMIT.load(Relaxed)).min(sys::file_size_limit() & !4095);
     if first < 4096 {
@@ -190,15 +207,10 @@ pub fn open(cfg: &crate::config::Config, template: &[u8], quiet: bool) -> bool {
     if let Err(e) = allocate(fd, 0, first) {
         return discard(fd, id, &buf[..=len], e);
     }
-    let seg0 = match map_segment(fd, 0, size) {
-        Ok(m) => m,
-        Err(e) => return discard(fd, id, &buf[..=len], e),
-    };
     let prot = libc::PROT_READ | libc::PROT_WRITE;
-    let h = sys::mmap(0, HEADER_SIZE, prot, libc::MAP_SHARED, fd, 0);
+    let h = sys::mmap(0, HEADER_MAP, prot, libc::MAP_SHARED, fd, 0);
     let (_, e) = sys::split(h);
     if e != 0 {
-        sys::munmap(seg0 as usize, size as usize);
         return discard(fd, id, &buf[..=len], e);
     }
     FD.store(fd, Release);
@@ -212,13 +224,18 @@ pub fn open(cfg: &crate::config::Config, template: &[u8], quiet: bool) -> bool {
     hdr[header::MAGIC..header::MAGIC + 8].copy_from_slice(&FILE_MAGIC);
     HDR.store(hdr_ptr, Release);
     cursor().store(HEADER_SIZE as u64, Relaxed);
-    SEGS[0].store(seg0, Release);
-    MAPPED.store(1, Release);
+    MAPPED.store(0, Release);
+    FIRST_PAGE.store(true, Release);
     STATE.store(READY, Release);
-    let header_args = [h as u64, HEADER_SIZE as u64, prot as u64, libc::MAP_SHARED as u64, u64::MAX, 0];
+    let header_args = [h as u64, HEADER_MAP as u64, prot as u64, libc::MAP_SHARED as u64, u64::MAX, 0];
     record_own_mapping(CallKind::Mmap, header_args, h as u64);
-    record_own_segment(CallKind::Mmap, 0, seg0);
     true
+}
+
+/// The process begins to record: from now on every record goes through a segment's mapping,
+/// which the next one maps if none is (see "The first page" in the module doc).
+pub fn end_first_page() {
+    FIRST_PAGE.store(false, Release);
 }
 
 /// Creates the trace file at `buf[..len]` (not yet NUL-terminated), never destroying or
@@ -664,6 +681,13 @@ pub fn reserve(len: usize) -> Option<Slot> {
         }
         let seg = (off / size) as usize;
         let within = (off % size) as usize;
+        let end = off + len as u64;
+        if FIRST_PAGE.load(Acquire) && end <= (HEADER_MAP as u64).min(ALLOC.load(Acquire)) {
+            // SAFETY: `off < end <= HEADER_MAP`: inside the header's mapping of the first page,
+            // which stays mapped while the writer is READY; the file holds these bytes (ALLOC).
+            let at = unsafe { HDR.load(Acquire).add(off as usize) };
+            return Some(Slot { at, len, offset: off, committed: false });
+        }
         if within + len <= size as usize {
             // Given up unwritten when the segment cannot be mapped or the file cannot hold the
             // record (the reader skips it as torn, or it lies past the file's end), but given
@@ -767,7 +791,7 @@ pub fn reset_after_fork() {
     }
     let h = HDR.swap(ptr::null_mut(), AcqRel);
     if !h.is_null() {
-        sys::munmap(h as usize, HEADER_SIZE);
+        sys::munmap(h as usize, HEADER_MAP);
     }
     MAPPED.store(0, Relaxed);
     sys::set_own_pid(0);

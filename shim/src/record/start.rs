@@ -61,6 +61,7 @@ pub fn ensure_started() {
 fn write_deferred() {
     let what = DEFERRED.swap(NONE, Acquire);
     if what != NONE {
+        writer::end_first_page();
         startup::record_deferred(what == FORK);
     }
 }
@@ -95,6 +96,7 @@ pub fn start(fork: Option<&startup::Origin<'_>>) {
         }
         DEFERRED.store(if fork.is_some() { FORK } else { IMAGE }, Release);
     } else {
+        writer::end_first_page();
         startup::record_deferred(fork.is_some());
     }
 }
