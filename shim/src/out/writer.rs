@@ -42,7 +42,8 @@
 //! # Disk
 //! The file's blocks are allocated as records arrive, never ahead of need by more than one
 //! growth step ([`grow`]: 16 KiB at first, a quarter of what the file holds later, at most
-//! 1 MiB), so a process that records little leaves a small file: `/bin/true` leaves 16 KiB.
+//! 1 MiB), so a process that records little leaves a small file: `/bin/true` leaves 16 KiB,
+//! and 4 KiB under the exit watcher, where it writes its Start record alone (the first page).
 //! A segment is mapped whole, beyond the file's end; a store into a page past the end (or
 //! into a hole on a full disk) would raise SIGBUS in the target, so a writer stores only below
 //! [`ALLOC`], the end of what `fallocate` has allocated, and a record that cannot be allocated
@@ -200,7 +201,10 @@ pub fn open(cfg: &crate::config::Config, template: &[u8], quiet: bool) -> bool {
     FILE_INO.store(id.1, Relaxed);
     let fd = keep_high(fd);
     // Not past RLIMIT_FSIZE (SIGXFSZ would kill the target), and at least the header's page.
-    let first = FIRST_STEP.min(LIMIT.load(Relaxed)).min(sys::file_size_limit() & !4095);
+    // Under the exit watcher most processes write their Start record alone, which the first
+    // page holds: the rest of the first step waits for a first recorded call.
+    let step = if cfg.watched { HEADER_MAP as u64 } else { FIRST_STEP };
+    let first = step.min(LIMIT.load(Relaxed)).min(sys::file_size_limit() & !4095);
     if first < 4096 {
         return discard(fd, id, &buf[..=len], libc::EFBIG);
     }
