@@ -192,7 +192,17 @@ pub fn open(cfg: &crate::config::Config, template: &[u8], quiet: bool) -> bool {
         return fail(b"VMSHIM_OUT is too long", 0);
     };
     let has_pid = template.windows(2).any(|w| w == b"%p");
-    let Some((fd, len)) = create(buf, len, if has_pid { None } else { Some(pid) }) else {
+    // A fixed name is the run's first process's (`vmshim run` finds the target's trace by it):
+    // a fork child, whose parent tried it already, and under `vmshim run` an image whose
+    // parent is not vmshim begin at `T.<pid>` (in a 1,000-process loop, two path lookups less
+    // per process, each into a directory of two thousand traces).
+    let launched = || {
+        crate::config::getenv("VMSHIM_TRACER")
+            .and_then(crate::config::parse_u64)
+            .is_none_or(|tracer| tracer == sys::getppid() as u64)
+    };
+    let skip_bare = !has_pid && (quiet || (cfg.run_id != 0 && !launched()));
+    let Some((fd, len)) = create(buf, len, if has_pid { None } else { Some(pid) }, skip_bare) else {
         return false;
     };
     PATH_LEN.store(len as u32, Relaxed);
@@ -250,11 +260,11 @@ pub fn end_first_page() {
 /// already (`%p`), and then the suffixes are `T.1`, `T.2`, .... A name taken by anything else
 /// (a device, FIFO, socket or directory) is a mistake in VMSHIM_OUT, and the shim refuses it
 /// rather than write a trace beside it. Returns the open descriptor and the final path's
-/// length, or None after one line on stderr.
-fn create(buf: &mut [u8; PATH_MAX], len: usize, pid: Option<u32>) -> Option<(i32, usize)> {
+/// length, or None after one line on stderr. `skip_bare`: begin at `T.<pid>` (see [`open`]).
+fn create(buf: &mut [u8; PATH_MAX], len: usize, pid: Option<u32>, skip_bare: bool) -> Option<(i32, usize)> {
     let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     let mut base = len;
-    for n in 0..u64::MAX {
+    for n in (skip_bare && pid.is_some()) as u64..u64::MAX {
         let l = match (n, pid) {
             (0, _) => len,
             (1, Some(pid)) => {
