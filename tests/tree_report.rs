@@ -587,3 +587,47 @@ fn children_of_a_parent_that_cleared_its_environment_stay_in_the_run() {
         .collect();
     assert!(strays.is_empty(), "no trace under the default name: {strays:?}");
 }
+
+/// The arguments `/proc/PID/cmdline` gives, as a Start record keeps them: the strings its NULs
+/// end.
+fn proc_argv(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let argc = raw.iter().filter(|&&b| b == 0).count();
+    raw.split(|&b| b == 0).take(argc).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
+/// Issue 12: the shim reads a process's command line from its argument area, not from
+/// `/proc/self/cmdline` (a system call instead of three, one of them the process's first
+/// access to /proc); what it records is what the file says, also for a child forked after its
+/// parent wrote a longer title over its arguments (setproctitle, as nginx does), which the
+/// file reads up to the title's end.
+#[test]
+fn each_process_records_the_command_line_proc_gives_also_after_a_retitle() {
+    let dir = TestDir::new("tree_title");
+    let prog = build_c("title");
+    let args = ["first", "second arg", "x"];
+    let mut h = Handshake::start(&mut vmshim_run_cmd(&dir, &prog, &args), TIMEOUT);
+    let parent = h.pid();
+    let child = |lines: &[String], which: &str| -> Option<u32> {
+        lines.iter().find_map(|l| l.strip_prefix(which)?.trim().parse().ok())
+    };
+    while child(h.lines(), "before ").is_none() || child(h.lines(), "after ").is_none() {
+        h.next_line();
+    }
+    let children = [child(h.lines(), "before ").unwrap(), child(h.lines(), "after ").unwrap()];
+    let seen: Vec<Vec<String>> = children.iter().map(|&c| proc_argv(c)).collect();
+    let out = h.finish();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let top = dir.join("t.trace");
+    let argv_of =
+        |pid: u32| report_json(&["--pid", &pid.to_string(), "--image", "1"], &top).process.argv.unwrap();
+    let mut started = vec![prog.to_string_lossy().into_owned()];
+    started.extend(args.iter().map(|a| a.to_string()));
+    assert_eq!(argv_of(parent), started, "the parent, as exec started it");
+    assert_eq!(seen[0], started, "the first child's /proc/PID/cmdline");
+    assert_eq!(seen[1].len(), 1, "the retitled child's /proc/PID/cmdline ends at the title: {:?}", seen[1]);
+    assert!(seen[1][0].starts_with("title: "), "{:?}", seen[1]);
+    for (&child, proc) in children.iter().zip(&seen) {
+        assert_eq!(&argv_of(child), proc, "child {child}");
+    }
+}

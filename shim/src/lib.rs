@@ -93,9 +93,16 @@ pub mod hooks;
 #[cfg(test)]
 mod layers;
 
-/// The constructor: runs when the loader initialises this library, before `main`.
+/// The constructor: runs when the loader initialises this library, before `main`, with the
+/// process's arguments and environment (glibc passes them to every init_array function).
 #[cfg_attr(test, allow(dead_code))]
-extern "C" fn vmshim_init() {
+extern "C" fn vmshim_init(
+    argc: core::ffi::c_int,
+    argv: *const *const core::ffi::c_char,
+    envp: *const *const core::ffi::c_char,
+) {
+    // SAFETY: glibc's arguments to an init_array function, as os::args::note requires.
+    unsafe { os::args::note(argc, argv, envp) };
     let _guard = os::guard::Guard::enter();
     hooks::pthread_create::resolve();
     hooks::malloc::resolve();
@@ -116,7 +123,11 @@ extern "C" fn vmshim_init() {
 #[cfg(not(test))]
 #[used]
 #[unsafe(link_section = ".init_array")]
-static INIT: extern "C" fn() = vmshim_init;
+static INIT: extern "C" fn(
+    core::ffi::c_int,
+    *const *const core::ffi::c_char,
+    *const *const core::ffi::c_char,
+) = vmshim_init;
 
 #[cfg(test)]
 mod tests {

@@ -66,7 +66,8 @@ fn record_start_in(scratch: &mut [u8], fork: Option<&Origin<'_>>, run_id: u64) {
     // a small process's start touches one scratch page, not three (each a page fault, and in a
     // fork child a page copy). SCRATCH_BYTES leaves START_BUF for the record however long the
     // first two are.
-    let cmd_len = read_file(b"/proc/self/cmdline\0", &mut scratch[..16 << 10]);
+    let cmd = &mut scratch[..16 << 10];
+    let cmd_len = crate::os::args::cmdline(cmd).unwrap_or_else(|| read_file(b"/proc/self/cmdline\0", cmd));
     let path = &mut scratch[cmd_len..cmd_len + 4096];
     // A fork child runs the parent's executable: the path the parent read at its start stands
     // (one readlink less in every fork; issue 12, cheap start).
