@@ -231,12 +231,16 @@ pub fn assert_reconciles(run: &Run) {
         m.path == shim_path || m.path.contains("/t.trace") || shim_only.contains(&m.path.as_str())
     };
     let mut own: u64 = run.maps.iter().filter(|m| is_own(m)).map(|m| m.len()).sum();
-    // The .bss: from the image's last file page to the end of its last PT_LOAD segment.
+    // The .bss: from the image's last file page to the end of its last PT_LOAD segment, one
+    // region or several (a process that forked has its caches' pages set wipe-on-fork, which
+    // splits the mapping).
     let base = run.maps.iter().filter(|m| m.path == shim_path).map(|m| m.start).min().unwrap();
     let file_end = run.maps.iter().filter(|m| m.path == shim_path).map(|m| m.end).max().unwrap();
     let span_end = base + load_span(shim_path).div_ceil(page_size()) * page_size();
-    if let Some(bss) = run.maps.iter().find(|m| m.start == file_end && m.path.is_empty()) {
+    let mut at = file_end;
+    while let Some(bss) = run.maps.iter().find(|m| m.start == at && m.path.is_empty() && m.start < span_end) {
         own += bss.end.min(span_end) - bss.start;
+        at = bss.end;
     }
     assert_eq!(
         category_bytes(r, "vmshim"),

@@ -19,6 +19,9 @@ pub struct Table<const N: usize> {
     entries: [Entry; N],
     /// Whether any slot was claimed since the last [`Table::clear`].
     used: AtomicBool,
+    /// Set once the entries are `MADV_WIPEONFORK` ([`Table::wipe_on_fork`]): a fork child finds
+    /// them zero.
+    wiped: AtomicBool,
 }
 
 impl<const N: usize> Table<N> {
@@ -26,6 +29,7 @@ impl<const N: usize> Table<N> {
         Table {
             entries: [const { Entry { key: AtomicU64::new(0), value: AtomicU64::new(0) } }; N],
             used: AtomicBool::new(false),
+            wiped: AtomicBool::new(false),
         }
     }
 
@@ -52,7 +56,7 @@ impl<const N: usize> Table<N> {
     /// stack table, the largest share of what the shim added to a fork (issue 12). Falls back
     /// to [`Table::clear`] where the entries do not fill whole pages.
     pub fn forget(&self) {
-        if !self.used.load(Acquire) {
+        if !self.used.load(Acquire) || self.wiped.load(Acquire) {
             return;
         }
         let (addr, len) = (self.entries.as_ptr() as usize, core::mem::size_of_val(&self.entries));
@@ -67,6 +71,28 @@ impl<const N: usize> Table<N> {
             return;
         }
         self.clear();
+    }
+
+    /// Asks the kernel to give every later fork child zeros for the entries' pages
+    /// (`MADV_WIPEONFORK`, Linux >= 4.14; .bss is private anonymous memory, which it needs): a
+    /// fork then copies none of their page-table entries, nor makes the parent's pages
+    /// copy-on-write, so the parent's next stores into the table take no page copy. A process
+    /// that forks in a loop (a shell) had both caches' pages copied at every fork: 86 pages in a
+    /// shell loop's bash (issue 12). Done once per process image, by its first fork; the setting
+    /// stays with the mapping in the children and goes at exec. False when the kernel refused
+    /// (the child then drops its copy as [`Table::forget`] does).
+    pub fn wipe_on_fork(&self) -> bool {
+        let (addr, len) = (self.entries.as_ptr() as usize, core::mem::size_of_val(&self.entries));
+        // SAFETY: getauxval reads the auxiliary vector the kernel gave the process.
+        let page = unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize;
+        let wiped = page.is_power_of_two()
+            && addr % page == 0
+            && len % page == 0
+            && crate::os::syscall::madvise(addr, len, libc::MADV_WIPEONFORK) == 0;
+        if wiped {
+            self.wiped.store(true, Release);
+        }
+        wiped
     }
 
     /// Empties the table. An untouched table stays untouched: clearing it would fault in all of

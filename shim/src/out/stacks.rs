@@ -27,6 +27,12 @@ pub fn epoch() -> u64 {
     EPOCH.load(Acquire)
 }
 
+/// Fork children start with an empty table instead of a copy of this one (see
+/// [`crate::out::pairs::Table::wipe_on_fork`]), which [`reset`] then has nothing to drop.
+pub fn wipe_on_fork() {
+    TABLE.wipe_on_fork();
+}
+
 /// In a fork child, before its first record: forget the parent's file offsets.
 pub fn reset() {
     EPOCH.fetch_add(1, AcqRel);

@@ -42,8 +42,18 @@ static NOTE: [Note; NOTES] = [const {
     Note { owner: AtomicU32::new(0), len: UnsafeCell::new(0), frames: UnsafeCell::new([0; MAX_FRAMES]) }
 }; NOTES];
 
+/// Set by the image's first fork, which marks the caches wipe-on-fork.
+#[unsafe(link_section = ".data.vmshim_hot")]
+static WIPED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// The prepare handler: runs in the forking thread, before the fork.
 pub extern "C" fn before_fork() {
+    // The caches' pages stay out of every fork from now on (once per image; the flag is in the
+    // children's copy too, as is the setting on the mapping).
+    if !WIPED.swap(true, Relaxed) {
+        crate::unwind::cfi::wipe_on_fork();
+        crate::out::stacks::wipe_on_fork();
+    }
     let tid = sys::gettid();
     tls::set(Slot::ForkTid, tid as usize);
     tls::set(Slot::ForkNs, sys::monotonic_ns() as usize);

@@ -102,6 +102,13 @@ pub fn invalidate() {
     TABLE.clear();
 }
 
+/// Fork children start with an empty table instead of a copy of this one (see
+/// [`crate::out::pairs::Table::wipe_on_fork`]): they compute again the rules they need, the
+/// price of sparing every fork the table's pages.
+pub fn wipe_on_fork() {
+    TABLE.wipe_on_fork();
+}
+
 /// The rule for code address `addr` (for a return address, pass the call's address: ret - 1).
 #[inline(always)]
 pub fn rule_for(addr: u64) -> Rule {
