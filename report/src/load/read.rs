@@ -105,7 +105,7 @@ pub fn next(stream: &mut Stream<fs::File>, path: &Path) -> Result<Option<Event>,
 /// The start record of a trace, reading no further than it (it follows at most the record of
 /// the trace's own first mapping). Remembered for the rest of the command by the file's identity
 /// (device, inode): a start record is the first thing a trace gets and is never rewritten, and
-/// `vmshim run` lists a run of a thousand traces three times (issue 12, the 1,000-process loop).
+/// `vmshim run` asks about some of its run's traces more than once (issue 12, the 1,000-process loop).
 pub fn start_of(path: &Path) -> Option<Start> {
     let mut f = fs::File::open(path).ok()?;
     let meta = f.metadata().ok()?;
@@ -425,13 +425,19 @@ pub struct Final {
 impl Final {
     /// Puts what the file could not take into a loaded recording, as if it had been appended.
     pub fn apply(self, rec: &mut Recording) {
+        let exit = self.exit();
         if let Some(smaps) = self.smaps.filter(|s| !s.is_empty()) {
             rec.final_maps = Some(join(vec![(0, smaps)]));
             let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
             rec.final_statm_rss = self.statm.as_deref().and_then(|t| statm_resident(t, page));
         }
         rec.thread_names.extend(self.thread_names);
-        rec.exit = Some(Exit { raw_status: self.raw_status, how: self.how });
+        rec.exit = Some(exit);
+    }
+
+    /// The exit record [`append_final`] writes.
+    pub fn exit(&self) -> Exit {
+        Exit { raw_status: self.raw_status, how: self.how.clone() }
     }
 }
 
