@@ -5,8 +5,8 @@ use crate::load::maps::{self, Region};
 use crate::replay::{Replay, Replayer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use vmshim_trace::decode::{Call, Exit, Module, Resolve, Start, ThreadStart};
@@ -456,50 +456,35 @@ pub fn append_final(path: &Path, fin: &Final) -> std::io::Result<()> {
     let cursor = u64::from_le_bytes(hdr[header::CURSOR..header::CURSOR + 8].try_into().unwrap_or_default());
     let file_len = f.metadata()?.len();
     // A cursor past the end (reservations that found no room) ends at the file's end.
-    let mut at = cursor.min(file_len).max(HEADER_SIZE as u64);
-    let mut records: Vec<Vec<u8>> = Vec::new();
+    let at = cursor.min(file_len).max(HEADER_SIZE as u64);
+    // The records, one after the other, written at once: `vmshim run` appends to a thousand
+    // traces at the end of a loop of short processes, a write per record each (issue 12).
+    let mut records: Vec<u8> = Vec::new();
+    let mut put = |encode: &dyn Fn(&mut [u8]) -> Option<usize>, len: usize| {
+        let from = records.len();
+        records.resize(from + len + 64, 0);
+        let n = encode(&mut records[from..]).unwrap_or(0);
+        records.truncate(from + n);
+    };
     for (i, chunk) in final_smaps.unwrap_or_default().chunks(256 << 10).enumerate() {
-        let mut buf = vec![0u8; chunk.len() + 64];
         let m = MapsRecord { source: MapsSource::KernelFinal, chunk: i as u32, text: chunk };
-        if let Some(n) = vmshim_trace::record::maps::encode(&mut buf, &m) {
-            buf.truncate(n);
-            records.push(buf);
-        }
+        put(&|buf| vmshim_trace::record::maps::encode(buf, &m), chunk.len());
     }
     if let Some(text) = statm {
-        let mut buf = vec![0u8; text.len() + 64];
         let m = MapsRecord { source: MapsSource::KernelStatm, chunk: 0, text };
-        if let Some(n) = vmshim_trace::record::maps::encode(&mut buf, &m) {
-            buf.truncate(n);
-            records.push(buf);
-        }
+        put(&|buf| vmshim_trace::record::maps::encode(buf, &m), text.len());
     }
     for (tid, name) in thread_names {
-        let mut buf = vec![0u8; name.len() + 64];
-        if let Some(n) = thread_name::encode(&mut buf, *tid, name.as_bytes()) {
-            buf.truncate(n);
-            records.push(buf);
-        }
+        put(&|buf| thread_name::encode(buf, *tid, name.as_bytes()), name.len());
     }
-    let mut buf = vec![0u8; how.len() + 64];
-    if let Some(n) = exit::encode(&mut buf, raw_status, how.as_bytes()) {
-        buf.truncate(n);
-        records.push(buf);
-    }
+    put(&|buf| exit::encode(buf, raw_status, how.as_bytes()), how.len());
     // The records go past the cursor, where nothing counts until the cursor moves: on a full
     // disk the file is put back to its length and the cursor stays where the shim left it.
-    let written = f.seek(SeekFrom::Start(at)).and_then(|_| {
-        for r in &records {
-            f.write_all(r)?;
-            at += r.len() as u64;
-        }
-        Ok(())
-    });
-    if let Err(e) = written {
+    if let Err(e) = f.write_all_at(&records, at) {
         let _ = f.set_len(file_len);
         return Err(e);
     }
-    f.set_len(at)?;
-    f.seek(SeekFrom::Start(header::CURSOR as u64))?;
-    f.write_all(&at.to_le_bytes())
+    let end = at + records.len() as u64;
+    f.set_len(end)?;
+    f.write_all_at(&end.to_le_bytes(), header::CURSOR as u64)
 }
