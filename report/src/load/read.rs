@@ -103,36 +103,66 @@ pub fn next(stream: &mut Stream<fs::File>, path: &Path) -> Result<Option<Event>,
 }
 
 /// The start record of a trace, reading no further than it (it follows at most the record of
-/// the trace's own first mapping). Remembered for the rest of the command by the file's identity
-/// (device, inode): a start record is the first thing a trace gets and is never rewritten, and
-/// `vmshim run` asks about some of its run's traces more than once (issue 12, the 1,000-process loop).
+/// the trace's own first mapping).
 pub fn start_of(path: &Path) -> Option<Start> {
+    start_and_exit_of(path).map(|(start, _)| start)
+}
+
+/// [`start_of`], and what [`exit_of`] would say when every record of the trace lies in what was
+/// read for the start record (`None` when the trace goes on past it): a short process's trace,
+/// which a listing of a run of them (the 1,000-process loop: 2,001 traces, a thousand of them
+/// asked how they ended) reads once instead of twice.
+pub fn start_and_exit_of(path: &Path) -> Option<(Start, Option<Option<Exit>>)> {
     let mut f = fs::File::open(path).ok()?;
-    let meta = f.metadata().ok()?;
-    let id = (meta.dev(), meta.ino());
-    if let Some(s) = memo().lock().ok().and_then(|m| m.starts.get(&id).cloned()) {
-        return Some(s);
-    }
     // The file's first page first, read as if the file ended there (a record the end cuts is
     // where reading stops): it holds the start record unless the command line is long. A run's
     // listing reads thousands of start records, and the whole file was read for each (issue 12).
-    let first_page = meta.len().min(START_PREFIX);
-    let st = match start_in(&f, first_page) {
-        Some(st) => st,
-        None if first_page < meta.len() => {
+    let mut page = Vec::with_capacity(START_PREFIX as usize);
+    (&mut f).take(START_PREFIX).read_to_end(&mut page).ok()?;
+    match start_in_page(&page) {
+        Some(found) => Some(found),
+        None if page.len() as u64 == START_PREFIX => {
+            let len = f.metadata().ok()?.len();
             f.seek(SeekFrom::Start(0)).ok()?;
-            start_in(&f, meta.len())?
+            start_in(&f, len).map(|start| (start, None))
         }
-        None => return None,
-    };
-    if let Ok(mut m) = memo().lock() {
-        m.starts.insert(id, st.clone());
+        None => None,
     }
-    Some(st)
 }
 
 /// How much of a trace [`start_of`] reads first.
 const START_PREFIX: u64 = 4096;
+
+/// The start record among the first records of `page` (a trace's first bytes, the whole file
+/// when shorter than [`START_PREFIX`]), and the trace's last exit record when `page` holds all
+/// of its records.
+fn start_in_page(page: &[u8]) -> Option<(Start, Option<Option<Exit>>)> {
+    let mut s = Stream::new(page, page.len() as u64).ok()?;
+    let mut exit = None;
+    let mut start = None;
+    for _ in 0..16 {
+        match s.next_event().ok()?? {
+            Event::Start(st) => {
+                start = Some(st);
+                break;
+            }
+            Event::Exit(e) => exit = Some(e),
+            _ => {}
+        }
+    }
+    let start = start?;
+    // All of it: the file ended within the page, or its cursor does.
+    if (page.len() as u64) < START_PREFIX || s.header.cursor <= page.len() as u64 {
+        // As exit_of reads the same records: the last exit before the end or a damaged record.
+        while let Ok(Some(ev)) = s.next_event() {
+            if let Event::Exit(e) = ev {
+                exit = Some(e);
+            }
+        }
+        return Some((start, Some(exit)));
+    }
+    Some((start, None))
+}
 
 /// The start record among the first records of the first `len` bytes of `f` (read from its
 /// current offset, the file's start).
@@ -146,12 +176,9 @@ fn start_in(f: &fs::File, len: u64) -> Option<Start> {
     None
 }
 
-/// What the listing of a run ([`start_of`], [`exit_of`]) has read from each trace during this
-/// command.
+/// What [`exit_of`] has read from each trace during this command.
 #[derive(Default)]
 struct Memo {
-    /// By (device, inode).
-    starts: HashMap<(u64, u64), Start>,
     /// By (device, inode, file length, header cursor): an appended record moves the cursor.
     exits: HashMap<(u64, u64, u64, u64), Option<Exit>>,
 }

@@ -138,11 +138,11 @@ fn same_run_name(given: &str, name: &str) -> bool {
 }
 
 /// The traces beside `trace` whose names its run may have used, with their start records, in
-/// name order.
-fn candidates(trace: &Path) -> Vec<Image> {
+/// name order; and how those ended whose records all came with the start record.
+fn candidates(trace: &Path) -> (Vec<Image>, HashMap<PathBuf, Option<Exit>>) {
     let dir = trace.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let Some(given) = trace.file_name().and_then(|n| n.to_str()) else { return vec![] };
-    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
+    let Some(given) = trace.file_name().and_then(|n| n.to_str()) else { return Default::default() };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Default::default() };
     let mut names: Vec<std::ffi::OsString> = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
@@ -153,14 +153,20 @@ fn candidates(trace: &Path) -> Vec<Image> {
     // the paths' components do (Path's ordering walks the components, 2 ms for 2,000 traces).
     names.sort_unstable();
     // Each start record is its own file's first read: spread over the cores.
-    super::par::map(&names, |name| {
+    let read = super::par::map(&names, |name| {
         // Named as the given trace is (`T.1` beside `T`, not `./T.1`).
         let p = trace.with_file_name(name);
-        read::start_of(&p).map(|start| Image { trace: p, start })
-    })
-    .into_iter()
-    .flatten()
-    .collect()
+        read::start_and_exit_of(&p).map(|(start, exit)| (Image { trace: p, start }, exit))
+    });
+    let mut exits = HashMap::new();
+    let mut images = Vec::with_capacity(read.len());
+    for (image, exit) in read.into_iter().flatten() {
+        if let Some(exit) = exit {
+            exits.insert(image.trace.clone(), exit);
+        }
+        images.push(image);
+    }
+    (images, exits)
 }
 
 /// A run as one listing found it: the given trace, the traces beside it, and the exits read to
@@ -181,13 +187,25 @@ pub fn find(trace: &Path) -> Option<Run> {
 
 /// [`find`], and the listing it made.
 fn list(trace: &Path) -> Option<(Run, Listing)> {
-    let given = Image { trace: trace.to_path_buf(), start: read::start_of(trace)? };
-    let all = candidates(trace);
+    let (start, given_exit) = read::start_and_exit_of(trace)?;
+    let given = Image { trace: trace.to_path_buf(), start };
+    let (all, mut known) = candidates(trace);
+    if let Some(exit) = given_exit {
+        known.insert(given.trace.clone(), exit);
+    }
     let images = of_run(&given, all.clone());
-    // What the grouping will ask, read at once over the cores.
+    // What the grouping will ask: known with the start records, or read at once over the cores.
     let asked = exits_asked(&images);
-    let exits: HashMap<PathBuf, Option<Exit>> =
-        asked.iter().cloned().zip(super::par::map(&asked, |p| read::exit_of(p))).collect();
+    let unread: Vec<&PathBuf> = asked.iter().filter(|p| !known.contains_key(*p)).collect();
+    let more = super::par::map(&unread, |p| read::exit_of(p));
+    let more: HashMap<PathBuf, Option<Exit>> = unread.into_iter().cloned().zip(more).collect();
+    let exits: HashMap<PathBuf, Option<Exit>> = asked
+        .into_iter()
+        .map(|p| {
+            let exit = known.get(&p).or_else(|| more.get(&p)).cloned().flatten();
+            (p, exit)
+        })
+        .collect();
     let run = grouped(&given, images, exits.clone())?;
     Some((run, Listing { given, all, exits }))
 }
@@ -409,7 +427,7 @@ pub fn last_image_of(first: &Path, pid: u32, since: u64) -> Option<(PathBuf, Run
     let top = match read::start_of(first).filter(ours) {
         Some(start) => Image { trace: first.to_path_buf(), start },
         // `first` was taken (a stale file): the top process wrote the first free name after it.
-        None => candidates(first).into_iter().filter(|i| ours(&i.start)).min_by_key(|i| i.start.mono_ns)?,
+        None => candidates(first).0.into_iter().filter(|i| ours(&i.start)).min_by_key(|i| i.start.mono_ns)?,
     };
     let (run, listing) = list(&top.trace)?;
     let last = run.processes[run.chosen].last().trace.clone();
