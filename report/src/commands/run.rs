@@ -382,6 +382,8 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         let reporter = launch::spawn_blocked(s, "vmshim-report", move || {
             read_ahead(template, run_id, spawned, gone_flag);
             let (trace, ended) = handed.recv().ok()?;
+            // vmshim exits once the report is out: what this thread parsed is not freed first.
+            let _keep = KeepParsed;
             Some(report::report(&trace, json, opts, Some(dest), html, ended))
         })
         .map_err(|e| Error(2, format!("cannot start the report's thread: {e}")))?;
@@ -425,6 +427,16 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         }
         Ok(code)
     })
+}
+
+/// Leaves the debug information the report's thread parsed unfreed when the thread ends
+/// ([`crate::symbolize::keep_parsed_until_exit`]), however it ends.
+struct KeepParsed;
+
+impl Drop for KeepParsed {
+    fn drop(&mut self) {
+        crate::symbolize::keep_parsed_until_exit();
+    }
 }
 
 /// On the report's thread: reads ahead the debug information the run's first trace's stacks
