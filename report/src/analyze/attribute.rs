@@ -182,7 +182,7 @@ pub fn modules(rec: &Recording) -> Vec<LoadedModule> {
         if r.is_file()
             && Some(r.file_path()) != own_trace
             && !out.iter().any(|m| m.lo <= r.start && r.start < m.hi)
-            && let Some(m) = LoadedModule::from_mapping(r.file_path(), r.start, r.offset)
+            && let Some(m) = LoadedModule::from_mapped_file(r.file_path(), r.inode, r.start, r.offset)
         {
             out.push(m);
         }
