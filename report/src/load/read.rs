@@ -515,3 +515,79 @@ pub fn append_final(path: &Path, fin: &Final) -> std::io::Result<()> {
     f.set_len(end)?;
     f.write_all_at(&end.to_le_bytes(), header::CURSOR as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmshim_trace::record::start::{self, Argv, StartRecord};
+
+    fn record(encode: impl FnOnce(&mut [u8]) -> Option<usize>) -> Vec<u8> {
+        let mut buf = vec![0u8; 64 << 10];
+        let n = encode(&mut buf).expect("the record fits");
+        buf.truncate(n);
+        buf
+    }
+
+    /// A trace of `records`, its file grown to `file_len` past its cursor as the shim grows it.
+    fn trace_file(records: &[Vec<u8>], file_len: usize) -> Vec<u8> {
+        let mut f = vec![0u8; HEADER_SIZE];
+        f[..8].copy_from_slice(&vmshim_trace::FILE_MAGIC);
+        f[header::VERSION..header::VERSION + 4].copy_from_slice(&vmshim_trace::VERSION.to_le_bytes());
+        for r in records {
+            f.extend_from_slice(r);
+        }
+        let cursor = f.len() as u64;
+        f[header::CURSOR..header::CURSOR + 8].copy_from_slice(&cursor.to_le_bytes());
+        f.resize(f.len().max(file_len), 0);
+        f
+    }
+
+    #[test]
+    fn a_short_trace_tells_how_it_ended_with_its_start_record_as_exit_of_does() {
+        let dir = std::env::temp_dir().join(format!("vmshim-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let start = record(|b| {
+            start::encode(
+                b,
+                &StartRecord {
+                    pid: 7,
+                    ppid: 1,
+                    page_size: 4096,
+                    mono_ns: 1,
+                    real_ns: 2,
+                    exe: b"/bin/x",
+                    trace_path: b"/t",
+                    argv: Argv::Cmdline(b"x\0"),
+                    run_id: 5,
+                    fork: None,
+                },
+            )
+        });
+        let exit = record(|b| exit::encode(b, 3 << 8, b"exited 3"));
+        let big_map = record(|b| {
+            let m = MapsRecord { source: MapsSource::KernelFinal, chunk: 0, text: &[b'm'; 5000] };
+            vmshim_trace::record::maps::encode(b, &m)
+        });
+        for (name, records, file_len, whole) in [
+            ("no-exit", vec![start.clone()], 16384, true),
+            ("exit", vec![start.clone(), exit.clone()], 0, true),
+            ("exit-in-a-grown-file", vec![start.clone(), exit.clone()], 16384, true),
+            ("exit-past-the-page", vec![start.clone(), big_map.clone(), exit.clone()], 0, false),
+            // The start record itself past the page: the whole file is read for it.
+            ("start-past-the-page", vec![big_map, start, exit.clone()], 0, false),
+        ] {
+            let p = dir.join(name);
+            let has_exit = records.contains(&exit);
+            std::fs::write(&p, trace_file(&records, file_len)).unwrap();
+            assert_eq!(exit_of(&p).is_some(), has_exit, "{name}");
+            let (s, ended) = start_and_exit_of(&p).unwrap_or_else(|| panic!("{name}: no start record"));
+            assert_eq!((s.pid, s.run_id), (7, 5), "{name}");
+            assert_eq!(start_of(&p).map(|s| s.pid), Some(7), "{name}");
+            assert_eq!(ended.is_some(), whole, "{name}: whether its records all lie in the first page");
+            if let Some(e) = ended {
+                assert_eq!(e, exit_of(&p), "{name}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
