@@ -310,6 +310,32 @@ fn a_stale_trace_with_a_reused_pid_from_an_earlier_run_is_never_listed() {
 }
 
 #[test]
+fn issue_12_a_shell_loops_run_report_is_the_report_of_its_traces_afterwards() {
+    // `vmshim run` lists the run once, adds the maps at exit, and groups that listing again with
+    // the exits it added; `vmshim report` afterwards lists the traces as they are then. Both
+    // answers, every process of the loop in them, must be the same.
+    let loops = 40;
+    let dir = TestDir::new("tree_loop_same");
+    let script =
+        format!("for ((i=0;i<{loops};i++)); do /bin/true; done; /bin/sh -c 'exec /bin/true'; exit 0");
+    let mut cmd = vmshim_run_cmd(&dir, Path::new("/bin/bash"), &["-c", &script]);
+    let out = run_with_timeout(&mut cmd, TIMEOUT);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = load_report(&dir.join("report.json"));
+    let later = report_json_value(&[], &dir.join("t.trace"));
+    assert_eq!(later, printed, "vmshim report T gives the answer vmshim run gave");
+    let later = typed_report(&later);
+    // bash, a process per /bin/true of the loop, and the sh that exec'd /bin/true.
+    assert_eq!(later.processes.len(), 1 + loops + 1, "{:#?}", later.processes);
+    let execd = later.processes.iter().filter(|p| p.images == 2).count();
+    assert_eq!(execd, loops, "each fork child of the loop exec'd /bin/true: {:#?}", later.processes);
+    let last = later.processes.iter().find(|p| p.images == 3).expect("bash's child: sh, then /bin/true");
+    assert!(last.ended.starts_with("exited 0"), "{last:?}");
+    // Every fork child's map at exit was added to its last image's trace.
+    assert!(later.processes.iter().all(|p| p.vsz_from_kernel), "{:#?}", later.processes);
+}
+
+#[test]
 fn pid_gives_one_section_and_tree_gives_the_table_then_every_section_in_tree_order() {
     let dir = TestDir::new("tree_views");
     let (t, _) = run_proctree(&dir);

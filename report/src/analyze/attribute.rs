@@ -175,10 +175,14 @@ pub fn modules(rec: &Recording) -> Vec<LoadedModule> {
         })
         .collect();
     let maps = rec.final_maps.iter().flatten().chain(&rec.initial_maps);
+    // The process's own trace, which the shim maps, is not an ELF file: the report of the
+    // 1,000-process loop opened each of a thousand traces to find that out (issue 12).
+    let own_trace = rec.start.as_ref().map(|s| s.trace_path.as_str()).filter(|p| !p.is_empty());
     for r in maps {
         if r.is_file()
+            && Some(r.file_path()) != own_trace
             && !out.iter().any(|m| m.lo <= r.start && r.start < m.hi)
-            && let Some(m) = LoadedModule::from_mapping(r.file_path(), r.start, r.offset)
+            && let Some(m) = LoadedModule::from_mapped_file(r.file_path(), r.inode, r.start, r.offset)
         {
             out.push(m);
         }

@@ -412,7 +412,7 @@ fn context_of(run: &Run, p: usize, last_seen: &Recording) -> Context {
         .enumerate()
         .map(|(i, img)| {
             let exit =
-                if i + 1 == proc_.images.len() { last_seen.exit.clone() } else { read::exit_of(&img.trace) };
+                if i + 1 == proc_.images.len() { last_seen.exit.clone() } else { run.exit_of(&img.trace) };
             ImageLine {
                 exe: img.start.exe.clone(),
                 trace: Some(img.trace.clone()),

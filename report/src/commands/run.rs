@@ -6,7 +6,9 @@ use super::{Dest, report};
 use crate::load::{read, tree};
 use crate::render::Options;
 use crate::{Error, cli, launch};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use vmshim_trace::decode::Exit;
 
 /// libvmshim.so, built beside this executable.
 fn shim_path() -> Result<PathBuf, Error> {
@@ -35,16 +37,18 @@ fn new_run_id() -> u64 {
 
 /// Adds each watched exit's map to the trace of the process image that made it: the trace of
 /// that pid begun last before the exit, among the images of `run` (the run's listing that
-/// found `top`, reused: a second listing of a thousand traces cost ~20 ms).
+/// found `top`, reused: a second listing of a thousand traces cost ~20 ms). Each trace's last
+/// appended exit, into `appended`; false when an append failed.
 fn attach_exit_maps(
     top: &Path,
     run: &tree::Run,
     exits: &[launch::watch::Capture],
     strict: bool,
     code: &mut u8,
-) {
+    appended: &mut HashMap<PathBuf, Exit>,
+) -> bool {
     if exits.is_empty() {
-        return;
+        return true;
     }
     let images: Vec<&tree::Image> = run.processes.iter().flat_map(|p| p.images.iter()).collect();
     let mut by_pid: std::collections::HashMap<u32, Vec<&tree::Image>> = std::collections::HashMap::new();
@@ -70,8 +74,8 @@ fn attach_exit_maps(
         work[at].1.push(c);
     }
     // Each file on its own: spread over the cores, the warnings said in order after.
-    let failed = crate::load::par::map(&work, |(path, captures)| {
-        let mut failed = Vec::new();
+    let done = crate::load::par::map(&work, |(path, captures)| {
+        let (mut failed, mut last) = (Vec::new(), None);
         for c in captures {
             let fin = read::Final {
                 smaps: Some(c.smaps.clone()),
@@ -80,23 +84,35 @@ fn attach_exit_maps(
                 raw_status: (c.code & 0xff) << 8,
                 how: format!("exited {}", c.code & 0xff),
             };
-            if let Err(e) = read::append_final(path, &fin) {
-                failed.push(format!("cannot add the kernel's map at exit to {} ({e})", path.display()));
+            match read::append_final(path, &fin) {
+                Ok(()) => last = Some(fin.exit()),
+                Err(e) => {
+                    failed.push(format!("cannot add the kernel's map at exit to {} ({e})", path.display()))
+                }
             }
         }
-        failed
+        (failed, last)
     });
-    for msg in failed.into_iter().flatten() {
-        warn(strict, code, &msg);
+    let mut all = true;
+    for ((path, _), (failed, last)) in work.iter().zip(done) {
+        all &= failed.is_empty();
+        for msg in failed {
+            warn(strict, code, &msg);
+        }
+        if let Some(e) = last {
+            appended.insert(path.to_path_buf(), e);
+        }
     }
+    all
 }
 
 /// The trace of the program image that exited: the last image of the process whose first
 /// trace is `first` (or, when `first` was taken by an older file, the first free name after
-/// it), among its run's traces (`tree` lists them). Only traces whose start record names `pid`
-/// and came after `since` (Unix ns) count, so an older trace left under that name by an earlier
-/// run with the same pid is never taken. `vmshim report` picks the same image.
-fn last_image_trace(first: &Path, pid: u32, since: u64) -> Option<(PathBuf, tree::Run)> {
+/// it), among its run's traces (`tree` lists them, and keeps the listing for the caller). Only
+/// traces whose start record names `pid` and came after `since` (Unix ns) count, so an older
+/// trace left under that name by an earlier run with the same pid is never taken. `vmshim
+/// report` picks the same image.
+fn last_image_trace(first: &Path, pid: u32, since: u64) -> Option<(PathBuf, tree::Run, tree::Listing)> {
     tree::last_image_of(first, pid, since)
 }
 
@@ -161,8 +177,8 @@ fn effective_uid() -> Option<u32> {
 /// What the run's traces learn once the target is gone: the run's traces are listed, each
 /// watched exit's map is added to the trace of its image, and the target's own exit to its last
 /// image's (and, with the syscall recorder alongside, to the recorder's traces). The trace to
-/// report, with what the report must add itself when the file could not take it; None when the
-/// run left no trace (said here).
+/// report, with what the report must add itself when the file could not take it, and the run as
+/// the report lists it; None when the run left no trace (said here).
 fn complete_traces(
     a: &cli::RunArgs,
     outcome: launch::Outcome,
@@ -171,8 +187,11 @@ fn complete_traces(
     early_problem: bool,
     companion: Option<&Path>,
     code: &mut u8,
-) -> Option<(PathBuf, Option<read::Final>)> {
-    let Some((trace, run)) = last_image_trace(first, outcome.pid, since) else {
+) -> Option<(PathBuf, Option<read::Final>, Option<tree::Run>)> {
+    // The tree is done (the watcher saw its last process go): no trace of the run comes or
+    // changes after the listing below but for the exits added here.
+    let settled = outcome.watched == Some(launch::watch::State::Watching) && !outcome.left_running;
+    let Some((trace, run, listing)) = last_image_trace(first, outcome.pid, since) else {
         if !early_problem {
             warn(
                 a.strict,
@@ -194,7 +213,8 @@ fn complete_traces(
     if a.out.is_some() && trace != first && read::start_of(first).is_none_or(|s| s.pid != outcome.pid) {
         eprintln!("vmshim: {} was taken; the trace is {}", first.display(), trace.display());
     }
-    attach_exit_maps(&trace, &run, &outcome.exits, a.strict, code);
+    let mut appended = HashMap::new();
+    let all_added = attach_exit_maps(&trace, &run, &outcome.exits, a.strict, code, &mut appended);
     let fin = read::Final {
         smaps: outcome.final_smaps,
         statm: outcome.final_statm,
@@ -206,8 +226,8 @@ fn complete_traces(
         // The recorder's own traces get the same maps at exit; its run is reported apart.
         let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
         match last_image_trace(&first, outcome.pid, since) {
-            Some((mine, mine_run)) => {
-                attach_exit_maps(&mine, &mine_run, &outcome.exits, a.strict, code);
+            Some((mine, mine_run, _)) => {
+                attach_exit_maps(&mine, &mine_run, &outcome.exits, a.strict, code, &mut HashMap::new());
                 if let Err(e) = read::append_final(&mine, &fin) {
                     warn(
                         a.strict,
@@ -226,7 +246,10 @@ fn complete_traces(
         }
     }
     let kept_in_memory = match read::append_final(&trace, &fin) {
-        Ok(()) => None,
+        Ok(()) => {
+            appended.insert(trace.clone(), fin.exit());
+            None
+        }
         Err(e) => {
             warn(
                 a.strict,
@@ -239,7 +262,15 @@ fn complete_traces(
             Some(fin)
         }
     };
-    Some((trace, kept_in_memory))
+    // The report's listing, of the traces as they are now: a map at exit added to an image that
+    // a later image of its pid follows makes that one a process of its own. When the exits
+    // added are all that changed, the listing above, grouped again with them, is that listing
+    // (a second reading of a thousand traces cost 12-14 ms).
+    let regrouped = (settled && all_added && kept_in_memory.is_none())
+        .then(|| listing.regroup(&trace, &appended))
+        .flatten();
+    let listed = regrouped.or_else(|| tree::find(&trace));
+    Some((trace, kept_in_memory, listed))
 }
 
 pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
@@ -359,6 +390,8 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         let reporter = launch::spawn_blocked(s, "vmshim-report", move || {
             read_ahead(template, run_id, spawned, gone_flag);
             let (trace, ended) = handed.recv().ok()?;
+            // vmshim exits once the report is out: what this thread parsed is not freed first.
+            let _keep = KeepParsed;
             Some(report::report(&trace, json, opts, Some(dest), html, ended))
         })
         .map_err(|e| Error(2, format!("cannot start the report's thread: {e}")))?;
@@ -393,10 +426,7 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
             companion.as_deref(),
             &mut code,
         );
-        if let Some((trace, fin)) = done {
-            // The report's listing, of the traces as they are now: a map at exit added to an
-            // image that a later image of its pid follows makes that one a process of its own.
-            let run = tree::find(&trace);
+        if let Some((trace, fin, run)) = done {
             let _ = hand_over.send((trace, report::Ended { run, fin }));
         }
         drop(hand_over);
@@ -405,6 +435,16 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         }
         Ok(code)
     })
+}
+
+/// Leaves the debug information the report's thread parsed unfreed when the thread ends
+/// ([`crate::symbolize::keep_parsed_until_exit`]), however it ends.
+struct KeepParsed;
+
+impl Drop for KeepParsed {
+    fn drop(&mut self) {
+        crate::symbolize::keep_parsed_until_exit();
+    }
 }
 
 /// On the report's thread: reads ahead the debug information the run's first trace's stacks

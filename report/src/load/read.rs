@@ -5,8 +5,8 @@ use crate::load::maps::{self, Region};
 use crate::replay::{Replay, Replayer};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use vmshim_trace::decode::{Call, Exit, Module, Resolve, Start, ThreadStart};
@@ -103,36 +103,66 @@ pub fn next(stream: &mut Stream<fs::File>, path: &Path) -> Result<Option<Event>,
 }
 
 /// The start record of a trace, reading no further than it (it follows at most the record of
-/// the trace's own first mapping). Remembered for the rest of the command by the file's identity
-/// (device, inode): a start record is the first thing a trace gets and is never rewritten, and
-/// `vmshim run` lists a run of a thousand traces three times (issue 12, the 1,000-process loop).
+/// the trace's own first mapping).
 pub fn start_of(path: &Path) -> Option<Start> {
+    start_and_exit_of(path).map(|(start, _)| start)
+}
+
+/// [`start_of`], and what [`exit_of`] would say when every record of the trace lies in what was
+/// read for the start record (`None` when the trace goes on past it): a short process's trace,
+/// which a listing of a run of them (the 1,000-process loop: 2,001 traces, a thousand of them
+/// asked how they ended) reads once instead of twice.
+pub fn start_and_exit_of(path: &Path) -> Option<(Start, Option<Option<Exit>>)> {
     let mut f = fs::File::open(path).ok()?;
-    let meta = f.metadata().ok()?;
-    let id = (meta.dev(), meta.ino());
-    if let Some(s) = memo().lock().ok().and_then(|m| m.starts.get(&id).cloned()) {
-        return Some(s);
-    }
     // The file's first page first, read as if the file ended there (a record the end cuts is
     // where reading stops): it holds the start record unless the command line is long. A run's
     // listing reads thousands of start records, and the whole file was read for each (issue 12).
-    let first_page = meta.len().min(START_PREFIX);
-    let st = match start_in(&f, first_page) {
-        Some(st) => st,
-        None if first_page < meta.len() => {
+    let mut page = Vec::with_capacity(START_PREFIX as usize);
+    (&mut f).take(START_PREFIX).read_to_end(&mut page).ok()?;
+    match start_in_page(&page) {
+        Some(found) => Some(found),
+        None if page.len() as u64 == START_PREFIX => {
+            let len = f.metadata().ok()?.len();
             f.seek(SeekFrom::Start(0)).ok()?;
-            start_in(&f, meta.len())?
+            start_in(&f, len).map(|start| (start, None))
         }
-        None => return None,
-    };
-    if let Ok(mut m) = memo().lock() {
-        m.starts.insert(id, st.clone());
+        None => None,
     }
-    Some(st)
 }
 
 /// How much of a trace [`start_of`] reads first.
 const START_PREFIX: u64 = 4096;
+
+/// The start record among the first records of `page` (a trace's first bytes, the whole file
+/// when shorter than [`START_PREFIX`]), and the trace's last exit record when `page` holds all
+/// of its records.
+fn start_in_page(page: &[u8]) -> Option<(Start, Option<Option<Exit>>)> {
+    let mut s = Stream::new(page, page.len() as u64).ok()?;
+    let mut exit = None;
+    let mut start = None;
+    for _ in 0..16 {
+        match s.next_event().ok()?? {
+            Event::Start(st) => {
+                start = Some(st);
+                break;
+            }
+            Event::Exit(e) => exit = Some(e),
+            _ => {}
+        }
+    }
+    let start = start?;
+    // All of it: the file ended within the page, or its cursor does.
+    if (page.len() as u64) < START_PREFIX || s.header.cursor <= page.len() as u64 {
+        // As exit_of reads the same records: the last exit before the end or a damaged record.
+        while let Ok(Some(ev)) = s.next_event() {
+            if let Event::Exit(e) = ev {
+                exit = Some(e);
+            }
+        }
+        return Some((start, Some(exit)));
+    }
+    Some((start, None))
+}
 
 /// The start record among the first records of the first `len` bytes of `f` (read from its
 /// current offset, the file's start).
@@ -146,12 +176,9 @@ fn start_in(f: &fs::File, len: u64) -> Option<Start> {
     None
 }
 
-/// What the listing of a run ([`start_of`], [`exit_of`]) has read from each trace during this
-/// command.
+/// What [`exit_of`] has read from each trace during this command.
 #[derive(Default)]
 struct Memo {
-    /// By (device, inode).
-    starts: HashMap<(u64, u64), Start>,
     /// By (device, inode, file length, header cursor): an appended record moves the cursor.
     exits: HashMap<(u64, u64, u64, u64), Option<Exit>>,
 }
@@ -425,13 +452,19 @@ pub struct Final {
 impl Final {
     /// Puts what the file could not take into a loaded recording, as if it had been appended.
     pub fn apply(self, rec: &mut Recording) {
+        let exit = self.exit();
         if let Some(smaps) = self.smaps.filter(|s| !s.is_empty()) {
             rec.final_maps = Some(join(vec![(0, smaps)]));
             let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
             rec.final_statm_rss = self.statm.as_deref().and_then(|t| statm_resident(t, page));
         }
         rec.thread_names.extend(self.thread_names);
-        rec.exit = Some(Exit { raw_status: self.raw_status, how: self.how });
+        rec.exit = Some(exit);
+    }
+
+    /// The exit record [`append_final`] writes.
+    pub fn exit(&self) -> Exit {
+        Exit { raw_status: self.raw_status, how: self.how.clone() }
     }
 }
 
@@ -450,50 +483,111 @@ pub fn append_final(path: &Path, fin: &Final) -> std::io::Result<()> {
     let cursor = u64::from_le_bytes(hdr[header::CURSOR..header::CURSOR + 8].try_into().unwrap_or_default());
     let file_len = f.metadata()?.len();
     // A cursor past the end (reservations that found no room) ends at the file's end.
-    let mut at = cursor.min(file_len).max(HEADER_SIZE as u64);
-    let mut records: Vec<Vec<u8>> = Vec::new();
+    let at = cursor.min(file_len).max(HEADER_SIZE as u64);
+    // The records, one after the other, written at once: `vmshim run` appends to a thousand
+    // traces at the end of a loop of short processes, a write per record each (issue 12).
+    let mut records: Vec<u8> = Vec::new();
+    let mut put = |encode: &dyn Fn(&mut [u8]) -> Option<usize>, len: usize| {
+        let from = records.len();
+        records.resize(from + len + 64, 0);
+        let n = encode(&mut records[from..]).unwrap_or(0);
+        records.truncate(from + n);
+    };
     for (i, chunk) in final_smaps.unwrap_or_default().chunks(256 << 10).enumerate() {
-        let mut buf = vec![0u8; chunk.len() + 64];
         let m = MapsRecord { source: MapsSource::KernelFinal, chunk: i as u32, text: chunk };
-        if let Some(n) = vmshim_trace::record::maps::encode(&mut buf, &m) {
-            buf.truncate(n);
-            records.push(buf);
-        }
+        put(&|buf| vmshim_trace::record::maps::encode(buf, &m), chunk.len());
     }
     if let Some(text) = statm {
-        let mut buf = vec![0u8; text.len() + 64];
         let m = MapsRecord { source: MapsSource::KernelStatm, chunk: 0, text };
-        if let Some(n) = vmshim_trace::record::maps::encode(&mut buf, &m) {
-            buf.truncate(n);
-            records.push(buf);
-        }
+        put(&|buf| vmshim_trace::record::maps::encode(buf, &m), text.len());
     }
     for (tid, name) in thread_names {
-        let mut buf = vec![0u8; name.len() + 64];
-        if let Some(n) = thread_name::encode(&mut buf, *tid, name.as_bytes()) {
-            buf.truncate(n);
-            records.push(buf);
-        }
+        put(&|buf| thread_name::encode(buf, *tid, name.as_bytes()), name.len());
     }
-    let mut buf = vec![0u8; how.len() + 64];
-    if let Some(n) = exit::encode(&mut buf, raw_status, how.as_bytes()) {
-        buf.truncate(n);
-        records.push(buf);
-    }
+    put(&|buf| exit::encode(buf, raw_status, how.as_bytes()), how.len());
     // The records go past the cursor, where nothing counts until the cursor moves: on a full
     // disk the file is put back to its length and the cursor stays where the shim left it.
-    let written = f.seek(SeekFrom::Start(at)).and_then(|_| {
-        for r in &records {
-            f.write_all(r)?;
-            at += r.len() as u64;
-        }
-        Ok(())
-    });
-    if let Err(e) = written {
+    if let Err(e) = f.write_all_at(&records, at) {
         let _ = f.set_len(file_len);
         return Err(e);
     }
-    f.set_len(at)?;
-    f.seek(SeekFrom::Start(header::CURSOR as u64))?;
-    f.write_all(&at.to_le_bytes())
+    let end = at + records.len() as u64;
+    f.set_len(end)?;
+    f.write_all_at(&end.to_le_bytes(), header::CURSOR as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmshim_trace::record::start::{self, Argv, StartRecord};
+
+    fn record(encode: impl FnOnce(&mut [u8]) -> Option<usize>) -> Vec<u8> {
+        let mut buf = vec![0u8; 64 << 10];
+        let n = encode(&mut buf).expect("the record fits");
+        buf.truncate(n);
+        buf
+    }
+
+    /// A trace of `records`, its file grown to `file_len` past its cursor as the shim grows it.
+    fn trace_file(records: &[Vec<u8>], file_len: usize) -> Vec<u8> {
+        let mut f = vec![0u8; HEADER_SIZE];
+        f[..8].copy_from_slice(&vmshim_trace::FILE_MAGIC);
+        f[header::VERSION..header::VERSION + 4].copy_from_slice(&vmshim_trace::VERSION.to_le_bytes());
+        for r in records {
+            f.extend_from_slice(r);
+        }
+        let cursor = f.len() as u64;
+        f[header::CURSOR..header::CURSOR + 8].copy_from_slice(&cursor.to_le_bytes());
+        f.resize(f.len().max(file_len), 0);
+        f
+    }
+
+    #[test]
+    fn a_short_trace_tells_how_it_ended_with_its_start_record_as_exit_of_does() {
+        let dir = std::env::temp_dir().join(format!("vmshim-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let start = record(|b| {
+            start::encode(
+                b,
+                &StartRecord {
+                    pid: 7,
+                    ppid: 1,
+                    page_size: 4096,
+                    mono_ns: 1,
+                    real_ns: 2,
+                    exe: b"/bin/x",
+                    trace_path: b"/t",
+                    argv: Argv::Cmdline(b"x\0"),
+                    run_id: 5,
+                    fork: None,
+                },
+            )
+        });
+        let exit = record(|b| exit::encode(b, 3 << 8, b"exited 3"));
+        let big_map = record(|b| {
+            let m = MapsRecord { source: MapsSource::KernelFinal, chunk: 0, text: &[b'm'; 5000] };
+            vmshim_trace::record::maps::encode(b, &m)
+        });
+        for (name, records, file_len, whole) in [
+            ("no-exit", vec![start.clone()], 16384, true),
+            ("exit", vec![start.clone(), exit.clone()], 0, true),
+            ("exit-in-a-grown-file", vec![start.clone(), exit.clone()], 16384, true),
+            ("exit-past-the-page", vec![start.clone(), big_map.clone(), exit.clone()], 0, false),
+            // The start record itself past the page: the whole file is read for it.
+            ("start-past-the-page", vec![big_map, start, exit.clone()], 0, false),
+        ] {
+            let p = dir.join(name);
+            let has_exit = records.contains(&exit);
+            std::fs::write(&p, trace_file(&records, file_len)).unwrap();
+            assert_eq!(exit_of(&p).is_some(), has_exit, "{name}");
+            let (s, ended) = start_and_exit_of(&p).unwrap_or_else(|| panic!("{name}: no start record"));
+            assert_eq!((s.pid, s.run_id), (7, 5), "{name}");
+            assert_eq!(start_of(&p).map(|s| s.pid), Some(7), "{name}");
+            assert_eq!(ended.is_some(), whole, "{name}: whether its records all lie in the first page");
+            if let Some(e) = ended {
+                assert_eq!(e, exit_of(&p), "{name}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

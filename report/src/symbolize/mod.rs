@@ -111,7 +111,21 @@ impl LoadedModule {
     /// `-z separate-code`) the region's offset alone cannot say which segment it holds; the lower
     /// one is assumed.
     pub fn from_mapping(path: &str, start: u64, file_offset: u64) -> Option<LoadedModule> {
-        let layout = layout_of(Path::new(path))?;
+        Self::with_layout(path, &*layout_of(Path::new(path))?, start, file_offset)
+    }
+
+    /// [`LoadedModule::from_mapping`] for a region whose map gives the file's `inode` (0: none):
+    /// what the file at `path` is, ELF or not, is remembered for the rest of the command by the
+    /// path and that inode, without asking the file system again. A process of a shell loop maps
+    /// some twenty files (its libraries, a dozen locale files), and the report of the
+    /// 1,000-process loop stat'ed each for each process: 17,000 system calls (issue 12). What a
+    /// map names by the same path and inode is the same file unless it was rewritten in place
+    /// during the command.
+    pub fn from_mapped_file(path: &str, inode: u64, start: u64, file_offset: u64) -> Option<LoadedModule> {
+        Self::with_layout(path, &*layout_of_mapped(path, inode)?, start, file_offset)
+    }
+
+    fn with_layout(path: &str, layout: &Layout, start: u64, file_offset: u64) -> Option<LoadedModule> {
         let segments = &layout.segments;
         // The segment this region maps: the kernel maps it from the page holding its first
         // file byte, so the region's offset lies between that page and the segment's end.
@@ -279,6 +293,13 @@ thread_local! {
     /// processes of a run share their libraries (and a fork child its parent's executable), so
     /// each file is parsed once however many processes are reported.
     static PARSED: ParsedFiles = std::cell::RefCell::new(HashMap::new());
+}
+
+/// Leaves the debug information this thread parsed ([`PARSED`]) to the end of the process,
+/// unfreed: for a thread that ends just before vmshim does. `vmshim run`'s report thread freed
+/// libc's parsed DWARF, many small allocations, in 6-7 ms after the report was written.
+pub fn keep_parsed_until_exit() {
+    PARSED.with(|p| std::mem::forget(p.take()));
 }
 
 impl DebugInfo {
@@ -585,6 +606,26 @@ fn layout_of(path: &Path) -> Option<std::sync::Arc<Layout>> {
     .map(std::sync::Arc::new);
     if let Ok(mut k) = known.lock() {
         k.insert(identity, layout.clone());
+    }
+    layout
+}
+
+/// [`layout_of`] the file a map names by `path` and `inode`, remembered by those two (see
+/// [`LoadedModule::from_mapped_file`]); a region without an inode asks [`layout_of`] each time.
+fn layout_of_mapped(path: &str, inode: u64) -> Option<std::sync::Arc<Layout>> {
+    type Known = std::collections::HashMap<u64, Vec<(String, Option<std::sync::Arc<Layout>>)>>;
+    static KNOWN: std::sync::OnceLock<std::sync::Mutex<Known>> = std::sync::OnceLock::new();
+    if inode == 0 {
+        return layout_of(Path::new(path));
+    }
+    let known = KNOWN.get_or_init(Default::default);
+    let seen = |k: &Known| k.get(&inode)?.iter().find(|(p, _)| p == path).map(|(_, l)| l.clone());
+    if let Some(layout) = known.lock().ok().and_then(|k| seen(&k)) {
+        return layout;
+    }
+    let layout = layout_of(Path::new(path));
+    if let Ok(mut k) = known.lock() {
+        k.entry(inode).or_default().push((path.to_string(), layout.clone()));
     }
     layout
 }
