@@ -101,7 +101,26 @@ fn rw_at(regions: &[Region], addr: u64, len: u64) -> bool {
     regions.iter().any(|r| r.start <= addr && addr + len <= r.end && r.perms.starts_with("rw"))
 }
 
+/// Whether `[addr, addr + len)` is anonymous memory mapped by regions that follow one another
+/// from `addr`: a heap's read-write part, then the PROT_NONE rest of its reservation.
+fn reserved_at(regions: &[Region], addr: u64, len: u64) -> bool {
+    let mut at = addr;
+    while at < addr + len {
+        match regions.iter().find(|r| r.start == at && r.is_anonymous()) {
+            Some(r) => at = r.end,
+            None => return false,
+        }
+    }
+    true
+}
+
 /// Reads and checks the heap_info at `base`; `page` is the page size.
+///
+/// The map is read before the stop and the heap_info during it: a thread may grow its heap in
+/// between (glibc's grow_heap makes more of the reservation read-write, then raises `size`), so
+/// the size may reach past the read-write part the map shows, into the rest of the heap's
+/// reservation. Such a heap is still that heap (the JVM's threads did it under load, in
+/// `explain::jvm_agrees_with_vmshim_run_of_the_same_process`).
 fn heap_at(mem: &Memory, regions: &[Region], base: u64, page: u64) -> Option<Heap> {
     let mut b = [0u8; 40];
     if !rw_at(regions, base, 40) || !mem.read(base, &mut b) {
@@ -115,7 +134,7 @@ fn heap_at(mem: &Memory, regions: &[Region], base: u64, page: u64) -> Option<Hea
         && h.mprotect_size <= HEAP_MAX
         && aligned(h.size)
         && aligned(h.mprotect_size)
-        && rw_at(regions, base, h.size);
+        && reserved_at(regions, base, h.size);
     // The first heap of an arena holds the arena right after its heap_info (32 bytes before
     // glibc 2.35, 48 since it gained `pagesize`); a later heap names an earlier heap.
     let first = h.prev == 0 && (h.ar_ptr == base + 32 || (h.ar_ptr == base + 48 && w(4) == page));
@@ -327,4 +346,64 @@ pub fn tcb_in(mem: &Memory, lo: u64, hi: u64) -> Option<u64> {
         let at = from + off as u64;
         (word(off) == Some(at) && word(off + 16) == Some(at)).then_some(at)
     })
+}
+
+#[cfg(test)]
+#[allow(unsafe_code)]
+mod tests {
+    use super::*;
+
+    /// A heap whose `size` went past the read-write part of an earlier map (it grew between the
+    /// map's read and the stop) is still found; one whose size reaches past its reservation is
+    /// not.
+    #[test]
+    fn a_heap_that_grew_after_the_map_was_read_is_still_a_heap() {
+        let page = 4096u64;
+        // SAFETY: a fresh PROT_NONE reservation, large enough for one HEAP_MAX-aligned heap.
+        let m = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * HEAP_MAX as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(m, libc::MAP_FAILED);
+        let base = (m as u64).next_multiple_of(HEAP_MAX);
+        // SAFETY: the first pages of the aligned heap, inside the reservation, made writable.
+        assert_eq!(
+            unsafe {
+                libc::mprotect(
+                    base as *mut libc::c_void,
+                    3 * page as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                )
+            },
+            0
+        );
+        // glibc >= 2.35's heap_info: ar_ptr (the arena right after it), prev, size, mprotect_size, pagesize.
+        let words = [base + 48, 0, 3 * page, 3 * page, page];
+        for (i, w) in words.iter().enumerate() {
+            // SAFETY: the first 40 bytes of the writable page at `base`.
+            unsafe { (base as *mut u64).add(i).write(*w) };
+        }
+        let region = |start: u64, end: u64, perms: &str| Region {
+            start,
+            end,
+            perms: perms.into(),
+            ..Region::default()
+        };
+        // The map as read before the heap grew: two pages read-write, the rest reserved.
+        let before =
+            [region(base, base + 2 * page, "rw-p"), region(base + 2 * page, base + HEAP_MAX, "---p")];
+        let mem = Memory { pid: std::process::id() };
+        let h = heap_at(&mem, &before, base, page).expect("the heap, grown since the map");
+        assert_eq!((h.ar_ptr, h.size), (base + 48, 3 * page));
+        // Without the reservation after the read-write part, a size past it is not believed.
+        assert!(heap_at(&mem, &before[..1], base, page).is_none());
+        // SAFETY: unmaps the reservation made above.
+        unsafe { libc::munmap(m, 2 * HEAP_MAX as usize) };
+    }
 }
