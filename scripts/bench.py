@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks vmshim against a bare run, interleaved (A B A B ...), and prints medians and ratios.
 
-Usage: scripts/bench.py [--rounds N] [--quick] [--only start,loop,...] [--bin DIR] [--trace-dir DIR]
+Usage: scripts/bench.py [--rounds N] [--quick] [--only start,loop,pieces,...] [--bin DIR] [--trace-dir DIR]
 Builds bench/load.c, then for each workload runs it bare and under libvmshim.so (and, where
 installed, under strace -f -k, ltrace -f, heaptrack and massif) in alternation, ROUNDS times each, and reports the
 median of the work's own wall time (the program times itself, so process start and the shim's
@@ -229,6 +229,38 @@ def loop_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
               f"{statistics.median(sizes[name]) / 2**20:.1f} MiB allocated (target 64 MiB{target})", flush=True)
 
 
+def pieces_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
+    """Issue 12: a shell loop's iteration, its two halves apart (bench/pieces.c): an exec'd
+    /bin/true whose image alone is preloaded (vfork + execve from a bare process), and a fork
+    whose parent and child are (children that leave at once), each bare, with an empty preload
+    library (what any LD_PRELOAD costs) and with the shim under VMSHIM_WATCHED=1, in turn (A B C
+    A B C): medians per exec or fork, and the shim's medians of pairs over bare and over the
+    empty library. The traces go to `trace_dir` when given (see loop_cost on ext4)."""
+    exe = os.path.join(tmp, "pieces")
+    subprocess.run(["gcc", "-O2", "-o", exe, os.path.join(ROOT, "bench", "pieces.c")], check=True)
+    empty_c, empty = os.path.join(tmp, "empty.c"), os.path.join(tmp, "libempty.so")
+    with open(empty_c, "w") as f:
+        f.write("int vmshim_bench_empty(void) { return 0; }\n")
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", empty, empty_c], check=True)
+    out = tempfile.mkdtemp(prefix="pieces.", dir=trace_dir or tmp)
+    traced = dict(bare_env, VMSHIM_OUT=os.path.join(out, "vmshim.%p.trace"), VMSHIM_WATCHED="1")
+    for mode, via in (("exec", "PIECES_PRELOAD"), ("fork", "LD_PRELOAD")):
+        variants = (("bare", bare_env), ("empty", dict(bare_env, **{via: empty})), ("shim", dict(traced, **{via: shim})))
+        got = {name: [] for name, _ in variants}
+        for _ in range(rounds):
+            for name, env in variants:
+                r = subprocess.run([exe, mode, str(n)], env=env, capture_output=True, text=True, check=True)
+                got[name].append(float(r.stdout))
+            clear(out)
+        med = {name: statistics.median(v) for name, v in got.items()}
+        over = lambda base: statistics.median(s - b for s, b in zip(got["shim"], got[base]))
+        title = f"pieces: {mode} of /bin/true" if mode == "exec" else "pieces: fork, child exits at once"
+        print(f"{title + f', {n} x {rounds}':<48}{med['bare']:>9.1f} us bare{med['empty']:>9.1f} us empty"
+              f"{med['shim']:>9.1f} us shim   +{over('bare'):.1f} us over bare, +{over('empty'):.1f} us over "
+              f"an empty preload (watched)", flush=True)
+    shutil.rmtree(out)
+
+
 def explain_cost(shim, server, client, env, rounds, requests, tmp):
     """Issue 16: a loaded cgo HTTP server (bench/server.go, the ex1 shape) keeps its request rate
     while `vmshim explain --watch 1s PID` explains it once a second: the client's requests/s with no explain, with
@@ -405,7 +437,7 @@ def main():
                     help="also strace -f -k, ltrace -f, heaptrack and massif --pages-as-heap where installed "
                          "(at 1/100 of the work, 1/1000 for malloc, against a bare run of that size)")
     ap.add_argument("--only", default="",
-                    help="comma-separated benchmarks to run: work, events, report, http, start, loop, explain, syscalls (default: all)")
+                    help="comma-separated benchmarks to run: work, events, report, http, start, loop, pieces, explain, syscalls (default: all)")
     ap.add_argument("--trace-dir", default=None,
                     help="where the loop's traces go (default: the benchmark's temporary directory; see loop_cost)")
     ap.add_argument("--bin", default=None,
@@ -439,6 +471,8 @@ def main():
             start_cost(shim, bare_env, 200 // scale, tmp)
         if want("loop"):
             loop_cost(shim, bare_env, max(1, args.rounds // 2 if args.quick else args.rounds), 1000, tmp, args.trace_dir)
+        if want("pieces"):
+            pieces_cost(shim, bare_env, args.rounds, 1000 // scale, tmp, args.trace_dir)
         columns = [("bare", [], bare_env, True), ("vmshim", [], shim_env, True)]
         if args.anchors:
             columns.append(("bare/N", [], bare_env, False))
