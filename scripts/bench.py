@@ -152,12 +152,12 @@ def start_cost(shim, bare_env, pairs, tmp):
     call, which /bin/true never makes) in turn (A B C A B C), `pairs` times; the median of each
     pair's difference, the ratio of the medians, and the trace the preloaded runs leave
     (allocated blocks)."""
-    out = os.path.join(tmp, "start")
+    out, out_watched = os.path.join(tmp, "start"), os.path.join(tmp, "start-watched")
     os.makedirs(out, exist_ok=True)
+    os.makedirs(out_watched, exist_ok=True)
     shim_env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=os.path.join(out, "vmshim.%p.trace"))
-    watched_env = dict(shim_env, VMSHIM_WATCHED="1")
-    bare, pre, added, watched, added_watched, sizes = [], [], [], [], [], []
-    seen = set()
+    watched_env = dict(shim_env, VMSHIM_OUT=os.path.join(out_watched, "vmshim.%p.trace"), VMSHIM_WATCHED="1")
+    bare, pre, added, watched, added_watched = [], [], [], [], []
     for _ in range(pairs):
         b = spawn_wall(["/bin/true"], bare_env, tmp)
         v = spawn_wall(["/bin/true"], shim_env, tmp)
@@ -167,18 +167,17 @@ def start_cost(shim, bare_env, pairs, tmp):
         watched.append(w)
         added.append(v - b)
         added_watched.append(w - b)
-        # The traces these runs left; the directory is cleared at the end only (on ext4,
-        # creating a file right after deleting many scans the recently deleted inodes: a cost of
-        # the benchmark's own deletions, not of the shim).
-        new = set(os.listdir(out)) - seen
-        sizes.append(sum(os.lstat(os.path.join(out, f)).st_blocks * 512 for f in new) / max(len(new), 1))
-        seen |= new
+    # The traces these runs left, one per run; the directories are cleared at the end only (on
+    # ext4, creating a file right after deleting many scans the recently deleted inodes: a cost
+    # of the benchmark's own deletions, not of the shim).
+    each = [disk(d)[1] / max(disk(d)[0], 1) for d in (out, out_watched)]
     clear(out)
+    clear(out_watched)
     b, v, w = statistics.median(bare), statistics.median(pre), statistics.median(watched)
     title = f"start: /bin/true, {pairs} pairs"
     print(f"{title:<48}{b * 1e3:>12.3f} ms bare{v * 1e3:>10.3f} ms shim   +{statistics.median(added) * 1e3:.3f} ms "
           f"median of pairs, {v / b:.2f}x; watched +{statistics.median(added_watched) * 1e3:.3f} ms, "
-          f"{w / b:.2f}x; trace {statistics.median(sizes) / 1024:.0f} KiB allocated "
+          f"{w / b:.2f}x; trace {each[0] / 1024:.0f} KiB allocated, {each[1] / 1024:.0f} KiB watched "
           f"(targets +0.3 ms, 64 KiB)", flush=True)
 
 
