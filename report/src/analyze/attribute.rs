@@ -247,7 +247,7 @@ pub fn attribute(
     let shim_libs = shim_only_libraries(sym.modules());
     // The kernel merges an image's .bss with anonymous memory mapped right after it (the
     // loader's TLS block, say); an image's span ends at its last PT_LOAD, page-rounded.
-    let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
+    let page = rec.page_size();
     let module_ends: Vec<u64> =
         sym.modules().iter().map(|m| m.hi.div_ceil(page).saturating_mul(page)).collect();
     let brk_baseline = rec.calls.values().find(|c| c.call == CallKind::BrkGrow && c.args[0] == 0);

@@ -31,7 +31,7 @@ pub struct StackOwner {
 
 /// Final-map region index -> the thread whose stack it is (its rw part and its guard page).
 pub fn thread_stacks(rec: &Recording, regions: &[Region]) -> HashMap<usize, StackOwner> {
-    let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
+    let page = rec.page_size();
     let mut out = HashMap::new();
     let find = |addr: u64| regions.iter().position(|r| r.start <= addr && addr < r.end);
     // Later threads reuse cached stacks of exited ones: the last to start owns the region.

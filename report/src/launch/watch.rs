@@ -9,8 +9,9 @@
 //! system call, `exit_group` (every exit(3), `_exit` and Go's raw exit), at its entry, where the
 //! whole address space still exists; the watcher reads `/proc/TID/smaps` (or maps and statm, for a
 //! process of the shim that recorded nothing: [`exit_map`]) and the thread names, then lets the
-//! call go on unchanged. Nothing else is filtered; the target's memory is never read or written. The listener also reports when the last task that uses the filter is gone
-//! (POLLHUP): that is how `vmshim run` knows the tree is done, daemons included.
+//! call go on unchanged. Nothing else is filtered; the target's memory is never read or
+//! written. The listener also reports when the last task that uses the filter is gone (POLLHUP):
+//! that is how `vmshim run` knows the tree is done, daemons included.
 //!
 //! The listener lives in a process of its own (`vmshim __watch`, in its own process group, deaf
 //! to the terminal's signals), not in `vmshim run`: a filtered call whose listener has gone fails

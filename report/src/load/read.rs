@@ -60,6 +60,11 @@ pub struct Recording {
 }
 
 impl Recording {
+    /// The page size its Start record gives (4096 before it is read).
+    pub fn page_size(&self) -> u64 {
+        self.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64)
+    }
+
     pub fn call(&self, i: usize) -> Option<&Call> {
         self.calls.get(&i)
     }
@@ -331,8 +336,7 @@ pub fn load_until(path: &Path, until: Option<u64>) -> Result<Recording, ReadErro
     rec.replay = r.out;
     if !kernel.is_empty() {
         rec.final_maps = Some(join(kernel));
-        let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
-        rec.final_statm_rss = statm.as_deref().and_then(|t| statm_resident(t, page));
+        rec.final_statm_rss = statm.as_deref().and_then(|t| statm_resident(t, rec.page_size()));
     }
     Ok(rec)
 }
@@ -346,7 +350,7 @@ pub fn statm_resident(text: &[u8], page: u64) -> Option<u64> {
 /// Starts the replay from the start-up map in `initial`, with the calls read so far.
 fn start_replay(rec: &mut Recording, initial: Vec<(u32, Vec<u8>)>) -> Replayer {
     rec.initial_maps = join(initial);
-    let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
+    let page = rec.page_size();
     let mut r = Replayer::new(page, rec.start.as_ref().map_or(0, |s| s.mono_ns), &rec.initial_maps);
     for (i, c) in &rec.calls {
         r.apply(*i, c);
@@ -455,8 +459,7 @@ impl Final {
         let exit = self.exit();
         if let Some(smaps) = self.smaps.filter(|s| !s.is_empty()) {
             rec.final_maps = Some(join(vec![(0, smaps)]));
-            let page = rec.start.as_ref().map_or(4096, |s| s.page_size.max(1) as u64);
-            rec.final_statm_rss = self.statm.as_deref().and_then(|t| statm_resident(t, page));
+            rec.final_statm_rss = self.statm.as_deref().and_then(|t| statm_resident(t, rec.page_size()));
         }
         rec.thread_names.extend(self.thread_names);
         rec.exit = Some(exit);

@@ -59,15 +59,8 @@ impl<const N: usize> Table<N> {
         if !self.used.load(Acquire) || self.wiped.load(Acquire) {
             return;
         }
-        let (addr, len) = (self.entries.as_ptr() as usize, core::mem::size_of_val(&self.entries));
-        // SAFETY: getauxval reads the auxiliary vector the kernel gave the process.
-        let page = unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize;
         // `used` stays set (writing it would copy its page): a later clear finds nothing to do.
-        if page.is_power_of_two()
-            && addr % page == 0
-            && len % page == 0
-            && crate::os::syscall::madvise(addr, len, libc::MADV_DONTNEED) == 0
-        {
+        if self.advise(libc::MADV_DONTNEED) {
             return;
         }
         self.clear();
@@ -82,17 +75,22 @@ impl<const N: usize> Table<N> {
     /// stays with the mapping in the children and goes at exec. False when the kernel refused
     /// (the child then drops its copy as [`Table::forget`] does).
     pub fn wipe_on_fork(&self) -> bool {
-        let (addr, len) = (self.entries.as_ptr() as usize, core::mem::size_of_val(&self.entries));
-        // SAFETY: getauxval reads the auxiliary vector the kernel gave the process.
-        let page = unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize;
-        let wiped = page.is_power_of_two()
-            && addr % page == 0
-            && len % page == 0
-            && crate::os::syscall::madvise(addr, len, libc::MADV_WIPEONFORK) == 0;
+        let wiped = self.advise(libc::MADV_WIPEONFORK);
         if wiped {
             self.wiped.store(true, Release);
         }
         wiped
+    }
+
+    /// `madvise(advice)` over the entries, when they fill whole pages; whether it was done.
+    fn advise(&self, advice: i32) -> bool {
+        let (addr, len) = (self.entries.as_ptr() as usize, core::mem::size_of_val(&self.entries));
+        // SAFETY: getauxval reads the auxiliary vector the kernel gave the process.
+        let page = unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize;
+        page.is_power_of_two()
+            && addr % page == 0
+            && len % page == 0
+            && crate::os::syscall::madvise(addr, len, advice) == 0
     }
 
     /// Empties the table. An untouched table stays untouched: clearing it would fault in all of
