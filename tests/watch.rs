@@ -213,7 +213,10 @@ fn without_the_capability_the_target_runs_as_bare_and_vmshim_says_why() {
 /// smaps (which cost the exiting process four times as long): its report's RSS is the resident
 /// size the kernel gave while it waited, both as smaps' Rss summed and as statm, and vmshim's own
 /// share of it is not claimed; its VSZ is the kernel's. A process that recorded (the shell) keeps
-/// smaps and its share.
+/// smaps and its share. The program is an image the shell exec'd that records nothing, so it
+/// waits for a first record with no trace file at all (shim/src/record/waiting.rs): nothing of
+/// the trace directory is in its map, and vmshim run writes its trace after, whose Start names
+/// what /proc named while it waited (executable, command line, parent).
 #[test]
 fn a_process_that_recorded_nothing_has_its_rss_at_exit_from_statm() {
     let dir = TestDir::new("watch_statm");
@@ -236,13 +239,15 @@ fn a_process_that_recorded_nothing_has_its_rss_at_exit_from_statm() {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap();
     let resident: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
     let vsz = status_vsz_bytes(pid);
-    // The shim maps the trace's first page and no segment while nothing is recorded: the map
-    // the watcher tells it by.
+    // A waiting image has no trace: nothing of the trace directory is mapped.
     let real_dir = std::fs::canonicalize(dir.path()).unwrap();
     let trace_maps: Vec<MapsRegion> =
         read_maps(pid).into_iter().filter(|r| Path::new(&r.path).parent() == Some(&real_dir)).collect();
-    assert_eq!(trace_maps.len(), 1, "{trace_maps:?}");
-    assert_eq!(trace_maps[0].len(), page_size(), "{trace_maps:?}");
+    assert_eq!(trace_maps, vec![], "no trace of its own while it waits");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: u32 = stat[stat.rfind(')').unwrap() + 1..].split_whitespace().nth(1).unwrap().parse().unwrap();
     let out = h.finish();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(resident * page_size(), smaps_rss, "statm and smaps agree while it waits");
@@ -259,6 +264,16 @@ fn a_process_that_recorded_nothing_has_its_rss_at_exit_from_statm() {
     assert_eq!(idle.vsz.kernel_final_bytes, Some(vsz), "the kernel's VSZ at exit is the one it waited with");
     assert_eq!(idle.rss_bytes, Some(smaps_rss), "its RSS at exit is the one it waited with");
     assert_eq!(idle.vmshim_rss_bytes, None, "no Rss by region, so no share of it is claimed");
+    assert_eq!(idle.process.exe.as_deref(), Some(exe.to_str().unwrap()), "the executable /proc named");
+    let argv: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into())
+        .collect();
+    assert_eq!(idle.process.argv.as_ref(), Some(&argv), "the command line /proc gave");
+    let row = idle.processes.iter().find(|r| r.pid == pid).expect("it is listed");
+    assert_eq!(row.ppid, ppid, "its parent as /proc named it");
+    assert!(row.explained_fraction >= 0.999, "{row:?}");
     let shell = report(&[]);
     assert!(shell.process.pid != pid && shell.vmshim_rss_bytes.is_some(), "{:?}", shell.process);
 }

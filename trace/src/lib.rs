@@ -30,6 +30,7 @@ pub mod decode;
 mod encode;
 mod reader;
 pub mod record;
+pub mod waiting;
 
 pub use decode::{Event, Fork, Stream, parse};
 pub use record::Record;

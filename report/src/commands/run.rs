@@ -77,13 +77,7 @@ fn attach_exit_maps(
     let done = crate::load::par::map(&work, |(path, captures)| {
         let (mut failed, mut last) = (Vec::new(), None);
         for c in captures {
-            let fin = read::Final {
-                smaps: Some(c.smaps.clone()),
-                statm: Some(c.statm.clone()).filter(|s| !s.is_empty()),
-                thread_names: c.thread_names.clone(),
-                raw_status: (c.code & 0xff) << 8,
-                how: format!("exited {}", c.code & 0xff),
-            };
+            let fin = final_of(c);
             match read::append_final(path, &fin) {
                 Ok(()) => last = Some(fin.exit()),
                 Err(e) => {
@@ -104,6 +98,75 @@ fn attach_exit_maps(
         }
     }
     all
+}
+
+/// Writes the trace of each image that waited for its first record with no file and exited
+/// without one (shim/src/record/waiting.rs: a shell's `/bin/true` under the watcher), from what
+/// the watcher read while it waited: its note (parent, start, run id, the loader's addresses),
+/// its command line, and its map at exit, which names its executable (the file mapped where the
+/// note says its program headers lie, as /proc/PID/exe would). Each is created by the
+/// shim's naming rules from the run's `template` and holds what the shim would have written for
+/// an image that records nothing. Every other capture is returned, for [`attach_exit_maps`].
+fn write_waiting(
+    template: &Path,
+    exits: &[launch::watch::Capture],
+    strict: bool,
+    code: &mut u8,
+) -> Vec<launch::watch::Capture> {
+    let (waiting, rest): (Vec<_>, Vec<_>) =
+        exits.iter().partition(|c| c.waiting.is_some() && !c.smaps.is_empty());
+    let failed = crate::load::par::map(&waiting, |c| write_waiting_one(template, c).err());
+    for e in failed.into_iter().flatten() {
+        warn(strict, code, &format!("cannot write the trace of a process that recorded nothing ({e})"));
+    }
+    rest.into_iter().cloned().collect()
+}
+
+fn write_waiting_one(template: &Path, c: &launch::watch::Capture) -> std::io::Result<()> {
+    use crate::launch::recorder::out::{StartInfo, TraceOut};
+    let Some(w) = &c.waiting else { return Ok(()) };
+    let mut out = TraceOut::create(template, c.pid)?;
+    let path = out.path.clone();
+    let argv: Vec<Vec<u8>> = w.cmdline.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
+    // /proc/PID/cmdline ends each argument with a NUL: the last piece is empty.
+    let argv = &argv[..argv.len().saturating_sub(usize::from(w.cmdline.last() == Some(&0)))];
+    out.start(&StartInfo {
+        pid: c.pid,
+        ppid: w.note.ppid,
+        page_size: w.note.page_size,
+        mono_ns: w.note.mono_ns,
+        real_ns: w.note.real_ns,
+        exe: &mapped_file_at(&c.smaps, w.note.exe_at).unwrap_or_default(),
+        trace_path: &path.to_string_lossy(),
+        argv,
+        run_id: w.note.run_id,
+        fork: None,
+    });
+    out.config(&format!("loader.at={}\n", vmshim_trace::waiting::loader_at_text(&w.note.loader_at)));
+    drop(out);
+    read::append_final(&path, &final_of(c))
+}
+
+/// The file a map text (maps or smaps) shows mapped at `addr`.
+fn mapped_file_at(map: &[u8], addr: u64) -> Option<String> {
+    String::from_utf8_lossy(map).lines().find_map(|line| {
+        let mut fields = line.splitn(6, ' ');
+        let (lo, hi) = fields.next()?.split_once('-')?;
+        let (lo, hi) = (u64::from_str_radix(lo, 16).ok()?, u64::from_str_radix(hi, 16).ok()?);
+        let path = fields.nth(4)?.trim_start();
+        ((lo..hi).contains(&addr) && path.starts_with('/')).then(|| path.to_string())
+    })
+}
+
+/// The Final record of a watched exit.
+fn final_of(c: &launch::watch::Capture) -> read::Final {
+    read::Final {
+        smaps: Some(c.smaps.clone()),
+        statm: Some(c.statm.clone()).filter(|s| !s.is_empty()),
+        thread_names: c.thread_names.clone(),
+        raw_status: (c.code & 0xff) << 8,
+        how: format!("exited {}", c.code & 0xff),
+    }
 }
 
 /// The trace of the program image that exited: the last image of the process whose first
@@ -417,6 +480,9 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
             eprintln!("vmshim: stopped waiting for the tree; the processes left run on, unwatched from now");
         }
         let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
+        // The images that waited with no trace get theirs first: the run's listing finds them.
+        let mut outcome = outcome;
+        outcome.exits = write_waiting(template, &outcome.exits, a.strict, &mut code);
         let done = complete_traces(
             &a,
             outcome,

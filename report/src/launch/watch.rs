@@ -9,8 +9,10 @@
 //! system call, `exit_group` (every exit(3), `_exit` and Go's raw exit), at its entry, where the
 //! whole address space still exists; the watcher reads `/proc/TID/smaps` (or maps and statm, for a
 //! process of the shim that recorded nothing: [`exit_map`]) and the thread names, then lets the
-//! call go on unchanged. Nothing else is filtered; the target's memory is never read or
-//! written. The listener also reports when the last task that uses the filter is gone (POLLHUP):
+//! call go on unchanged. Nothing else is filtered, and the target's memory is never written;
+//! it is read once, for an image of the shim that waited for its first record with no trace
+//! (shim/src/record/waiting.rs): one `process_vm_readv` of the shim's note and the argument
+//! area, from which `vmshim run` writes that image's trace. The listener also reports when the last task that uses the filter is gone (POLLHUP):
 //! that is how `vmshim run` knows the tree is done, daemons included.
 //!
 //! The listener lives in a process of its own (`vmshim __watch`, in its own process group, deaf
@@ -55,6 +57,17 @@ pub struct Capture {
     /// (see [`exit_map`]); empty with smaps.
     pub statm: Vec<u8>,
     pub thread_names: Vec<(u32, String)>,
+    /// A process of the shim that waited for its first record with no trace of its own
+    /// (shim/src/record/waiting.rs): what `vmshim run` writes its trace from.
+    pub waiting: Option<Waiting>,
+}
+
+/// What the watcher read of a waiting image while it waited in `exit_group`: the note it kept
+/// in its memory, and its command line.
+#[derive(Clone, Debug)]
+pub struct Waiting {
+    pub note: vmshim_trace::waiting::Note,
+    pub cmdline: Vec<u8>,
 }
 
 /// Whether the tree's exits are watched.
@@ -304,6 +317,9 @@ fn read_capture(r: &mut impl Read) -> io::Result<Capture> {
     let smaps = read_blob(r)?;
     let statm = read_blob(r)?;
     let names = String::from_utf8_lossy(&read_blob(r)?).into_owned();
+    let note = read_blob(r)?;
+    let cmdline = read_blob(r)?;
+    let waiting = vmshim_trace::waiting::parse(&note).map(|note| Waiting { note, cmdline });
     let thread_names = names
         .lines()
         .filter_map(|l| {
@@ -311,7 +327,7 @@ fn read_capture(r: &mut impl Read) -> io::Result<Capture> {
             Some((tid.parse().ok()?, name.to_owned()))
         })
         .collect();
-    Ok(Capture { pid, code, mono_ns, smaps, statm, thread_names })
+    Ok(Capture { pid, code, mono_ns, smaps, statm, thread_names, waiting })
 }
 
 fn put_blob(out: &mut Vec<u8>, b: &[u8]) {
@@ -474,14 +490,16 @@ fn capture_frame(tid: u32, code: i32, traces: Option<&RunTraces>) -> Vec<u8> {
     // thread count, and names it, where listing the tasks and reading each one's comm took
     // three more files per exit (issue 12). A group of one is the calling thread itself.
     let (pid, names, map) = match single_thread_name(tid) {
-        Some(comm) => (tid, format!("{tid}\t{comm}\n"), exit_map(tid, traces)),
+        Some((comm, args)) => (tid, format!("{tid}\t{comm}\n"), exit_map(tid, traces, args)),
         None => {
             let (pid, names) = group_names(tid);
-            (pid, names, ExitMap { text: super::read_proc(&format!("/proc/{tid}/smaps")), statm: Vec::new() })
+            let text = super::read_proc(&format!("/proc/{tid}/smaps"));
+            (pid, names, ExitMap { text, statm: Vec::new(), waiting: None })
         }
     };
     let (smaps, statm) = (map.text, map.statm);
-    let mut f = Vec::with_capacity(smaps.len() + statm.len() + names.len() + 44);
+    let (note, cmdline) = map.waiting.unwrap_or_default();
+    let mut f = Vec::with_capacity(smaps.len() + statm.len() + names.len() + note.len() + cmdline.len() + 64);
     f.extend_from_slice(&FRAME_CAPTURE.to_le_bytes());
     f.extend_from_slice(&pid.to_le_bytes());
     f.extend_from_slice(&tid.to_le_bytes());
@@ -490,13 +508,17 @@ fn capture_frame(tid: u32, code: i32, traces: Option<&RunTraces>) -> Vec<u8> {
     put_blob(&mut f, &smaps);
     put_blob(&mut f, &statm);
     put_blob(&mut f, names.as_bytes());
+    put_blob(&mut f, &note);
+    put_blob(&mut f, &cmdline);
     f
 }
 
-/// What is kept of an exiting process's address space: the map, and statm with a maps text.
+/// What is kept of an exiting process's address space: the map, and statm with a maps text;
+/// for a waiting image, its note and command line ([`waiting_note`]).
 struct ExitMap {
     text: Vec<u8>,
     statm: Vec<u8>,
+    waiting: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The map of a single-threaded process at its exit. smaps costs four times what maps does
@@ -508,15 +530,87 @@ struct ExitMap {
 /// keeps maps and `/proc/PID/statm`, whose resident count is the sum smaps' `Rss:` lines give.
 /// Every other process keeps smaps, read after maps (the process has one thread, stopped here,
 /// so the two texts agree).
-fn exit_map(tid: u32, traces: Option<&RunTraces>) -> ExitMap {
+///
+/// An image of the shim that waited for its first record recorded nothing either, and has no
+/// trace mapped at all: the watcher reads its note too, with its command line (`args`: the
+/// argument area, from stat), for `vmshim run` to write its trace (shim/src/record/waiting.rs).
+fn exit_map(tid: u32, traces: Option<&RunTraces>, args: Option<(u64, u64)>) -> ExitMap {
     let maps = super::read_proc(&format!("/proc/{tid}/maps"));
-    if traces.is_some_and(|t| records_nothing(&maps, t)) {
+    let (nothing, waiting) = match traces.map(|t| trace_mapping(&maps, t)) {
+        Some(TraceMapping::FirstPage) => (true, None),
+        Some(TraceMapping::None { shim_base: Some(base), shim_path }) => {
+            let w = waiting_note(tid, base, shim_path, args);
+            (w.is_some(), w)
+        }
+        _ => (false, None),
+    };
+    if nothing {
         let statm = super::read_proc(&format!("/proc/{tid}/statm"));
         if !statm.is_empty() {
-            return ExitMap { text: maps, statm };
+            return ExitMap { text: maps, statm, waiting };
         }
     }
-    ExitMap { text: super::read_proc(&format!("/proc/{tid}/smaps")), statm: Vec::new() }
+    ExitMap { text: super::read_proc(&format!("/proc/{tid}/smaps")), statm: Vec::new(), waiting }
+}
+
+/// The note a waiting image keeps (`vmshim_trace::waiting`) and its command line, read from
+/// process `pid` with one `process_vm_readv`: the note at the shim's load address `base` plus
+/// the note's symbol value in the library at `shim_path`, and the argument area `args`. The
+/// command line is the area when it ends in a NUL, as `/proc/PID/cmdline` gives it then (else,
+/// a program that rewrote its arguments, /proc is asked). None when there is no note or it is
+/// not this process's (a fork child's copy of its parent's).
+fn waiting_note(
+    pid: u32,
+    base: u64,
+    shim_path: &[u8],
+    args: Option<(u64, u64)>,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    thread_local! {
+        static SYMBOL_AT: std::cell::RefCell<Option<(Vec<u8>, Option<u64>)>> = const { std::cell::RefCell::new(None) };
+    }
+    let value = SYMBOL_AT.with_borrow_mut(|known| {
+        if known.as_ref().is_none_or(|(p, _)| p != shim_path) {
+            use std::os::unix::ffi::OsStrExt;
+            *known =
+                Some((shim_path.to_vec(), note_symbol(Path::new(std::ffi::OsStr::from_bytes(shim_path)))));
+        }
+        known.as_ref().and_then(|k| k.1)
+    })?;
+    const ARGS_MAX: u64 = 64 << 10;
+    let (lo, hi) = args.filter(|&(lo, hi)| lo < hi).unwrap_or((0, 0));
+    let args_len = (hi - lo).min(ARGS_MAX) as usize;
+    let mut note = vec![0u8; vmshim_trace::waiting::SIZE];
+    let mut cmdline = vec![0u8; args_len];
+    let local = [
+        libc::iovec { iov_base: note.as_mut_ptr().cast(), iov_len: note.len() },
+        libc::iovec { iov_base: cmdline.as_mut_ptr().cast(), iov_len: cmdline.len() },
+    ];
+    let remote = [
+        libc::iovec { iov_base: (base + value) as usize as *mut libc::c_void, iov_len: note.len() },
+        libc::iovec { iov_base: lo as usize as *mut libc::c_void, iov_len: args_len },
+    ];
+    let parts = if args_len > 0 { 2 } else { 1 };
+    // SAFETY: process_vm_readv writes at most each local iovec's length into `note` and
+    // `cmdline`, both alive for the call, and only reads the other process's memory.
+    let n = unsafe {
+        libc::process_vm_readv(pid as libc::pid_t, local.as_ptr(), parts, remote.as_ptr(), parts, 0)
+    };
+    if n < note.len() as isize {
+        return None;
+    }
+    vmshim_trace::waiting::parse(&note).filter(|w| w.pid == pid)?;
+    if n as usize != note.len() + args_len || cmdline.last() != Some(&0) {
+        cmdline = super::read_proc(&format!("/proc/{pid}/cmdline"));
+    }
+    Some((note, cmdline))
+}
+
+/// The value of the note's symbol in the shim library at `path`.
+fn note_symbol(path: &Path) -> Option<u64> {
+    use object::{Object, ObjectSymbol};
+    let data = std::fs::read(path).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    file.dynamic_symbols().find(|s| s.name() == Ok(vmshim_trace::waiting::SYMBOL)).map(|s| s.address())
 }
 
 /// The run's trace files as the kernel names them in a map: in the template's directory (its
@@ -576,14 +670,31 @@ impl RunTraces {
     }
 }
 
-/// Whether the map shows the process's trace (one of the run's files) mapped as the shim maps
-/// it before the process begins to record, and only so: the file's first page, shared, at
-/// offset 0, and no segment (shim/src/out/writer.rs, "The first page"). A process with no
-/// trace mapped (no shim, or one that could not create its file) does not count.
+/// How a process's map shows its trace (one of the run's files).
+#[derive(Debug, PartialEq, Eq)]
+enum TraceMapping<'a> {
+    /// As the shim maps it before the process begins to record, and only so: the file's first
+    /// page, shared, at offset 0, and no segment (shim/src/out/writer.rs, "The first page").
+    FirstPage,
+    /// Otherwise mapped: the process records.
+    Recording,
+    /// Not mapped at all; where the shim's library (`libvmshim.so`, offset 0) is loaded, if it is.
+    None { shim_base: Option<u64>, shim_path: &'a [u8] },
+}
+
+/// Whether the map shows the process's trace mapped as the shim maps it before the process
+/// begins to record ([`TraceMapping::FirstPage`]). A process with no trace mapped (no shim, a
+/// waiting image, or one that could not create its file) does not count.
+#[cfg(test)]
 fn records_nothing(maps: &[u8], traces: &RunTraces) -> bool {
+    trace_mapping(maps, traces) == TraceMapping::FirstPage
+}
+
+fn trace_mapping<'a>(maps: &'a [u8], traces: &RunTraces) -> TraceMapping<'a> {
     // SAFETY: sysconf reads a constant.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
     let mut found = false;
+    let mut shim: (Option<u64>, &[u8]) = (None, &[]);
     for line in maps.split(|&b| b == b'\n') {
         // `start-end perms offset dev inode   path`
         let mut fields = line.splitn(6, |&b| b == b' ');
@@ -593,37 +704,60 @@ fn records_nothing(maps: &[u8], traces: &RunTraces) -> bool {
             continue;
         };
         let path = path.trim_ascii_start();
+        let bounds = || {
+            std::str::from_utf8(range)
+                .ok()
+                .and_then(|r| r.split_once('-'))
+                .and_then(|(a, b)| Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?)))
+        };
+        let at_zero = offset.iter().all(|&b| b == b'0');
+        if shim.0.is_none() && at_zero && path.ends_with(b"/libvmshim.so") {
+            shim = (bounds().map(|(a, _)| a), path);
+        }
         if !path.starts_with(b"/") || !traces.holds(path) {
             continue;
         }
-        let size = std::str::from_utf8(range)
-            .ok()
-            .and_then(|r| r.split_once('-'))
-            .and_then(|(a, b)| Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?));
-        if perms != b"rw-s" || offset.iter().any(|&b| b != b'0') || size != Some(page) {
-            return false;
+        let size = bounds().map(|(a, b)| b - a);
+        if perms != b"rw-s" || !at_zero || size != Some(page) {
+            return TraceMapping::Recording;
         }
         found = true;
     }
-    found
+    if found { TraceMapping::FirstPage } else { TraceMapping::None { shim_base: shim.0, shim_path: shim.1 } }
 }
 
 /// The name (`comm`) of thread `tid` when its process has no other thread, from
-/// `/proc/TID/stat`.
-fn single_thread_name(tid: u32) -> Option<String> {
-    let (comm, threads) = name_and_threads(&super::read_proc(&format!("/proc/{tid}/stat")))?;
-    (threads == 1).then_some(comm)
+/// `/proc/TID/stat`, with its argument area.
+fn single_thread_name(tid: u32) -> Option<(String, Option<(u64, u64)>)> {
+    let stat = super::read_proc(&format!("/proc/{tid}/stat"));
+    let (comm, threads) = name_and_threads(&stat)?;
+    (threads == 1).then(|| (comm, arg_area(&stat)))
 }
 
 /// A `/proc/TID/stat` line's name and thread count: `pid (comm) state ... num_threads` (field
 /// 20). The name may hold spaces and parentheses; it ends at the last `)`.
 fn name_and_threads(stat: &[u8]) -> Option<(String, u64)> {
     let open = stat.iter().position(|&b| b == b'(')?;
+    let (threads, _) = after_name(stat)?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    Some((String::from_utf8_lossy(stat.get(open + 1..close)?).into_owned(), threads))
+}
+
+/// The argument area, `arg_start` and `arg_end` (fields 48 and 49 of a stat line).
+fn arg_area(stat: &[u8]) -> Option<(u64, u64)> {
+    after_name(stat)?.1
+}
+
+/// After a stat line's name: its thread count (field 20) and argument area (48, 49).
+fn after_name(stat: &[u8]) -> Option<(u64, Option<(u64, u64)>)> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
-    // After the name: state (field 3), ppid (4), ..., num_threads (20).
-    let threads = rest.split_ascii_whitespace().nth(17)?.parse().ok()?;
-    Some((String::from_utf8_lossy(stat.get(open + 1..close)?).into_owned(), threads))
+    // After the name: state (field 3), ppid (4), ..., num_threads (20), ..., arg_start (48).
+    let mut fields = rest.split_ascii_whitespace();
+    let threads = fields.nth(17)?.parse().ok()?;
+    let mut args = fields.skip(27);
+    let area = (|| Some((args.next()?.parse().ok()?, args.next()?.parse().ok()?)))();
+    Some((threads, area))
 }
 
 /// The thread group of `tid` (its tgid) and its threads' names, one `tid\tcomm` line each.
@@ -692,6 +826,21 @@ mod tests {
         assert!(records_nothing(format!("{other}{header}").as_bytes(), &fixed));
         assert!(!records_nothing(format!("{header}{segment}").as_bytes(), &fixed));
         assert!(!records_nothing(other.as_bytes(), &fixed));
+        // No trace mapped: a waiting image when the shim's library is there, found by its
+        // mapping at offset 0.
+        let lib =
+            "7f00_3000_0000-7f00_3001_6000 r--p 00000000 00:1b 78 /opt/x/libvmshim.so\n".replace('_', "");
+        let lib_text =
+            "7f00_3001_6000-7f00_3006_0000 r-xp 00016000 00:1b 78 /opt/x/libvmshim.so\n".replace('_', "");
+        let (waiting, bare, recording) =
+            (format!("{other}{lib}{lib_text}"), other.clone(), format!("{header}{segment}{lib}"));
+        let mapping = |text: &str| format!("{:?}", super::trace_mapping(text.as_bytes(), &fixed));
+        let none = |base, path: &'static [u8]| {
+            format!("{:?}", super::TraceMapping::None { shim_base: base, shim_path: path })
+        };
+        assert_eq!(mapping(&waiting), none(Some(0x7f00_3000_0000), b"/opt/x/libvmshim.so"));
+        assert_eq!(mapping(&bare), none(None, b""));
+        assert_eq!(mapping(&recording), format!("{:?}", super::TraceMapping::Recording));
         std::fs::remove_dir(&dir).unwrap();
     }
 
@@ -707,5 +856,20 @@ mod tests {
         let odd = b"42 (a) (b c) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 7 0 1234 5 6";
         assert_eq!(name_and_threads(odd), Some(("a) (b c".to_string(), 7)));
         assert_eq!(name_and_threads(b"42 (x"), None);
+    }
+
+    /// The argument area stat gives is where this process's command line lies: read with
+    /// process_vm_readv, it is /proc/self/cmdline.
+    #[test]
+    fn the_argument_area_from_stat_holds_the_command_line() {
+        let stat = std::fs::read("/proc/self/stat").unwrap();
+        let (lo, hi) = super::arg_area(&stat).unwrap();
+        let mut got = vec![0u8; (hi - lo) as usize];
+        let local = libc::iovec { iov_base: got.as_mut_ptr().cast(), iov_len: got.len() };
+        let remote = libc::iovec { iov_base: lo as usize as *mut libc::c_void, iov_len: got.len() };
+        // SAFETY: reads this process's own argument area into `got`.
+        let n = unsafe { libc::process_vm_readv(std::process::id() as i32, &local, 1, &remote, 1, 0) };
+        assert_eq!(n, got.len() as isize);
+        assert_eq!(got, std::fs::read("/proc/self/cmdline").unwrap());
     }
 }

@@ -14,18 +14,49 @@ use vmshim_trace::record::config;
 const HOOKED: [&core::ffi::CStr; 7] =
     [c"mmap", c"mmap64", c"munmap", c"mremap", c"mprotect", c"malloc", c"pthread_create"];
 
-/// Writes the `shadowed.*` lines, if any function is taken by another library.
+/// The `shadowed.*` lines [`find`] made, for [`record`] (start-up's single initialiser writes
+/// them, then reads them).
+struct Found(core::cell::UnsafeCell<[u8; 1024]>);
+// SAFETY: written by start-up's single initialiser in `find`, read by the same thread (or the
+// one initialiser of a waiting image's first record, after the constructor finished) in `record`.
+unsafe impl Sync for Found {}
+static FOUND: Found = Found(core::cell::UnsafeCell::new([0; 1024]));
+#[unsafe(link_section = ".data.vmshim_hot")]
+static FOUND_LEN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Asks the loader which definitions the hooked functions' calls reach and keeps a line for each
+/// that another library takes; true when there is one. Start-up only (it calls the loader).
+pub fn find() -> bool {
+    // SAFETY: the single initialiser (see Found).
+    let n = lines(unsafe { &mut *FOUND.0.get() });
+    FOUND_LEN.store(n, core::sync::atomic::Ordering::Release);
+    n > 0
+}
+
+/// Writes the lines [`find`] kept as a Config record, if there are any.
 pub fn record() {
-    // The crate's own tests export no hooks: every name would look taken.
-    if cfg!(test) {
+    let n = FOUND_LEN.load(core::sync::atomic::Ordering::Acquire);
+    if n == 0 {
         return;
     }
-    let mut text = [0u8; 1024];
+    // SAFETY: see Found.
+    let text = unsafe { &(&*FOUND.0.get())[..n.min(1024)] };
+    let mut buf = [0u8; 1024 + 64];
+    if let Some(len) = config::encode(&mut buf, text) {
+        writer::append(&buf[..len]);
+    }
+}
+
+fn lines(text: &mut [u8; 1024]) -> usize {
+    // The crate's own tests export no hooks: every name would look taken.
+    if cfg!(test) {
+        return 0;
+    }
     let mut n = 0;
     // Before libc set `environ`, a sanitizer runtime's early initialiser is running (it comes
     // first, as it must) and holds its locks: ask the loader nothing then.
     if !crate::config::environ_ready() {
-        return;
+        return 0;
     }
     // Which image a definition lies in, by its base address. (The address of the shim's own
     // exported `mmap`, taken here, would itself bind to the first definition in the global
@@ -61,13 +92,7 @@ pub fn record() {
             n += take;
         }
     }
-    if n == 0 {
-        return;
-    }
-    let mut buf = [0u8; 1024 + 64];
-    if let Some(len) = config::encode(&mut buf, &text[..n]) {
-        writer::append(&buf[..len]);
-    }
+    n
 }
 
 fn empty_info() -> libc::Dl_info {

@@ -40,9 +40,11 @@ pub struct Origin<'a> {
 /// Writes the Start record. Call only as the writer's single initialiser (after
 /// `writer::begin_init` returned true, before the writer is ready for anyone else). `fork`:
 /// this is a fork child's trace, created in the fork.
-pub fn record_start(fork: Option<&Origin<'_>>, run_id: u64) {
+/// `began`: an image that waited for its first record with no trace (`record::waiting`): its
+/// parent and clocks as they were at its start, (ppid, mono_ns, real_ns).
+pub fn record_start(fork: Option<&Origin<'_>>, run_id: u64, began: Option<(u32, u64, u64)>) {
     // SAFETY: the caller is the single initialiser (see Scratch).
-    record_start_in(unsafe { &mut *SCRATCH.0.get() }, fork, run_id);
+    record_start_in(unsafe { &mut *SCRATCH.0.get() }, fork, run_id, began);
 }
 
 /// Writes the rest of the start-up state: the resolver configuration, the map, the modules.
@@ -61,7 +63,12 @@ pub fn record_deferred(fork: bool) {
     modules::record_known();
 }
 
-fn record_start_in(scratch: &mut [u8], fork: Option<&Origin<'_>>, run_id: u64) {
+fn record_start_in(
+    scratch: &mut [u8],
+    fork: Option<&Origin<'_>>,
+    run_id: u64,
+    began: Option<(u32, u64, u64)>,
+) {
     // The command line, the executable's path and the record, each right after the one before:
     // a small process's start touches one scratch page, not three (each a page fault, and in a
     // fork child a page copy). SCRATCH_BYTES leaves START_BUF for the record however long the
@@ -85,11 +92,15 @@ fn record_start_in(scratch: &mut [u8], fork: Option<&Origin<'_>>, run_id: u64) {
         pid: sys::own_pid(),
         // A fork child's parent is the process that forked, as it was at the fork: by now a
         // daemon's intermediate child may have exited and the kernel names another parent.
-        ppid: fork.map_or_else(sys::getppid, |f| f.parent_pid),
+        ppid: match (fork, &began) {
+            (Some(f), _) => f.parent_pid,
+            (None, Some(b)) => b.0,
+            (None, None) => sys::getppid(),
+        },
         // SAFETY: sysconf only reads a constant for _SC_PAGESIZE.
         page_size: unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u32,
-        mono_ns: sys::monotonic_ns(),
-        real_ns: sys::realtime_ns(),
+        mono_ns: began.map_or_else(sys::monotonic_ns, |b| b.1),
+        real_ns: began.map_or_else(sys::realtime_ns, |b| b.2),
         exe,
         trace_path: writer::path(),
         argv: Argv::Cmdline(cmd),
@@ -159,11 +170,21 @@ fn record_config_of_parent(scratch: &mut [u8]) -> bool {
 /// anonymous regions of the map at exit that hold one of these as the loader's, and no other.
 /// Plain loads from the thread pointer and the loader's list; no system call.
 pub fn record_loader_evidence() {
+    let mut at = [0u64; 2 + 256];
+    let k = loader_addresses(&mut at);
+    write_loader_evidence(&at[..k]);
+}
+
+/// The addresses [`record_loader_evidence`] writes, into `at`: how many (at most its length).
+/// Read on the thread whose thread pointer they are to hold: the main thread, at start-up.
+pub fn loader_addresses(at: &mut [u64]) -> usize {
     unsafe extern "C" {
         static _r_debug: libc::c_void;
     }
+    if at.len() < 2 {
+        return 0;
+    }
     // The thread pointer and the DTV first (0 where unknown), then the link maps.
-    let mut at = [0u64; 2 + 256];
     #[cfg(target_arch = "x86_64")]
     // SAFETY: %fs:0 is the TCB's self pointer and %fs:8 its DTV pointer in glibc's x86-64 TLS
     // layout; both loads read the calling thread's own TCB.
@@ -183,11 +204,16 @@ pub fn record_loader_evidence() {
             l = *(l.add(24) as *const *const u8);
         }
     }
+    k
+}
+
+/// The `loader.at` Config record of these addresses.
+pub fn write_loader_evidence(at: &[u64]) {
     let mut text = [0u8; 20 * 258 + 16];
     let mut n = 0;
     text[..10].copy_from_slice(b"loader.at=");
     n += 10;
-    for (i, &v) in at[..k].iter().enumerate() {
+    for (i, &v) in at.iter().take(258).enumerate() {
         if i > 0 {
             text[n] = b',';
             n += 1;

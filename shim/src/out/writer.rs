@@ -196,12 +196,7 @@ pub fn open(cfg: &crate::config::Config, template: &[u8], quiet: bool) -> bool {
     // a fork child, whose parent tried it already, and under `vmshim run` an image whose
     // parent is not vmshim begin at `T.<pid>` (in a 1,000-process loop, two path lookups less
     // per process, each into a directory of two thousand traces).
-    let launched = || {
-        crate::config::getenv("VMSHIM_TRACER")
-            .and_then(crate::config::parse_u64)
-            .is_none_or(|tracer| tracer == sys::getppid() as u64)
-    };
-    let skip_bare = !has_pid && (quiet || (cfg.run_id != 0 && !launched()));
+    let skip_bare = !has_pid && (quiet || (cfg.run_id != 0 && !crate::config::launched_by_tracer()));
     let Some((fd, len)) = create(buf, len, if has_pid { None } else { Some(pid) }, skip_bare) else {
         return false;
     };

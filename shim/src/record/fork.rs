@@ -132,6 +132,7 @@ pub extern "C" fn after_fork_in_child() {
     crate::out::writer::reset_after_fork();
     crate::out::stacks::reset();
     crate::os::ownstack::reset_after_fork();
+    super::waiting::forget();
     let Some(_guard) = Guard::enter() else {
         // Forked from a signal handler that interrupted a hook: the first hook after that
         // handler returns opens the trace, as before issue 12.

@@ -6,3 +6,4 @@
 pub mod call;
 pub mod fork;
 pub mod start;
+pub mod waiting;

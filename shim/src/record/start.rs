@@ -67,31 +67,57 @@ fn write_deferred() {
 }
 
 /// Opens the trace and writes the start-up records; the caller won [`writer::begin_init`]:
-/// [`ensure_started`], or the fork child's handler in `fork.rs`.
+/// [`ensure_started`], or the fork child's handler in `fork.rs`. An exec'd image under the
+/// exit watcher may instead note its start and wait for its first recorded call with no trace
+/// ([`super::waiting`]); that call's [`ensure_started`] comes back here and creates it.
 pub fn start(fork: Option<&startup::Origin<'_>>) {
+    if fork.is_none() && super::waiting::foreign() {
+        writer::abandon_init();
+        return;
+    }
     // A fork child has no deferred records of its parent's to write: its own replace them.
     DEFERRED.store(NONE, Relaxed);
-    // A fork child goes on with its parent's configuration; an image reads its own.
-    let (cfg, template) = match fork.and(crate::config::kept()) {
-        Some(kept) => kept,
-        None => crate::config::load(),
-    };
+    // A fork child goes on with its parent's configuration; an image reads its own (once: a
+    // waiting image's first record finds what its start-up kept).
+    let began = if fork.is_none() { super::waiting::started() } else { None };
+    let kept = if fork.is_some() || began.is_some() { crate::config::kept() } else { None };
+    let (cfg, template) = kept.unwrap_or_else(crate::config::load);
     DEPTH.store(cfg.depth, Relaxed);
     names::enable(cfg.name_mappings);
+    let mut at = [0u64; vmshim_trace::waiting::AT_MAX];
+    if fork.is_none() && began.is_none() {
+        // The images, for the unwinder (their Module records may wait); the child has the
+        // parent's libraries and calibration.
+        modules::scan();
+        let shadowed = shadowed::find();
+        sys::begin_tsc_calibration();
+        // Under the watcher, an image that vmshim did not launch itself may wait for its
+        // first record with no file (`waiting`: a shell's `/bin/true` never records). The
+        // loader's addresses are read now, on the main thread, for whoever writes the trace.
+        if cfg.watched && !shadowed && !crate::config::launched_by_tracer() {
+            let n = startup::loader_addresses(&mut at);
+            if n < at.len() && super::waiting::wait(cfg.run_id, &at[..n]) {
+                writer::abandon_init();
+                return;
+            }
+        }
+    }
     // A fork child's failure to create its trace says nothing: its stderr is the program's.
     if !writer::open(&cfg, template, fork.is_some()) {
         return;
     }
-    startup::record_start(fork, cfg.run_id);
+    startup::record_start(fork, cfg.run_id, began.as_ref().map(|b| (b.ppid, b.mono_ns, b.real_ns)));
     if fork.is_none() {
-        // The images, for the unwinder (their Module records may wait); the child has the
-        // parent's libraries and calibration.
-        modules::scan();
         shadowed::record();
-        sys::begin_tsc_calibration();
+    }
+    if began.is_some() {
+        super::waiting::end();
     }
     if cfg.watched {
-        if fork.is_none() {
+        if began.is_some() {
+            let n = super::waiting::loader_at(&mut at);
+            startup::write_loader_evidence(&at[..n]);
+        } else if fork.is_none() {
             startup::record_loader_evidence();
         }
         DEFERRED.store(if fork.is_some() { FORK } else { IMAGE }, Release);

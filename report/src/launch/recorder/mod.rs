@@ -907,6 +907,7 @@ impl<'a> Tracer<'a> {
                     smaps,
                     statm: Vec::new(),
                     thread_names: p.names,
+                    waiting: None,
                 });
             }
         }
