@@ -146,6 +146,33 @@ pub fn run<F: FnOnce()>(f: F) -> bool {
     true
 }
 
+/// Runs `f` where it has at least a shim stack's room: on the current stack when that is the
+/// main thread's, less than [`MAIN_DEPTH`] deep and with RLIMIT_STACK leaving [`STACK_BYTES`]
+/// more below (the kernel grows the main stack on demand), else as [`run`] does. The fork
+/// handlers use it: a shim stack's pages are written by the parent and the child of every fork,
+/// a copy-on-write fault each in both (issue 12: five of the faults a shell's fork paid). A
+/// signal handler on an alternate stack, or a thread's stack, is never within the main stack's
+/// range, so it goes to a shim stack as before. `stack_limit`: RLIMIT_STACK's soft value.
+pub fn run_roomy<F: FnOnce()>(stack_limit: u64, f: F) -> bool {
+    unsafe extern "C" {
+        static __libc_stack_end: *const core::ffi::c_void;
+    }
+    // SAFETY: glibc's loader sets __libc_stack_end once, before any constructor, to the main
+    // stack's top as the process began; it is read here and never written.
+    let top = unsafe { __libc_stack_end } as usize;
+    let sp = current_sp();
+    let depth = top.wrapping_sub(sp);
+    if top != 0 && sp < top && depth < MAIN_DEPTH && (depth + STACK_BYTES) as u64 <= stack_limit {
+        f();
+        return true;
+    }
+    run(f)
+}
+
+/// How deep into the main stack [`run_roomy`] still runs on it (the range it takes for the main
+/// stack: no other stack lies within it).
+pub const MAIN_DEPTH: usize = 256 << 10;
+
 /// In a fork child: the threads that held stacks are gone. Only a stack the forking thread runs
 /// on (a signal handler that interrupted a hook and forked) stays taken.
 pub fn reset_after_fork() {

@@ -142,6 +142,13 @@ pub fn file_size_limit() -> u64 {
     if r == 0 { lim.rlim_cur } else { u64::MAX }
 }
 
+/// RLIMIT_STACK's soft value (RLIM_INFINITY is u64::MAX); 0 when it cannot be read.
+pub fn stack_limit() -> u64 {
+    let mut lim = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    let r = sys!(libc::SYS_prlimit64, 0, libc::RLIMIT_STACK, 0, &mut lim as *mut libc::rlimit64);
+    if r == 0 { lim.rlim_cur } else { 0 }
+}
+
 /// The current program break (brk(0) changes nothing and returns it).
 pub fn brk_now() -> usize {
     sys!(libc::SYS_brk, 0) as usize

@@ -115,7 +115,29 @@ static HDR: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
 static SEGS: [AtomicPtr<u8>; MAX_SEGS] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_SEGS];
 /// Bytes of each segment whose writers are done with them; at the segment's capacity it is
 /// retired (unmapped) by the writer that got it there.
-static DONE: [AtomicU64; MAX_SEGS] = [const { AtomicU64::new(0) }; MAX_SEGS];
+static DONE: Done = Done([const { AtomicU64::new(0) }; MAX_SEGS]);
+/// Page-aligned, so that it can be wipe-on-fork ([`wipe_on_fork`]).
+#[repr(C, align(4096))]
+struct Done([AtomicU64; MAX_SEGS]);
+impl core::ops::Deref for Done {
+    type Target = [AtomicU64; MAX_SEGS];
+    fn deref(&self) -> &[AtomicU64; MAX_SEGS] {
+        &self.0
+    }
+}
+/// Set once DONE is `MADV_WIPEONFORK`: a fork child finds it zero, as it would reset it.
+#[unsafe(link_section = ".data.vmshim_hot")]
+static DONE_WIPED: AtomicBool = AtomicBool::new(false);
+
+/// Marks the segments' done counts wipe-on-fork (the image's first fork): every record adds to
+/// one, which after each fork cost the parent a copy-on-write fault of its page and the child
+/// another to reset it (issue 12).
+pub fn wipe_on_fork() {
+    let (addr, len) = (DONE.0.as_ptr() as usize, core::mem::size_of::<Done>());
+    if sys::madvise(addr, len, libc::MADV_WIPEONFORK) == 0 {
+        DONE_WIPED.store(true, Release);
+    }
+}
 /// One past the highest segment index ever mapped: how much of SEGS and DONE a fork child must
 /// look at (reading an untouched page of them faults in the zero page).
 #[unsafe(link_section = ".data.vmshim_hot")]
@@ -794,7 +816,7 @@ pub fn reset_after_fork() {
             let p = s.swap(ptr::null_mut(), AcqRel);
             sys::munmap(p as usize, size);
         }
-        if d.load(Relaxed) != 0 {
+        if !DONE_WIPED.load(Relaxed) && d.load(Relaxed) != 0 {
             d.store(0, Relaxed);
         }
     }

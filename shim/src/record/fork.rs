@@ -20,7 +20,7 @@ use crate::os::guard::Guard;
 use crate::os::tls::{self, Slot};
 use crate::{os::syscall as sys, unwind::walk};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU32, Ordering::*};
+use core::sync::atomic::{AtomicU64, Ordering::*};
 use vmshim_trace::MAX_FRAMES;
 
 /// How many threads may be between the prepare and the parent handler at once with their
@@ -28,8 +28,10 @@ use vmshim_trace::MAX_FRAMES;
 const NOTES: usize = 8;
 
 struct Note {
-    /// The tid of the thread that holds the note; 0 when free.
-    owner: AtomicU32,
+    /// The process and thread that hold the note (`pid << 32 | tid`); 0 when free. A note a
+    /// thread of another process holds is free here: a fork child has its parent's notes as
+    /// they were at the fork, and need not write them free (a copy-on-write fault).
+    owner: AtomicU64,
     len: UnsafeCell<usize>,
     frames: UnsafeCell<[u64; MAX_FRAMES]>,
 }
@@ -39,12 +41,16 @@ struct Note {
 unsafe impl Sync for Note {}
 
 static NOTE: [Note; NOTES] = [const {
-    Note { owner: AtomicU32::new(0), len: UnsafeCell::new(0), frames: UnsafeCell::new([0; MAX_FRAMES]) }
+    Note { owner: AtomicU64::new(0), len: UnsafeCell::new(0), frames: UnsafeCell::new([0; MAX_FRAMES]) }
 }; NOTES];
 
 /// Set by the image's first fork, which marks the caches wipe-on-fork.
 #[unsafe(link_section = ".data.vmshim_hot")]
 static WIPED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// RLIMIT_STACK's soft value as the image's first fork read it (0: not read), for
+/// [`crate::os::ownstack::run_roomy`]; a fork child has its parent's.
+#[unsafe(link_section = ".data.vmshim_hot")]
+static STACK_LIMIT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// The prepare handler: runs in the forking thread, before the fork.
 pub extern "C" fn before_fork() {
@@ -53,6 +59,9 @@ pub extern "C" fn before_fork() {
     if !WIPED.swap(true, Relaxed) {
         crate::unwind::cfi::wipe_on_fork();
         crate::out::stacks::wipe_on_fork();
+        crate::out::writer::wipe_on_fork();
+        crate::unwind::walk::memo::wipe_on_fork();
+        STACK_LIMIT.store(sys::stack_limit(), Relaxed);
     }
     let tid = sys::gettid();
     tls::set(Slot::ForkTid, tid as usize);
@@ -62,12 +71,18 @@ pub extern "C" fn before_fork() {
     // A thread inside a hook already (a signal handler that forked) leaves the stack out: the
     // unwinder and its caches are in use.
     let Some(_guard) = Guard::enter() else { return };
-    let Some(i) = (0..NOTES).find(|&i| NOTE[i].owner.compare_exchange(0, tid, Acquire, Relaxed).is_ok())
-    else {
+    let pid = sys::own_pid();
+    let me = (pid as u64) << 32 | tid as u64;
+    let free = |v: u64| v == 0 || (v >> 32) as u32 != pid;
+    let claim = |n: &Note| {
+        let v = n.owner.load(Relaxed);
+        free(v) && n.owner.compare_exchange(v, me, Acquire, Relaxed).is_ok()
+    };
+    let Some(i) = (0..NOTES).find(|&i| claim(&NOTE[i])) else {
         return;
     };
     let note = &NOTE[i];
-    let ran = crate::os::ownstack::run(|| {
+    let ran = crate::os::ownstack::run_roomy(STACK_LIMIT.load(Relaxed), || {
         // SAFETY: this thread claimed the note above and holds it until after_fork_in_parent.
         let frames = unsafe { &mut *note.frames.get() };
         let n = walk::capture(&mut frames[..crate::record::start::depth()]);
@@ -116,11 +131,8 @@ pub fn origin_in_child() -> Option<Origin<'static>> {
     };
     tls::set(Slot::ForkTid, 0);
     tls::set(Slot::ForkNote, 0);
-    // Only a note that is held is written: a store to each would copy every page of the table
-    // (the child shares them with the parent copy-on-write).
-    for note in NOTE.iter().filter(|n| n.owner.load(Relaxed) != 0) {
-        note.owner.store(0, Relaxed);
-    }
+    // The notes stay as they are: those the parent's threads held are free in this process
+    // (see Note::owner), and the child's stack is read from one below.
     Some(Origin { parent_pid, parent_tid, mono_ns, stack })
 }
 
@@ -139,10 +151,15 @@ pub extern "C" fn after_fork_in_child() {
         return;
     };
     if crate::out::writer::begin_init() {
-        let origin =
-            origin.unwrap_or(Origin { parent_pid: sys::getppid(), parent_tid: 0, mono_ns: 0, stack: &[] });
-        // The forking thread's stack may be small: start-up runs on a shim stack.
-        if !crate::os::ownstack::run(|| super::start::start(Some(&origin))) {
+        let origin = origin.unwrap_or_else(|| Origin {
+            parent_pid: sys::getppid(),
+            parent_tid: 0,
+            mono_ns: 0,
+            stack: &[],
+        });
+        // The forking thread's stack may be small: start-up runs on a shim stack, unless it is
+        // the main thread's with room to spare.
+        if !crate::os::ownstack::run_roomy(STACK_LIMIT.load(Relaxed), || super::start::start(Some(&origin))) {
             crate::out::writer::abandon_init();
         }
     }

@@ -117,7 +117,7 @@ fn capture_with(frames: &mut [u64], intern: bool) -> (usize, u64) {
 /// of dependent lookups per frame. Only walks whose every read was inside a known-readable
 /// range are memoized, and the check reads only inside such ranges.
 #[cfg(target_arch = "x86_64")]
-mod memo {
+pub mod memo {
     use core::cell::UnsafeCell;
     use core::sync::atomic::{AtomicBool, Ordering::*};
 
@@ -158,30 +158,45 @@ mod memo {
     // SAFETY: `data` is only touched by the thread that set `busy` (see Guard).
     unsafe impl Sync for Slot {}
 
-    static MEMOS: [Slot; SLOTS] = [const {
-        Slot {
-            busy: AtomicBool::new(false),
-            data: UnsafeCell::new(Ways {
-                next: 0,
-                ways: [const {
-                    Data {
-                        valid: false,
-                        cfi_gen: 0,
-                        sp: 0,
-                        fp: 0,
-                        need_fp: false,
-                        depth: 0,
-                        nreads: 0,
-                        reads: [(0, 0); READS],
-                        nframes: 0,
-                        frames: [0; FRAMES],
-                        stack_ref: 0,
-                        stack_epoch: 0,
-                    }
-                }; WAYS],
-            }),
-        }
-    }; SLOTS];
+    /// Page-aligned and a whole number of pages, so that it can be wipe-on-fork.
+    #[repr(C, align(4096))]
+    struct Memos([Slot; SLOTS]);
+
+    /// Marks the memos wipe-on-fork (the image's first fork): an all-zero slot is a free one
+    /// with no valid way, which is what a fork child's one thread should find; the forking
+    /// thread writes its slot at every fork, which cost the parent a copy-on-write fault each
+    /// (issue 12).
+    pub fn wipe_on_fork() {
+        let (addr, len) = (MEMOS.0.as_ptr() as usize, core::mem::size_of::<Memos>());
+        crate::os::syscall::madvise(addr, len, libc::MADV_WIPEONFORK);
+    }
+
+    static MEMOS: Memos = Memos(
+        [const {
+            Slot {
+                busy: AtomicBool::new(false),
+                data: UnsafeCell::new(Ways {
+                    next: 0,
+                    ways: [const {
+                        Data {
+                            valid: false,
+                            cfi_gen: 0,
+                            sp: 0,
+                            fp: 0,
+                            need_fp: false,
+                            depth: 0,
+                            nreads: 0,
+                            reads: [(0, 0); READS],
+                            nframes: 0,
+                            frames: [0; FRAMES],
+                            stack_ref: 0,
+                            stack_epoch: 0,
+                        }
+                    }; WAYS],
+                }),
+            }
+        }; SLOTS],
+    );
 
     /// Exclusive use of one slot, released on drop. Threads share slots by id; one that finds
     /// its slot busy (another thread mid-walk) walks without a memo: nothing waits.
@@ -189,7 +204,7 @@ mod memo {
 
     impl Guard {
         pub fn try_take(tid: u32) -> Option<Guard> {
-            let slot = &MEMOS[tid as usize % SLOTS];
+            let slot = &MEMOS.0[tid as usize % SLOTS];
             if slot.busy.swap(true, Acquire) { None } else { Some(Guard(slot)) }
         }
 
