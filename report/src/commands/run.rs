@@ -125,7 +125,7 @@ fn write_waiting(
 fn write_waiting_one(template: &Path, c: &launch::watch::Capture) -> std::io::Result<()> {
     use crate::launch::recorder::out::{StartInfo, TraceOut};
     let Some(w) = &c.waiting else { return Ok(()) };
-    let mut out = TraceOut::create(template, c.pid)?;
+    let mut out = TraceOut::create_held(template, c.pid)?;
     let path = out.path.clone();
     let argv: Vec<Vec<u8>> = w.cmdline.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
     // /proc/PID/cmdline ends each argument with a NUL: the last piece is empty.
@@ -143,8 +143,7 @@ fn write_waiting_one(template: &Path, c: &launch::watch::Capture) -> std::io::Re
         fork: None,
     });
     out.config(&format!("loader.at={}\n", vmshim_trace::waiting::loader_at_text(&w.note.loader_at)));
-    drop(out);
-    read::append_final(&path, &final_of(c))
+    out.write_held(&read::final_records(&final_of(c)))
 }
 
 /// The file a map text (maps or smaps) shows mapped at `addr`.

@@ -477,9 +477,6 @@ impl Final {
 /// the disk: `vmshim run` appends to every trace of a tree (a shell loop makes thousands), and a
 /// reader meeting records that a crash lost past the cursor counts them as torn.
 pub fn append_final(path: &Path, fin: &Final) -> std::io::Result<()> {
-    let (final_smaps, thread_names, raw_status, how) =
-        (fin.smaps.as_deref(), &fin.thread_names, fin.raw_status, fin.how.as_str());
-    let statm = fin.statm.as_deref().filter(|_| final_smaps.is_some_and(|s| !s.is_empty()));
     let mut f = OpenOptions::new().read(true).write(true).open(path)?;
     let mut hdr = [0u8; HEADER_SIZE];
     f.read_exact(&mut hdr)?;
@@ -487,8 +484,25 @@ pub fn append_final(path: &Path, fin: &Final) -> std::io::Result<()> {
     let file_len = f.metadata()?.len();
     // A cursor past the end (reservations that found no room) ends at the file's end.
     let at = cursor.min(file_len).max(HEADER_SIZE as u64);
-    // The records, one after the other, written at once: `vmshim run` appends to a thousand
-    // traces at the end of a loop of short processes, a write per record each (issue 12).
+    let records = final_records(fin);
+    // The records go past the cursor, where nothing counts until the cursor moves: on a full
+    // disk the file is put back to its length and the cursor stays where the shim left it.
+    if let Err(e) = f.write_all_at(&records, at) {
+        let _ = f.set_len(file_len);
+        return Err(e);
+    }
+    let end = at + records.len() as u64;
+    f.set_len(end)?;
+    f.write_all_at(&end.to_le_bytes(), header::CURSOR as u64)
+}
+
+/// The records [`append_final`] appends, encoded one after the other, to be written at once:
+/// `vmshim run` appends to a thousand traces at the end of a loop of short processes, a write
+/// per record each (issue 12).
+pub fn final_records(fin: &Final) -> Vec<u8> {
+    let (final_smaps, thread_names, raw_status, how) =
+        (fin.smaps.as_deref(), &fin.thread_names, fin.raw_status, fin.how.as_str());
+    let statm = fin.statm.as_deref().filter(|_| final_smaps.is_some_and(|s| !s.is_empty()));
     let mut records: Vec<u8> = Vec::new();
     let mut put = |encode: &dyn Fn(&mut [u8]) -> Option<usize>, len: usize| {
         let from = records.len();
@@ -508,15 +522,7 @@ pub fn append_final(path: &Path, fin: &Final) -> std::io::Result<()> {
         put(&|buf| thread_name::encode(buf, *tid, name.as_bytes()), name.len());
     }
     put(&|buf| exit::encode(buf, raw_status, how.as_bytes()), how.len());
-    // The records go past the cursor, where nothing counts until the cursor moves: on a full
-    // disk the file is put back to its length and the cursor stays where the shim left it.
-    if let Err(e) = f.write_all_at(&records, at) {
-        let _ = f.set_len(file_len);
-        return Err(e);
-    }
-    let end = at + records.len() as u64;
-    f.set_len(end)?;
-    f.write_all_at(&end.to_le_bytes(), header::CURSOR as u64)
+    records
 }
 
 #[cfg(test)]

@@ -29,53 +29,107 @@ pub struct TraceOut {
     timed: u64,
     /// A write failed (full disk): nothing more is written, the trace ends at the last record.
     failed: bool,
+    /// A trace written whole at its end ([`TraceOut::create_held`]): the records so far.
+    held: Option<Vec<u8>>,
 }
 
 impl TraceOut {
     /// Creates the trace of process `pid` from the template (`%p` is the pid).
     pub fn create(template: &Path, pid: u32) -> io::Result<TraceOut> {
-        let t = template.to_string_lossy();
-        let has_pid = t.contains("%p");
-        let first = PathBuf::from(t.replace("%p", &pid.to_string()));
-        let mut n = 0u64;
-        loop {
-            let path = match (n, has_pid) {
-                (0, _) => first.clone(),
-                (1, false) => suffixed(&first, &pid.to_string()),
-                (n, false) => suffixed(&first, &format!("{pid}.{}", n - 1)),
-                (n, true) => suffixed(&first, &n.to_string()),
-            };
-            let opened = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&path);
-            match opened {
-                Ok(file) => return TraceOut::start_file(file, path),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-            }
-        }
+        let (file, path) = create_file(template, pid)?;
+        TraceOut::start_file(file, path)
     }
 
+    /// Creates the trace of process `pid` as [`TraceOut::create`] does, for a trace of a few
+    /// records written at once by [`TraceOut::write_held`] (the trace of a process that
+    /// recorded nothing, one of a thousand `vmshim run` writes at the end of a shell loop: one
+    /// write each, not two per record).
+    pub fn create_held(template: &Path, pid: u32) -> io::Result<TraceOut> {
+        let (file, path) = create_file(template, pid)?;
+        Ok(TraceOut {
+            file,
+            path,
+            at: HEADER_SIZE as u64,
+            recording_ns: 0,
+            timed: 0,
+            failed: false,
+            held: Some(Vec::new()),
+        })
+    }
+
+    /// Writes a held trace: the header, the records appended, then `tail` (encoded records).
+    pub fn write_held(self, tail: &[u8]) -> io::Result<()> {
+        let held = self.held.unwrap_or_default();
+        let mut all = header(HEADER_SIZE as u64 + (held.len() + tail.len()) as u64).to_vec();
+        all.extend_from_slice(&held);
+        all.extend_from_slice(tail);
+        self.file.write_all_at(&all, 0)
+    }
+}
+
+/// Creates a trace file for `pid` from the template, by the shim's naming rules.
+fn create_file(template: &Path, pid: u32) -> io::Result<(File, PathBuf)> {
+    let t = template.to_string_lossy();
+    let has_pid = t.contains("%p");
+    let first = PathBuf::from(t.replace("%p", &pid.to_string()));
+    let mut n = 0u64;
+    loop {
+        let path = match (n, has_pid) {
+            (0, _) => first.clone(),
+            (1, false) => suffixed(&first, &pid.to_string()),
+            (n, false) => suffixed(&first, &format!("{pid}.{}", n - 1)),
+            (n, true) => suffixed(&first, &n.to_string()),
+        };
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path);
+        match opened {
+            Ok(file) => return Ok((file, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
+/// A trace header whose cursor is `cursor`.
+fn header(cursor: u64) -> [u8; HEADER_SIZE] {
+    let mut h = [0u8; HEADER_SIZE];
+    h[header::MAGIC..header::MAGIC + 8].copy_from_slice(&FILE_MAGIC);
+    h[header::VERSION..header::VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
+    h[header::HEADER_SIZE..header::HEADER_SIZE + 4].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
+    // No segments: records follow each other to the end of the file.
+    h[header::SEGMENT_SIZE..header::SEGMENT_SIZE + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    h[header::CURSOR..header::CURSOR + 8].copy_from_slice(&cursor.to_le_bytes());
+    h[header::LIMIT..header::LIMIT + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    h
+}
+
+impl TraceOut {
     fn start_file(file: File, path: PathBuf) -> io::Result<TraceOut> {
-        let mut h = [0u8; HEADER_SIZE];
-        h[header::MAGIC..header::MAGIC + 8].copy_from_slice(&FILE_MAGIC);
-        h[header::VERSION..header::VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
-        h[header::HEADER_SIZE..header::HEADER_SIZE + 4].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
-        // No segments: records follow each other to the end of the file.
-        h[header::SEGMENT_SIZE..header::SEGMENT_SIZE + 8].copy_from_slice(&u64::MAX.to_le_bytes());
-        h[header::CURSOR..header::CURSOR + 8].copy_from_slice(&(HEADER_SIZE as u64).to_le_bytes());
-        h[header::LIMIT..header::LIMIT + 8].copy_from_slice(&u64::MAX.to_le_bytes());
-        file.write_all_at(&h, 0)?;
-        Ok(TraceOut { file, path, at: HEADER_SIZE as u64, recording_ns: 0, timed: 0, failed: false })
+        file.write_all_at(&header(HEADER_SIZE as u64), 0)?;
+        Ok(TraceOut {
+            file,
+            path,
+            at: HEADER_SIZE as u64,
+            recording_ns: 0,
+            timed: 0,
+            failed: false,
+            held: None,
+        })
     }
 
     /// Appends one encoded record and moves the cursor (and the cost counters) past it.
     fn append(&mut self, record: &[u8]) {
         if self.failed {
+            return;
+        }
+        if let Some(held) = &mut self.held {
+            held.extend_from_slice(record);
+            self.at += record.len() as u64;
             return;
         }
         let mut tail = [0u8; HEADER_SIZE - header::CURSOR];
