@@ -356,11 +356,19 @@ fn ex6_explained_from_outside() {
     let pid = h.pid();
     let before = read_maps(pid);
     let r = explain(pid);
+    // The snapshot lies between these two reads: a cgo thread may start (and map an arena and
+    // a stack) in either interval, so it is within an arena of one of them.
+    let after = read_maps(pid);
     let tasks = r.threads.len();
     let out = h.finish();
     assert!(out.status.success());
-    let vsz = maps_vsz(&before);
-    assert!(r.vsz.final_bytes.abs_diff(vsz) <= 64 << 20, "the map moved by more than an arena");
+    let (vsz_before, vsz_after) = (maps_vsz(&before), maps_vsz(&after));
+    let near = |vsz: u64| r.vsz.final_bytes.abs_diff(vsz) <= 64 << 20;
+    assert!(
+        near(vsz_before) || near(vsz_after),
+        "the map moved by more than an arena: {} against {vsz_before} before and {vsz_after} after",
+        r.vsz.final_bytes
+    );
     let un = category_bytes(&r, "unattributed");
     assert!(un * 100 <= r.vsz.final_bytes, "{un} unattributed");
     assert!(category_bytes(&r, "go_runtime") > 0);
