@@ -148,13 +148,10 @@ fn write_waiting_one(template: &Path, c: &launch::watch::Capture) -> std::io::Re
 
 /// The file a map text (maps or smaps) shows mapped at `addr`.
 fn mapped_file_at(map: &[u8], addr: u64) -> Option<String> {
-    String::from_utf8_lossy(map).lines().find_map(|line| {
-        let mut fields = line.splitn(6, ' ');
-        let (lo, hi) = fields.next()?.split_once('-')?;
-        let (lo, hi) = (u64::from_str_radix(lo, 16).ok()?, u64::from_str_radix(hi, 16).ok()?);
-        let path = fields.nth(4)?.trim_start();
-        ((lo..hi).contains(&addr) && path.starts_with('/')).then(|| path.to_string())
-    })
+    crate::load::maps::parse(&String::from_utf8_lossy(map))
+        .into_iter()
+        .find(|r| r.is_file() && (r.start..r.end).contains(&addr))
+        .map(|r| r.path)
 }
 
 /// The Final record of a watched exit.

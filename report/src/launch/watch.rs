@@ -12,8 +12,9 @@
 //! call go on unchanged. Nothing else is filtered, and the target's memory is never written;
 //! it is read once, for an image of the shim that waited for its first record with no trace
 //! (shim/src/record/waiting.rs): one `process_vm_readv` of the shim's note and the argument
-//! area, from which `vmshim run` writes that image's trace. The listener also reports when the last task that uses the filter is gone (POLLHUP):
-//! that is how `vmshim run` knows the tree is done, daemons included.
+//! area, from which `vmshim run` writes that image's trace. The listener also reports when the
+//! last task that uses the filter is gone (POLLHUP): that is how `vmshim run` knows the tree is
+//! done, daemons included.
 //!
 //! The listener lives in a process of its own (`vmshim __watch`, in its own process group, deaf
 //! to the terminal's signals), not in `vmshim run`: a filtered call whose listener has gone fails
@@ -526,7 +527,7 @@ struct ExitMap {
 /// tables of every region), and what a report takes from smaps beyond maps is the resident
 /// bytes and the VmFlags that tell thread stacks and arenas apart, which only recorded calls
 /// need. So a process of the shim that recorded nothing (its map shows its trace mapped as the
-/// shim maps it until a first record: [`records_nothing`]; a shell's `/bin/true`, issue 12)
+/// shim maps it until a first record: [`TraceMapping::FirstPage`]; a shell's `/bin/true`, issue 12)
 /// keeps maps and `/proc/PID/statm`, whose resident count is the sum smaps' `Rss:` lines give.
 /// Every other process keeps smaps, read after maps (the process has one thread, stopped here,
 /// so the two texts agree).

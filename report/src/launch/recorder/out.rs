@@ -46,15 +46,17 @@ impl TraceOut {
     /// write each, not two per record).
     pub fn create_held(template: &Path, pid: u32) -> io::Result<TraceOut> {
         let (file, path) = create_file(template, pid)?;
-        Ok(TraceOut {
-            file,
-            path,
-            at: HEADER_SIZE as u64,
-            recording_ns: 0,
-            timed: 0,
-            failed: false,
-            held: Some(Vec::new()),
-        })
+        Ok(TraceOut::new(file, path, Some(Vec::new())))
+    }
+
+    /// A trace whose next record goes right after the header; `held`: kept for [`TraceOut::write_held`].
+    fn new(file: File, path: PathBuf, held: Option<Vec<u8>>) -> TraceOut {
+        TraceOut { file, path, at: HEADER_SIZE as u64, recording_ns: 0, timed: 0, failed: false, held }
+    }
+
+    fn start_file(file: File, path: PathBuf) -> io::Result<TraceOut> {
+        file.write_all_at(&header(HEADER_SIZE as u64), 0)?;
+        Ok(TraceOut::new(file, path, None))
     }
 
     /// Writes a held trace: the header, the records appended, then `tail` (encoded records).
@@ -109,19 +111,6 @@ fn header(cursor: u64) -> [u8; HEADER_SIZE] {
 }
 
 impl TraceOut {
-    fn start_file(file: File, path: PathBuf) -> io::Result<TraceOut> {
-        file.write_all_at(&header(HEADER_SIZE as u64), 0)?;
-        Ok(TraceOut {
-            file,
-            path,
-            at: HEADER_SIZE as u64,
-            recording_ns: 0,
-            timed: 0,
-            failed: false,
-            held: None,
-        })
-    }
-
     /// Appends one encoded record and moves the cursor (and the cost counters) past it.
     fn append(&mut self, record: &[u8]) {
         if self.failed {
