@@ -63,10 +63,14 @@ pub fn getenv(name: &str) -> Option<&'static [u8]> {
                 .find(|s| s.len() > name.len() && s.starts_with(name.as_bytes()) && s[name.len()] == b'=')
                 .map(|s| &s[name.len() + 1..]);
         }
+        // Each entry is compared byte by byte up to the first difference (at the latest its
+        // NUL), and only a match is measured: a strlen of every entry for each of the ten or so
+        // names was most of the configuration's cost at every start (issue 12).
         while !(*p).is_null() {
-            let s = core::ffi::CStr::from_ptr((*p).cast()).to_bytes();
-            if s.len() > name.len() && s.starts_with(name.as_bytes()) && s[name.len()] == b'=' {
-                return Some(&s[name.len() + 1..]);
+            let s: *const u8 = (*p).cast();
+            if name.bytes().enumerate().all(|(i, b)| *s.add(i) == b) && *s.add(name.len()) == b'=' {
+                let value = s.add(name.len() + 1);
+                return Some(core::slice::from_raw_parts(value, libc::strlen(value.cast())));
             }
             p = p.add(1);
         }
