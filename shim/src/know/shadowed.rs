@@ -33,7 +33,9 @@ pub fn find() -> bool {
     n > 0
 }
 
-/// Writes the lines [`find`] kept as a Config record, if there are any.
+/// Writes the lines [`find`] kept as a Config record, if there are any. Never inlined: its
+/// buffer stays out of the callers' frames when there is nothing to write.
+#[inline(never)]
 pub fn record() {
     let n = FOUND_LEN.load(core::sync::atomic::Ordering::Acquire);
     if n == 0 {
@@ -69,11 +71,19 @@ fn lines(text: &mut [u8; 1024]) -> usize {
         }
         (info.dli_fbase as usize, info.dli_fname)
     };
-    let (own_base, _) = image_of(record as *const () as usize);
+    // The shim's own definitions are told by its address range, which the start-up's scan of
+    // the images learnt just before: dladdr searches the symbol table of the image it lands
+    // in, eight searches at every start for the usual answer "ours" (issue 12). Without that
+    // range (no scan found the shim), its base from dladdr, as before.
+    let (own_base, _) = if crate::unwind::walk::knows_self() {
+        (0, core::ptr::null())
+    } else {
+        image_of(record as *const () as usize)
+    };
     for name in HOOKED {
         // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only reads loader state.
         let first = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
-        if first == 0 {
+        if first == 0 || crate::unwind::walk::in_self(first) {
             continue;
         }
         let (base, fname) = image_of(first);

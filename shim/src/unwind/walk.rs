@@ -46,8 +46,15 @@ pub fn set_self_range(lo: usize, hi: usize) {
     SELF_HI.store(hi, Relaxed);
 }
 
-fn in_self(ip: usize) -> bool {
+/// Whether `ip` lies in the shim's own image (always false before the images' scan set its
+/// range).
+pub fn in_self(ip: usize) -> bool {
     ip >= SELF_LO.load(Relaxed) && ip < SELF_HI.load(Relaxed)
+}
+
+/// Whether the images' scan found the shim's own image ([`in_self`] can answer).
+pub fn knows_self() -> bool {
+    SELF_LO.load(Relaxed) < SELF_HI.load(Relaxed)
 }
 
 struct Walk<'a> {
