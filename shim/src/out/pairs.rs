@@ -96,7 +96,8 @@ impl<const N: usize> Table<N> {
     /// Empties the table. An untouched table stays untouched: clearing it would fault in all of
     /// its pages for nothing (every process loads its images, and so invalidates, at start).
     pub fn clear(&self) {
-        if !self.used.swap(false, AcqRel) {
+        // Read first: a store to an untouched flag would take a page of its own.
+        if !self.used.load(Acquire) || !self.used.swap(false, AcqRel) {
             return;
         }
         // Only the slots in use are written: in a fork child each page written is a page

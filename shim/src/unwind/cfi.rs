@@ -15,7 +15,7 @@
 //! (no allocation, no panic, no lock: fit for the hook path).
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicU64, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 
 pub use vmshim_unwind::Rule;
 
@@ -74,6 +74,9 @@ fn cached(addr: u64) -> Option<Rule> {
 }
 
 fn insert(addr: u64, rule: Rule) {
+    if !CACHED.load(Relaxed) {
+        CACHED.store(true, Release);
+    }
     let h = home(addr);
     for i in 0..PROBES {
         let e = TABLE.slot(h, i);
@@ -96,10 +99,18 @@ pub fn generation() -> usize {
     GENERATION.load(Acquire) as usize
 }
 
+/// Set by the first rule ever cached (in this image; a fork child has its parent's): until
+/// then [`invalidate`] has nothing to clear and leaves the table's pages untouched (the
+/// start-up's scan of the images invalidated at every start, a page fault for nothing).
+#[unsafe(link_section = ".data.vmshim_hot")]
+static CACHED: AtomicBool = AtomicBool::new(false);
+
 /// Forgets every cached rule: an image was loaded, possibly where an unloaded one lay.
 pub fn invalidate() {
     GENERATION.fetch_add(1, AcqRel);
-    TABLE.clear();
+    if CACHED.load(Acquire) {
+        TABLE.clear();
+    }
 }
 
 /// Fork children start with an empty table instead of a copy of this one (see
