@@ -73,6 +73,17 @@ pub fn cmdline(out: &mut [u8]) -> Option<usize> {
         return None;
     }
     let (arg_end, env_end) = (AREA[1].load(Relaxed), AREA[2].load(Relaxed));
+    // The arguments in one read when they fit, their last byte with them; a separate read of
+    // that byte otherwise (one system call less in every fork child, issue 12).
+    let whole = arg_end - start;
+    if whole <= out.len() {
+        if sys::read_own_memory_partial(start, &mut out[..whole]) != whole {
+            return None;
+        }
+        if out[whole - 1] == 0 {
+            return Some(whole);
+        }
+    }
     let mut last = [0u8];
     if sys::read_own_memory_partial(arg_end - 1, &mut last) != 1 {
         return None;

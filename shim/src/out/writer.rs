@@ -191,7 +191,8 @@ pub fn abandon_init() {
 /// on stderr (nothing when `quiet`: a fork child's stderr is the program's) and leaves the
 /// writer off: the target runs on untraced.
 pub fn open(cfg: &crate::config::Config, template: &[u8], quiet: bool) -> bool {
-    let pid = sys::getpid();
+    // A fork child's handler noted its pid already.
+    let pid = sys::own_pid();
     sys::set_own_pid(pid);
     QUIET.store(quiet, Relaxed);
     SEG_SIZE.store(cfg.segment_bytes, Relaxed);

@@ -139,12 +139,15 @@ pub fn origin_in_child() -> Option<Origin<'static>> {
 /// The atfork child handler: the child's own trace, created before fork returns.
 pub extern "C" fn after_fork_in_child() {
     let origin = origin_in_child();
-    // The child's one thread has a new id.
-    tls::set(Slot::Tid, 0);
     crate::out::writer::reset_after_fork();
     crate::out::stacks::reset();
     crate::os::ownstack::reset_after_fork();
     super::waiting::forget();
+    // The child's one thread has a new id, the new process's pid (its only thread leads its
+    // thread group): one system call gives both.
+    let pid = sys::getpid();
+    sys::set_own_pid(pid);
+    tls::set(Slot::Tid, pid as usize);
     let Some(_guard) = Guard::enter() else {
         // Forked from a signal handler that interrupted a hook: the first hook after that
         // handler returns opens the trace, as before issue 12.
