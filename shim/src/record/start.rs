@@ -84,23 +84,9 @@ pub fn start(fork: Option<&startup::Origin<'_>>) {
     let (cfg, template) = kept.unwrap_or_else(crate::config::load);
     DEPTH.store(cfg.depth, Relaxed);
     names::enable(cfg.name_mappings);
-    let mut at = [0u64; vmshim_trace::waiting::AT_MAX];
-    if fork.is_none() && began.is_none() {
-        // The images, for the unwinder (their Module records may wait); the child has the
-        // parent's libraries and calibration.
-        modules::scan();
-        let shadowed = shadowed::find();
-        sys::begin_tsc_calibration();
-        // Under the watcher, an image that vmshim did not launch itself may wait for its
-        // first record with no file (`waiting`: a shell's `/bin/true` never records). The
-        // loader's addresses are read now, on the main thread, for whoever writes the trace.
-        if cfg.watched && !shadowed && !crate::config::launched_by_tracer() {
-            let n = startup::loader_addresses(&mut at);
-            if n < at.len() && super::waiting::wait(cfg.run_id, &at[..n]) {
-                writer::abandon_init();
-                return;
-            }
-        }
+    if fork.is_none() && began.is_none() && learn_image(&cfg) {
+        writer::abandon_init();
+        return;
     }
     // A fork child's failure to create its trace says nothing: its stderr is the program's.
     if !writer::open(&cfg, template, fork.is_some()) {
@@ -115,8 +101,7 @@ pub fn start(fork: Option<&startup::Origin<'_>>) {
     }
     if cfg.watched {
         if began.is_some() {
-            let n = super::waiting::loader_at(&mut at);
-            startup::write_loader_evidence(&at[..n]);
+            write_kept_loader_evidence();
         } else if fork.is_none() {
             startup::record_loader_evidence();
         }
@@ -125,4 +110,34 @@ pub fn start(fork: Option<&startup::Origin<'_>>) {
         writer::end_first_page();
         startup::record_deferred(fork.is_some());
     }
+}
+
+/// A new image's own start-up, before its trace: the images, for the unwinder (their Module
+/// records may wait; a fork child has its parent's libraries and calibration), the shadowing
+/// check, the calibration's start. True when the image waits for its first record with no file
+/// instead (under the watcher, an image that vmshim did not launch itself: `waiting`, a
+/// shell's `/bin/true` never records); the loader's addresses are read now, on the main thread,
+/// for whoever writes the trace. Apart from [`start`], and never inlined, so that a fork
+/// child's start-up, which runs on its parent's stack copy, does not carry this path's buffers
+/// in its frame: each page of stack it goes deeper is a page copied (issue 12).
+#[inline(never)]
+fn learn_image(cfg: &crate::config::Config) -> bool {
+    modules::scan();
+    let shadowed = shadowed::find();
+    sys::begin_tsc_calibration();
+    if cfg.watched && !shadowed && !crate::config::launched_by_tracer() {
+        let mut at = [0u64; vmshim_trace::waiting::AT_MAX];
+        let n = startup::loader_addresses(&mut at);
+        return n < at.len() && super::waiting::wait(cfg.run_id, &at[..n]);
+    }
+    false
+}
+
+/// The `loader.at` record of a waiting image's first record, from its note (see
+/// [`learn_image`] on the frame).
+#[inline(never)]
+fn write_kept_loader_evidence() {
+    let mut at = [0u64; vmshim_trace::waiting::AT_MAX];
+    let n = super::waiting::loader_at(&mut at);
+    startup::write_loader_evidence(&at[..n]);
 }
