@@ -901,6 +901,24 @@ pub(crate) fn read_proc(path: &str) -> Vec<u8> {
     })
 }
 
+/// A /proc file of one line (`stat`, `statm`), as [`read_proc`] reads it but for the read that finds
+/// its end: the kernel makes such a file whole at its first read, which returns it all when it
+/// fits, so a first read that ends in a newline is the file (one system call less while an
+/// exiting process waits; issue 12). Anything else is read on to the end.
+pub(crate) fn read_proc_line(path: &str) -> Vec<u8> {
+    let Ok(mut f) = std::fs::File::open(path) else { return vec![] };
+    let mut line = [0u8; 1024];
+    match f.read(&mut line) {
+        Ok(n) if n > 0 && n < line.len() && line[n - 1] == b'\n' => line[..n].to_vec(),
+        Ok(n) => {
+            let mut all = line[..n].to_vec();
+            let _ = f.read_to_end(&mut all);
+            all
+        }
+        Err(_) => vec![],
+    }
+}
+
 /// The names (`comm`) of the threads still there at the exit stop; threads that already left
 /// (an exit_group reaps the others first) are missing.
 pub(crate) fn thread_names(pid: libc::pid_t) -> Vec<(u32, String)> {
