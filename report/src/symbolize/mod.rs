@@ -58,12 +58,12 @@ enum Source {
 
 impl Source {
     /// `None` when the file is not ELF: any file mapping is asked about (a trace's own mapping
-    /// of tens of MiB included), and only ELF files are worth reading whole.
-    fn open(path: &Path, len: u64) -> Option<Source> {
+    /// of tens of MiB included), and only ELF files are worth reading whole, when `whole`.
+    fn open(path: &Path, len: u64, whole: bool) -> Option<Source> {
         let mut f = File::open(path).ok()?;
         let mut magic = [0u8; 4];
         f.read_exact(&mut magic).ok().filter(|_| magic == *b"\x7fELF")?;
-        if len > READ_WHOLE_MAX {
+        if !whole || len > READ_WHOLE_MAX {
             return Some(Source::File(f));
         }
         let mut bytes = magic.to_vec();
@@ -556,13 +556,20 @@ fn file_crc32(path: &Path) -> Option<u32> {
 /// Opens `path` as an ELF file and runs `read` on it; None when it is not a regular file, cannot
 /// be opened or does not parse as ELF.
 fn with_elf<T>(path: &Path, read: impl FnOnce(&ElfFile<'_>) -> Option<T>) -> Option<T> {
+    with_elf_read(path, true, read)
+}
+
+/// [`with_elf`], reading the file whole first when `whole` (what parsing its tables wants), or
+/// only the parts `read` asks for (its headers, for a layout: a 5 MiB library with debug
+/// information was read whole for its program headers, twice at the end of every run).
+fn with_elf_read<T>(path: &Path, whole: bool, read: impl FnOnce(&ElfFile<'_>) -> Option<T>) -> Option<T> {
     // Regular files only: opening a device or a FIFO named in /proc/PID/maps could block or have
     // side effects.
     let meta = std::fs::metadata(path).ok()?;
     if !meta.is_file() {
         return None;
     }
-    let cache = ReadCache::new(open_elf(path, &meta)?);
+    let cache = ReadCache::new(open_elf(path, &meta, whole)?);
     let elf = object::File::parse(&cache).ok()?;
     if elf.format() != object::BinaryFormat::Elf {
         return None;
@@ -593,7 +600,7 @@ fn layout_of(path: &Path) -> Option<std::sync::Arc<Layout>> {
     if let Some(layout) = known.lock().ok().and_then(|k| k.get(&identity).cloned()) {
         return layout;
     }
-    let layout = with_elf(path, |elf| {
+    let layout = with_elf_read(path, false, |elf| {
         let segments = elf
             .segments()
             .map(|segment| {
@@ -636,7 +643,7 @@ fn layout_of_mapped(path: &str, inode: u64) -> Option<std::sync::Arc<Layout>> {
 /// again: a process's own trace (its header and its records, in its maps at start and at exit)
 /// and the locale files a run's processes share. `vmshim report` of the 1,000-process loop opened
 /// 9,045 files, 3,006 of them for this (issue 12).
-fn open_elf(path: &Path, meta: &std::fs::Metadata) -> Option<Source> {
+fn open_elf(path: &Path, meta: &std::fs::Metadata, whole: bool) -> Option<Source> {
     use std::os::unix::fs::MetadataExt;
     type Identity = (u64, u64, u64, i64, i64);
     static NOT_ELF: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<Identity>>> =
@@ -646,7 +653,7 @@ fn open_elf(path: &Path, meta: &std::fs::Metadata) -> Option<Source> {
     if not_elf.lock().is_ok_and(|known| known.contains(&identity)) {
         return None;
     }
-    let source = Source::open(path, meta.len());
+    let source = Source::open(path, meta.len(), whole);
     if source.is_none()
         && let Ok(mut known) = not_elf.lock()
     {
