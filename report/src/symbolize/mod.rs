@@ -560,8 +560,9 @@ fn with_elf<T>(path: &Path, read: impl FnOnce(&ElfFile<'_>) -> Option<T>) -> Opt
 }
 
 /// [`with_elf`], reading the file whole first when `whole` (what parsing its tables wants), or
-/// only the parts `read` asks for (its headers, for a layout: a 5 MiB library with debug
-/// information was read whole for its program headers, twice at the end of every run).
+/// only the parts `read` asks for (its headers, for a layout: the end of a run read every
+/// library a map at exit names whole for its program headers, libvmshim.so's 5 MiB of line
+/// tables included).
 fn with_elf_read<T>(path: &Path, whole: bool, read: impl FnOnce(&ElfFile<'_>) -> Option<T>) -> Option<T> {
     // Regular files only: opening a device or a FIFO named in /proc/PID/maps could block or have
     // side effects.

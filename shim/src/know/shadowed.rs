@@ -75,11 +75,7 @@ fn lines(text: &mut [u8; 1024]) -> usize {
     // the images learnt just before: dladdr searches the symbol table of the image it lands
     // in, eight searches at every start for the usual answer "ours" (issue 12). Without that
     // range (no scan found the shim), its base from dladdr, as before.
-    let (own_base, _) = if crate::unwind::walk::knows_self() {
-        (0, core::ptr::null())
-    } else {
-        image_of(record as *const () as usize)
-    };
+    let own_base = (!crate::unwind::walk::knows_self()).then(|| image_of(record as *const () as usize).0);
     for name in HOOKED {
         // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only reads loader state.
         let first = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
@@ -87,7 +83,7 @@ fn lines(text: &mut [u8; 1024]) -> usize {
             continue;
         }
         let (base, fname) = image_of(first);
-        if base == own_base {
+        if own_base == Some(base) {
             continue;
         }
         let path: &[u8] = if fname.is_null() {
