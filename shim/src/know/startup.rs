@@ -31,7 +31,9 @@ pub struct Origin<'a> {
     /// The forking process (the child's parent at the fork).
     pub parent_pid: u32,
     pub parent_tid: u32,
+    /// The fork's clocks (0: not known, the prepare handler did not run).
     pub mono_ns: u64,
+    pub real_ns: u64,
     /// The forking call's stack, innermost first, beginning at the program's call (the frames
     /// inside libc's fork are left out).
     pub stack: &'a [u64],
@@ -40,8 +42,9 @@ pub struct Origin<'a> {
 /// Writes the Start record. Call only as the writer's single initialiser (after
 /// `writer::begin_init` returned true, before the writer is ready for anyone else). `fork`:
 /// this is a fork child's trace, created in the fork.
-/// `began`: an image that waited for its first record with no trace (`record::waiting`): its
-/// parent and clocks as they were at its start, (ppid, mono_ns, real_ns).
+/// `began`: the start's parent and clocks when they were taken before, (ppid, mono_ns,
+/// real_ns): an image that waited for its first record with no trace (`record::waiting`), as
+/// they were at its start; a fork child, the fork's (a fork child's parent is `fork`'s anyway).
 pub fn record_start(fork: Option<&Origin<'_>>, run_id: u64, began: Option<(u32, u64, u64)>) {
     // SAFETY: the caller is the single initialiser (see Scratch).
     record_start_in(unsafe { &mut *SCRATCH.0.get() }, fork, run_id, began);
@@ -97,8 +100,7 @@ fn record_start_in(
             (None, Some(b)) => b.0,
             (None, None) => sys::getppid(),
         },
-        // SAFETY: sysconf only reads a constant for _SC_PAGESIZE.
-        page_size: unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u32,
+        page_size: sys::page_size() as u32,
         mono_ns: began.map_or_else(sys::monotonic_ns, |b| b.1),
         real_ns: began.map_or_else(sys::realtime_ns, |b| b.2),
         exe,

@@ -342,6 +342,23 @@ fn calibrate() {
 }
 
 /// Monotonic nanoseconds (vDSO, no system call, no errno change on success).
+/// The page size, asked of libc once per image (a fork child has its parent's answer: its own
+/// call would fault in two pages of libc's text).
+pub fn page_size() -> usize {
+    use core::sync::atomic::Ordering::Relaxed;
+    match PAGE_SIZE.load(Relaxed) {
+        0 => {
+            // SAFETY: sysconf only reads a constant for _SC_PAGESIZE.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+            PAGE_SIZE.store(page, Relaxed);
+            page
+        }
+        page => page,
+    }
+}
+#[unsafe(link_section = ".data.vmshim_hot")]
+static PAGE_SIZE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
 pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }

@@ -4,7 +4,7 @@
 //! (1.9x on a malloc(32)/free loop). The shim is loaded at start-up (LD_PRELOAD), so its TLS
 //! is in the static TLS block and the initial-exec model applies: one `fs`-relative load.
 //!
-//! The block is thirteen words: the reentrancy flag (the guard's), the malloc hooks'
+//! The block is fourteen words: the reentrancy flag (the guard's), the malloc hooks'
 //! `SEEN_HEAP` and `SEEN_FOREIGN`, the stack range the unwinder has found readable, the
 //! thread's id, a second readable range with the generation it was found in, and what the
 //! thread noted as it called fork. Zero at thread start. The slots are named here, at the
@@ -35,12 +35,14 @@ pub enum Slot {
     /// The forking process's pid: the child's parent, whatever getppid says by the time the
     /// child asks (a daemon's intermediate child may be gone already).
     ForkPid = 12,
+    /// The fork's real (wall-clock) time, beside ForkNs.
+    ForkRealNs = 13,
 }
 
 /// Words in the block.
-const WORDS: usize = 13;
+const WORDS: usize = 14;
 
-const _: () = assert!(WORDS * 8 == 104, "the block's size in the assembly below");
+const _: () = assert!(WORDS * 8 == 112, "the block's size in the assembly below");
 
 #[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(
@@ -50,9 +52,9 @@ core::arch::global_asm!(
     ".globl vmshim_tls_block",
     ".hidden vmshim_tls_block",
     ".type vmshim_tls_block, @object",
-    ".size vmshim_tls_block, 104",
+    ".size vmshim_tls_block, 112",
     "vmshim_tls_block:",
-    ".zero 104",
+    ".zero 112",
     ".popsection",
 );
 

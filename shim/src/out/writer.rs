@@ -189,8 +189,9 @@ pub fn abandon_init() {
 
 /// Opens the trace file and maps its header and first segment. On failure, prints one line
 /// on stderr (nothing when `quiet`: a fork child's stderr is the program's) and leaves the
-/// writer off: the target runs on untraced.
-pub fn open(cfg: &crate::config::Config, template: &[u8], quiet: bool) -> bool {
+/// writer off: the target runs on untraced. `at_ns`: the time of the header's mapping record
+/// when the caller has it (a fork child's start, the fork), else it is read.
+pub fn open(cfg: &crate::config::Config, template: &[u8], quiet: bool, at_ns: Option<u64>) -> bool {
     // A fork child's handler noted its pid already.
     let pid = sys::own_pid();
     sys::set_own_pid(pid);
@@ -260,7 +261,7 @@ pub fn open(cfg: &crate::config::Config, template: &[u8], quiet: bool) -> bool {
     FIRST_PAGE.store(true, Release);
     STATE.store(READY, Release);
     let header_args = [h as u64, HEADER_MAP as u64, prot as u64, libc::MAP_SHARED as u64, u64::MAX, 0];
-    record_own_mapping(CallKind::Mmap, header_args, h as u64);
+    record_own_mapping(CallKind::Mmap, header_args, h as u64, at_ns.unwrap_or_else(sys::monotonic_ns));
     true
 }
 
@@ -660,19 +661,19 @@ fn record_own_segment(call: CallKind, i: usize, base: *mut u8) {
     } else {
         ([base as u64, size, 0, 0, 0, 0], 0)
     };
-    record_own_mapping(call, args, result);
+    record_own_mapping(call, args, result, sys::monotonic_ns());
 }
 
 /// Records a mapping the writer made (`Mmap`) or removed (`Munmap`) for itself, the header page
 /// or a segment: `CALL_FLAG_OWN`, no stack. Here and not in the recording layer, which is built
 /// on this one: the writer must not ask it to record the writer's own work.
-fn record_own_mapping(call: CallKind, args: [u64; 6], result: u64) {
+fn record_own_mapping(call: CallKind, args: [u64; 6], result: u64, time_ns: u64) {
     let mut buf = [0u8; call::MAX_LEN];
     let c = CallRecord {
         call,
         flags: CALL_FLAG_OWN,
         tid: sys::gettid(),
-        time_ns: sys::monotonic_ns(),
+        time_ns,
         args,
         result,
         errno: 0,

@@ -65,7 +65,11 @@ pub extern "C" fn before_fork() {
     }
     let tid = sys::gettid();
     tls::set(Slot::ForkTid, tid as usize);
+    // The child's start is the fork's moment: the child takes both clocks from here, and
+    // calls neither clock itself (each a page of libc's text and the vDSO's that a fork child
+    // faults in anew: it shares no page table of its parent's file mappings).
     tls::set(Slot::ForkNs, sys::monotonic_ns() as usize);
+    tls::set(Slot::ForkRealNs, sys::realtime_ns() as usize);
     tls::set(Slot::ForkPid, sys::own_pid() as usize);
     tls::set(Slot::ForkNote, 0);
     // A thread inside a hook already (a signal handler that forked) leaves the stack out: the
@@ -118,7 +122,7 @@ pub fn origin_in_child() -> Option<Origin<'static>> {
     if parent_tid == 0 {
         return None;
     }
-    let mono_ns = tls::get(Slot::ForkNs) as u64;
+    let (mono_ns, real_ns) = (tls::get(Slot::ForkNs) as u64, tls::get(Slot::ForkRealNs) as u64);
     let parent_pid = tls::get(Slot::ForkPid) as u32;
     let stack: &[u64] = match tls::get(Slot::ForkNote).checked_sub(1).and_then(|i| NOTE.get(i)) {
         // SAFETY: the child is single-threaded and has its own copy of the note, which its
@@ -133,7 +137,7 @@ pub fn origin_in_child() -> Option<Origin<'static>> {
     tls::set(Slot::ForkNote, 0);
     // The notes stay as they are: those the parent's threads held are free in this process
     // (see Note::owner), and the child's stack is read from one below.
-    Some(Origin { parent_pid, parent_tid, mono_ns, stack })
+    Some(Origin { parent_pid, parent_tid, mono_ns, real_ns, stack })
 }
 
 /// The atfork child handler: the child's own trace, created before fork returns.
@@ -158,6 +162,7 @@ pub extern "C" fn after_fork_in_child() {
             parent_pid: sys::getppid(),
             parent_tid: 0,
             mono_ns: 0,
+            real_ns: 0,
             stack: &[],
         });
         // The forking thread's stack may be small: start-up runs on a shim stack, unless it is

@@ -88,11 +88,15 @@ pub fn start(fork: Option<&startup::Origin<'_>>) {
         writer::abandon_init();
         return;
     }
+    // The start's parent and clocks: a waiting image's from its note, a fork child's from the
+    // fork (record/fork.rs), else asked by record_start.
+    let fork_clocks = fork.filter(|f| f.mono_ns != 0).map(|f| (f.parent_pid, f.mono_ns, f.real_ns));
+    let clocks = began.as_ref().map(|b| (b.ppid, b.mono_ns, b.real_ns)).or(fork_clocks);
     // A fork child's failure to create its trace says nothing: its stderr is the program's.
-    if !writer::open(&cfg, template, fork.is_some()) {
+    if !writer::open(&cfg, template, fork.is_some(), fork_clocks.map(|c| c.1)) {
         return;
     }
-    startup::record_start(fork, cfg.run_id, began.as_ref().map(|b| (b.ppid, b.mono_ns, b.real_ns)));
+    startup::record_start(fork, cfg.run_id, clocks);
     if fork.is_none() {
         shadowed::record();
     }

@@ -91,8 +91,7 @@ pub fn wait(run_id: u64, at: &[u64]) -> bool {
     n.mono_ns.store(sys::monotonic_ns(), Relaxed);
     n.real_ns.store(sys::realtime_ns(), Relaxed);
     n.run_id.store(run_id, Relaxed);
-    // SAFETY: sysconf only reads a constant for _SC_PAGESIZE.
-    n.page_size.store(unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u32, Relaxed);
+    n.page_size.store(sys::page_size() as u32, Relaxed);
     for (w, &a) in n.at.iter().zip(at) {
         w.store(a, Relaxed);
     }
