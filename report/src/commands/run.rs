@@ -106,20 +106,31 @@ fn attach_exit_maps(
 /// its command line, and its map at exit, which names its executable (the file mapped where the
 /// note says its program headers lie, as /proc/PID/exe would). Each is created by the
 /// shim's naming rules from the run's `template` and holds what the shim would have written for
-/// an image that records nothing. Every other capture is returned, for [`attach_exit_maps`].
+/// an image that records nothing. `vmshim run` writes most of them as their captures arrive
+/// (`on_capture` in [`run`]); this writes those left. Every other capture is returned, for
+/// [`attach_exit_maps`].
 fn write_waiting(
     template: &Path,
     exits: &[launch::watch::Capture],
     strict: bool,
     code: &mut u8,
 ) -> Vec<launch::watch::Capture> {
-    let (waiting, rest): (Vec<_>, Vec<_>) =
-        exits.iter().partition(|c| c.waiting.is_some() && !c.smaps.is_empty());
+    let (waiting, rest): (Vec<_>, Vec<_>) = exits.iter().partition(|c| is_waiting(c));
     let failed = crate::load::par::map(&waiting, |c| write_waiting_one(template, c).err());
     for e in failed.into_iter().flatten() {
-        warn(strict, code, &format!("cannot write the trace of a process that recorded nothing ({e})"));
+        warn(strict, code, &unwritable(&e.to_string()));
     }
     rest.into_iter().cloned().collect()
+}
+
+/// Whether `c` is the capture of an image that waited with no trace, whose trace
+/// [`write_waiting_one`] writes.
+fn is_waiting(c: &launch::watch::Capture) -> bool {
+    c.waiting.is_some() && !c.smaps.is_empty()
+}
+
+fn unwritable(e: &str) -> String {
+    format!("cannot write the trace of a process that recorded nothing ({e})")
 }
 
 fn write_waiting_one(template: &Path, c: &launch::watch::Capture) -> std::io::Result<()> {
@@ -422,6 +433,24 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
     let spawned = std::sync::atomic::AtomicU32::new(0);
     let gone = std::sync::atomic::AtomicBool::new(false);
     let traces = (early_problem.is_none() && shim).then_some(template.as_path());
+    // Each waiting image's trace is written as its capture arrives, while the tree runs (the
+    // end of a 1,000-process loop wrote a thousand of them after it); what could not be written
+    // is said at the end, in the order it came.
+    let unwritten = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let on_capture: Option<launch::watch::OnCapture> = traces.map(|t| {
+        let (template, unwritten) = (t.to_path_buf(), unwritten.clone());
+        std::sync::Arc::new(move |c: &launch::watch::Capture| {
+            if !is_waiting(c) {
+                return false;
+            }
+            if let Err(e) = write_waiting_one(&template, c)
+                && let Ok(mut u) = unwritten.lock()
+            {
+                u.push(e.to_string());
+            }
+            true
+        }) as launch::watch::OnCapture
+    });
     let l = launch::Launch {
         program: &program,
         args: &a.cmd[1..],
@@ -430,6 +459,7 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         watch,
         traces,
         spawned: Some(&spawned),
+        on_capture,
     };
     // With the shim alongside, the recorder's traces go beside the shim's, a run of their own.
     let companion = (recorded && shim).then(|| crate::launch::recorder::companion_template(&template));
@@ -476,7 +506,11 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
             eprintln!("vmshim: stopped waiting for the tree; the processes left run on, unwatched from now");
         }
         let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
-        // The images that waited with no trace get theirs first: the run's listing finds them.
+        // The images that waited with no trace got theirs as their captures came (any left get
+        // theirs now): the run's listing finds them.
+        for e in unwritten.lock().map(|mut u| std::mem::take(&mut *u)).unwrap_or_default() {
+            warn(a.strict, &mut code, &unwritable(&e));
+        }
         let mut outcome = outcome;
         outcome.exits = write_waiting(template, &outcome.exits, a.strict, &mut code);
         let done = complete_traces(

@@ -335,6 +335,8 @@ pub struct Launch<'a> {
     pub traces: Option<&'a Path>,
     /// Set to the target's pid once it is spawned, for a thread that reads its trace meanwhile.
     pub spawned: Option<&'a std::sync::atomic::AtomicU32>,
+    /// Each capture of the watcher as it arrives (see [`watch::Watcher::start`]).
+    pub on_capture: Option<watch::OnCapture>,
 }
 
 /// How the target ended.
@@ -415,7 +417,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
 
     let mut watcher = match l.watch {
         Some(vmshim) => Some(
-            crate::launch::watch::Watcher::start(vmshim, l.traces)
+            crate::launch::watch::Watcher::start(vmshim, l.traces, l.on_capture.clone())
                 .map_err(|e| LaunchError::Io(format!("cannot start the exit watcher: {e}")))?,
         ),
         None => None,
@@ -1119,6 +1121,7 @@ mod tests {
                 watch: None,
                 traces: None,
                 spawned: None,
+                on_capture: None,
             };
             let _ = tx.send(launch(&l).map_err(|e| e.to_string()));
         });

@@ -20,8 +20,10 @@
 //! to the terminal's signals), not in `vmshim run`: a filtered call whose listener has gone fails
 //! with ENOSYS, so the listener must outlive every process of the tree even if `vmshim run` stops
 //! waiting or is killed. It sends the captures to `vmshim run` over a pipe, in batches (one
-//! write per 4 MiB, or after 50 ms without an exit, and at the end: `vmshim run` reads them
-//! once the tree is done), and keeps serving, without capturing, once nobody reads.
+//! write per 256 KiB, about seventy exits, or after 50 ms without an exit, and at the end), and
+//! keeps serving, without capturing, once nobody reads. `vmshim run` reads them as they come,
+//! and writes the trace of each waiting image then, on its own core, while the tree runs
+//! ([`Watcher::start`]'s `on_capture`).
 //!
 //! What the filter can change, and when it is not installed:
 //! - Installing a filter needs CAP_SYS_ADMIN (or no_new_privs, which would stop setuid programs
@@ -70,6 +72,9 @@ pub struct Waiting {
     pub note: vmshim_trace::waiting::Note,
     pub cmdline: Vec<u8>,
 }
+
+/// What `vmshim run` does with each capture as it arrives ([`Watcher::start`]).
+pub type OnCapture = std::sync::Arc<dyn Fn(&Capture) -> bool + Send + Sync>;
 
 /// Whether the tree's exits are watched.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,8 +182,10 @@ pub struct Watcher {
 
 impl Watcher {
     /// Starts `vmshim __watch` (the binary at `vmshim`), telling it the run's trace template;
-    /// the target's end of the socket it listens on is [`Watcher::target_fd`].
-    pub fn start(vmshim: &Path, traces: Option<&Path>) -> io::Result<Watcher> {
+    /// the target's end of the socket it listens on is [`Watcher::target_fd`]. `on_capture`
+    /// sees each capture as it arrives, on the thread that reads them, while the tree runs; a
+    /// capture it took care of (it answers true) is not kept for [`Watcher::finish`].
+    pub fn start(vmshim: &Path, traces: Option<&Path>, on_capture: Option<OnCapture>) -> io::Result<Watcher> {
         let mut fds = [0; 2];
         // SAFETY: socketpair writes two descriptors into `fds`.
         if unsafe {
@@ -219,7 +226,7 @@ impl Watcher {
         // `done` whenever a signal comes, and otherwise every 20 ms: a SIGCHLD says it at once
         // (issue 12: 10 ms of the end of a run on average).
         let reader = std::thread::Builder::new().name("vmshim-watch".into()).spawn(move || {
-            let got = read_frames(out);
+            let got = read_frames(out, on_capture);
             // SAFETY: kill takes no pointers; SIGCHLD to this process, which waits for it.
             unsafe { libc::kill(libc::getpid(), libc::SIGCHLD) };
             got
@@ -261,7 +268,7 @@ impl Watcher {
 const FRAME_STATE: u32 = 1;
 const FRAME_CAPTURE: u32 = 2;
 
-fn read_frames(out: ChildStdout) -> (Option<State>, Vec<Capture>) {
+fn read_frames(out: ChildStdout, on_capture: Option<OnCapture>) -> (Option<State>, Vec<Capture>) {
     let mut out = io::BufReader::with_capacity(1 << 16, out);
     let mut state = None;
     let mut captures = Vec::new();
@@ -282,6 +289,7 @@ fn read_frames(out: ChildStdout) -> (Option<State>, Vec<Capture>) {
                 });
             }
             FRAME_CAPTURE => match read_capture(&mut out) {
+                Ok(c) if on_capture.as_ref().is_some_and(|f| f(&c)) => {}
                 Ok(c) => captures.push(c),
                 Err(_) => break,
             },
@@ -365,9 +373,13 @@ pub fn serve() -> u8 {
     let mut reading = out.write_all(&frame).and_then(|()| out.flush()).is_ok();
     let Some(listener) = listener else { return 0 };
     sync_wake_up(listener.as_raw_fd());
-    // Captures are sent in batches: `vmshim run` reads them only once the tree is done, and a
-    // write per exit would wake its reader a thousand times in a 1,000-process loop (issue 12).
-    // A batch goes out when it holds BATCH_BYTES, or when no exit came for FLUSH_MS.
+    // Captures are sent in batches: a write per exit would wake `vmshim run`'s reader a thousand
+    // times in a 1,000-process loop (issue 12). A batch goes out when it holds BATCH_BYTES, or
+    // when no exit came for FLUSH_MS. The pipe is made to hold several batches, so that a
+    // write does not wait for the reader while an exiting process may be waiting for us.
+    // SAFETY: F_SETPIPE_SZ takes an int; refused (an older kernel, a lower pipe-max-size), the
+    // pipe keeps its size.
+    unsafe { libc::fcntl(1, libc::F_SETPIPE_SZ, PIPE_BYTES) };
     let mut pending: Vec<u8> = Vec::new();
     loop {
         let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
@@ -413,7 +425,9 @@ fn sync_wake_up(listener: RawFd) {
 }
 
 /// A batch of captures no larger than this is kept before it is written.
-const BATCH_BYTES: usize = 4 << 20;
+const BATCH_BYTES: usize = 256 << 10;
+/// What the pipe to `vmshim run` is asked to hold (the default pipe-max-size).
+const PIPE_BYTES: libc::c_int = 1 << 20;
 /// How long a batch waits for more captures before it is written.
 const FLUSH_MS: i32 = 50;
 
