@@ -100,39 +100,22 @@ fn attach_exit_maps(
     all
 }
 
-/// Writes the trace of each image that waited for its first record with no file and exited
-/// without one (shim/src/record/waiting.rs: a shell's `/bin/true` under the watcher), from what
-/// the watcher read while it waited: its note (parent, start, run id, the loader's addresses),
-/// its command line, and its map at exit, which names its executable (the file mapped where the
-/// note says its program headers lie, as /proc/PID/exe would). Each is created by the
-/// shim's naming rules from the run's `template` and holds what the shim would have written for
-/// an image that records nothing. `vmshim run` writes most of them as their captures arrive
-/// (`on_capture` in [`run`]); this writes those left. Every other capture is returned, for
-/// [`attach_exit_maps`].
-fn write_waiting(
-    template: &Path,
-    exits: &[launch::watch::Capture],
-    strict: bool,
-    code: &mut u8,
-) -> Vec<launch::watch::Capture> {
-    let (waiting, rest): (Vec<_>, Vec<_>) = exits.iter().partition(|c| is_waiting(c));
-    let failed = crate::load::par::map(&waiting, |c| write_waiting_one(template, c).err());
-    for e in failed.into_iter().flatten() {
-        warn(strict, code, &unwritable(&e.to_string()));
-    }
-    rest.into_iter().cloned().collect()
-}
-
 /// Whether `c` is the capture of an image that waited with no trace, whose trace
 /// [`write_waiting_one`] writes.
 fn is_waiting(c: &launch::watch::Capture) -> bool {
     c.waiting.is_some() && !c.smaps.is_empty()
 }
 
-fn unwritable(e: &str) -> String {
-    format!("cannot write the trace of a process that recorded nothing ({e})")
-}
-
+/// Writes the trace of an image that waited for its first record with no file and exited
+/// without one (shim/src/record/waiting.rs: a shell's `/bin/true` under the watcher), from what
+/// the watcher read while it waited: its note (parent, start, run id, the loader's addresses),
+/// its command line, and its map at exit, which names its executable (the file mapped where the
+/// note says its program headers lie, as /proc/PID/exe would). It is created by the shim's
+/// naming rules from the run's `template` and holds what the shim would have written for an
+/// image that records nothing. `vmshim run` calls it as each such capture arrives
+/// (`on_capture` in [`run`]), which keeps those captures out of the ones [`attach_exit_maps`]
+/// is given: the watcher's are the only captures that can be of a waiting image, and it has
+/// `on_capture` whenever the shim is given the run's template.
 fn write_waiting_one(template: &Path, c: &launch::watch::Capture) -> std::io::Result<()> {
     use crate::launch::recorder::out::{StartInfo, TraceOut};
     let Some(w) = &c.waiting else { return Ok(()) };
@@ -506,13 +489,15 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
             eprintln!("vmshim: stopped waiting for the tree; the processes left run on, unwatched from now");
         }
         let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
-        // The images that waited with no trace got theirs as their captures came (any left get
-        // theirs now): the run's listing finds them.
+        // The images that waited with no trace got theirs as their captures came: the run's
+        // listing finds them.
         for e in unwritten.lock().map(|mut u| std::mem::take(&mut *u)).unwrap_or_default() {
-            warn(a.strict, &mut code, &unwritable(&e));
+            warn(
+                a.strict,
+                &mut code,
+                &format!("cannot write the trace of a process that recorded nothing ({e})"),
+            );
         }
-        let mut outcome = outcome;
-        outcome.exits = write_waiting(template, &outcome.exits, a.strict, &mut code);
         let done = complete_traces(
             &a,
             outcome,
