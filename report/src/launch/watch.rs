@@ -43,6 +43,11 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{
+    AtomicBool,
+    Ordering::{Acquire, Release},
+};
 use std::thread::JoinHandle;
 
 /// One process caught at its `exit_group`.
@@ -176,6 +181,9 @@ pub fn can_install() -> bool {
 pub struct Watcher {
     child: Child,
     reader: Option<JoinHandle<(Option<State>, Vec<Capture>)>>,
+    /// Set by the reader once it has read the watcher's last frame, just before it says so with
+    /// a SIGCHLD: the thread is not finished yet when the waiting thread wakes to look.
+    read_all: Arc<AtomicBool>,
     /// The target's end of the socket pair, until the target has been spawned.
     target_end: Option<OwnedFd>,
 }
@@ -224,14 +232,19 @@ impl Watcher {
         let out = child.stdout.take().expect("stdout was piped");
         // Its end (the tree is gone) is news to `vmshim run`'s wait for the tree, which looks at
         // `done` whenever a signal comes, and otherwise every 20 ms: a SIGCHLD says it at once
-        // (issue 12: 10 ms of the end of a run on average).
+        // (issue 12: 10 ms of the end of a run on average). The flag goes first: the thread is
+        // still running when the signal wakes the wait, which found it unfinished half the time
+        // and slept 20 ms more.
+        let read_all = Arc::new(AtomicBool::new(false));
+        let said = read_all.clone();
         let reader = std::thread::Builder::new().name("vmshim-watch".into()).spawn(move || {
             let got = read_frames(out, on_capture);
+            said.store(true, Release);
             // SAFETY: kill takes no pointers; SIGCHLD to this process, which waits for it.
             unsafe { libc::kill(libc::getpid(), libc::SIGCHLD) };
             got
         })?;
-        Ok(Watcher { child, reader: Some(reader), target_end: Some(theirs) })
+        Ok(Watcher { child, reader: Some(reader), read_all, target_end: Some(theirs) })
     }
 
     /// The descriptor to pass to [`install_in_child`] in the target.
@@ -247,7 +260,7 @@ impl Watcher {
 
     /// Whether the watcher has said its last (the tree is gone, or it never started).
     pub fn done(&self) -> bool {
-        self.reader.as_ref().is_none_or(|r| r.is_finished())
+        self.read_all.load(Acquire) || self.reader.as_ref().is_none_or(|r| r.is_finished())
     }
 
     /// Everything captured so far if the tree is done; what was captured until now if not
