@@ -28,21 +28,26 @@ use vmshim_trace::MAX_FRAMES;
 const NOTES: usize = 8;
 
 struct Note {
-    /// The process and thread that hold the note (`pid << 32 | tid`); 0 when free. A note a
-    /// thread of another process holds is free here: a fork child has its parent's notes as
-    /// they were at the fork, and need not write them free (a copy-on-write fault).
-    owner: AtomicU64,
     len: UnsafeCell<usize>,
     frames: UnsafeCell<[u64; MAX_FRAMES]>,
 }
 
-// SAFETY: a note's cells are written only by the thread that claimed it through `owner`, and
+// SAFETY: a note's cells are written only by the thread that claimed it in `OWNER`, and
 // read by that thread's fork child (a copy of the memory, single-threaded).
 unsafe impl Sync for Note {}
 
-static NOTE: [Note; NOTES] = [const {
-    Note { owner: AtomicU64::new(0), len: UnsafeCell::new(0), frames: UnsafeCell::new([0; MAX_FRAMES]) }
-}; NOTES];
+static NOTE: [Note; NOTES] =
+    [const { Note { len: UnsafeCell::new(0), frames: UnsafeCell::new([0; MAX_FRAMES]) } }; NOTES];
+
+/// The process and thread that hold each note (`pid << 32 | tid`); 0 when free. A note a
+/// thread of another process holds is free here: a fork child has its parent's notes as they
+/// were at the fork, and need not write them free (a copy-on-write fault). On a page of their
+/// own, wipe-on-fork from the image's first fork: then the parent's claim and release touch no
+/// page the fork shared with the child (each was a copy-on-write fault in the parent per fork,
+/// issue 12), and the child finds them all free.
+#[repr(C, align(4096))]
+struct Owners([AtomicU64; NOTES]);
+static OWNER: Owners = Owners([const { AtomicU64::new(0) }; NOTES]);
 
 /// Set by the image's first fork, which marks the caches wipe-on-fork.
 #[unsafe(link_section = ".data.vmshim_hot")]
@@ -56,7 +61,10 @@ static STACK_LIMIT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU6
 pub extern "C" fn before_fork() {
     // The caches' pages stay out of every fork from now on (once per image; the flag is in the
     // children's copy too, as is the setting on the mapping).
-    if !WIPED.swap(true, Relaxed) {
+    // Loaded first: a store to the flag's page would be a copy-on-write fault at every fork.
+    if !WIPED.load(Relaxed) && !WIPED.swap(true, Relaxed) {
+        let (owners, len) = (OWNER.0.as_ptr() as usize, core::mem::size_of::<Owners>());
+        sys::madvise(owners, len, libc::MADV_WIPEONFORK);
         crate::unwind::cfi::wipe_on_fork();
         crate::out::stacks::wipe_on_fork();
         crate::out::writer::wipe_on_fork();
@@ -78,11 +86,11 @@ pub extern "C" fn before_fork() {
     let pid = sys::own_pid();
     let me = (pid as u64) << 32 | tid as u64;
     let free = |v: u64| v == 0 || (v >> 32) as u32 != pid;
-    let claim = |n: &Note| {
-        let v = n.owner.load(Relaxed);
-        free(v) && n.owner.compare_exchange(v, me, Acquire, Relaxed).is_ok()
+    let claim = |o: &AtomicU64| {
+        let v = o.load(Relaxed);
+        free(v) && o.compare_exchange(v, me, Acquire, Relaxed).is_ok()
     };
-    let Some(i) = (0..NOTES).find(|&i| claim(&NOTE[i])) else {
+    let Some(i) = (0..NOTES).find(|&i| claim(&OWNER.0[i])) else {
         return;
     };
     let note = &NOTE[i];
@@ -102,16 +110,17 @@ pub extern "C" fn before_fork() {
     if ran {
         tls::set(Slot::ForkNote, i + 1);
     } else {
-        note.owner.store(0, Release);
+        OWNER.0[i].store(0, Release);
     }
 }
 
-/// The parent handler: the fork is done; the note is free again.
+/// The parent handler: the fork is done; the note is free again. The thread's ForkNote slot
+/// is left as it is (a store to the TLS page would be a copy-on-write fault): the next prepare
+/// handler sets it before anything reads it.
 pub extern "C" fn after_fork_in_parent() {
-    if let Some(note) = tls::get(Slot::ForkNote).checked_sub(1).and_then(|i| NOTE.get(i)) {
-        note.owner.store(0, Release);
+    if let Some(owner) = tls::get(Slot::ForkNote).checked_sub(1).and_then(|i| OWNER.0.get(i)) {
+        owner.store(0, Release);
     }
-    tls::set(Slot::ForkNote, 0);
 }
 
 /// In the child: what the parent's forking thread noted (found through the TLS block this
