@@ -8,7 +8,7 @@
 //! itself proves (path, permissions, adjacency, VmFlags) and the threads' reported stack
 //! addresses; whatever no evidence explains is `unattributed`, listed, never dropped.
 
-use crate::load::maps::Region;
+use crate::load::maps::{Perms, Region};
 use crate::load::read::Recording;
 use crate::replay::{Origin, Replay};
 use crate::symbolize::{Frame, LoadedModule, Symbolizer};
@@ -28,7 +28,7 @@ use super::threads::{StackOwner, thread_rows, thread_stacks};
 pub struct Attributed {
     pub start: u64,
     pub end: u64,
-    pub perms: String,
+    pub perms: Perms,
     pub path: String,
     pub category: Category,
     /// The thread the bytes belong to: the caller of the recorded call, or the thread whose
@@ -89,7 +89,7 @@ impl Attributed {
         Attributed {
             start,
             end,
-            perms: r.perms.clone(),
+            perms: r.perms,
             path: r.path.clone(),
             category,
             tid: None,
@@ -578,15 +578,7 @@ fn replayed_regions(rec: &Recording, replay: &Replay) -> Vec<Region> {
             }
             Origin::Call(i) => {
                 let args = rec.call(i).map_or([0; 6], |c| c.args);
-                let prot = args[2];
-                let perms = format!(
-                    "{}{}{}{}",
-                    if prot & 1 != 0 { 'r' } else { '-' },
-                    if prot & 2 != 0 { 'w' } else { '-' },
-                    if prot & 4 != 0 { 'x' } else { '-' },
-                    if args[3] & 1 != 0 { 's' } else { 'p' }
-                );
-                Region { start: s, end: e, perms, ..Region::default() }
+                Region { start: s, end: e, perms: Perms::of_prot(args[2], args[3]), ..Region::default() }
             }
         })
         .collect()

@@ -392,7 +392,7 @@ mod tests {
         let region = |start: u64, end: u64, perms: &str| Region {
             start,
             end,
-            perms: perms.into(),
+            perms: crate::load::maps::Perms::new(perms).unwrap_or_default(),
             ..Region::default()
         };
         // The map as read before the heap grew: two pages read-write, the rest reserved.

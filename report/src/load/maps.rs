@@ -6,7 +6,7 @@ pub struct Region {
     pub start: u64,
     pub end: u64,
     /// As the kernel prints it: `rw-p`, `---p`, `r-xs`.
-    pub perms: String,
+    pub perms: Perms,
     pub offset: u64,
     pub inode: u64,
     /// File path or pseudo-path (`[heap]`, `[stack]`, `[vdso]`, `[anon:name]`); empty when anonymous.
@@ -16,6 +16,70 @@ pub struct Region {
     /// smaps `VmFlags:` two-letter flags (`nr` MAP_NORESERVE, `nh` no huge pages: MAP_STACK),
     /// as the kernel lists them, space-separated; empty when the text was maps.
     pub vm_flags: String,
+}
+
+/// A region's permissions as the kernel prints them (`rw-p`, `r-xs`), read as a `&str`: four
+/// ASCII bytes kept inline. A String each was an allocation per line of every map read, and a
+/// run of a thousand processes reads a thousand maps (issue 12).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Perms([u8; 4]);
+
+impl Perms {
+    /// `text` when it is four ASCII bytes (not NUL).
+    pub fn new(text: &str) -> Option<Perms> {
+        let bytes: [u8; 4] = text.as_bytes().try_into().ok()?;
+        (bytes.is_ascii() && !bytes.contains(&0)).then_some(Perms(bytes))
+    }
+
+    /// From mmap's `prot` and `flags` (`r`, `w`, `x`; `s` for MAP_SHARED, else `p`).
+    pub fn of_prot(prot: u64, flags: u64) -> Perms {
+        let bit = |on: bool, c: u8| if on { c } else { b'-' };
+        Perms([
+            bit(prot & 1 != 0, b'r'),
+            bit(prot & 2 != 0, b'w'),
+            bit(prot & 4 != 0, b'x'),
+            if flags & 1 != 0 { b's' } else { b'p' },
+        ])
+    }
+}
+
+impl Default for Perms {
+    /// Not known: reads as "", as the String it replaces did.
+    fn default() -> Perms {
+        Perms([0; 4])
+    }
+}
+
+impl std::ops::Deref for Perms {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Four ASCII bytes by construction, or none (the default).
+        if self.0[0] == 0 { "" } else { std::str::from_utf8(&self.0).unwrap_or("") }
+    }
+}
+
+impl PartialEq<str> for Perms {
+    fn eq(&self, other: &str) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<&str> for Perms {
+    fn eq(&self, other: &&str) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Display for Perms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self)
+    }
+}
+
+impl std::fmt::Debug for Perms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
 }
 
 impl Region {
@@ -51,7 +115,8 @@ fn parse_line(line: &str) -> Option<Region> {
     let start = u64::from_str_radix(&range[..dash], 16).ok()?;
     let end = u64::from_str_radix(&range[dash + 1..], 16).ok()?;
     let (perms, rest) = field(rest)?;
-    if perms.len() != 4 || end < start {
+    let perms = Perms::new(perms)?;
+    if end < start {
         return None;
     }
     let (offset, rest) = field(rest)?;
@@ -60,17 +125,10 @@ fn parse_line(line: &str) -> Option<Region> {
     // The inode ends the line of a region without a path (the kernel pads it with a space).
     let (inode, path) = field(rest).unwrap_or((rest, ""));
     let inode = inode.parse().ok()?;
-    let path = path.trim_start().to_string();
-    Some(Region {
-        start,
-        end,
-        perms: perms.to_string(),
-        offset,
-        inode,
-        path,
-        rss: None,
-        vm_flags: String::new(),
-    })
+    // The kernel pads the inode to a column with spaces: skipped as bytes (trim_start's
+    // Unicode whitespace test per char was a sixth of parsing a map).
+    let path = path[path.bytes().take_while(|&b| b == b' ').count()..].to_string();
+    Some(Region { start, end, perms, offset, inode, path, rss: None, vm_flags: String::new() })
 }
 
 /// Parses maps or smaps text; lines that fit neither shape are ignored. smaps gives each region
@@ -136,6 +194,17 @@ mod tests {
         for text in ["", "\n", "a", "a\n", "a\nb", "a\n\nb\n", "a\r\nb\r", "\r\n\r", "a\rb\n", "é\nü\r\n"] {
             assert_eq!(lines(text).collect::<Vec<_>>(), text.lines().collect::<Vec<_>>(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn perms_read_as_the_kernel_wrote_them() {
+        let p = Perms::new("r-xs").unwrap();
+        assert_eq!((&*p, p.starts_with("r-"), format!("[{p:6}]")), ("r-xs", true, "[r-xs  ]".to_string()));
+        assert!(p == "r-xs" && Perms::new("rw-").is_none() && Perms::new("rw-p ").is_none());
+        assert_eq!(
+            (&*Perms::default(), Perms::of_prot(3, 0) == "rw-p", Perms::of_prot(5, 1) == "r-xs"),
+            ("", true, true)
+        );
     }
 
     #[test]

@@ -206,7 +206,7 @@ pub fn report(a: &Analysis, top: usize) -> Report {
                 evidence: r.evidence.clone(),
                 inherited: r.inherited.map(inherited),
                 path: r.path.clone(),
-                prot: r.perms.clone(),
+                prot: r.perms.to_string(),
                 purpose: r.purpose.clone(),
                 stack: frames(a, &r.stack),
                 start: r.start,
