@@ -109,18 +109,36 @@ fn field(line: &str) -> Option<(&str, &str)> {
     Some((&line[..at], &line[at + 1..]))
 }
 
+/// A hex number as maps prints its addresses and offsets: 1 to 16 digits, nothing else.
+/// (from_str_radix's general digit and overflow handling was a fifth of parsing a map.)
+fn hex(text: &str) -> Option<u64> {
+    let digits = text.as_bytes();
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        Some(n << 4 | d as u64)
+    })
+}
+
 fn parse_line(line: &str) -> Option<Region> {
     let (range, rest) = field(line)?;
     let dash = range.as_bytes().iter().position(|&b| b == b'-')?;
-    let start = u64::from_str_radix(&range[..dash], 16).ok()?;
-    let end = u64::from_str_radix(&range[dash + 1..], 16).ok()?;
+    let start = hex(&range[..dash])?;
+    let end = hex(&range[dash + 1..])?;
     let (perms, rest) = field(rest)?;
     let perms = Perms::new(perms)?;
     if end < start {
         return None;
     }
     let (offset, rest) = field(rest)?;
-    let offset = u64::from_str_radix(offset, 16).ok()?;
+    let offset = hex(offset)?;
     let (_dev, rest) = field(rest)?;
     // The inode ends the line of a region without a path (the kernel pads it with a space).
     let (inode, path) = field(rest).unwrap_or((rest, ""));
@@ -193,6 +211,28 @@ mod tests {
     fn splits_lines_as_str_lines_does() {
         for text in ["", "\n", "a", "a\n", "a\nb", "a\n\nb\n", "a\r\nb\r", "\r\n\r", "a\rb\n", "é\nü\r\n"] {
             assert_eq!(lines(text).collect::<Vec<_>>(), text.lines().collect::<Vec<_>>(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn reads_hex_as_from_str_radix_does() {
+        for t in [
+            "0",
+            "7f",
+            "ffffffffff600000",
+            "FFFFFFFFFFFFFFFF",
+            "00000000000000001",
+            "",
+            "-1",
+            "+1",
+            "1g",
+            "12 ",
+        ] {
+            assert_eq!(
+                hex(t),
+                u64::from_str_radix(t, 16).ok().filter(|_| t.len() <= 16 && !t.starts_with('+')),
+                "{t:?}"
+            );
         }
     }
 
