@@ -137,7 +137,10 @@ fn write_waiting_one(template: &Path, c: &launch::watch::Capture) -> std::io::Re
         fork: None,
     });
     out.config(&format!("loader.at={}\n", vmshim_trace::waiting::loader_at_text(&w.note.loader_at)));
-    out.write_held(&read::final_records(&final_of(c)))
+    let bytes = out.write_held(&read::final_records(&final_of(c)))?;
+    // The run's listing and report read it next.
+    read::remember_written(&path, bytes);
+    Ok(())
 }
 
 /// The file a map text (maps or smaps) shows mapped at `addr`.

@@ -8,7 +8,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use vmshim_trace::decode::{Call, Exit, Module, Resolve, Start, ThreadStart};
 use vmshim_trace::record::maps::MapsRecord;
 use vmshim_trace::record::{exit, thread_name};
@@ -95,15 +95,84 @@ impl std::fmt::Display for ReadError {
 }
 
 /// Opens a trace for reading event by event.
-pub fn open(path: &Path) -> Result<Stream<fs::File>, ReadError> {
+pub fn open(path: &Path) -> Result<Stream<Source>, ReadError> {
     let cannot = |e: std::io::Error| ReadError(format!("cannot read trace {}: {e}", path.display()));
-    let f = fs::File::open(path).map_err(cannot)?;
-    let len = f.metadata().map_err(cannot)?.len();
-    Stream::new(f, len).map_err(|e| ReadError(format!("{}: corrupt trace: {e}", path.display())))
+    let (src, len) = match written(path) {
+        Some(bytes) => {
+            let len = bytes.len() as u64;
+            (Source::Written(std::io::Cursor::new(bytes)), len)
+        }
+        None => {
+            let f = fs::File::open(path).map_err(cannot)?;
+            let len = f.metadata().map_err(cannot)?.len();
+            (Source::File(f), len)
+        }
+    };
+    Stream::new(src, len).map_err(|e| ReadError(format!("{}: corrupt trace: {e}", path.display())))
+}
+
+/// Where a trace is read from: its file, or the bytes this process wrote to it
+/// ([`remember_written`]).
+pub enum Source {
+    File(fs::File),
+    Written(std::io::Cursor<Arc<[u8]>>),
+}
+
+impl Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Source::File(f) => f.read(buf),
+            Source::Written(c) => c.read(buf),
+        }
+    }
+}
+
+/// Traces this process wrote whole and has not changed since, by path, with their bytes.
+/// `vmshim run` writes the trace of every image that recorded nothing (a thousand in the
+/// 1,000-process loop), and its listing and report read each back at once, five system calls
+/// each (issue 12); they read these bytes instead. At most [`WRITTEN_BYTES`] are kept: past
+/// that, traces are read from their files as any other.
+#[derive(Default)]
+struct Written {
+    bytes: usize,
+    files: HashMap<std::path::PathBuf, Arc<[u8]>>,
+}
+
+const WRITTEN_BYTES: usize = 64 << 20;
+
+fn written_traces() -> &'static Mutex<Written> {
+    static WRITTEN: OnceLock<Mutex<Written>> = OnceLock::new();
+    WRITTEN.get_or_init(Mutex::default)
+}
+
+/// `bytes` are now the whole of the trace at `path`, as this process just wrote it (nobody
+/// else writes it: its process is gone).
+pub fn remember_written(path: &Path, bytes: Vec<u8>) {
+    let Ok(mut w) = written_traces().lock() else { return };
+    if w.bytes + bytes.len() > WRITTEN_BYTES {
+        return;
+    }
+    w.bytes += bytes.len();
+    if let Some(old) = w.files.insert(path.to_path_buf(), bytes.into()) {
+        w.bytes -= old.len();
+    }
+}
+
+/// The trace at `path` is about to change: it is read from its file from now on.
+fn forget_written(path: &Path) {
+    if let Ok(mut w) = written_traces().lock()
+        && let Some(old) = w.files.remove(path)
+    {
+        w.bytes -= old.len();
+    }
+}
+
+fn written(path: &Path) -> Option<Arc<[u8]>> {
+    written_traces().lock().ok()?.files.get(path).cloned()
 }
 
 /// The next event of `stream`, with errors worded for `path`.
-pub fn next(stream: &mut Stream<fs::File>, path: &Path) -> Result<Option<Event>, ReadError> {
+pub fn next(stream: &mut Stream<Source>, path: &Path) -> Result<Option<Event>, ReadError> {
     stream.next_event().map_err(|e| ReadError(format!("{}: corrupt trace: {e}", path.display())))
 }
 
@@ -118,6 +187,10 @@ pub fn start_of(path: &Path) -> Option<Start> {
 /// which a listing of a run of them (the 1,000-process loop: 2,001 traces, a thousand of them
 /// asked how they ended) reads once instead of twice.
 pub fn start_and_exit_of(path: &Path) -> Option<(Start, Option<Option<Exit>>)> {
+    if let Some(bytes) = written(path) {
+        // All of it is here: its start, and how it ended.
+        return start_in_page(&bytes).or_else(|| start_in(&bytes[..], bytes.len() as u64).map(|s| (s, None)));
+    }
     let mut f = fs::File::open(path).ok()?;
     // The file's first page first, read as if the file ended there (a record the end cuts is
     // where reading stops): it holds the start record unless the command line is long. A run's
@@ -171,7 +244,7 @@ fn start_in_page(page: &[u8]) -> Option<(Start, Option<Option<Exit>>)> {
 
 /// The start record among the first records of the first `len` bytes of `f` (read from its
 /// current offset, the file's start).
-fn start_in(f: &fs::File, len: u64) -> Option<Start> {
+fn start_in(f: impl Read, len: u64) -> Option<Start> {
     let mut s = Stream::new(f, len).ok()?;
     for _ in 0..16 {
         if let Event::Start(st) = s.next_event().ok()?? {
@@ -206,9 +279,19 @@ fn may_explain_a_range(c: &Call) -> bool {
 /// How the image of a trace ended, if `vmshim run` appended it (the trace is read through, once
 /// per state of the file in a command: see [`Memo`]).
 pub fn exit_of(path: &Path) -> Option<Exit> {
+    if let Some(bytes) = written(path) {
+        let mut s = Stream::new(&bytes[..], bytes.len() as u64).ok()?;
+        let mut exit = None;
+        while let Ok(Some(ev)) = s.next_event() {
+            if let Event::Exit(e) = ev {
+                exit = Some(e);
+            }
+        }
+        return exit;
+    }
     let f = fs::File::open(path).ok()?;
     let meta = f.metadata().ok()?;
-    let mut s = Stream::new(f, meta.len()).ok()?;
+    let mut s = Stream::new(Source::File(f), meta.len()).ok()?;
     let id = (meta.dev(), meta.ino(), meta.len(), s.header.cursor);
     if let Some(e) = memo().lock().ok().and_then(|m| m.exits.get(&id).cloned()) {
         return e;
@@ -477,6 +560,7 @@ impl Final {
 /// the disk: `vmshim run` appends to every trace of a tree (a shell loop makes thousands), and a
 /// reader meeting records that a crash lost past the cursor counts them as torn.
 pub fn append_final(path: &Path, fin: &Final) -> std::io::Result<()> {
+    forget_written(path);
     let mut f = OpenOptions::new().read(true).write(true).open(path)?;
     let mut hdr = [0u8; HEADER_SIZE];
     f.read_exact(&mut hdr)?;
@@ -596,6 +680,22 @@ mod tests {
             if let Some(e) = ended {
                 assert_eq!(e, exit_of(&p), "{name}");
             }
+            // Remembered as written, it reads as its file does, and once changed, as the file.
+            let bytes = trace_file(&records, file_len);
+            let from_file = (exit_of(&p), load(&p).ok().map(|r| r.exit));
+            remember_written(&p, bytes);
+            let (s, ended) = start_and_exit_of(&p).unwrap_or_else(|| panic!("{name}: no start record"));
+            assert_eq!((s.pid, ended), (7, Some(from_file.0.clone())), "{name}: remembered");
+            assert_eq!((exit_of(&p), load(&p).ok().map(|r| r.exit)), from_file, "{name}");
+            let fin = Final {
+                smaps: None,
+                statm: None,
+                thread_names: Vec::new(),
+                raw_status: 4 << 8,
+                how: "exited 4".into(),
+            };
+            append_final(&p, &fin).unwrap();
+            assert_eq!(exit_of(&p).map(|e| e.how), Some("exited 4".to_string()), "{name}: appended");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -60,12 +60,14 @@ impl TraceOut {
     }
 
     /// Writes a held trace: the header, the records appended, then `tail` (encoded records).
-    pub fn write_held(self, tail: &[u8]) -> io::Result<()> {
+    /// The file's bytes, all of them.
+    pub fn write_held(self, tail: &[u8]) -> io::Result<Vec<u8>> {
         let held = self.held.unwrap_or_default();
         let mut all = header(HEADER_SIZE as u64 + (held.len() + tail.len()) as u64).to_vec();
         all.extend_from_slice(&held);
         all.extend_from_slice(tail);
-        self.file.write_all_at(&all, 0)
+        self.file.write_all_at(&all, 0)?;
+        Ok(all)
     }
 }
 
