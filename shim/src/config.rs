@@ -130,9 +130,12 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
 /// Whether this image is the process `vmshim run` launched (its parent is `VMSHIM_TRACER`), or
 /// nothing says otherwise (no `VMSHIM_TRACER`): `vmshim run` finds that one's trace by its name.
 pub fn launched_by_tracer() -> bool {
-    getenv("VMSHIM_TRACER")
-        .and_then(parse_u64)
-        .is_none_or(|tracer| tracer == crate::os::syscall::getppid() as u64)
+    launched_by_tracer_of(crate::os::syscall::getppid)
+}
+
+/// [`launched_by_tracer`], with the parent's pid from `ppid` (asked only when the tracer is set).
+pub fn launched_by_tracer_of(ppid: impl FnOnce() -> u32) -> bool {
+    getenv("VMSHIM_TRACER").and_then(parse_u64).is_none_or(|tracer| tracer == ppid() as u64)
 }
 
 /// 1 to 16 hex digits as a number; 0 for anything else.

@@ -102,6 +102,7 @@ pub fn start(fork: Option<&startup::Origin<'_>>) {
     }
     if began.is_some() {
         super::waiting::end();
+        sys::begin_tsc_calibration();
     }
     if cfg.watched {
         if began.is_some() {
@@ -121,19 +122,26 @@ pub fn start(fork: Option<&startup::Origin<'_>>) {
 /// check, the calibration's start. True when the image waits for its first record with no file
 /// instead (under the watcher, an image that vmshim did not launch itself: `waiting`, a
 /// shell's `/bin/true` never records); the loader's addresses are read now, on the main thread,
-/// for whoever writes the trace. Apart from [`start`], and never inlined, so that a fork
+/// for whoever writes the trace, and the calibration starts with the first record. Apart from [`start`], and never inlined, so that a fork
 /// child's start-up, which runs on its parent's stack copy, does not carry this path's buffers
 /// in its frame: each page of stack it goes deeper is a page copied (issue 12).
 #[inline(never)]
 fn learn_image(cfg: &crate::config::Config) -> bool {
     modules::scan();
     let shadowed = shadowed::find();
-    sys::begin_tsc_calibration();
-    if cfg.watched && !shadowed && !crate::config::launched_by_tracer() {
+    // One getppid for both questions (the parent a waiting image notes is the one that told).
+    let mut ppid = None;
+    let mut parent = || *ppid.get_or_insert_with(sys::getppid);
+    if cfg.watched && !shadowed && !crate::config::launched_by_tracer_of(&mut parent) {
         let mut at = [0u64; vmshim_trace::waiting::AT_MAX];
         let n = startup::loader_addresses(&mut at);
-        return n < at.len() && super::waiting::wait(cfg.run_id, &at[..n]);
+        // An image that waits starts the calibration when it begins to record (a prctl and
+        // both clocks that a shell's /bin/true never needs).
+        if n < at.len() && super::waiting::wait(cfg.run_id, &at[..n], parent()) {
+            return true;
+        }
     }
+    sys::begin_tsc_calibration();
     false
 }
 

@@ -81,13 +81,14 @@ pub struct Started {
 
 /// Notes this image's start and waits: true when the note is set (the caller then creates no
 /// trace). `at`: the loader's addresses; more than the note holds and the image does not wait.
-pub fn wait(run_id: u64, at: &[u64]) -> bool {
+/// `ppid`: the parent now.
+pub fn wait(run_id: u64, at: &[u64], ppid: u32) -> bool {
     if at.len() > AT_MAX || run_id == 0 {
         return false;
     }
     let n = &vmshim_waiting_image;
     n.pid.store(sys::getpid(), Relaxed);
-    n.ppid.store(sys::getppid(), Relaxed);
+    n.ppid.store(ppid, Relaxed);
     n.mono_ns.store(sys::monotonic_ns(), Relaxed);
     n.real_ns.store(sys::realtime_ns(), Relaxed);
     n.run_id.store(run_id, Relaxed);
