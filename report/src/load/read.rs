@@ -189,7 +189,7 @@ pub fn start_of(path: &Path) -> Option<Start> {
 pub fn start_and_exit_of(path: &Path) -> Option<(Start, Option<Option<Exit>>)> {
     if let Some(bytes) = written(path) {
         // All of it is here: its start, and how it ended.
-        return start_in_page(&bytes).or_else(|| start_in(&bytes[..], bytes.len() as u64).map(|s| (s, None)));
+        return start_in_page(&bytes);
     }
     let mut f = fs::File::open(path).ok()?;
     // The file's first page first, read as if the file ended there (a record the end cuts is

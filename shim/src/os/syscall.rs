@@ -310,6 +310,12 @@ pub fn begin_tsc_calibration() {
     }
 }
 
+/// Whether [`begin_tsc_calibration`] ran and let the TSC be used (a fork child has its
+/// parent's state).
+pub fn tsc_calibration_begun() -> bool {
+    CALIBRATION.load(core::sync::atomic::Ordering::Relaxed) != 0
+}
+
 /// Once at least 200 us have passed since [`begin_tsc_calibration`], measures the TSC's rate
 /// against the monotonic clock and from then on lets [`cycles`] use it. Costs one load while
 /// nothing is pending.

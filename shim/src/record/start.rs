@@ -102,6 +102,10 @@ pub fn start(fork: Option<&startup::Origin<'_>>) {
     }
     if began.is_some() {
         super::waiting::end();
+    }
+    // A waiting image begins its calibration now, and so does the fork child of one that
+    // forked before it recorded (its copy of the state says not begun).
+    if (fork.is_none() && began.is_some()) || (fork.is_some() && !sys::tsc_calibration_begun()) {
         sys::begin_tsc_calibration();
     }
     if cfg.watched {
@@ -122,9 +126,10 @@ pub fn start(fork: Option<&startup::Origin<'_>>) {
 /// check, the calibration's start. True when the image waits for its first record with no file
 /// instead (under the watcher, an image that vmshim did not launch itself: `waiting`, a
 /// shell's `/bin/true` never records); the loader's addresses are read now, on the main thread,
-/// for whoever writes the trace, and the calibration starts with the first record. Apart from [`start`], and never inlined, so that a fork
-/// child's start-up, which runs on its parent's stack copy, does not carry this path's buffers
-/// in its frame: each page of stack it goes deeper is a page copied (issue 12).
+/// for whoever writes the trace, and the calibration starts with the first record. Apart from
+/// [`start`], and never inlined, so that a fork child's start-up, which runs on its parent's
+/// stack copy, does not carry this path's buffers in its frame: each page of stack it goes
+/// deeper is a page copied (issue 12).
 #[inline(never)]
 fn learn_image(cfg: &crate::config::Config) -> bool {
     modules::scan();
