@@ -244,7 +244,7 @@ fn start_in_page(page: &[u8]) -> Option<(Start, Option<Option<Exit>>)> {
 
 /// The start record among the first records of the first `len` bytes of `f` (read from its
 /// current offset, the file's start).
-fn start_in(f: impl Read, len: u64) -> Option<Start> {
+fn start_in(f: &fs::File, len: u64) -> Option<Start> {
     let mut s = Stream::new(f, len).ok()?;
     for _ in 0..16 {
         if let Event::Start(st) = s.next_event().ok()?? {
@@ -279,21 +279,23 @@ fn may_explain_a_range(c: &Call) -> bool {
 /// How the image of a trace ended, if `vmshim run` appended it (the trace is read through, once
 /// per state of the file in a command: see [`Memo`]).
 pub fn exit_of(path: &Path) -> Option<Exit> {
-    if let Some(bytes) = written(path) {
-        let mut s = Stream::new(&bytes[..], bytes.len() as u64).ok()?;
-        let mut exit = None;
-        while let Ok(Some(ev)) = s.next_event() {
-            if let Event::Exit(e) = ev {
-                exit = Some(e);
-            }
+    // A trace this process wrote is read from its bytes, and needs no memo.
+    let (src, len, file) = match written(path) {
+        Some(bytes) => {
+            let len = bytes.len() as u64;
+            (Source::Written(std::io::Cursor::new(bytes)), len, None)
         }
-        return exit;
-    }
-    let f = fs::File::open(path).ok()?;
-    let meta = f.metadata().ok()?;
-    let mut s = Stream::new(Source::File(f), meta.len()).ok()?;
-    let id = (meta.dev(), meta.ino(), meta.len(), s.header.cursor);
-    if let Some(e) = memo().lock().ok().and_then(|m| m.exits.get(&id).cloned()) {
+        None => {
+            let f = fs::File::open(path).ok()?;
+            let meta = f.metadata().ok()?;
+            (Source::File(f), meta.len(), Some((meta.dev(), meta.ino(), meta.len())))
+        }
+    };
+    let mut s = Stream::new(src, len).ok()?;
+    let id = file.map(|(dev, ino, len)| (dev, ino, len, s.header.cursor));
+    if let Some(id) = id
+        && let Some(e) = memo().lock().ok().and_then(|m| m.exits.get(&id).cloned())
+    {
         return e;
     }
     let mut exit = None;
@@ -302,7 +304,9 @@ pub fn exit_of(path: &Path) -> Option<Exit> {
             exit = Some(e);
         }
     }
-    if let Ok(mut m) = memo().lock() {
+    if let Some(id) = id
+        && let Ok(mut m) = memo().lock()
+    {
         m.exits.insert(id, exit.clone());
     }
     exit
