@@ -80,6 +80,12 @@ const MAX_SEGS: usize = 4096;
 /// to finish an older one.
 pub const WINDOW: u32 = 4;
 const PATH_MAX: usize = 4096;
+/// The number the kept descriptor moves up to: the last of the 64 slots of the table a process
+/// begins with (the kernel's `NR_OPEN_DEFAULT`). A higher one makes the kernel grow the table
+/// to the next power of two above it, and every fork copies the whole table (`dup_fd`) and every
+/// exit frees it through RCU: with 1023, every process of the tree carried 1,024 slots
+/// (`FDSize` in /proc/PID/status) and each fork of a shell loop copied them (issue 12).
+const KEPT_FD: i32 = 63;
 
 #[unsafe(link_section = ".data.vmshim_hot")]
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
@@ -557,17 +563,17 @@ fn allocate(fd: i32, from: u64, to: u64) -> Result<(), i32> {
 }
 
 /// Moves a fresh descriptor of the trace file up, out of the numbers a program expects to get
-/// from its own `open` (the lowest free one): to just under the soft RLIMIT_NOFILE, at most
-/// 1023 (a higher number would make the kernel grow the descriptor table for nothing).
-/// Returns the descriptor to keep (`fd` itself when no higher one is free).
+/// from its own `open` (the lowest free one): to [`KEPT_FD`], or just under a soft
+/// RLIMIT_NOFILE that is lower. Returns the descriptor to keep (`fd` itself when no higher one
+/// is free).
 fn keep_high(fd: i32) -> i32 {
-    // The usual limit first, without asking it (EINVAL when it is lower).
-    let r = sys::dup_cloexec_at_least(fd, 1023);
+    // Below the usual limit, without asking it (EINVAL when it is lower).
+    let r = sys::dup_cloexec_at_least(fd, KEPT_FD);
     if r >= 0 {
         sys::close(fd);
         return r as i32;
     }
-    let top = sys::open_files_limit().min(1024) as i32;
+    let top = sys::open_files_limit().min(KEPT_FD as u64 + 1) as i32;
     for min in [top - 1, top - 16, top / 2] {
         if min <= fd {
             continue;
