@@ -7,19 +7,19 @@ use crate::out::writer;
 use crate::unwind::{images, walk};
 use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicUsize, Ordering::*};
 use vmshim_trace::record::module::{self, ModuleRecord};
 
 /// What a fork child needs to write each known image's record again without asking the loader
 /// (whose lock another thread of the parent may have held at the fork, and no fork handler
-/// resets): the load bias, and where in [`NAMES`] its build id and loader name were copied
-/// (offset, build-id length, name length). Copies, not the loader's strings: an image the
-/// parent unloaded before the fork is gone, and reading it safely cost a system call each.
-static INFO: [[AtomicU64; 4]; images::MAX] = [const { [const { AtomicU64::new(0) }; 4] }; images::MAX];
+/// resets), kept as the image's facts in the unwinder's table ([`images::facts`]): the load
+/// bias, and where in [`NAMES`] its build id and loader name were copied (offset, build-id
+/// length, name length). Copies, not the loader's strings: an image the parent unloaded before
+/// the fork is gone, and reading it safely cost a system call each.
 const NAMES_BYTES: usize = 64 << 10;
 struct Names(core::cell::UnsafeCell<[u8; NAMES_BYTES]>);
 // SAFETY: each copy's bytes are reserved by one fetch_add on NAMES_LEN and written once, by the
-// thread that reserved them, before the INFO entry that points at them is published (Release
+// thread that reserved them, before the facts that point at them are published (Release
 // in images::publish); readers read only entries of published images (Acquire).
 unsafe impl Sync for Names {}
 static NAMES: Names = Names(core::cell::UnsafeCell::new([0; NAMES_BYTES]));
@@ -43,7 +43,7 @@ fn keep_names(build_id: &[u8], name: &[u8]) -> (u64, u64, u64) {
 
 fn remember(f: &Found) {
     let Some(i) = images::next_index() else { return };
-    if let Some(info) = INFO.get(i) {
+    if let Some(info) = images::facts(i) {
         let (build_id, name) = f.strings();
         let (at, b, n) = keep_names(build_id, name);
         for (w, v) in info.iter().zip([f.base, at, b, n]) {
@@ -150,19 +150,19 @@ fn list_new() -> Scan {
     scan
 }
 
-/// Writes a Module record for every image known, from what `INFO` kept: in a fork child, whose
+/// Writes a Module record for every image known, from the facts kept: in a fork child, whose
 /// trace is new, the images the parent knew (the parent's records are in the parent's file);
 /// in an image whose start-up deferred them, the images [`scan`] found.
 pub fn record_known() {
     // SAFETY: the entries of published images were written before they were (see Names).
     let names = unsafe { &*NAMES.0.get() };
-    for (i, (lo, hi)) in images::spans().iter().enumerate() {
-        let [base, at, b, n] = INFO[i].each_ref().map(|w| w.load(Relaxed) as usize);
+    for image in images::spans() {
+        let [base, at, b, n] = image.facts.each_ref().map(|w| w.load(Relaxed) as usize);
         let Some(copy) = names.get(at..at + b + n) else { continue };
         let f = Found {
             base: base as u64,
-            lo: lo.load(Relaxed),
-            hi: hi.load(Relaxed),
+            lo: image.lo.load(Relaxed),
+            hi: image.hi.load(Relaxed),
             text: (0, 0),
             build_id: (core::ptr::null(), 0),
             name: core::ptr::null(),
