@@ -30,6 +30,7 @@ pub mod decode;
 mod encode;
 mod reader;
 pub mod record;
+pub mod sent;
 pub mod waiting;
 
 pub use decode::{Event, Fork, Stream, parse};
