@@ -1,6 +1,7 @@
 //! Issue 12: every process of a tree gets a trace, created in the fork (before the child can
 //! drop its privileges, close its descriptors or be re-parented), and a process that records
-//! little leaves little on disk. Plain LD_PRELOAD: none of this needs `vmshim run`. The figures
+//! little leaves little on disk. Plain LD_PRELOAD: none of this needs `vmshim run` (two tests run
+//! the same under it, where a fork child's Start record goes to vmshim first). The figures
 //! compared are the kernel's (/proc, read while the process lives; `st_blocks`) and the
 //! traces'.
 
@@ -207,8 +208,31 @@ fn issue_12_a_child_that_drops_to_nobody_keeps_recording_and_says_nothing() {
     let dir = root_owned_0755("fork_setuid");
     let n = 1000;
     let mut cmd = preloaded(&build_c("forktree"), &["setuid", &n.to_string()], dir.path());
+    drops_to_nobody(&dir, n, &mut cmd);
+}
+
+/// As above under `vmshim run`, where a fork child sends its Start record to vmshim instead of
+/// creating its file in the fork (shim/src/record/fork.rs): the child creates it in setgid,
+/// before its first change of credentials, still as root.
+#[test]
+fn issue_12_under_vmshim_run_a_child_that_drops_to_nobody_creates_its_trace_first() {
+    let dir = root_owned_0755("fork_setuid_run");
+    let n = 1000;
+    let mut cmd = Command::new(vmshim_bin());
+    cmd.args(["run", "--report", "/dev/null", "--out"])
+        .arg(dir.join("t"))
+        .arg("--")
+        .arg(build_c("forktree"))
+        .args(["setuid", &n.to_string()])
+        .current_dir(dir.path());
+    drops_to_nobody(&dir, n, &mut cmd);
+}
+
+/// Runs `cmd` (forktree setuid `n`, tracing into `dir`) and holds the child's trace against
+/// what the child printed.
+fn drops_to_nobody(dir: &TestDir, n: usize, cmd: &mut Command) {
     cmd.env("VMSHIM_SEGMENT_BYTES", "65536");
-    let mut live = Live::start(&mut cmd);
+    let mut live = Live::start(cmd);
     let w = live.expect("child ");
     let child = num(&w[0]);
     assert_eq!(w[1..], ["uid", "65534"]);
@@ -299,6 +323,43 @@ fn issue_12_a_double_fork_daemons_grandchild_names_its_real_parent() {
     }
 }
 
+/// Under `vmshim run`, a fork child killed by SIGKILL before it recorded anything (its Start
+/// record went to vmshim, no file of its own) still has its trace, from the fork, with its
+/// parent and the forking call's stack, and the report lists it.
+#[test]
+fn issue_12_under_vmshim_run_a_child_killed_before_it_recorded_has_its_trace() {
+    let dir = TestDir::new("fork_killed_run");
+    // The report beside, not among the traces.
+    let beside = TestDir::new("fork_killed_run_report");
+    let out = run_with_timeout(
+        Command::new(vmshim_bin())
+            .args(["run", "--json", "--report"])
+            .arg(beside.join("r.json"))
+            .arg("--out")
+            .arg(dir.join("t"))
+            .arg("--")
+            .arg(build_c("forktree"))
+            .args(["killed", "300"])
+            .current_dir(dir.path()),
+        TIMEOUT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    let child: u32 = stdout.lines().find_map(|l| l.strip_prefix("child ")).map(num).expect("child line");
+    assert!(stdout.contains(&format!("killed {}", libc::SIGKILL)), "{stdout}");
+    let parent = start_of(&read_trace(&dir.join("t"))).pid;
+    let (_, t) = fork_trace_of(dir.path(), child);
+    let s = start_of(&t);
+    let fork = s.fork.as_ref().expect("a fork child's Start");
+    assert_eq!(s.ppid, parent);
+    assert!(!fork.stack.is_empty(), "the forking call's stack");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(beside.join("r.json")).unwrap()).unwrap();
+    let listed: Vec<u64> =
+        report["processes"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    assert!(listed.contains(&(child as u64)), "{listed:?}");
+}
+
 /// Blocks a file holds on disk: what `du` counts, not its length.
 fn allocated(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().blocks() * 512
@@ -327,7 +388,7 @@ fn issue_12_a_loop_of_a_thousand_processes_leaves_a_trace_each_within_64_mib() {
     let dir = TestDir::new("fork_loop");
     let out = run_with_timeout(
         Command::new("/bin/bash")
-            .args(["-c", "for ((i = 0; i < 1000; i++)); do /bin/true; done"])
+            .args(["-c", LOOP])
             .current_dir(dir.path())
             .env("LD_PRELOAD", shim_lib())
             .env("VMSHIM_OUT", dir.join("vmshim.%p.trace"))
@@ -335,12 +396,40 @@ fn issue_12_a_loop_of_a_thousand_processes_leaves_a_trace_each_within_64_mib() {
         TIMEOUT,
     );
     assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    a_trace_each(&dir, 1000, u64::from_str_radix(RUN_ID, 16).unwrap());
+}
+
+const LOOP: &str = "for ((i = 0; i < 1000; i++)); do /bin/true; done";
+
+/// The same loop under `vmshim run`: each fork child's Start record goes to vmshim, which writes
+/// the trace the child would have created (the children exec at once and record nothing); the
+/// traces are the same as with the shim alone, 1,000 + 1,000 and bash's.
+#[test]
+fn issue_12_under_vmshim_run_a_loop_of_a_thousand_processes_leaves_a_trace_each() {
+    let dir = TestDir::new("fork_loop_run");
+    let out = run_with_timeout(
+        Command::new(vmshim_bin())
+            .args(["run", "--report", "/dev/null", "--out"])
+            .arg(dir.join("t"))
+            .args(["--", "/bin/bash", "-c", LOOP])
+            .current_dir(dir.path()),
+        TIMEOUT,
+    );
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run_id = start_of(&read_trace(&dir.join("t"))).run_id;
+    assert_ne!(run_id, 0);
+    a_trace_each(&dir, 1000, run_id);
+}
+
+/// `dir` holds a trace per fork child and per exec'd `/bin/true` of a loop of `n`, every one of
+/// run `run_id`, within 64 MiB of disk in all.
+fn a_trace_each(dir: &TestDir, n: usize, run_id: u64) {
     let files = traces_in(dir.path());
     let starts: Vec<Start> = files.iter().map(|p| start_of(&read_trace(p)).clone()).collect();
     let forks = starts.iter().filter(|s| s.fork.is_some()).count();
     let execs = starts.iter().filter(|s| s.fork.is_none() && s.exe.ends_with("/true")).count();
-    assert_eq!((forks, execs), (1000, 1000), "{} traces", files.len());
-    assert!(starts.iter().all(|s| s.run_id == u64::from_str_radix(RUN_ID, 16).unwrap()));
+    assert_eq!((forks, execs), (n, n), "{} traces", files.len());
+    assert!(starts.iter().all(|s| s.run_id == run_id));
     let total: u64 = files.iter().map(|p| allocated(p)).sum();
     assert!(total <= 64 << 20, "{} traces take {total} bytes", files.len());
 }

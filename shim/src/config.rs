@@ -29,6 +29,10 @@ pub const VARS: &[(&str, &str)] = &[
         "VMSHIM_WATCHED",
         "set by `vmshim run` when its exit watcher reads every process's map at exit: 1 lets a process's start-up map, Module records and resolver configuration wait for its first recorded call (a process that records nothing is explained by its map at exit)",
     ),
+    (
+        "VMSHIM_SINK",
+        "set by `vmshim run` with VMSHIM_WATCHED when it listens on the run's socket (vmshim_trace::sent): 1 lets a fork child send its Start record there and create its trace file at its first recorded call or change of credentials",
+    ),
 ];
 
 #[derive(Clone, Copy)]
@@ -41,6 +45,9 @@ pub struct Config {
     pub watched: bool,
     /// `VMSHIM_RUN` as hex (1 to 16 digits, else 0): the run's id, written into the Start record.
     pub run_id: u64,
+    /// `VMSHIM_SINK=1` (with `watched`): `vmshim run` takes fork children's Start records on the
+    /// run's socket (record/fork.rs).
+    pub sink: bool,
 }
 
 unsafe extern "C" {
@@ -162,6 +169,7 @@ pub fn load() -> (Config, &'static [u8]) {
         name_mappings: getenv("VMSHIM_NAME_MAPPINGS") == Some(b"1"),
         watched: getenv("VMSHIM_WATCHED") == Some(b"1"),
         run_id: parse_hex(getenv("VMSHIM_RUN").unwrap_or(b"")),
+        sink: getenv("VMSHIM_SINK") == Some(b"1"),
     };
     let out = getenv("VMSHIM_OUT").unwrap_or(b"vmshim.%p.trace");
     // SAFETY: the single initialiser (see Kept); a fork child, which reads KEPT, never gets here
@@ -201,7 +209,15 @@ struct Kept(core::cell::UnsafeCell<KeptConfig>);
 // read after an Acquire load; a fork child reads its copy single-threaded.
 unsafe impl Sync for Kept {}
 static KEPT: Kept = Kept(core::cell::UnsafeCell::new(KeptConfig {
-    cfg: Config { max_bytes: 0, segment_bytes: 0, depth: 0, name_mappings: false, watched: false, run_id: 0 },
+    cfg: Config {
+        max_bytes: 0,
+        segment_bytes: 0,
+        depth: 0,
+        name_mappings: false,
+        watched: false,
+        run_id: 0,
+        sink: false,
+    },
     out_len: 0,
     out: [0; 4096],
 }));

@@ -97,6 +97,14 @@ pub mod hooks;
 #[cfg(test)]
 mod layers;
 
+/// The fork prepare handler: the real functions of the credential hooks are looked up here, in
+/// the parent (once), for its fork children, which must not ask the loader; then the recording's
+/// own ([`record::fork::before_fork`]).
+extern "C" fn prepare_fork() {
+    hooks::credentials::resolve();
+    record::fork::before_fork();
+}
+
 /// The constructor: runs when the loader initialises this library, before `main`, with the
 /// process's arguments and environment (glibc passes them to every init_array function).
 #[cfg_attr(test, allow(dead_code))]
@@ -116,7 +124,7 @@ extern "C" fn vmshim_init(
     // this does not allocate.
     unsafe {
         libc::pthread_atfork(
-            Some(record::fork::before_fork),
+            Some(prepare_fork),
             Some(record::fork::after_fork_in_parent),
             Some(record::fork::after_fork_in_child),
         )

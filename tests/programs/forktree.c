@@ -17,9 +17,12 @@
  *                            parent prints "child <pid>", "grandchild <pid>" (from a pipe) and
  *                            "waited <status>"; the grandchild's exit is not waited for.
  *   forktree calls N         no fork: N/2 mmap and N/2 munmap of one page, then "done".
+ *   forktree killed MS       the child sleeps; after MS ms the parent SIGKILLs it: "child <pid>",
+ *                            then "killed <status>" once it is reaped.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +75,7 @@ static void map_some(int n, int close_after_first) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: forktree sleep|setuid|closeall|daemon|calls N\n");
+        fprintf(stderr, "usage: forktree sleep|setuid|closeall|daemon|calls|killed N\n");
         return 2;
     }
     const char *mode = argv[1];
@@ -107,6 +110,21 @@ int main(int argc, char **argv) {
         int status = -1;
         waitpid(c, &status, 0);
         printf("waited %d\n", status);
+        return 0;
+    }
+    if (!strcmp(mode, "killed")) {
+        fflush(stdout);
+        pid_t c = fork();
+        if (c == 0) {
+            sleep_ms(60000);
+            _exit(0);
+        }
+        printf("child %d\n", (int)c);
+        sleep_ms(n);
+        kill(c, SIGKILL);
+        int status = -1;
+        waitpid(c, &status, 0);
+        printf("killed %d\n", status);
         return 0;
     }
     if (!strcmp(mode, "daemon")) {

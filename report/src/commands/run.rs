@@ -143,6 +143,37 @@ fn write_waiting_one(template: &Path, c: &launch::watch::Capture) -> std::io::Re
     Ok(())
 }
 
+/// Writes the trace of a fork child whose Start record came on the run's socket (`start`,
+/// `launch::sent`), as the shim would have created it in the fork, by the shim's naming rules
+/// from the run's `template`; nothing when the child created its own (a taken name whose Start
+/// names the same fork).
+fn write_sent_one(template: &Path, start: &vmshim_trace::decode::Start) -> std::io::Result<()> {
+    use crate::launch::recorder::out::{StartInfo, TraceOut};
+    let Some(fork) = &start.fork else { return Ok(()) };
+    let same = |p: &Path| {
+        read::start_of(p)
+            .is_some_and(|s| s.pid == start.pid && s.fork.as_ref().is_some_and(|f| f.mono_ns == fork.mono_ns))
+    };
+    let Some(mut out) = TraceOut::create_held_unless(template, start.pid, &same)? else { return Ok(()) };
+    let path = out.path.clone();
+    let argv: Vec<Vec<u8>> = start.argv.iter().map(|a| a.clone().into_bytes()).collect();
+    out.start(&StartInfo {
+        pid: start.pid,
+        ppid: start.ppid,
+        page_size: start.page_size,
+        mono_ns: start.mono_ns,
+        real_ns: start.real_ns,
+        exe: &start.exe,
+        trace_path: &path.to_string_lossy(),
+        argv: &argv,
+        run_id: start.run_id,
+        fork: Some((fork.parent_tid, fork.mono_ns, &fork.stack)),
+    });
+    let bytes = out.write_held(&[])?;
+    read::remember_written(&path, bytes);
+    Ok(())
+}
+
 /// The file a map text (maps or smaps) shows mapped at `addr`.
 fn mapped_file_at(map: &[u8], addr: u64) -> Option<String> {
     crate::load::maps::parse(&String::from_utf8_lossy(map))
@@ -399,6 +430,7 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
     let me = std::env::current_exe().ok();
     let watch = me.as_deref().filter(|_| !a.no_watch && early_problem.is_none());
     let mut env = Vec::new();
+    let mut sink: Option<std::sync::Arc<launch::sent::Sink>> = None;
     if early_problem.is_none() && shim {
         env.push(("LD_PRELOAD".into(), preload));
         env.push(("VMSHIM_OUT".into(), template.clone().into_os_string()));
@@ -410,6 +442,13 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         // first recorded call (issue 12: most of a short process's start-up cost).
         if watch.is_some() && launch::watch::can_install() {
             env.push(("VMSHIM_WATCHED".into(), "1".into()));
+            // And a fork child's Start record may come here instead of into a file of its own.
+            sink = launch::sent::Sink::bind(run_id)
+                .map(std::sync::Arc::new)
+                .filter(|k| k.drain_while_the_tree_runs().is_ok());
+            if sink.is_some() {
+                env.push(("VMSHIM_SINK".into(), "1".into()));
+            }
         }
     }
     let since = std::time::SystemTime::now()
@@ -424,8 +463,17 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
     // is said at the end, in the order it came.
     let unwritten = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let on_capture: Option<launch::watch::OnCapture> = traces.map(|t| {
-        let (template, unwritten) = (t.to_path_buf(), unwritten.clone());
+        let (template, unwritten, sink) = (t.to_path_buf(), unwritten.clone(), sink.clone());
         std::sync::Arc::new(move |c: &launch::watch::Capture| {
+            // The fork child whose image this is, or that exec'd it, is done with its Start
+            // record: its trace comes first (the shim's naming order).
+            for start in sink.iter().flat_map(|k| k.take_before(c.pid, c.mono_ns)) {
+                if let Err(e) = write_sent_one(&template, &start)
+                    && let Ok(mut u) = unwritten.lock()
+                {
+                    u.push(e.to_string());
+                }
+            }
             if !is_waiting(c) {
                 return false;
             }
@@ -492,6 +540,15 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
             eprintln!("vmshim: stopped waiting for the tree; the processes left run on, unwatched from now");
         }
         let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
+        // The fork children no capture was of (killed, or still running when vmshim stopped
+        // waiting) get their traces now, before the listing.
+        for start in sink.iter().flat_map(|k| k.take_all()) {
+            if let Err(e) = write_sent_one(template, &start)
+                && let Ok(mut u) = unwritten.lock()
+            {
+                u.push(e.to_string());
+            }
+        }
         // The images that waited with no trace got theirs as their captures came: the run's
         // listing finds them.
         for e in unwritten.lock().map(|mut u| std::mem::take(&mut *u)).unwrap_or_default() {

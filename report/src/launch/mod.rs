@@ -17,6 +17,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod recorder;
+pub mod sent;
 pub mod watch;
 
 use std::ffi::{OsStr, OsString};
@@ -807,6 +808,20 @@ pub(crate) fn spawn_blocked<'scope, T: Send + 'scope>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'scope,
 ) -> io::Result<std::thread::ScopedJoinHandle<'scope, T>> {
+    with_waited_signals_blocked(|| std::thread::Builder::new().name(name.into()).spawn_scoped(s, f))?
+}
+
+/// As [`spawn_blocked`], for a thread outside any scope.
+pub(crate) fn spawn_blocked_unscoped<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<T>> {
+    with_waited_signals_blocked(|| std::thread::Builder::new().name(name.into()).spawn(f))?
+}
+
+/// Runs `f` (which starts a thread) with the signals vmshim waits for blocked in this thread,
+/// so that the new thread inherits them blocked.
+fn with_waited_signals_blocked<R>(f: impl FnOnce() -> R) -> io::Result<R> {
     let set = waited_signals();
     // SAFETY: sigset_t is plain data; pthread_sigmask reads `set` and writes the old mask into
     // `old`, which the second call restores.
@@ -816,9 +831,9 @@ pub(crate) fn spawn_blocked<'scope, T: Send + 'scope>(
         if r != 0 {
             return Err(io::Error::from_raw_os_error(r));
         }
-        let spawned = std::thread::Builder::new().name(name.into()).spawn_scoped(s, f);
+        let out = f();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        spawned
+        Ok(out)
     }
 }
 

@@ -2,6 +2,7 @@
 //! [`crate::record::call::traced`] and gives the caller exactly what the real call gave: the same
 //! return value and, on failure, the same errno; on success errno is left as it was.
 
+pub mod credentials;
 pub mod dlopen;
 pub mod malloc;
 pub mod mmap;

@@ -19,12 +19,22 @@ const MAPS_CHUNK: usize = 16 << 10;
 /// line, the record).
 const SCRATCH_BYTES: usize = 4096 + (16 << 10) + START_BUF;
 
+/// Page-aligned (and SCRATCH_BYTES whole pages), so that it can be wipe-on-fork.
+#[repr(C, align(4096))]
 struct Scratch(UnsafeCell<[u8; SCRATCH_BYTES]>);
+const _: () = assert!(SCRATCH_BYTES.is_multiple_of(4096));
 // SAFETY: only the thread that won `writer::begin_init` runs start-up, one step at a time, and
 // only the one thread that took the deferred records writes those, after start-up published the
 // writer (`record::start`); nothing else touches the area.
 unsafe impl Sync for Scratch {}
 static SCRATCH: Scratch = Scratch(UnsafeCell::new([0; SCRATCH_BYTES]));
+
+/// Marks the scratch area wipe-on-fork (the image's first fork): a fork child writes its own
+/// records in it and needs none of the parent's bytes, and a page the parent touched is one
+/// entry less for every fork to copy, and no copy-on-write fault in the child (issue 12).
+pub fn wipe_on_fork() {
+    sys::madvise(SCRATCH.0.get() as usize, SCRATCH_BYTES, libc::MADV_WIPEONFORK);
+}
 
 /// How a fork child came to be, as its Start record says it.
 pub struct Origin<'a> {
@@ -66,12 +76,35 @@ pub fn record_deferred(fork: bool) {
     modules::record_known();
 }
 
+/// Sends a fork child's Start record to `vmshim run` on the run's socket (`sink`, connected)
+/// instead of writing it into a trace of its own ([`vmshim_trace::sent`]); false when it did not
+/// go (the caller then creates the trace). Call only as [`record_start`] may be called.
+pub fn send_start(fork: &Origin<'_>, run_id: u64, sink: i32) -> bool {
+    let clocks = (fork.parent_pid, fork.mono_ns, fork.real_ns);
+    // SAFETY: the caller is the single initialiser (see Scratch).
+    let scratch = unsafe { &mut *SCRATCH.0.get() };
+    encode_start(scratch, Some(fork), run_id, Some(clocks), b"").is_some_and(|r| sys::send_datagram(sink, r))
+}
+
 fn record_start_in(
     scratch: &mut [u8],
     fork: Option<&Origin<'_>>,
     run_id: u64,
     began: Option<(u32, u64, u64)>,
 ) {
+    if let Some(record) = encode_start(scratch, fork, run_id, began, writer::path()) {
+        writer::append(record);
+    }
+}
+
+/// The Start record in `scratch` (see [`record_start`] on the arguments), naming `trace_path`.
+fn encode_start<'s>(
+    scratch: &'s mut [u8],
+    fork: Option<&Origin<'_>>,
+    run_id: u64,
+    began: Option<(u32, u64, u64)>,
+    trace_path: &[u8],
+) -> Option<&'s [u8]> {
     // The command line, the executable's path and the record, each right after the one before:
     // a small process's start touches one scratch page, not three (each a page fault, and in a
     // fork child a page copy). SCRATCH_BYTES leaves START_BUF for the record however long the
@@ -104,14 +137,13 @@ fn record_start_in(
         mono_ns: began.map_or_else(sys::monotonic_ns, |b| b.1),
         real_ns: began.map_or_else(sys::realtime_ns, |b| b.2),
         exe,
-        trace_path: writer::path(),
+        trace_path,
         argv: Argv::Cmdline(cmd),
         run_id,
         fork: fork.map(|f| ForkRecord { parent_tid: f.parent_tid, mono_ns: f.mono_ns, stack: f.stack }),
     };
-    if let Some(len) = start::encode(buf, &s) {
-        writer::append(&buf[..len]);
-    }
+    let len = start::encode(buf, &s)?;
+    Some(&buf[..len])
 }
 
 /// What steers name resolution, as `key=value` lines: the first line of a file that starts

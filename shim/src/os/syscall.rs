@@ -82,6 +82,35 @@ pub fn write(fd: i32, buf: &[u8]) -> isize {
 pub fn close(fd: i32) -> isize {
     sys!(libc::SYS_close, fd)
 }
+/// A datagram socket connected to the abstract Unix socket `name` (its bytes after the leading
+/// NUL included), close-on-exec; the descriptor, or the negative errno.
+pub fn connect_datagram(name: &[u8]) -> isize {
+    let fd = sys!(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+    if fd < 0 {
+        return fd;
+    }
+    // SAFETY: sockaddr_un is plain data.
+    let mut to: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    to.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let n = name.len().min(to.sun_path.len());
+    for (d, &b) in to.sun_path.iter_mut().zip(&name[..n]) {
+        *d = b as libc::c_char;
+    }
+    let len = core::mem::size_of::<libc::sa_family_t>() + n;
+    let r = sys!(libc::SYS_connect, fd, &to as *const libc::sockaddr_un, len);
+    if r < 0 {
+        close(fd as i32);
+        return r;
+    }
+    fd
+}
+
+/// Sends `msg` as one datagram on the connected socket `fd`: never blocks (a full queue is
+/// EAGAIN), raises no SIGPIPE. True when the whole datagram went.
+pub fn send_datagram(fd: i32, msg: &[u8]) -> bool {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    sys!(libc::SYS_sendto, fd, msg.as_ptr(), msg.len(), flags, 0, 0) == msg.len() as isize
+}
 pub fn fallocate(fd: i32, off: u64, len: u64) -> isize {
     sys!(libc::SYS_fallocate, fd, 0, off, len)
 }

@@ -12,6 +12,17 @@
 //! has a copy of the forking thread's TLS and of the notes, finds its note there and writes
 //! its trace's start-up records on a shim stack (the forking thread's stack may be small).
 //!
+//! Under `vmshim run` (its exit watcher and its socket, `VMSHIM_SINK`), the child sends its
+//! Start record to `vmshim run` instead ([`vmshim_trace::sent`]: one datagram, no file) and
+//! creates its trace file only when it needs one: at its first recorded call, or before it
+//! changes its credentials or root (`hooks::credentials`), so that the file is still created
+//! 0600 by the parent's user and the child keeps writing into it after ([`super::sent`] keeps
+//! what its Start record said meanwhile). Until then `vmshim run`
+//! holds its Start record, and writes it as the trace the child would have created if the child
+//! never did (a shell's child that execs at once, one that sleeps, one killed by a signal). The
+//! Start record is the same either way; what the shim added to each fork child of a shell loop
+//! was mostly the file (issue 12: the loop's 1.3x).
+//!
 //! vfork and posix_spawn children (CLONE_VM) run no atfork handler: they share the parent's
 //! memory until they exec, and the exec'd image makes its own trace; nothing here touches them.
 
@@ -49,6 +60,44 @@ static NOTE: [Note; NOTES] =
 struct Owners([AtomicU64; NOTES]);
 static OWNER: Owners = Owners([const { AtomicU64::new(0) }; NOTES]);
 
+/// The socket to `vmshim run` that this image's fork children send their Start records on
+/// (-1: none), connected by the image's first fork, and its identity (st_dev, st_ino): a child
+/// checks that the number still names it (the program may have closed it or put another file
+/// there) before it sends.
+#[unsafe(link_section = ".data.vmshim_hot")]
+static SINK_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(-1);
+#[unsafe(link_section = ".data.vmshim_hot")]
+static SINK_ID: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// Where the socket's descriptor moves up to: beside the trace's (out::writer's), out of the
+/// numbers a program gets from its own `open`, within the table a process begins with.
+const SINK_FD_AT: i32 = 62;
+
+/// Connects the socket of this image's fork children (its first fork, in the parent), when the
+/// run takes their Start records.
+fn connect_sink() {
+    let Some((cfg, _)) = crate::config::kept() else { return };
+    if !(cfg.watched && cfg.sink) {
+        return;
+    }
+    let fd = sys::connect_datagram(&vmshim_trace::sent::name(cfg.run_id));
+    if fd < 0 {
+        return;
+    }
+    let mut fd = fd as i32;
+    let high = sys::dup_cloexec_at_least(fd, SINK_FD_AT);
+    if high >= 0 {
+        sys::close(fd);
+        fd = high as i32;
+    }
+    if let Some((dev, ino)) = sys::file_id(fd) {
+        SINK_ID[0].store(dev, Relaxed);
+        SINK_ID[1].store(ino, Relaxed);
+        SINK_FD.store(fd, Release);
+    } else {
+        sys::close(fd);
+    }
+}
+
 /// Set by the image's first fork, which marks the caches wipe-on-fork.
 #[unsafe(link_section = ".data.vmshim_hot")]
 static WIPED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
@@ -69,7 +118,9 @@ pub extern "C" fn before_fork() {
         crate::out::stacks::wipe_on_fork();
         crate::out::writer::wipe_on_fork();
         crate::unwind::walk::memo::wipe_on_fork();
+        crate::know::startup::wipe_on_fork();
         STACK_LIMIT.store(sys::stack_limit(), Relaxed);
+        connect_sink();
     }
     let tid = sys::gettid();
     tls::set(Slot::ForkTid, tid as usize);
@@ -90,7 +141,10 @@ pub extern "C" fn before_fork() {
         let v = o.load(Relaxed);
         free(v) && o.compare_exchange(v, me, Acquire, Relaxed).is_ok()
     };
-    let Some(i) = (0..NOTES).find(|&i| claim(&OWNER.0[i])) else {
+    // A sent child that has no trace yet still needs the stack of the fork that made it.
+    let kept = super::sent::kept_stack();
+    let in_use = |i: usize| kept == Some(NOTE[i].frames.get() as usize);
+    let Some(i) = (0..NOTES).find(|&i| !in_use(i) && claim(&OWNER.0[i])) else {
         return;
     };
     let note = &NOTE[i];
@@ -149,8 +203,34 @@ pub fn origin_in_child() -> Option<Origin<'static>> {
     Some(Origin { parent_pid, parent_tid, mono_ns, real_ns, stack })
 }
 
-/// The atfork child handler: the child's own trace, created before fork returns.
+/// Sends the child's Start record to `vmshim run` when the run takes them ([`vmshim_trace::sent`]);
+/// true when it went, and the child then creates no trace until it needs one.
+fn send(origin: &Origin<'static>) -> bool {
+    let Some((cfg, _)) = crate::config::kept() else { return false };
+    let fd = SINK_FD.load(Acquire);
+    // Only a child whose fork the prepare handler saw: the record needs the fork's clocks.
+    if fd < 0 || origin.mono_ns == 0 {
+        return false;
+    }
+    if sys::file_id(fd) != Some((SINK_ID[0].load(Relaxed), SINK_ID[1].load(Relaxed))) {
+        return false;
+    }
+    let mut sent = false;
+    let ran = crate::os::ownstack::run_roomy(STACK_LIMIT.load(Relaxed), || {
+        sent = crate::know::startup::send_start(origin, cfg.run_id, fd);
+    });
+    if !(ran && sent) {
+        return false;
+    }
+    super::sent::keep(origin);
+    true
+}
+
+/// The atfork child handler: the child's own trace, created before fork returns, or its Start
+/// record sent to `vmshim run` ([`send`]).
 pub extern "C" fn after_fork_in_child() {
+    // A child of a sent child that had no trace yet: its own origin is this fork.
+    super::sent::forget();
     let origin = origin_in_child();
     crate::out::writer::reset_after_fork();
     crate::out::stacks::reset();
@@ -174,6 +254,10 @@ pub extern "C" fn after_fork_in_child() {
             real_ns: 0,
             stack: &[],
         });
+        if send(&origin) {
+            crate::out::writer::abandon_init();
+            return;
+        }
         // The forking thread's stack may be small: start-up runs on a shim stack, unless it is
         // the main thread's with room to spare.
         if !crate::os::ownstack::run_roomy(STACK_LIMIT.load(Relaxed), || super::start::start(Some(&origin))) {

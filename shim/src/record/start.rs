@@ -51,8 +51,24 @@ pub fn ensure_started() {
         return;
     }
     if writer::begin_init() {
-        start(None);
+        if !start_sent() {
+            start(None);
+        } else if writer::is_ready() && DEFERRED.load(Relaxed) != NONE {
+            // The call about to be recorded is the child's first: what its start deferred
+            // comes before it, as it does for a child that created its trace in the fork.
+            write_deferred();
+        }
     }
+}
+
+/// Creates the trace of a fork child whose Start record went to `vmshim run` (record/fork.rs),
+/// as the child would have in the fork; the caller won [`writer::begin_init`]. False for any
+/// other process (nothing done).
+pub fn start_sent() -> bool {
+    let Some(origin) = super::sent::origin() else { return false };
+    super::sent::forget();
+    start(Some(&origin));
+    true
 }
 
 /// Writes the deferred start-up records; exactly one caller does (the others record their calls

@@ -49,6 +49,18 @@ impl TraceOut {
         Ok(TraceOut::new(file, path, Some(Vec::new())))
     }
 
+    /// As [`TraceOut::create_held`], unless one of the names taken before the first free one
+    /// holds the trace already (`holds`: the trace of a sent fork child that created its own):
+    /// then None.
+    pub fn create_held_unless(
+        template: &Path,
+        pid: u32,
+        holds: &dyn Fn(&Path) -> bool,
+    ) -> io::Result<Option<TraceOut>> {
+        Ok(create_file_unless(template, pid, holds)?
+            .map(|(file, path)| TraceOut::new(file, path, Some(Vec::new()))))
+    }
+
     /// A trace whose next record goes right after the header; `held`: kept for [`TraceOut::write_held`].
     fn new(file: File, path: PathBuf, held: Option<Vec<u8>>) -> TraceOut {
         TraceOut { file, path, at: HEADER_SIZE as u64, recording_ns: 0, timed: 0, failed: false, held }
@@ -73,6 +85,16 @@ impl TraceOut {
 
 /// Creates a trace file for `pid` from the template, by the shim's naming rules.
 fn create_file(template: &Path, pid: u32) -> io::Result<(File, PathBuf)> {
+    create_file_unless(template, pid, &|_| false)?.ok_or_else(|| io::Error::other("no free name"))
+}
+
+/// [`create_file`], or None when `holds` says a taken name before the first free one is the
+/// trace already.
+fn create_file_unless(
+    template: &Path,
+    pid: u32,
+    holds: &dyn Fn(&Path) -> bool,
+) -> io::Result<Option<(File, PathBuf)>> {
     let t = template.to_string_lossy();
     let has_pid = t.contains("%p");
     let first = PathBuf::from(t.replace("%p", &pid.to_string()));
@@ -92,15 +114,20 @@ fn create_file(template: &Path, pid: u32) -> io::Result<(File, PathBuf)> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path);
         match opened {
-            Ok(file) => return Ok((file, path)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+            Ok(file) => return Ok(Some((file, path))),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if holds(&path) {
+                    return Ok(None);
+                }
+                n += 1
+            }
             Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
         }
     }
 }
 
 /// A trace header whose cursor is `cursor`.
-fn header(cursor: u64) -> [u8; HEADER_SIZE] {
+pub(crate) fn header(cursor: u64) -> [u8; HEADER_SIZE] {
     let mut h = [0u8; HEADER_SIZE];
     h[header::MAGIC..header::MAGIC + 8].copy_from_slice(&FILE_MAGIC);
     h[header::VERSION..header::VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
