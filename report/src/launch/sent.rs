@@ -9,7 +9,8 @@
 //! The socket is a datagram socket in the abstract namespace, non-blocking: a child never waits
 //! for vmshim (a full queue fails its send, and it creates its trace as before), and a thread of
 //! vmshim's takes each datagram as it comes. Only datagrams whose sender the kernel names
-//! (SO_PASSCRED) as the process the record is of are taken.
+//! (SO_PASSCRED) as the process the record is of, or as a process of vmshim's own user, are
+//! taken.
 
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -115,16 +116,20 @@ impl Sink {
         loop {
             let Some((n, sender)) = self.receive(&mut buf) else { return };
             let Some(start) = decode(&buf[..n]) else { continue };
-            if Some(start.pid) != sender || start.fork.is_none() {
+            // The process the record is of, or one of this user's (a child in a pid namespace
+            // of its own names itself by that namespace's pid, as its own trace would).
+            // SAFETY: geteuid only reads the caller's credentials.
+            let ours = sender.is_some_and(|(pid, uid)| pid == start.pid || uid == unsafe { libc::geteuid() });
+            if !ours || start.fork.is_none() {
                 continue;
             }
             held.entry(start.pid).or_default().push(start);
         }
     }
 
-    /// One datagram into `buf`: its length and the sender's pid (None when the kernel did not
-    /// say); None when none is waiting.
-    fn receive(&self, buf: &mut [u8]) -> Option<(usize, Option<u32>)> {
+    /// One datagram into `buf`: its length and the sender's pid and uid (None when the kernel
+    /// did not say); None when none is waiting.
+    fn receive(&self, buf: &mut [u8]) -> Option<(usize, Option<(u32, u32)>)> {
         // Room for one SCM_CREDENTIALS message.
         let mut control = [0u64; 8];
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
@@ -149,7 +154,7 @@ impl Sink {
             while !c.is_null() {
                 if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
                     let cred = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::ucred>());
-                    sender = Some(cred.pid as u32);
+                    sender = Some((cred.pid as u32, cred.uid));
                 }
                 c = libc::CMSG_NXTHDR(&msg, c);
             }
