@@ -143,33 +143,21 @@ fn write_waiting_one(template: &Path, c: &launch::watch::Capture) -> std::io::Re
     Ok(())
 }
 
-/// Writes the trace of a fork child whose Start record came on the run's socket (`start`,
-/// `launch::sent`), as the shim would have created it in the fork, by the shim's naming rules
-/// from the run's `template`; nothing when the child created its own (a taken name whose Start
-/// names the same fork).
-fn write_sent_one(template: &Path, start: &vmshim_trace::decode::Start) -> std::io::Result<()> {
-    use crate::launch::recorder::out::{StartInfo, TraceOut};
+/// Writes the trace of a fork child whose Start record came on the run's socket (`sent`,
+/// `launch::sent`): that record, as the child would have written it in the fork, in the file
+/// the shim's naming rules give from the run's `template`; nothing when the child created its
+/// own (a taken name whose Start names the same fork).
+fn write_sent_one(template: &Path, sent: &launch::sent::Sent) -> std::io::Result<()> {
+    use crate::launch::recorder::out::TraceOut;
+    let start = &sent.start;
     let Some(fork) = &start.fork else { return Ok(()) };
     let same = |p: &Path| {
         read::start_of(p)
             .is_some_and(|s| s.pid == start.pid && s.fork.as_ref().is_some_and(|f| f.mono_ns == fork.mono_ns))
     };
-    let Some(mut out) = TraceOut::create_held_unless(template, start.pid, &same)? else { return Ok(()) };
+    let Some(out) = TraceOut::create_held_unless(template, start.pid, &same)? else { return Ok(()) };
     let path = out.path.clone();
-    let argv: Vec<Vec<u8>> = start.argv.iter().map(|a| a.clone().into_bytes()).collect();
-    out.start(&StartInfo {
-        pid: start.pid,
-        ppid: start.ppid,
-        page_size: start.page_size,
-        mono_ns: start.mono_ns,
-        real_ns: start.real_ns,
-        exe: &start.exe,
-        trace_path: &path.to_string_lossy(),
-        argv: &argv,
-        run_id: start.run_id,
-        fork: Some((fork.parent_tid, fork.mono_ns, &fork.stack)),
-    });
-    let bytes = out.write_held(&[])?;
+    let bytes = out.write_held(&sent.record)?;
     read::remember_written(&path, bytes);
     Ok(())
 }
@@ -467,8 +455,8 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         std::sync::Arc::new(move |c: &launch::watch::Capture| {
             // The fork child whose image this is, or that exec'd it, is done with its Start
             // record: its trace comes first (the shim's naming order).
-            for start in sink.iter().flat_map(|k| k.take_before(c.pid, c.mono_ns)) {
-                if let Err(e) = write_sent_one(&template, &start)
+            for sent in sink.iter().flat_map(|k| k.take_before(c.pid, c.mono_ns)) {
+                if let Err(e) = write_sent_one(&template, &sent)
                     && let Ok(mut u) = unwritten.lock()
                 {
                     u.push(e.to_string());
@@ -542,8 +530,8 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         let first = PathBuf::from(template.to_string_lossy().replace("%p", &outcome.pid.to_string()));
         // The fork children no capture was of (killed, or still running when vmshim stopped
         // waiting) get their traces now, before the listing.
-        for start in sink.iter().flat_map(|k| k.take_all()) {
-            if let Err(e) = write_sent_one(template, &start)
+        for sent in sink.iter().flat_map(|k| k.take_all()) {
+            if let Err(e) = write_sent_one(template, &sent)
                 && let Ok(mut u) = unwritten.lock()
             {
                 u.push(e.to_string());

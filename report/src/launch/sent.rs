@@ -21,10 +21,17 @@ use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::{Arc, Mutex};
 use vmshim_trace::decode::{Event, Start};
 
+/// One child's Start record as it came: decoded, and its bytes (what its trace holds: the record
+/// the child would have written, its `trace_path` empty since no file of its was ever mapped).
+pub struct Sent {
+    pub start: Start,
+    pub record: Vec<u8>,
+}
+
 /// The bound socket and the records it has given so far, by pid.
 pub struct Sink {
     fd: OwnedFd,
-    held: Mutex<HashMap<u32, Vec<Start>>>,
+    held: Mutex<HashMap<u32, Vec<Sent>>>,
     /// Set once the tree is gone: the draining thread stops.
     stop: AtomicBool,
 }
@@ -111,7 +118,7 @@ impl Sink {
     }
 
     /// Takes every datagram waiting on the socket into `held`.
-    fn drain(&self, held: &mut HashMap<u32, Vec<Start>>) {
+    fn drain(&self, held: &mut HashMap<u32, Vec<Sent>>) {
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let Some((n, sender)) = self.receive(&mut buf) else { return };
@@ -123,7 +130,7 @@ impl Sink {
             if !ours || start.fork.is_none() {
                 continue;
             }
-            held.entry(start.pid).or_default().push(start);
+            held.entry(start.pid).or_default().push(Sent { start, record: buf[..n].to_vec() });
         }
     }
 
@@ -163,12 +170,12 @@ impl Sink {
     }
 
     /// The records held for `pid` of forks before `mono_ns` (a capture's time), taken.
-    pub fn take_before(&self, pid: u32, mono_ns: u64) -> Vec<Start> {
+    pub fn take_before(&self, pid: u32, mono_ns: u64) -> Vec<Sent> {
         let Ok(mut held) = self.held.lock() else { return Vec::new() };
         self.drain(&mut held);
         let Some(of_pid) = held.get_mut(&pid) else { return Vec::new() };
-        let (done, keep): (Vec<Start>, Vec<Start>) =
-            of_pid.drain(..).partition(|s| s.fork.as_ref().is_some_and(|f| f.mono_ns < mono_ns));
+        let (done, keep): (Vec<Sent>, Vec<Sent>) =
+            of_pid.drain(..).partition(|s| s.start.fork.as_ref().is_some_and(|f| f.mono_ns < mono_ns));
         *of_pid = keep;
         if of_pid.is_empty() {
             held.remove(&pid);
@@ -177,12 +184,12 @@ impl Sink {
     }
 
     /// Every record held, taken (the tree is gone), oldest first; the draining thread stops.
-    pub fn take_all(&self) -> Vec<Start> {
+    pub fn take_all(&self) -> Vec<Sent> {
         self.stop.store(true, Release);
         let Ok(mut held) = self.held.lock() else { return Vec::new() };
         self.drain(&mut held);
-        let mut all: Vec<Start> = held.drain().flat_map(|(_, v)| v).collect();
-        all.sort_by_key(|s| s.mono_ns);
+        let mut all: Vec<Sent> = held.drain().flat_map(|(_, v)| v).collect();
+        all.sort_by_key(|s| s.start.mono_ns);
         all
     }
 }
