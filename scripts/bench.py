@@ -185,7 +185,7 @@ def loop_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
     """Issue 12: a bash loop of `n` /bin/true, bare, with LD_PRELOAD (bash and every child
     preloaded, traces into a temporary directory) and under `vmshim run` (the exit watcher, the
     ptrace hold, and the end of the run: exit maps attached, the report over every process,
-    written to /dev/null), in turn (A B C A B C): medians, their ratios to bare, and the traces
+    written to /dev/null), in turn (A B C C B A): medians, their ratios to bare, and the traces
     one run of each leaves (count, blocks allocated).
 
     Where the traces go matters on this machine's ext4 (no journal): each file creation scans
@@ -209,7 +209,10 @@ def loop_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
         outs += [pre_out, run_out]
         shim_env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=os.path.join(pre_out, "vmshim.%p.trace"))
         run_cmd = [vmshim, "run", "--report", os.devnull, "--out", os.path.join(run_out, "t"), "--"] + script
-        for name, cmd, env in (("bare", script, bare_env), ("preload", script, shim_env), ("run", run_cmd, bare_env)):
+        variants = (("bare", script, bare_env), ("preload", script, shim_env), ("run", run_cmd, bare_env))
+        # In turn, the order reversed every other round: a run measured right after a traced one
+        # was seen 60-100 us per iteration slower (its predecessor's teardown overlapping it).
+        for name, cmd, env in variants if r % 2 == 0 else variants[::-1]:
             wall, used = spawn_costs(cmd, env, tmp)
             times[name].append(wall)
             cpu[name].append(used)

@@ -89,10 +89,9 @@ const KEPT_FD: i32 = 63;
 
 #[unsafe(link_section = ".data.vmshim_hot")]
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
-/// The trace file's identity (st_dev, st_ino): the shim keeps no descriptor open, since a
-/// target may close every descriptor or dup2 over one (and then a kept descriptor would point
-/// at the program's own file); each new segment reopens the file by its absolute path and
-/// checks it is still the same file.
+/// The trace file's identity (st_dev, st_ino): a target may close every descriptor or dup2 over
+/// one, so the kept descriptor ([`FD`]) is checked against it before each use, and a file
+/// reopened by its path is checked too (see the module doc, "The descriptor").
 #[unsafe(link_section = ".data.vmshim_hot")]
 static FILE_DEV: AtomicU64 = AtomicU64::new(0);
 #[unsafe(link_section = ".data.vmshim_hot")]
