@@ -28,10 +28,16 @@ pub struct Sent {
     pub record: Vec<u8>,
 }
 
-/// The bound socket and the records it has given so far, by pid.
+/// The records taken so far, by pid, and the buffer each datagram is received into.
+struct Held {
+    by_pid: HashMap<u32, Vec<Sent>>,
+    buf: Vec<u8>,
+}
+
+/// The bound socket and the records it has given so far.
 pub struct Sink {
     fd: OwnedFd,
-    held: Mutex<HashMap<u32, Vec<Sent>>>,
+    held: Mutex<Held>,
     /// Set once the tree is gone: the draining thread stops.
     stop: AtomicBool,
 }
@@ -94,7 +100,8 @@ impl Sink {
                 break;
             }
         }
-        Some(Sink { fd, held: Mutex::new(HashMap::new()), stop: AtomicBool::new(false) })
+        let held = Held { by_pid: HashMap::new(), buf: vec![0u8; 64 << 10] };
+        Some(Sink { fd, held: Mutex::new(held), stop: AtomicBool::new(false) })
     }
 
     /// Starts the thread that takes each datagram as it comes: a datagram socket's queue holds
@@ -118,10 +125,10 @@ impl Sink {
     }
 
     /// Takes every datagram waiting on the socket into `held`.
-    fn drain(&self, held: &mut HashMap<u32, Vec<Sent>>) {
-        let mut buf = vec![0u8; 64 << 10];
+    fn drain(&self, held: &mut Held) {
+        let Held { by_pid, buf } = held;
         loop {
-            let Some((n, sender)) = self.receive(&mut buf) else { return };
+            let Some((n, sender)) = self.receive(buf) else { return };
             let Some(start) = decode(&buf[..n]) else { continue };
             // The process the record is of, or one of this user's (a child in a pid namespace
             // of its own names itself by that namespace's pid, as its own trace would).
@@ -130,7 +137,7 @@ impl Sink {
             if !ours || start.fork.is_none() {
                 continue;
             }
-            held.entry(start.pid).or_default().push(Sent { start, record: buf[..n].to_vec() });
+            by_pid.entry(start.pid).or_default().push(Sent { start, record: buf[..n].to_vec() });
         }
     }
 
@@ -173,12 +180,12 @@ impl Sink {
     pub fn take_before(&self, pid: u32, mono_ns: u64) -> Vec<Sent> {
         let Ok(mut held) = self.held.lock() else { return Vec::new() };
         self.drain(&mut held);
-        let Some(of_pid) = held.get_mut(&pid) else { return Vec::new() };
+        let Some(of_pid) = held.by_pid.get_mut(&pid) else { return Vec::new() };
         let (done, keep): (Vec<Sent>, Vec<Sent>) =
             of_pid.drain(..).partition(|s| s.start.fork.as_ref().is_some_and(|f| f.mono_ns < mono_ns));
         *of_pid = keep;
         if of_pid.is_empty() {
-            held.remove(&pid);
+            held.by_pid.remove(&pid);
         }
         done
     }
@@ -188,7 +195,7 @@ impl Sink {
         self.stop.store(true, Release);
         let Ok(mut held) = self.held.lock() else { return Vec::new() };
         self.drain(&mut held);
-        let mut all: Vec<Sent> = held.drain().flat_map(|(_, v)| v).collect();
+        let mut all: Vec<Sent> = held.by_pid.drain().flat_map(|(_, v)| v).collect();
         all.sort_by_key(|s| s.start.mono_ns);
         all
     }

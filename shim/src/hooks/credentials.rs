@@ -22,18 +22,8 @@ fn own_trace_first() {
         return;
     }
     let Some(_g) = Guard::enter() else { return };
-    if !crate::out::writer::begin_init() {
-        return;
-    }
     let saved = sys::errno();
-    // Only the trace: what its start defers waits for the first recorded call, as in a child
-    // that created its trace in the fork.
-    let started = crate::os::ownstack::run(|| {
-        crate::record::start::start_sent();
-    });
-    if !started || !crate::out::writer::is_ready() {
-        crate::out::writer::abandon_init();
-    }
+    crate::os::ownstack::run(crate::record::start::start_sent_now);
     sys::set_errno(saved);
 }
 

@@ -61,10 +61,20 @@ pub fn ensure_started() {
     }
 }
 
+/// The trace of a fork child whose Start record went to `vmshim run`, now, and only that: what
+/// its start defers waits for its first recorded call, as in a child that created its trace in
+/// the fork (`hooks::credentials`, before a change of credentials). Nothing for any other
+/// process, or while another caller initialises.
+pub fn start_sent_now() {
+    if writer::begin_init() && !start_sent() {
+        writer::abandon_init();
+    }
+}
+
 /// Creates the trace of a fork child whose Start record went to `vmshim run` (record/fork.rs),
 /// as the child would have in the fork; the caller won [`writer::begin_init`]. False for any
 /// other process (nothing done).
-pub fn start_sent() -> bool {
+fn start_sent() -> bool {
     let Some(origin) = super::sent::origin() else { return false };
     super::sent::forget();
     start(Some(&origin));
