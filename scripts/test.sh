@@ -54,6 +54,8 @@ fi
 # Current Go toolchains for the version matrix, cached (38 s from cold, nothing when present).
 scripts/go-toolchains.sh >/dev/null
 cargo build --workspace
+# And the optimised shim, as users run it: tests/fork_traces.rs checks its code layout.
+cargo build --release -p vmshim-shim
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

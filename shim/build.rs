@@ -15,6 +15,10 @@ fn main() {
     if !target.contains("linux-gnu") {
         return;
     }
+    // The functions a short process runs at its start and a fork child in its fork are placed in
+    // `.text.hot.vmshim` sections; this keeps them together in one output section (LLD, and GNU
+    // ld from 2.31; GNU ld's default script groups `.text.hot.*` by itself).
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,keep-text-section-prefix");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
     let Ok(out) = Command::new(&cc).arg("-print-file-name=libgcc_eh.a").output() else {
         println!("cargo:warning={cc} not found: libvmshim.so will load libgcc_s.so.1");

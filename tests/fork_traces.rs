@@ -433,3 +433,98 @@ fn a_trace_each(dir: &TestDir, n: usize, run_id: u64) {
     let total: u64 = files.iter().map(|p| allocated(p)).sum();
     assert!(total <= 64 << 20, "{} traces take {total} bytes", files.len());
 }
+
+/// Issue 12, item 5 (cheap start): an image that records nothing has mapped only the shim code
+/// its start runs, and that code lies in few 64 KiB windows (a fault on a file page maps the
+/// window around it): the one of `.init`, crtbegin's and `.text`'s first functions, the
+/// `.text.hot` section where the shim's start-up, fork and malloc-hook functions are placed
+/// (shim/src/lib.rs, "Start-up cost"), and std's argument-saving init function. The windows are
+/// read from the library's own section and symbol tables; the pages mapped, from the waiting
+/// process's `/proc/PID/pagemap`. And `.bss` begins in `.data`'s last page, which the loader
+/// writes anyway, not on a page of its own.
+#[test]
+fn issue_12_an_image_that_records_nothing_maps_only_the_shims_start_up_code() {
+    use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+    const WINDOW: u64 = 64 << 10;
+    // The optimised build, which users run and scripts/test.sh builds: unoptimised, the start
+    // runs many small functions that the optimiser inlines into the hot ones.
+    let lib = target_dir().join("release/libvmshim.so");
+    assert!(lib.is_file(), "{} is missing: scripts/test.sh builds it", lib.display());
+    let bytes = std::fs::read(&lib).unwrap();
+    let elf = object::File::parse(&*bytes).unwrap();
+    let section = |name: &str| {
+        let s =
+            elf.section_by_name(name).unwrap_or_else(|| panic!("{} has no {name} section", lib.display()));
+        (s.address(), s.address() + s.size(), s.align())
+    };
+    let hot = section(".text.hot");
+    assert!(hot.1 - hot.0 <= WINDOW, "the hot code, {} bytes, fits in one window", hot.1 - hot.0);
+    let symbol = |part: &[&str]| {
+        elf.symbols()
+            .find(|s| s.name().is_ok_and(|n| part.iter().all(|p| n.contains(p))))
+            .map(|s| s.address())
+            .unwrap_or_else(|| panic!("no symbol named with {part:?}"))
+    };
+    let text = elf
+        .segments()
+        .find(|s| hot.0 >= s.address() && hot.1 <= s.address() + s.size())
+        .expect("the executable segment");
+    let (text_vaddr, text_offset) = (text.address(), text.file_range().0);
+    let page = page_size();
+    // What one fault at `a` maps (mm/memory.c, do_fault_around): the 64 KiB window's pages, from
+    // the window's start or the mapping's, whichever is later.
+    let mapping_start = text_vaddr / page * page;
+    let around = |a: u64| {
+        let from = (a / WINDOW * WINDOW).max(mapping_start);
+        (from, from + WINDOW)
+    };
+    let mut windows = vec![around(section(".init").0), around(section(".text").0)];
+    windows.extend((hot.0 / WINDOW..=(hot.1 - 1) / WINDOW).map(|w| around((w * WINDOW).max(hot.0))));
+    windows.push(around(symbol(&["ARGV_INIT_ARRAY", "init_wrapper"])));
+    let (data, bss) = (section(".data"), section(".bss"));
+    assert!(bss.2 < page, ".bss is aligned to {} bytes: it would begin on a page of its own", bss.2);
+    assert_eq!((data.1 - 1) / page, bss.0 / page, ".bss begins in .data's last page");
+
+    let dir = TestDir::new("fork_hot_text");
+    let mut cmd = preloaded(&build_c("idle"), &[], dir.path());
+    // As under `vmshim run`: its exit watcher reads every exit, and this is not the process it
+    // launched (whose parent would be VMSHIM_TRACER; no process has this pid).
+    cmd.env("LD_PRELOAD", &lib).env("VMSHIM_WATCHED", "1").env("VMSHIM_TRACER", u32::MAX.to_string());
+    let h = Handshake::start(&mut cmd, TIMEOUT);
+    let pid = h.pid();
+    assert!(!dir.join("t").exists(), "the image waits for its first record with no trace");
+    let lib_path = std::fs::canonicalize(&lib).unwrap();
+    let maps = read_maps(pid);
+    let code = maps
+        .iter()
+        .find(|r| r.perms == "r-xp" && Path::new(&r.path) == lib_path)
+        .unwrap_or_else(|| panic!("no code mapping of {} in {maps:?}", lib_path.display()));
+    // One 8-byte entry per page; bit 63: present (readable without privileges, unlike the PFN).
+    use std::io::{Read, Seek, SeekFrom};
+    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).unwrap();
+    let mut entries = vec![0u8; ((code.end - code.start) / page * 8) as usize];
+    pagemap.seek(SeekFrom::Start(code.start / page * 8)).unwrap();
+    pagemap.read_exact(&mut entries).unwrap();
+    let mut mapped = Vec::new();
+    for (i, e) in entries.chunks_exact(8).enumerate() {
+        if u64::from_le_bytes(e.try_into().unwrap()) >> 63 == 1 {
+            let vaddr = i as u64 * page + code.offset + text_vaddr - text_offset;
+            mapped.push(vaddr);
+        }
+    }
+    let out = h.finish();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!mapped.is_empty(), "the constructor's code is mapped");
+    let outside: Vec<String> = mapped
+        .iter()
+        .filter(|&&a| !windows.iter().any(|&(lo, hi)| (lo..hi).contains(&a)))
+        .map(|a| format!("{a:#x}"))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "{} of {} mapped code pages lie outside what faults at the start-up code map, {:x?}: {outside:?}",
+        outside.len(),
+        mapped.len(),
+        windows
+    );
+}

@@ -58,6 +58,7 @@ unsafe extern "C" {
 /// has set `environ` (a sanitizer runtime that comes first maps memory from its own early
 /// initialiser, and the shim starts from that call), the environment the kernel gave the
 /// process is read from `/proc/self/environ` instead.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn getenv(name: &str) -> Option<&'static [u8]> {
     // SAFETY: `environ` is libc's NULL-terminated array of NUL-terminated strings; it is read
     // here without modification. A program that edits its environment concurrently with a
@@ -94,6 +95,7 @@ pub fn environ_ready() -> bool {
 /// `/proc/self/environ`, read once into static storage: the environment at exec, which is
 /// what `environ` holds before anything edits it. Read only before libc set `environ`, by the
 /// one thread that initialises the shim (nothing else runs that early); empty if unreadable.
+#[unsafe(link_section = ".text.hot.vmshim")]
 fn initial_env() -> &'static [u8] {
     use core::sync::atomic::{AtomicUsize, Ordering::*};
     struct Buf(core::cell::UnsafeCell<[u8; ENV_MAX]>);
@@ -141,6 +143,7 @@ pub fn launched_by_tracer() -> bool {
 }
 
 /// [`launched_by_tracer`], with the parent's pid from `ppid` (asked only when the tracer is set).
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn launched_by_tracer_of(ppid: impl FnOnce() -> u32) -> bool {
     getenv("VMSHIM_TRACER").and_then(parse_u64).is_none_or(|tracer| tracer == ppid() as u64)
 }
@@ -158,6 +161,7 @@ pub fn parse_hex(s: &[u8]) -> u64 {
 /// The configuration and the trace path template (`VMSHIM_OUT`) from the environment, kept for
 /// the fork children of this process image ([`kept`]). Only start-up's single initialiser calls
 /// this.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn load() -> (Config, &'static [u8]) {
     let num = |name| getenv(name).and_then(parse_u64);
     let segment_bytes =
@@ -187,6 +191,7 @@ pub fn load() -> (Config, &'static [u8]) {
 /// parent's went and carries the run's id, even if the program changed its environment since
 /// (a daemon that clears it before forking), and it reads no variable again (issue 12: every
 /// fork paid for the scans). None before the image's start-up read them.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn kept() -> Option<(Config, &'static [u8])> {
     if !KEPT_READY.load(core::sync::atomic::Ordering::Acquire) {
         return None;

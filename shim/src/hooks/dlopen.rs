@@ -11,6 +11,7 @@ type RealDlopen = unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void;
 static REAL: AtomicUsize = AtomicUsize::new(0);
 
 /// Looks up the next `dlopen` (libc's) once; called from the constructor.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn resolve() -> usize {
     crate::os::real::next(c"dlopen", &REAL)
 }

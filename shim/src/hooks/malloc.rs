@@ -103,6 +103,7 @@ fn seen_foreign() -> usize {
 
 /// Decides, once, whether the next malloc is glibc's. Called from the constructor; a hook that
 /// runs earlier decides for itself.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn resolve() {
     if NEXT_KIND.compare_exchange(UNKNOWN, RESOLVING, AcqRel, Acquire).is_err() {
         return;
@@ -321,6 +322,7 @@ fn record_free_large_here(ptr: *mut c_void, (block, size): (usize, usize), via: 
 /// attached one in this call (tcache_init); a probe allocation shows which. (A mapped
 /// chunk's free returns before tcache_init, so it attaches nothing and is not probed.)
 #[inline(always)]
+#[unsafe(link_section = ".text.hot.vmshim")]
 fn after_heap_free(ptr: *mut c_void) {
     if ptr.is_null() || seen_heap() != 0 {
         return;
@@ -348,6 +350,7 @@ fn probe_arena_here() {
 /// # Safety
 /// As for malloc(3).
 #[cfg_attr(not(test), unsafe(no_mangle))]
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub unsafe extern "C" fn malloc(size: size_t) -> *mut c_void {
     if foreign() {
         // SAFETY: forwarding to the allocator the program linked, with its prototype.
@@ -362,6 +365,7 @@ pub unsafe extern "C" fn malloc(size: size_t) -> *mut c_void {
 /// # Safety
 /// As for free(3).
 #[cfg_attr(not(test), unsafe(no_mangle))]
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub unsafe extern "C" fn free(ptr: *mut c_void) {
     if foreign() {
         // SAFETY: as in malloc.
@@ -386,6 +390,7 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
 /// # Safety
 /// As for calloc(3).
 #[cfg_attr(not(test), unsafe(no_mangle))]
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub unsafe extern "C" fn calloc(n: size_t, size: size_t) -> *mut c_void {
     if foreign() {
         // SAFETY: as in malloc.
@@ -402,6 +407,7 @@ pub unsafe extern "C" fn calloc(n: size_t, size: size_t) -> *mut c_void {
 /// # Safety
 /// As for realloc(3).
 #[cfg_attr(not(test), unsafe(no_mangle))]
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: size_t) -> *mut c_void {
     if foreign() {
         // SAFETY: as in malloc.

@@ -23,6 +23,7 @@ type RealCreate =
 static REAL: AtomicUsize = AtomicUsize::new(0);
 
 /// Looks up the next `pthread_create` (libc's) once; called from the constructor.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn resolve() -> usize {
     crate::os::real::next(c"pthread_create", &REAL)
 }

@@ -22,6 +22,7 @@ const RELEASE_SIGNAL: i32 = libc::SIGWINCH;
 type RealPtrace = unsafe extern "C" fn(c_int, libc::pid_t, *mut c_void, *mut c_void) -> c_long;
 
 /// Looks up libc's `ptrace` once; called from the constructor.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn resolve() -> usize {
     #[unsafe(link_section = ".data.vmshim_hot")]
     static REAL: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);

@@ -41,6 +41,7 @@ fn keep_names(build_id: &[u8], name: &[u8]) -> (u64, u64, u64) {
     (at as u64, b as u64, n as u64)
 }
 
+#[unsafe(link_section = ".text.hot.vmshim")]
 fn remember(f: &Found) {
     let Some(i) = images::next_index() else { return };
     if let Some(info) = images::facts(i) {
@@ -70,6 +71,7 @@ struct Scan {
     n: usize,
 }
 
+#[unsafe(link_section = ".text.hot.vmshim")]
 unsafe extern "C" fn on_module(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
     // SAFETY: glibc passes a valid info whose program headers are mapped for the call's
     // duration; `data` is the Scan that record_new passed.
@@ -123,6 +125,7 @@ pub fn record_new(mut loaded: impl FnMut(u64, u64, u64)) {
 /// records: start-up, whose Module records may wait for the first recorded call, asks the
 /// loader here, in the constructor, and never later from a hook (which may run in a signal
 /// handler that interrupted the loader).
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn scan() {
     let scan = list_new();
     for f in &scan.found[..scan.n] {
@@ -131,6 +134,7 @@ pub fn scan() {
 }
 
 /// The loaded images not known yet, from the loader.
+#[unsafe(link_section = ".text.hot.vmshim")]
 fn list_new() -> Scan {
     let empty = Found {
         base: 0,
@@ -231,6 +235,7 @@ pub fn keep_exe_path(path: &[u8]) {
 }
 
 /// Copies the path [`keep_exe_path`] kept into `buf`; its length, 0 when none was kept.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn kept_exe_path(buf: &mut [u8]) -> usize {
     let n = EXE_LEN.load(Acquire).min(4096).min(buf.len());
     if n > 0 {

@@ -13,6 +13,7 @@ static ON: AtomicBool = AtomicBool::new(false);
 const PR_SET_VMA: usize = 0x5356_4d41;
 const PR_SET_VMA_ANON_NAME: usize = 0;
 
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn enable(on: bool) {
     ON.store(on, Relaxed);
 }

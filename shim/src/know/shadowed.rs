@@ -26,6 +26,7 @@ static FOUND_LEN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUs
 
 /// Asks the loader which definitions the hooked functions' calls reach and keeps a line for each
 /// that another library takes; true when there is one. Start-up only (it calls the loader).
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn find() -> bool {
     // SAFETY: the single initialiser (see Found).
     let n = lines(unsafe { &mut *FOUND.0.get() });

@@ -27,6 +27,7 @@ const _: () = assert!(SCRATCH_BYTES.is_multiple_of(4096));
 // only the one thread that took the deferred records writes those, after start-up published the
 // writer (`record::start`); nothing else touches the area.
 unsafe impl Sync for Scratch {}
+#[unsafe(link_section = ".sbss.vmshim")]
 static SCRATCH: Scratch = Scratch(UnsafeCell::new([0; SCRATCH_BYTES]));
 
 /// Marks the scratch area wipe-on-fork (the image's first fork): a fork child writes its own
@@ -79,6 +80,7 @@ pub fn record_deferred(fork: bool) {
 /// Sends a fork child's Start record to `vmshim run` on the run's socket (`sink`, connected)
 /// instead of writing it into a trace of its own ([`vmshim_trace::sent`]); false when it did not
 /// go (the caller then creates the trace). Call only as [`record_start`] may be called.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn send_start(fork: &Origin<'_>, run_id: u64, sink: i32) -> bool {
     let clocks = (fork.parent_pid, fork.mono_ns, fork.real_ns);
     // SAFETY: the caller is the single initialiser (see Scratch).
@@ -98,6 +100,7 @@ fn record_start_in(
 }
 
 /// The Start record in `scratch` (see [`record_start`] on the arguments), naming `trace_path`.
+#[unsafe(link_section = ".text.hot.vmshim")]
 fn encode_start<'s>(
     scratch: &'s mut [u8],
     fork: Option<&Origin<'_>>,
@@ -211,6 +214,7 @@ pub fn record_loader_evidence() {
 
 /// The addresses [`record_loader_evidence`] writes, into `at`: how many (at most its length).
 /// Read on the thread whose thread pointer they are to hold: the main thread, at start-up.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn loader_addresses(at: &mut [u64]) -> usize {
     unsafe extern "C" {
         static _r_debug: libc::c_void;

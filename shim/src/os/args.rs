@@ -29,6 +29,7 @@ static AREA: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
 /// # Safety
 /// `argv` holds `argc` pointers to NUL-terminated strings and `envp` is a null-terminated array
 /// of them, as glibc passes to an init_array function.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub unsafe fn note(argc: c_int, argv: *const *const c_char, envp: *const *const c_char) {
     if argc <= 0 || argv.is_null() || envp.is_null() {
         return;
@@ -67,6 +68,7 @@ pub unsafe fn note(argc: c_int, argv: *const *const c_char, envp: *const *const 
 
 /// `/proc/self/cmdline` as far as `out` holds it, its length; None when the area is not known
 /// (read the file then).
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn cmdline(out: &mut [u8]) -> Option<usize> {
     let start = AREA[0].load(Acquire);
     if start == 0 {

@@ -47,6 +47,7 @@ pub(crate) struct Pool(UnsafeCell<[[u8; STACK_BYTES]; STACKS]>);
 unsafe impl Sync for Pool {}
 
 #[doc(hidden)]
+#[unsafe(link_section = ".sbss.vmshim")]
 pub(crate) static POOL: Pool = Pool(UnsafeCell::new([[0; STACK_BYTES]; STACKS]));
 /// Bit `i` set: stack `i` is in use. The bits past the pool are set for good, so that the
 /// entry code finds a free stack with one `not` and `bsf`.
@@ -153,6 +154,7 @@ pub fn run<F: FnOnce()>(f: F) -> bool {
 /// a copy-on-write fault each in both (issue 12: five of the faults a shell's fork paid). A
 /// signal handler on an alternate stack, or a thread's stack, is never within the main stack's
 /// range, so it goes to a shim stack as before. `stack_limit`: RLIMIT_STACK's soft value.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn run_roomy<F: FnOnce()>(stack_limit: u64, f: F) -> bool {
     unsafe extern "C" {
         static __libc_stack_end: *const core::ffi::c_void;
@@ -175,6 +177,7 @@ pub const MAIN_DEPTH: usize = 256 << 10;
 
 /// In a fork child: the threads that held stacks are gone. Only a stack the forking thread runs
 /// on (a signal handler that interrupted a hook and forked) stays taken.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn reset_after_fork() {
     let mine = stack_of(current_sp()).map_or(0, |i| 1u64 << i);
     TAKEN.store(mine | NOT_A_STACK, Release);

@@ -107,6 +107,7 @@ pub fn connect_datagram(name: &[u8]) -> isize {
 
 /// Sends `msg` as one datagram on the connected socket `fd`: never blocks (a full queue is
 /// EAGAIN), raises no SIGPIPE. True when the whole datagram went.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn send_datagram(fd: i32, msg: &[u8]) -> bool {
     let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
     sys!(libc::SYS_sendto, fd, msg.as_ptr(), msg.len(), flags, 0, 0) == msg.len() as isize
@@ -137,6 +138,7 @@ pub fn getcwd(buf: &mut [u8]) -> isize {
 }
 
 /// (st_dev, st_ino) of an open file.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn file_id(fd: i32) -> Option<(u64, u64)> {
     // SAFETY: a zeroed stat is a valid value of this plain C struct.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
@@ -191,6 +193,7 @@ pub fn getpid() -> u32 {
 static PID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
 /// This process's pid, as of the last (re)initialisation: the child of a fork gets its own.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn own_pid() -> u32 {
     match PID.load(core::sync::atomic::Ordering::Relaxed) {
         0 => getpid(),
@@ -200,6 +203,7 @@ pub fn own_pid() -> u32 {
 
 /// Notes the pid [`own_pid`] answers with (the writer, as it opens a trace); 0 forgets it (a
 /// fork child, until it opens its own).
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn set_own_pid(pid: u32) {
     PID.store(pid, core::sync::atomic::Ordering::Relaxed);
 }
@@ -379,6 +383,7 @@ fn calibrate() {
 /// Monotonic nanoseconds (vDSO, no system call, no errno change on success).
 /// The page size, asked of libc once per image (a fork child has its parent's answer: its own
 /// call would fault in two pages of libc's text).
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn page_size() -> usize {
     use core::sync::atomic::Ordering::Relaxed;
     match PAGE_SIZE.load(Relaxed) {
@@ -399,6 +404,18 @@ pub fn monotonic_ns() -> u64 {
 }
 pub fn realtime_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)
+}
+/// Both clocks by system call, not through the vDSO: for a process's one reading at its start
+/// (a waiting image's note). A first vDSO call costs a process two page faults, on libc's
+/// `clock_gettime` page and on the vvar page, about 8 us here, where the two system calls cost
+/// under 1 us; a shell's `/bin/true` reads no clock otherwise (issue 12). (monotonic, real).
+pub fn clocks_by_syscall() -> (u64, u64) {
+    let read = |clock: libc::clockid_t| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        sys!(libc::SYS_clock_gettime, clock, &mut ts as *mut libc::timespec);
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    };
+    (read(libc::CLOCK_MONOTONIC), read(libc::CLOCK_REALTIME))
 }
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

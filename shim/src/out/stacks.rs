@@ -16,6 +16,7 @@ const SLOTS: usize = 1 << 14;
 const PROBES: usize = 16;
 
 /// Stack hash (key) to the file offset of its Stack record (value).
+#[unsafe(link_section = ".sbss.vmshim")]
 static TABLE: crate::out::pairs::Table<SLOTS> = crate::out::pairs::Table::new();
 
 /// Bumped when the table is cleared (a fork child starts its own trace file): references taken
@@ -34,6 +35,7 @@ pub fn wipe_on_fork() {
 }
 
 /// In a fork child, before its first record: forget the parent's file offsets.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn reset() {
     EPOCH.fetch_add(1, AcqRel);
     TABLE.forget();

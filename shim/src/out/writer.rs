@@ -120,6 +120,7 @@ static HDR: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
 static SEGS: [AtomicPtr<u8>; MAX_SEGS] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_SEGS];
 /// Bytes of each segment whose writers are done with them; at the segment's capacity it is
 /// retired (unmapped) by the writer that got it there.
+#[unsafe(link_section = ".sbss.vmshim")]
 static DONE: Done = Done([const { AtomicU64::new(0) }; MAX_SEGS]);
 /// Page-aligned, so that it can be wipe-on-fork ([`wipe_on_fork`]).
 #[repr(C, align(4096))]
@@ -178,16 +179,19 @@ pub fn path() -> &'static [u8] {
     &all[..PATH_LEN.load(Relaxed) as usize]
 }
 
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn is_ready() -> bool {
     STATE.load(Acquire) == READY
 }
 
 /// Claims the right to initialise: true for exactly one caller while the writer is unopened.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn begin_init() -> bool {
     STATE.compare_exchange(UNINIT, INITING, Acquire, Relaxed).is_ok()
 }
 
 /// Gives the right to initialise back, unused (a later hook may try again).
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn abandon_init() {
     let _ = STATE.compare_exchange(INITING, UNINIT, Release, Relaxed);
 }
@@ -808,6 +812,7 @@ pub fn append(record: &[u8]) -> Option<u64> {
 
 /// In the child of a fork: forget the parent's trace (its mappings and descriptor are the
 /// child's copies) so that the next initialisation opens the child's own file.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn reset_after_fork() {
     let fd = FD.swap(-1, AcqRel);
     if fd >= 0 && sys::file_id(fd) == Some((FILE_DEV.load(Relaxed), FILE_INO.load(Relaxed))) {

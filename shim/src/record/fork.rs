@@ -58,6 +58,7 @@ static NOTE: [Note; NOTES] =
 /// issue 12), and the child finds them all free.
 #[repr(C, align(4096))]
 struct Owners([AtomicU64; NOTES]);
+#[unsafe(link_section = ".sbss.vmshim")]
 static OWNER: Owners = Owners([const { AtomicU64::new(0) }; NOTES]);
 
 /// The socket to `vmshim run` that this image's fork children send their Start records on
@@ -180,6 +181,7 @@ pub extern "C" fn after_fork_in_parent() {
 /// In the child: what the parent's forking thread noted (found through the TLS block this
 /// thread copied from it), or None when the prepare handler did not run (the shim's handlers
 /// were registered by another fork's time, or `_Fork`).
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn origin_in_child() -> Option<Origin<'static>> {
     let parent_tid = tls::get(Slot::ForkTid) as u32;
     if parent_tid == 0 {
@@ -205,6 +207,7 @@ pub fn origin_in_child() -> Option<Origin<'static>> {
 
 /// Sends the child's Start record to `vmshim run` when the run takes them ([`vmshim_trace::sent`]);
 /// true when it went, and the child then creates no trace until it needs one.
+#[unsafe(link_section = ".text.hot.vmshim")]
 fn send(origin: &Origin<'static>) -> bool {
     let Some((cfg, _)) = crate::config::kept() else { return false };
     let fd = SINK_FD.load(Acquire);
@@ -228,6 +231,7 @@ fn send(origin: &Origin<'static>) -> bool {
 
 /// The atfork child handler: the child's own trace, created before fork returns, or its Start
 /// record sent to `vmshim run` ([`send`]).
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub extern "C" fn after_fork_in_child() {
     // A child of a sent child that had no trace yet: its own origin is this fork.
     super::sent::forget();

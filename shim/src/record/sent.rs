@@ -20,6 +20,7 @@ static CLOCKS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 static STACK: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
 /// Notes that this fork child sent its Start record, made from `origin`.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn keep(origin: &Origin<'static>) {
     PIDS[0].store(origin.parent_pid, Relaxed);
     PIDS[1].store(origin.parent_tid, Relaxed);
@@ -31,6 +32,7 @@ pub fn keep(origin: &Origin<'static>) {
 }
 
 /// The origin of this fork child if it sent its Start record and has no trace yet.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn origin() -> Option<Origin<'static>> {
     if !SENT.load(Acquire) {
         return None;
@@ -53,6 +55,7 @@ pub fn origin() -> Option<Origin<'static>> {
 }
 
 /// The child has its own trace now (or will never have one), or is a new fork child.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn forget() {
     if SENT.load(Relaxed) {
         SENT.store(false, Release);

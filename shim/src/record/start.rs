@@ -43,6 +43,7 @@ pub fn depth() -> usize {
 /// Safe to call from any hook: exactly one caller initialises; callers that race it find the
 /// writer not yet ready and pass their call through unrecorded.
 #[inline]
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn ensure_started() {
     if writer::is_ready() {
         if DEFERRED.load(Relaxed) != NONE {
@@ -74,6 +75,7 @@ pub fn start_sent_now() {
 /// Creates the trace of a fork child whose Start record went to `vmshim run` (record/fork.rs),
 /// as the child would have in the fork; the caller won [`writer::begin_init`]. False for any
 /// other process (nothing done).
+#[unsafe(link_section = ".text.hot.vmshim")]
 fn start_sent() -> bool {
     let Some(origin) = super::sent::origin() else { return false };
     super::sent::forget();
@@ -96,6 +98,7 @@ fn write_deferred() {
 /// [`ensure_started`], or the fork child's handler in `fork.rs`. An exec'd image under the
 /// exit watcher may instead note its start and wait for its first recorded call with no trace
 /// ([`super::waiting`]); that call's [`ensure_started`] comes back here and creates it.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn start(fork: Option<&startup::Origin<'_>>) {
     if fork.is_none() && super::waiting::foreign() {
         writer::abandon_init();
@@ -157,6 +160,7 @@ pub fn start(fork: Option<&startup::Origin<'_>>) {
 /// stack copy, does not carry this path's buffers in its frame: each page of stack it goes
 /// deeper is a page copied (issue 12).
 #[inline(never)]
+#[unsafe(link_section = ".text.hot.vmshim")]
 fn learn_image(cfg: &crate::config::Config) -> bool {
     modules::scan();
     let shadowed = shadowed::find();

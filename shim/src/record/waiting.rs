@@ -82,6 +82,7 @@ pub struct Started {
 /// Notes this image's start and waits: true when the note is set (the caller then creates no
 /// trace). `at`: the loader's addresses; more than the note holds and the image does not wait.
 /// `ppid`: the parent now.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn wait(run_id: u64, at: &[u64], ppid: u32) -> bool {
     if at.len() > AT_MAX || run_id == 0 {
         return false;
@@ -89,8 +90,9 @@ pub fn wait(run_id: u64, at: &[u64], ppid: u32) -> bool {
     let n = &vmshim_waiting_image;
     n.pid.store(sys::getpid(), Relaxed);
     n.ppid.store(ppid, Relaxed);
-    n.mono_ns.store(sys::monotonic_ns(), Relaxed);
-    n.real_ns.store(sys::realtime_ns(), Relaxed);
+    let (mono_ns, real_ns) = sys::clocks_by_syscall();
+    n.mono_ns.store(mono_ns, Relaxed);
+    n.real_ns.store(real_ns, Relaxed);
     n.run_id.store(run_id, Relaxed);
     n.page_size.store(sys::page_size() as u32, Relaxed);
     for (w, &a) in n.at.iter().zip(at) {
@@ -106,6 +108,7 @@ pub fn wait(run_id: u64, at: &[u64], ppid: u32) -> bool {
 /// The waiting image's start, for the trace the caller is about to create ([`end`] once it
 /// exists); None when the image does not wait, or when the caller is not the image's process (a
 /// vfork child, which shares its memory, must not take its parent's note).
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn started() -> Option<Started> {
     let n = &vmshim_waiting_image;
     if n.magic.load(Acquire) != MAGIC || n.pid.load(Relaxed) != sys::getpid() {
@@ -127,6 +130,7 @@ pub fn end() {
 /// Whether this is a copy of a waiting image's memory in another process that no fork handler
 /// reset: a vfork child, which shares it, before its exec (or a raw clone). It records nothing:
 /// starting there would take or overwrite the parent's note.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn foreign() -> bool {
     let n = &vmshim_waiting_image;
     n.magic.load(Acquire) == MAGIC && n.pid.load(Relaxed) != sys::getpid()
@@ -148,6 +152,7 @@ pub fn loader_at(out: &mut [u64]) -> usize {
 }
 
 /// In a fork child: the parent's note is not the child's (the child creates its own trace).
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn forget() {
     if waiting() {
         vmshim_waiting_image.magic.store(0, Relaxed);

@@ -50,6 +50,7 @@ const MAX_CFA_OFF: u32 = (1 << 20) - 1;
 /// key's low 32 bits so that a reader racing with the store sees a miss, never another key's rule.
 const SLOTS: usize = 1 << 14;
 const PROBES: usize = 16;
+#[unsafe(link_section = ".sbss.vmshim")]
 static TABLE: crate::out::pairs::Table<SLOTS> = crate::out::pairs::Table::new();
 
 fn home(addr: u64) -> usize {

@@ -36,6 +36,7 @@ static LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// The images published so far, in the order they were added: entry `i` is the image that
 /// [`next_index`] named `i` when it was added.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn spans() -> &'static [Image] {
     &IMAGES[..LEN.load(Acquire).min(MAX)]
 }
@@ -43,6 +44,7 @@ pub fn spans() -> &'static [Image] {
 /// The index the next [`publish`] fills, so that the caller can write its facts of that image
 /// first ([`facts`]; the Release in [`publish`] then covers them too). `None` when the table is
 /// full.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn next_index() -> Option<usize> {
     let i = LEN.load(Acquire);
     (i < MAX).then_some(i)
@@ -56,6 +58,7 @@ pub fn facts(i: usize) -> Option<&'static [AtomicU64; 4]> {
 /// Publishes image `i` (from [`next_index`]): span `lo..hi`, executable part `text`. Index and
 /// publication are a load and a store, not a compare-and-swap: two scans racing would fill the
 /// same index, exactly as the table did when it lived in `modules.rs`.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn publish(i: usize, lo: u64, hi: u64, text: (u64, u64)) {
     if let Some(image) = IMAGES.get(i) {
         image.text.0.store(text.0, Relaxed);
@@ -67,16 +70,19 @@ pub fn publish(i: usize, lo: u64, hi: u64, text: (u64, u64)) {
 }
 
 /// Whether an image starting at `lo` was added already.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn is_known(lo: u64) -> bool {
     spans().iter().any(|k| k.lo.load(Relaxed) == lo)
 }
 
 /// Whether `addr` lies in a recorded image (code or data).
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn in_image(addr: u64) -> bool {
     spans().iter().any(|k| (k.lo.load(Relaxed)..k.hi.load(Relaxed)).contains(&addr))
 }
 
 /// The span of the executable segment of the recorded image that holds `addr`.
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn text_of(addr: u64) -> Option<(u64, u64)> {
     spans()
         .iter()
@@ -85,6 +91,7 @@ pub fn text_of(addr: u64) -> Option<(u64, u64)> {
 }
 
 /// Whether `addr` lies in a recorded image's executable segment (a plausible return address).
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn in_text(addr: u64) -> bool {
     spans().iter().any(|k| (k.text.0.load(Relaxed)..k.text.1.load(Relaxed)).contains(&addr))
 }

@@ -41,6 +41,7 @@ static SELF_LO: AtomicUsize = AtomicUsize::new(0);
 #[unsafe(link_section = ".data.vmshim_hot")]
 static SELF_HI: AtomicUsize = AtomicUsize::new(0);
 
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn set_self_range(lo: usize, hi: usize) {
     SELF_LO.store(lo, Relaxed);
     SELF_HI.store(hi, Relaxed);
@@ -48,11 +49,13 @@ pub fn set_self_range(lo: usize, hi: usize) {
 
 /// Whether `ip` lies in the shim's own image (always false before the images' scan set its
 /// range).
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn in_self(ip: usize) -> bool {
     ip >= SELF_LO.load(Relaxed) && ip < SELF_HI.load(Relaxed)
 }
 
 /// Whether the images' scan found the shim's own image ([`in_self`] can answer).
+#[unsafe(link_section = ".text.hot.vmshim")]
 pub fn knows_self() -> bool {
     SELF_LO.load(Relaxed) < SELF_HI.load(Relaxed)
 }
@@ -178,6 +181,7 @@ pub mod memo {
         crate::os::syscall::madvise(addr, len, libc::MADV_WIPEONFORK);
     }
 
+    #[unsafe(link_section = ".sbss.vmshim")]
     static MEMOS: Memos = Memos(
         [const {
             Slot {

@@ -88,6 +88,7 @@ pub struct ForkRecord<'a> {
 
 /// Encodes `s` into `buf`; the record's length, or `None` if it does not fit. Strings are cut to
 /// [`MAX_STRING`] bytes.
+#[inline]
 pub fn encode(buf: &mut [u8], s: &StartRecord<'_>) -> Option<usize> {
     let mut e = Encoder::new(buf, Kind::Start);
     e.put_u32(s.pid);
