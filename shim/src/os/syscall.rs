@@ -380,7 +380,6 @@ fn calibrate() {
     }
 }
 
-/// Monotonic nanoseconds (vDSO, no system call, no errno change on success).
 /// The page size, asked of libc once per image (a fork child has its parent's answer: its own
 /// call would fault in two pages of libc's text).
 #[unsafe(link_section = ".text.hot.vmshim")]
@@ -399,16 +398,18 @@ pub fn page_size() -> usize {
 #[unsafe(link_section = ".data.vmshim_hot")]
 static PAGE_SIZE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
+/// Monotonic nanoseconds (vDSO, no system call, no errno change on success).
 pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 pub fn realtime_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)
 }
-/// Both clocks by system call, not through the vDSO: for a process's one reading at its start
-/// (a waiting image's note). A first vDSO call costs a process two page faults, on libc's
-/// `clock_gettime` page and on the vvar page, about 8 us here, where the two system calls cost
-/// under 1 us; a shell's `/bin/true` reads no clock otherwise (issue 12). (monotonic, real).
+
+/// (monotonic, real) nanoseconds by system call, not through the vDSO: for a process's one
+/// reading at its start (a waiting image's note). A process's first vDSO call takes two page
+/// faults, on libc's `clock_gettime` page and on the vvar page (2-7 us each on the hosts here),
+/// in a shell's `/bin/true`, which reads no clock otherwise (issue 12).
 pub fn clocks_by_syscall() -> (u64, u64) {
     let read = |clock: libc::clockid_t| {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -417,6 +418,7 @@ pub fn clocks_by_syscall() -> (u64, u64) {
     };
     (read(libc::CLOCK_MONOTONIC), read(libc::CLOCK_REALTIME))
 }
+
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec to a valid pointer; it neither allocates nor
