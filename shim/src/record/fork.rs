@@ -38,6 +38,10 @@ use vmshim_trace::MAX_FRAMES;
 /// stacks noted (glibc runs the handlers of one fork at a time, under its atfork lock).
 const NOTES: usize = 8;
 
+/// Aligned so that a note lies within one page: the prepare handler's writes to it touch one
+/// page, a copy-on-write fault per fork while the last child still shares it (two when a note
+/// straddled a page boundary). Among the page-aligned tables, after `.bss` (see lib.rs).
+#[repr(C, align(2048))]
 struct Note {
     len: UnsafeCell<usize>,
     frames: UnsafeCell<[u64; MAX_FRAMES]>,
@@ -47,6 +51,7 @@ struct Note {
 // read by that thread's fork child (a copy of the memory, single-threaded).
 unsafe impl Sync for Note {}
 
+#[unsafe(link_section = ".sbss.vmshim")]
 static NOTE: [Note; NOTES] =
     [const { Note { len: UnsafeCell::new(0), frames: UnsafeCell::new([0; MAX_FRAMES]) } }; NOTES];
 
