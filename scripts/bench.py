@@ -235,9 +235,15 @@ def pieces_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
     """Issue 12: a shell loop's iteration, its two halves apart (bench/pieces.c): an exec'd
     /bin/true whose image alone is preloaded (vfork + execve from a bare process), and a fork
     whose parent and child are (children that leave at once), each bare, with an empty preload
-    library (what any LD_PRELOAD costs) and with the shim under VMSHIM_WATCHED=1, in turn (A B C
-    A B C): medians per exec or fork, and the shim's medians of pairs over bare and over the
-    empty library. The traces go to `trace_dir` when given (see loop_cost on ext4)."""
+    library (what any LD_PRELOAD costs) and with the shim as `vmshim run` sets it for its tree's
+    processes (VMSHIM_WATCHED, a run id, a tracer that is not the image's parent, and the run's
+    socket, which this benchmark binds and drains: the exec'd image waits with no trace, the fork
+    child sends its Start record), in turn (A B C A B C): medians per exec or fork, the shim's
+    medians of pairs over bare and over the empty library, and the page faults per exec or fork
+    (the child's, from wait4; for a fork, the parent's too): counts, which this shared machine's
+    noise leaves alone. The traces a fork child creates after all go to `trace_dir` when given
+    (see loop_cost on ext4)."""
+    import socket, threading
     exe = os.path.join(tmp, "pieces")
     subprocess.run(["gcc", "-O2", "-o", exe, os.path.join(ROOT, "bench", "pieces.c")], check=True)
     empty_c, empty = os.path.join(tmp, "empty.c"), os.path.join(tmp, "libempty.so")
@@ -245,21 +251,49 @@ def pieces_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
         f.write("int vmshim_bench_empty(void) { return 0; }\n")
     subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", empty, empty_c], check=True)
     out = tempfile.mkdtemp(prefix="pieces.", dir=trace_dir or tmp)
-    traced = dict(bare_env, VMSHIM_OUT=os.path.join(out, "vmshim.%p.trace"), VMSHIM_WATCHED="1")
+    run_id = int.from_bytes(os.urandom(8), "little") | 1
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(b"\0vmshim-sink." + b"%016x" % run_id)
+    sink.settimeout(0.05)
+    draining = [True]
+
+    def drain():
+        while draining[0]:
+            try:
+                sink.recv(1 << 16)
+            except (socket.timeout, OSError):
+                pass
+
+    drainer = threading.Thread(target=drain, daemon=True)
+    drainer.start()
+    traced = dict(bare_env, VMSHIM_OUT=os.path.join(out, "vmshim.%p.trace"), VMSHIM_WATCHED="1",
+                  VMSHIM_RUN="%016x" % run_id, VMSHIM_TRACER=str(os.getpid()), VMSHIM_SINK="1")
     for mode, via in (("exec", "PIECES_PRELOAD"), ("fork", "LD_PRELOAD")):
         variants = (("bare", bare_env), ("empty", dict(bare_env, **{via: empty})), ("shim", dict(traced, **{via: shim})))
         got = {name: [] for name, _ in variants}
+        faults = {name: [] for name, _ in variants}
         for _ in range(rounds):
             for name, env in variants:
                 r = subprocess.run([exe, mode, str(n)], env=env, capture_output=True, text=True, check=True)
-                got[name].append(float(r.stdout))
+                us, child, parent = (float(x) for x in r.stdout.split())
+                got[name].append(us)
+                faults[name].append((child, parent))
             clear(out)
         med = {name: statistics.median(v) for name, v in got.items()}
         over = lambda base: statistics.median(s - b for s, b in zip(got["shim"], got[base]))
+        child = {name: statistics.median(c for c, _ in v) for name, v in faults.items()}
+        parent = {name: statistics.median(p for _, p in v) for name, v in faults.items()}
         title = f"pieces: {mode} of /bin/true" if mode == "exec" else "pieces: fork, child exits at once"
+        counted = (f"faults per exec {child['bare']:.1f} bare, {child['empty']:.1f} empty, {child['shim']:.1f} shim"
+                   if mode == "exec" else
+                   f"faults per fork: child {child['bare']:.1f} bare, {child['empty']:.1f} empty, {child['shim']:.1f} shim; "
+                   f"parent {parent['bare']:.1f}, {parent['empty']:.1f}, {parent['shim']:.1f}")
         print(f"{title + f', {n} x {rounds}':<48}{med['bare']:>9.1f} us bare{med['empty']:>9.1f} us empty"
               f"{med['shim']:>9.1f} us shim   +{over('bare'):.1f} us over bare, +{over('empty'):.1f} us over "
-              f"an empty preload (watched)", flush=True)
+              f"an empty preload (as under vmshim run); {counted}", flush=True)
+    draining[0] = False
+    drainer.join()
+    sink.close()
     shutil.rmtree(out)
 
 
