@@ -115,20 +115,26 @@ impl Sink {
             while !sink.stop.load(Acquire) {
                 let mut p = libc::pollfd { fd: sink.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
                 // SAFETY: one pollfd, alive for the call.
-                if unsafe { libc::poll(&mut p, 1, POLL_MS) } > 0
-                    && let Ok(mut held) = sink.held.lock()
-                {
-                    sink.drain(&mut held);
+                if unsafe { libc::poll(&mut p, 1, POLL_MS) } > 0 {
+                    let announced = match sink.held.lock() {
+                        Ok(mut held) => sink.drain(&mut held),
+                        Err(_) => Vec::new(),
+                    };
+                    // Out of the lock: a capture may be taking its records meanwhile.
+                    for pid in announced {
+                        crate::launch::watch::look_up_ahead(pid);
+                    }
                 }
             }
         })
     }
 
-    /// Takes every datagram waiting on the socket into `held`.
-    fn drain(&self, held: &mut Held) {
+    /// Takes every datagram waiting on the socket into `held`; the pids they came for.
+    fn drain(&self, held: &mut Held) -> Vec<u32> {
         let Held { by_pid, buf } = held;
+        let mut pids = Vec::new();
         loop {
-            let Some((n, sender)) = self.receive(buf) else { return };
+            let Some((n, sender)) = self.receive(buf) else { return pids };
             let Some(start) = decode(&buf[..n]) else { continue };
             // The process the record is of, or one of this user's (a child in a pid namespace
             // of its own names itself by that namespace's pid, as its own trace would).
@@ -137,6 +143,7 @@ impl Sink {
             if !ours || start.fork.is_none() {
                 continue;
             }
+            pids.push(start.pid);
             by_pid.entry(start.pid).or_default().push(Sent { start, record: buf[..n].to_vec() });
         }
     }
