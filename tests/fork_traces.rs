@@ -436,9 +436,10 @@ fn a_trace_each(dir: &TestDir, n: usize, run_id: u64) {
 
 /// Issue 12, item 5 (cheap start): an image that records nothing has mapped only the shim code
 /// its start runs, and that code lies in few 64 KiB windows (a fault on a file page maps the
-/// window around it, or the page-cache folio it lands in): the one of `.init`, crtbegin's and `.text`'s first functions, the
-/// `.text.hot` section where the shim's start-up, fork and malloc-hook functions are placed
-/// (shim/src/lib.rs, "Start-up cost"), and std's argument-saving init function. The windows are
+/// window around it, or the page-cache folio it lands in): the one of `.init`, crtbegin's and
+/// `.text`'s first functions, the `.text.hot` section where the shim's start-up, fork and
+/// malloc-hook functions are placed (shim/src/lib.rs, "Start-up cost"), and std's
+/// argument-saving init function. The windows are
 /// read from the library's own section and symbol tables; the pages mapped, from the waiting
 /// process's `/proc/PID/pagemap`. And `.bss` begins in `.data`'s last page, which the loader
 /// writes anyway, not on a page of its own.
@@ -479,7 +480,7 @@ fn issue_12_an_image_that_records_nothing_maps_only_the_shims_start_up_code() {
         (from, from + WINDOW)
     };
     let mut windows = vec![around(section(".init").0), around(section(".text").0)];
-    windows.extend((hot.0 / WINDOW..=(hot.1 - 1) / WINDOW).map(|w| around((w * WINDOW).max(hot.0))));
+    windows.extend((hot.0 / WINDOW..=(hot.1 - 1) / WINDOW).map(|w| around(w * WINDOW)));
     windows.push(around(symbol(&["ARGV_INIT_ARRAY", "init_wrapper"])));
     let (data, bss) = (section(".data"), section(".bss"));
     assert!(bss.2 < page, ".bss is aligned to {} bytes: it would begin on a page of its own", bss.2);
