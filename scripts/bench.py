@@ -185,8 +185,12 @@ def loop_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
     """Issue 12: a bash loop of `n` /bin/true, bare, with LD_PRELOAD (bash and every child
     preloaded, traces into a temporary directory) and under `vmshim run` (the exit watcher, the
     ptrace hold, and the end of the run: exit maps attached, the report over every process,
-    written to /dev/null), in turn (A B C C B A): medians, their ratios to bare, and the traces
-    one run of each leaves (count, blocks allocated).
+    written to /dev/null), and under bench/floor.c with an empty preload library (vmshim run's
+    mechanisms with nothing behind them: every process preloaded, every exit_group stopped by a
+    seccomp listener that lets it go at once, the shell ptrace-held with its signal stops
+    resumed), in turn (A B C D D C B A): medians, their ratios to bare, and the traces one run
+    of each leaves (count, blocks allocated). The floor is what no work inside these mechanisms
+    can go below: `run` over `floor` is what vmshim itself adds.
 
     Where the traces go matters on this machine's ext4 (no journal): each file creation scans
     the inodes of its block group deleted in the last 1-6 minutes (fs/ext4/ialloc.c,
@@ -195,8 +199,11 @@ def loop_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
     measure the file system's past; --trace-dir /dev/shm measures vmshim alone."""
     script = ["/bin/bash", "-c", f"for ((i = 0; i < {n}; i++)); do /bin/true; done"]
     vmshim = os.path.join(os.path.dirname(shim), "vmshim")
-    times = {"bare": [], "preload": [], "run": []}
-    cpu = {"bare": [], "preload": [], "run": []}
+    floor = os.path.join(tmp, "floor")
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", floor, os.path.join(ROOT, "bench", "floor.c")], check=True)
+    floor_env = dict(bare_env, FLOOR_PRELOAD=empty_library(tmp))
+    times = {"bare": [], "preload": [], "run": [], "floor": []}
+    cpu = {"bare": [], "preload": [], "run": [], "floor": []}
     counts = {"preload": [], "run": []}
     sizes = {"preload": [], "run": []}
     # A directory per round and variant, all removed at the end: see start_cost on deleting
@@ -209,7 +216,8 @@ def loop_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
         outs += [pre_out, run_out]
         shim_env = dict(bare_env, LD_PRELOAD=shim, VMSHIM_OUT=os.path.join(pre_out, "vmshim.%p.trace"))
         run_cmd = [vmshim, "run", "--report", os.devnull, "--out", os.path.join(run_out, "t"), "--"] + script
-        variants = (("bare", script, bare_env), ("preload", script, shim_env), ("run", run_cmd, bare_env))
+        variants = (("bare", script, bare_env), ("preload", script, shim_env), ("run", run_cmd, bare_env),
+                    ("floor", [floor] + script, floor_env))
         # In turn, the order reversed every other round: a run measured right after a traced one
         # was seen 60-100 us per iteration slower (its predecessor's teardown overlapping it).
         for name, cmd, env in variants if r % 2 == 0 else variants[::-1]:
@@ -223,12 +231,27 @@ def loop_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
     for out in outs:
         shutil.rmtree(out)
     b, bc = statistics.median(times["bare"]), statistics.median(cpu["bare"])
+    f, fc = statistics.median(times["floor"]), statistics.median(cpu["floor"])
+    title = f"loop: bash, {n} x /bin/true, {rounds} rounds, floor"
+    print(f"{title:<48}{b:>12.3f} s bare{f:>11.3f} s floor    {f / b:.2f}x; CPU {bc:.3f} s bare, "
+          f"{fc:.3f} s floor, {fc / bc:.2f}x (an empty preload, the exit stop and the hold, no work: "
+          f"run is {statistics.median(times['run']) / f:.2f}x the floor)", flush=True)
     for name, target in (("preload", ""), ("run", ", target 1.3x")):
         v, vc = statistics.median(times[name]), statistics.median(cpu[name])
         title = f"loop: bash, {n} x /bin/true, {rounds} rounds, {name}"
         print(f"{title:<48}{b:>12.3f} s bare{v:>11.3f} s {name:<8} {v / b:.2f}x; CPU {bc:.3f} s bare, "
               f"{vc:.3f} s {name}, {vc / bc:.2f}x; {statistics.median(counts[name]):.0f} traces, "
               f"{statistics.median(sizes[name]) / 2**20:.1f} MiB allocated (target 64 MiB{target})", flush=True)
+
+
+def empty_library(tmp):
+    """A shared library with nothing in it, built in `tmp` (once): what any LD_PRELOAD costs."""
+    empty_c, empty = os.path.join(tmp, "empty.c"), os.path.join(tmp, "libempty.so")
+    if not os.path.exists(empty):
+        with open(empty_c, "w") as f:
+            f.write("int vmshim_bench_empty(void) { return 0; }\n")
+        subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", empty, empty_c], check=True)
+    return empty
 
 
 def pieces_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
@@ -246,10 +269,7 @@ def pieces_cost(shim, bare_env, rounds, n, tmp, trace_dir=None):
     import socket, threading
     exe = os.path.join(tmp, "pieces")
     subprocess.run(["gcc", "-O2", "-o", exe, os.path.join(ROOT, "bench", "pieces.c")], check=True)
-    empty_c, empty = os.path.join(tmp, "empty.c"), os.path.join(tmp, "libempty.so")
-    with open(empty_c, "w") as f:
-        f.write("int vmshim_bench_empty(void) { return 0; }\n")
-    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", empty, empty_c], check=True)
+    empty = empty_library(tmp)
     out = tempfile.mkdtemp(prefix="pieces.", dir=trace_dir or tmp)
     run_id = int.from_bytes(os.urandom(8), "little") | 1
     sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
