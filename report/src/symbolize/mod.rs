@@ -700,8 +700,9 @@ fn load_dwarf(elf: &ElfFile<'_>, path: &Path) -> Option<addr2line::Context<Dwarf
     addr2line::Context::from_dwarf(dwarf).ok()
 }
 
-/// One DWARF section of `elf`, decompressed and copied out; empty when absent, an error when it
-/// cannot be decompressed (then the file's DWARF is not used at all).
+/// One DWARF section of `elf`, owned: inflated into its buffer ([`inflate_shared`]), or copied out
+/// (uncompressed, or zstd); empty when absent, an error when it cannot be decompressed (then the
+/// file's DWARF is not used at all).
 fn dwarf_section(elf: &ElfFile<'_>, id: gimli::SectionId) -> Result<DwarfReader, object::Error> {
     let endian =
         if elf.is_little_endian() { gimli::RunTimeEndian::Little } else { gimli::RunTimeEndian::Big };
@@ -716,10 +717,34 @@ fn dwarf_section(elf: &ElfFile<'_>, id: gimli::SectionId) -> Result<DwarfReader,
             | gimli::SectionId::DebugTypes
     );
     let bytes: Arc<[u8]> = match elf.section_by_name(id.name()).filter(|_| !unused) {
-        Some(section) => Arc::from(&*section.uncompressed_data()?),
+        Some(section) => match inflate_shared(&section.compressed_data()?) {
+            Some(bytes) => bytes,
+            None => Arc::from(&*section.uncompressed_data()?),
+        },
         None => Arc::from(&[][..]),
     };
     Ok(gimli::EndianArcSlice::new(bytes, endian))
+}
+
+/// The largest section [`inflate_shared`] inflates itself; a larger one (only a corrupt header
+/// would say so of a debug section) goes through `object`, which asks for the memory fallibly.
+const INFLATE_SHARED_MAX: u64 = 256 << 20;
+
+/// A zlib-compressed section inflated straight into the shared buffer gimli reads: `object`
+/// inflates into a Vec, which became an `Arc<[u8]>` by a copy, so that libc's 8.6 MiB of DWARF
+/// (libc6-dbg) were written twice and faulted in twice: a report naming libc frames took 12,588
+/// page faults, 11,147 this way (issue 12: the fixed cost of every run).
+/// None when the section is not zlib-compressed or is too large for this path; an error in the
+/// data gives None too, and `object`'s path then says what it is.
+fn inflate_shared(data: &object::CompressedData<'_>) -> Option<Arc<[u8]>> {
+    if data.format != object::CompressionFormat::Zlib || data.uncompressed_size > INFLATE_SHARED_MAX {
+        return None;
+    }
+    let mut out: Arc<[u8]> = std::iter::repeat_n(0u8, data.uncompressed_size as usize).collect();
+    let buf = Arc::get_mut(&mut out)?;
+    let mut inflate = flate2::Decompress::new(true);
+    let status = inflate.decompress(data.data, buf, flate2::FlushDecompress::Finish).ok()?;
+    (status == flate2::Status::StreamEnd && inflate.total_out() == data.uncompressed_size).then_some(out)
 }
 
 /// A function symbol as read from a symbol table, before the table is indexed.
@@ -989,6 +1014,28 @@ mod tests {
             outermost.file.as_deref().is_some_and(|file| file.ends_with("symbolize/mod.rs")),
             "{frames:#?}"
         );
+    }
+
+    /// A zlib section inflates into the shared buffer whole; a wrong size in its header, a
+    /// corrupt stream or another format leaves it to `object` (None).
+    #[test]
+    fn a_zlib_section_inflates_into_the_shared_buffer_or_is_left_to_object() {
+        use std::io::Write;
+        let original: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&original).unwrap();
+        let compressed = z.finish().unwrap();
+        fn zlib(data: &[u8], uncompressed_size: u64) -> object::CompressedData<'_> {
+            object::CompressedData { format: object::CompressionFormat::Zlib, data, uncompressed_size }
+        }
+        let size = original.len() as u64;
+        assert_eq!(inflate_shared(&zlib(&compressed, size)).as_deref(), Some(&original[..]));
+        assert!(inflate_shared(&zlib(&compressed, size - 1)).is_none(), "a header that says less");
+        assert!(inflate_shared(&zlib(&compressed, size + 1)).is_none(), "a header that says more");
+        assert!(inflate_shared(&zlib(&compressed[..compressed.len() / 2], size)).is_none(), "cut short");
+        assert!(inflate_shared(&zlib(&compressed, INFLATE_SHARED_MAX + 1)).is_none(), "too large");
+        let plain = object::CompressedData::none(&original);
+        assert!(inflate_shared(&plain).is_none(), "uncompressed data is object's to borrow");
     }
 
     /// Go 1.19 names functions in .symtab and compresses its DWARF (`SHF_COMPRESSED` sections).
