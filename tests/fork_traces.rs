@@ -421,6 +421,43 @@ fn issue_12_under_vmshim_run_a_loop_of_a_thousand_processes_leaves_a_trace_each(
     a_trace_each(&dir, 1000, run_id);
 }
 
+/// Issue 12 (cheap start), held or not: under `vmshim run --attachable` too, a shell's exec'd
+/// `/bin/true` waits for a first record with no file (vmshim is the parent of the image it
+/// launched, and `VMSHIM_TRACER` says so), and vmshim run writes its trace from the watcher's
+/// capture: no trace of one holds a mapping of the shim's own, as a trace the image created would
+/// (its header and first segment). Before, `--attachable` left the variable out, and every image
+/// took itself for the launched one and created its own file, with its whole start-up.
+#[test]
+fn issue_12_under_vmshim_run_attachable_too_an_exec_d_image_waits_with_no_file() {
+    for attachable in [false, true] {
+        let dir = TestDir::new(if attachable { "fork_loop_attachable" } else { "fork_loop_held" });
+        let mut cmd = Command::new(vmshim_bin());
+        cmd.arg("run").args(attachable.then_some("--attachable"));
+        let out = run_with_timeout(
+            cmd.args(["--report", "/dev/null", "--out"])
+                .arg(dir.join("t"))
+                .args(["--", "/bin/bash", "-c", "for ((i = 0; i < 50; i++)); do /bin/true; done"])
+                .current_dir(dir.path()),
+            TIMEOUT,
+        );
+        assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+        let run_id = start_of(&read_trace(&dir.join("t"))).run_id;
+        a_trace_each(&dir, 50, run_id);
+        let own = |t: &Trace| {
+            t.events.iter().any(|e| matches!(e, Event::Call(c) if c.flags & vmshim_trace::CALL_FLAG_OWN != 0))
+        };
+        let images: Vec<Trace> = traces_in(dir.path())
+            .iter()
+            .map(|p| read_trace(p))
+            .filter(|t| start_of(t).fork.is_none() && start_of(t).exe.ends_with("/true"))
+            .collect();
+        assert_eq!(images.len(), 50);
+        let created = images.iter().filter(|t| own(t)).count();
+        assert_eq!(created, 0, "attachable {attachable}: {created} of 50 images created their own trace");
+        assert!(own(&read_trace(&dir.join("t"))), "the launched bash created its own");
+    }
+}
+
 /// `dir` holds a trace per fork child and per exec'd `/bin/true` of a loop of `n`, every one of
 /// run `run_id`, within 64 MiB of disk in all.
 fn a_trace_each(dir: &TestDir, n: usize, run_id: u64) {

@@ -423,7 +423,12 @@ pub fn run(a: cli::RunArgs, opts: &Options) -> Result<u8, Error> {
         env.push(("LD_PRELOAD".into(), preload));
         env.push(("VMSHIM_OUT".into(), template.clone().into_os_string()));
         env.push(("VMSHIM_RUN".into(), format!("{run_id:016x}").into()));
-        if hold {
+        // vmshim's pid: the parent of the image it launches, which an image of the tree tells
+        // itself from (the others may wait for their first record with no trace, for the
+        // watcher's captures to write: record/waiting.rs), and the tracer its ptrace hook asks
+        // to let go. Held or not (--attachable), vmshim is that parent; the syscall recorder
+        // writes no waiting image's trace, so under it every image keeps its own.
+        if !recorded {
             env.push(("VMSHIM_TRACER".into(), std::process::id().to_string().into()));
         }
         // Every exit of the tree will be read: a process's start-up records may wait for its
