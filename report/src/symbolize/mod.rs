@@ -430,25 +430,22 @@ impl Collected {
     /// Adds `elf`'s function symbols, and its DWARF if none was found before (the separate debug
     /// file is read first: when it exists, it holds the full DWARF).
     fn read(&mut self, elf: &ElfFile<'_>, path: &Path) {
+        if self.dwarf.is_some() {
+            collect_function_symbols(elf, &mut self.symbols);
+            return;
+        }
         // A large compressed .debug_info (libc6-dbg's: 5.8 MiB of a debug file's 8.6) inflates
         // on a thread of its own while this one reads the symbols and the other sections: at the
         // end of a run the second core is idle (issue 12, the fixed cost of a run).
-        let info = self
-            .dwarf
-            .is_none()
-            .then(|| elf.section_by_name(".debug_info")?.compressed_data().ok())
-            .flatten()
-            .filter(|c| {
-                c.format == object::CompressionFormat::Zlib && c.uncompressed_size >= INFLATE_APART_MIN
-            });
+        let info = elf.section_by_name(".debug_info").and_then(|s| s.compressed_data().ok()).filter(|c| {
+            c.format == object::CompressionFormat::Zlib && c.uncompressed_size >= INFLATE_APART_MIN
+        });
         std::thread::scope(|s| {
             // A thread that cannot be made leaves the section to this one.
             let inflating = info
                 .and_then(|c| std::thread::Builder::new().spawn_scoped(s, move || inflate_shared(&c)).ok());
             collect_function_symbols(elf, &mut self.symbols);
-            if self.dwarf.is_none() {
-                self.dwarf = load_dwarf(elf, path, inflating);
-            }
+            self.dwarf = load_dwarf(elf, path, inflating);
         });
     }
 
@@ -689,8 +686,9 @@ fn page_down(offset: u64) -> u64 {
 
 /// Parses `elf`'s DWARF, if it has any. Compressed sections, whether `SHF_COMPRESSED` (what
 /// Go 1.19 and `gcc -gz` write, and Debian's debug files) or the older `.zdebug_*` names, are
-/// decompressed by `object`. A `.gnu_debugaltlink` supplementary file (written by dwz) is loaded
-/// when it can be found.
+/// decompressed by [`dwarf_section`]; `.debug_info` is the one `inflating` gives, when the
+/// caller inflates it apart (an empty section stands in for it until then). A
+/// `.gnu_debugaltlink` supplementary file (written by dwz) is loaded when it can be found.
 fn load_dwarf(
     elf: &ElfFile<'_>,
     path: &Path,
